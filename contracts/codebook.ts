@@ -1,0 +1,322 @@
+// The codebook: the task spec a researcher writes in YAML. Parsed once at the edge (raw YAML → zod schema →
+// normalised, frozen object with absolute paths); every error names the file and the field at fault.
+
+import { createHash } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { z } from 'zod';
+import { RescaleError } from './errors.js';
+
+const labelSchema = z.strictObject({
+  name: z
+    .string()
+    .min(1, 'a label needs a non-empty name')
+    .regex(/^[^\s:,]+(?: [^\s:,]+)*$/, 'label names may not contain ":" or ",", nor start or end with a space'),
+  description: z.string().optional(),
+  /** The text the model answers for this label (what the adapter was trained to emit). Defaults to the name. */
+  answer: z.string().min(1).optional(),
+  examples: z.array(z.string()).optional(),
+});
+
+const questionSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'use letters, digits and "_" (it becomes a column name)'),
+  type: z.enum(['single_label', 'multi_label']).default('single_label'),
+  labels: z.array(labelSchema).min(2, 'a question needs at least two labels'),
+});
+
+const adapterSchema = z.strictObject({
+  path: z.string().min(1),
+  scale: z.number().finite().default(1),
+});
+
+const modelSchema = z.strictObject({
+  path: z.string().min(1),
+  adapters: z.array(adapterSchema).default([]),
+  context_size: z.number().int().positive().optional(),
+  max_document_tokens: z.number().int().positive().default(512),
+  threads: z.number().int().nonnegative().optional(),
+  gpu_layers: z.union([z.number().int().nonnegative(), z.literal('auto'), z.literal('max')]).default('auto'),
+  /** Documents decoded together in one batch; a layout setting that can move probabilities (see README). */
+  sequences: z.union([z.number().int().positive().max(64), z.literal('auto')]).default('auto'),
+});
+
+const promptSchema = z.strictObject({
+  format: z.enum(['chat', 'raw']).default('chat'),
+  system: z.string().optional(),
+  template: z.string().min(1),
+  /** raw format only: text placed between the prompt and the answer (e.g. " "). */
+  answer_prefix: z.string().default(''),
+});
+
+const inputSchema = z.strictObject({
+  text_column: z.string().min(1).default('text'),
+  id_column: z.string().min(1).optional(),
+});
+
+const codebookSchema = z
+  .strictObject({
+    task: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'use letters, digits, ".", "_" and "-"'),
+    description: z.string().optional(),
+    version: z.union([z.string(), z.number()]).optional(),
+    input: inputSchema.default({ text_column: 'text' }),
+    labels: z.array(labelSchema).min(2, 'a codebook needs at least two labels').optional(),
+    questions: z.array(questionSchema).min(1).optional(),
+    prompt: promptSchema,
+    model: modelSchema,
+    fallback: z.unknown().optional(),
+  })
+  .superRefine((value, ctx) => {
+    if ((value.labels === undefined) === (value.questions === undefined)) {
+      ctx.addIssue({ code: 'custom', path: ['labels'], message: 'give either "labels" (one question) or "questions", not both or neither' });
+    }
+  });
+
+export type CodebookInput = z.input<typeof codebookSchema>;
+
+export interface Label {
+  readonly name: string;
+  readonly description: string | null;
+  /** The exact text the model answers for this label. */
+  readonly answer: string;
+  readonly examples: readonly string[];
+}
+
+export interface Question {
+  readonly name: string;
+  readonly type: 'single_label' | 'multi_label';
+  readonly labels: readonly Label[];
+}
+
+export interface AdapterSpec {
+  /** Absolute path. */
+  readonly path: string;
+  readonly scale: number;
+}
+
+export interface ModelSpec {
+  readonly path: string;
+  readonly adapters: readonly AdapterSpec[];
+  readonly contextSize: number | null;
+  readonly maxDocumentTokens: number;
+  readonly threads: number | null;
+  readonly gpuLayers: number | 'auto' | 'max';
+  readonly sequences: number | 'auto';
+}
+
+export interface PromptSpec {
+  readonly format: 'chat' | 'raw';
+  readonly system: string | null;
+  readonly template: string;
+  readonly answerPrefix: string;
+  /** Variables the template uses, in order of first appearance ("text" always among them). */
+  readonly variables: readonly string[];
+}
+
+export interface Codebook {
+  readonly task: string;
+  readonly description: string | null;
+  readonly version: string | null;
+  /** The file it was read from (absolute), or null when built in memory. */
+  readonly source: string | null;
+  readonly textColumn: string;
+  readonly idColumn: string | null;
+  readonly questions: readonly Question[];
+  readonly prompt: PromptSpec;
+  readonly model: ModelSpec;
+  /** The raw `fallback` section, validated by the fallback module when enabled. */
+  readonly fallback: unknown;
+}
+
+/** Template variables: `{name}`; `{{` and `}}` are literal braces. */
+const variablePattern = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
+
+/** Variables derived from the codebook itself rather than from input columns. */
+export const CODEBOOK_VARIABLES = ['labels', 'label_descriptions'] as const;
+
+export function templateVariables(template: string): string[] {
+  const names: string[] = [];
+  for (const match of template.matchAll(variablePattern)) {
+    const name = match[1];
+    if (name !== undefined && !names.includes(name)) names.push(name);
+  }
+  return names;
+}
+
+/** Splits a template into literal text and variable references, braces unescaped. */
+export function parseTemplate(template: string): ({ kind: 'text'; text: string } | { kind: 'var'; name: string })[] {
+  const parts: ({ kind: 'text'; text: string } | { kind: 'var'; name: string })[] = [];
+  let last = 0;
+  let text = '';
+  for (const match of template.matchAll(variablePattern)) {
+    const at = match.index;
+    text += template.slice(last, at);
+    last = at + match[0].length;
+    if (match[0] === '{{') text += '{';
+    else if (match[0] === '}}') text += '}';
+    else {
+      if (text !== '') parts.push({ kind: 'text', text });
+      text = '';
+      parts.push({ kind: 'var', name: match[1] as string });
+    }
+  }
+  text += template.slice(last);
+  if (text !== '') parts.push({ kind: 'text', text });
+  return parts;
+}
+
+function formatIssuePath(issuePath: readonly PropertyKey[]): string {
+  let out = '';
+  for (const key of issuePath) {
+    if (typeof key === 'number') out += `[${key}]`;
+    else out += out === '' ? String(key) : `.${String(key)}`;
+  }
+  return out === '' ? '(top level)' : out;
+}
+
+function invalid(source: string, field: string, message: string): RescaleError {
+  return new RescaleError('CODEBOOK_INVALID', `${source}: field "${field}": ${message}`);
+}
+
+/** Validates a parsed YAML/JSON value; `baseDir` resolves relative model and adapter paths. */
+export function parseCodebook(raw: unknown, options: { source?: string; baseDir?: string } = {}): Codebook {
+  const source = options.source ?? 'codebook';
+  const parsed = codebookSchema.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `field "${formatIssuePath(issue.path)}": ${issue.message}`);
+    throw new RescaleError('CODEBOOK_INVALID', `${source} is not a valid codebook:\n  ${lines.join('\n  ')}`);
+  }
+  const value = parsed.data;
+  const baseDir = options.baseDir ?? process.cwd();
+
+  const questions: Question[] = (value.questions ?? [{ name: 'label', type: 'single_label' as const, labels: value.labels ?? [] }]).map(
+    (question, qi) => {
+      const fieldBase = value.questions === undefined ? 'labels' : `questions[${qi}].labels`;
+      const seenNames = new Set<string>();
+      const seenAnswers = new Set<string>();
+      const labels = question.labels.map((label, li): Label => {
+        const answer = label.answer ?? label.name;
+        if (seenNames.has(label.name)) throw invalid(source, `${fieldBase}[${li}].name`, `label "${label.name}" appears twice`);
+        if (seenAnswers.has(answer)) throw invalid(source, `${fieldBase}[${li}].answer`, `answer "${answer}" is used by two labels`);
+        seenNames.add(label.name);
+        seenAnswers.add(answer);
+        return Object.freeze({
+          name: label.name,
+          description: label.description ?? null,
+          answer,
+          examples: Object.freeze([...(label.examples ?? [])]),
+        });
+      });
+      return Object.freeze({ name: question.name, type: question.type, labels: Object.freeze(labels) });
+    },
+  );
+  const questionNames = new Set<string>();
+  questions.forEach((question, qi) => {
+    if (questionNames.has(question.name)) throw invalid(source, `questions[${qi}].name`, `question "${question.name}" appears twice`);
+    questionNames.add(question.name);
+  });
+
+  const variables = templateVariables(value.prompt.template);
+  if (!variables.includes('text')) {
+    throw invalid(source, 'prompt.template', 'the template must contain the document variable {text} (write {{ and }} for literal braces)');
+  }
+  if (value.prompt.system !== undefined && templateVariables(value.prompt.system).some((name) => !(CODEBOOK_VARIABLES as readonly string[]).includes(name))) {
+    throw invalid(source, 'prompt.system', `the system prompt may only use ${CODEBOOK_VARIABLES.map((n) => `{${n}}`).join(', ')}; put document variables in prompt.template`);
+  }
+  if (value.prompt.format === 'chat' && value.prompt.answer_prefix !== '') {
+    throw invalid(source, 'prompt.answer_prefix', 'only used with format "raw"; in chat format the answer is the assistant reply');
+  }
+
+  const resolvePath = (p: string): string => path.resolve(baseDir, p);
+  const model: ModelSpec = Object.freeze({
+    path: resolvePath(value.model.path),
+    adapters: Object.freeze(value.model.adapters.map((a) => Object.freeze({ path: resolvePath(a.path), scale: a.scale }))),
+    contextSize: value.model.context_size ?? null,
+    maxDocumentTokens: value.model.max_document_tokens,
+    threads: value.model.threads ?? null,
+    gpuLayers: value.model.gpu_layers,
+    sequences: value.model.sequences,
+  });
+
+  return Object.freeze({
+    task: value.task,
+    description: value.description ?? null,
+    version: value.version === undefined ? null : String(value.version),
+    source: options.source === undefined ? null : path.resolve(options.source),
+    textColumn: value.input.text_column,
+    idColumn: value.input.id_column ?? null,
+    questions: Object.freeze(questions),
+    prompt: Object.freeze({
+      format: value.prompt.format,
+      system: value.prompt.system ?? null,
+      template: value.prompt.template,
+      answerPrefix: value.prompt.answer_prefix,
+      variables: Object.freeze(variables),
+    }),
+    model,
+    fallback: value.fallback,
+  });
+}
+
+export async function loadCodebook(file: string): Promise<Codebook> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (cause) {
+    throw new RescaleError('CODEBOOK_INVALID', `cannot read codebook ${file}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the --codebook path`, { cause });
+  }
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (cause) {
+    const where = cause instanceof YAMLParseError && cause.linePos ? ` at line ${cause.linePos[0].line}` : '';
+    throw new RescaleError('CODEBOOK_INVALID', `${file} is not valid YAML${where}: ${(cause as Error).message.split('\n')[0]}`, { cause });
+  }
+  return parseCodebook(raw, { source: file, baseDir: path.dirname(path.resolve(file)) });
+}
+
+/** The single question of a single-label codebook; the engine's scope today. */
+export function singleQuestion(codebook: Codebook): Question {
+  const [question, ...rest] = codebook.questions;
+  if (question === undefined || rest.length > 0 || question.type !== 'single_label') {
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `${codebook.source ?? 'codebook'}: field "questions": this version scores one single-label question per codebook; split multi-question or multi-label codebooks into one codebook per question`,
+    );
+  }
+  return question;
+}
+
+/** Stable JSON: object keys sorted, so equal codebooks hash equally whatever the YAML key order. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
+  const entries = Object.entries(value as Record<string, unknown>)
+    .filter(([, v]) => v !== undefined)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+}
+
+/**
+ * Hash of everything in the codebook that can change a result: labels, prompt, input columns, model and adapter
+ * identities (fingerprints supplied by the caller), scales, truncation and batch layout. Threads and GPU offload
+ * are left out: they do not change which computation is done (see README, "Determinism").
+ */
+export function codebookResultHash(
+  codebook: Codebook,
+  fingerprints: { model: string; adapters: readonly string[] },
+  layout: { sequences: number },
+): string {
+  const identity = {
+    task: codebook.task,
+    textColumn: codebook.textColumn,
+    idColumn: codebook.idColumn,
+    questions: codebook.questions,
+    prompt: { ...codebook.prompt },
+    model: fingerprints.model,
+    adapters: codebook.model.adapters.map((a, i) => ({ fingerprint: fingerprints.adapters[i], scale: a.scale })),
+    maxDocumentTokens: codebook.model.maxDocumentTokens,
+    sequences: layout.sequences,
+  };
+  return createHash('sha256').update(canonicalJson(identity)).digest('hex');
+}

@@ -1,0 +1,118 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { canonicalJson, codebookResultHash, loadCodebook, parseCodebook, parseTemplate, singleQuestion, templateVariables } from '../../contracts/codebook.js';
+import { RescaleError } from '../../contracts/errors.js';
+
+const minimal = {
+  task: 'sentiment',
+  labels: [{ name: 'negative' }, { name: 'neutral' }, { name: 'positive', answer: 'pos' }],
+  prompt: { template: 'Classify: {text}' },
+  model: { path: 'models/m.gguf', adapters: [{ path: 'a.gguf', scale: 0.5 }] },
+};
+
+function rejects(raw: unknown, field: RegExp): void {
+  assert.throws(
+    () => parseCodebook(raw, { source: 'cb.yaml', baseDir: '/data' }),
+    (error: unknown) => error instanceof RescaleError && error.code === 'CODEBOOK_INVALID' && field.test(error.message),
+  );
+}
+
+describe('parseCodebook', () => {
+  it('fills defaults and resolves model paths against the codebook directory', () => {
+    const cb = parseCodebook(minimal, { source: 'cb.yaml', baseDir: '/data' });
+    assert.equal(cb.model.path, '/data/models/m.gguf');
+    assert.deepEqual(cb.model.adapters, [{ path: '/data/a.gguf', scale: 0.5 }]);
+    assert.equal(cb.prompt.format, 'chat');
+    assert.equal(cb.textColumn, 'text');
+    assert.equal(cb.idColumn, null);
+    assert.equal(cb.model.maxDocumentTokens, 512);
+    const question = singleQuestion(cb);
+    assert.deepEqual(question.labels.map((l) => l.answer), ['negative', 'neutral', 'pos']);
+  });
+
+  it('names the field of a wrong type', () => {
+    rejects({ ...minimal, model: { ...minimal.model, adapters: [{ path: 'a.gguf', scale: 'high' }] } }, /model\.adapters\[0\]\.scale/);
+  });
+
+  it('rejects unknown fields so typos do not pass silently', () => {
+    rejects({ ...minimal, model: { ...minimal.model, gpu_layer: 3 } }, /gpu_layer/);
+  });
+
+  it('requires the {text} variable in the template', () => {
+    rejects({ ...minimal, prompt: { template: 'Classify this' } }, /prompt\.template.*\{text\}/);
+  });
+
+  it('rejects duplicate labels and duplicate answers', () => {
+    rejects({ ...minimal, labels: [{ name: 'a' }, { name: 'a' }] }, /labels\[1\]\.name/);
+    rejects({ ...minimal, labels: [{ name: 'a', answer: 'x' }, { name: 'b', answer: 'x' }] }, /labels\[1\]\.answer/);
+  });
+
+  it('needs either labels or questions', () => {
+    const { labels: _labels, ...withoutLabels } = minimal;
+    rejects(withoutLabels, /labels/);
+  });
+
+  it('accepts multi-question and multi-label codebooks in the schema, and says the engine scores one question', () => {
+    const cb = parseCodebook(
+      {
+        ...minimal,
+        labels: undefined,
+        questions: [
+          { name: 'topic', labels: [{ name: 'health' }, { name: 'economy' }] },
+          { name: 'frames', type: 'multi_label', labels: [{ name: 'risk' }, { name: 'blame' }] },
+        ],
+      },
+      { source: 'cb.yaml' },
+    );
+    assert.equal(cb.questions.length, 2);
+    assert.throws(() => singleQuestion(cb), /one single-label question/);
+  });
+
+  it('rejects answer_prefix outside raw format', () => {
+    rejects({ ...minimal, prompt: { template: '{text}', answer_prefix: ' ' } }, /answer_prefix/);
+  });
+});
+
+describe('loadCodebook', () => {
+  it('reports the line of a YAML syntax error and the file', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'rescale-cb-'));
+    try {
+      const file = path.join(dir, 'bad.yaml');
+      await writeFile(file, 'task: x\nlabels: [a, b\nprompt: {template: "{text}"}\n');
+      await assert.rejects(loadCodebook(file), (e: unknown) => e instanceof RescaleError && e.message.includes(file) && /line \d+/.test(e.message));
+      await assert.rejects(loadCodebook(path.join(dir, 'missing.yaml')), /cannot read codebook .*missing\.yaml/);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('templates', () => {
+  it('finds variables in order and keeps escaped braces literal', () => {
+    assert.deepEqual(templateVariables('A {{x}} {party}: {text} {party}'), ['party', 'text']);
+    assert.deepEqual(parseTemplate('{{json}} {text}!'), [
+      { kind: 'text', text: '{json} ' },
+      { kind: 'var', name: 'text' },
+      { kind: 'text', text: '!' },
+    ]);
+  });
+});
+
+describe('codebookResultHash', () => {
+  it('ignores key order and threads but changes with labels, adapter scale and layout', () => {
+    const base = parseCodebook(minimal, { source: 'cb.yaml', baseDir: '/data' });
+    const fp = { model: 'm1', adapters: ['a1'] };
+    const h = codebookResultHash(base, fp, { sequences: 1 });
+    const reordered = parseCodebook(JSON.parse(canonicalJson(minimal)), { source: 'cb.yaml', baseDir: '/data' });
+    assert.equal(codebookResultHash(reordered, fp, { sequences: 1 }), h);
+    const threads = parseCodebook({ ...minimal, model: { ...minimal.model, threads: 7 } }, { source: 'cb.yaml', baseDir: '/data' });
+    assert.equal(codebookResultHash(threads, fp, { sequences: 1 }), h);
+    const scaled = parseCodebook({ ...minimal, model: { ...minimal.model, adapters: [{ path: 'a.gguf', scale: 1 }] } }, { source: 'cb.yaml', baseDir: '/data' });
+    assert.notEqual(codebookResultHash(scaled, fp, { sequences: 1 }), h);
+    assert.notEqual(codebookResultHash(base, fp, { sequences: 4 }), h);
+    assert.notEqual(codebookResultHash(base, { model: 'm2', adapters: ['a1'] }, { sequences: 1 }), h);
+  });
+});

@@ -1,0 +1,59 @@
+// A token trie over the labels' answer token sequences. Scoring walks it: the root needs the distribution after
+// the prompt; every inner node beyond the root needs one more evaluation of its path.
+
+import type { Token } from 'node-llama-cpp';
+
+export interface TrieNode {
+  /** Tokens from the root to this node (empty for the root). */
+  readonly path: readonly Token[];
+  /** Next-token branches, in first-seen label order. */
+  readonly children: ReadonlyMap<Token, TrieNode>;
+  /** Index of the label whose sequence ends here, if any. */
+  readonly labelIndex: number | null;
+}
+
+interface MutableNode {
+  path: Token[];
+  children: Map<Token, MutableNode>;
+  labelIndex: number | null;
+}
+
+/**
+ * Builds the trie. A label whose tokens are a strict prefix of another label's gets `terminator` appended (the
+ * end-of-turn / end-of-text token), so "pos" and "positive" are told apart by whether the answer stops.
+ */
+export function buildLabelTrie(sequences: readonly (readonly Token[])[], terminator: Token): { root: TrieNode; sequences: Token[][] } {
+  const isStrictPrefix = (a: readonly Token[], b: readonly Token[]): boolean => a.length < b.length && a.every((t, i) => b[i] === t);
+  const resolved = sequences.map((seq, i) =>
+    sequences.some((other, j) => j !== i && isStrictPrefix(seq, other)) ? [...seq, terminator] : [...seq],
+  );
+  const root: MutableNode = { path: [], children: new Map(), labelIndex: null };
+  resolved.forEach((seq, labelIndex) => {
+    let node = root;
+    for (const token of seq) {
+      let child = node.children.get(token);
+      if (child === undefined) {
+        child = { path: [...node.path, token], children: new Map(), labelIndex: null };
+        node.children.set(token, child);
+      }
+      node = child;
+    }
+    node.labelIndex = labelIndex;
+  });
+  return { root, sequences: resolved };
+}
+
+/** Inner nodes below the root (those needing their own evaluation), depth-first, in a fixed order. */
+export function innerNodes(root: TrieNode): TrieNode[] {
+  const out: TrieNode[] = [];
+  const visit = (node: TrieNode): void => {
+    for (const child of node.children.values()) {
+      if (child.children.size > 0) {
+        out.push(child);
+        visit(child);
+      }
+    }
+  };
+  visit(root);
+  return out;
+}
