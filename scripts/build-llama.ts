@@ -7,16 +7,15 @@
 //   npm run build:llama -- --gpu cuda
 
 import { spawnSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 import path from 'node:path';
 import { getLlama } from 'node-llama-cpp';
+import { nodeLlamaCppRoot } from '../worker/llama-runtime.js';
 
 const args = process.argv.slice(2);
 const gpuIndex = args.indexOf('--gpu');
 const gpu = gpuIndex >= 0 ? (args[gpuIndex + 1] ?? 'auto') : 'auto';
 
-const require = createRequire(import.meta.url);
-const cli = path.join(path.dirname(require.resolve('node-llama-cpp/package.json')), 'dist', 'cli', 'cli.js');
+const cli = path.join(nodeLlamaCppRoot(), 'dist', 'cli', 'cli.js');
 const started = Date.now();
 // "source download" uses the git bundle shipped in the npm package when it holds the pinned release: no download.
 const build = spawnSync(process.execPath, [cli, 'source', 'download', '--gpu', gpu, '--noUsageExample'], { stdio: 'inherit' });

@@ -3,7 +3,7 @@
 // No sampling anywhere. The shared prompt prefix is evaluated once per sequence and kept in the KV cache;
 // the batch layout depends only on the documents given, never on timing (see README, "Determinism").
 
-import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
+import { TokenBias, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from 'node-llama-cpp';
 import { singleQuestion, type Codebook, type Label } from '../contracts/codebook.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
@@ -59,6 +59,18 @@ export interface ScoreOptions {
 /** Tokens needed after the document for the longest label path, plus slack for template tails and other columns. */
 const CONTEXT_SLACK_TOKENS = 64;
 
+/**
+ * Added to the logits of the labels' first tokens so they make the top-k. The bias shifts all of them equally,
+ * so their relative probabilities are unchanged, except that float32 rounds (logit + 32) to a step of 2^-18
+ * (3.8e-6) when |logit| < 32: far below the ~5e-3 that a change of batch layout moves logits (README).
+ */
+const ROOT_LOGIT_BIAS = 32;
+
+interface RootRestriction {
+  readonly tokens: readonly Token[];
+  readonly bias: TokenBias;
+}
+
 interface PendingDocument {
   readonly index: number;
   readonly tokens: Token[];
@@ -71,6 +83,7 @@ export class LabelScorer {
   readonly labelTokens: readonly (readonly Token[])[];
 
   private readonly root: TrieNode;
+  private readonly rootBias: RootRestriction;
   private readonly inner: readonly TrieNode[];
   private readonly sequences: LlamaContextSequence[];
   /** Per sequence: the shared prefix is in its KV cache and untouched. */
@@ -93,6 +106,10 @@ export class LabelScorer {
     this.labels = singleQuestion(codebook).labels;
     this.labelTokens = labelTokens;
     this.root = root;
+    const rootTokens = [...root.children.keys()];
+    const bias = new TokenBias(model.tokenizer);
+    for (const token of rootTokens) bias.set(token, { logit: ROOT_LOGIT_BIAS });
+    this.rootBias = { tokens: rootTokens, bias };
     this.inner = innerNodes(root);
     this.sequences = Array.from({ length: settings.sequences }, () => context.getSequence());
     this.prefixIntact = this.sequences.map(() => false);
@@ -122,7 +139,7 @@ export class LabelScorer {
       const trie = buildLabelTrie(answerTokens, terminator ?? (0 as Token));
       const longestLabel = Math.max(...trie.sequences.map((s) => s.length));
 
-      const sequences = options.sequences ?? (codebook.model.sequences === 'auto' ? (llama.gpu === false ? 1 : 8) : codebook.model.sequences);
+      const sequences = resolveSequences(codebook, llama.gpu, options.sequences);
       const prefixLength = prompts.sharedPrefix.length;
       const probe = prompts.render({ text: 'x' }, codebook.model.maxDocumentTokens);
       const templateOverhead = probe.tokens.length - prefixLength - 1;
@@ -242,17 +259,24 @@ export class LabelScorer {
     const evaluated = group.map((doc, slot) => doc.tokens.length - (starts[slot] as number));
 
     try {
-      // Root: the distribution over the next token right after the prompt.
+      // Root: the relative probabilities of the labels' first tokens right after the prompt.
       const rootProbabilities = await Promise.all(
-        group.map((doc, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, doc.tokens.slice(starts[slot]))),
+        group.map((doc, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, doc.tokens.slice(starts[slot]), this.rootBias)),
       );
+      // Rare: a first token ranked below the top-k even with the bias; redo that document with the full distribution.
+      for (const [slot, doc] of group.entries()) {
+        if (rootProbabilities[slot] !== null) continue;
+        await this.truncateSequence(slot, starts[slot] as number);
+        rootProbabilities[slot] = await this.evaluateWithNext(sequences[slot] as LlamaContextSequence, doc.tokens.slice(starts[slot]), null);
+        evaluated[slot] = (evaluated[slot] as number) + doc.tokens.length - (starts[slot] as number);
+      }
       // Inner trie nodes (labels sharing a prefix or spanning several tokens): one evaluation of each node's path.
       const nodeProbabilities = group.map(() => new Map<TrieNode, Map<Token, number>>());
       for (const node of this.inner) {
         await Promise.all(group.map((doc, slot) => this.truncateSequence(slot, doc.tokens.length)));
-        const probabilities = await Promise.all(group.map((_, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, [...node.path])));
+        const probabilities = await Promise.all(group.map((_, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, [...node.path], null)));
         probabilities.forEach((p, slot) => {
-          (nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>).set(node, p);
+          (nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>).set(node, p as Map<Token, number>);
           evaluated[slot] = (evaluated[slot] as number) + node.path.length;
         });
       }
@@ -296,11 +320,23 @@ export class LabelScorer {
     if (sequence.nextTokenIndex > length) await sequence.eraseContextTokenRanges([{ start: length, end: sequence.nextTokenIndex }]);
   }
 
-  private async evaluateWithNext(sequence: LlamaContextSequence, tokens: readonly Token[]): Promise<Map<Token, number>> {
-    const input = tokens.map((t, i) => (i === tokens.length - 1 ? ([t, { generateNext: { probabilities: true } }] as [Token, { generateNext: { probabilities: true } }]) : t));
+  /**
+   * Evaluates `tokens` (appending) and returns next-token probabilities after the last one. With a restriction
+   * (the root's label tokens, biased into the top-k) only those tokens' probabilities relative to each other come
+   * back — all the root needs, at a fraction of the cost of the full vocabulary — or null when a label token was
+   * still outside the top-k. Without, the full distribution (needed below the root, where normalisation matters).
+   */
+  private async evaluateWithNext(sequence: LlamaContextSequence, tokens: readonly Token[], restriction: RootRestriction | null): Promise<Map<Token, number> | null> {
+    const generateNext =
+      restriction === null
+        ? { probabilities: true }
+        : { probabilities: true, options: { temperature: 1, topK: restriction.tokens.length, topP: 1, minP: 0, seed: 0, tokenBias: restriction.bias } };
+    const last = tokens.length - 1;
+    const input = tokens.map((t, i) => (i === last ? ([t, { generateNext }] as [Token, { generateNext: typeof generateNext }]) : t));
     const output = await sequence.controlledEvaluate(input);
-    const probabilities = output[tokens.length - 1]?.next.probabilities;
+    const probabilities = output[last]?.next.probabilities;
     if (probabilities === undefined) throw new RescaleError('ENGINE_FAILED', 'llama.cpp returned no next-token distribution', { retryable: true });
+    if (restriction !== null && (probabilities.size !== restriction.tokens.length || restriction.tokens.some((t) => !probabilities.has(t)))) return null;
     return probabilities;
   }
 
@@ -361,6 +397,16 @@ export class LabelScorer {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/**
+ * Documents decoded together: the codebook's `model.sequences`, or for "auto" 1 on CPU (where more sequences
+ * gain nothing, measured) and 8 on a GPU. Part of the result hash, since it moves probabilities slightly.
+ */
+export function resolveSequences(codebook: Codebook, gpu: string | false, override?: number): number {
+  if (override !== undefined) return override;
+  if (codebook.model.sequences !== 'auto') return codebook.model.sequences;
+  return gpu === false ? 1 : 8;
 }
 
 function unscored(status: RowStatus, error: string, tokens: number, truncated: boolean): DocumentScore {

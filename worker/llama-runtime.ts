@@ -1,7 +1,9 @@
 // Loads llama.cpp (a build made for this machine by `npm run build:llama` when one exists, else node-llama-cpp's
 // prebuilt binary; never a download or a compile at run time) and GGUF files, with errors that name the file.
 
-import { open } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
 import { getLlama, LlamaLogLevel, readGgufFileInfo, type Llama, type LlamaModel } from 'node-llama-cpp';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
@@ -14,13 +16,26 @@ export interface RuntimeInfo {
   readonly nodeLlamaCppVersion: string;
 }
 
-let llamaPromise: Promise<Llama> | null = null;
+export type BuildPreference = 'auto' | 'prebuilt';
 
-/** One llama.cpp binding per process, shared by every model and context. */
-export async function getRuntime(logger: Logger = silentLogger): Promise<Llama> {
+let llamaPromise: Promise<Llama> | null = null;
+let loadedPreference: BuildPreference | null = null;
+
+/**
+ * One llama.cpp binding per process, shared by every model and context. "auto" loads the build made by
+ * `npm run build:llama` when there is one, else the prebuilt binary; "prebuilt" always the prebuilt binary.
+ */
+export async function getRuntime(logger: Logger = silentLogger, requested?: BuildPreference): Promise<Llama> {
+  const preference = requested ?? loadedPreference ?? 'auto';
+  if (loadedPreference !== null && loadedPreference !== preference) {
+    throw new RescaleError('INTERNAL', `llama.cpp is already loaded as "${loadedPreference}" in this process; one build per process`);
+  }
+  loadedPreference = preference;
   llamaPromise ??= getLlama({
     build: 'never',
     skipDownload: true,
+    // A local build is looked up by its build options; options no local build has make getLlama skip it.
+    ...(preference === 'prebuilt' ? { cmakeOptions: { RESCALE_PREBUILT_ONLY: 'ON' } } : {}),
     progressLogs: false,
     logLevel: LlamaLogLevel.warn,
     logger: (level, message) => {
@@ -30,6 +45,7 @@ export async function getRuntime(logger: Logger = silentLogger): Promise<Llama> 
     },
   }).catch((cause: unknown) => {
     llamaPromise = null;
+    loadedPreference = null;
     throw new RescaleError('ENGINE_FAILED', `cannot load llama.cpp: ${errorMessage(cause)}; reinstall with "npm ci" or rebuild with "npm run build:llama"`, { cause });
   });
   return llamaPromise;
@@ -37,12 +53,14 @@ export async function getRuntime(logger: Logger = silentLogger): Promise<Llama> 
 
 let packageVersion: string | null = null;
 
+/** The installed node-llama-cpp package folder (its package.json is not exported). */
+export function nodeLlamaCppRoot(): string {
+  // The main entry is <root>/dist/index.js.
+  return path.dirname(path.dirname(createRequire(import.meta.url).resolve('node-llama-cpp')));
+}
+
 export async function runtimeInfo(llama: Llama): Promise<RuntimeInfo> {
-  if (packageVersion === null) {
-    const { createRequire } = await import('node:module');
-    const require = createRequire(import.meta.url);
-    packageVersion = (require('node-llama-cpp/package.json') as { version: string }).version;
-  }
+  packageVersion ??= (JSON.parse(await readFile(path.join(nodeLlamaCppRoot(), 'package.json'), 'utf8')) as { version: string }).version;
   return {
     build: llama.buildType,
     gpu: llama.gpu,
