@@ -9,6 +9,30 @@ export type ResultSource = (typeof RESULT_SOURCES)[number];
 /** A document id as read from the input's id column; its Arrow/Parquet type is preserved end to end. */
 export type DocumentId = string | number | bigint;
 
+/** Arrow type of the `id` result column (and the matching Parquet type in the merged output). */
+export const ID_TYPES = [
+  'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64', 'float32', 'float64', 'utf8',
+] as const;
+export type IdType = (typeof ID_TYPES)[number];
+
+/**
+ * The result id type for an input id column, from its Parquet physical and logical type (as recorded in
+ * CorpusColumn: integer logical types spelled INT_8 ... UINT_64). Integers and floats keep their width and
+ * sign; strings, UUIDs and every other type (dates, decimals, binary, ...) become utf8, written as text.
+ */
+export function idTypeOf(column: { readonly physicalType: string; readonly logicalType: string | null }): IdType {
+  const { physicalType, logicalType } = column;
+  if (physicalType === 'INT32' || physicalType === 'INT64') {
+    if (logicalType === null) return physicalType === 'INT32' ? 'int32' : 'int64';
+    const match = /^(U?)INT_(8|16|32|64)$/.exec(logicalType);
+    if (match === null) return 'utf8';
+    return `${match[1] === 'U' ? 'uint' : 'int'}${match[2]}` as IdType;
+  }
+  if (physicalType === 'FLOAT' && logicalType === null) return 'float32';
+  if (physicalType === 'DOUBLE' && logicalType === null) return 'float64';
+  return 'utf8';
+}
+
 export interface ResultRow {
   /** Value of the input id column (null only when the input value itself is null). */
   readonly id: DocumentId | null;

@@ -1,10 +1,17 @@
 // What the planner hands to whoever processes a shard (local loop or BullMQ worker), and what the merge checks.
 
+import { createHash } from 'node:crypto';
+import type { IdType } from './results.js';
+
 export interface CorpusColumn {
   readonly name: string;
   /** Parquet physical type (BYTE_ARRAY, INT64, ...). */
   readonly physicalType: string;
-  /** Parquet logical/converted type when present (STRING, INT_32, ...), else null. */
+  /**
+   * Parquet logical type when present, else the converted type, else null: STRING, UUID, TIMESTAMP, DECIMAL, ...;
+   * integer annotations are spelled like converted types (INT_8 ... UINT_64) so width and sign survive.
+   * Nested (group) columns have physicalType GROUP and their logical type (LIST, MAP) or null.
+   */
   readonly logicalType: string | null;
   readonly nullable: boolean;
 }
@@ -39,6 +46,21 @@ export interface ShardPlan {
   readonly files: readonly CorpusFile[];
   readonly shards: readonly ShardSpec[];
   readonly totalRows: number;
-  readonly idColumn: string;
+  /** Input id column; null when the codebook names none, and the corpus row index is the id. */
+  readonly idColumn: string | null;
   readonly textColumn: string;
+  /** Type of the `id` result column: the id column's type across all files, or int64 for row-index ids. */
+  readonly idType: IdType;
+  /** The trial-run limit the plan was cut to (first N corpus rows), or null for the whole corpus. */
+  readonly limit: number | null;
+}
+
+/**
+ * Fingerprint of a Parquet file: sha256 over its size and its footer (Thrift metadata + length + magic).
+ * Planner and worker compute it the same way, so a file rewritten after planning is detected (a rewrite
+ * changes sizes, offsets or statistics in the footer); it costs one footer read, not a pass over the data,
+ * so bytes corrupted in place inside a page are not detected by it (decoding then fails instead).
+ */
+export function corpusFingerprint(size: number, footer: Uint8Array): string {
+  return createHash('sha256').update(`${size}\n`).update(footer).digest('hex');
 }

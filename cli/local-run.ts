@@ -1,0 +1,198 @@
+// The embedded default: plan → process every shard in this process → merge, with no Redis. Resumable: finished
+// shard files are kept next to the output and skipped on the next run of the same command.
+
+import { access, mkdir, rm, writeFile, constants } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { codebookResultHash, loadCodebook, singleQuestion, type Codebook } from '../contracts/codebook.js';
+import { RescaleError } from '../contracts/errors.js';
+import { quickFingerprint, sha256File } from '../contracts/file-digest.js';
+import { silentLogger, type Logger } from '../contracts/logger.js';
+import type { ShardPlan } from '../contracts/shard.js';
+import { resolveCorpus } from '../coordinator/corpus.js';
+import { manifestPathFor, mergeShards, type MergeSummary } from '../coordinator/merge.js';
+import { planShards } from '../coordinator/shard-planner.js';
+import { LabelScorer, resolveSequences } from '../worker/label-scorer.js';
+import { getRuntime, runtimeInfo } from '../worker/llama-runtime.js';
+import { RowGroupCache } from '../worker/parquet-rows.js';
+import { processShard } from '../worker/process-shard.js';
+import { isShardComplete } from '../worker/shard-result-writer.js';
+import { silentProgress, type Progress } from './progress.js';
+import { RESCALE_VERSION } from './version.js';
+
+export interface LocalRunOptions {
+  readonly codebook: string;
+  readonly input: readonly string[];
+  readonly output: string;
+  readonly limit?: number;
+  readonly overwrite?: boolean;
+  /** Maximum rows per shard (default 2,000: a few minutes of work on a CPU, so a resume loses little). */
+  readonly shardRows?: number;
+  readonly sequences?: number;
+  readonly threads?: number;
+  readonly logger?: Logger;
+  readonly progress?: Progress;
+  readonly signal?: AbortSignal;
+}
+
+export interface LocalRunSummary {
+  readonly output: string;
+  readonly manifest: string;
+  readonly rows: number;
+  readonly shards: number;
+  readonly shardsSkipped: number;
+  readonly documentsScored: number;
+  readonly seconds: number;
+  readonly documentsPerSecond: number;
+  readonly merge: MergeSummary;
+}
+
+export const DEFAULT_SHARD_ROWS = 2000;
+
+/** Folder holding a run's shard results and plan, beside the output. */
+export function partsDirFor(output: string): string {
+  return `${output}.parts`;
+}
+
+export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummary> {
+  const logger = options.logger ?? silentLogger;
+  const progress = options.progress ?? silentProgress;
+  const startedAt = new Date();
+  const codebook = await loadCodebook(options.codebook);
+  const output = path.resolve(options.output);
+  const partsDir = partsDirFor(output);
+  const shardDir = path.join(partsDir, 'shards');
+  await prepareOutput(output, partsDir, options.overwrite ?? false);
+  await mkdir(shardDir, { recursive: true });
+
+  const llama = await getRuntime(logger);
+  const sequences = resolveSequences(codebook, llama.gpu, options.sequences);
+  const plan = await planRun(codebook, options.input, sequences, options.shardRows ?? DEFAULT_SHARD_ROWS, options.limit);
+  await writeFile(path.join(partsDir, 'plan.json'), JSON.stringify(plan, null, 2));
+
+  const complete = await Promise.all(plan.shards.map((s) => isShardComplete(shardDir, s.id)));
+  const pending = plan.shards.filter((_, i) => !complete[i]);
+  const doneRows = plan.shards.filter((_, i) => complete[i]).reduce((n, s) => n + (s.rowEnd - s.rowStart), 0);
+  logger.log('info', 'plan', { files: plan.files.length, rows: plan.totalRows, shards: plan.shards.length, alreadyDone: plan.shards.length - pending.length });
+
+  let scored = 0;
+  const started = performance.now();
+  if (pending.length > 0) {
+    const scorer = await LabelScorer.create(codebook, { logger, sequences, ...(options.threads !== undefined ? { threads: options.threads } : {}) });
+    try {
+      progress.start(plan.totalRows, doneRows);
+      let done = doneRows;
+      const cache = new RowGroupCache();
+      for (const shard of pending) {
+        options.signal?.throwIfAborted();
+        const outcome = await processShard(
+          { shard, idColumn: plan.idColumn, idType: plan.idType, textColumn: plan.textColumn, resultDir: shardDir },
+          { scorer, logger, cache, ...(options.signal ? { signal: options.signal } : {}), onProgress: (n) => progress.update(done + n) },
+        );
+        done += outcome.rows;
+        if (!outcome.skipped) scored += outcome.rows;
+        progress.update(done);
+      }
+      progress.finish();
+    } finally {
+      await scorer.dispose();
+    }
+  }
+  const seconds = (performance.now() - started) / 1000;
+  const manifest = await buildManifest({ codebook, plan, sequences, startedAt, options, llamaGpu: llama.gpu });
+  const merge = await mergeShards({ plan, shardDir, output, labels: singleQuestion(codebook).labels.map((l) => l.name), manifest, logger });
+  return {
+    output,
+    manifest: merge.manifestPath,
+    rows: merge.rows,
+    shards: plan.shards.length,
+    shardsSkipped: plan.shards.length - pending.length,
+    documentsScored: scored,
+    seconds,
+    documentsPerSecond: seconds > 0 ? scored / seconds : 0,
+    merge,
+  };
+}
+
+/** Plans the corpus for a codebook; shard ids carry the codebook's result hash, so a changed codebook never reuses shards. */
+export async function planRun(codebook: Codebook, input: readonly string[], sequences: number, shardRows: number, limit?: number): Promise<ShardPlan> {
+  const fingerprints = {
+    model: await fingerprintOrThrow(codebook.model.path, 'model.path'),
+    adapters: await Promise.all(codebook.model.adapters.map((a, i) => fingerprintOrThrow(a.path, `model.adapters[${i}].path`))),
+  };
+  const files = await resolveCorpus(input);
+  return planShards(files, {
+    codebookHash: codebookResultHash(codebook, fingerprints, { sequences }),
+    maxRowsPerShard: shardRows,
+    idColumn: codebook.idColumn,
+    textColumn: codebook.textColumn,
+    ...(limit !== undefined ? { limit } : {}),
+  });
+}
+
+async function fingerprintOrThrow(file: string, field: string): Promise<string> {
+  try {
+    return await quickFingerprint(file);
+  } catch (cause) {
+    const what = field.startsWith('model.adapters') ? 'ADAPTER_NOT_FOUND' : 'MODEL_NOT_FOUND';
+    throw new RescaleError(what, `cannot read ${file} (codebook field "${field}"): ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the path, which is relative to the codebook file`, { cause });
+  }
+}
+
+async function prepareOutput(output: string, partsDir: string, overwrite: boolean): Promise<void> {
+  const dir = path.dirname(output);
+  try {
+    await mkdir(dir, { recursive: true });
+    await access(dir, constants.W_OK);
+  } catch (cause) {
+    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write to ${dir} (from --output ${output}): ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; choose a folder you can write to`, { cause });
+  }
+  if (overwrite) {
+    await rm(partsDir, { recursive: true, force: true });
+    await rm(output, { force: true });
+    await rm(manifestPathFor(output), { force: true });
+  }
+}
+
+interface ManifestInput {
+  readonly codebook: Codebook;
+  readonly plan: ShardPlan;
+  readonly sequences: number;
+  readonly startedAt: Date;
+  readonly options: LocalRunOptions;
+  readonly llamaGpu: string | false;
+}
+
+/** Everything needed to re-run the study years later and check it gives the same numbers. */
+export async function buildManifest(input: ManifestInput): Promise<object> {
+  const { codebook, plan } = input;
+  const llama = await getRuntime();
+  const runtime = await runtimeInfo(llama);
+  return {
+    rescale: RESCALE_VERSION,
+    mode: 'local',
+    codebook: { source: codebook.source, hash: plan.codebookHash, content: codebook },
+    model: { path: codebook.model.path, sha256: await sha256File(codebook.model.path) },
+    adapters: await Promise.all(codebook.model.adapters.map(async (a) => ({ path: a.path, scale: a.scale, sha256: await sha256File(a.path) }))),
+    corpus: plan.files.map((f) => ({ path: f.path, size: f.size, fingerprint: f.fingerprint, rows: f.rows })),
+    shards: plan.shards.map((s) => ({ id: s.id, file: s.file, rowStart: s.rowStart, rowEnd: s.rowEnd })),
+    rows: { planned: plan.totalRows, limit: plan.limit },
+    settings: {
+      sequences: input.sequences,
+      maxDocumentTokens: codebook.model.maxDocumentTokens,
+      shardRows: input.options.shardRows ?? DEFAULT_SHARD_ROWS,
+      threads: input.options.threads ?? codebook.model.threads ?? 'auto',
+    },
+    software: {
+      rescale: RESCALE_VERSION,
+      nodeLlamaCpp: runtime.nodeLlamaCppVersion,
+      llamaCpp: runtime.llamaCppRelease,
+      llamaBuild: runtime.build,
+      gpu: input.llamaGpu,
+      node: process.version,
+    },
+    host: { hostname: os.hostname(), platform: `${os.platform()}-${os.arch()}`, cpus: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length },
+    startedAt: input.startedAt.toISOString(),
+    endedAt: new Date().toISOString(),
+  };
+}

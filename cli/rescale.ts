@@ -1,0 +1,188 @@
+#!/usr/bin/env node
+// `rescale`: the command line. Parses options, wires coordinator and worker together for local mode, and maps
+// every error to a message and an exit code a user can act on.
+
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { RescaleError, errorMessage, type ErrorCode } from '../contracts/errors.js';
+import { JsonLogger, type LogLevel, type Logger } from '../contracts/logger.js';
+import { createProgress, silentProgress } from './progress.js';
+import { RESCALE_VERSION } from './version.js';
+
+const USAGE = `rescale ${RESCALE_VERSION} — classify documents with small fine-tuned LLMs, reproducibly
+
+Usage:
+  rescale run --codebook C --input P [--input P2 ...] --output O [options]
+      Plan the corpus into shards, score every document, merge into one Parquet file plus O.manifest.json.
+      Re-running the same command resumes: finished shards are kept in O.parts/ and skipped.
+        --limit N          score only the first N rows (a trial run)
+        --overwrite        discard earlier results for O and start over
+        --shard-rows N     rows per shard (default 2000)
+        --sequences N      documents decoded together (default: codebook, else 1 on CPU, 8 on GPU)
+        --threads N        CPU threads (default: codebook, else all cores)
+  rescale inspect --input P [--codebook C]
+      Rows, columns and row groups of a corpus, a sample, and with a codebook the prompt of the first document.
+  rescale merge --codebook C --input P --output O
+      Merge finished shard results of a run into O (fails naming any missing shard).
+  rescale demo [--output O] [--limit N]
+      Classify TweetEval sentiment tweets with the fixture keyword model and adapter; print accuracy.
+
+Common options:
+  --log-level debug|info|warn|error   (default info; logs are JSON lines on stderr, never document text)
+  --no-progress                       no progress bar / progress lines
+  -h, --help, --version
+`;
+
+/** Exit codes: 2 usage or codebook, 3 input, 4 output, 5 model or adapter, 6 engine, 130 interrupted. */
+const EXIT_CODES: Partial<Record<ErrorCode, number>> = {
+  CODEBOOK_INVALID: 2,
+  CONFIG_INVALID: 2,
+  LABEL_INVALID: 2,
+  TEMPLATE_INVALID: 2,
+  CONTEXT_TOO_SMALL: 2,
+  INPUT_NOT_FOUND: 3,
+  INPUT_INVALID: 3,
+  COLUMN_MISSING: 3,
+  SHARD_INCOMPLETE: 3,
+  OUTPUT_NOT_WRITABLE: 4,
+  MODEL_NOT_FOUND: 5,
+  MODEL_INVALID: 5,
+  ADAPTER_NOT_FOUND: 5,
+  ADAPTER_INVALID: 5,
+  ADAPTER_MISMATCH: 5,
+  ENGINE_FAILED: 6,
+  ABORTED: 130,
+};
+
+const options = {
+  codebook: { type: 'string' },
+  input: { type: 'string', multiple: true },
+  output: { type: 'string' },
+  limit: { type: 'string' },
+  overwrite: { type: 'boolean' },
+  'shard-rows': { type: 'string' },
+  sequences: { type: 'string' },
+  threads: { type: 'string' },
+  'log-level': { type: 'string' },
+  'no-progress': { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+} satisfies ParseArgsConfig['options'];
+
+function positiveInt(name: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new RescaleError('CONFIG_INVALID', `--${name} must be a positive whole number, got "${value}"`);
+  return n;
+}
+
+function required(name: string, value: string | undefined): string {
+  if (value === undefined || value === '') throw new RescaleError('CONFIG_INVALID', `--${name} is required; see "rescale --help"`);
+  return value;
+}
+
+async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
+  } catch (error) {
+    throw new RescaleError('CONFIG_INVALID', `${errorMessage(error)}; see "rescale --help"`);
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    process.stdout.write(`${RESCALE_VERSION}\n`);
+    return 0;
+  }
+  const command = positionals[0];
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  const level = (values['log-level'] ?? 'info') as LogLevel;
+  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new RescaleError('CONFIG_INVALID', `--log-level must be debug, info, warn or error, got "${level}"`);
+  const logger: Logger = new JsonLogger(level);
+
+  const controller = new AbortController();
+  let interrupts = 0;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    interrupts++;
+    if (interrupts > 1) process.exit(130);
+    process.stderr.write(`\n${signal}: stopping after the current documents; finished shards are kept — run the same command again to resume (press Ctrl-C again to quit at once)\n`);
+    controller.abort(new RescaleError('ABORTED', `interrupted by ${signal}`));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  switch (command) {
+    case 'run': {
+      const { runLocal } = await import('./local-run.js');
+      const summary = await runLocal({
+        codebook: required('codebook', values.codebook),
+        input: values.input ?? [required('input', undefined)],
+        output: required('output', values.output),
+        ...optionalNumbers(values),
+        overwrite: values.overwrite ?? false,
+        logger,
+        progress: values['no-progress'] ? silentProgress : createProgress(),
+        signal: controller.signal,
+      });
+      process.stdout.write(
+        `wrote ${summary.output} (${summary.rows} rows, ${summary.shards} shards, ${summary.shardsSkipped} reused) and ${summary.manifest}\n` +
+          `scored ${summary.documentsScored} documents in ${summary.seconds.toFixed(1)} s (${summary.documentsPerSecond.toFixed(1)} docs/s)\n` +
+          `statuses: ${Object.entries(summary.merge.statusCounts).filter(([, n]) => n > 0).map(([s, n]) => `${s} ${n}`).join(', ')}\n`,
+      );
+      return 0;
+    }
+    case 'inspect': {
+      const { inspect } = await import('./inspect.js');
+      await inspect({ input: values.input ?? [required('input', undefined)], ...(values.codebook ? { codebook: values.codebook } : {}), logger });
+      return 0;
+    }
+    case 'merge': {
+      const { mergeOnly } = await import('./merge-only.js');
+      const summary = await mergeOnly({ codebook: required('codebook', values.codebook), input: values.input ?? [required('input', undefined)], output: required('output', values.output), ...optionalNumbers(values), logger });
+      process.stdout.write(`wrote ${summary.output} (${summary.rows} rows from ${summary.shards} shards) and ${summary.manifestPath}\n`);
+      return 0;
+    }
+    case 'demo': {
+      const { runDemo } = await import('./demo.js');
+      await runDemo({ ...(values.output ? { output: values.output } : {}), ...optionalNumbers(values), logger, progress: values['no-progress'] ? silentProgress : createProgress(), signal: controller.signal });
+      return 0;
+    }
+    default:
+      throw new RescaleError('CONFIG_INVALID', `unknown command "${command}"; see "rescale --help"`);
+  }
+}
+
+function optionalNumbers(values: { limit?: string; 'shard-rows'?: string; sequences?: string; threads?: string }): {
+  limit?: number;
+  shardRows?: number;
+  sequences?: number;
+  threads?: number;
+} {
+  const out: { limit?: number; shardRows?: number; sequences?: number; threads?: number } = {};
+  const limit = positiveInt('limit', values.limit);
+  const shardRows = positiveInt('shard-rows', values['shard-rows']);
+  const sequences = positiveInt('sequences', values.sequences);
+  const threads = positiveInt('threads', values.threads);
+  if (limit !== undefined) out.limit = limit;
+  if (shardRows !== undefined) out.shardRows = shardRows;
+  if (sequences !== undefined) out.sequences = sequences;
+  if (threads !== undefined) out.threads = threads;
+  return out;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    if (error instanceof RescaleError) {
+      process.stderr.write(`rescale: ${error.message}\n`);
+      process.exit(EXIT_CODES[error.code] ?? 1);
+    }
+    if (error instanceof Error && error.name === 'AbortError') {
+      process.stderr.write('rescale: stopped; run the same command again to resume\n');
+      process.exit(130);
+    }
+    process.stderr.write(`rescale: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,219 @@
+// Turns the user's corpus input (Parquet files, directories, globs) into the ordered list of files to
+// classify, reading each footer once: rows, row groups, columns and a fingerprint of the content.
+
+import type { Dirent } from 'node:fs';
+import { open, readdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { parquetSchema, type FileMetaData, type SchemaElement } from 'hyparquet';
+import { RescaleError, errorMessage } from '../contracts/errors.js';
+import type { CorpusColumn, CorpusFile } from '../contracts/shard.js';
+import { readParquetFooter } from '../worker/parquet-rows.js';
+
+const GLOB_MAGIC = /[*?[{]/;
+const FOOTER_CONCURRENCY = 8;
+
+/**
+ * Expands each input in order and reads every file's footer. A directory means every *.parquet file
+ * below it (recursively, skipping hidden and `_`-prefixed entries such as Spark's `_SUCCESS` and
+ * `_temporary`); a glob supports `*`, `?`, `**`, `[abc]` and `{a,b}`. Files are sorted by path
+ * (code-point order, so the order and the row indexes never depend on locale); a file named twice is
+ * kept once, at its first position.
+ */
+export async function resolveCorpus(input: string | readonly string[]): Promise<CorpusFile[]> {
+  const inputs = typeof input === 'string' ? [input] : [...input];
+  if (inputs.length === 0) {
+    throw new RescaleError('INPUT_NOT_FOUND', 'No corpus input given: pass a Parquet file, a directory of *.parquet files, or a glob such as "data/**/*.parquet".');
+  }
+  const paths: string[] = [];
+  const seen = new Set<string>();
+  for (const item of inputs) {
+    for (const filePath of await expandInput(item)) {
+      if (seen.has(filePath)) continue;
+      seen.add(filePath);
+      paths.push(filePath);
+    }
+  }
+  return mapConcurrent(paths, FOOTER_CONCURRENCY, readCorpusFile);
+}
+
+/** Reads one file's footer into a CorpusFile; INPUT_INVALID names the file if it is not complete Parquet. */
+export async function readCorpusFile(filePath: string): Promise<CorpusFile> {
+  const absolute = path.resolve(filePath);
+  let handle;
+  try {
+    handle = await open(absolute, 'r');
+  } catch (cause) {
+    throw new RescaleError('INPUT_NOT_FOUND', `Cannot open corpus file ${absolute} (${errorMessage(cause)}); check the path and its permissions.`, { cause });
+  }
+  try {
+    const { size, metadata, fingerprint } = await readParquetFooter(handle, absolute);
+    let rowStart = 0;
+    const rowGroups = metadata.row_groups.map((group) => {
+      const rows = Number(group.num_rows);
+      const entry = { rowStart, rows };
+      rowStart += rows;
+      return entry;
+    });
+    return { path: absolute, size, fingerprint, rows: rowStart, rowGroups, columns: corpusColumns(metadata, absolute) };
+  } finally {
+    await handle.close();
+  }
+}
+
+function corpusColumns(metadata: FileMetaData, filePath: string): CorpusColumn[] {
+  try {
+    return parquetSchema(metadata).children.map(({ element, children }) => ({
+      name: element.name,
+      physicalType: children.length > 0 ? 'GROUP' : element.type ?? 'GROUP',
+      logicalType: logicalTypeName(element),
+      nullable: element.repetition_type !== 'REQUIRED',
+    }));
+  } catch (cause) {
+    throw new RescaleError('INPUT_INVALID', `Corpus file ${filePath} has a schema that cannot be read (${errorMessage(cause)}): it is corrupt.`, { cause });
+  }
+}
+
+/** Logical type, else converted type; integers spelled INT_8 ... UINT_64 so their width and sign survive. */
+function logicalTypeName(element: SchemaElement): string | null {
+  const logical = element.logical_type;
+  if (logical !== undefined) {
+    if (logical.type === 'INTEGER') return `${logical.isSigned ? '' : 'U'}INT_${logical.bitWidth}`;
+    return logical.type;
+  }
+  if (element.converted_type === undefined) return null;
+  return element.converted_type === 'UTF8' ? 'STRING' : element.converted_type;
+}
+
+async function expandInput(input: string): Promise<string[]> {
+  const absolute = path.resolve(input);
+  const info = await stat(absolute).catch(() => undefined);
+  if (info === undefined) {
+    // A literal path wins over a glob reading, so files named with brackets still work.
+    if (GLOB_MAGIC.test(input)) return expandGlob(input, absolute);
+    throw new RescaleError('INPUT_NOT_FOUND', `Corpus input ${input} does not exist (resolved to ${absolute}); check the path.`);
+  }
+  if (info.isFile()) return [absolute];
+  if (!info.isDirectory()) {
+    throw new RescaleError('INPUT_INVALID', `Corpus input ${absolute} is neither a file nor a directory; pass Parquet files, directories or globs.`);
+  }
+  const files = await walk(absolute, (relative, isFile) => !isFile || relative.endsWith('.parquet'), Infinity);
+  if (files.length === 0) {
+    throw new RescaleError('INPUT_NOT_FOUND', `Directory ${absolute} contains no *.parquet files; point the corpus at the files or use a glob.`);
+  }
+  return files;
+}
+
+async function expandGlob(input: string, absolute: string): Promise<string[]> {
+  const segments = absolute.split(path.sep);
+  const firstMagic = segments.findIndex((segment) => GLOB_MAGIC.test(segment));
+  const base = segments.slice(0, firstMagic).join(path.sep) || path.sep;
+  const pattern = segments.slice(firstMagic).join('/');
+  const matcher = globToRegExp(pattern);
+  const depth = pattern.includes('**') ? Infinity : pattern.split('/').length;
+  const baseInfo = await stat(base).catch(() => undefined);
+  const files = baseInfo?.isDirectory() === true
+    ? await walk(base, (relative, isFile) => !isFile || matcher.test(relative), depth)
+    : [];
+  if (files.length === 0) {
+    throw new RescaleError('INPUT_NOT_FOUND', `Glob ${input} matched no files under ${base}; check the pattern (quote it so the shell does not expand it).`);
+  }
+  return files;
+}
+
+/** Files below `root` accepted by `keep`, as absolute paths sorted by their relative path in code-point order. */
+async function walk(root: string, keep: (relative: string, isFile: boolean) => boolean, maxDepth: number): Promise<string[]> {
+  const found: string[] = [];
+  const visit = async (dir: string, relative: string, depth: number): Promise<void> => {
+    let entries: Dirent[];
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (cause) {
+      throw new RescaleError('INPUT_NOT_FOUND', `Cannot list corpus directory ${dir} (${errorMessage(cause)}); check its permissions.`, { cause });
+    }
+    const names = entries.map((entry) => entry.name).filter((name) => !name.startsWith('.') && !name.startsWith('_')).sort(compareCodePoints);
+    for (const name of names) {
+      const full = path.join(dir, name);
+      const rel = relative === '' ? name : `${relative}/${name}`;
+      const info = await stat(full).catch(() => undefined); // follows symlinks; dangling ones are skipped
+      if (info?.isFile() === true) {
+        if (keep(rel, true)) found.push(full);
+      } else if (info?.isDirectory() === true && depth > 1) {
+        await visit(full, rel, depth - 1);
+      }
+    }
+  };
+  await visit(root, '', maxDepth);
+  return found;
+}
+
+function compareCodePoints(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/**
+ * A small glob matcher over '/'-separated relative paths (Node 20 has no fs.glob): `*` and `?` stay
+ * within a path segment, a `**` segment spans any number of segments, `[...]` is a character class
+ * (`[!...]` negated) and `{a,b}` an alternative.
+ */
+export function globToRegExp(glob: string): RegExp {
+  let source = '';
+  let braceDepth = 0;
+  for (let i = 0; i < glob.length; i++) {
+    const char = glob[i] ?? '';
+    if (char === '*') {
+      const double = glob[i + 1] === '*';
+      const segmentStart = i === 0 || glob[i - 1] === '/';
+      const segmentEnd = i + 2 === glob.length || glob[i + 2] === '/';
+      if (double && segmentStart && segmentEnd) {
+        if (glob[i + 2] === '/') {
+          source += '(?:[^/]+/)*';
+          i += 2;
+        } else {
+          source += '.*';
+          i += 1;
+        }
+      } else {
+        source += '[^/]*';
+        if (double) i += 1;
+      }
+    } else if (char === '?') {
+      source += '[^/]';
+    } else if (char === '[') {
+      const close = glob.indexOf(']', i + 2);
+      if (close < 0) {
+        source += '\\[';
+        continue;
+      }
+      let body = glob.slice(i + 1, close);
+      const negated = body.startsWith('!') || body.startsWith('^');
+      if (negated) body = body.slice(1);
+      source += `[${negated ? '^' : ''}${body.replace(/[\\\]]/g, '\\$&')}]`;
+      i = close;
+    } else if (char === '{') {
+      braceDepth += 1;
+      source += '(?:';
+    } else if (char === '}' && braceDepth > 0) {
+      braceDepth -= 1;
+      source += ')';
+    } else if (char === ',' && braceDepth > 0) {
+      source += '|';
+    } else {
+      source += char.replace(/[.+^$()|\\\]{}]/g, '\\$&');
+    }
+  }
+  if (braceDepth > 0) throw new RescaleError('INPUT_INVALID', `Glob ${glob} has an unclosed "{"; close it or escape the brace.`);
+  return new RegExp(`^${source}$`);
+}
+
+async function mapConcurrent<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results = new Array<R>(items.length);
+  let next = 0;
+  const run = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next++;
+      results[index] = await fn(items[index] as T);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
+  return results;
+}

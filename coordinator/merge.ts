@@ -1,0 +1,373 @@
+// Combines the shard result files of a finished plan into one Parquet file in input order, after checking
+// that every planned row is there exactly once, and writes the run manifest beside it.
+
+import { writeSync } from 'node:fs';
+import { mkdir, stat } from 'node:fs/promises';
+import path from 'node:path';
+import zlib from 'node:zlib';
+import type { Vector } from 'apache-arrow';
+import type { DecodedArray, SchemaElement } from 'hyparquet';
+import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
+import { RescaleError, errorMessage } from '../contracts/errors.js';
+import { silentLogger, type Logger } from '../contracts/logger.js';
+import { probabilityColumn, ROW_STATUSES, type IdType, type RowStatus } from '../contracts/results.js';
+import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
+import { isShardComplete, readShardResult, shardResultPath, writeFileAtomic, type ShardResultFile } from '../worker/shard-result-writer.js';
+
+/** Parquet codecs the merge can write; ZSTD needs the optional `@bokuweb/zstd-wasm` package. */
+export type ResultCodec = 'ZSTD' | 'GZIP' | 'SNAPPY' | 'UNCOMPRESSED';
+
+/** Loaded on demand: not a dependency yet (see docs/parquet.md); without it the default falls back to GZIP. */
+const ZSTD_MODULE = '@bokuweb/zstd-wasm';
+const ZSTD_LEVEL = 3;
+const DEFAULT_ROW_GROUP_ROWS = 100_000;
+const FLUSH_BYTES = 1 << 20;
+const MISSING_LISTED = 20;
+
+export interface MergeShardsOptions {
+  readonly plan: ShardPlan;
+  readonly shardDir: string;
+  /** Path of the merged Parquet file; the manifest goes to manifestPathFor(output). */
+  readonly output: string;
+  /** Codebook labels in order (one p_<label> column each); must match the shard files. */
+  readonly labels: readonly string[];
+  /** Run manifest from the caller (codebook, models, options...); written with a `merge` section added. */
+  readonly manifest: object;
+  /** Default: ZSTD when available, else GZIP (logged). An explicit ZSTD without the package is an error. */
+  readonly codec?: ResultCodec;
+  /** Minimum rows per Parquet row group (default 100,000): whole shards are added until it is reached. Bounds memory. */
+  readonly rowGroupRows?: number;
+  readonly logger?: Logger;
+}
+
+export interface MergeSummary {
+  readonly output: string;
+  readonly manifestPath: string;
+  readonly rows: number;
+  readonly shards: number;
+  readonly rowGroups: number;
+  readonly codec: ResultCodec;
+  readonly bytes: number;
+  readonly statusCounts: Readonly<Record<RowStatus, number>>;
+}
+
+/** `<output>.manifest.json`. */
+export function manifestPathFor(output: string): string {
+  return `${output}.manifest.json`;
+}
+
+/**
+ * Checks that every planned shard has its result file, then streams them in plan order into row groups
+ * of one Parquet file, checking each shard's row count, row indexes, labels and id type on the way.
+ * Output and manifest are written through temp files and renamed, so a failed merge leaves neither
+ * (nor a previous output changed); the manifest is renamed last.
+ */
+export async function mergeShards(options: MergeShardsOptions): Promise<MergeSummary> {
+  const { plan, shardDir, labels, logger = silentLogger } = options;
+  const output = path.resolve(options.output);
+  const rowGroupRows = options.rowGroupRows ?? DEFAULT_ROW_GROUP_ROWS;
+  if (!Number.isSafeInteger(rowGroupRows) || rowGroupRows < 1) {
+    throw new RescaleError('CONFIG_INVALID', `rowGroupRows must be a positive integer, got ${rowGroupRows}.`);
+  }
+  const shards = [...plan.shards].sort((a, b) => a.index - b.index);
+  checkPlan(plan, shards);
+  await checkAllPresent(shards, shardDir);
+  const { codec, compressors } = await loadCodec(options.codec, logger);
+
+  try {
+    await mkdir(path.dirname(output), { recursive: true });
+  } catch (cause) {
+    throw notWritable(output, cause);
+  }
+  const statusCounts = Object.fromEntries(ROW_STATUSES.map((status) => [status, 0])) as Record<RowStatus, number>;
+  const schema = parquetSchemaFor(labels, plan.idType);
+  const columnNames = schema.slice(1).map((element) => element.name);
+  let rowGroups = 0;
+  let rows = 0;
+
+  try {
+    await writeFileAtomic(output, async (handle) => {
+      const writer = new FileWriter(handle.fd);
+      const parquet = new ParquetWriter({
+        writer,
+        schema,
+        codec,
+        compressors,
+        kvMetadata: [{ key: 'rescale.labels', value: JSON.stringify(labels) }, { key: 'rescale.id_type', value: plan.idType }],
+        createdBy: 'rescale (hyparquet-writer)',
+      });
+      // Whole shards are appended to one row group until it holds at least rowGroupRows rows, so memory holds
+      // at most one row group plus one shard, and values are copied once (Arrow vector → packed JS array).
+      let pending: unknown[][] = columnNames.map(() => []);
+      let pendingRows = 0;
+      const flush = async (): Promise<void> => {
+        if (pendingRows === 0) return;
+        const columnData = columnNames.map((name, column) => ({ name, data: pending[column] as DecodedArray }));
+        pending = columnNames.map(() => []);
+        await parquet.write({ columnData, rowGroupSize: pendingRows });
+        rowGroups += 1;
+        pendingRows = 0;
+      };
+      const statusColumn = columnNames.indexOf('status');
+      for (const shard of shards) {
+        const result = await readShardResult(shardResultPath(shardDir, shard.id));
+        checkShardResult(result, shard, labels, plan.idType);
+        columnNames.forEach((name, column) => appendColumn(pending[column] ?? [], result.table.getChild(name), name, result.path));
+        countStatuses(pending[statusColumn] ?? [], pendingRows, statusCounts);
+        pendingRows += result.rows;
+        rows += result.rows;
+        if (pendingRows >= rowGroupRows) await flush();
+      }
+      await flush();
+      if (rows !== plan.totalRows) {
+        // Unreachable while checkPlan and checkShardResult hold; the last line of defence before the rename.
+        throw new RescaleError('INTERNAL', `Merged ${rows} rows but the plan has ${plan.totalRows}; nothing was written. Plan the corpus again.`);
+      }
+      await parquet.finish();
+    });
+  } catch (cause) {
+    if (cause instanceof RescaleError) throw cause;
+    if (isSystemError(cause)) throw notWritable(output, cause);
+    throw new RescaleError('INTERNAL', `Encoding the merged Parquet ${output} failed (${errorMessage(cause)}); nothing was written. Report this with the run manifest.`, { cause });
+  }
+
+  const bytes = (await stat(output)).size;
+  const manifestPath = manifestPathFor(output);
+  const manifest = {
+    ...options.manifest,
+    merge: {
+      output: path.basename(output),
+      rows,
+      bytes,
+      codec,
+      rowGroups,
+      labels,
+      statusCounts,
+      codebookHash: plan.codebookHash,
+      idColumn: plan.idColumn,
+      idType: plan.idType,
+      textColumn: plan.textColumn,
+      limit: plan.limit,
+      files: plan.files.map((file) => ({ path: file.path, size: file.size, fingerprint: file.fingerprint, rows: file.rows })),
+      shards: shards.map((shard) => ({
+        id: shard.id,
+        index: shard.index,
+        file: shard.file,
+        rowStart: shard.rowStart,
+        rowEnd: shard.rowEnd,
+        corpusRowStart: shard.corpusRowStart,
+        rows: shard.rowEnd - shard.rowStart,
+      })),
+    },
+  };
+  try {
+    await writeFileAtomic(manifestPath, async (handle) => {
+      await handle.writeFile(`${JSON.stringify(manifest, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n`);
+    });
+  } catch (cause) {
+    throw notWritable(manifestPath, cause);
+  }
+  logger.log('info', 'merged shard results', { output, rows, shards: shards.length, rowGroups, codec, bytes });
+  return { output, manifestPath, rows, shards: shards.length, rowGroups, codec, bytes, statusCounts };
+}
+
+/** The plan must tile [0, totalRows) with its shards in index order, or the merged row order would be wrong. */
+function checkPlan(plan: ShardPlan, shards: readonly ShardSpec[]): void {
+  let next = 0;
+  shards.forEach((shard, position) => {
+    if (shard.index !== position || shard.corpusRowStart !== next || shard.rowEnd <= shard.rowStart) {
+      throw new RescaleError('INTERNAL', `Shard plan is inconsistent at shard ${shard.id} (index ${shard.index}); plan the corpus again.`);
+    }
+    next += shard.rowEnd - shard.rowStart;
+  });
+  if (next !== plan.totalRows) {
+    throw new RescaleError('INTERNAL', `Shard plan covers ${next} rows but says totalRows is ${plan.totalRows}; plan the corpus again.`);
+  }
+}
+
+async function checkAllPresent(shards: readonly ShardSpec[], shardDir: string): Promise<void> {
+  const missing: string[] = [];
+  for (const shard of shards) {
+    if (!(await isShardComplete(shardDir, shard.id))) missing.push(shard.id);
+  }
+  if (missing.length === 0) return;
+  const listed = missing.slice(0, MISSING_LISTED).join(', ');
+  const more = missing.length > MISSING_LISTED ? ` and ${missing.length - MISSING_LISTED} more` : '';
+  throw new RescaleError(
+    'SHARD_INCOMPLETE',
+    `${missing.length} of ${shards.length} shards have no result file in ${shardDir}: ${listed}${more}. Run the remaining shards (resume the run), then merge again.`,
+  );
+}
+
+function checkShardResult(result: ShardResultFile, shard: ShardSpec, labels: readonly string[], idType: IdType): void {
+  const { metadata } = result;
+  const fail = (problem: string): never => {
+    throw new RescaleError('SHARD_INCOMPLETE', `Shard result ${result.path} ${problem}; delete it and run shard ${shard.id} again.`);
+  };
+  if (metadata.shardId !== shard.id) fail(`belongs to shard ${metadata.shardId}`);
+  if (metadata.labels.length !== labels.length || metadata.labels.some((label, i) => label !== labels[i])) {
+    fail(`was written for labels [${metadata.labels.join(', ')}], not [${labels.join(', ')}]`);
+  }
+  if (metadata.idType !== idType) fail(`has id type ${metadata.idType}, the plan has ${idType}`);
+  const expected = shard.rowEnd - shard.rowStart;
+  if (result.rows !== expected) fail(`has ${result.rows} rows, the shard has ${expected}`);
+  const rowColumn = result.table.getChild('row');
+  if (rowColumn === null) fail('has no "row" column');
+  let row = BigInt(shard.corpusRowStart);
+  for (const value of rowColumn as Vector) {
+    if (value !== row) fail(`has corpus row ${String(value)} where ${row} was expected`);
+    row += 1n;
+  }
+}
+
+
+/**
+ * Appends a shard's column to the pending row group, nulls as null. Indexed pushes keep the arrays packed;
+ * measured faster than typed-array parts joined with Array.concat, which goes slow once nulls are mixed in.
+ */
+function appendColumn(target: unknown[], vector: Vector | null, name: string, file: string): void {
+  if (vector === null) {
+    throw new RescaleError('SHARD_INCOMPLETE', `Shard result ${file} has no column "${name}"; delete it and run the shard again.`);
+  }
+  const values = vector.toArray() as ArrayLike<unknown>; // strings come back as an array with nulls
+  if (vector.nullCount === 0 || !ArrayBuffer.isView(values)) {
+    for (let i = 0; i < values.length; i++) target.push(values[i]);
+    return;
+  }
+  // Numbers with nulls: validity straight from the bitmaps, much faster than iterating the vector.
+  let index = 0;
+  for (const data of vector.data) {
+    const bitmap = data.nullBitmap;
+    for (let k = 0; k < data.length; k++, index++) {
+      const bit = data.offset + k;
+      const valid = data.nullCount === 0 || bitmap === undefined || ((bitmap[bit >> 3] ?? 0) & (1 << (bit & 7))) !== 0;
+      target.push(valid ? values[index] : null);
+    }
+  }
+}
+
+function countStatuses(statuses: readonly unknown[], from: number, counts: Record<RowStatus, number>): void {
+  for (let i = from; i < statuses.length; i++) {
+    const value = statuses[i];
+    if (typeof value === 'string' && value in counts) counts[value as RowStatus] += 1;
+  }
+}
+
+const utf8 = (name: string, nullable: boolean): SchemaElement => ({
+  name,
+  type: 'BYTE_ARRAY',
+  converted_type: 'UTF8',
+  logical_type: { type: 'STRING' },
+  repetition_type: nullable ? 'OPTIONAL' : 'REQUIRED',
+});
+const double = (name: string): SchemaElement => ({ name, type: 'DOUBLE', repetition_type: 'OPTIONAL' });
+
+/** The merged file's schema: the shard result columns, with the id keeping its input type. */
+export function parquetSchemaFor(labels: readonly string[], idType: IdType): SchemaElement[] {
+  const columns: SchemaElement[] = [
+    idElement(idType),
+    { name: 'row', type: 'INT64', repetition_type: 'REQUIRED' },
+    utf8('label', true),
+    double('confidence'),
+    double('margin'),
+    double('entropy'),
+    ...labels.map((label) => double(probabilityColumn(label))),
+    utf8('status', false),
+    utf8('error', true),
+    { name: 'tokens', type: 'INT32', repetition_type: 'REQUIRED' },
+    utf8('source', false),
+    utf8('shard_id', false),
+  ];
+  return [{ name: 'schema', num_children: columns.length }, ...columns];
+}
+
+function idElement(idType: IdType): SchemaElement {
+  if (idType === 'utf8') return utf8('id', true);
+  if (idType === 'float32') return { name: 'id', type: 'FLOAT', repetition_type: 'OPTIONAL' };
+  if (idType === 'float64') return { name: 'id', type: 'DOUBLE', repetition_type: 'OPTIONAL' };
+  const signed = idType.startsWith('int');
+  const bitWidth = Number(idType.replace(/^u?int/, ''));
+  const name = `${signed ? '' : 'U'}INT_${bitWidth}` as SchemaElement['converted_type'];
+  return {
+    name: 'id',
+    type: bitWidth === 64 ? 'INT64' : 'INT32',
+    repetition_type: 'OPTIONAL',
+    // Converted type only: hyparquet-writer 0.17 encodes the INTEGER logical type's bitWidth as i32 where
+    // the Thrift spec says i8, which DuckDB rejects; every reader maps INT_8 ... UINT_64 the same way.
+    converted_type: name,
+  };
+}
+
+type Compressor = (input: Uint8Array) => Uint8Array;
+
+interface ZstdModule {
+  init(): Promise<void>;
+  compress(input: Uint8Array, level?: number): Uint8Array;
+}
+
+function isZstdModule(value: unknown): value is ZstdModule {
+  const candidate = value as Partial<ZstdModule> | null;
+  return typeof candidate?.init === 'function' && typeof candidate.compress === 'function';
+}
+
+let zstdCompressor: Promise<Compressor | undefined> | undefined;
+
+/** Loads and initialises the zstd wasm once per process: initialising it again corrupts later output. */
+function loadZstd(): Promise<Compressor | undefined> {
+  zstdCompressor ??= (async () => {
+    const specifier: string = ZSTD_MODULE;
+    const loaded: unknown = await import(specifier).then((mod: { default?: unknown }) => (isZstdModule(mod) ? mod : mod.default), () => undefined);
+    if (!isZstdModule(loaded)) return undefined;
+    await loaded.init();
+    return (input: Uint8Array) => loaded.compress(input, ZSTD_LEVEL);
+  })();
+  return zstdCompressor;
+}
+
+/** The codec and its compressor; ZSTD is loaded on demand because Node 20's zlib has no zstd. */
+async function loadCodec(requested: ResultCodec | undefined, logger: Logger): Promise<{ codec: ResultCodec; compressors: Record<string, Compressor> }> {
+  const codec = requested ?? 'ZSTD';
+  if (codec === 'GZIP') return { codec, compressors: { GZIP: (input) => zlib.gzipSync(input, { level: 6 }) } };
+  if (codec !== 'ZSTD') return { codec, compressors: {} };
+  const zstd = await loadZstd();
+  if (zstd !== undefined) return { codec, compressors: { ZSTD: zstd } };
+  if (requested === 'ZSTD') {
+    throw new RescaleError('CONFIG_INVALID', `ZSTD output needs the ${ZSTD_MODULE} package, which is not installed; install it or choose codec GZIP.`);
+  }
+  logger.log('warn', 'zstd compressor not installed; writing the merged Parquet with GZIP', { package: ZSTD_MODULE });
+  return loadCodec('GZIP', logger);
+}
+
+/** hyparquet-writer's Writer over a file descriptor: 1 MiB of buffered bytes at most, written synchronously. */
+class FileWriter extends ByteWriter {
+  constructor(private readonly fd: number) {
+    super(FLUSH_BYTES * 2);
+  }
+
+  override ensure(size: number): void {
+    if (this.index > FLUSH_BYTES) this.flush();
+    super.ensure(size);
+  }
+
+  flush(): void {
+    let written = 0;
+    while (written < this.index) written += writeSync(this.fd, new Uint8Array(this.buffer, written, this.index - written));
+    this.index = 0;
+  }
+
+  override finish(): void {
+    this.flush();
+  }
+}
+
+/** Errors from the file system (ENOSPC, EACCES, ...) as opposed to encoding bugs. */
+function isSystemError(value: unknown): boolean {
+  return value instanceof Error && typeof (value as NodeJS.ErrnoException).code === 'string';
+}
+
+function notWritable(target: string, cause: unknown): RescaleError {
+  return new RescaleError('OUTPUT_NOT_WRITABLE', `Cannot write ${target} (${errorMessage(cause)}); check that its directory is writable and has free space.`, {
+    cause,
+    retryable: true,
+  });
+}

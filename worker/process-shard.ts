@@ -1,0 +1,107 @@
+// The one path for a shard: read its rows → build prompts → score → write the shard's Arrow result atomically.
+// Local mode calls it from an in-process loop, cluster workers from the BullMQ processor; nothing in the
+// result depends on which.
+
+import { singleQuestion } from '../contracts/codebook.js';
+import { RescaleError } from '../contracts/errors.js';
+import { silentLogger, type Logger } from '../contracts/logger.js';
+import type { DocumentId, IdType, ResultRow, RowStatus } from '../contracts/results.js';
+import type { ShardSpec } from '../contracts/shard.js';
+import type { LabelScorer } from './label-scorer.js';
+import { readShardRows, toDocumentId, toText, type RowGroupCache } from './parquet-rows.js';
+import type { DocumentInput } from './prompt-builder.js';
+import { isShardComplete, writeShardResult } from './shard-result-writer.js';
+
+export interface ShardJob {
+  readonly shard: ShardSpec;
+  /** Input id column, or null when the corpus row index is the id. */
+  readonly idColumn: string | null;
+  readonly idType: IdType;
+  readonly textColumn: string;
+  /** Folder of shard result files. */
+  readonly resultDir: string;
+}
+
+export interface ShardContext {
+  readonly scorer: LabelScorer;
+  readonly logger?: Logger;
+  readonly signal?: AbortSignal;
+  /** Documents of this shard finished so far (monotonic). */
+  readonly onProgress?: (documentsDone: number) => void;
+  /** Keeps the last decoded row group, so consecutive shards of one row group decode it once. */
+  readonly cache?: RowGroupCache;
+}
+
+export interface ShardOutcome {
+  readonly shardId: string;
+  /** The result file already existed (a finished shard delivered twice): nothing was recomputed. */
+  readonly skipped: boolean;
+  readonly rows: number;
+  readonly statuses: Readonly<Partial<Record<RowStatus, number>>>;
+  readonly tokens: number;
+  readonly seconds: number;
+  readonly path: string | null;
+}
+
+/** Rows read and scored per step: bounds memory for large shards; the scorer groups documents within a step. */
+const READ_BATCH_ROWS = 512;
+
+export async function processShard(job: ShardJob, context: ShardContext): Promise<ShardOutcome> {
+  const { shard } = job;
+  const logger = (context.logger ?? silentLogger).child({ shardId: shard.id });
+  const started = performance.now();
+  if (await isShardComplete(job.resultDir, shard.id)) {
+    logger.log('info', 'shard already complete; skipped');
+    return { shardId: shard.id, skipped: true, rows: shard.rowEnd - shard.rowStart, statuses: {}, tokens: 0, seconds: 0, path: null };
+  }
+  const { scorer } = context;
+  const labels = singleQuestion(scorer.codebook).labels;
+  const extraColumns = scorer.codebook.prompt.variables.filter((name) => name !== 'text' && name !== job.textColumn && !['labels', 'label_descriptions'].includes(name));
+  const columns = [...new Set([...(job.idColumn === null ? [] : [job.idColumn]), job.textColumn, ...extraColumns])];
+
+  const rows: ResultRow[] = [];
+  const statuses: Partial<Record<RowStatus, number>> = {};
+  let tokens = 0;
+  for await (const batch of readShardRows(shard, columns, { batchSize: READ_BATCH_ROWS, ...(context.signal ? { signal: context.signal } : {}), ...(context.cache ? { cache: context.cache } : {}) })) {
+    const texts = (batch.columns.get(job.textColumn) ?? []).map(toText);
+    const ids: (DocumentId | null)[] = job.idColumn === null ? [...batch.rows] : (batch.columns.get(job.idColumn) ?? []).map(toDocumentId);
+    const docs: DocumentInput[] = texts.map((text, i) => {
+      if (extraColumns.length === 0) return { text };
+      const values: Record<string, string | null> = {};
+      for (const name of extraColumns) values[name] = toText(batch.columns.get(name)?.[i]);
+      return { text, columns: values };
+    });
+    const done = rows.length;
+    const scores = await scorer.score(docs, {
+      ...(context.signal ? { signal: context.signal } : {}),
+      onProgress: (n) => context.onProgress?.(done + n),
+    });
+    scores.forEach((score, i) => {
+      statuses[score.status] = (statuses[score.status] ?? 0) + 1;
+      tokens += score.tokens;
+      rows.push({
+        id: ids[i] ?? null,
+        row: batch.rows[i] as number,
+        label: score.label,
+        confidence: score.confidence,
+        margin: score.margin,
+        entropy: score.entropy,
+        probabilities: score.probabilities,
+        status: score.status,
+        error: score.error,
+        tokens: score.tokens,
+        source: 'local',
+        shardId: shard.id,
+      });
+    });
+  }
+  const expected = shard.rowEnd - shard.rowStart;
+  if (rows.length !== expected) {
+    throw new RescaleError('INPUT_INVALID', `shard ${shard.id} of ${shard.file} yielded ${rows.length} rows, expected ${expected}; the file may have changed since planning — re-run to re-plan`);
+  }
+  context.signal?.throwIfAborted();
+  const path = await writeShardResult({ dir: job.resultDir, shard, labels: labels.map((l) => l.name), idType: job.idType, rows });
+  const seconds = (performance.now() - started) / 1000;
+  logger.log('info', 'shard done', { rows: rows.length, tokens, seconds: Number(seconds.toFixed(3)), statuses });
+  return { shardId: shard.id, skipped: false, rows: rows.length, statuses, tokens, seconds, path };
+}
