@@ -60,15 +60,22 @@ export interface ScoreOptions {
 const CONTEXT_SLACK_TOKENS = 64;
 
 /**
- * Added to the logits of the labels' first tokens so they make the top-k. The bias shifts all of them equally,
+ * Added to the logits of the tokens whose relative probabilities are wanted (the labels' first tokens at the
+ * root) so they make the top-k. The bias shifts all of them equally,
  * so their relative probabilities are unchanged, except that float32 rounds (logit + 32) to a step of 2^-18
  * (3.8e-6) when |logit| < 32: far below the ~5e-3 that a change of batch layout moves logits (README).
  */
 const ROOT_LOGIT_BIAS = 32;
 
-interface RootRestriction {
+interface TokenRestriction {
   readonly tokens: readonly Token[];
   readonly bias: TokenBias;
+}
+
+interface Anchor {
+  readonly token: Token;
+  /** Its probability over the whole vocabulary. */
+  readonly probability: number;
 }
 
 interface PendingDocument {
@@ -83,7 +90,8 @@ export class LabelScorer {
   readonly labelTokens: readonly (readonly Token[])[];
 
   private readonly root: TrieNode;
-  private readonly rootBias: RootRestriction;
+  private readonly rootBias: TokenRestriction;
+  private readonly restrictions = new Map<string, TokenRestriction>();
   private readonly inner: readonly TrieNode[];
   private readonly sequences: LlamaContextSequence[];
   /** Per sequence: the shared prefix is in its KV cache and untouched. */
@@ -106,10 +114,7 @@ export class LabelScorer {
     this.labels = singleQuestion(codebook).labels;
     this.labelTokens = labelTokens;
     this.root = root;
-    const rootTokens = [...root.children.keys()];
-    const bias = new TokenBias(model.tokenizer);
-    for (const token of rootTokens) bias.set(token, { logit: ROOT_LOGIT_BIAS });
-    this.rootBias = { tokens: rootTokens, bias };
+    this.rootBias = this.restriction([...root.children.keys()]);
     this.inner = innerNodes(root);
     this.sequences = Array.from({ length: settings.sequences }, () => context.getSequence());
     this.prefixIntact = this.sequences.map(() => false);
@@ -270,15 +275,33 @@ export class LabelScorer {
         rootProbabilities[slot] = await this.evaluateWithNext(sequences[slot] as LlamaContextSequence, doc.tokens.slice(starts[slot]), null);
         evaluated[slot] = (evaluated[slot] as number) + doc.tokens.length - (starts[slot] as number);
       }
-      // Inner trie nodes (labels sharing a prefix or spanning several tokens): one evaluation of each node's path.
+      // Inner trie nodes (labels sharing a prefix or spanning several tokens). Below the root the normalisation
+      // over the whole vocabulary matters, so each node's path is decoded twice, identically: once greedily for the
+      // most likely next token t* and its full-vocabulary probability, once for the children's probabilities
+      // relative to t*. The node's path is always one decode call after the document, so both see the same logits.
       const nodeProbabilities = group.map(() => new Map<TrieNode, Map<Token, number>>());
       for (const node of this.inner) {
+        const path = [...node.path];
         await Promise.all(group.map((doc, slot) => this.truncateSequence(slot, doc.tokens.length)));
-        const probabilities = await Promise.all(group.map((_, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, [...node.path], null)));
-        probabilities.forEach((p, slot) => {
-          (nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>).set(node, p as Map<Token, number>);
-          evaluated[slot] = (evaluated[slot] as number) + node.path.length;
-        });
+        const anchors = await Promise.all(group.map((_, slot) => this.evaluateGreedy(sequences[slot] as LlamaContextSequence, path)));
+        await Promise.all(group.map((doc, slot) => this.truncateSequence(slot, doc.tokens.length)));
+        const relative = await Promise.all(
+          group.map((_, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, path, this.restriction([...node.children.keys(), (anchors[slot] as Anchor).token]))),
+        );
+        for (const [slot, doc] of group.entries()) {
+          const anchor = anchors[slot] as Anchor;
+          let probabilities = relative[slot] ?? null;
+          evaluated[slot] = (evaluated[slot] as number) + 2 * path.length;
+          if (probabilities === null) {
+            await this.truncateSequence(slot, doc.tokens.length);
+            probabilities = await this.evaluateWithNext(sequences[slot] as LlamaContextSequence, path, null);
+            evaluated[slot] = (evaluated[slot] as number) + path.length;
+          } else {
+            const scale = anchor.probability / (probabilities.get(anchor.token) as number);
+            probabilities = new Map([...probabilities].map(([token, p]) => [token, p * scale]));
+          }
+          (nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>).set(node, probabilities as Map<Token, number>);
+        }
       }
       return group.map((doc, slot) =>
         this.finish(rootProbabilities[slot] as Map<Token, number>, nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>, evaluated[slot] as number, doc.truncated),
@@ -320,13 +343,37 @@ export class LabelScorer {
     if (sequence.nextTokenIndex > length) await sequence.eraseContextTokenRanges([{ start: length, end: sequence.nextTokenIndex }]);
   }
 
+  /** Evaluates `tokens` (appending) and returns the most likely next token and its full-vocabulary probability. */
+  private async evaluateGreedy(sequence: LlamaContextSequence, tokens: readonly Token[]): Promise<Anchor> {
+    const last = tokens.length - 1;
+    const generateNext = { token: true, confidence: true, options: { temperature: 0 } };
+    const output = await sequence.controlledEvaluate(tokens.map((t, i) => (i === last ? ([t, { generateNext }] as [Token, { generateNext: typeof generateNext }]) : t)));
+    const next = output[last]?.next;
+    if (next?.token == null || next.confidence === undefined) throw new RescaleError('ENGINE_FAILED', 'llama.cpp returned no next token', { retryable: true });
+    return { token: next.token, probability: next.confidence };
+  }
+
+  /** Tokens whose probabilities relative to each other one evaluation returns (cached per token set). */
+  private restriction(tokens: readonly Token[]): TokenRestriction {
+    const unique = [...new Set(tokens)];
+    const key = unique.join(',');
+    let cached = this.restrictions.get(key);
+    if (cached === undefined) {
+      const bias = new TokenBias(this.model.tokenizer);
+      for (const token of unique) bias.set(token, { logit: ROOT_LOGIT_BIAS });
+      cached = { tokens: unique, bias };
+      this.restrictions.set(key, cached);
+    }
+    return cached;
+  }
+
   /**
    * Evaluates `tokens` (appending) and returns next-token probabilities after the last one. With a restriction
    * (the root's label tokens, biased into the top-k) only those tokens' probabilities relative to each other come
    * back — all the root needs, at a fraction of the cost of the full vocabulary — or null when a label token was
    * still outside the top-k. Without, the full distribution (needed below the root, where normalisation matters).
    */
-  private async evaluateWithNext(sequence: LlamaContextSequence, tokens: readonly Token[], restriction: RootRestriction | null): Promise<Map<Token, number> | null> {
+  private async evaluateWithNext(sequence: LlamaContextSequence, tokens: readonly Token[], restriction: TokenRestriction | null): Promise<Map<Token, number> | null> {
     const generateNext =
       restriction === null
         ? { probabilities: true }

@@ -38,7 +38,9 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-function sentimentCodebook(overrides: Partial<CodebookInput> & { model?: Partial<CodebookInput['model']> } = {}): Codebook {
+type ModelOverrides = Partial<CodebookInput['model']>;
+
+function sentimentCodebook(overrides: Omit<Partial<CodebookInput>, 'model'> & { model?: ModelOverrides } = {}): Codebook {
   const { model, ...rest } = overrides;
   return parseCodebook(
     {
