@@ -2,23 +2,18 @@
 // shard files are kept next to the output and skipped on the next run of the same command.
 
 import { access, mkdir, rm, writeFile, constants } from 'node:fs/promises';
-import os from 'node:os';
 import path from 'node:path';
-import { codebookResultHash, loadCodebook, singleQuestion, type Codebook } from '../contracts/codebook.js';
+import { loadCodebook, singleQuestion } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
-import { quickFingerprint, sha256File } from '../contracts/file-digest.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
-import type { ShardPlan } from '../contracts/shard.js';
-import { resolveCorpus } from '../coordinator/corpus.js';
 import { manifestPathFor, mergeShards, type MergeSummary } from '../coordinator/merge.js';
-import { planShards } from '../coordinator/shard-planner.js';
+import { buildManifest, DEFAULT_SHARD_ROWS, planRun, type EngineDescription } from '../coordinator/run-plan.js';
 import { LabelScorer, resolveSequences } from '../worker/label-scorer.js';
 import { getRuntime, runtimeInfo } from '../worker/llama-runtime.js';
 import { RowGroupCache } from '../worker/parquet-rows.js';
 import { processShard } from '../worker/process-shard.js';
 import { isShardComplete } from '../worker/shard-result-writer.js';
 import { silentProgress, type Progress } from './progress.js';
-import { RESCALE_VERSION } from './version.js';
 
 export interface LocalRunOptions {
   readonly codebook: string;
@@ -47,7 +42,7 @@ export interface LocalRunSummary {
   readonly merge: MergeSummary;
 }
 
-export const DEFAULT_SHARD_ROWS = 2000;
+export { DEFAULT_SHARD_ROWS };
 
 /** Folder holding a run's shard results and plan, beside the output. */
 export function partsDirFor(output: string): string {
@@ -77,8 +72,16 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
 
   let scored = 0;
   const started = performance.now();
+  const runtime = await runtimeInfo(llama);
+  const engine: { -readonly [K in keyof EngineDescription]: EngineDescription[K] } = {
+    nodeLlamaCpp: runtime.nodeLlamaCppVersion,
+    llamaCpp: runtime.llamaCppRelease,
+    llamaBuild: runtime.build,
+    gpu: runtime.gpu,
+  };
   if (pending.length > 0) {
     const scorer = await LabelScorer.create(codebook, { logger, sequences, ...(options.threads !== undefined ? { threads: options.threads } : {}) });
+    engine.settings = scorer.settings;
     try {
       progress.start(plan.totalRows, doneRows);
       let done = doneRows;
@@ -99,7 +102,16 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
     }
   }
   const seconds = (performance.now() - started) / 1000;
-  const manifest = await buildManifest({ codebook, plan, sequences, startedAt, options, llamaGpu: llama.gpu });
+  const manifest = await buildManifest({
+    mode: 'local',
+    codebook,
+    plan,
+    sequences,
+    shardRows: options.shardRows ?? DEFAULT_SHARD_ROWS,
+    threads: options.threads ?? codebook.model.threads ?? 'auto',
+    startedAt,
+    engines: [engine],
+  });
   const merge = await mergeShards({ plan, shardDir, output, labels: singleQuestion(codebook).labels.map((l) => l.name), manifest, logger });
   return {
     output,
@@ -112,31 +124,6 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
     documentsPerSecond: seconds > 0 ? scored / seconds : 0,
     merge,
   };
-}
-
-/** Plans the corpus for a codebook; shard ids carry the codebook's result hash, so a changed codebook never reuses shards. */
-export async function planRun(codebook: Codebook, input: readonly string[], sequences: number, shardRows: number, limit?: number): Promise<ShardPlan> {
-  const fingerprints = {
-    model: await fingerprintOrThrow(codebook.model.path, 'model.path'),
-    adapters: await Promise.all(codebook.model.adapters.map((a, i) => fingerprintOrThrow(a.path, `model.adapters[${i}].path`))),
-  };
-  const files = await resolveCorpus(input);
-  return planShards(files, {
-    codebookHash: codebookResultHash(codebook, fingerprints, { sequences }),
-    maxRowsPerShard: shardRows,
-    idColumn: codebook.idColumn,
-    textColumn: codebook.textColumn,
-    ...(limit !== undefined ? { limit } : {}),
-  });
-}
-
-async function fingerprintOrThrow(file: string, field: string): Promise<string> {
-  try {
-    return await quickFingerprint(file);
-  } catch (cause) {
-    const what = field.startsWith('model.adapters') ? 'ADAPTER_NOT_FOUND' : 'MODEL_NOT_FOUND';
-    throw new RescaleError(what, `cannot read ${file} (codebook field "${field}"): ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the path, which is relative to the codebook file`, { cause });
-  }
 }
 
 async function prepareOutput(output: string, partsDir: string, overwrite: boolean): Promise<void> {
@@ -154,45 +141,3 @@ async function prepareOutput(output: string, partsDir: string, overwrite: boolea
   }
 }
 
-interface ManifestInput {
-  readonly codebook: Codebook;
-  readonly plan: ShardPlan;
-  readonly sequences: number;
-  readonly startedAt: Date;
-  readonly options: LocalRunOptions;
-  readonly llamaGpu: string | false;
-}
-
-/** Everything needed to re-run the study years later and check it gives the same numbers. */
-export async function buildManifest(input: ManifestInput): Promise<object> {
-  const { codebook, plan } = input;
-  const llama = await getRuntime();
-  const runtime = await runtimeInfo(llama);
-  return {
-    rescale: RESCALE_VERSION,
-    mode: 'local',
-    codebook: { source: codebook.source, hash: plan.codebookHash, content: codebook },
-    model: { path: codebook.model.path, sha256: await sha256File(codebook.model.path) },
-    adapters: await Promise.all(codebook.model.adapters.map(async (a) => ({ path: a.path, scale: a.scale, sha256: await sha256File(a.path) }))),
-    corpus: plan.files.map((f) => ({ path: f.path, size: f.size, fingerprint: f.fingerprint, rows: f.rows })),
-    shards: plan.shards.map((s) => ({ id: s.id, file: s.file, rowStart: s.rowStart, rowEnd: s.rowEnd })),
-    rows: { planned: plan.totalRows, limit: plan.limit },
-    settings: {
-      sequences: input.sequences,
-      maxDocumentTokens: codebook.model.maxDocumentTokens,
-      shardRows: input.options.shardRows ?? DEFAULT_SHARD_ROWS,
-      threads: input.options.threads ?? codebook.model.threads ?? 'auto',
-    },
-    software: {
-      rescale: RESCALE_VERSION,
-      nodeLlamaCpp: runtime.nodeLlamaCppVersion,
-      llamaCpp: runtime.llamaCppRelease,
-      llamaBuild: runtime.build,
-      gpu: input.llamaGpu,
-      node: process.version,
-    },
-    host: { hostname: os.hostname(), platform: `${os.platform()}-${os.arch()}`, cpus: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length },
-    startedAt: input.startedAt.toISOString(),
-    endedAt: new Date().toISOString(),
-  };
-}

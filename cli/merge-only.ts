@@ -4,9 +4,10 @@ import path from 'node:path';
 import { loadCodebook, singleQuestion } from '../contracts/codebook.js';
 import type { Logger } from '../contracts/logger.js';
 import { mergeShards, type MergeSummary } from '../coordinator/merge.js';
+import { buildManifest, DEFAULT_SHARD_ROWS, planRun } from '../coordinator/run-plan.js';
 import { resolveSequences } from '../worker/label-scorer.js';
-import { getRuntime } from '../worker/llama-runtime.js';
-import { buildManifest, DEFAULT_SHARD_ROWS, partsDirFor, planRun } from './local-run.js';
+import { getRuntime, runtimeInfo } from '../worker/llama-runtime.js';
+import { partsDirFor } from './local-run.js';
 
 export async function mergeOnly(options: {
   codebook: string;
@@ -24,7 +25,17 @@ export async function mergeOnly(options: {
   const shardRows = options.shardRows ?? DEFAULT_SHARD_ROWS;
   const plan = await planRun(codebook, options.input, sequences, shardRows, options.limit);
   const output = path.resolve(options.output);
-  const manifest = await buildManifest({ codebook, plan, sequences, startedAt, options: { ...options, shardRows }, llamaGpu: llama.gpu });
+  const runtime = await runtimeInfo(llama);
+  const manifest = await buildManifest({
+    mode: 'local',
+    codebook,
+    plan,
+    sequences,
+    shardRows,
+    threads: codebook.model.threads ?? 'auto',
+    startedAt,
+    engines: [{ nodeLlamaCpp: runtime.nodeLlamaCppVersion, llamaCpp: runtime.llamaCppRelease, llamaBuild: runtime.build, gpu: runtime.gpu }],
+  });
   return mergeShards({
     plan,
     shardDir: path.join(partsDirFor(output), 'shards'),
