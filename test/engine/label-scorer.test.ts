@@ -64,6 +64,7 @@ const docs: DocumentInput[] = [
   { text: 'great great but awful' },
   { text: 'Not sure what to think about the new phone' },
   { text: 'best concert ever, amazing crowd' },
+  { text: 'Hopefully the peace talks finish this week' },
 ];
 
 async function score(codebook: Codebook, input: readonly DocumentInput[], options: { sequences?: number } = {}): Promise<DocumentScore[]> {
@@ -180,6 +181,9 @@ describe('LabelScorer', () => {
     assert.deepEqual(bits(zero), bits(base));
     const adapted = await score(sentimentCodebook({ model: { adapters: [{ path: keywordAdapter, scale: 1 }] } }), docs);
     assert.ok(maxDifference(base, adapted) > 1e-3, 'the adapter should change probabilities');
+    // "hopefully" and "peace" are keywords the adapter learned from the labelled val split; the base model has neither.
+    assert.equal(base[6]?.label, 'neutral');
+    assert.equal(adapted[6]?.label, 'positive');
   });
 
   it('flags and truncates documents longer than max_document_tokens, and never fails the run for them', async () => {
