@@ -10,14 +10,14 @@ import type { DecodedArray, SchemaElement } from 'hyparquet';
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
-import { probabilityColumn, ROW_STATUSES, type IdType, type RowStatus } from '../contracts/results.js';
+import { FALLBACK_STATUSES, probabilityColumn, RESULT_SOURCES, ROW_STATUSES, type FallbackStatus, type IdType, type ResultSource, type RowStatus } from '../contracts/results.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
-import { isShardComplete, readShardResult, shardResultPath, writeFileAtomic, type ShardResultFile } from '../worker/shard-result-writer.js';
+import { FALLBACK_FIELDS, isShardComplete, readShardResult, shardResultPath, writeFileAtomic, type ShardResultFile } from '../worker/shard-result-writer.js';
 
-/** Parquet codecs the merge can write; ZSTD needs the optional `@bokuweb/zstd-wasm` package. */
+/** Parquet codecs the merge can write; ZSTD (the default) comes from the `@bokuweb/zstd-wasm` dependency. */
 export type ResultCodec = 'ZSTD' | 'GZIP' | 'SNAPPY' | 'UNCOMPRESSED';
 
-/** Loaded on demand: not a dependency yet (see docs/parquet.md); without it the default falls back to GZIP. */
+/** Node 20's zlib has no zstd; this wasm build of the reference library does (see docs/parquet.md). */
 const ZSTD_MODULE = '@bokuweb/zstd-wasm';
 const ZSTD_LEVEL = 3;
 const DEFAULT_ROW_GROUP_ROWS = 100_000;
@@ -49,6 +49,9 @@ export interface MergeSummary {
   readonly codec: ResultCodec;
   readonly bytes: number;
   readonly statusCounts: Readonly<Record<RowStatus, number>>;
+  /** Rows per final-label source, and per fallback status of routed rows. */
+  readonly sourceCounts: Readonly<Record<ResultSource, number>>;
+  readonly fallbackStatusCounts: Readonly<Record<FallbackStatus, number>>;
 }
 
 /** `<output>.manifest.json`. */
@@ -80,6 +83,8 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     throw notWritable(output, cause);
   }
   const statusCounts = Object.fromEntries(ROW_STATUSES.map((status) => [status, 0])) as Record<RowStatus, number>;
+  const sourceCounts = Object.fromEntries(RESULT_SOURCES.map((source) => [source, 0])) as Record<ResultSource, number>;
+  const fallbackStatusCounts = Object.fromEntries(FALLBACK_STATUSES.map((status) => [status, 0])) as Record<FallbackStatus, number>;
   const schema = parquetSchemaFor(labels, plan.idType);
   const columnNames = schema.slice(1).map((element) => element.name);
   let rowGroups = 0;
@@ -109,11 +114,15 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
         pendingRows = 0;
       };
       const statusColumn = columnNames.indexOf('status');
+      const sourceColumn = columnNames.indexOf('source');
+      const fallbackStatusColumn = columnNames.indexOf('fallback_status');
       for (const shard of shards) {
         const result = await readShardResult(shardResultPath(shardDir, shard.id));
         checkShardResult(result, shard, labels, plan.idType);
-        columnNames.forEach((name, column) => appendColumn(pending[column] ?? [], result.table.getChild(name), name, result.path));
+        columnNames.forEach((name, column) => appendColumn(pending[column] ?? [], resultColumn(result, name), name, result.path));
         countStatuses(pending[statusColumn] ?? [], pendingRows, statusCounts);
+        countStatuses(pending[sourceColumn] ?? [], pendingRows, sourceCounts);
+        countStatuses(pending[fallbackStatusColumn] ?? [], pendingRows, fallbackStatusCounts);
         pendingRows += result.rows;
         rows += result.rows;
         if (pendingRows >= rowGroupRows) await flush();
@@ -143,6 +152,8 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
       rowGroups,
       labels,
       statusCounts,
+      sourceCounts,
+      fallbackStatusCounts,
       codebookHash: plan.codebookHash,
       idColumn: plan.idColumn,
       idType: plan.idType,
@@ -168,7 +179,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     throw notWritable(manifestPath, cause);
   }
   logger.log('info', 'merged shard results', { output, rows, shards: shards.length, rowGroups, codec, bytes });
-  return { output, manifestPath, rows, shards: shards.length, rowGroups, codec, bytes, statusCounts };
+  return { output, manifestPath, rows, shards: shards.length, rowGroups, codec, bytes, statusCounts, sourceCounts, fallbackStatusCounts };
 }
 
 /** The plan must tile [0, totalRows) with its shards in index order, or the merged row order would be wrong. */
@@ -225,9 +236,13 @@ function checkShardResult(result: ShardResultFile, shard: ShardSpec, labels: rea
  * Appends a shard's column to the pending row group, nulls as null. Indexed pushes keep the arrays packed;
  * measured faster than typed-array parts joined with Array.concat, which goes slow once nulls are mixed in.
  */
-function appendColumn(target: unknown[], vector: Vector | null, name: string, file: string): void {
+function appendColumn(target: unknown[], vector: Vector | null | NullColumn, name: string, file: string): void {
   if (vector === null) {
     throw new RescaleError('SHARD_INCOMPLETE', `Shard result ${file} has no column "${name}"; delete it and run the shard again.`);
+  }
+  if ('nulls' in vector) {
+    for (let i = 0; i < vector.nulls; i++) target.push(null);
+    return;
   }
   const values = vector.toArray() as ArrayLike<unknown>; // strings come back as an array with nulls
   if (vector.nullCount === 0 || !ArrayBuffer.isView(values)) {
@@ -246,11 +261,28 @@ function appendColumn(target: unknown[], vector: Vector | null, name: string, fi
   }
 }
 
-function countStatuses(statuses: readonly unknown[], from: number, counts: Record<RowStatus, number>): void {
+function countStatuses(statuses: readonly unknown[], from: number, counts: Record<string, number>): void {
   for (let i = from; i < statuses.length; i++) {
     const value = statuses[i];
-    if (typeof value === 'string' && value in counts) counts[value as RowStatus] += 1;
+    if (typeof value === 'string' && value in counts) counts[value] = (counts[value] ?? 0) + 1;
   }
+}
+
+/**
+ * A shard file's column; files written before the fallback columns existed (a run resumed across the upgrade) read
+ * as local-only: local_label and local_confidence from label and confidence, the fallback columns null.
+ */
+function resultColumn(result: ShardResultFile, name: string): Vector | null | NullColumn {
+  const vector = result.table.getChild(name);
+  if (vector !== null) return vector;
+  if (name === 'local_label') return result.table.getChild('label');
+  if (name === 'local_confidence') return result.table.getChild('confidence');
+  if (FALLBACK_FIELDS.some(([field]) => field === name)) return { nulls: result.rows };
+  return null;
+}
+
+interface NullColumn {
+  readonly nulls: number;
 }
 
 const utf8 = (name: string, nullable: boolean): SchemaElement => ({
@@ -277,6 +309,7 @@ export function parquetSchemaFor(labels: readonly string[], idType: IdType): Sch
     { name: 'tokens', type: 'INT32', repetition_type: 'REQUIRED' },
     utf8('source', false),
     utf8('shard_id', false),
+    ...FALLBACK_FIELDS.map(([name, type]) => (type === 'utf8' ? utf8(name, true) : double(name))),
   ];
   return [{ name: 'schema', num_children: columns.length }, ...columns];
 }
@@ -331,11 +364,8 @@ async function loadCodec(requested: ResultCodec | undefined, logger: Logger): Pr
   if (codec !== 'ZSTD') return { codec, compressors: {} };
   const zstd = await loadZstd();
   if (zstd !== undefined) return { codec, compressors: { ZSTD: zstd } };
-  if (requested === 'ZSTD') {
-    throw new RescaleError('CONFIG_INVALID', `ZSTD output needs the ${ZSTD_MODULE} package, which is not installed; install it or choose codec GZIP.`);
-  }
-  logger.log('warn', 'zstd compressor not installed; writing the merged Parquet with GZIP', { package: ZSTD_MODULE });
-  return loadCodec('GZIP', logger);
+  void logger;
+  throw new RescaleError('INTERNAL', `the zstd compressor (${ZSTD_MODULE}) failed to load; reinstall with "npm ci"`);
 }
 
 /** hyparquet-writer's Writer over a file descriptor: 1 MiB of buffered bytes at most, written synchronously. */

@@ -59,7 +59,7 @@ interface CliResult {
   readonly stderr: string;
 }
 
-function runCli(args: readonly string[], options: { killWhen?: () => boolean } = {}): Promise<CliResult> {
+function runCli(args: readonly string[], options: { killWhen?: () => boolean; signal?: NodeJS.Signals } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args, '--no-progress', '--log-level', 'warn'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -70,7 +70,7 @@ function runCli(args: readonly string[], options: { killWhen?: () => boolean } =
     if (options.killWhen) {
       timer = setInterval(() => {
         if (options.killWhen?.()) {
-          child.kill('SIGKILL');
+          child.kill(options.signal ?? 'SIGKILL');
           clearInterval(timer);
         }
       }, 20);
@@ -151,6 +151,25 @@ describe('rescale run (local mode)', () => {
       assert.match(resumed.stdout, new RegExp(`${doneBefore} reused`));
       assert.deepEqual(await readOutput(killed), await readOutput(clean));
       assert.deepEqual(await readFile(killed), await readFile(clean), 'the merged Parquet files are byte-identical');
+    });
+  });
+
+  it('stops cleanly on Ctrl-C (SIGINT) with exit code 130, no final output, and resumes', async () => {
+    await withTempDir(async (dir) => {
+      const input = await writeParquetWithDuckDB(corpusQuery(300), path.join(dir, 'corpus.parquet'));
+      const codebookFile = path.join(dir, 'codebook.yaml');
+      await writeFile(codebookFile, codebookYaml(model));
+      const output = path.join(dir, 'o.parquet');
+      const shardDir = path.join(output + '.parts', 'shards');
+      const args = ['run', '--codebook', codebookFile, '--input', input, '--output', output, '--shard-rows', '50'];
+      const stopped = await runCli(args, { signal: 'SIGINT', killWhen: () => existsSync(shardDir) && readdirSync(shardDir).some((f) => f.endsWith('.arrow')) });
+      assert.equal(stopped.code, 130, stopped.stderr);
+      assert.match(stopped.stderr, /run the same command again to resume/);
+      assert.equal(existsSync(output), false);
+      assert.ok(readdirSync(shardDir).every((f) => f.endsWith('.arrow')), 'no temp file left behind');
+      const resumed = await runCli(args);
+      assert.equal(resumed.code, 0, resumed.stderr);
+      assert.equal((await readOutput(output)).length, 300);
     });
   });
 
