@@ -19,6 +19,7 @@ const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DOCUMENTS = Number(process.env.BENCH_DOCUMENTS ?? 300);
 const DOC_TOKENS = 200;
 const THREADS = 2;
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 
 const INSTRUCTION = `You are an expert annotator working on a study of public opinion on social media. You will read one
 tweet and decide which sentiment it expresses towards its main subject. Follow the codebook strictly.
@@ -67,11 +68,11 @@ async function benchDocuments(tokenize: (text: string) => readonly Token[]): Pro
   return docs;
 }
 
-async function runPart(part: string, build: BuildPreference, modelPath: string, sequences: number): Promise<PartResult> {
+async function runPart(part: string, build: BuildPreference, modelPath: string, sequences: number, from: number, to: number): Promise<PartResult> {
   const llama = await getRuntime(undefined, build);
   const info = await runtimeInfo(llama);
   const model = await loadModel(llama, modelPath, 0);
-  const docs = await benchDocuments((t) => model.tokenize(t, false));
+  const docs = (await benchDocuments((t) => model.tokenize(t, false))).slice(from, to);
   const peak = (): number => process.resourceUsage().maxRSS / 1024;
 
   if (part === 'engine') {
@@ -128,9 +129,9 @@ async function runPart(part: string, build: BuildPreference, modelPath: string, 
 }
 
 async function main(): Promise<void> {
-  const [, , flag, part, build, partModel, sequences] = process.argv;
+  const [, , flag, part, build, partModel, sequences, from, to] = process.argv;
   if (flag === '--part') {
-    const result = await runPart(part as string, build as BuildPreference, partModel as string, Number(sequences ?? 1));
+    const result = await runPart(part as string, build as BuildPreference, partModel as string, Number(sequences ?? 1), Number(from), Number(to));
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
     process.exit(0);
   }
@@ -143,14 +144,37 @@ async function main(): Promise<void> {
     ['naive', 'prebuilt', 1],
   ];
   if (hasLocal) plan.push(['ceiling', 'auto', 1], ['engine', 'auto', 1], ['engine', 'auto', 4]);
-  const results: PartResult[] = [];
-  for (const [part, build, sequences] of plan) {
-    process.stderr.write(`bench:engine: ${part} on the ${build === 'auto' ? 'local' : 'prebuilt'} build...\n`);
-    const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--part', part, build, modelPath, String(sequences)], { encoding: 'utf8', maxBuffer: 1 << 26 });
-    const line = child.stdout.split('\n').find((l) => l.startsWith('RESULT '));
-    if (child.status !== 0 || line === undefined) throw new Error(`bench part ${part} failed:\n${child.stderr}`);
-    results.push(JSON.parse(line.slice(7)) as PartResult);
+  // The machine is shared and noisy: parts run interleaved in rounds (A B C A B C ...) over slices of the
+  // documents, so each part sees the same mix of background load, and ratios are taken from the sums.
+  const totals = new Map<string, PartResult>();
+  for (let round = 0; round < ROUNDS; round++) {
+    const from = Math.floor((round * DOCUMENTS) / ROUNDS);
+    const to = Math.floor(((round + 1) * DOCUMENTS) / ROUNDS);
+    for (const [part, build, sequences] of plan) {
+      process.stderr.write(`bench:engine: round ${round + 1}/${ROUNDS}: ${part} (sequences ${sequences}) on the ${build === 'auto' ? 'local' : 'prebuilt'} build...\n`);
+      const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--part', part, build, modelPath, String(sequences), String(from), String(to)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+      const line = child.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+      if (child.status !== 0 || line === undefined) throw new Error(`bench part ${part} failed:\n${child.stderr}`);
+      const r = JSON.parse(line.slice(7)) as PartResult;
+      const key = `${r.part}|${r.build}`;
+      const t = totals.get(key);
+      totals.set(
+        key,
+        t === undefined
+          ? r
+          : {
+              ...t,
+              documents: t.documents + r.documents,
+              seconds: t.seconds + r.seconds,
+              tokensEvaluated: t.tokensEvaluated + r.tokensEvaluated,
+              peakRssMB: Math.max(t.peakRssMB, r.peakRssMB),
+              documentsPerSecond: 0,
+              tokensPerSecond: 0,
+            },
+      );
+    }
   }
+  const results: PartResult[] = [...totals.values()].map((r) => ({ ...r, documentsPerSecond: r.documents / r.seconds, tokensPerSecond: r.tokensEvaluated / r.seconds }));
   const find = (part: string, build: string): PartResult | undefined => results.find((r) => r.part.startsWith(part) && r.build === build);
   const naive = find('naive', 'prebuilt');
   const enginePrebuilt = find('engine', 'prebuilt');
