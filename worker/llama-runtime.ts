@@ -5,6 +5,7 @@ import { open, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { getLlama, LlamaLogLevel, readGgufFileInfo, type Llama, type LlamaModel } from 'node-llama-cpp';
+import { llamaBuildFromEnvironment } from '../contracts/environment.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 
@@ -26,7 +27,7 @@ let loadedPreference: BuildPreference | null = null;
  * `npm run build:llama` when there is one, else the prebuilt binary; "prebuilt" always the prebuilt binary.
  */
 export async function getRuntime(logger: Logger = silentLogger, requested?: BuildPreference): Promise<Llama> {
-  const preference = requested ?? loadedPreference ?? 'auto';
+  const preference = requested ?? loadedPreference ?? llamaBuildFromEnvironment();
   if (loadedPreference !== null && loadedPreference !== preference) {
     throw new RescaleError('INTERNAL', `llama.cpp is already loaded as "${loadedPreference}" in this process; one build per process`);
   }
