@@ -13,6 +13,8 @@ import { getRuntime, runtimeInfo } from '../worker/llama-runtime.js';
 import { RowGroupCache } from '../worker/parquet-rows.js';
 import { processShard } from '../worker/process-shard.js';
 import { isShardComplete } from '../worker/shard-result-writer.js';
+import { FallbackStage, type FallbackStats } from '../worker/fallback/fallback-stage.js';
+import { resolveFallback } from '../worker/fallback/resolve-fallback.js';
 import { silentProgress, type Progress } from './progress.js';
 
 export interface LocalRunOptions {
@@ -28,7 +30,18 @@ export interface LocalRunOptions {
   readonly logger?: Logger;
   readonly progress?: Progress;
   readonly signal?: AbortSignal;
+  /** `--no-fallback`: local labels only, whatever the codebook says. */
+  readonly noFallback?: boolean;
+  /** `--fallback-offline`: fallback answers from the cache only (no key, no network); misses get over_budget. */
+  readonly fallbackOffline?: boolean;
+  /** Where the fallback's key variable is looked up (default process.env). */
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
+
+/** Whether the fallback ran, and what it did in this run. */
+export type FallbackRunSummary =
+  | { readonly active: false; readonly reason: string }
+  | { readonly active: true; readonly mode: 'live' | 'offline'; readonly auditFile: string; readonly cacheDir: string; readonly stats: FallbackStats | null };
 
 export interface LocalRunSummary {
   readonly output: string;
@@ -40,6 +53,12 @@ export interface LocalRunSummary {
   readonly seconds: number;
   readonly documentsPerSecond: number;
   readonly merge: MergeSummary;
+  readonly fallback: FallbackRunSummary;
+}
+
+/** The fallback's default response cache and audit log, beside the output (kept by --overwrite: money was spent). */
+export function fallbackPathsFor(output: string): { cacheDir: string; auditFile: string } {
+  return { cacheDir: `${output}.fallback-cache`, auditFile: `${output}.fallback-audit.jsonl` };
 }
 
 export { DEFAULT_SHARD_ROWS };
@@ -62,7 +81,15 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
 
   const llama = await getRuntime(logger);
   const sequences = resolveSequences(codebook, llama.gpu, options.sequences);
-  const plan = await planRun(codebook, options.input, sequences, options.shardRows ?? DEFAULT_SHARD_ROWS, options.limit);
+  const fallbackPlan = await resolveFallback(codebook, { disabled: options.noFallback ?? false, offline: options.fallbackOffline ?? false, env: options.env ?? process.env });
+  const fallbackPaths = { ...fallbackPathsFor(output), ...(fallbackPlan.active && fallbackPlan.config.cacheDir !== null ? { cacheDir: fallbackPlan.config.cacheDir } : {}) };
+  if (fallbackPlan.active) {
+    logger.log('info', 'fallback on', { mode: fallbackPlan.mode, model: fallbackPlan.config.model, baseUrl: fallbackPlan.config.baseUrl, key: fallbackPlan.mode === 'live' ? fallbackPlan.keySource : null, ...fallbackPaths });
+    if (fallbackPlan.warning !== null) logger.log('warn', fallbackPlan.warning);
+  } else if (codebook.fallback !== null) {
+    logger.log(options.noFallback === true ? 'info' : 'warn', `fallback off: ${fallbackPlan.reason}; every document keeps its local label`);
+  }
+  const plan = await planRun(codebook, options.input, sequences, options.shardRows ?? DEFAULT_SHARD_ROWS, options.limit, fallbackPlan.active ? fallbackPlan.identity : null);
   await writeFile(path.join(partsDir, 'plan.json'), JSON.stringify(plan, null, 2));
 
   const complete = await Promise.all(plan.shards.map((s) => isShardComplete(shardDir, s.id)));
@@ -71,6 +98,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
   logger.log('info', 'plan', { files: plan.files.length, rows: plan.totalRows, shards: plan.shards.length, alreadyDone: plan.shards.length - pending.length });
 
   let scored = 0;
+  let fallbackStats: FallbackStats | null = null;
   const started = performance.now();
   const runtime = await runtimeInfo(llama);
   const engine: { -readonly [K in keyof EngineDescription]: EngineDescription[K] } = {
@@ -82,7 +110,11 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
   if (pending.length > 0) {
     const scorer = await LabelScorer.create(codebook, { logger, sequences, ...(options.threads !== undefined ? { threads: options.threads } : {}) });
     engine.settings = scorer.settings;
+    let fallback: FallbackStage | undefined;
     try {
+      if (fallbackPlan.active) {
+        fallback = await FallbackStage.open({ codebook, config: fallbackPlan.config, mode: fallbackPlan.mode, apiKey: fallbackPlan.apiKey, ...fallbackPaths, logger });
+      }
       progress.start(plan.totalRows, doneRows);
       let done = doneRows;
       const cache = new RowGroupCache();
@@ -90,7 +122,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
         options.signal?.throwIfAborted();
         const outcome = await processShard(
           { shard, idColumn: plan.idColumn, idType: plan.idType, textColumn: plan.textColumn, resultDir: shardDir },
-          { scorer, logger, cache, ...(options.signal ? { signal: options.signal } : {}), onProgress: (n) => progress.update(done + n) },
+          { scorer, logger, cache, ...(fallback ? { fallback } : {}), ...(options.signal ? { signal: options.signal } : {}), onProgress: (n) => progress.update(done + n) },
         );
         done += outcome.rows;
         if (!outcome.skipped) scored += outcome.rows;
@@ -98,6 +130,10 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
       }
       progress.finish();
     } finally {
+      if (fallback !== undefined) {
+        fallbackStats = fallback.stats();
+        await fallback.close();
+      }
       await scorer.dispose();
     }
   }
@@ -112,7 +148,10 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
     startedAt,
     engines: [engine],
   });
-  const merge = await mergeShards({ plan, shardDir, output, labels: singleQuestion(codebook).labels.map((l) => l.name), manifest, logger });
+  const fallbackSummary: FallbackRunSummary = fallbackPlan.active
+    ? { active: true, mode: fallbackPlan.mode, ...fallbackPaths, stats: fallbackStats }
+    : { active: false, reason: fallbackPlan.reason };
+  const merge = await mergeShards({ plan, shardDir, output, labels: singleQuestion(codebook).labels.map((l) => l.name), manifest: { ...manifest, fallback: fallbackSummary }, logger });
   return {
     output,
     manifest: merge.manifestPath,
@@ -123,6 +162,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
     seconds,
     documentsPerSecond: seconds > 0 ? scored / seconds : 0,
     merge,
+    fallback: fallbackSummary,
   };
 }
 

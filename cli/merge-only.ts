@@ -7,6 +7,7 @@ import { mergeShards, type MergeSummary } from '../coordinator/merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun } from '../coordinator/run-plan.js';
 import { resolveSequences } from '../worker/label-scorer.js';
 import { getRuntime, runtimeInfo } from '../worker/llama-runtime.js';
+import { resolveFallback } from '../worker/fallback/resolve-fallback.js';
 import { partsDirFor } from './local-run.js';
 
 export async function mergeOnly(options: {
@@ -16,6 +17,10 @@ export async function mergeOnly(options: {
   shardRows?: number;
   sequences?: number;
   limit?: number;
+  /** As given to the run: whether the fallback was on decides the shard ids. */
+  noFallback?: boolean;
+  fallbackOffline?: boolean;
+  env?: Readonly<Record<string, string | undefined>>;
   logger: Logger;
 }): Promise<MergeSummary> {
   const startedAt = new Date();
@@ -23,7 +28,8 @@ export async function mergeOnly(options: {
   const llama = await getRuntime(options.logger);
   const sequences = resolveSequences(codebook, llama.gpu, options.sequences);
   const shardRows = options.shardRows ?? DEFAULT_SHARD_ROWS;
-  const plan = await planRun(codebook, options.input, sequences, shardRows, options.limit);
+  const fallback = await resolveFallback(codebook, { disabled: options.noFallback ?? false, offline: options.fallbackOffline ?? false, env: options.env ?? process.env });
+  const plan = await planRun(codebook, options.input, sequences, shardRows, options.limit, fallback.active ? fallback.identity : null);
   const output = path.resolve(options.output);
   const runtime = await runtimeInfo(llama);
   const manifest = await buildManifest({

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
 import { RescaleError } from './errors.js';
+import { parseFallbackConfig, type FallbackConfig } from './fallback-config.js';
 
 const labelSchema = z.strictObject({
   name: z
@@ -64,6 +65,7 @@ const codebookSchema = z
     questions: z.array(questionSchema).min(1).optional(),
     prompt: promptSchema,
     model: modelSchema,
+    /** Validated by parseFallbackConfig (contracts/fallback-config.ts), fully only when enabled. */
     fallback: z.unknown().optional(),
   })
   .superRefine((value, ctx) => {
@@ -124,8 +126,8 @@ export interface Codebook {
   readonly questions: readonly Question[];
   readonly prompt: PromptSpec;
   readonly model: ModelSpec;
-  /** The raw `fallback` section, validated by the fallback module when enabled. */
-  readonly fallback: unknown;
+  /** The closed-model fallback; null when the section is absent or says `enabled: false`. */
+  readonly fallback: FallbackConfig | null;
 }
 
 /** Template variables: `{name}`; `{{` and `}}` are literal braces. */
@@ -254,7 +256,7 @@ export function parseCodebook(raw: unknown, options: { source?: string; baseDir?
       variables: Object.freeze(variables),
     }),
     model,
-    fallback: value.fallback,
+    fallback: parseFallbackConfig(value.fallback, { source, baseDir, promptFormat: value.prompt.format }),
   });
 }
 
@@ -265,6 +267,11 @@ export async function loadCodebook(file: string): Promise<Codebook> {
   } catch (cause) {
     throw new RescaleError('CODEBOOK_INVALID', `cannot read codebook ${file}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the --codebook path`, { cause });
   }
+  return parseCodebookText(text, file);
+}
+
+/** A codebook from its YAML text as read from `file` (cluster workers get the text the coordinator read). */
+export function parseCodebookText(text: string, file: string): Codebook {
   let raw: unknown;
   try {
     raw = parseYaml(text);
@@ -300,12 +307,14 @@ export function canonicalJson(value: unknown): string {
 /**
  * Hash of everything in the codebook that can change a result: labels, prompt, input columns, model and adapter
  * identities (fingerprints supplied by the caller), scales, truncation and batch layout. Threads and GPU offload
- * are left out: they do not change which computation is done (see README, "Determinism").
+ * are left out: they do not change which computation is done (see README, "Determinism"). `fallback` is the active
+ * fallback's identity (fallbackIdentity), or null for a local-only run, whose hash it leaves as it was.
  */
 export function codebookResultHash(
   codebook: Codebook,
   fingerprints: { model: string; adapters: readonly string[] },
   layout: { sequences: number },
+  fallback: string | null = null,
 ): string {
   const identity = {
     task: codebook.task,
@@ -317,6 +326,7 @@ export function codebookResultHash(
     adapters: codebook.model.adapters.map((a, i) => ({ fingerprint: fingerprints.adapters[i], scale: a.scale })),
     maxDocumentTokens: codebook.model.maxDocumentTokens,
     sequences: layout.sequences,
+    ...(fallback === null ? {} : { fallback }),
   };
   return createHash('sha256').update(canonicalJson(identity)).digest('hex');
 }

@@ -19,6 +19,12 @@ export type ErrorCode =
   | 'ABORTED'
   | 'ENGINE_FAILED'
   | 'CONFIG_INVALID'
+  | 'FALLBACK_AUTH'
+  | 'FALLBACK_REJECTED'
+  | 'RUN_NOT_FOUND'
+  | 'RUN_CONFLICT'
+  | 'SERVICE_UNAVAILABLE'
+  | 'AUTH_FAILED'
   | 'INTERNAL';
 
 export interface RescaleErrorOptions {

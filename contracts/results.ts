@@ -6,6 +6,27 @@ export type RowStatus = (typeof ROW_STATUSES)[number];
 export const RESULT_SOURCES = ['local', 'fallback'] as const;
 export type ResultSource = (typeof RESULT_SOURCES)[number];
 
+/**
+ * What became of a routed document's fallback request (null for documents not routed, or with the fallback off):
+ * - `ok`: the fallback answered a label of the set, which is the final label (source 'fallback');
+ * - `fallback_invalid`: it answered outside the label set (after the retries); the local label stays;
+ * - `over_budget`: the budget (or an offline replay without a cached answer) allowed no call; the local label stays;
+ * - `fallback_failed`: the request failed after its retries (HTTP errors, timeouts); the local label stays.
+ */
+export const FALLBACK_STATUSES = ['ok', 'fallback_invalid', 'over_budget', 'fallback_failed'] as const;
+export type FallbackStatus = (typeof FALLBACK_STATUSES)[number];
+
+/** The fallback's opinion on one routed document. */
+export interface FallbackOutcome {
+  readonly status: FallbackStatus;
+  /** The fallback's label (a codebook label name); null unless status is ok — never an invented label. */
+  readonly label: string | null;
+  /** exp(sum of the label tokens' logprobs) when the endpoint returns logprobs, else null. */
+  readonly confidence: number | null;
+  /** Why the status is not ok; null when ok. Never contains document text or the API key. */
+  readonly error: string | null;
+}
+
 /** A document id as read from the input's id column; its Arrow/Parquet type is preserved end to end. */
 export type DocumentId = string | number | bigint;
 
@@ -52,6 +73,13 @@ export interface ResultRow {
   readonly tokens: number;
   readonly source: ResultSource;
   readonly shardId: string;
+  /**
+   * The local model's top label. `label` is the final label: the fallback's when source is 'fallback'. Absent means
+   * equal to `label`. (`confidence`, `margin`, `entropy` and the probabilities always describe the local model.)
+   */
+  readonly localLabel?: string | null;
+  /** The fallback's opinion; null or absent when the document was not routed or the fallback is off. */
+  readonly fallback?: FallbackOutcome | null;
 }
 
 /** Column name of a label's probability in result files: `p_<label>`. */

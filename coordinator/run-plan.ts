@@ -12,15 +12,25 @@ import { planShards } from './shard-planner.js';
 
 export const DEFAULT_SHARD_ROWS = 2000;
 
-/** Plans the corpus for a codebook; shard ids carry the codebook's result hash, so a changed codebook never reuses shards. */
-export async function planRun(codebook: Codebook, input: readonly string[], sequences: number, shardRows: number, limit?: number): Promise<ShardPlan> {
+/**
+ * Plans the corpus for a codebook; shard ids carry the codebook's result hash, so a changed codebook never reuses
+ * shards. `fallbackIdentity` (the active fallback's, else null) joins the hash, since shard files hold its answers.
+ */
+export async function planRun(
+  codebook: Codebook,
+  input: readonly string[],
+  sequences: number,
+  shardRows: number,
+  limit?: number,
+  fallbackIdentity: string | null = null,
+): Promise<ShardPlan> {
   const fingerprints = {
     model: await fingerprintOrThrow(codebook.model.path, 'model.path'),
     adapters: await Promise.all(codebook.model.adapters.map((a, i) => fingerprintOrThrow(a.path, `model.adapters[${i}].path`))),
   };
   const files = await resolveCorpus(input);
   return planShards(files, {
-    codebookHash: codebookResultHash(codebook, fingerprints, { sequences }),
+    codebookHash: codebookResultHash(codebook, fingerprints, { sequences }, fallbackIdentity),
     maxRowsPerShard: shardRows,
     idColumn: codebook.idColumn,
     textColumn: codebook.textColumn,

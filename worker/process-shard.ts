@@ -1,11 +1,12 @@
-// The one path for a shard: read its rows → build prompts → score → write the shard's Arrow result atomically.
+// The one path for a shard: read its rows → build prompts → score → (route unsure documents to the fallback) →
+// write the shard's Arrow result atomically.
 // Local mode calls it from an in-process loop, cluster workers from the BullMQ processor; nothing in the
 // result depends on which.
 
 import { singleQuestion } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
-import type { DocumentId, IdType, ResultRow, RowStatus } from '../contracts/results.js';
+import type { DocumentId, FallbackStatus, IdType, ResultRow, RowStatus } from '../contracts/results.js';
 import type { ShardSpec } from '../contracts/shard.js';
 import type { LabelScorer } from './label-scorer.js';
 import { readShardRows, toDocumentId, toText, type RowGroupCache } from './parquet-rows.js';
@@ -22,8 +23,17 @@ export interface ShardJob {
   readonly resultDir: string;
 }
 
+/**
+ * The closed-model fallback as the shard path sees it (worker/fallback/fallback-stage.ts implements it): given a
+ * batch's scored rows and their documents, the same rows with both opinions. Absent = local only.
+ */
+export interface ShardFallback {
+  resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: { readonly shardId: string; readonly signal?: AbortSignal }): Promise<ResultRow[]>;
+}
+
 export interface ShardContext {
   readonly scorer: LabelScorer;
+  readonly fallback?: ShardFallback;
   readonly logger?: Logger;
   readonly signal?: AbortSignal;
   /** Documents of this shard finished so far (monotonic). */
@@ -38,6 +48,8 @@ export interface ShardOutcome {
   readonly skipped: boolean;
   readonly rows: number;
   readonly statuses: Readonly<Partial<Record<RowStatus, number>>>;
+  /** Routed documents by fallback status (empty without a fallback). */
+  readonly fallbackStatuses: Readonly<Partial<Record<FallbackStatus, number>>>;
   readonly tokens: number;
   readonly seconds: number;
   readonly path: string | null;
@@ -52,7 +64,7 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
   const started = performance.now();
   if (await isShardComplete(job.resultDir, shard.id)) {
     logger.log('info', 'shard already complete; skipped');
-    return { shardId: shard.id, skipped: true, rows: shard.rowEnd - shard.rowStart, statuses: {}, tokens: 0, seconds: 0, path: null };
+    return { shardId: shard.id, skipped: true, rows: shard.rowEnd - shard.rowStart, statuses: {}, fallbackStatuses: {}, tokens: 0, seconds: 0, path: null };
   }
   const { scorer } = context;
   const labels = singleQuestion(scorer.codebook).labels;
@@ -61,6 +73,7 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
 
   const rows: ResultRow[] = [];
   const statuses: Partial<Record<RowStatus, number>> = {};
+  const fallbackStatuses: Partial<Record<FallbackStatus, number>> = {};
   let tokens = 0;
   for await (const batch of readShardRows(shard, columns, { batchSize: READ_BATCH_ROWS, ...(context.signal ? { signal: context.signal } : {}), ...(context.cache ? { cache: context.cache } : {}) })) {
     const texts = (batch.columns.get(job.textColumn) ?? []).map(toText);
@@ -76,10 +89,11 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
       ...(context.signal ? { signal: context.signal } : {}),
       onProgress: (n) => context.onProgress?.(done + n),
     });
+    const scored: ResultRow[] = [];
     scores.forEach((score, i) => {
       statuses[score.status] = (statuses[score.status] ?? 0) + 1;
       tokens += score.tokens;
-      rows.push({
+      scored.push({
         id: ids[i] ?? null,
         row: batch.rows[i] as number,
         label: score.label,
@@ -92,8 +106,17 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
         tokens: score.tokens,
         source: 'local',
         shardId: shard.id,
+        localLabel: score.label,
+        fallback: null,
       });
     });
+    // Per read batch, so document texts are held for one batch only.
+    const resolved = context.fallback === undefined ? scored : await context.fallback.resolve(scored, docs, { shardId: shard.id, ...(context.signal ? { signal: context.signal } : {}) });
+    for (const row of resolved) {
+      const status = row.fallback?.status;
+      if (status !== undefined) fallbackStatuses[status] = (fallbackStatuses[status] ?? 0) + 1;
+      rows.push(row);
+    }
   }
   const expected = shard.rowEnd - shard.rowStart;
   if (rows.length !== expected) {
@@ -102,6 +125,6 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
   context.signal?.throwIfAborted();
   const path = await writeShardResult({ dir: job.resultDir, shard, labels: labels.map((l) => l.name), idType: job.idType, rows });
   const seconds = (performance.now() - started) / 1000;
-  logger.log('info', 'shard done', { rows: rows.length, tokens, seconds: Number(seconds.toFixed(3)), statuses });
-  return { shardId: shard.id, skipped: false, rows: rows.length, statuses, tokens, seconds, path };
+  logger.log('info', 'shard done', { rows: rows.length, tokens, seconds: Number(seconds.toFixed(3)), statuses, ...(context.fallback ? { fallbackStatuses } : {}) });
+  return { shardId: shard.id, skipped: false, rows: rows.length, statuses, fallbackStatuses, tokens, seconds, path };
 }

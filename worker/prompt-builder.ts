@@ -4,6 +4,7 @@
 
 import { LlamaText, SpecialToken, SpecialTokensText, resolveChatWrapper, type ChatHistoryItem, type ChatWrapper, type LlamaModel, type Token } from 'node-llama-cpp';
 import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Question } from '../contracts/codebook.js';
+import { promptVariables } from '../contracts/prompt-text.js';
 
 export interface DocumentInput {
   /** The document text; null or blank gives status empty_text. */
@@ -42,11 +43,7 @@ export class PromptBuilder {
       // The model's own chat template (Jinja from the GGUF, or an equivalent specialised wrapper) decides the layout.
       chatWrapper = resolveChatWrapper(model);
     }
-    const variables: Record<string, string> = {
-      labels: question.labels.map((l) => l.answer).join(', '),
-      label_descriptions: question.labels.map((l) => `- ${l.answer}${l.description ? `: ${l.description}` : ''}`).join('\n'),
-    };
-    return new PromptBuilder(model, codebook, chatWrapper, variables);
+    return new PromptBuilder(model, codebook, chatWrapper, promptVariables(question));
   }
 
   /** Tokens of the full prompt for one document, ending where the answer starts. */

@@ -24,11 +24,14 @@ import {
 } from 'apache-arrow';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import {
+  FALLBACK_STATUSES,
   ID_TYPES,
   RESULT_SOURCES,
   ROW_STATUSES,
   probabilityColumn,
   type DocumentId,
+  type FallbackOutcome,
+  type FallbackStatus,
   type IdType,
   type ResultRow,
   type ResultSource,
@@ -75,6 +78,19 @@ export async function isShardComplete(dir: string, shardId: string): Promise<boo
   return info?.isFile() === true;
 }
 
+/**
+ * Columns added with the closed-model fallback, after the original ones so positional readers keep working: the
+ * local opinion (always filled when scored) and the fallback's (null unless the document was routed).
+ */
+export const FALLBACK_FIELDS = [
+  ['local_label', 'utf8'],
+  ['local_confidence', 'float64'],
+  ['fallback_label', 'utf8'],
+  ['fallback_confidence', 'float64'],
+  ['fallback_status', 'utf8'],
+  ['fallback_error', 'utf8'],
+] as const;
+
 /** The Arrow schema of a shard result file (documented in docs/results-schema.md). */
 export function resultSchema(labels: readonly string[], idType: IdType, metadata?: ShardResultMetadata): Schema {
   const fields = [
@@ -90,6 +106,7 @@ export function resultSchema(labels: readonly string[], idType: IdType, metadata
     new Field('tokens', new Int32(), false),
     new Field('source', new Utf8(), false),
     new Field('shard_id', new Utf8(), false),
+    ...FALLBACK_FIELDS.map(([name, type]) => new Field(name, type === 'utf8' ? new Utf8() : new Float64(), true)),
   ];
   const meta = new Map<string, string>();
   if (metadata !== undefined) meta.set(SHARD_METADATA_KEY, JSON.stringify(metadata));
@@ -127,6 +144,12 @@ export async function writeShardResult(options: WriteShardResultOptions): Promis
     makeData({ type: new Int32(), length: n, data: Int32Array.from(rows, (row) => row.tokens) }),
     utf8Data(rows.map((row) => row.source)),
     utf8Data(rows.map((row) => row.shardId)),
+    utf8Data(rows.map((row) => (row.localLabel === undefined ? row.label : row.localLabel))),
+    float64Data(rows.map((row) => row.confidence)),
+    utf8Data(rows.map((row) => row.fallback?.label ?? null)),
+    float64Data(rows.map((row) => row.fallback?.confidence ?? null)),
+    utf8Data(rows.map((row) => row.fallback?.status ?? null)),
+    utf8Data(rows.map((row) => row.fallback?.error ?? null)),
   ];
   const batch = new RecordBatch(schema, makeData({ type: new Struct(schema.fields), length: n, nullCount: 0, children: columns }));
   const bytes = tableToIPC(new Table(schema, batch), 'file');
@@ -235,9 +258,25 @@ export function resultRowsOf(table: Table, labels: readonly string[]): ResultRow
   const tokens = column('tokens');
   const source = column('source');
   const shardIdColumn = column('shard_id');
+  // Files written before the fallback existed lack its columns: read as local-only rows.
+  const localLabel = table.getChild('local_label');
+  const fallbackLabel = table.getChild('fallback_label');
+  const fallbackConfidence = table.getChild('fallback_confidence');
+  const fallbackStatus = table.getChild('fallback_status');
+  const fallbackError = table.getChild('fallback_error');
   const rows: ResultRow[] = [];
   for (let i = 0; i < table.numRows; i++) {
     const p = probabilities.map((vector) => vector.get(i) as number | null);
+    const outcome = fallbackStatus?.get(i) as FallbackStatus | null | undefined;
+    const fallback: FallbackOutcome | null =
+      outcome === null || outcome === undefined
+        ? null
+        : {
+            status: outcome,
+            label: (fallbackLabel?.get(i) as string | null | undefined) ?? null,
+            confidence: (fallbackConfidence?.get(i) as number | null | undefined) ?? null,
+            error: (fallbackError?.get(i) as string | null | undefined) ?? null,
+          };
     rows.push({
       id: ids.get(i) as DocumentId | null,
       row: Number(rowIndex.get(i) as bigint),
@@ -251,6 +290,9 @@ export function resultRowsOf(table: Table, labels: readonly string[]): ResultRow
       tokens: tokens.get(i) as number,
       source: source.get(i) as ResultSource,
       shardId: shardIdColumn.get(i) as string,
+      // Only when they add something, so local-only rows read back exactly as written.
+      ...(localLabel !== null && localLabel.get(i) !== label.get(i) ? { localLabel: localLabel.get(i) as string | null } : {}),
+      ...(fallback !== null ? { fallback } : {}),
     });
   }
   return rows;
@@ -274,6 +316,14 @@ function checkRows(shard: ShardSpec, labels: readonly string[], idType: IdType, 
     if (!ROW_STATUSES.includes(row.status)) fail(`row ${row.row} has unknown status ${String(row.status)}`);
     if (!RESULT_SOURCES.includes(row.source)) fail(`row ${row.row} has unknown source ${String(row.source)}`);
     if (!Number.isInteger(row.tokens) || row.tokens < 0 || row.tokens > 0x7fffffff) fail(`row ${row.row} has invalid token count ${row.tokens}`);
+    const fallback = row.fallback ?? null;
+    if (fallback !== null) {
+      if (!FALLBACK_STATUSES.includes(fallback.status)) fail(`row ${row.row} has unknown fallback status ${String(fallback.status)}`);
+      if (fallback.label !== null && !labels.includes(fallback.label)) fail(`row ${row.row} has fallback label "${fallback.label}", not a codebook label`);
+      if ((fallback.status === 'ok') !== (fallback.label !== null)) fail(`row ${row.row} has fallback status ${fallback.status} with label ${String(fallback.label)}`);
+    }
+    if ((row.source === 'fallback') !== (fallback?.status === 'ok')) fail(`row ${row.row} has source ${row.source} but fallback status ${String(fallback?.status ?? null)}`);
+    if (row.source === 'fallback' && row.label !== fallback?.label) fail(`row ${row.row} has source fallback but label ${String(row.label)}`);
   });
 }
 

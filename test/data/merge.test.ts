@@ -53,6 +53,7 @@ describe('mergeShards', () => {
       assert.deepEqual(await duckDBTypes(output), {
         id: 'BIGINT', row: 'BIGINT', label: 'VARCHAR', confidence: 'DOUBLE', margin: 'DOUBLE', entropy: 'DOUBLE',
         p_sports: 'DOUBLE', p_politics: 'DOUBLE', p_tech: 'DOUBLE', status: 'VARCHAR', error: 'VARCHAR', tokens: 'INTEGER', source: 'VARCHAR', shard_id: 'VARCHAR',
+        local_label: 'VARCHAR', local_confidence: 'DOUBLE', fallback_label: 'VARCHAR', fallback_confidence: 'DOUBLE', fallback_status: 'VARCHAR', fallback_error: 'VARCHAR',
       });
       const file = sqlString(output);
       const [stats] = await queryDuckDB(`

@@ -41,6 +41,7 @@ describe('writeShardResult', () => {
         id: 'Int64?', row: 'Int64', label: 'Utf8?', confidence: 'Float64?', margin: 'Float64?', entropy: 'Float64?',
         p_positive: 'Float64?', p_negative: 'Float64?', p_neutral: 'Float64?',
         status: 'Utf8', error: 'Utf8?', tokens: 'Int32', source: 'Utf8', shard_id: 'Utf8',
+        local_label: 'Utf8?', local_confidence: 'Float64?', fallback_label: 'Utf8?', fallback_confidence: 'Float64?', fallback_status: 'Utf8?', fallback_error: 'Utf8?',
       });
       assert.deepEqual(resultRowsOf(result.table, LABELS), rows);
     });

@@ -1,0 +1,240 @@
+// The codebook's `fallback` section (closed-model fallback for low-confidence documents): raw YAML → zod schema
+// with defaults → compiled, frozen FallbackConfig; plus the routing rule, shared by the worker and `calibrate`.
+
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { z } from 'zod';
+import { RescaleError } from './errors.js';
+
+/** Where the API key comes from. Never the key itself: a codebook is shared, versioned and written into manifests. */
+export type ApiKeySource = { readonly kind: 'env'; readonly name: string } | { readonly kind: 'file'; readonly path: string };
+
+/** Route when any given rule fires: confidence < t, margin < t, entropy > t (same orientation as `thresholdSweep`). */
+export interface RoutingRules {
+  readonly confidenceBelow: number | null;
+  readonly marginBelow: number | null;
+  readonly entropyAbove: number | null;
+}
+
+export type RouteReason = 'confidence' | 'margin' | 'entropy';
+
+export type FallbackResponseFormat = 'json_schema' | 'json_object' | 'text';
+
+export interface FallbackConfig {
+  readonly model: string;
+  /** OpenAI-compatible base URL, e.g. https://api.openai.com/v1, http://localhost:8000/v1 (vLLM, llama.cpp). */
+  readonly baseUrl: string;
+  readonly apiKey: ApiKeySource;
+  /** `authorization` sends `Authorization: Bearer <key>`; `api-key` sends Azure's `api-key: <key>` header. */
+  readonly authHeader: 'authorization' | 'api-key';
+  /** Sent as the `api-version` query parameter (Azure deployment URLs); null sends none. */
+  readonly apiVersion: string | null;
+  /** USD per million tokens. */
+  readonly price: { readonly inputPerMillion: number; readonly outputPerMillion: number };
+  /** Hard caps over the whole output's fallback spending; null = no cap of that kind (at least one is set). */
+  readonly budget: { readonly usd: number | null; readonly requests: number | null };
+  readonly rateLimit: { readonly requestsPerMinute: number | null; readonly tokensPerMinute: number | null };
+  readonly routing: RoutingRules;
+  readonly timeoutMs: number;
+  /** Retries of one request after 429, 5xx, timeouts and unreadable responses. */
+  readonly maxRetries: number;
+  /** Further requests (with a correction) after an answer outside the label set, before `fallback_invalid`. */
+  readonly invalidRetries: number;
+  /** Requests in flight at once from one process. */
+  readonly concurrency: number;
+  readonly maxOutputTokens: number;
+  readonly maxTokensField: 'max_completion_tokens' | 'max_tokens';
+  /** null: not sent (some reasoning models refuse it). */
+  readonly temperature: number | null;
+  readonly seed: number | null;
+  readonly logprobs: boolean;
+  readonly responseFormat: FallbackResponseFormat;
+  /** Overrides of the codebook prompt for the fallback; null = use the codebook's. */
+  readonly prompt: { readonly system: string | null; readonly template: string | null };
+  /** Absolute; null = beside the run's output (`<output>.fallback-cache`). */
+  readonly cacheDir: string | null;
+}
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const FORBIDDEN_KEY_FIELDS = ['api_key', 'apiKey', 'key', 'token', 'secret', 'password'];
+
+const probability = z.number().min(0).max(1);
+
+const rawSchema = z
+  .strictObject({
+    enabled: z.literal(true),
+    model: z.string().min(1, 'name the model (or Azure deployment), e.g. "gpt-4o-2024-08-06"'),
+    base_url: z
+      .string()
+      .regex(/^https?:\/\/[^\s/]+/, 'give an http(s) URL such as https://api.openai.com/v1')
+      .default('https://api.openai.com/v1'),
+    api_key_env: z.string().regex(ENV_NAME, 'an environment variable name such as OPENAI_API_KEY').optional(),
+    api_key_file: z.string().min(1).optional(),
+    auth_header: z.enum(['authorization', 'api-key']).default('authorization'),
+    api_version: z.string().min(1).optional(),
+    price: z.strictObject({
+      input_per_million: z.number().finite().nonnegative(),
+      output_per_million: z.number().finite().nonnegative(),
+    }),
+    budget: z
+      .strictObject({
+        usd: z.number().finite().positive().optional(),
+        requests: z.number().int().positive().optional(),
+      })
+      .refine((b) => b.usd !== undefined || b.requests !== undefined, 'give budget.usd, budget.requests or both'),
+    rate_limit: z
+      .strictObject({
+        requests_per_minute: z.number().finite().positive().optional(),
+        tokens_per_minute: z.number().finite().positive().optional(),
+      })
+      .default({}),
+    routing: z
+      .strictObject({
+        confidence_below: probability.optional(),
+        margin_below: probability.optional(),
+        entropy_above: z.number().finite().nonnegative().optional(),
+      })
+      .refine(
+        (r) => r.confidence_below !== undefined || r.margin_below !== undefined || r.entropy_above !== undefined,
+        'give at least one of confidence_below, margin_below, entropy_above',
+      ),
+    timeout_seconds: z.number().finite().positive().default(60),
+    max_retries: z.number().int().nonnegative().max(20).default(6),
+    invalid_retries: z.number().int().nonnegative().max(5).default(1),
+    concurrency: z.number().int().positive().max(256).default(8),
+    max_output_tokens: z.number().int().positive().default(64),
+    max_tokens_field: z.enum(['max_completion_tokens', 'max_tokens']).default('max_completion_tokens'),
+    temperature: z.number().min(0).max(2).nullable().default(0),
+    seed: z.number().int().optional(),
+    logprobs: z.boolean().default(true),
+    response_format: z.enum(['json_schema', 'json_object', 'text']).default('json_schema'),
+    prompt: z
+      .strictObject({
+        system: z.string().optional(),
+        template: z.string().min(1).optional(),
+      })
+      .default({}),
+    cache_dir: z.string().min(1).optional(),
+  })
+  .superRefine((value, ctx) => {
+    if (value.api_key_env !== undefined && value.api_key_file !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['api_key_file'], message: 'give api_key_env or api_key_file, not both' });
+    }
+  });
+
+export type FallbackConfigInput = z.input<typeof rawSchema>;
+
+function issuePath(issuePath: readonly PropertyKey[]): string {
+  return ['fallback', ...issuePath.map(String)].join('.');
+}
+
+/**
+ * Validates the codebook's `fallback` section. Absent, or `enabled: false` → null (the rest is then not checked,
+ * so a disabled section may be a sketch). Relative `api_key_file` and `cache_dir` resolve against `baseDir`.
+ */
+export function parseFallbackConfig(raw: unknown, options: { source?: string; baseDir?: string; promptFormat?: 'chat' | 'raw' } = {}): FallbackConfig | null {
+  const source = options.source ?? 'codebook';
+  const fail = (field: string, message: string): never => {
+    throw new RescaleError('CODEBOOK_INVALID', `${source}: field "${field}": ${message}`);
+  };
+  if (raw === undefined || raw === null) return null;
+  if (typeof raw !== 'object' || Array.isArray(raw)) fail('fallback', 'must be a mapping with at least "enabled"');
+  const record = raw as Record<string, unknown>;
+  for (const name of FORBIDDEN_KEY_FIELDS) {
+    if (name in record) {
+      fail(`fallback.${name}`, 'never put an API key in the codebook (it is shared and copied into manifests); name an environment variable with api_key_env, or a file with api_key_file');
+    }
+  }
+  if (typeof record.enabled !== 'boolean') fail('fallback.enabled', 'say enabled: true or enabled: false');
+  if (record.enabled === false) return null;
+
+  const parsed = rawSchema.safeParse(raw);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `field "${issuePath(issue.path)}": ${issue.message}`);
+    throw new RescaleError('CODEBOOK_INVALID', `${source} has an invalid fallback section:\n  ${lines.join('\n  ')}`);
+  }
+  const value = parsed.data;
+  if (options.promptFormat === 'raw' && value.prompt.template === undefined) {
+    fail('fallback.prompt.template', 'the codebook prompt is in raw format (model-specific text); give the fallback its own chat template with {text}');
+  }
+  if (value.prompt.template !== undefined && !/\{text\}/.test(value.prompt.template)) {
+    fail('fallback.prompt.template', 'the template must contain the document variable {text}');
+  }
+  const baseDir = options.baseDir ?? process.cwd();
+  const apiKey: ApiKeySource =
+    value.api_key_file !== undefined
+      ? Object.freeze({ kind: 'file' as const, path: path.resolve(baseDir, value.api_key_file) })
+      : Object.freeze({ kind: 'env' as const, name: value.api_key_env ?? 'OPENAI_API_KEY' });
+  return Object.freeze({
+    model: value.model,
+    baseUrl: value.base_url.replace(/\/+$/, ''),
+    apiKey,
+    authHeader: value.auth_header,
+    apiVersion: value.api_version ?? null,
+    price: Object.freeze({ inputPerMillion: value.price.input_per_million, outputPerMillion: value.price.output_per_million }),
+    budget: Object.freeze({ usd: value.budget.usd ?? null, requests: value.budget.requests ?? null }),
+    rateLimit: Object.freeze({
+      requestsPerMinute: value.rate_limit.requests_per_minute ?? null,
+      tokensPerMinute: value.rate_limit.tokens_per_minute ?? null,
+    }),
+    routing: Object.freeze({
+      confidenceBelow: value.routing.confidence_below ?? null,
+      marginBelow: value.routing.margin_below ?? null,
+      entropyAbove: value.routing.entropy_above ?? null,
+    }),
+    timeoutMs: Math.round(value.timeout_seconds * 1000),
+    maxRetries: value.max_retries,
+    invalidRetries: value.invalid_retries,
+    concurrency: value.concurrency,
+    maxOutputTokens: value.max_output_tokens,
+    maxTokensField: value.max_tokens_field,
+    temperature: value.temperature,
+    seed: value.seed ?? null,
+    logprobs: value.logprobs,
+    responseFormat: value.response_format,
+    prompt: Object.freeze({ system: value.prompt.system ?? null, template: value.prompt.template ?? null }),
+    cacheDir: value.cache_dir === undefined ? null : path.resolve(baseDir, value.cache_dir),
+  });
+}
+
+/** Why a locally scored document goes to the fallback, or null to keep the local label. Unscored rows never go. */
+export function routeReason(
+  rules: RoutingRules,
+  score: { readonly status: string; readonly confidence: number | null; readonly margin: number | null; readonly entropy: number | null },
+): RouteReason | null {
+  if (score.status !== 'ok' && score.status !== 'truncated') return null;
+  if (rules.confidenceBelow !== null && score.confidence !== null && score.confidence < rules.confidenceBelow) return 'confidence';
+  if (rules.marginBelow !== null && score.margin !== null && score.margin < rules.marginBelow) return 'margin';
+  if (rules.entropyAbove !== null && score.entropy !== null && score.entropy > rules.entropyAbove) return 'entropy';
+  return null;
+}
+
+/**
+ * Hash of the settings that can change a fallback answer or which documents are routed (model, endpoint, routing,
+ * prompt, request parameters); mixed into shard ids so a changed fallback never reuses finished shards. Budget,
+ * rate limits, concurrency, timeouts and retries only decide whether and when a call is made, so they are left out.
+ */
+export function fallbackIdentity(config: FallbackConfig): string {
+  const identity = {
+    model: config.model,
+    baseUrl: config.baseUrl,
+    apiVersion: config.apiVersion,
+    routing: config.routing,
+    invalidRetries: config.invalidRetries,
+    maxOutputTokens: config.maxOutputTokens,
+    maxTokensField: config.maxTokensField,
+    temperature: config.temperature,
+    seed: config.seed,
+    logprobs: config.logprobs,
+    responseFormat: config.responseFormat,
+    prompt: config.prompt,
+  };
+  return createHash('sha256').update(JSON.stringify(identity)).digest('hex');
+}
+
+/** How one run uses the fallback, decided once at the edge (codebook, key, CLI flags). */
+export type FallbackMode =
+  /** Calls the API for routed documents not in the cache. */
+  | 'live'
+  /** Replays from the cache only: no network, no key needed; routed documents without a cached answer get over_budget. */
+  | 'offline';

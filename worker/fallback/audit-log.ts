@@ -1,0 +1,139 @@
+// The fallback audit: one JSON line per event, appended to `<output>.fallback-audit.jsonl` across runs. It is also
+// the budget's ledger: a `reserve` line is on disk before its request is sent, so after a crash a request with no
+// `call` line still counts at its worst-case cost. Never holds the API key or document text.
+
+import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { toNanoUsd } from './budget.js';
+
+interface AuditBase {
+  readonly time: string;
+  /** The document's id as text (ids of every type), its corpus row and shard. */
+  readonly document_id: string | null;
+  readonly row: number;
+  readonly shard_id: string;
+  readonly request_hash: string;
+}
+
+/** Written before a request is sent: the worst-case cost it may be billed. */
+export interface ReserveRecord extends AuditBase {
+  readonly event: 'reserve';
+  readonly call_id: string;
+  readonly attempt: number;
+  readonly reserved_usd: number;
+}
+
+export type CallOutcome = 'label' | 'invalid_label' | 'rate_limited' | 'server_error' | 'timeout' | 'connection' | 'malformed' | 'auth' | 'quota' | 'not_found' | 'bad_request' | 'aborted';
+
+/** One HTTP request and what came of it. */
+export interface CallRecord extends AuditBase {
+  readonly event: 'call';
+  readonly call_id: string;
+  readonly attempt: number;
+  readonly model: string;
+  /** The model version the server reports having used, when it says. */
+  readonly response_model: string | null;
+  readonly outcome: CallOutcome;
+  readonly http_status: number | null;
+  readonly prompt_tokens: number | null;
+  readonly completion_tokens: number | null;
+  /** What the request counts against the budget: from usage, or the reservation when it may be billed unseen. */
+  readonly cost_usd: number;
+  readonly latency_ms: number;
+  readonly retry_after_ms: number | null;
+  readonly error: string | null;
+}
+
+/** A request answered from the cache: nothing sent, nothing paid. */
+export interface CacheHitRecord extends AuditBase {
+  readonly event: 'cache_hit';
+  readonly model: string;
+  readonly response_model: string | null;
+  readonly outcome: 'label' | 'invalid_label';
+  readonly prompt_tokens: number | null;
+  readonly completion_tokens: number | null;
+  readonly cost_usd: 0;
+}
+
+/** A routed document no request was sent for (budget reached, or offline replay without a cached answer). */
+export interface SkippedRecord extends AuditBase {
+  readonly event: 'skipped';
+  readonly model: string;
+  readonly outcome: 'over_budget';
+}
+
+export type AuditRecord = ReserveRecord | CallRecord | CacheHitRecord | SkippedRecord;
+
+/** What earlier runs spent, from the audit file: settled costs plus reservations that never got a `call` line. */
+export interface LedgerTotals {
+  readonly nanoUsd: number;
+  readonly requests: number;
+}
+
+export async function readLedger(file: string): Promise<LedgerTotals> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return { nanoUsd: 0, requests: 0 };
+    throw cause;
+  }
+  let nanoUsd = 0;
+  let requests = 0;
+  const open = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    let record: Partial<AuditRecord>;
+    try {
+      record = JSON.parse(line) as Partial<AuditRecord>;
+    } catch {
+      continue; // a line cut by a crash: its reserve, if any, is counted below
+    }
+    if (record.event === 'reserve') {
+      requests += 1;
+      open.set(record.call_id ?? '', toNanoUsd(record.reserved_usd ?? 0));
+    } else if (record.event === 'call') {
+      open.delete(record.call_id ?? '');
+      nanoUsd += toNanoUsd(record.cost_usd ?? 0);
+    }
+  }
+  for (const reserved of open.values()) nanoUsd += reserved;
+  return { nanoUsd, requests };
+}
+
+/** Appends records in order from concurrent callers; `reserve` lines are flushed to disk before `write` resolves. */
+export class AuditLog {
+  private queue: Promise<void> = Promise.resolve();
+
+  private constructor(
+    readonly file: string,
+    private readonly handle: FileHandle,
+  ) {}
+
+  static async open(file: string): Promise<AuditLog> {
+    const handle = await open(file, 'a+');
+    // A line cut by a crash is ended first, so the next record starts a line of its own.
+    const { size } = await handle.stat();
+    if (size > 0) {
+      const last = Buffer.alloc(1);
+      await handle.read(last, 0, 1, size - 1);
+      if (last[0] !== 0x0a) await handle.write('\n');
+    }
+    return new AuditLog(file, handle);
+  }
+
+  write(record: AuditRecord): Promise<void> {
+    const line = `${JSON.stringify(record)}\n`;
+    const next = this.queue.then(async () => {
+      await this.handle.write(line);
+      if (record.event === 'reserve') await this.handle.datasync();
+    });
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async close(): Promise<void> {
+    await this.queue;
+    await this.handle.sync().catch(() => undefined);
+    await this.handle.close();
+  }
+}
