@@ -56,6 +56,25 @@ export function bootstrapCi<Unit>(
   metric: (sample: readonly Unit[]) => number,
   options: BootstrapOptions,
 ): BootstrapInterval {
+  const interval = bootstrapCis(units, (sample) => [metric(sample)], options)[0] as BootstrapInterval;
+  if (interval.undefinedResamples === interval.resamples) {
+    throw new RescaleError('INPUT_INVALID', `the metric was undefined (not finite) on all ${interval.resamples} resamples; check it on the full data first`);
+  }
+  return interval;
+}
+
+/**
+ * bootstrapCi for several metrics at once, all computed on the same resamples (one pass, and intervals that are
+ * mutually consistent, e.g. for a table or for paired differences). `metrics` returns one value per metric, always
+ * the same number of them; interval i equals bootstrapCi with metric i and the same options, bit for bit. A metric
+ * undefined on every resample gets NaN bounds (undefinedResamples = resamples) instead of an error. The sample array
+ * handed to `metrics` is reused between resamples: copy it to keep it.
+ */
+export function bootstrapCis<Unit>(
+  units: readonly Unit[],
+  metrics: (sample: readonly Unit[]) => readonly number[],
+  options: BootstrapOptions,
+): BootstrapInterval[] {
   const resamples = options.resamples ?? DEFAULT_BOOTSTRAP_RESAMPLES;
   const confidence = options.confidence ?? DEFAULT_CONFIDENCE;
   if (!Number.isInteger(resamples) || resamples < MIN_RESAMPLES) {
@@ -68,30 +87,36 @@ export function bootstrapCi<Unit>(
     throw new RescaleError('INPUT_INVALID', 'no units to resample; the bootstrap needs at least one unit');
   }
   const random = createSeededRandom(options.seed);
-  const estimate = metric(units);
+  const estimates = metrics(units);
+  const k = estimates.length;
   const n = units.length;
-  const values: number[] = [];
-  let undefinedResamples = 0;
+  const values: number[][] = Array.from({ length: k }, () => []);
+  const undefinedResamples = new Array<number>(k).fill(0);
+  const sample = new Array<Unit>(n);
   for (let r = 0; r < resamples; r++) {
-    const sample = new Array<Unit>(n);
     for (let i = 0; i < n; i++) sample[i] = units[random.nextInt(n)] as Unit;
-    const value = metric(sample);
-    if (Number.isFinite(value)) values.push(value);
-    else undefinedResamples++;
+    const resampled = metrics(sample);
+    if (resampled.length !== k) {
+      throw new RescaleError('INTERNAL', `the metrics function returned ${resampled.length} values on a resample but ${k} on the data`);
+    }
+    for (let m = 0; m < k; m++) {
+      const value = resampled[m] as number;
+      if (Number.isFinite(value)) (values[m] as number[]).push(value);
+      else undefinedResamples[m] = (undefinedResamples[m] as number) + 1;
+    }
   }
-  if (values.length === 0) {
-    throw new RescaleError('INPUT_INVALID', `the metric was undefined (not finite) on all ${resamples} resamples; check it on the full data first`);
-  }
-  const sorted = Float64Array.from(values).sort();
   const tail = (1 - confidence) / 2;
-  return {
-    estimate,
-    lower: quantile(sorted, tail),
-    upper: quantile(sorted, 1 - tail),
-    confidence,
-    resamples,
-    undefinedResamples,
-    seed: options.seed,
-    method: 'percentile',
-  };
+  return estimates.map((estimate, m) => {
+    const sorted = Float64Array.from(values[m] as number[]).sort();
+    return {
+      estimate,
+      lower: quantile(sorted, tail),
+      upper: quantile(sorted, 1 - tail),
+      confidence,
+      resamples,
+      undefinedResamples: undefinedResamples[m] as number,
+      seed: options.seed,
+      method: 'percentile' as const,
+    };
+  });
 }

@@ -179,6 +179,37 @@ function differenceMatrix(level: MeasurementLevel, values: readonly ReliabilityV
 }
 
 /**
+ * Alpha from a coincidence matrix over `values` (in the level's order; numbers for interval and ratio); n, the
+ * pairable values, is the sum of its cells unless given exactly. For two coders without missing values the coincidence matrix is C + Cᵀ of their confusion matrix,
+ * which is how repeated evaluations (bootstrap resamples) get alpha without rebuilding the reliability data.
+ */
+export function alphaFromCoincidences(
+  coincidences: readonly (readonly number[])[],
+  values: readonly ReliabilityValue[],
+  level: MeasurementLevel,
+  pairableValues?: number,
+): { alpha: number; observedDisagreement: number; expectedDisagreement: number } {
+  const marginals = coincidences.map((row) => row.reduce((a, b) => a + b, 0));
+  const n = pairableValues ?? marginals.reduce((a, b) => a + b, 0);
+  const delta = differenceMatrix(level, values, marginals);
+  let observed = 0;
+  let expected = 0;
+  for (let c = 0; c < values.length; c++) {
+    for (let k = 0; k < values.length; k++) {
+      const d = (delta[c] as number[])[k] as number;
+      if (d === 0) continue;
+      observed += ((coincidences[c] as readonly number[])[k] as number) * d;
+      expected += (marginals[c] as number) * (marginals[k] as number) * d;
+    }
+  }
+  return {
+    alpha: expected === 0 ? Number.NaN : 1 - ((n - 1) * observed) / expected,
+    observedDisagreement: observed / n,
+    expectedDisagreement: expected / (n * (n - 1)),
+  };
+}
+
+/**
  * Krippendorff's alpha for a coders × units matrix with missing values.
  * Throws INPUT_INVALID when no unit has values from two coders (nothing to compare), or on values that do not fit
  * the level (strings for interval/ratio, negatives for ratio); returns alpha = NaN when all pairable values agree on
@@ -200,25 +231,12 @@ export function krippendorffAlpha(data: ReliabilityData, options: KrippendorffAl
   });
   const values = valueDomain(data, options);
   const { coincidences, pairableUnits, pairableValues: n } = coincidenceMatrix(data, values);
-  const marginals = coincidences.map((row) => row.reduce((a, b) => a + b, 0));
   if (pairableUnits === 0) {
     throw new RescaleError('INPUT_INVALID', 'no unit was coded by at least two coders, so there is no agreement to measure');
   }
-  const delta = differenceMatrix(level, values, marginals);
-  let observed = 0;
-  let expected = 0;
-  for (let c = 0; c < values.length; c++) {
-    for (let k = 0; k < values.length; k++) {
-      const d = (delta[c] as number[])[k] as number;
-      if (d === 0) continue;
-      observed += ((coincidences[c] as number[])[k] as number) * d;
-      expected += (marginals[c] as number) * (marginals[k] as number) * d;
-    }
-  }
-  const observedDisagreement = observed / n;
-  const expectedDisagreement = expected / (n * (n - 1));
+  const { alpha, observedDisagreement, expectedDisagreement } = alphaFromCoincidences(coincidences, values, level, n);
   return {
-    alpha: expected === 0 ? Number.NaN : 1 - ((n - 1) * observed) / expected,
+    alpha,
     level,
     observedDisagreement,
     expectedDisagreement,

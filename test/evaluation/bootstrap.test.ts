@@ -3,7 +3,7 @@ import { describe, it } from 'node:test';
 
 import { isRescaleError } from '../../contracts/errors.js';
 import { agreementMetrics, cohenKappa } from '../../coordinator/evaluation/agreement-metrics.js';
-import { bootstrapCi, quantile } from '../../coordinator/evaluation/bootstrap.js';
+import { bootstrapCi, bootstrapCis, quantile } from '../../coordinator/evaluation/bootstrap.js';
 import { krippendorffAlpha, type ReliabilityValue } from '../../coordinator/evaluation/krippendorff-alpha.js';
 import { createSeededRandom, shuffled } from '../../coordinator/evaluation/seeded-random.js';
 
@@ -149,5 +149,24 @@ describe('bootstrapCi', () => {
     assert.throws(() => bootstrapCi(units, accuracyOf, { seed: 1, confidence: 95 }), code('CONFIG_INVALID'));
     assert.throws(() => bootstrapCi(units, accuracyOf, { seed: -3 }), code('CONFIG_INVALID'));
     assert.throws(() => bootstrapCi([], accuracyOf, { seed: 1 }), code('INPUT_INVALID'));
+  });
+});
+
+describe('bootstrapCis', () => {
+  it('gives each metric the interval bootstrapCi gives it alone, bit for bit', () => {
+    const units = pairs(250, 0.7, 6);
+    const macroF1 = (s: readonly Pair[]): number => agreementMetrics(s.map((p) => p.gold), s.map((p) => p.predicted), LABELS).macroF1;
+    const [a, f] = bootstrapCis(units, (s) => [accuracyOf(s), macroF1(s)], { seed: 31, resamples: 400 });
+    assert.deepEqual(a, bootstrapCi(units, accuracyOf, { seed: 31, resamples: 400 }));
+    assert.deepEqual(f, bootstrapCi(units, macroF1, { seed: 31, resamples: 400 }));
+  });
+
+  it('gives NaN bounds to a metric undefined on every resample, where bootstrapCi throws', () => {
+    const units = pairs(20, 0.5, 1);
+    const [defined, never] = bootstrapCis(units, (s) => [accuracyOf(s), Number.NaN], { seed: 2, resamples: 100 });
+    assert.ok(Number.isFinite(defined?.lower));
+    assert.ok(Number.isNaN(never?.lower) && Number.isNaN(never?.upper));
+    assert.equal(never?.undefinedResamples, 100);
+    assert.throws(() => bootstrapCi(units, () => Number.NaN, { seed: 2, resamples: 100 }), (e: unknown) => isRescaleError(e) && e.code === 'INPUT_INVALID');
   });
 });

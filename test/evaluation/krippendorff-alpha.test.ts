@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 
 import { isRescaleError } from '../../contracts/errors.js';
 import {
+  alphaFromCoincidences,
   krippendorffAlpha,
   type MeasurementLevel,
   type ReliabilityData,
@@ -178,5 +179,30 @@ describe('krippendorffAlpha', () => {
     throwsCode(() => krippendorffAlpha([[1, '1'], [1, 1]], { level: 'nominal' }), 'INPUT_INVALID', /mixes numbers and strings/);
     throwsCode(() => krippendorffAlpha([['a', 'b'], ['a', 'c']], { level: 'ordinal', valueOrder: ['a', 'b'] }), 'INPUT_INVALID', /"c"/);
     throwsCode(() => krippendorffAlpha([[1]], { level: 'cardinal' as MeasurementLevel }), 'CONFIG_INVALID', /level must be/);
+  });
+});
+
+describe('alphaFromCoincidences', () => {
+  it('reproduces the published values from the coincidence matrix alone, for every level', () => {
+    for (const data of [WIKIPEDIA, KRIPPENDORFF_C]) {
+      for (const level of ['nominal', 'ordinal', 'interval', 'ratio'] as const) {
+        const full = krippendorffAlpha(data, { level });
+        close(alphaFromCoincidences(full.coincidences, full.values, level).alpha, full.alpha, 1e-12);
+      }
+    }
+    const c = krippendorffAlpha(KRIPPENDORFF_C, { level: 'ordinal' });
+    assert.equal(Math.round(alphaFromCoincidences(c.coincidences, c.values, 'ordinal').alpha * 1000) / 1000, 0.815);
+  });
+
+  it('gives two coders\' alpha from C + Cᵀ of their confusion matrix', () => {
+    const a = ['x', 'x', 'y', 'z', 'y', 'x', 'z', 'z', 'y', 'x'];
+    const b = ['x', 'y', 'y', 'z', 'y', 'x', 'x', 'z', 'z', 'x'];
+    const values = ['x', 'y', 'z'];
+    const confusion = values.map((u) => values.map((v) => a.filter((value, i) => value === u && b[i] === v).length));
+    const coincidences = confusion.map((row, i) => row.map((count, j) => count + (confusion[j]?.[i] ?? 0)));
+    for (const level of ['nominal', 'ordinal'] as const) {
+      const options = level === 'ordinal' ? { level, valueOrder: values } : { level };
+      close(alphaFromCoincidences(coincidences, values, level).alpha, krippendorffAlpha([a, b], options).alpha, 1e-12);
+    }
   });
 });

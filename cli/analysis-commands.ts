@@ -1,0 +1,231 @@
+// The analysis verbs of the CLI — evaluate, calibrate, sample, report: their options (merged into the CLI's option
+// table), how raw option strings become validated values, and what each prints.
+
+import type { ParseArgsConfig } from 'node:util';
+import { loadCodebook } from '../contracts/codebook.js';
+import { RescaleError } from '../contracts/errors.js';
+import type { RoutingRule } from '../coordinator/evaluation/calibration.js';
+import { DEFAULT_BOOTSTRAP_RESAMPLES } from '../coordinator/evaluation/bootstrap.js';
+
+export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--predictions R2.parquet ...] --gold G.parquet [options]
+      Accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix, Cohen's kappa and Krippendorff's alpha,
+      each with a seeded bootstrap 95% CI; several files side by side, on the documents all of them labelled.
+        --id-column C      id column of the gold file (default id); result files use "id"
+        --label-column C   gold label column (default gold)
+        --seed S --resamples N   bootstrap seed (default 1) and resamples (default 2000)
+        --ordered          labels are ordered: add ordinal alpha and quadratic-weighted kappa
+        --labels a,b,c     label list in order (default: the codebook order in the result file)
+        --names a,b        display names, one per --predictions
+        --training-sizes 100,250   training-set size per --predictions: prints the learning curve
+        --strict-ids       fail when any id is missing on either side (default: count and report)
+        --json F           write everything as JSON (for rescale report)
+  rescale calibrate --predictions VAL.parquet --gold G.parquet (--fallback-accuracy A | --fallback-predictions F) [options]
+      ECE and reliability diagram; for each routing threshold the share routed, the expected hybrid accuracy and
+      cost; the recommended threshold.
+        --corpus-size N --cost-per-document X   price the threshold for the full corpus
+        --target-accuracy A | --budget B         cheapest threshold reaching A, or best accuracy within B
+        --rule confidence|margin|entropy         what the threshold applies to (default confidence)
+        --bins N  --thresholds 0.5,0.6,...       reliability bins (default 10); rows of the printed table
+        --id-column --label-column --seed --resamples --json   as for evaluate
+  rescale sample --gold L.parquet --sizes 100,250,500,1000 --seed S --out DIR [options]
+      A stratified held-out split plus nested stratified training subsets, as chat JSONL for LoRA trainers
+      (and Parquet), with DIR/sample.json recording seed, sizes and counts per label.
+        --held-out X       fraction (0.2, the default) or number of documents held out
+        --text-column C --label-column C --id-column C   (defaults text, gold, id)
+        --codebook C       render prompts and answers exactly as the codebook does (recommended)
+  rescale report RESULTS.parquet [--gold G.parquet] [--out report.html] [options]
+      One self-contained HTML page: label distribution, confidence histogram, fallback routing, throughput;
+      with --gold also evaluation, confusion matrix and reliability diagram.
+        --learning-curve E.json   an evaluate --json with --training-sizes: adds the learning curve
+        --calibration C.json      a calibrate --json: adds the threshold curve
+        --id-column --label-column --seed --resamples   as for evaluate
+`;
+
+export const analysisOptions = {
+  predictions: { type: 'string', multiple: true },
+  gold: { type: 'string' },
+  'id-column': { type: 'string' },
+  'label-column': { type: 'string' },
+  'text-column': { type: 'string' },
+  seed: { type: 'string' },
+  resamples: { type: 'string' },
+  ordered: { type: 'boolean' },
+  labels: { type: 'string' },
+  names: { type: 'string' },
+  'training-sizes': { type: 'string' },
+  'strict-ids': { type: 'boolean' },
+  json: { type: 'string' },
+  'fallback-accuracy': { type: 'string' },
+  'fallback-predictions': { type: 'string' },
+  'corpus-size': { type: 'string' },
+  'cost-per-document': { type: 'string' },
+  'target-accuracy': { type: 'string' },
+  budget: { type: 'string' },
+  rule: { type: 'string' },
+  bins: { type: 'string' },
+  thresholds: { type: 'string' },
+  sizes: { type: 'string' },
+  'held-out': { type: 'string' },
+  out: { type: 'string' },
+  'learning-curve': { type: 'string' },
+  calibration: { type: 'string' },
+} satisfies ParseArgsConfig['options'];
+
+export type AnalysisCommand = 'evaluate' | 'calibrate' | 'sample' | 'report';
+
+type Values = { [K in keyof typeof analysisOptions]?: (typeof analysisOptions)[K] extends { multiple: true } ? string[] : (typeof analysisOptions)[K] extends { type: 'boolean' } ? boolean : string } & {
+  codebook?: string;
+};
+
+const DEFAULT_SEED = 1;
+
+function need(name: string, value: string | undefined): string {
+  if (value === undefined || value === '') throw new RescaleError('CONFIG_INVALID', `--${name} is required; see "rescale --help"`);
+  return value;
+}
+
+function numberOption(name: string, value: string | undefined, check: (n: number) => boolean, what: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || !check(n)) throw new RescaleError('CONFIG_INVALID', `--${name} must be ${what}, got "${value}"`);
+  return n;
+}
+
+const isShare = (n: number): boolean => n >= 0 && n <= 1;
+const isNonNegative = (n: number): boolean => n >= 0;
+const isPositiveInt = (n: number): boolean => Number.isInteger(n) && n > 0;
+
+function listOption(name: string, value: string | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  const items = value.split(',').map((s) => s.trim());
+  if (items.some((s) => s === '')) throw new RescaleError('CONFIG_INVALID', `--${name} must be a comma-separated list without empty items, got "${value}"`);
+  return items;
+}
+
+function numberList(name: string, value: string | undefined, check: (n: number) => boolean, what: string): number[] | undefined {
+  return listOption(name, value)?.map((item) => numberOption(name, item, check, `a comma-separated list of ${what}`) as number);
+}
+
+function seedOf(values: Values): number {
+  return numberOption('seed', values.seed, (n) => Number.isInteger(n) && n >= 0 && n <= 0xffffffff, 'a whole number from 0 to 4294967295') ?? DEFAULT_SEED;
+}
+
+function resamplesOf(values: Values): number {
+  return numberOption('resamples', values.resamples, (n) => Number.isInteger(n) && n >= 100, 'a whole number of at least 100 (2000 is the default)') ?? DEFAULT_BOOTSTRAP_RESAMPLES;
+}
+
+function ruleOf(value: string | undefined): RoutingRule {
+  const rule = value ?? 'confidence';
+  if (rule !== 'confidence' && rule !== 'margin' && rule !== 'entropy') {
+    throw new RescaleError('CONFIG_INVALID', `--rule must be confidence, margin or entropy, got "${rule}"`);
+  }
+  return rule;
+}
+
+function write(text: string): void {
+  process.stdout.write(text);
+}
+
+/** Runs one analysis verb; returns the exit code. */
+export async function runAnalysisCommand(command: AnalysisCommand, values: Values, positionals: readonly string[]): Promise<number> {
+  const idColumn = values['id-column'] ?? 'id';
+  const labelColumn = values['label-column'] ?? 'gold';
+  switch (command) {
+    case 'evaluate': {
+      const { runEvaluate, formatEvaluation } = await import('./evaluate.js');
+      const labels = listOption('labels', values.labels);
+      const names = listOption('names', values.names);
+      const trainingSizes = numberList('training-sizes', values['training-sizes'], (n) => Number.isInteger(n) && n >= 0, 'whole numbers ≥ 0');
+      const result = await runEvaluate({
+        predictions: values.predictions ?? [need('predictions', undefined)],
+        gold: need('gold', values.gold),
+        idColumn,
+        labelColumn,
+        seed: seedOf(values),
+        resamples: resamplesOf(values),
+        ordered: values.ordered ?? false,
+        strictIds: values['strict-ids'] ?? false,
+        ...(labels !== undefined ? { labels } : {}),
+        ...(names !== undefined ? { names } : {}),
+        ...(trainingSizes !== undefined ? { trainingSizes } : {}),
+        ...(values.json !== undefined ? { json: values.json } : {}),
+      });
+      write(formatEvaluation(result));
+      if (values.json !== undefined) write(`wrote ${values.json}\n`);
+      return 0;
+    }
+    case 'calibrate': {
+      const { runCalibrate, formatCalibration } = await import('./calibrate.js');
+      const predictions = values.predictions ?? [];
+      if (predictions.length !== 1) throw new RescaleError('CONFIG_INVALID', `calibrate takes exactly one --predictions file (the local run on the labelled validation set), got ${predictions.length}`);
+      const fallbackAccuracy = numberOption('fallback-accuracy', values['fallback-accuracy'], isShare, 'a share between 0 and 1, e.g. 0.9');
+      const corpusSize = numberOption('corpus-size', values['corpus-size'], isPositiveInt, 'a positive whole number');
+      const costPerDocument = numberOption('cost-per-document', values['cost-per-document'], isNonNegative, 'a number ≥ 0 (e.g. 0.0004 dollars)');
+      const targetAccuracy = numberOption('target-accuracy', values['target-accuracy'], isShare, 'a share between 0 and 1, e.g. 0.8');
+      const budget = numberOption('budget', values.budget, isNonNegative, 'a number ≥ 0');
+      const bins = numberOption('bins', values.bins, isPositiveInt, 'a positive whole number');
+      const thresholds = numberList('thresholds', values.thresholds, Number.isFinite, 'numbers');
+      const labels = listOption('labels', values.labels);
+      const result = await runCalibrate({
+        predictions: predictions[0] as string,
+        gold: need('gold', values.gold),
+        idColumn,
+        labelColumn,
+        rule: ruleOf(values.rule),
+        seed: seedOf(values),
+        resamples: resamplesOf(values),
+        ...(fallbackAccuracy !== undefined ? { fallbackAccuracy } : {}),
+        ...(values['fallback-predictions'] !== undefined ? { fallbackPredictions: values['fallback-predictions'] } : {}),
+        ...(corpusSize !== undefined ? { corpusSize } : {}),
+        ...(costPerDocument !== undefined ? { costPerDocument } : {}),
+        ...(targetAccuracy !== undefined ? { targetAccuracy } : {}),
+        ...(budget !== undefined ? { budget } : {}),
+        ...(bins !== undefined ? { bins } : {}),
+        ...(thresholds !== undefined ? { thresholds } : {}),
+        ...(labels !== undefined ? { labels } : {}),
+        ...(values.json !== undefined ? { json: values.json } : {}),
+      });
+      write(formatCalibration(result));
+      if (values.json !== undefined) write(`wrote ${values.json}\n`);
+      return 0;
+    }
+    case 'sample': {
+      const { writeTrainingSample } = await import('../coordinator/analysis/training-sample.js');
+      const { formatSample } = await import('./sample.js');
+      const sizes = numberList('sizes', need('sizes', values.sizes), isPositiveInt, 'positive whole numbers');
+      const heldOut = numberOption('held-out', values['held-out'], (n) => (n > 0 && n < 1) || (Number.isInteger(n) && n >= 0), 'a fraction between 0 and 1 or a whole number of documents') ?? 0.2;
+      if (values.seed === undefined) throw new RescaleError('CONFIG_INVALID', '--seed is required for sample: record it, it fixes which documents are held out and trained on');
+      const sample = await writeTrainingSample({
+        gold: need('gold', values.gold),
+        idColumn,
+        textColumn: values['text-column'] ?? 'text',
+        labelColumn,
+        sizes: sizes as number[],
+        seed: seedOf(values),
+        heldOut,
+        outDir: need('out', values.out),
+        ...(values.codebook !== undefined ? { codebook: await loadCodebook(values.codebook) } : {}),
+      });
+      write(formatSample(sample));
+      return 0;
+    }
+    case 'report': {
+      const { runReport } = await import('./report.js');
+      const results = positionals[1] ?? values.predictions?.[0];
+      if (results === undefined) throw new RescaleError('CONFIG_INVALID', 'give the run output: rescale report RESULTS.parquet [--gold G.parquet] [--out report.html]');
+      const out = await runReport({
+        results,
+        ...(values.gold !== undefined ? { gold: values.gold } : {}),
+        idColumn,
+        labelColumn,
+        seed: seedOf(values),
+        resamples: resamplesOf(values),
+        ...(values.out !== undefined ? { out: values.out } : {}),
+        ...(values['learning-curve'] !== undefined ? { learningCurve: values['learning-curve'] } : {}),
+        ...(values.calibration !== undefined ? { calibration: values.calibration } : {}),
+      });
+      write(`wrote ${out}\n`);
+      return 0;
+    }
+  }
+}

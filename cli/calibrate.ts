@@ -1,0 +1,154 @@
+// `rescale calibrate`: reads a validation run and its gold labels, prints the reliability diagram, ECE and the
+// threshold table with the recommended threshold (optionally writing everything as JSON).
+
+import { RescaleError } from '../contracts/errors.js';
+import { describeCoverage, readGoldLabels, readPredictions, resolveLabelOrder } from '../coordinator/analysis/labelled-predictions.js';
+import { writeJsonFile } from '../coordinator/analysis/json-file.js';
+import { calibrateRouting, type CalibrationResult, type FallbackEvidence } from '../coordinator/analysis/routing-calibration.js';
+import { fixed, formatMarkdownTable, formatTable, percent, withInterval } from '../coordinator/analysis/text-table.js';
+import type { RoutingRule, ThresholdGoal, ThresholdPoint } from '../coordinator/evaluation/calibration.js';
+
+export interface CalibrateCommandOptions {
+  readonly predictions: string;
+  readonly gold: string;
+  readonly idColumn: string;
+  readonly labelColumn: string;
+  readonly fallbackAccuracy?: number;
+  readonly fallbackPredictions?: string;
+  readonly corpusSize?: number;
+  readonly costPerDocument?: number;
+  readonly targetAccuracy?: number;
+  readonly budget?: number;
+  readonly rule: RoutingRule;
+  readonly bins?: number;
+  readonly thresholds?: readonly number[];
+  readonly labels?: readonly string[];
+  readonly seed: number;
+  readonly resamples: number;
+  readonly json?: string;
+}
+
+export async function runCalibrate(options: CalibrateCommandOptions): Promise<CalibrationResult> {
+  if ((options.fallbackAccuracy === undefined) === (options.fallbackPredictions === undefined)) {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      'pass exactly one of --fallback-accuracy A (the accuracy you assume for the fallback model, e.g. 0.9) or --fallback-predictions FILE (its labels for the validation documents)',
+    );
+  }
+  if (options.targetAccuracy !== undefined && options.budget !== undefined) {
+    throw new RescaleError('CONFIG_INVALID', 'pass --target-accuracy or --budget, not both: the first buys accuracy at the lowest cost, the second the best accuracy for a cost');
+  }
+  const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: options.labelColumn });
+  const predictions = await readPredictions(options.predictions);
+  const fallback: FallbackEvidence =
+    options.fallbackPredictions !== undefined
+      ? { kind: 'predictions', predictions: await readPredictions(options.fallbackPredictions, '--fallback-predictions') }
+      : { kind: 'assumed', accuracy: options.fallbackAccuracy as number };
+  const labels = resolveLabelOrder(gold, [predictions], options.labels, (p) => p.localLabels);
+  const goal: ThresholdGoal | undefined =
+    options.targetAccuracy !== undefined ? { targetAccuracy: options.targetAccuracy } : options.budget !== undefined ? { budget: options.budget } : undefined;
+  const result = calibrateRouting(gold, predictions, {
+    rule: options.rule,
+    fallback,
+    labelCount: labels.length,
+    seed: options.seed,
+    resamples: options.resamples,
+    ...(options.corpusSize !== undefined ? { corpusSize: options.corpusSize } : {}),
+    ...(options.costPerDocument !== undefined ? { costPerDocument: options.costPerDocument } : {}),
+    ...(goal !== undefined ? { goal } : {}),
+    ...(options.bins !== undefined ? { bins: options.bins } : {}),
+    ...(options.thresholds !== undefined ? { tableThresholds: options.thresholds } : {}),
+  });
+  if (options.json !== undefined) await writeJsonFile(options.json, result);
+  return result;
+}
+
+function money(value: number): string {
+  return value >= 100 ? value.toFixed(0) : value >= 1 ? value.toFixed(2) : value.toFixed(4);
+}
+
+function keepWord(rule: RoutingRule): string {
+  return rule === 'entropy' ? 'entropy ≤ t' : `${rule} ≥ t`;
+}
+
+/** The threshold table; `*` marks the recommended threshold. */
+export function formatThresholdTable(result: CalibrationResult, markdown = false): string {
+  const priced = result.costPerDocument !== null;
+  const header = [
+    `t (keep ${keepWord(result.rule)})`,
+    'routed',
+    'routed share',
+    'kept accuracy',
+    'hybrid accuracy',
+    `fallback docs (N=${result.corpusSize})`,
+    ...(priced ? ['expected cost'] : []),
+  ];
+  const chosen = result.recommendation.point;
+  const rows = result.table.map((p: ThresholdPoint) => [
+    `${Number.isFinite(p.threshold) ? fixed(p.threshold, 3) : 'route all'}${chosen !== null && p.threshold === chosen.threshold ? ' *' : ''}`,
+    String(p.routed),
+    percent(p.routedShare),
+    p.keptAccuracy === null ? 'n/a' : fixed(p.keptAccuracy),
+    fixed(p.hybridAccuracy),
+    p.expectedFallbackDocuments.toFixed(0),
+    ...(priced ? [money(p.expectedCost)] : []),
+  ]);
+  return markdown ? formatMarkdownTable(header, rows) : formatTable(header, rows);
+}
+
+/** Reliability diagram as a table with bars: accuracy per confidence bin against the bin's mean confidence. */
+export function formatReliabilityTable(result: CalibrationResult, markdown = false): string {
+  const header = ['confidence bin', 'documents', 'mean confidence', 'accuracy', 'gap', ...(markdown ? [] : ['accuracy (█) vs confidence (|)'])];
+  const rows = result.bins.filter((b) => b.count > 0).map((b) => {
+    const gap = (b.accuracy as number) - (b.meanConfidence as number);
+    const cells = [`(${fixed(b.lower, 2)}, ${fixed(b.upper, 2)}]`, String(b.count), fixed(b.meanConfidence), fixed(b.accuracy), `${gap >= 0 ? '+' : ''}${fixed(gap)}`];
+    if (!markdown) {
+      const width = 30;
+      const filled = Math.round((b.accuracy as number) * width);
+      const mark = Math.min(width - 1, Math.round((b.meanConfidence as number) * width));
+      const bar = Array.from({ length: width }, (_, i) => (i === mark ? '|' : i < filled ? '█' : '·')).join('');
+      cells.push(bar);
+    }
+    return cells;
+  });
+  return markdown ? formatMarkdownTable(header, rows, ['left', 'right', 'right', 'right', 'right']) : formatTable(header, rows, ['left', 'right', 'right', 'right', 'right', 'left']);
+}
+
+export function formatCalibration(result: CalibrationResult): string {
+  const out: string[] = [];
+  const note = describeCoverage(result.coverage);
+  out.push(`predictions: ${result.predictions}`);
+  out.push(`gold: ${result.gold}`);
+  if (note !== null) out.push(`note: ${note}`);
+  out.push(`labelled documents: ${result.documents}; local accuracy ${fixed(result.localAccuracy)}`);
+  out.push(`expected calibration error (${result.bins.length} equal-width bins): ${withInterval(result.ece)} (95% CI, seed ${result.ece.seed})`);
+  out.push('', 'reliability diagram:', formatReliabilityTable(result));
+  const f = result.fallback;
+  out.push(
+    '',
+    f.source === 'assumed'
+      ? `fallback accuracy: ${fixed(f.accuracy)} (assumed)`
+      : f.source === 'per-document'
+        ? `fallback accuracy: ${fixed(f.accuracy)} measured on all ${f.documents} labelled documents; each routed document counts with the fallback's own answer`
+        : `fallback accuracy: ${fixed(f.accuracy)} measured on the ${f.documents} labelled documents it answered (of ${result.documents})`,
+  );
+  out.push(
+    result.costPerDocument === null
+      ? `cost: counted in documents sent to the fallback (pass --cost-per-document for money), corpus of ${result.corpusSize} documents`
+      : `cost: ${result.costPerDocument} per fallback document, corpus of ${result.corpusSize} documents`,
+  );
+  out.push('', `routing by ${result.rule}: a document goes to the fallback unless ${keepWord(result.rule)}`, formatThresholdTable(result));
+  const p = result.recommendation.point;
+  out.push('');
+  if (p === null) out.push(`no recommendation: ${result.recommendation.reason}`);
+  else {
+    out.push(
+      `recommended threshold: ${result.rule} ${Number.isFinite(p.threshold) ? fixed(p.threshold, 4) : '(route everything)'} — routes ${percent(p.routedShare)} ` +
+        `(${p.expectedFallbackDocuments.toFixed(0)} of ${result.corpusSize} documents), expected accuracy ${fixed(p.hybridAccuracy)}` +
+        (result.costPerDocument === null ? '' : `, expected cost ${money(p.expectedCost)}`),
+    );
+    out.push(`why: ${result.recommendation.reason}`);
+    out.push('note: accuracies are estimates on the labelled sample; a target met by a hair is not met with confidence');
+  }
+  return out.join('\n') + '\n';
+}

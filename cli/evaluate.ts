@@ -1,0 +1,144 @@
+// `rescale evaluate`: reads gold labels and prediction files, evaluates them side by side and prints the tables
+// (optionally writing the full result as JSON for `rescale report`).
+
+import path from 'node:path';
+import { RescaleError } from '../contracts/errors.js';
+import {
+  assertCompleteJoin,
+  describeCoverage,
+  joinByIds,
+  readGoldLabels,
+  readPredictions,
+  resolveLabelOrder,
+} from '../coordinator/analysis/labelled-predictions.js';
+import { evaluatePredictions, type EvaluationResult, type SystemEvaluation } from '../coordinator/analysis/evaluate-predictions.js';
+import { fixed, formatMarkdownTable, formatTable, percent, signedInterval, withInterval } from '../coordinator/analysis/text-table.js';
+import type { BootstrapInterval } from '../coordinator/evaluation/bootstrap.js';
+import { writeJsonFile } from '../coordinator/analysis/json-file.js';
+
+export interface EvaluateCommandOptions {
+  readonly predictions: readonly string[];
+  readonly gold: string;
+  readonly idColumn: string;
+  readonly labelColumn: string;
+  readonly seed: number;
+  readonly resamples: number;
+  readonly ordered: boolean;
+  readonly labels?: readonly string[];
+  readonly names?: readonly string[];
+  readonly trainingSizes?: readonly number[];
+  /** Fail instead of reporting when any id does not join. */
+  readonly strictIds?: boolean;
+  readonly json?: string;
+}
+
+export async function runEvaluate(options: EvaluateCommandOptions): Promise<EvaluationResult> {
+  if (options.predictions.length === 0) throw new RescaleError('CONFIG_INVALID', '--predictions is required; see "rescale --help"');
+  const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: options.labelColumn });
+  const predictions = [];
+  for (const file of options.predictions) predictions.push(await readPredictions(file));
+  if (options.strictIds) for (const p of predictions) assertCompleteJoin(joinByIds(gold, p).coverage, gold.file);
+  const labels = resolveLabelOrder(gold, predictions, options.labels);
+  const result = evaluatePredictions(gold, predictions, {
+    labels,
+    seed: options.seed,
+    resamples: options.resamples,
+    ordered: options.ordered,
+    ...(options.names !== undefined ? { names: options.names } : {}),
+    ...(options.trainingSizes !== undefined ? { trainingSizes: options.trainingSizes } : {}),
+  });
+  if (options.json !== undefined) await writeJsonFile(options.json, result);
+  return result;
+}
+
+interface MetricRow {
+  readonly name: string;
+  readonly pick: (s: SystemEvaluation) => BootstrapInterval | null;
+}
+
+function metricRows(result: EvaluationResult): MetricRow[] {
+  const rows: MetricRow[] = [
+    { name: 'accuracy', pick: (s) => s.accuracy },
+    { name: 'macro-F1', pick: (s) => s.macroF1 },
+    { name: 'weighted-F1', pick: (s) => s.weightedF1 },
+    { name: "Cohen's kappa", pick: (s) => s.cohenKappa },
+    { name: "Krippendorff's alpha (nominal)", pick: (s) => s.alphaNominal },
+  ];
+  if (result.ordered) {
+    rows.push({ name: "Krippendorff's alpha (ordinal)", pick: (s) => s.alphaOrdinal });
+    rows.push({ name: 'kappa (quadratic weights)', pick: (s) => s.kappaQuadratic });
+  }
+  return rows;
+}
+
+/** The overall table: one row per metric, one column per predictions file, estimate [95% CI]. */
+export function formatSummaryTable(result: EvaluationResult, markdown = false): string {
+  const header = ['metric', ...result.systems.map((s) => s.name)];
+  const rows = metricRows(result).map((m) => [m.name, ...result.systems.map((s) => {
+    const ci = m.pick(s);
+    return ci === null ? 'n/a' : withInterval(ci);
+  })]);
+  return markdown ? formatMarkdownTable(header, rows) : formatTable(header, rows);
+}
+
+/** Per-class precision, recall and F1 of one file. */
+export function formatPerClassTable(system: SystemEvaluation, markdown = false): string {
+  const header = ['label', 'support', 'predicted', 'precision', 'recall', 'F1'];
+  const rows = system.perClass.map((c) => [c.label, String(c.support), String(c.predicted), withInterval(c.precision), withInterval(c.recall), withInterval(c.f1)]);
+  return markdown ? formatMarkdownTable(header, rows) : formatTable(header, rows);
+}
+
+/** Confusion matrix of one file: rows gold, columns predicted. */
+export function formatConfusionTable(system: SystemEvaluation, markdown = false): string {
+  const { labels, counts } = system.confusion;
+  const header = ['gold \\ predicted', ...labels, 'total'];
+  const rows = labels.map((label, i) => {
+    const row = counts[i] ?? [];
+    return [label, ...row.map(String), String(row.reduce((a, b) => a + b, 0))];
+  });
+  return markdown ? formatMarkdownTable(header, rows) : formatTable(header, rows);
+}
+
+/** Training-set size against the metrics: the learning curve, when the files carry training sizes. */
+export function formatLearningCurveTable(result: EvaluationResult, markdown = false): string | null {
+  const points = result.systems.filter((s) => s.trainingSize !== null);
+  if (points.length === 0) return null;
+  const header = ['training examples', 'accuracy', 'macro-F1', "Cohen's kappa", "Krippendorff's alpha"];
+  const rows = points.map((s) => [String(s.trainingSize), withInterval(s.accuracy), withInterval(s.macroF1), withInterval(s.cohenKappa), withInterval(s.alphaNominal)]);
+  return markdown ? formatMarkdownTable(header, rows) : formatTable(header, rows);
+}
+
+export function formatEvaluation(result: EvaluationResult): string {
+  const { bootstrap } = result;
+  const out: string[] = [];
+  out.push(`gold: ${result.gold.file} (column "${result.gold.labelColumn}", ${result.gold.rows} rows${result.gold.unlabelled > 0 ? `, ${result.gold.unlabelled} without a label` : ''})`);
+  out.push(`labels: ${result.labels.join(', ')}${result.ordered ? ' (ordered)' : ''}`);
+  out.push(
+    `documents evaluated: ${result.documents}${result.systems.length > 1 ? ' (labelled in every predictions file)' : ''}; ` +
+      `${percent(bootstrap.confidence, 0)} CIs from ${bootstrap.resamples} percentile bootstrap resamples, seed ${bootstrap.seed}`,
+  );
+  for (const s of result.systems) {
+    const note = describeCoverage(s.coverage);
+    if (note !== null) out.push(`note: ${note}`);
+    if (s.coverage.evaluated > result.documents) out.push(`note: ${s.name}: ${s.coverage.evaluated - result.documents} documents it labelled are left out because another file did not label them`);
+  }
+  out.push('', formatSummaryTable(result));
+  const curve = formatLearningCurveTable(result);
+  if (curve !== null) out.push('', 'learning curve:', curve);
+  if (result.differences.length > 0) {
+    out.push('', `difference against ${result.differences[0]?.baseline ?? ''} (paired bootstrap, same resamples):`);
+    out.push(formatTable(['file', 'Δ accuracy', 'Δ macro-F1'], result.differences.map((d) => [d.system, signedInterval(d.accuracy), signedInterval(d.macroF1)])));
+  }
+  for (const s of result.systems) {
+    out.push('', `${s.name}: per class`, formatPerClassTable(s));
+    out.push('', `${s.name}: confusion matrix (rows gold, columns predicted)`, formatConfusionTable(s));
+    const undefinedKappa = s.cohenKappa.undefinedResamples;
+    if (undefinedKappa > 0) out.push(`note: kappa was undefined on ${undefinedKappa} resamples (a single label), left out of its interval`);
+  }
+  return out.join('\n') + '\n';
+}
+
+/** One-line summary, e.g. for logs: "accuracy 0.612 [0.595, 0.630], macro-F1 …". */
+export function summaryLine(system: SystemEvaluation): string {
+  return `${path.basename(system.file)}: accuracy ${withInterval(system.accuracy)}, macro-F1 ${withInterval(system.macroF1)}, kappa ${fixed(system.cohenKappa.estimate)}`;
+}

@@ -1,0 +1,58 @@
+// `rescale report`: gathers a run's results (and optional gold labels, learning curve, calibration) into one
+// self-contained HTML file next to the results unless --out says otherwise.
+
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { RescaleError, errorMessage } from '../contracts/errors.js';
+import type { EvaluationResult } from '../coordinator/analysis/evaluate-predictions.js';
+import { readJsonFile } from '../coordinator/analysis/json-file.js';
+import type { CalibrationResult } from '../coordinator/analysis/routing-calibration.js';
+import { buildRunReport } from '../coordinator/analysis/run-report.js';
+
+export interface ReportCommandOptions {
+  readonly results: string;
+  readonly gold?: string;
+  readonly idColumn: string;
+  readonly labelColumn: string;
+  readonly seed: number;
+  readonly resamples: number;
+  /** Default: RESULTS with .html instead of .parquet. */
+  readonly out?: string;
+  /** JSON from `rescale evaluate --json` with --training-sizes. */
+  readonly learningCurve?: string;
+  /** JSON from `rescale calibrate --json`. */
+  readonly calibration?: string;
+}
+
+export function defaultReportPath(results: string): string {
+  const absolute = path.resolve(results);
+  return absolute.endsWith('.parquet') ? `${absolute.slice(0, -'.parquet'.length)}.report.html` : `${absolute}.report.html`;
+}
+
+/** Writes the report and returns its path. */
+export async function runReport(options: ReportCommandOptions): Promise<string> {
+  const learningCurve = options.learningCurve === undefined ? undefined : ((await readJsonFile(options.learningCurve, '--learning-curve', 'rescale.evaluation')) as EvaluationResult);
+  if (learningCurve !== undefined && !learningCurve.systems.some((s) => s.trainingSize !== null)) {
+    throw new RescaleError('INPUT_INVALID', `--learning-curve ${options.learningCurve}: its files carry no training sizes; run rescale evaluate with --training-sizes`);
+  }
+  const calibration = options.calibration === undefined ? undefined : ((await readJsonFile(options.calibration, '--calibration', 'rescale.calibration')) as CalibrationResult);
+  const html = await buildRunReport({
+    results: options.results,
+    ...(options.gold !== undefined ? { gold: { file: options.gold, idColumn: options.idColumn, labelColumn: options.labelColumn } } : {}),
+    seed: options.seed,
+    resamples: options.resamples,
+    ...(learningCurve !== undefined ? { learningCurve } : {}),
+    ...(calibration !== undefined ? { calibration } : {}),
+  });
+  const out = path.resolve(options.out ?? defaultReportPath(options.results));
+  const tmp = `${out}.tmp-${process.pid}`;
+  try {
+    await mkdir(path.dirname(out), { recursive: true });
+    await writeFile(tmp, html);
+    await rename(tmp, out);
+  } catch (cause) {
+    await rm(tmp, { force: true });
+    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write the report to ${out} (--out): ${errorMessage(cause)}`, { cause });
+  }
+  return out;
+}
