@@ -5,8 +5,10 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { RescaleError, errorMessage, type ErrorCode } from '../contracts/errors.js';
 import { JsonLogger, type LogLevel, type Logger } from '../contracts/logger.js';
+import { isClusterCommand } from './cluster-verbs.js';
 import { createProgress, silentProgress } from './progress.js';
 import { RESCALE_VERSION } from './version.js';
+import { analysisOptions, ANALYSIS_USAGE, runAnalysisCommand } from './analysis-commands.js';
 
 const USAGE = `rescale ${RESCALE_VERSION} — classify documents with small fine-tuned LLMs, reproducibly
 
@@ -19,6 +21,8 @@ Usage:
         --shard-rows N     rows per shard (default 2000)
         --sequences N      documents decoded together (default: codebook, else 1 on CPU, 8 on GPU)
         --threads N        CPU threads (default: codebook, else all cores)
+        --no-fallback      never call the codebook's closed-model fallback (local labels only)
+        --fallback-offline replay fallback answers from the cache only: no key, no network (docs/hybrid.md)
   rescale inspect --input P [--codebook C]
       Rows, columns and row groups of a corpus, a sample, and with a codebook the prompt of the first document.
   rescale merge --codebook C --input P --output O
@@ -26,13 +30,20 @@ Usage:
   rescale demo [--output O] [--limit N]
       Classify TweetEval sentiment tweets with the fixture keyword model and adapter; print accuracy.
 
+${ANALYSIS_USAGE}
+Cluster mode (docs/cluster.md; "rescale worker --help" for options):
+  rescale coordinator --redis URL --listen HOST:PORT [--token-file F]
+  rescale worker --redis URL
+  rescale submit --codebook C --input P --output O [--coordinator HOST:PORT] [--token-file F] [--watch]
+  rescale status [RUN] | watch RUN | cancel RUN | retry RUN | workers
+
 Common options:
   --log-level debug|info|warn|error   (default info; logs are JSON lines on stderr, never document text)
   --no-progress                       no progress bar / progress lines
   -h, --help, --version
 `;
 
-/** Exit codes: 2 usage or codebook, 3 input, 4 output, 5 model or adapter, 6 engine, 130 interrupted. */
+/** Exit codes: 2 usage or codebook, 3 input, 4 output, 5 model or adapter, 6 engine, 7 fallback endpoint, 8 cluster auth, 9 Redis or coordinator unreachable, 10 run not found or in conflict, 130 interrupted. */
 const EXIT_CODES: Partial<Record<ErrorCode, number>> = {
   CODEBOOK_INVALID: 2,
   CONFIG_INVALID: 2,
@@ -50,6 +61,12 @@ const EXIT_CODES: Partial<Record<ErrorCode, number>> = {
   ADAPTER_INVALID: 5,
   ADAPTER_MISMATCH: 5,
   ENGINE_FAILED: 6,
+  FALLBACK_AUTH: 7,
+  FALLBACK_REJECTED: 7,
+  AUTH_FAILED: 8,
+  SERVICE_UNAVAILABLE: 9,
+  RUN_NOT_FOUND: 10,
+  RUN_CONFLICT: 10,
   ABORTED: 130,
 };
 
@@ -64,8 +81,11 @@ const options = {
   threads: { type: 'string' },
   'log-level': { type: 'string' },
   'no-progress': { type: 'boolean' },
+  'no-fallback': { type: 'boolean' },
+  'fallback-offline': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
+  ...analysisOptions,
 } satisfies ParseArgsConfig['options'];
 
 function positiveInt(name: string, value: string | undefined): number | undefined {
@@ -81,6 +101,11 @@ function required(name: string, value: string | undefined): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  const verb = argv[0];
+  if (isClusterCommand(verb)) {
+    const { runClusterCommand } = await import('./cluster-commands.js');
+    return runClusterCommand(verb, argv.slice(1));
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
@@ -121,14 +146,21 @@ async function main(argv: string[]): Promise<number> {
         output: required('output', values.output),
         ...optionalNumbers(values),
         overwrite: values.overwrite ?? false,
+        noFallback: values['no-fallback'] ?? false,
+        fallbackOffline: values['fallback-offline'] ?? false,
         logger,
         progress: values['no-progress'] ? silentProgress : createProgress(),
         signal: controller.signal,
       });
+      const { fallback } = summary;
+      const fallbackLine = !fallback.active
+        ? `fallback: off (${fallback.reason})\n`
+        : `fallback (${fallback.mode}): ${fallback.stats === null ? 'nothing to route (all shards reused)' : `${fallback.stats.routed} routed, ${fallback.stats.answered} answered, ${fallback.stats.cacheHits} from cache, ${fallback.stats.invalid} invalid, ${fallback.stats.overBudget} over budget, ${fallback.stats.failed} failed; $${fallback.stats.costUsd.toFixed(4)} this run, $${fallback.stats.budgetCommittedUsd.toFixed(4)} of the budget committed`}; audit ${fallback.auditFile}\n`;
       process.stdout.write(
         `wrote ${summary.output} (${summary.rows} rows, ${summary.shards} shards, ${summary.shardsSkipped} reused) and ${summary.manifest}\n` +
           `scored ${summary.documentsScored} documents in ${summary.seconds.toFixed(1)} s (${summary.documentsPerSecond.toFixed(1)} docs/s)\n` +
-          `statuses: ${Object.entries(summary.merge.statusCounts).filter(([, n]) => n > 0).map(([s, n]) => `${s} ${n}`).join(', ')}\n`,
+          `statuses: ${Object.entries(summary.merge.statusCounts).filter(([, n]) => n > 0).map(([s, n]) => `${s} ${n}`).join(', ')}\n` +
+          fallbackLine,
       );
       return 0;
     }
@@ -139,7 +171,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'merge': {
       const { mergeOnly } = await import('./merge-only.js');
-      const summary = await mergeOnly({ codebook: required('codebook', values.codebook), input: values.input ?? [required('input', undefined)], output: required('output', values.output), ...optionalNumbers(values), logger });
+      const summary = await mergeOnly({ codebook: required('codebook', values.codebook), input: values.input ?? [required('input', undefined)], output: required('output', values.output), ...optionalNumbers(values), noFallback: values['no-fallback'] ?? false, fallbackOffline: values['fallback-offline'] ?? false, logger });
       process.stdout.write(`wrote ${summary.output} (${summary.rows} rows from ${summary.shards} shards) and ${summary.manifestPath}\n`);
       return 0;
     }
@@ -148,6 +180,11 @@ async function main(argv: string[]): Promise<number> {
       await runDemo({ ...(values.output ? { output: values.output } : {}), ...optionalNumbers(values), logger, progress: values['no-progress'] ? silentProgress : createProgress(), signal: controller.signal });
       return 0;
     }
+    case 'evaluate':
+    case 'calibrate':
+    case 'sample':
+    case 'report':
+      return runAnalysisCommand(command, values, positionals);
     default:
       throw new RescaleError('CONFIG_INVALID', `unknown command "${command}"; see "rescale --help"`);
   }
