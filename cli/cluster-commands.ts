@@ -205,12 +205,18 @@ async function runWorker(values: Values): Promise<number> {
   }
 }
 
-/** Resolves with the first SIGTERM or SIGINT; a second one exits at once. */
+/**
+ * Resolves with the first SIGTERM or SIGINT. A repeated SIGTERM is ignored (SLURM signals every process of a job
+ * and a forwarding trap may send another), so the shard is still handed back; a second Ctrl-C exits at once.
+ */
 function stopSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     let received = false;
     const on = (signal: NodeJS.Signals): void => {
-      if (received) process.exit(130);
+      if (received) {
+        if (signal === 'SIGINT') process.exit(130);
+        return;
+      }
       received = true;
       resolve(signal);
     };
@@ -264,7 +270,7 @@ async function runClientCommand(command: Exclude<ClusterCommand, 'coordinator' |
           process.stdout.write(`${response.created ? 'submitted' : 'already submitted:'} run ${response.runId}${s ? ` (${s.shardsTotal} shards, ${s.documentsTotal} documents, ${stateName(s.state)})` : ''}\n`);
         }
         if (values.watch !== true) return 0;
-        return watch(controlClient, response.runId, json);
+        return await watch(controlClient, response.runId, json);
       }
       case 'status': {
         const runId = positionals[0];
@@ -278,7 +284,7 @@ async function runClientCommand(command: Exclude<ClusterCommand, 'coordinator' |
         return 0;
       }
       case 'watch':
-        return watch(controlClient, runArg(), json);
+        return await watch(controlClient, runArg(), json);
       case 'cancel': {
         const status = await controlClient.cancel(runArg());
         process.stdout.write(json ? `${JSON.stringify(status)}\n` : `run ${status.runId} is ${stateName(status.state)}\n`);

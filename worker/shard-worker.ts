@@ -131,7 +131,7 @@ export class ShardWorker {
       logger,
       onLost: (error) => {
         logger.log('error', 'giving up: redis unreachable for too long; exiting so the scheduler can restart this worker', { error: error.message });
-        void this.abandon().finally(() => this.resolveLost(1));
+        void this.abandon().finally(() => this.resolveLost(9));
       },
     });
     this.worker = new Worker<unknown, ShardJobResult>(SHARD_QUEUE_NAME, (job, token, signal) => this.process(job, token, signal), {

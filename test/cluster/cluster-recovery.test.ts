@@ -227,7 +227,7 @@ describe('cluster recovery', () => {
       const stoppedAt = Date.now();
       await redis.stop();
       const { code } = await worker.exited;
-      assert.equal(code, 1);
+      assert.equal(code, 9, "the documented exit code for an unreachable Redis");
       assert.ok(Date.now() - stoppedAt < 15_000);
       assert.ok(worker.logs().some((l) => l.msg === 'redis unreachable; waiting for it'));
       assert.ok(worker.logs().some((l) => /giving up: redis unreachable/.test(l.msg)));

@@ -2,10 +2,10 @@
 // needs root), a job array, signal delivery to a node child, a requeue, and a clean stop.
 
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, it } from 'node:test';
+import { runShellScript, timingLines } from '../helpers/shell-script.js';
 
 const smokeScript = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../deploy/slurm/test/smoke.sh');
 // The smoke itself takes ~30 s; a first run on a clean machine also apt-gets slurm-wlm and munge (~30 s).
@@ -18,51 +18,11 @@ const skip =
 
 describe('deploy/slurm/test/smoke.sh', { skip }, () => {
   it('starts a one-node cluster, runs an array, delivers SIGTERM to a node child, requeues and stops cleanly', { timeout: TIMEOUT_MS + 30_000 }, async (t) => {
-    const { code, signal, timedOut, stdout, stderr } = await runSmoke(TIMEOUT_MS);
-    for (const line of stdout.split('\n').filter((l) => l.startsWith('TIMING '))) t.diagnostic(line);
+    const { code, signal, timedOut, stdout, stderr } = await runShellScript(smokeScript, TIMEOUT_MS);
+    for (const line of timingLines(stdout)) t.diagnostic(line);
     assert.ok(!timedOut, `smoke.sh did not finish within ${TIMEOUT_MS} ms and was terminated\n${stderr}`);
     assert.equal(signal, null, `smoke.sh was killed by ${String(signal)}\n${stderr}`);
     assert.equal(code, 0, `smoke.sh exited ${String(code)}\n--- stderr ---\n${stderr}\n--- stdout ---\n${stdout}`);
     assert.match(stderr, /all steps passed/);
   });
 });
-
-interface SmokeResult {
-  readonly code: number | null;
-  readonly signal: NodeJS.Signals | null;
-  readonly timedOut: boolean;
-  readonly stdout: string;
-  readonly stderr: string;
-}
-
-function runSmoke(timeoutMs: number): Promise<SmokeResult> {
-  return new Promise((resolve, reject) => {
-    // Own process group, so a timeout can TERM the script and its sbatch/squeue children together; the
-    // script's EXIT trap then stops the daemons.
-    const child = spawn('bash', [smokeScript], { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
-    const signalGroup = (sig: NodeJS.Signals): void => {
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, sig);
-      } catch {
-        // already gone
-      }
-    };
-    let killTimer: NodeJS.Timeout | undefined;
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      signalGroup('SIGTERM');
-      killTimer = setTimeout(() => signalGroup('SIGKILL'), 30_000);
-    }, timeoutMs);
-    child.once('error', reject);
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      clearTimeout(killTimer);
-      resolve({ code, signal, timedOut, stdout, stderr });
-    });
-  });
-}

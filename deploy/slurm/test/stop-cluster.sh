@@ -64,7 +64,7 @@ stop "slurmd:$(pid_of slurmd)" "slurmctld:$ctld_pid" || status=1
 # under it; this is already the abnormal path, so straight to SIGKILL.
 leftovers=()
 for pid in $(pgrep -x slurmstepd 2>/dev/null); do
-  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "SLURM_CONF=$conf" && leftovers+=("$pid")
+  tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qx "SLURM_CONF=$conf" && leftovers+=("$pid")
 done
 if (( ${#leftovers[@]} )); then
   tree=("${leftovers[@]}") i=0
