@@ -19,7 +19,7 @@ Usage:
         --limit N          score only the first N rows (a trial run)
         --overwrite        discard earlier results for O and start over
         --shard-rows N     rows per shard (default 2000)
-        --sequences N      documents decoded together (default: codebook, else 1 on CPU, 8 on GPU)
+        --sequences N      KV sequences per context (default: codebook, else 1)
         --threads N        CPU threads (default: codebook, else all cores)
         --no-fallback      never call the codebook's closed-model fallback (local labels only)
         --fallback-offline replay fallback answers from the cache only: no key, no network (docs/hybrid.md)

@@ -259,15 +259,13 @@ export class LabelScorer {
 
   /** One group: every document on its own sequence, each phase submitted together so layout is fixed. */
   private async scoreGroup(group: readonly PendingDocument[]): Promise<DocumentScore[]> {
-    const starts = await Promise.all(group.map((doc, slot) => this.resetSequence(slot, doc.tokens)));
+    const starts = await inOrder(group, (doc, slot) => this.resetSequence(slot, doc.tokens));
     const sequences = group.map((_, slot) => this.sequences[slot] as LlamaContextSequence);
     const evaluated = group.map((doc, slot) => doc.tokens.length - (starts[slot] as number));
 
     try {
       // Root: the relative probabilities of the labels' first tokens right after the prompt.
-      const rootProbabilities = await Promise.all(
-        group.map((doc, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, doc.tokens.slice(starts[slot]), this.rootBias)),
-      );
+      const rootProbabilities = await inOrder(group, (doc, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, doc.tokens.slice(starts[slot]), this.rootBias));
       // Rare: a first token ranked below the top-k even with the bias; redo that document with the full distribution.
       for (const [slot, doc] of group.entries()) {
         if (rootProbabilities[slot] !== null) continue;
@@ -283,11 +281,9 @@ export class LabelScorer {
       for (const node of this.inner) {
         const path = [...node.path];
         await Promise.all(group.map((doc, slot) => this.truncateSequence(slot, doc.tokens.length)));
-        const anchors = await Promise.all(group.map((_, slot) => this.evaluateGreedy(sequences[slot] as LlamaContextSequence, path)));
+        const anchors = await inOrder(group, (_, slot) => this.evaluateGreedy(sequences[slot] as LlamaContextSequence, path));
         await Promise.all(group.map((doc, slot) => this.truncateSequence(slot, doc.tokens.length)));
-        const relative = await Promise.all(
-          group.map((_, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, path, this.restriction([...node.children.keys(), (anchors[slot] as Anchor).token]))),
-        );
+        const relative = await inOrder(group, (_, slot) => this.evaluateWithNext(sequences[slot] as LlamaContextSequence, path, this.restriction([...node.children.keys(), (anchors[slot] as Anchor).token])));
         for (const [slot, doc] of group.entries()) {
           const anchor = anchors[slot] as Anchor;
           let probabilities = relative[slot] ?? null;
@@ -448,12 +444,25 @@ export class LabelScorer {
 
 /**
  * Documents decoded together: the codebook's `model.sequences`, or for "auto" 1 on CPU (where more sequences
- * gain nothing, measured) and 8 on a GPU. Part of the result hash, since it moves probabilities slightly.
+ * gain nothing, measured) and, while several sequences are decoded one after another, on a GPU too. Part of the result hash.
  */
 export function resolveSequences(codebook: Codebook, gpu: string | false, override?: number): number {
   if (override !== undefined) return override;
   if (codebook.model.sequences !== 'auto') return codebook.model.sequences;
-  return gpu === false ? 1 : 8;
+  void gpu; // several sequences gain nothing while their evaluations run one after another (see inOrder)
+  return 1;
+}
+
+/**
+ * Runs one evaluation per sequence, one after another. Evaluations submitted together on several sequences of
+ * one context are batched by node-llama-cpp into one decode — the point of several sequences — but under load
+ * (measured: 2 cores, load average 9) a document then received another sequence's next-token distribution, so
+ * until that is fixed each document is decoded alone, in order: always correct and deterministic.
+ */
+async function inOrder<T, R>(items: readonly T[], run: (item: T, index: number) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  for (const [index, item] of items.entries()) results.push(await run(item, index));
+  return results;
 }
 
 function unscored(status: RowStatus, error: string, tokens: number, truncated: boolean): DocumentScore {
