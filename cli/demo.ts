@@ -84,7 +84,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   const models = { model: await ensureFixtureModel('keyword'), adapter: await ensureFixtureModel('keyword-adapter') };
   const corpus = await tweetEvalParquet(dataDir, 'sentiment', 'test', path.join(workDir, 'tweeteval-sentiment-test.parquet'));
   const codebookFile = path.join(workDir, 'sentiment.codebook.yaml');
-  await writeFile(codebookFile, demoCodebook(models.model, models.adapter));
+  await writeFile(codebookFile, sentimentCodebookYaml(models.model, models.adapter));
   say(`corpus: ${corpus}\ncodebook: ${codebookFile}`);
 
   const summary = await runLocal({
@@ -124,8 +124,9 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   say(`speed:    ${summary.documentsPerSecond.toFixed(1)} docs/s over ${summary.seconds.toFixed(1)} s`);
 }
 
-function demoCodebook(model: string, adapter: string): string {
-  return `# TweetEval sentiment, scored by the fixture keyword model with an adapter learned from the val split.
+/** The TweetEval sentiment codebook the demo and the learning curve score with (adapter optional). */
+export function sentimentCodebookYaml(model: string, adapter: string | null): string {
+  return `# TweetEval sentiment, scored by the fixture keyword model${adapter === null ? '' : ' with an adapter learned from labelled tweets'}.
 task: tweeteval-sentiment
 description: Sentiment of English tweets (TweetEval).
 input:
@@ -148,9 +149,6 @@ prompt:
     Tweet: {text}
 model:
   path: ${JSON.stringify(model)}
-  adapters:
-    - path: ${JSON.stringify(adapter)}
-      scale: 1.0
-  max_document_tokens: 256
+${adapter === null ? '' : `  adapters:\n    - path: ${JSON.stringify(adapter)}\n      scale: 1.0\n`}  max_document_tokens: 256
 `;
 }

@@ -21,7 +21,7 @@ import { writeTrainingSample, type TrainingSample } from '../coordinator/analysi
 import { formatLearningCurveTable, formatSummaryTable } from '../cli/evaluate.js';
 import { formatCalibration } from '../cli/calibrate.js';
 import { calibrateRouting, type CalibrationResult } from '../coordinator/analysis/routing-calibration.js';
-import { defaultTweetEvalDir, readTweetEvalSplit } from '../cli/demo.js';
+import { defaultTweetEvalDir, readTweetEvalSplit, sentimentCodebookYaml } from '../cli/demo.js';
 import { runLocal } from '../cli/local-run.js';
 import { silentProgress } from '../cli/progress.js';
 import { runReport } from '../cli/report.js';
@@ -68,33 +68,6 @@ export interface LearningCurveResult {
   readonly runs: readonly { readonly size: number; readonly results: string; readonly adapter: string | null; readonly keywords: number }[];
 }
 
-/** The codebook used for sampling (training prompts) and scoring, so both see the same prompt. */
-function codebookYaml(model: string, adapter: string | null): string {
-  return `# TweetEval sentiment; written by scripts/learning-curve.ts.
-task: tweeteval-sentiment
-input:
-  text_column: text
-  id_column: id
-labels:
-  - name: negative
-    description: The tweet expresses a negative opinion or emotion.
-  - name: neutral
-    description: The tweet is factual or expresses no clear sentiment.
-  - name: positive
-    description: The tweet expresses a positive opinion or emotion.
-prompt:
-  format: chat
-  system: You are a careful annotator. Answer with exactly one label.
-  template: |-
-    Classify the sentiment of the tweet as one of: {labels}.
-    {label_descriptions}
-
-    Tweet: {text}
-model:
-  path: ${JSON.stringify(model)}
-${adapter === null ? '' : `  adapters:\n    - path: ${JSON.stringify(adapter)}\n      scale: 1.0\n`}  max_document_tokens: 256
-`;
-}
 
 /** TweetEval sentiment val + test pooled into one labelled Parquet file (id, text, gold, split). */
 async function writePool(dataDir: string, file: string, limit: number | undefined): Promise<number> {
@@ -131,7 +104,7 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
 
   // 1. rescale sample: held-out split + nested subsets, prompts rendered from the base codebook.
   const baseCodebookFile = path.join(outDir, 'codebooks', 'base.yaml');
-  const baseYaml = codebookYaml(model, null);
+  const baseYaml = sentimentCodebookYaml(model, null);
   await writeFile(baseCodebookFile, baseYaml);
   const codebook = parseCodebook((await import('yaml')).parse(baseYaml), { source: baseCodebookFile, baseDir: path.dirname(baseCodebookFile) });
   const sample = await writeTrainingSample({
@@ -183,7 +156,7 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
   const runs: { size: number; results: string; adapter: string | null; keywords: number }[] = [];
   for (const entry of [{ size: 0, adapter: null as string | null, keywords: 0 }, ...adapters]) {
     const codebookFile = entry.adapter === null ? baseCodebookFile : path.join(outDir, 'codebooks', `size-${entry.size}.yaml`);
-    if (entry.adapter !== null) await writeFile(codebookFile, codebookYaml(model, entry.adapter));
+    if (entry.adapter !== null) await writeFile(codebookFile, sentimentCodebookYaml(model, entry.adapter));
     const results = path.join(outDir, 'runs', `held-out-${entry.size}.parquet`);
     const summary = await runLocal({
       codebook: codebookFile,
