@@ -1,10 +1,8 @@
 // The fallback's hard budget: a request is sent only after its worst-case cost is reserved, so the total spent can
 // never pass the cap; the reservation is then settled to what the response says it cost.
 //
-// Seam for cluster mode: FallbackBudget is the whole contract. This in-process ledger serves local mode (one process
-// holds the budget); a Redis-backed one can implement the same three calls atomically (one Lua script per operation:
-// reserve = check spent + reserved + amount ≤ cap, then add to reserved; settle = move the amount from reserved to
-// spent), shared by every worker of a run.
+// FallbackBudget is the whole contract. This in-process ledger serves local mode (one process holds the budget);
+// cluster mode shares one ledger in Redis (redis-budget.ts) between every process answering a run's documents.
 
 import { randomUUID } from 'node:crypto';
 
@@ -41,7 +39,7 @@ export interface FallbackBudget {
    */
   reserve(nanoUsd: number, signal?: AbortSignal): Promise<Reservation | null>;
   /** Replaces the reservation by what was actually spent (0 when the request cannot have been billed). */
-  settle(reservation: Reservation, spentNanoUsd: number): void;
+  settle(reservation: Reservation, spentNanoUsd: number): void | Promise<void>;
   snapshot(): BudgetSnapshot;
 }
 
