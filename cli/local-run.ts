@@ -14,7 +14,7 @@ import { RowGroupCache } from '../worker/parquet-rows.js';
 import { processShard } from '../worker/process-shard.js';
 import { isShardComplete } from '../worker/shard-result-writer.js';
 import { FallbackStage, type FallbackStats } from '../worker/fallback/fallback-stage.js';
-import { resolveFallback } from '../worker/fallback/resolve-fallback.js';
+import { fallbackPathsFor, resolveFallback } from '../worker/fallback/resolve-fallback.js';
 import { silentProgress, type Progress } from './progress.js';
 
 export interface LocalRunOptions {
@@ -56,10 +56,6 @@ export interface LocalRunSummary {
   readonly fallback: FallbackRunSummary;
 }
 
-/** The fallback's default response cache and audit log, beside the output (kept by --overwrite: money was spent). */
-export function fallbackPathsFor(output: string): { cacheDir: string; auditFile: string } {
-  return { cacheDir: `${output}.fallback-cache`, auditFile: `${output}.fallback-audit.jsonl` };
-}
 
 export { DEFAULT_SHARD_ROWS };
 
@@ -82,7 +78,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
   const llama = await getRuntime(logger);
   const sequences = resolveSequences(codebook, llama.gpu, options.sequences);
   const fallbackPlan = await resolveFallback(codebook, { disabled: options.noFallback ?? false, offline: options.fallbackOffline ?? false, env: options.env ?? process.env });
-  const fallbackPaths = { ...fallbackPathsFor(output), ...(fallbackPlan.active && fallbackPlan.config.cacheDir !== null ? { cacheDir: fallbackPlan.config.cacheDir } : {}) };
+  const fallbackPaths = fallbackPathsFor(output, fallbackPlan.active ? fallbackPlan.config : null);
   if (fallbackPlan.active) {
     logger.log('info', 'fallback on', { mode: fallbackPlan.mode, model: fallbackPlan.config.model, baseUrl: fallbackPlan.config.baseUrl, key: fallbackPlan.mode === 'live' ? fallbackPlan.keySource : null, ...fallbackPaths });
     if (fallbackPlan.warning !== null) logger.log('warn', fallbackPlan.warning);

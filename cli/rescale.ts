@@ -27,6 +27,11 @@ Usage:
       Rows, columns and row groups of a corpus, a sample, and with a codebook the prompt of the first document.
   rescale merge --codebook C --input P --output O
       Merge finished shard results of a run into O (fails naming any missing shard).
+  rescale batch submit --codebook C --input P --output O [--limit N] [--shard-rows N]
+  rescale batch collect --codebook C --output O [--wait] [--poll-seconds N]
+      The fallback through the OpenAI Batch API (half price, 24 h window): submit scores locally and uploads the
+      requests for routed documents not yet cached; collect stores the answers in the cache and reports failed or
+      missing items (sent live by the next "rescale run", which then pays nothing for the batch's answers).
   rescale demo [--output O] [--limit N]
       Classify TweetEval sentiment tweets with the fixture keyword model and adapter; print accuracy.
 
@@ -43,7 +48,7 @@ Common options:
   -h, --help, --version
 `;
 
-/** Exit codes: 2 usage or codebook, 3 input, 4 output, 5 model or adapter, 6 engine, 7 fallback endpoint, 8 cluster auth, 9 Redis or coordinator unreachable, 10 run not found or in conflict, 130 interrupted. */
+/** Exit codes: 2 usage or codebook, 3 input, 4 output, 5 model or adapter, 6 engine, 7 fallback endpoint, 8 cluster auth, 9 Redis or coordinator unreachable, 10 run not found or in conflict, 75 batch still running (`batch collect`), 130 interrupted. */
 const EXIT_CODES: Partial<Record<ErrorCode, number>> = {
   CODEBOOK_INVALID: 2,
   CONFIG_INVALID: 2,
@@ -83,6 +88,8 @@ const options = {
   'no-progress': { type: 'boolean' },
   'no-fallback': { type: 'boolean' },
   'fallback-offline': { type: 'boolean' },
+  wait: { type: 'boolean' },
+  'poll-seconds': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
   ...analysisOptions,
@@ -179,6 +186,33 @@ async function main(argv: string[]): Promise<number> {
       const { runDemo } = await import('./demo.js');
       await runDemo({ ...(values.output ? { output: values.output } : {}), ...optionalNumbers(values), logger, progress: values['no-progress'] ? silentProgress : createProgress(), signal: controller.signal });
       return 0;
+    }
+    case 'batch': {
+      const action = positionals[1];
+      const { submitFallbackBatch, collectFallbackBatches } = await import('./fallback-batch.js');
+      if (action === 'submit') {
+        const summary = await submitFallbackBatch({ codebook: required('codebook', values.codebook), input: values.input ?? [required('input', undefined)], output: required('output', values.output), ...optionalNumbers(values), logger, signal: controller.signal });
+        process.stdout.write(
+          `${summary.routed} documents routed: ${summary.cached} already answered in the cache, ${summary.submitted} requests submitted` +
+            (summary.leftOut > 0 ? `, ${summary.leftOut} left out (the budget cannot cover their worst case; the run decides them)` : '') +
+            (summary.batch !== null ? `\nbatch ${summary.batch.batchId} (worst case $${summary.reservedUsd.toFixed(4)} reserved); collect it with "rescale batch collect --codebook … --output …"\n` : '\nnothing to submit\n'),
+        );
+        return 0;
+      }
+      if (action === 'collect') {
+        const poll = positiveInt('poll-seconds', values['poll-seconds']);
+        const summary = await collectFallbackBatches({ codebook: required('codebook', values.codebook), output: required('output', values.output), wait: values.wait ?? false, ...(poll !== undefined ? { pollMs: poll * 1000 } : {}), logger, signal: controller.signal });
+        const reasons = Object.entries(summary.reasons).map(([reason, n]) => `  ${n} × ${reason}`).join('\n');
+        process.stdout.write(
+          `${summary.answered} answers stored in the cache, ${summary.failed} failed, ${summary.missing} missing` +
+            (summary.pending > 0 ? `; ${summary.pending} batch${summary.pending === 1 ? '' : 'es'} still running (collect again later, or add --wait)` : '') +
+            '\n' +
+            (reasons !== '' ? `${reasons}\n` : '') +
+            (summary.failed + summary.missing > 0 ? 'failed and missing items are not cached: "rescale run" sends them live, or "rescale batch submit" puts them in a new batch\n' : ''),
+        );
+        return summary.pending > 0 ? 75 : 0;
+      }
+      throw new RescaleError('CONFIG_INVALID', `"rescale batch" needs "submit" or "collect", got "${action ?? ''}"; see "rescale --help"`);
     }
     case 'evaluate':
     case 'calibrate':

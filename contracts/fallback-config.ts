@@ -30,7 +30,7 @@ export interface FallbackConfig {
   /** Sent as the `api-version` query parameter (Azure deployment URLs); null sends none. */
   readonly apiVersion: string | null;
   /** USD per million tokens. */
-  readonly price: { readonly inputPerMillion: number; readonly outputPerMillion: number };
+  readonly price: { readonly inputPerMillion: number; readonly outputPerMillion: number; readonly batchFactor: number };
   /** Hard caps over the whole output's fallback spending; null = no cap of that kind (at least one is set). */
   readonly budget: { readonly usd: number | null; readonly requests: number | null };
   readonly rateLimit: { readonly requestsPerMinute: number | null; readonly tokensPerMinute: number | null };
@@ -75,6 +75,8 @@ const rawSchema = z
     price: z.strictObject({
       input_per_million: z.number().finite().nonnegative(),
       output_per_million: z.number().finite().nonnegative(),
+      /** Share of the price the Batch API charges (OpenAI: half). */
+      batch_factor: z.number().finite().positive().max(1).default(0.5),
     }),
     budget: z
       .strictObject({
@@ -171,7 +173,7 @@ export function parseFallbackConfig(raw: unknown, options: { source?: string; ba
     apiKey,
     authHeader: value.auth_header,
     apiVersion: value.api_version ?? null,
-    price: Object.freeze({ inputPerMillion: value.price.input_per_million, outputPerMillion: value.price.output_per_million }),
+    price: Object.freeze({ inputPerMillion: value.price.input_per_million, outputPerMillion: value.price.output_per_million, batchFactor: value.price.batch_factor }),
     budget: Object.freeze({ usd: value.budget.usd ?? null, requests: value.budget.requests ?? null }),
     rateLimit: Object.freeze({
       requestsPerMinute: value.rate_limit.requests_per_minute ?? null,

@@ -124,6 +124,16 @@ const runSpecSchema = z.strictObject({
   totalShards: z.number().int().nonnegative(),
   totalRows: z.number().int().nonnegative(),
   createdAt: z.string(),
+  /**
+   * The closed-model fallback as decided at submit: off (and why), or on — workers route unsure documents to the
+   * run's fallback queue, the coordinator answers them (contracts/fallback-queue.ts). Absent in older specs: off.
+   */
+  fallback: z
+    .discriminatedUnion('active', [
+      z.strictObject({ active: z.literal(false), reason: z.string() }),
+      z.strictObject({ active: z.literal(true), mode: z.enum(['live', 'offline']), cacheDir: z.string(), auditFile: z.string() }),
+    ])
+    .optional(),
 });
 export type RunSpec = z.infer<typeof runSpecSchema>;
 

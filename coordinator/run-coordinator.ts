@@ -25,7 +25,10 @@ import {
 } from '../contracts/shard-queue.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
 import { shardResultPath } from '../worker/shard-result-writer.js';
+import { fallbackPathsFor, resolveFallback } from '../worker/fallback/resolve-fallback.js';
+import { RedisBudget } from '../worker/fallback/redis-budget.js';
 import { ShardQueue, type ShardJobState } from './bullmq-shard-queue.js';
+import { FallbackService } from './fallback-service.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';
 import { manifestPathFor, mergeShards } from './merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun } from './run-plan.js';
@@ -41,7 +44,7 @@ export interface SubmitRequest {
   /** Documents decoded together; default the codebook's, and 1 for "auto" (so every worker lays out batches alike). */
   readonly sequences?: number;
   readonly overwrite?: boolean;
-  /** Local labels only although the codebook enables the fallback (which cluster mode does not run yet). */
+  /** Local labels only although the codebook enables the closed-model fallback. */
   readonly noFallback?: boolean;
 }
 
@@ -80,6 +83,8 @@ export interface RunCoordinatorOptions {
   readonly reconcileIntervalMs?: number;
   /** Redis unreachable this long → `lost` resolves (default 60 s). */
   readonly redisTimeoutMs?: number;
+  /** Where the fallback's API key variable is looked up (default process.env): only the coordinator needs it. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 const MAX_FAILURES_LISTED = 20;
@@ -140,15 +145,27 @@ export class RunCoordinator {
   private closed = false;
   private resolveLost: (error: RescaleError) => void = () => undefined;
   private readonly watchdog: RedisWatchdog;
+  private readonly fallbacks: FallbackService;
 
   private constructor(
     private readonly redis: Redis,
     private readonly queue: ShardQueue,
     private readonly events: QueueEvents,
-    private readonly options: Required<Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs'>> & { redis: RedisTarget },
+    private readonly options: Required<Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env'>> & { redis: RedisTarget },
     private readonly logger: Logger,
   ) {
     this.store = new RunStore(redis);
+    this.fallbacks = new FallbackService({
+      redis: options.redis,
+      connection: redis,
+      logger,
+      env: options.env,
+      isRunning: async (runId) => (await this.store.record(runId))?.state === 'running',
+      onFatal: (runId, error) => void this.failRun(runId, error),
+      onOutcome: (outcome) => {
+        if (outcome.status === 'ok') this.metrics.fallbackDocuments.inc();
+      },
+    });
     this.lost = new Promise((resolve) => (this.resolveLost = resolve));
     this.metrics = new CoordinatorMetrics({
       shardCounts: () => this.queue.counts(),
@@ -180,7 +197,7 @@ export class RunCoordinator {
       autorun: false,
       ...(lastEventId !== undefined ? { lastEventId } : {}),
     });
-    const coordinator = new RunCoordinator(redis, queue, events, { redis: options.redis, reconcileIntervalMs: options.reconcileIntervalMs ?? 30_000, redisTimeoutMs }, logger);
+    const coordinator = new RunCoordinator(redis, queue, events, { redis: options.redis, reconcileIntervalMs: options.reconcileIntervalMs ?? 30_000, redisTimeoutMs, env: options.env ?? process.env }, logger);
     try {
       await coordinator.begin();
     } catch (error) {
@@ -332,7 +349,8 @@ export class RunCoordinator {
     return run;
   }
 
-  private deactivate(runId: string): void {
+  private deactivate(runId: string, options: { purgeFallback: boolean } = { purgeFallback: false }): void {
+    void this.fallbacks.stop(runId, { purge: options.purgeFallback }).catch((error: unknown) => this.logger.log('warn', 'fallback queue not stopped cleanly', { runId, error: errorMessage(error) }));
     const run = this.runs.get(runId);
     if (run === undefined) return;
     this.runs.delete(runId);
@@ -347,6 +365,7 @@ export class RunCoordinator {
     let recorded = 0;
     for (const runId of running) {
       const run = await this.activate(runId);
+      if (!(await this.startFallback(run))) continue;
       const before = run.done.size;
       await this.reconcile(run);
       recorded += run.done.size - before;
@@ -452,11 +471,12 @@ export class RunCoordinator {
         shardDir: spec.resultDir,
         output: spec.output,
         labels: singleQuestion(codebook).labels.map((l) => l.name),
-        manifest: { ...manifest, run: { id: runId }, fallback: { active: false, reason: codebook.fallback === null ? 'not enabled in the codebook' : 'disabled with --no-fallback' } },
+        manifest: { ...manifest, run: { id: runId }, fallback: await this.fallbackSummary(spec, codebook.fallback !== null) },
         logger,
       });
       await this.store.transition(runId, ['merging'], 'succeeded', { finishedAt: new Date().toISOString(), manifest: summary.manifestPath });
       logger.log('info', 'run succeeded', { output: summary.output, rows: summary.rows, seconds: Number(end().toFixed(3)) });
+      this.deactivate(runId, { purgeFallback: true });
     } catch (error) {
       end();
       const message = isRescaleError(error) ? error.message : `merge failed: ${errorMessage(error)}`;
@@ -465,6 +485,50 @@ export class RunCoordinator {
     } finally {
       this.deactivate(runId);
     }
+  }
+
+  /** The manifest's `fallback`: off and why, or on with its files and what it did (as far as this process saw). */
+  private async fallbackSummary(spec: RunSpec, enabledInCodebook: boolean): Promise<Record<string, unknown>> {
+    const setting = spec.fallback;
+    if (setting === undefined) return { active: false, reason: enabledInCodebook ? 'disabled with --no-fallback' : 'not enabled in the codebook' };
+    if (!setting.active) return { active: false, reason: setting.reason };
+    const stats = await this.fallbacks.stats(spec.runId).catch(() => null);
+    return { active: true, mode: setting.mode, auditFile: setting.auditFile, cacheDir: setting.cacheDir, stats, statsScope: 'documents answered by this coordinator process; the audit file holds every call' };
+  }
+
+  /**
+   * Starts answering a running run's fallback queue; when this coordinator cannot (no key), the run fails at once
+   * with the reason. True when the run can go on.
+   */
+  private async startFallback(run: ActiveRun): Promise<boolean> {
+    if (run.spec.fallback?.active !== true) return true;
+    try {
+      const codebook = parseCodebookText(run.spec.codebookText, run.spec.codebookPath);
+      await this.fallbacks.start(run.spec, codebook);
+      return true;
+    } catch (error) {
+      await this.failRunNow(run.spec.runId, isRescaleError(error) ? error : new RescaleError('INTERNAL', errorMessage(error)));
+      return false;
+    }
+  }
+
+  /** A fallback error that no shard retry can fix stops the run: the key was refused, the model is unknown... */
+  private failRun(runId: string, error: RescaleError): Promise<void> {
+    return this.exclusive(() => this.failRunNow(runId, error)).catch((cause: unknown) => this.logger.log('warn', 'run not failed cleanly', { runId, error: errorMessage(cause) }));
+  }
+
+  private async failRunNow(runId: string, error: RescaleError): Promise<void> {
+    const message = `${error.code}: ${error.message}`;
+    if (!(await this.store.transition(runId, ['running'], 'failed', { finishedAt: new Date().toISOString(), error: message }))) return;
+    this.logger.log('error', 'run failed: its closed-model fallback cannot go on', { runId, error: message });
+    // Workers stop the run's active shards (as for a cancel); queued shards wait for "rescale retry".
+    await this.redis.publish(clusterKeys.control, JSON.stringify({ type: 'cancel', runId }));
+    const run = await this.activate(runId);
+    const outstanding = run.plan.shards.filter((s) => !run.done.has(s.id)).map((s) => s.id);
+    for (const [id, state] of await this.queue.states(outstanding)) {
+      if (state === 'waiting' || state === 'delayed' || state === 'prioritized') await this.queue.remove(id);
+    }
+    this.deactivate(runId);
   }
 
   // ---- control API ----------------------------------------------------------------------------------------
@@ -486,16 +550,18 @@ export class RunCoordinator {
     }
     const codebook = parseCodebookText(codebookText, codebookPath);
     singleQuestion(codebook);
-    if (codebook.fallback !== null && request.noFallback !== true) {
+    const fallbackPlan = await resolveFallback(codebook, { disabled: request.noFallback === true, env: this.options.env });
+    if (codebook.fallback !== null && !fallbackPlan.active && request.noFallback !== true) {
+      // Local mode would go on with local labels only and a warning; a remote submitter would not see the warning.
       throw new RescaleError(
         'CONFIG_INVALID',
-        `${codebookPath} enables the closed-model fallback, which cluster mode does not run yet; submit with --no-fallback to classify with the local model only (the same result as "rescale run --no-fallback"), or run the fallback with "rescale run"`,
+        `${codebookPath} enables the closed-model fallback, but the coordinator has ${fallbackPlan.reason}; the coordinator alone calls the fallback, so start it with the key available (workers do not need it), or submit with --no-fallback for local labels only`,
       );
     }
     // "auto" would let each worker pick by its hardware and change the batch layout (and the shard ids) with it.
     const sequences = request.sequences ?? (codebook.model.sequences === 'auto' ? 1 : codebook.model.sequences);
     const shardRows = request.shardRows ?? DEFAULT_SHARD_ROWS;
-    const plan = await planRun(codebook, inputs, sequences, shardRows, request.limit);
+    const plan = await planRun(codebook, inputs, sequences, shardRows, request.limit, fallbackPlan.active ? fallbackPlan.identity : null);
     const runId = runIdFor(plan, output);
     const existing = await this.store.record(runId);
 
@@ -531,9 +597,18 @@ export class RunCoordinator {
       totalShards: plan.shards.length,
       totalRows: plan.totalRows,
       createdAt: new Date().toISOString(),
+      fallback: fallbackPlan.active
+        ? { active: true, mode: fallbackPlan.mode, ...fallbackPathsFor(output, fallbackPlan.config) }
+        : { active: false, reason: fallbackPlan.reason },
     };
+    if (existing !== null) {
+      // Overwrite: the run's budget ledger starts again from the audit file (which keeps what was spent).
+      await RedisBudget.reset(this.redis, runId);
+      await FallbackService.purge(this.options.redis, runId);
+    }
     await this.store.create(spec, plan, { reset: existing !== null });
     const run = await this.activate(runId);
+    if (!(await this.startFallback(run))) throw new RescaleError('CONFIG_INVALID', (await this.store.record(runId))?.error ?? `run ${runId} cannot start its fallback`);
     await this.enqueue(run, others);
     this.logger.log('info', 'run submitted', { runId, task: spec.task, shards: spec.totalShards, rows: spec.totalRows, alreadyDone: run.done.size, output });
     await this.maybeFinish(run);
@@ -612,6 +687,7 @@ export class RunCoordinator {
   private async resume(runId: string): Promise<void> {
     await this.store.transition(runId, ['cancelled', 'failed'], 'running', { finishedAt: '', error: '' });
     const run = await this.activate(runId);
+    if (!(await this.startFallback(run))) throw new RescaleError('CONFIG_INVALID', (await this.store.record(runId))?.error ?? `run ${runId} cannot start its fallback`);
     await this.enqueue(run, await this.foreignJobs(runId, run.plan.shards.filter((s) => !run.done.has(s.id))));
     await this.maybeFinish(run);
   }
@@ -632,7 +708,7 @@ export class RunCoordinator {
           if (await this.queue.remove(id)) removed += 1;
         }
       }
-      this.deactivate(runId);
+      this.deactivate(runId, { purgeFallback: true });
       this.logger.log('info', 'run cancelled', { runId, removedJobs: removed, activeJobs: [...states.values()].filter((s) => s === 'active').length });
       return this.status(runId);
     });
@@ -654,13 +730,17 @@ export class RunCoordinator {
           run.rowsDone -= run.rowsOf.get(id) ?? 0;
         }
       }
-      const ids = [...new Set([...run.failed.keys(), ...vanished])];
+      // Shards with no job or a failed one that were never recorded (the run was stopped under them) go too.
+      const outstanding = run.plan.shards.filter((s) => !run.done.has(s.id) && !run.failed.has(s.id)).map((s) => s.id);
+      const orphaned = [...(await this.queue.states(outstanding))].filter(([, state]) => state === 'unknown' || state === 'failed').map(([id]) => id);
+      const ids = [...new Set([...run.failed.keys(), ...vanished, ...orphaned])];
       const shards = run.plan.shards.filter((s) => ids.includes(s.id));
       for (const shard of shards) await this.queue.remove(shard.id);
       run.failed.clear();
       await this.store.clearFailed(runId, ids);
       await this.queue.add(runId, shards);
       await this.store.transition(runId, ['failed'], 'running', { finishedAt: '', error: '' });
+      if (!(await this.startFallback(run))) throw new RescaleError('CONFIG_INVALID', (await this.store.record(runId))?.error ?? `run ${runId} cannot start its fallback`);
       this.logger.log('info', 'failed shards queued again', { runId, shards: shards.length });
       await this.maybeFinish(run);
       return { retried: shards.length, status: await this.status(runId) };
@@ -752,6 +832,7 @@ export class RunCoordinator {
     await this.events.close().catch(() => undefined);
     await this.serial.catch(() => undefined);
     await Promise.allSettled([...this.pendingMerges]);
+    await this.fallbacks.close();
     await this.queue.close().catch(() => undefined);
     this.redis.disconnect();
   }

@@ -18,6 +18,8 @@ export interface ScorerRequest {
   readonly codebookHash: string;
   /** Resolved at submit time, identical on every worker. */
   readonly sequences: number;
+  /** The active fallback's identity (part of the run's codebook hash), or null/absent when the fallback is off. */
+  readonly fallbackIdentity?: string | null;
 }
 
 export interface LoadedScorer {
@@ -74,7 +76,7 @@ export class ScorerCache implements ScorerProvider {
   private async load(request: ScorerRequest): Promise<LoadedScorer> {
     const { codebook } = request;
     const fingerprints = await fingerprintsOf(codebook);
-    const hash = codebookResultHash(codebook, fingerprints, { sequences: request.sequences });
+    const hash = codebookResultHash(codebook, fingerprints, { sequences: request.sequences }, request.fallbackIdentity ?? null);
     if (hash !== request.codebookHash) {
       throw new RescaleError(
         'CONFIG_INVALID',

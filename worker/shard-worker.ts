@@ -8,6 +8,7 @@ import os from 'node:os';
 import { WaitingError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { RescaleError, errorMessage, isRescaleError } from '../contracts/errors.js';
+import { fallbackIdentity } from '../contracts/fallback-config.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { connectRedis, redisOptions, RedisWatchdog, type RedisTarget } from '../contracts/redis-connection.js';
 import {
@@ -20,10 +21,11 @@ import {
   type ShardJobData,
   type ShardJobResult,
 } from '../contracts/shard-queue.js';
+import { QueuedFallback } from './fallback/queued-fallback.js';
 import { RowGroupCache } from './parquet-rows.js';
-import { processShard, type ShardJob } from './process-shard.js';
+import { processShard, type ShardFallback, type ShardJob } from './process-shard.js';
 import { toQueueError } from './queue-error.js';
-import { RunSpecReader } from './run-spec-reader.js';
+import { RunSpecReader, type RunContext } from './run-spec-reader.js';
 import { ScorerCache, type LoadedScorer, type ScorerProvider } from './scorer-cache.js';
 import { WorkerHeartbeat } from './worker-heartbeat.js';
 import { WorkerMetrics } from './worker-metrics.js';
@@ -107,6 +109,8 @@ export class ShardWorker {
   /** Aborted by stop(): the active shard stops at the next document and goes back to the queue. */
   private readonly stopping = new AbortController();
   private active: ActiveShard | null = null;
+  /** The fallback queue of the run last worked on (routed documents go there; the coordinator answers them). */
+  private fallback: QueuedFallback | null = null;
   private requeued = 0;
   private stopResult: Promise<StopOutcome> | null = null;
   private resolveLost: (code: number) => void = () => undefined;
@@ -209,18 +213,20 @@ export class ShardWorker {
       const logger = this.logger.child({ runId: data.runId, shardId: data.shard.id, attempt: job.attemptsMade + 1 });
       logger.log('info', 'shard started');
       this.metrics.busy.set(1);
-      const { shardJob, loaded } = await this.prepare(data);
+      const { shardJob, loaded, fallback } = await this.prepare(data);
       const progress = this.progressReporter(job, logger);
       const started = performance.now();
       const outcome = await processShard(shardJob, {
         scorer: loaded.scorer,
         logger,
         cache: this.rowGroups,
+        ...(fallback !== undefined ? { fallback } : {}),
         signal: AbortSignal.any([cancel.signal, this.stopping.signal, ...(signal !== undefined ? [signal] : [])]),
         onProgress: progress,
       });
       const seconds = (performance.now() - started) / 1000;
       this.recordOutcome(outcome.skipped, outcome.rows, seconds);
+      this.metrics.fallbackDocuments.inc(outcome.fallbackStatuses.ok ?? 0);
       return {
         runId: data.runId,
         shardId: outcome.shardId,
@@ -259,17 +265,36 @@ export class ShardWorker {
   }
 
   /** The shard's job description and a scorer for its run (cached across shards). */
-  private async prepare(data: ShardJobData): Promise<{ shardJob: ShardJob; loaded: LoadedScorer }> {
+  private async prepare(data: ShardJobData): Promise<{ shardJob: ShardJob; loaded: LoadedScorer; fallback?: ShardFallback }> {
     const run = await this.runs.get(data.runId);
-    if ((await this.runs.state(data.runId)) === 'cancelled') throw cancelledError(data.runId);
+    const state = await this.runs.state(data.runId);
+    // A failed run's queued shards wait for "rescale retry"; one that a worker picked up just as it failed is not started.
+    if (state === 'cancelled' || state === 'failed') throw cancelledError(data.runId, state);
     this.heartbeat.update({ state: this.scorers.loadedModel === run.codebook.model.path ? 'busy' : 'loading', runId: data.runId, shardId: data.shard.id });
-    const loaded = await this.scorers.scorerFor({ codebook: run.codebook, codebookHash: run.spec.codebookHash, sequences: run.spec.sequences });
+    const fallbackOn = run.spec.fallback?.active === true && run.codebook.fallback !== null;
+    const loaded = await this.scorers.scorerFor({
+      codebook: run.codebook,
+      codebookHash: run.spec.codebookHash,
+      sequences: run.spec.sequences,
+      fallbackIdentity: fallbackOn && run.codebook.fallback !== null ? fallbackIdentity(run.codebook.fallback) : null,
+    });
     this.heartbeat.update({ state: 'busy', model: this.scorers.loadedModel, gpu: loaded.engine.gpu });
     const { spec } = run;
     return {
       shardJob: { shard: data.shard, idColumn: spec.idColumn, idType: spec.idType, textColumn: spec.textColumn, resultDir: spec.resultDir },
       loaded,
+      ...(spec.fallback?.active === true ? { fallback: await this.fallbackFor(data.runId, run.codebook) } : {}),
     };
+  }
+
+  private async fallbackFor(runId: string, codebook: RunContext['codebook']): Promise<QueuedFallback> {
+    if (this.fallback?.runId === runId) return this.fallback;
+    const config = codebook.fallback;
+    if (config === null) throw new RescaleError('INTERNAL', `run ${runId} has the fallback on, but its codebook has no fallback section`);
+    await this.fallback?.close();
+    this.fallback = null;
+    this.fallback = await QueuedFallback.open(this.options.redis, runId, config, this.logger);
+    return this.fallback;
   }
 
   /** Reports the documents done in a shard to the queue (→ coordinator progress) at most every progressIntervalMs. */
@@ -310,7 +335,8 @@ export class ShardWorker {
   private async checkCancelled(): Promise<void> {
     const active = this.active;
     if (active === null) return;
-    if ((await this.runs.state(active.runId)) === 'cancelled') this.cancelIfActive(active.runId);
+    const state = await this.runs.state(active.runId);
+    if (state === 'cancelled' || state === 'failed') this.cancelIfActive(active.runId);
   }
 
   private cancelIfActive(runId: string): void {
@@ -368,6 +394,7 @@ export class ShardWorker {
   private async release(disposeEngine: boolean): Promise<void> {
     this.watchdog.stop();
     await Promise.race([this.heartbeat.stop(), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
+    await this.fallback?.close();
     this.subscriber.disconnect();
     this.redis.disconnect();
     // A shard still running inside llama.cpp (timeout) must not have its context freed under it.
@@ -375,6 +402,6 @@ export class ShardWorker {
   }
 }
 
-function cancelledError(runId: string): RescaleError {
-  return new RescaleError('ABORTED', `run ${runId} was cancelled`);
+function cancelledError(runId: string, state: 'cancelled' | 'failed' = 'cancelled'): RescaleError {
+  return new RescaleError('ABORTED', state === 'cancelled' ? `run ${runId} was cancelled` : `run ${runId} has failed; its shards wait for "rescale retry"`);
 }

@@ -3,16 +3,15 @@
 // byte-identical, --no-fallback and a missing key leave local labels only, and the key is in no file or log line.
 
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { stringify } from 'yaml';
 import { runLocal } from '../../cli/local-run.js';
 import { isRescaleError } from '../../contracts/errors.js';
-import { auditRecords, capturingLogger, fallbackSection, filesContaining } from '../helpers/fallback.js';
+import { auditRecords, capturingLogger, fallbackSection, filesContaining, writeSentimentStudy } from '../helpers/fallback.js';
 import { fixtureModel } from '../helpers/fixture-models.js';
 import { keywordLabel, OpenAIServer } from '../helpers/openai-server.js';
-import { queryDuckDB, sqlString, withTempDir, writeParquetWithDuckDB } from '../helpers/parquet.js';
+import { queryDuckDB, sqlString, withTempDir } from '../helpers/parquet.js';
 
 const KEY_VARIABLE = 'RESCALE_TEST_FALLBACK_KEY';
 /** 20 tweets: three in four carry a keyword the fixture model is sure about; "maybe tomorrow" ones it is not (0.45). */
@@ -31,21 +30,8 @@ after(async () => {
   await server.close();
 });
 
-async function setup(dir: string, fallback: object): Promise<{ codebook: string; input: string; output: string }> {
-  const input = await writeParquetWithDuckDB(CORPUS_SQL, path.join(dir, 'tweets.parquet'));
-  const codebook = path.join(dir, 'sentiment.codebook.yaml');
-  await writeFile(
-    codebook,
-    stringify({
-      task: 'sentiment',
-      input: { text_column: 'text', id_column: 'id' },
-      labels: [{ name: 'negative' }, { name: 'neutral' }, { name: 'positive' }],
-      prompt: { format: 'chat', system: 'Classify the sentiment of the tweet. Answer with one word.', template: 'Tweet: {text}' },
-      model: { path: model },
-      fallback,
-    }),
-  );
-  return { codebook, input, output: path.join(dir, 'out', 'results.parquet') };
+function setup(dir: string, fallback: object): Promise<{ codebook: string; input: string; output: string }> {
+  return writeSentimentStudy(dir, model, CORPUS_SQL, fallback);
 }
 
 describe('runLocal with the fallback', () => {

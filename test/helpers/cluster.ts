@@ -188,10 +188,11 @@ export interface CoordinatorProcess extends ServiceProcess {
 }
 
 /** Starts `rescale coordinator` on a free port and waits until it listens. */
-export async function startCoordinator(redisUrl: string, fixture: ClusterFixture, extraArgs: readonly string[] = [], port = 0): Promise<CoordinatorProcess> {
+export async function startCoordinator(redisUrl: string, fixture: ClusterFixture, extraArgs: readonly string[] = [], port = 0, env: Readonly<Record<string, string>> = {}): Promise<CoordinatorProcess> {
   const addressFile = path.join(fixture.dir, `coordinator-${randomBytes(3).toString('hex')}.address`);
   const service = spawnRescale('coordinator', ['coordinator', '--listen', `127.0.0.1:${port}`, '--token-file', fixture.tokenFile, '--address-file', addressFile, '--reconcile-interval', '5', ...extraArgs], {
     RESCALE_REDIS_URL: redisUrl,
+    ...env,
   });
   await service.waitForLog((line) => line.msg === 'control API listening', 60_000, 'listening coordinator');
   for (let i = 0; i < 100 && !existsSync(addressFile); i++) await sleep(50);

@@ -1,13 +1,15 @@
 // Shared helpers for the fallback tests: a sentiment codebook with a fallback section pointing at the loopback
 // server, scored rows with chosen confidences, a logger that keeps its lines, and a search for a secret on disk.
 
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { stringify } from 'yaml';
 import { parseCodebook, type Codebook, type CodebookInput } from '../../contracts/codebook.js';
 import type { FallbackConfigInput } from '../../contracts/fallback-config.js';
 import { JsonLogger, type Logger } from '../../contracts/logger.js';
 import type { ResultRow } from '../../contracts/results.js';
 import type { DocumentInput } from '../../worker/prompt-builder.js';
+import { writeParquetWithDuckDB } from './parquet.js';
 
 export const SENTIMENT = ['negative', 'neutral', 'positive'] as const;
 
@@ -97,4 +99,25 @@ export async function auditRecords(file: string): Promise<Record<string, unknown
     .split('\n')
     .filter((line) => line.trim() !== '')
     .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+/**
+ * A study in `dir` for end-to-end fallback tests: tweets written by DuckDB from `corpusSql` (columns id, text), a
+ * sentiment codebook on `model` with the given fallback section, and the output path.
+ */
+export async function writeSentimentStudy(dir: string, model: string, corpusSql: string, fallback: object): Promise<{ codebook: string; input: string; output: string }> {
+  const input = await writeParquetWithDuckDB(corpusSql, path.join(dir, 'tweets.parquet'));
+  const codebook = path.join(dir, 'sentiment.codebook.yaml');
+  await writeFile(
+    codebook,
+    stringify({
+      task: 'sentiment',
+      input: { text_column: 'text', id_column: 'id' },
+      labels: [{ name: 'negative' }, { name: 'neutral' }, { name: 'positive' }],
+      prompt: { format: 'chat', system: 'Classify the sentiment of the tweet. Answer with one word.', template: 'Tweet: {text}' },
+      model: { path: model },
+      fallback,
+    }),
+  );
+  return { codebook, input, output: path.join(dir, 'out', 'results.parquet') };
 }

@@ -41,6 +41,8 @@ export interface CallRecord extends AuditBase {
   readonly latency_ms: number;
   readonly retry_after_ms: number | null;
   readonly error: string | null;
+  /** The reserved request was never sent (a batch the endpoint refused): it does not count against budget.requests. */
+  readonly not_sent?: boolean;
 }
 
 /** A request answered from the cache: nothing sent, nothing paid. */
@@ -92,7 +94,7 @@ export async function readLedger(file: string): Promise<LedgerTotals> {
       requests += 1;
       open.set(record.call_id ?? '', toNanoUsd(record.reserved_usd ?? 0));
     } else if (record.event === 'call') {
-      open.delete(record.call_id ?? '');
+      if (open.delete(record.call_id ?? '') && record.not_sent === true) requests -= 1;
       nanoUsd += toNanoUsd(record.cost_usd ?? 0);
     }
   }

@@ -22,6 +22,25 @@ export interface ParsedCompletion {
   readonly model: string | null;
 }
 
+/** The official client for the codebook's endpoint, with nothing taken from the environment. */
+export function openAIClient(config: FallbackConfig, apiKey: string, options: { readonly maxRetries: number; readonly timeoutMs: number }): OpenAI {
+  return new OpenAI({
+    apiKey,
+    baseURL: config.baseUrl,
+    // Explicit nulls: the SDK would otherwise read OPENAI_ORG_ID, OPENAI_PROJECT_ID, OPENAI_ADMIN_KEY ... and
+    // send them to whatever endpoint the codebook names.
+    adminAPIKey: null,
+    organization: null,
+    project: null,
+    webhookSecret: null,
+    maxRetries: options.maxRetries,
+    timeout: options.timeoutMs,
+    logLevel: 'off',
+    ...(config.authHeader === 'api-key' ? { defaultHeaders: { 'api-key': apiKey, Authorization: null } } : {}),
+    ...(config.apiVersion !== null ? { defaultQuery: { 'api-version': config.apiVersion } } : {}),
+  });
+}
+
 export class FallbackClient {
   private readonly client: OpenAI;
 
@@ -29,21 +48,7 @@ export class FallbackClient {
     private readonly config: FallbackConfig,
     apiKey: string,
   ) {
-    this.client = new OpenAI({
-      apiKey,
-      baseURL: config.baseUrl,
-      // Explicit nulls: the SDK would otherwise read OPENAI_ORG_ID, OPENAI_PROJECT_ID, OPENAI_ADMIN_KEY ... and
-      // send them to whatever endpoint the codebook names.
-      adminAPIKey: null,
-      organization: null,
-      project: null,
-      webhookSecret: null,
-      maxRetries: 0,
-      timeout: config.timeoutMs,
-      logLevel: 'off',
-      ...(config.authHeader === 'api-key' ? { defaultHeaders: { 'api-key': apiKey, Authorization: null } } : {}),
-      ...(config.apiVersion !== null ? { defaultQuery: { 'api-version': config.apiVersion } } : {}),
-    });
+    this.client = openAIClient(config, apiKey, { maxRetries: 0, timeoutMs: config.timeoutMs });
   }
 
   /** Sends one request; the body is read within the same timeout as the headers. Never throws. */

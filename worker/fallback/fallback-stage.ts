@@ -81,11 +81,54 @@ interface AuditBase {
   readonly request_hash: string;
 }
 
-interface Routed {
-  readonly index: number;
-  readonly row: ResultRow;
-  readonly doc: DocumentInput;
+/** Where requests go, as the cache key sees it: the base URL, and Azure's api-version when set. */
+export function fallbackEndpoint(config: FallbackConfig): string {
+  return config.apiVersion === null ? config.baseUrl : `${config.baseUrl}?api-version=${config.apiVersion}`;
+}
+
+/** Price in nano-USD of the given token counts (rounded up for reservations, to nearest for actual usage), times `factor` (the Batch API's discount). */
+export function priceNanoUsd(price: FallbackConfig['price'], promptTokens: number, completionTokens: number, round: (x: number) => number, factor = 1): number {
+  return round(promptTokens * price.inputPerMillion * 1000 * factor) + round(completionTokens * price.outputPerMillion * 1000 * factor);
+}
+
+/** The most a request can cost: every byte of the body a token (true of byte-level BPE tokenizers), chat-format tokens, the output cap. */
+export function worstCaseNanoUsd(config: FallbackConfig, body: ChatRequestBody, factor = 1): number {
+  const bodyBytes = Buffer.byteLength(JSON.stringify(body), 'utf8');
+  const inputBound = bodyBytes + TOKENS_PER_MESSAGE * body.messages.length + TOKENS_PER_REQUEST;
+  return priceNanoUsd(config.price, inputBound, config.maxOutputTokens, Math.ceil, factor);
+}
+
+/** A routed document as the request side needs it: what to ask, and what to write in the audit log. */
+export interface RoutedDocument {
+  /** The document's id as text, or null when the row index is the id. */
+  readonly documentId: string | null;
+  /** Row index in the shard's input file. */
+  readonly row: number;
   readonly shardId: string;
+  readonly doc: DocumentInput;
+}
+
+/** A row with the fallback's outcome: both opinions kept, the fallback's label final only when it answered one. */
+export function withFallbackOutcome(row: ResultRow, outcome: FallbackOutcome): ResultRow {
+  return {
+    ...row,
+    localLabel: row.label,
+    fallback: outcome,
+    ...(outcome.status === 'ok' ? { label: outcome.label, source: 'fallback' as const } : {}),
+  };
+}
+
+/** The routed rows of a batch: those whose local score meets one of the codebook's routing rules. */
+export function routedIndexes(config: FallbackConfig, rows: readonly ResultRow[]): number[] {
+  const out: number[] = [];
+  rows.forEach((row, index) => {
+    if (routeReason(config.routing, row) !== null) out.push(index);
+  });
+  return out;
+}
+
+export function documentIdText(id: ResultRow['id']): string | null {
+  return id === null ? null : String(id);
 }
 
 export class FallbackStage {
@@ -111,7 +154,7 @@ export class FallbackStage {
   ) {
     const { config, codebook } = options;
     this.prompt = new FallbackPrompt(codebook, singleQuestion(codebook), config);
-    this.endpoint = config.apiVersion === null ? config.baseUrl : `${config.baseUrl}?api-version=${config.apiVersion}`;
+    this.endpoint = fallbackEndpoint(config);
     this.logger = (options.logger ?? silentLogger).child({ stage: 'fallback', model: config.model });
     this.backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.random = options.random ?? Math.random;
@@ -141,11 +184,12 @@ export class FallbackStage {
    */
   async resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: ShardFallbackContext): Promise<ResultRow[]> {
     const out: ResultRow[] = rows.map((row) => ({ ...row, localLabel: row.label, fallback: null }));
-    const routed: Routed[] = [];
-    rows.forEach((row, index) => {
+    const routed: { readonly index: number; readonly row: ResultRow; readonly document: RoutedDocument }[] = [];
+    for (const index of routedIndexes(this.options.config, rows)) {
+      const row = rows[index] as ResultRow;
       const doc = docs[index];
-      if (doc !== undefined && routeReason(this.options.config.routing, row) !== null) routed.push({ index, row, doc, shardId: context.shardId });
-    });
+      if (doc !== undefined) routed.push({ index, row, document: { documentId: documentIdText(row.id), row: row.row, shardId: context.shardId, doc } });
+    }
     this.counts.routed += routed.length;
     if (routed.length === 0) return out;
 
@@ -155,14 +199,8 @@ export class FallbackStage {
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < routed.length) {
-        const item = routed[next++] as Routed;
-        const outcome = await this.ask(item, signal);
-        out[item.index] = {
-          ...item.row,
-          localLabel: item.row.label,
-          fallback: outcome,
-          ...(outcome.status === 'ok' ? { label: outcome.label, source: 'fallback' as const } : {}),
-        };
+        const item = routed[next++] as (typeof routed)[number];
+        out[item.index] = withFallbackOutcome(item.row, await this.ask(item.document, signal));
       }
     };
     const workers = Array.from({ length: Math.min(this.options.config.concurrency, routed.length) }, () =>
@@ -177,6 +215,15 @@ export class FallbackStage {
     const failure = settled.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     if (failure !== undefined) throw failure.reason;
     return out;
+  }
+
+  /**
+   * One routed document's outcome (cluster mode: the coordinator answers the fallback queue's jobs one by one).
+   * Throws only when the run must stop, as resolve does.
+   */
+  async answer(document: RoutedDocument, signal?: AbortSignal): Promise<FallbackOutcome> {
+    this.counts.routed += 1;
+    return this.ask(document, signal ?? new AbortController().signal);
   }
 
   stats(): FallbackStats {
@@ -205,7 +252,7 @@ export class FallbackStage {
   }
 
   /** One document: a request, then (for an answer outside the set) the conversation continued with a correction. */
-  private async ask(item: Routed, signal: AbortSignal): Promise<FallbackOutcome> {
+  private async ask(item: RoutedDocument, signal: AbortSignal): Promise<FallbackOutcome> {
     const { config } = this.options;
     let messages = this.prompt.messages(item.doc);
     let reason = '';
@@ -233,9 +280,9 @@ export class FallbackStage {
   }
 
   /** One request's answer: from the cache, or sent (with retries) within the budget and the rate limit. */
-  private async exchange(body: ChatRequestBody, item: Routed, signal: AbortSignal): Promise<Exchange> {
+  private async exchange(body: ChatRequestBody, item: RoutedDocument, signal: AbortSignal): Promise<Exchange> {
     const key = exchangeKey(this.endpoint, body);
-    const base = { document_id: item.row.id === null ? null : String(item.row.id), row: item.row.row, shard_id: item.shardId, request_hash: key };
+    const base = { document_id: item.documentId, row: item.row, shard_id: item.shardId, request_hash: key };
     // Identical requests in flight at once (duplicate documents) are sent once: the others wait, then read the cache.
     for (;;) {
       const hit = await this.fromCache(key, base);
@@ -284,7 +331,7 @@ export class FallbackStage {
     return null;
   }
 
-  private async fetchLive(body: ChatRequestBody, base: AuditBase, item: Routed, signal: AbortSignal): Promise<Exchange> {
+  private async fetchLive(body: ChatRequestBody, base: AuditBase, item: RoutedDocument, signal: AbortSignal): Promise<Exchange> {
     const { config, mode } = this.options;
     if (mode === 'offline' || this.client === null) {
       await this.audit.write({ event: 'skipped', time: new Date().toISOString(), ...base, model: config.model, outcome: 'over_budget' });
@@ -292,9 +339,7 @@ export class FallbackStage {
     }
 
     const bodyBytes = Buffer.byteLength(JSON.stringify(body), 'utf8');
-    // Worst case: every byte of the body a token (true of byte-level BPE tokenizers), plus chat-format tokens.
-    const inputBound = bodyBytes + TOKENS_PER_MESSAGE * body.messages.length + TOKENS_PER_REQUEST;
-    const reserveNano = this.priceNano(inputBound, config.maxOutputTokens, Math.ceil);
+    const reserveNano = worstCaseNanoUsd(config, body);
     const rateEstimate = Math.ceil(bodyBytes / 4) + config.maxOutputTokens;
 
     for (let attempt = 1; ; attempt++) {
@@ -326,7 +371,7 @@ export class FallbackStage {
         return { kind: 'failed', reason: `${failure.message}: the server asked to wait ${Math.round(failure.retryAfterMs / 1000)} s; the local label is kept` };
       }
       const delay = backoffDelay(attempt, failure.retryAfterMs, this.backoff, this.random);
-      this.logger.log('debug', 'fallback request failed; retrying', { row: item.row.row, attempt, kind: failure.kind, httpStatus: failure.httpStatus, delayMs: delay });
+      this.logger.log('debug', 'fallback request failed; retrying', { row: item.row, attempt, kind: failure.kind, httpStatus: failure.httpStatus, delayMs: delay });
       await sleep(delay, undefined, { signal });
     }
   }
@@ -346,7 +391,7 @@ export class FallbackStage {
       await this.rateLimiter.acquire(rateEstimate, signal);
       await this.audit.write({ event: 'reserve', time: new Date().toISOString(), call_id: callId, ...base, attempt, reserved_usd: fromNanoUsd(reservation.nanoUsd) });
     } catch (error) {
-      this.budget.settle(reservation, 0); // nothing was sent
+      await this.budget.settle(reservation, 0); // nothing was sent
       throw error;
     }
     this.counts.requests++;
@@ -375,7 +420,7 @@ export class FallbackStage {
     }
     let costNano: number;
     if (completion !== null) {
-      costNano = completion.usage === null ? reservation.nanoUsd : this.priceNano(completion.usage.promptTokens, completion.usage.completionTokens, Math.round);
+      costNano = completion.usage === null ? reservation.nanoUsd : priceNanoUsd(config.price, completion.usage.promptTokens, completion.usage.completionTokens, Math.round);
       if (costNano > reservation.nanoUsd) {
         this.logger.log('warn', 'a fallback response cost more than its worst-case reservation; check max_output_tokens is honoured by the server', {
           reservedUsd: fromNanoUsd(reservation.nanoUsd),
@@ -385,7 +430,7 @@ export class FallbackStage {
     } else {
       costNano = failure?.mayBeBilled === true ? reservation.nanoUsd : 0;
     }
-    this.budget.settle(reservation, costNano);
+    await this.budget.settle(reservation, costNano);
     this.counts.costNanoUsd += costNano;
     if (completion?.usage) {
       this.counts.promptTokens += completion.usage.promptTokens;
@@ -414,12 +459,6 @@ export class FallbackStage {
       throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write the fallback cache ${this.cache.dir} (${errorMessage(unstored)}); free space or fix its permissions, then re-run`, { cause: unstored, retryable: true });
     }
     return completion !== null ? { kind: 'response', completion } : { kind: 'error', failure: failure as CallFailure };
-  }
-
-  /** Price in nano-USD of the given token counts (rounded up for reservations, to nearest for actual usage). */
-  private priceNano(promptTokens: number, completionTokens: number, round: (x: number) => number): number {
-    const { price } = this.options.config;
-    return round(promptTokens * price.inputPerMillion * 1000) + round(completionTokens * price.outputPerMillion * 1000);
   }
 
   private budgetReason(): string {

@@ -39,3 +39,11 @@ export async function resolveFallback(codebook: Codebook, options: ResolveFallba
   if (!lookup.found) return { active: false, reason: `no API key: ${lookup.reason}` };
   return { ...base, mode: 'live', apiKey: lookup.key, warning: lookup.warning };
 }
+
+/**
+ * The fallback's response cache and audit log: beside the output unless the codebook names a cache folder (both
+ * are kept by --overwrite: money was spent). Local mode and the cluster coordinator use the same places.
+ */
+export function fallbackPathsFor(output: string, config: FallbackConfig | null): { cacheDir: string; auditFile: string } {
+  return { cacheDir: config?.cacheDir ?? `${output}.fallback-cache`, auditFile: `${output}.fallback-audit.jsonl` };
+}
