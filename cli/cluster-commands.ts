@@ -28,7 +28,7 @@ export const CLUSTER_USAGE = `Cluster mode (see docs/cluster.md):
   rescale worker --redis URL [--threads N] [--name NAME] [--metrics HOST:PORT] [--grace S] [--redis-timeout S]
       Takes shards from the queue and scores them. SIGTERM hands the current shard back and exits 0.
   rescale submit --codebook C --input P [--input P2 ...] --output O [--shard-rows N] [--limit N]
-                 [--sequences N] [--overwrite] [--no-fallback] [--watch]
+                 [--sequences N] [--overwrite] [--no-fallback | --fallback-offline] [--watch]
   rescale status [RUN] | watch RUN | cancel RUN | retry RUN | workers          [--json]
       Client options: --coordinator HOST:PORT (or RESCALE_COORDINATOR), --token-file F (or RESCALE_TOKEN_FILE,
       RESCALE_TOKEN), --tls [--tls-ca F] when the coordinator serves TLS.
@@ -85,6 +85,7 @@ const OPTIONS = {
     sequences: { type: 'string' },
     overwrite: { type: 'boolean' },
     'no-fallback': { type: 'boolean' },
+    'fallback-offline': { type: 'boolean' },
     watch: { type: 'boolean' },
   },
   status: client,
@@ -262,7 +263,7 @@ async function runClientCommand(command: Exclude<ClusterCommand, 'coordinator' |
           // Globs and folders are resolved against this directory too; the coordinator sees the same paths.
           inputs: inputs.map((input) => path.resolve(input)),
           output: path.resolve(output),
-          options: { shardRows: shardRows ?? 0, limit: limit ?? 0, sequences: sequences ?? 0, overwrite: values.overwrite === true, noFallback: values['no-fallback'] === true },
+          options: { shardRows: shardRows ?? 0, limit: limit ?? 0, sequences: sequences ?? 0, overwrite: values.overwrite === true, noFallback: values['no-fallback'] === true, fallbackOffline: values['fallback-offline'] === true },
         });
         if (json) process.stdout.write(`${JSON.stringify(response)}\n`);
         else {

@@ -16,6 +16,7 @@ export interface RunOptionsMessage {
   sequences: number;
   overwrite: boolean;
   noFallback: boolean;
+  fallbackOffline: boolean;
 }
 
 export interface SubmitRunRequest {

@@ -135,6 +135,7 @@ function handlers(coordinator: RunCoordinator, authorized: (metadata: Metadata) 
         ...(options !== null && options.sequences > 0 ? { sequences: options.sequences } : {}),
         ...(options !== null && options.overwrite ? { overwrite: true } : {}),
         ...(options !== null && options.noFallback ? { noFallback: true } : {}),
+        ...(options !== null && options.fallbackOffline ? { fallbackOffline: true } : {}),
       });
       return { runId: result.runId, created: result.created, status: runStatusMessage(await coordinator.status(result.runId)) };
     }),

@@ -46,6 +46,8 @@ export interface SubmitRequest {
   readonly overwrite?: boolean;
   /** Local labels only although the codebook enables the closed-model fallback. */
   readonly noFallback?: boolean;
+  /** Fallback answers from the cache only (no key, no network); misses get over_budget. */
+  readonly fallbackOffline?: boolean;
 }
 
 export interface SubmitResult {
@@ -550,7 +552,7 @@ export class RunCoordinator {
     }
     const codebook = parseCodebookText(codebookText, codebookPath);
     singleQuestion(codebook);
-    const fallbackPlan = await resolveFallback(codebook, { disabled: request.noFallback === true, env: this.options.env });
+    const fallbackPlan = await resolveFallback(codebook, { disabled: request.noFallback === true, offline: request.fallbackOffline === true, env: this.options.env });
     if (codebook.fallback !== null && !fallbackPlan.active && request.noFallback !== true) {
       // Local mode would go on with local labels only and a warning; a remote submitter would not see the warning.
       throw new RescaleError(

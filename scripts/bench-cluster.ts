@@ -74,7 +74,7 @@ async function scrape(address: string): Promise<Map<string, number>> {
 }
 
 function request(fixture: ClusterFixture, corpus: string, output: string, shardRows: number, limit = 0): SubmitRunRequest {
-  return { codebook: fixture.codebook, inputs: [corpus], output, options: { shardRows, limit, sequences: 0, overwrite: false, noFallback: false } };
+  return { codebook: fixture.codebook, inputs: [corpus], output, options: { shardRows, limit, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false } };
 }
 
 async function watchUntilDone(control: ControlClient, runId: string, onStatus: (status: RunStatusMessage) => void = () => undefined): Promise<RunStatusMessage> {

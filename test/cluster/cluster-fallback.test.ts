@@ -31,7 +31,7 @@ async function fallbackCodebook(fixture: ClusterFixture, name: string, fallback:
 }
 
 function request(fixture: ClusterFixture, codebook: string, output: string, options: Partial<SubmitRunRequest['options']> = {}): SubmitRunRequest {
-  return { codebook, inputs: [fixture.corpus], output, options: { shardRows: SHARD_ROWS, limit: ROWS, sequences: 0, overwrite: false, noFallback: false, ...options } };
+  return { codebook, inputs: [fixture.corpus], output, options: { shardRows: SHARD_ROWS, limit: ROWS, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false, ...options } };
 }
 
 /** Why a run failed, for assertion messages: its shard failures and the services' error lines. */
@@ -167,7 +167,7 @@ describe('cluster mode with the closed-model fallback', () => {
     }
   });
 
-  it('refuses a fallback codebook when the coordinator has no key; with --no-fallback the run has local labels only', async () => {
+  it('refuses a fallback codebook when the coordinator has no key; --no-fallback gives local labels, --fallback-offline replays the study from the cache', async () => {
     // One coordinator per Redis: the keyed one stops, a keyless one takes over.
     control.close();
     await within(coordinator.stop(), 30_000, 'keyed coordinator stop', [coordinator]);
@@ -183,5 +183,14 @@ describe('cluster mode with the closed-model fallback', () => {
     assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
     const rows = await fallbackColumns(output);
     assert.ok(rows.every((r) => r.fallback_status === null && r.source === 'local'));
+
+    // A finished study replays offline from the cache on a coordinator without any key, bit for bit.
+    const before = server.requests.length;
+    const replayed = path.join(fixture.dir, 'cluster', 'results.parquet');
+    const replay = await within(control.submit(request(fixture, codebook, replayed, { overwrite: true, fallbackOffline: true })), 30_000, 'offline submit', [coordinator]);
+    const done = await within(control.watch(replay.runId, () => undefined, { intervalMs: 250 }), 60_000, 'offline replay', [coordinator, ...workers]);
+    assert.equal(done.state, 'RUN_STATE_SUCCEEDED', why(done, [coordinator, ...workers]));
+    assert.equal(server.requests.length, before, 'nothing sent');
+    assert.ok((await readFile(replayed)).equals(await readFile(path.join(fixture.dir, 'local', 'results.parquet'))), 'the offline replay differs from the live run');
   });
 });

@@ -72,7 +72,7 @@ async function withCluster(name: string, workerArgs: readonly string[], workers:
 }
 
 function submitRequest(output: string): SubmitRunRequest {
-  return { codebook: fixture.codebook, inputs: [fixture.corpus], output, options: { shardRows: SHARD_ROWS, limit: 0, sequences: 0, overwrite: false, noFallback: false } };
+  return { codebook: fixture.codebook, inputs: [fixture.corpus], output, options: { shardRows: SHARD_ROWS, limit: 0, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false } };
 }
 
 async function assertSameAsLocal(output: string): Promise<void> {

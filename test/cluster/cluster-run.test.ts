@@ -31,7 +31,7 @@ const ROWS = 600;
 const SHARD_ROWS = 50;
 
 function request(fixture: ClusterFixture, output: string, rows = 0, corpus = fixture.corpus): SubmitRunRequest {
-  return { codebook: fixture.codebook, inputs: [corpus], output, options: { shardRows: SHARD_ROWS, limit: rows, sequences: 0, overwrite: false, noFallback: false } };
+  return { codebook: fixture.codebook, inputs: [corpus], output, options: { shardRows: SHARD_ROWS, limit: rows, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false } };
 }
 
 describe('cluster mode', () => {
@@ -154,7 +154,7 @@ describe('cluster mode', () => {
   it('cancels a run: queued shards leave the queue and the workers drop its shards at once', async () => {
     const output = path.join(fixture.dir, 'cancelled', 'results.parquet');
     // Big shards (several seconds each), so both workers are surely in the middle of one when the cancel comes.
-    const submitted = await control.submit({ ...request(fixture, output, 2_000), options: { shardRows: 250, limit: 2_000, sequences: 0, overwrite: false, noFallback: false } });
+    const submitted = await control.submit({ ...request(fixture, output, 2_000), options: { shardRows: 250, limit: 2_000, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false } });
     const shardDir = `${output}.parts/shards`;
     await Promise.all(workers.map((w) => w.waitForLog((l) => l.msg === 'shard started' && l.runId === submitted.runId, 30_000, 'a shard of the run')));
     await new Promise((resolve) => setTimeout(resolve, 300));
