@@ -20,7 +20,7 @@ import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { ResultRow } from '../contracts/results.js';
 import { DEFAULT_SHARD_ROWS, planRun } from '../coordinator/run-plan.js';
 import { AuditLog, readLedger, type CallOutcome } from '../worker/fallback/audit-log.js';
-import { BatchApiClient, FINAL_BATCH_STATES, parseBatchResults, type BatchInfo, type BatchInputLine } from '../worker/fallback/batch-api.js';
+import { BatchApiClient, BatchSubmitError, FINAL_BATCH_STATES, parseBatchResults, type BatchInfo, type BatchInputLine } from '../worker/fallback/batch-api.js';
 import { fromNanoUsd, toNanoUsd } from '../worker/fallback/budget.js';
 import { parseCompletion } from '../worker/fallback/fallback-client.js';
 import { FallbackPrompt } from '../worker/fallback/fallback-prompt.js';
@@ -38,7 +38,8 @@ import { writeFileAtomic } from '../worker/shard-result-writer.js';
 export interface BatchRecord {
   /** Our id for the batch, in the audit's call ids (`<tag>:<cache key>`) and the input file's name. */
   readonly tag: string;
-  readonly batchId: string;
+  /** Null while unknown: the create request's answer was lost, and `collect` looks the batch up by its tag. */
+  batchId: string | null;
   /** The submitted JSONL, kept: it maps each custom_id to its request body (the cache stores both). */
   readonly inputFile: string;
   readonly requests: number;
@@ -257,6 +258,11 @@ export async function submitFallbackBatch(options: BatchSubmitOptions): Promise<
     try {
       info = await new BatchApiClient(config, apiKey).submit(jsonl, { rescale_tag: tag });
     } catch (error) {
+      if (error instanceof BatchSubmitError && error.maybeCreated) {
+        // The batch may exist and be billed: keep the reservations and let `collect` find it by its tag.
+        await writeState(output, [...previous, { tag, batchId: null, inputFile, requests: chosen.length, submittedAt: new Date().toISOString(), collectedAt: null, status: 'unknown', answered: 0, failed: 0, missing: 0 }]);
+        throw new RescaleError('FALLBACK_REJECTED', `the Batch API at ${config.baseUrl} did not answer the request that creates the batch (${redact(errorMessage(error), apiKey)}); it may have been created: run "rescale batch collect", which looks it up by its tag ${tag}, before submitting again`);
+      }
       // Not submitted: release every reservation (nothing can have been billed).
       for (const [key, pending] of chosen) {
         await audit.write({ ...callBase(tag, key, pending, config), outcome: 'connection', http_status: null, cost_usd: 0, error: 'batch not submitted', not_sent: true });
@@ -308,11 +314,23 @@ export async function collectFallbackBatches(options: BatchCollectOptions): Prom
   const reasons: Record<string, number> = {};
   for (const record of records) {
     if (record.collectedAt !== null) continue;
-    let info = await client.retrieve(record.batchId);
+    if (record.batchId === null) {
+      const found = await client.findByTag(record.tag);
+      if (found === null) {
+        // Never created: nothing was sent or billed; release its reservations.
+        await releaseUncreated(paths.auditFile, record, config);
+        Object.assign(record, { collectedAt: new Date().toISOString(), status: 'not created', missing: record.requests });
+        totals.missing += record.requests;
+        continue;
+      }
+      record.batchId = found.id;
+    }
+    const batchId = record.batchId;
+    let info = await client.retrieve(batchId);
     while (!FINAL_BATCH_STATES.includes(info.status) && options.wait === true) {
       logger.log('info', 'batch not finished yet; waiting', { batchId: record.batchId, status: info.status, counts: info.counts });
       await sleep(options.pollMs ?? 60_000, undefined, options.signal ? { signal: options.signal } : {});
-      info = await client.retrieve(record.batchId);
+      info = await client.retrieve(batchId);
     }
     record.status = info.status;
     if (!FINAL_BATCH_STATES.includes(info.status)) {
@@ -381,6 +399,22 @@ export async function collectFallbackBatches(options: BatchCollectOptions): Prom
   }
   await writeState(output, records);
   return { batches: records, ...totals, reasons };
+}
+
+/** Call lines (not sent, unbilled) for every request of a batch that was never created. */
+async function releaseUncreated(auditFile: string, record: BatchRecord, config: FallbackConfig): Promise<void> {
+  const lines = (await readFile(record.inputFile, 'utf8')).split('\n').filter((l) => l.trim() !== '');
+  const documents = await reservedDocuments(auditFile, record.tag);
+  const audit = await AuditLog.open(auditFile);
+  try {
+    for (const line of lines) {
+      const key = (JSON.parse(line) as BatchInputLine).custom_id;
+      const doc = documents.get(key) ?? { document_id: null, row: -1, shard_id: '' };
+      await audit.write({ ...callBase(record.tag, key, { body: { model: config.model, messages: [] } as unknown as BatchInputLine['body'], documentId: doc.document_id, row: doc.row, shardId: doc.shard_id }, config), outcome: 'connection', http_status: null, cost_usd: 0, error: 'batch never created', not_sent: true });
+    }
+  } finally {
+    await audit.close();
+  }
 }
 
 function callBase(tag: string, key: string, pending: Pending, config: FallbackConfig): Omit<Parameters<AuditLog['write']>[0] & { event: 'call' }, 'outcome' | 'http_status' | 'cost_usd' | 'error'> {

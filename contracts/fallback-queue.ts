@@ -1,9 +1,8 @@
 // The contract of cluster mode's fallback over Redis: each run with an active fallback has its own BullMQ queue of
 // routed documents (one job per document, id = shard id + row, so a shard that runs again finds its documents'
 // jobs instead of making new ones). Shard workers add jobs and wait for their outcomes; the coordinator — the only
-// process that holds the API key — answers them under the run's global limits: the queue's limiter gates job
-// starts at the codebook's requests per minute, a Redis token bucket per endpoint counts every HTTP attempt
-// (requests and tokens per minute), and a Redis ledger per run holds the hard budget.
+// process that holds the API key — answers them under the run's global limits: a Redis token bucket per endpoint
+// counts every HTTP attempt (requests and tokens per minute), and a Redis ledger per run holds the hard budget.
 
 import { z } from 'zod';
 import { RescaleError } from './errors.js';

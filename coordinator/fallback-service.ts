@@ -1,10 +1,11 @@
 // Cluster mode's fallback, answered on the coordinator: for each running run with an active fallback, a BullMQ
 // worker on the run's fallback queue turns routed-document jobs (added by shard workers) into outcomes through the
 // same FallbackStage local mode uses — response cache and audit log beside the output, on the shared filesystem.
-// The limits are global: the queue's limiter starts at most `requests_per_minute` jobs a minute across every
-// consumer, a Redis token bucket per endpoint + model counts every HTTP attempt (requests and tokens per minute,
-// shared pause after a 429), and the run's budget is a Redis ledger. Only this process needs the API key; shard
-// workers never see it.
+// The limits are global: a Redis token bucket per endpoint + model counts every HTTP attempt (requests and tokens
+// per minute, shared pause after a 429) and the run's budget is a Redis ledger. BullMQ's own queue `limiter` is not
+// used: it counts job starts, and a job may be a free cache hit (a re-run, a Batch API answer) or several HTTP
+// attempts (retries, a correction round), so it would both throttle free answers and miss retries. Only this
+// process needs the API key; shard workers never see it.
 
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -83,7 +84,6 @@ export class FallbackService {
       connection: redisOptions(this.options.redis, { blocking: true, name: `rescale-coordinator-fallback-${runId}` }),
       prefix: QUEUE_PREFIX,
       concurrency: config.concurrency,
-      ...(config.rateLimit.requestsPerMinute !== null ? { limiter: { max: config.rateLimit.requestsPerMinute, duration: 60_000 } } : {}),
     });
     worker.on('error', (error) => logger.log('warn', 'fallback queue worker error', { error: error.message }));
     logger.log('info', 'answering the run’s fallback queue', { mode: plan.mode, model: config.model, baseUrl: config.baseUrl, key: plan.mode === 'live' ? plan.keySource : null, concurrency: config.concurrency, auditFile: setting.auditFile });
@@ -100,7 +100,8 @@ export class FallbackService {
       this.options.onOutcome?.(outcome);
       return outcome;
     } catch (error) {
-      if (isRescaleError(error) && error.code !== 'ABORTED' && !error.retryable) this.options.onFatal(runId, error);
+      // An unwritable cache stops the run too: answers paid for could not be kept, so no more are bought.
+      if (isRescaleError(error) && error.code !== 'ABORTED' && (!error.retryable || error.code === 'OUTPUT_NOT_WRITABLE')) this.options.onFatal(runId, error);
       const mapped = toQueueError(error);
       // Every failure is final for the job: the shard waiting on it decides whether to try again.
       throw mapped instanceof UnrecoverableError ? mapped : new UnrecoverableError(errorMessage(mapped));
@@ -121,7 +122,9 @@ export class FallbackService {
     this.runs.delete(runId);
     const run = await started?.catch(() => undefined);
     if (run !== undefined) {
-      await run.worker.close().catch(() => undefined);
+      // Forced: jobs in flight may be waiting on the budget or a 429 pause for minutes; their answers, if any,
+      // are in the cache already, and the shards waiting on them are stopped with the run.
+      await run.worker.close(true).catch(() => undefined);
       await run.stage.close().catch(() => undefined);
     }
     if (options.purge) await FallbackService.purge(this.options.redis, runId);

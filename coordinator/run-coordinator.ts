@@ -351,8 +351,8 @@ export class RunCoordinator {
     return run;
   }
 
-  private deactivate(runId: string, options: { purgeFallback: boolean } = { purgeFallback: false }): void {
-    void this.fallbacks.stop(runId, { purge: options.purgeFallback }).catch((error: unknown) => this.logger.log('warn', 'fallback queue not stopped cleanly', { runId, error: errorMessage(error) }));
+  private deactivate(runId: string): void {
+    void this.fallbacks.stop(runId, { purge: false }).catch((error: unknown) => this.logger.log('warn', 'fallback queue not stopped cleanly', { runId, error: errorMessage(error) }));
     const run = this.runs.get(runId);
     if (run === undefined) return;
     this.runs.delete(runId);
@@ -478,7 +478,7 @@ export class RunCoordinator {
       });
       await this.store.transition(runId, ['merging'], 'succeeded', { finishedAt: new Date().toISOString(), manifest: summary.manifestPath });
       logger.log('info', 'run succeeded', { output: summary.output, rows: summary.rows, seconds: Number(end().toFixed(3)) });
-      this.deactivate(runId, { purgeFallback: true });
+      await this.fallbacks.stop(runId, { purge: true }).catch((error: unknown) => logger.log('warn', 'fallback queue not removed', { error: errorMessage(error) }));
     } catch (error) {
       end();
       const message = isRescaleError(error) ? error.message : `merge failed: ${errorMessage(error)}`;
@@ -710,7 +710,8 @@ export class RunCoordinator {
           if (await this.queue.remove(id)) removed += 1;
         }
       }
-      this.deactivate(runId, { purgeFallback: true });
+      await this.fallbacks.stop(runId, { purge: true });
+      this.deactivate(runId);
       this.logger.log('info', 'run cancelled', { runId, removedJobs: removed, activeJobs: [...states.values()].filter((s) => s === 'active').length });
       return this.status(runId);
     });
@@ -740,9 +741,10 @@ export class RunCoordinator {
       for (const shard of shards) await this.queue.remove(shard.id);
       run.failed.clear();
       await this.store.clearFailed(runId, ids);
-      await this.queue.add(runId, shards);
+      // Running (and its fallback answering) before the shards are queued: workers refuse shards of a failed run.
       await this.store.transition(runId, ['failed'], 'running', { finishedAt: '', error: '' });
       if (!(await this.startFallback(run))) throw new RescaleError('CONFIG_INVALID', (await this.store.record(runId))?.error ?? `run ${runId} cannot start its fallback`);
+      await this.queue.add(runId, shards);
       this.logger.log('info', 'failed shards queued again', { runId, shards: shards.length });
       await this.maybeFinish(run);
       return { retried: shards.length, status: await this.status(runId) };

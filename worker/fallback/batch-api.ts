@@ -84,11 +84,30 @@ export class BatchApiClient {
     this.client = openAIClient(config, apiKey, { maxRetries: 3, timeoutMs: Math.max(config.timeoutMs, 120_000) });
   }
 
-  /** Uploads the input file and creates the batch; returns the batch id. */
+  /**
+   * Uploads the input file (retried: a duplicate upload costs nothing) and creates the batch, once: creating is
+   * not idempotent, so a lost answer is not retried. A failure says whether a batch may exist (`maybeCreated`).
+   */
   async submit(jsonl: string, metadata: Record<string, string>): Promise<BatchInfo> {
-    const file = await this.client.files.create({ file: await toFile(Buffer.from(jsonl, 'utf8'), 'rescale-fallback-batch.jsonl', { type: 'application/jsonl' }), purpose: 'batch' });
-    const batch = await this.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata });
-    return toInfo(batch);
+    const file = await this.client.files
+      .create({ file: await toFile(Buffer.from(jsonl, 'utf8'), 'rescale-fallback-batch.jsonl', { type: 'application/jsonl' }), purpose: 'batch' })
+      .catch((error: unknown) => {
+        throw new BatchSubmitError(error, false);
+      });
+    try {
+      return toInfo(await this.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata }, { maxRetries: 0 }));
+    } catch (error) {
+      // An HTTP error status means the server refused; no status (timeout, connection lost) means it may have created it.
+      throw new BatchSubmitError(error, !(error instanceof OpenAI.APIError && typeof error.status === 'number'));
+    }
+  }
+
+  /** The batch created with `rescale_tag` = tag, if any (after a create whose answer was lost). */
+  async findByTag(tag: string): Promise<BatchInfo | null> {
+    for await (const batch of this.client.batches.list({ limit: 100 })) {
+      if (batch.metadata?.rescale_tag === tag) return toInfo(batch);
+    }
+    return null;
   }
 
   async retrieve(batchId: string): Promise<BatchInfo> {
@@ -98,6 +117,16 @@ export class BatchApiClient {
   async content(fileId: string): Promise<string> {
     const response = await this.client.files.content(fileId);
     return response.text();
+  }
+}
+
+export class BatchSubmitError extends Error {
+  constructor(
+    readonly original: unknown,
+    /** True when the batch may exist at the provider although no answer said so. */
+    readonly maybeCreated: boolean,
+  ) {
+    super(original instanceof Error ? original.message : String(original));
   }
 }
 

@@ -18,6 +18,8 @@ import { documentIdText, routedIndexes, withFallbackOutcome } from './fallback-s
 
 /** Jobs added per Redis round trip burst. */
 const BATCH = 500;
+/** How long one wait for a job's finish event lasts before its state is read again. */
+const WAIT_SLICE_MS = 30_000;
 /** Failure reasons that stop the run (the coordinator's fallback cannot go on): the shard fails without retries. */
 const FATAL_CODES: readonly ErrorCode[] = ['FALLBACK_AUTH', 'FALLBACK_REJECTED', 'OUTPUT_NOT_WRITABLE', 'ABORTED'];
 
@@ -81,16 +83,27 @@ export class QueuedFallback implements ShardFallback {
     return out;
   }
 
+  /**
+   * Waits for one job's outcome in slices: each slice first reads the job's state (so a finish whose event was
+   * missed or trimmed from the stream is still seen), then waits for its event. A job that vanished (the run's queue
+   * was removed) is a retryable error, never an endless wait.
+   */
   private async outcome(jobId: string): Promise<FallbackOutcome> {
-    const job = await Job.fromId(this.queue, jobId);
-    if (job === undefined) throw new RescaleError('INTERNAL', `fallback job ${jobId} vanished from the queue (the run's queue was removed?); the shard will be retried`, { retryable: true });
-    let value: unknown;
-    try {
-      value = await job.waitUntilFinished(this.events);
-    } catch (error) {
-      throw failureOf(jobId, errorMessage(error));
+    for (;;) {
+      // State first, then the job: a job read before it completed would carry no return value yet.
+      const state = await this.queue.getJobState(jobId);
+      const job = await Job.fromId(this.queue, jobId);
+      if (job === undefined) throw new RescaleError('INTERNAL', `fallback job ${jobId} vanished from the queue (the run's queue was removed?); the shard will be retried`, { retryable: true });
+      if (state === 'completed') return parseFallbackOutcome(job.returnvalue);
+      if (state === 'failed') throw failureOf(jobId, job.failedReason);
+      try {
+        return parseFallbackOutcome(await job.waitUntilFinished(this.events, WAIT_SLICE_MS));
+      } catch (error) {
+        const message = errorMessage(error);
+        if (/timed out before finishing/.test(message)) continue;
+        throw failureOf(jobId, message);
+      }
     }
-    return parseFallbackOutcome(value);
   }
 
   async close(): Promise<void> {

@@ -18,6 +18,8 @@ local budget, reservations = KEYS[1], KEYS[2]
 local id, amount, capUsd, capRequests, staleMs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+-- A reservation resent after a reconnect is already held: reserving it twice would leak its amount.
+if redis.call('HEXISTS', reservations, id) == 1 then return 1 end
 if redis.call('HGET', budget, 'exhausted') == '1' then return -1 end
 local function fits()
   local spent = tonumber(redis.call('HGET', budget, 'spent') or '0')
