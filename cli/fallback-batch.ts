@@ -154,9 +154,18 @@ async function liveFallback(codebook: Codebook, env: Readonly<Record<string, str
   return { config: plan.config, apiKey: plan.apiKey, identity: plan.identity };
 }
 
+/** A request's document as audit lines name it. */
+interface DocumentRef {
+  readonly document_id: string | null;
+  readonly row: number;
+  readonly shard_id: string;
+}
+
+const UNKNOWN_DOCUMENT: DocumentRef = { document_id: null, row: -1, shard_id: '' };
+
 /** The documents behind a batch's requests, from its `reserve` lines in the audit log (custom_id → document). */
-async function reservedDocuments(auditFile: string, tag: string): Promise<Map<string, { document_id: string | null; row: number; shard_id: string }>> {
-  const out = new Map<string, { document_id: string | null; row: number; shard_id: string }>();
+async function reservedDocuments(auditFile: string, tag: string): Promise<Map<string, DocumentRef>> {
+  const out = new Map<string, DocumentRef>();
   let text = '';
   try {
     text = await readFile(auditFile, 'utf8');
@@ -265,7 +274,7 @@ export async function submitFallbackBatch(options: BatchSubmitOptions): Promise<
       }
       // Not submitted: release every reservation (nothing can have been billed).
       for (const [key, pending] of chosen) {
-        await audit.write({ ...callBase(tag, key, pending, config), outcome: 'connection', http_status: null, cost_usd: 0, error: 'batch not submitted', not_sent: true });
+        await audit.write({ ...callBase(tag, key, { document_id: pending.documentId, row: pending.row, shard_id: pending.shardId }, config), outcome: 'connection', http_status: null, cost_usd: 0, error: 'batch not submitted', not_sent: true });
       }
       throw new RescaleError('FALLBACK_REJECTED', `the Batch API at ${config.baseUrl} (codebook field "fallback.base_url") did not take the batch: ${redact(errorMessage(error), apiKey)}; check that the endpoint offers /v1/files and /v1/batches, or use "rescale run" (live requests)`);
     }
@@ -361,7 +370,7 @@ export async function collectFallbackBatches(options: BatchCollectOptions): Prom
         const input = inputs.get(result.customId);
         if (input === undefined || seen.has(result.customId)) continue;
         seen.add(result.customId);
-        const base = { event: 'call' as const, time: new Date().toISOString(), call_id: `${record.tag}:${result.customId}`, ...(documents.get(result.customId) ?? { document_id: null, row: -1, shard_id: '' }), request_hash: result.customId, attempt: 1, model: config.model, latency_ms: latency, retry_after_ms: null };
+        const base = callBase(record.tag, result.customId, documents.get(result.customId) ?? UNKNOWN_DOCUMENT, config, latency);
         let completion = null;
         if (result.body !== null) {
           try {
@@ -373,7 +382,7 @@ export async function collectFallbackBatches(options: BatchCollectOptions): Prom
         if (completion === null) {
           const reason = result.error ?? 'malformed response body';
           fail(reason.replace(/\s+/g, ' ').slice(0, 120));
-          await audit.write({ ...base, response_model: null, outcome: outcomeOf(result.statusCode), http_status: result.statusCode, prompt_tokens: null, completion_tokens: null, cost_usd: 0, error: redact(reason, apiKey) });
+          await audit.write({ ...base, outcome: outcomeOf(result.statusCode), http_status: result.statusCode, cost_usd: 0, error: redact(reason, apiKey) });
           continue;
         }
         // Stored before it is counted: the next run reads it from the cache exactly as a live answer.
@@ -386,7 +395,7 @@ export async function collectFallbackBatches(options: BatchCollectOptions): Prom
       for (const [customId] of inputs) {
         if (seen.has(customId)) continue;
         counts.missing++;
-        await audit.write({ event: 'call', time: new Date().toISOString(), call_id: `${record.tag}:${customId}`, ...(documents.get(customId) ?? { document_id: null, row: -1, shard_id: '' }), request_hash: customId, attempt: 1, model: config.model, response_model: null, outcome: 'timeout', http_status: null, prompt_tokens: null, completion_tokens: null, cost_usd: 0, latency_ms: latency, retry_after_ms: null, error: `no result for this request in batch ${record.batchId} (status ${info.status})${info.errors.length > 0 ? `: ${info.errors.join('; ')}` : ''}` });
+        await audit.write({ ...callBase(record.tag, customId, documents.get(customId) ?? UNKNOWN_DOCUMENT, config, latency), outcome: 'timeout', http_status: null, cost_usd: 0, error: `no result for this request in batch ${record.batchId} (status ${info.status})${info.errors.length > 0 ? `: ${info.errors.join('; ')}` : ''}` });
       }
     } finally {
       await audit.close();
@@ -409,16 +418,16 @@ async function releaseUncreated(auditFile: string, record: BatchRecord, config: 
   try {
     for (const line of lines) {
       const key = (JSON.parse(line) as BatchInputLine).custom_id;
-      const doc = documents.get(key) ?? { document_id: null, row: -1, shard_id: '' };
-      await audit.write({ ...callBase(record.tag, key, { body: { model: config.model, messages: [] } as unknown as BatchInputLine['body'], documentId: doc.document_id, row: doc.row, shardId: doc.shard_id }, config), outcome: 'connection', http_status: null, cost_usd: 0, error: 'batch never created', not_sent: true });
+      await audit.write({ ...callBase(record.tag, key, documents.get(key) ?? UNKNOWN_DOCUMENT, config), outcome: 'connection', http_status: null, cost_usd: 0, error: 'batch never created', not_sent: true });
     }
   } finally {
     await audit.close();
   }
 }
 
-function callBase(tag: string, key: string, pending: Pending, config: FallbackConfig): Omit<Parameters<AuditLog['write']>[0] & { event: 'call' }, 'outcome' | 'http_status' | 'cost_usd' | 'error'> {
-  return { event: 'call', time: new Date().toISOString(), call_id: `${tag}:${key}`, document_id: pending.documentId, row: pending.row, shard_id: pending.shardId, request_hash: key, attempt: 1, model: config.model, response_model: null, prompt_tokens: null, completion_tokens: null, latency_ms: 0, retry_after_ms: null };
+/** The fields every `call` line of a batch request shares (its outcome, status, cost and error are the caller's). */
+function callBase(tag: string, key: string, doc: DocumentRef, config: FallbackConfig, latencyMs = 0): Omit<Parameters<AuditLog['write']>[0] & { event: 'call' }, 'outcome' | 'http_status' | 'cost_usd' | 'error'> {
+  return { event: 'call', time: new Date().toISOString(), call_id: `${tag}:${key}`, ...doc, request_hash: key, attempt: 1, model: config.model, response_model: null, prompt_tokens: null, completion_tokens: null, latency_ms: latencyMs, retry_after_ms: null };
 }
 
 function outcomeOf(status: number | null): CallOutcome {

@@ -271,12 +271,12 @@ export class ShardWorker {
     // A failed run's queued shards wait for "rescale retry"; one that a worker picked up just as it failed is not started.
     if (state === 'cancelled' || state === 'failed') throw cancelledError(data.runId, state);
     this.heartbeat.update({ state: this.scorers.loadedModel === run.codebook.model.path ? 'busy' : 'loading', runId: data.runId, shardId: data.shard.id });
-    const fallbackOn = run.spec.fallback?.active === true && run.codebook.fallback !== null;
+    const fallback = run.spec.fallback?.active === true ? run.codebook.fallback : null;
     const loaded = await this.scorers.scorerFor({
       codebook: run.codebook,
       codebookHash: run.spec.codebookHash,
       sequences: run.spec.sequences,
-      fallbackIdentity: fallbackOn && run.codebook.fallback !== null ? fallbackIdentity(run.codebook.fallback) : null,
+      fallbackIdentity: fallback === null ? null : fallbackIdentity(fallback),
     });
     this.heartbeat.update({ state: 'busy', model: this.scorers.loadedModel, gpu: loaded.engine.gpu });
     const { spec } = run;

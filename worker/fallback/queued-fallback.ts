@@ -66,8 +66,8 @@ export class QueuedFallback implements ShardFallback {
     for (let i = 0; i < jobs.length; i += BATCH) await this.queue.addBulk(jobs.slice(i, i + BATCH));
     await Promise.all(
       jobs.map(async ({ opts }) => {
-        const job = await Job.fromId(this.queue, opts.jobId);
-        if (job !== undefined && (await job.isFailed())) await job.retry('failed');
+        if ((await this.queue.getJobState(opts.jobId)) !== 'failed') return;
+        await (await Job.fromId(this.queue, opts.jobId))?.retry('failed');
       }),
     );
 

@@ -124,10 +124,7 @@ export class RedisBudget implements FallbackBudget {
       const result = Number(
         await this.redis.eval(RESERVE, 2, ...this.keys, id, String(nanoUsd), String(this.limits.nanoUsd ?? -1), String(this.limits.requests ?? -1), String(this.staleMs)),
       );
-      if (result === 1) {
-        await this.refresh();
-        return { id, nanoUsd };
-      }
+      if (result === 1) return { id, nanoUsd };
       if (result === -1) {
         await this.refresh();
         return null;
@@ -138,10 +135,9 @@ export class RedisBudget implements FallbackBudget {
 
   async settle(reservation: Reservation, spentNanoUsd: number): Promise<void> {
     await this.redis.eval(SETTLE, 2, ...this.keys, reservation.id, String(spentNanoUsd));
-    await this.refresh();
   }
 
-  /** The ledger as of this process's last operation on it. */
+  /** The ledger as of the last refresh (open, a refusal, or an explicit refresh() as before reading stats). */
   snapshot(): BudgetSnapshot {
     return this.last;
   }
