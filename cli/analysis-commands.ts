@@ -4,8 +4,8 @@
 import type { ParseArgsConfig } from 'node:util';
 import { loadCodebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
-import type { RoutingRule } from '../coordinator/evaluation/calibration.js';
-import { DEFAULT_BOOTSTRAP_RESAMPLES } from '../coordinator/evaluation/bootstrap.js';
+import type { RoutingRule } from '../study/calibration/calibration.js';
+import { DEFAULT_BOOTSTRAP_RESAMPLES } from '../study/evaluation/bootstrap.js';
 
 export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--predictions R2.parquet ...] --gold G.parquet [options]
       Accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix, Cohen's kappa and Krippendorff's alpha,
@@ -190,7 +190,7 @@ export async function runAnalysisCommand(command: AnalysisCommand, values: Value
       return 0;
     }
     case 'sample': {
-      const { writeTrainingSample } = await import('../coordinator/analysis/training-sample.js');
+      const { writeTrainingSample } = await import('../study/sampling/training-sample.js');
       const { formatSample } = await import('./sample.js');
       const sizes = numberList('sizes', need('sizes', values.sizes), isPositiveInt, 'positive whole numbers');
       const heldOut = numberOption('held-out', values['held-out'], (n) => (n > 0 && n < 1) || (Number.isInteger(n) && n >= 0), 'a fraction between 0 and 1 or a whole number of documents') ?? 0.2;

@@ -2,11 +2,11 @@
 // threshold table with the recommended threshold (optionally writing everything as JSON).
 
 import { RescaleError } from '../contracts/errors.js';
-import { describeCoverage, readGoldLabels, readPredictions, resolveLabelOrder } from '../coordinator/analysis/labelled-predictions.js';
-import { writeJsonFile } from '../coordinator/analysis/json-file.js';
-import { calibrateRouting, type CalibrationResult, type FallbackEvidence } from '../coordinator/analysis/routing-calibration.js';
-import { fixed, formatMarkdownTable, formatTable, percent, withInterval } from '../coordinator/analysis/text-table.js';
-import type { RoutingRule, ThresholdGoal, ThresholdPoint } from '../coordinator/evaluation/calibration.js';
+import { describeCoverage, readGoldLabels, readPredictions, resolveLabelOrder } from '../study/evaluation/labelled-predictions.js';
+import { writeJsonFile } from '../study/json-file.js';
+import { calibrateRouting, type CalibrationResult, type FallbackEvidence } from '../study/calibration/routing-calibration.js';
+import { fixed, formatMarkdownTable, formatTable, percent, withInterval } from '../study/text-table.js';
+import type { RoutingRule, ThresholdGoal, ThresholdPoint } from '../study/calibration/calibration.js';
 
 export interface CalibrateCommandOptions {
   readonly predictions: string;

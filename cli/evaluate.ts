@@ -10,11 +10,11 @@ import {
   readGoldLabels,
   readPredictions,
   resolveLabelOrder,
-} from '../coordinator/analysis/labelled-predictions.js';
-import { evaluatePredictions, type EvaluationResult, type SystemEvaluation } from '../coordinator/analysis/evaluate-predictions.js';
-import { fixed, formatMarkdownTable, formatTable, percent, signedInterval, withInterval } from '../coordinator/analysis/text-table.js';
-import type { BootstrapInterval } from '../coordinator/evaluation/bootstrap.js';
-import { writeJsonFile } from '../coordinator/analysis/json-file.js';
+} from '../study/evaluation/labelled-predictions.js';
+import { evaluatePredictions, type EvaluationResult, type SystemEvaluation } from '../study/evaluation/evaluate-predictions.js';
+import { fixed, formatMarkdownTable, formatTable, percent, signedInterval, withInterval } from '../study/text-table.js';
+import type { BootstrapInterval } from '../study/evaluation/bootstrap.js';
+import { writeJsonFile } from '../study/json-file.js';
 
 export interface EvaluateCommandOptions {
   readonly predictions: readonly string[];

@@ -19,20 +19,20 @@ import type { FallbackConfig } from '../contracts/fallback-config.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { ResultRow } from '../contracts/results.js';
 import { DEFAULT_SHARD_ROWS, planRun } from '../coordinator/run-plan.js';
-import { AuditLog, readLedger, type CallOutcome } from '../worker/fallback/audit-log.js';
-import { BatchApiClient, BatchSubmitError, FINAL_BATCH_STATES, parseBatchResults, type BatchInfo, type BatchInputLine } from '../worker/fallback/batch-api.js';
-import { fromNanoUsd, toNanoUsd } from '../worker/fallback/budget.js';
-import { parseCompletion } from '../worker/fallback/fallback-client.js';
-import { FallbackPrompt } from '../worker/fallback/fallback-prompt.js';
-import { documentIdText, fallbackEndpoint, priceNanoUsd, routedIndexes, worstCaseNanoUsd } from '../worker/fallback/fallback-stage.js';
-import { fallbackPathsFor, resolveFallback } from '../worker/fallback/resolve-fallback.js';
-import { CACHE_FORMAT, exchangeKey, ResponseCache } from '../worker/fallback/response-cache.js';
-import { LabelScorer, resolveSequences } from '../worker/label-scorer.js';
-import { getRuntime } from '../worker/llama-runtime.js';
-import { RowGroupCache } from '../worker/parquet-rows.js';
+import { AuditLog, readLedger, type CallOutcome } from '../fallback/audit-log.js';
+import { BatchApiClient, BatchSubmitError, FINAL_BATCH_STATES, parseBatchResults, type BatchInfo, type BatchInputLine } from '../fallback/batch/batch-api.js';
+import { fromNanoUsd, toNanoUsd } from '../fallback/budget.js';
+import { parseCompletion } from '../fallback/fallback-client.js';
+import { FallbackPrompt } from '../fallback/fallback-prompt.js';
+import { documentIdText, fallbackEndpoint, priceNanoUsd, routedIndexes, worstCaseNanoUsd } from '../fallback/fallback-stage.js';
+import { fallbackPathsFor, resolveFallback } from '../fallback/resolve-fallback.js';
+import { CACHE_FORMAT, exchangeKey, ResponseCache } from '../fallback/response-cache.js';
+import { LabelScorer, resolveSequences } from '../worker/engine/label-scorer.js';
+import { getRuntime } from '../worker/engine/llama-runtime.js';
+import { RowGroupCache } from '../storage/parquet-rows.js';
 import { processShard, type ShardFallback } from '../worker/process-shard.js';
-import type { DocumentInput } from '../worker/prompt-builder.js';
-import { writeFileAtomic } from '../worker/shard-result-writer.js';
+import type { DocumentInput } from '../contracts/document-input.js';
+import { writeFileAtomic } from '../storage/shard-result-writer.js';
 
 /** What the state file keeps per batch (`<output>.fallback-batches.json`). */
 export interface BatchRecord {

@@ -5,8 +5,8 @@ import { loadCodebook } from '../contracts/codebook.js';
 import type { Logger } from '../contracts/logger.js';
 import type { ShardSpec } from '../contracts/shard.js';
 import { resolveCorpus } from '../coordinator/corpus.js';
-import { LabelScorer } from '../worker/label-scorer.js';
-import { readShardRows, toText } from '../worker/parquet-rows.js';
+import { LabelScorer } from '../worker/engine/label-scorer.js';
+import { readShardRows, toText } from '../storage/parquet-rows.js';
 
 const SAMPLE_ROWS = 5;
 const SAMPLE_CHARS = 100;

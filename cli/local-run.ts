@@ -8,13 +8,13 @@ import { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { manifestPathFor, mergeShards, type MergeSummary } from '../coordinator/merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun, type EngineDescription } from '../coordinator/run-plan.js';
-import { LabelScorer, resolveSequences } from '../worker/label-scorer.js';
-import { getRuntime, runtimeInfo } from '../worker/llama-runtime.js';
-import { RowGroupCache } from '../worker/parquet-rows.js';
+import { LabelScorer, resolveSequences } from '../worker/engine/label-scorer.js';
+import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
+import { RowGroupCache } from '../storage/parquet-rows.js';
 import { processShard } from '../worker/process-shard.js';
-import { isShardComplete } from '../worker/shard-result-writer.js';
-import { FallbackStage, type FallbackStats } from '../worker/fallback/fallback-stage.js';
-import { fallbackPathsFor, resolveFallback } from '../worker/fallback/resolve-fallback.js';
+import { isShardComplete } from '../storage/shard-result-writer.js';
+import { FallbackStage, type FallbackStats } from '../fallback/fallback-stage.js';
+import { fallbackPathsFor, resolveFallback } from '../fallback/resolve-fallback.js';
 import { silentProgress, type Progress } from './progress.js';
 
 export interface LocalRunOptions {

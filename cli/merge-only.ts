@@ -5,9 +5,9 @@ import { loadCodebook, singleQuestion } from '../contracts/codebook.js';
 import type { Logger } from '../contracts/logger.js';
 import { mergeShards, type MergeSummary } from '../coordinator/merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun } from '../coordinator/run-plan.js';
-import { resolveSequences } from '../worker/label-scorer.js';
-import { getRuntime, runtimeInfo } from '../worker/llama-runtime.js';
-import { resolveFallback } from '../worker/fallback/resolve-fallback.js';
+import { resolveSequences } from '../worker/engine/label-scorer.js';
+import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
+import { resolveFallback } from '../fallback/resolve-fallback.js';
 import { partsDirFor } from './local-run.js';
 
 export async function mergeOnly(options: {

@@ -4,10 +4,10 @@
 import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
-import type { EvaluationResult } from '../coordinator/analysis/evaluate-predictions.js';
-import { readJsonFile } from '../coordinator/analysis/json-file.js';
-import type { CalibrationResult } from '../coordinator/analysis/routing-calibration.js';
-import { buildRunReport } from '../coordinator/analysis/run-report.js';
+import type { EvaluationResult } from '../study/evaluation/evaluate-predictions.js';
+import { readJsonFile } from '../study/json-file.js';
+import type { CalibrationResult } from '../study/calibration/routing-calibration.js';
+import { buildRunReport } from '../study/report/run-report.js';
 
 export interface ReportCommandOptions {
   readonly results: string;

@@ -1,8 +1,8 @@
 // `rescale sample` output: what was written where, with the counts per label a methods section reports.
 
 import path from 'node:path';
-import type { TrainingSample } from '../coordinator/analysis/training-sample.js';
-import { formatTable } from '../coordinator/analysis/text-table.js';
+import type { TrainingSample } from '../study/sampling/training-sample.js';
+import { formatTable } from '../study/text-table.js';
 
 export function formatSample(sample: TrainingSample): string {
   const { manifest } = sample;

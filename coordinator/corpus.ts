@@ -7,7 +7,7 @@ import path from 'node:path';
 import { parquetSchema, type FileMetaData, type SchemaElement } from 'hyparquet';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import type { CorpusColumn, CorpusFile } from '../contracts/shard.js';
-import { readParquetFooter } from '../worker/parquet-rows.js';
+import { readParquetFooter } from '../storage/parquet-rows.js';
 
 const GLOB_MAGIC = /[*?[{]/;
 const FOOTER_CONCURRENCY = 8;

@@ -17,12 +17,12 @@ import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js
 import type { FallbackOutcome } from '../contracts/results.js';
 import { QUEUE_PREFIX, type RunSpec } from '../contracts/shard-queue.js';
 import { Queue } from 'bullmq';
-import { readLedger } from '../worker/fallback/audit-log.js';
-import { toNanoUsd } from '../worker/fallback/budget.js';
-import { FallbackStage, type FallbackStats } from '../worker/fallback/fallback-stage.js';
-import { RedisBudget } from '../worker/fallback/redis-budget.js';
-import { rateLimitKey, RedisRateLimiter } from '../worker/fallback/redis-rate-limiter.js';
-import { resolveFallback } from '../worker/fallback/resolve-fallback.js';
+import { readLedger } from '../fallback/audit-log.js';
+import { toNanoUsd } from '../fallback/budget.js';
+import { FallbackStage, type FallbackStats } from '../fallback/fallback-stage.js';
+import { RedisBudget } from '../fallback/redis-budget.js';
+import { rateLimitKey, RedisRateLimiter } from '../fallback/redis-rate-limiter.js';
+import { resolveFallback } from '../fallback/resolve-fallback.js';
 import { toQueueError } from '../worker/queue-error.js';
 
 export interface FallbackServiceOptions {

@@ -12,7 +12,7 @@ import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { FALLBACK_STATUSES, probabilityColumn, RESULT_SOURCES, ROW_STATUSES, type FallbackStatus, type IdType, type ResultSource, type RowStatus } from '../contracts/results.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
-import { FALLBACK_FIELDS, isShardComplete, readShardResult, shardResultPath, writeFileAtomic, type ShardResultFile } from '../worker/shard-result-writer.js';
+import { FALLBACK_FIELDS, isShardComplete, readShardResult, shardResultPath, writeFileAtomic, type ShardResultFile } from '../storage/shard-result-writer.js';
 
 /** Parquet codecs the merge can write; ZSTD (the default) comes from the `@bokuweb/zstd-wasm` dependency. */
 export type ResultCodec = 'ZSTD' | 'GZIP' | 'SNAPPY' | 'UNCOMPRESSED';

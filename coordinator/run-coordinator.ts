@@ -24,9 +24,9 @@ import {
   type WorkerRecord,
 } from '../contracts/shard-queue.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
-import { shardResultPath } from '../worker/shard-result-writer.js';
-import { fallbackPathsFor, resolveFallback } from '../worker/fallback/resolve-fallback.js';
-import { RedisBudget } from '../worker/fallback/redis-budget.js';
+import { shardResultPath } from '../storage/shard-result-writer.js';
+import { fallbackPathsFor, resolveFallback } from '../fallback/resolve-fallback.js';
+import { RedisBudget } from '../fallback/redis-budget.js';
 import { ShardQueue, type ShardJobState } from './bullmq-shard-queue.js';
 import { FallbackService } from './fallback-service.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';

@@ -7,8 +7,8 @@ import { singleQuestion, type Codebook } from '../contracts/codebook.js';
 import { parseRedisUrl } from '../contracts/redis-connection.js';
 import type { EngineReport } from '../contracts/shard-queue.js';
 import { createPinoLogger } from '../cli/pino-logger.js';
-import type { DocumentScore, LabelScorer, ScoreOptions } from '../worker/label-scorer.js';
-import type { DocumentInput } from '../worker/prompt-builder.js';
+import type { DocumentScore, LabelScorer, ScoreOptions } from '../worker/engine/label-scorer.js';
+import type { DocumentInput } from '../contracts/document-input.js';
 import type { LoadedScorer, ScorerProvider, ScorerRequest } from '../worker/scorer-cache.js';
 import { ShardWorker } from '../worker/shard-worker.js';
 

@@ -27,8 +27,8 @@ import {
   type ClusterFixture,
   type CoordinatorProcess,
   type ServiceProcess,
-} from '../test/helpers/cluster.js';
-import { redisCommand, startRedisServer, type RedisServerHandle } from '../test/helpers/redis-server.js';
+} from './harness/cluster.js';
+import { redisCommand, startRedisServer, type RedisServerHandle } from './harness/redis-server.js';
 
 const SCRIPTS = path.dirname(fileURLToPath(import.meta.url));
 const RESULTS_DIR = path.join(SCRIPTS, '..', 'bench', 'results');

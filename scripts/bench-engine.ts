@@ -10,10 +10,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LlamaChatSession, type Token } from 'node-llama-cpp';
 import { parseCodebook, type Codebook } from '../contracts/codebook.js';
-import { LabelScorer } from '../worker/label-scorer.js';
-import { getRuntime, loadModel, runtimeInfo, type BuildPreference } from '../worker/llama-runtime.js';
-import type { DocumentInput } from '../worker/prompt-builder.js';
-import { ensureFixtureModel } from './fixtures/fixture-catalog.js';
+import { LabelScorer } from '../worker/engine/label-scorer.js';
+import { getRuntime, loadModel, runtimeInfo, type BuildPreference } from '../worker/engine/llama-runtime.js';
+import type { DocumentInput } from '../contracts/document-input.js';
+import { ensureFixtureModel } from '../gguf/fixtures/fixture-catalog.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const DOCUMENTS = Number(process.env.BENCH_DOCUMENTS ?? 300);

@@ -15,8 +15,8 @@ import type { DocumentId, ResultRow } from '../contracts/results.js';
 import { resolveCorpus } from '../coordinator/corpus.js';
 import { mergeShards, type ResultCodec } from '../coordinator/merge.js';
 import { planShards } from '../coordinator/shard-planner.js';
-import { RowGroupCache, readShardDocuments } from '../worker/parquet-rows.js';
-import { writeShardResult } from '../worker/shard-result-writer.js';
+import { RowGroupCache, readShardDocuments } from '../storage/parquet-rows.js';
+import { writeShardResult } from '../storage/shard-result-writer.js';
 
 const LABELS = ['sports', 'politics', 'tech', 'other'];
 const RESULTS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'results');

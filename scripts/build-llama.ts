@@ -9,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { getLlama } from 'node-llama-cpp';
-import { nodeLlamaCppRoot } from '../worker/llama-runtime.js';
+import { nodeLlamaCppRoot } from '../worker/engine/llama-runtime.js';
 
 const args = process.argv.slice(2);
 const gpuIndex = args.indexOf('--gpu');

@@ -2,8 +2,8 @@
 // hash is unchanged. `--force` rebuilds all; names as arguments limit the run (e.g. `npm run fixtures -- small`).
 
 import { relative } from 'node:path';
-import { ensureFixtures, FIXTURE_NAMES, type FixtureName } from './fixtures/fixture-catalog.js';
-import { REPO_ROOT } from './fixtures/vocab.js';
+import { ensureFixtures, FIXTURE_NAMES, type FixtureName } from '../gguf/fixtures/fixture-catalog.js';
+import { REPO_ROOT } from '../gguf/fixtures/vocab.js';
 
 function formatBytes(bytes: number): string {
   return bytes >= 1 << 20 ? `${(bytes / (1 << 20)).toFixed(1)} MiB` : `${(bytes / 1024).toFixed(1)} KiB`;

@@ -8,10 +8,10 @@ import { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { DocumentId, FallbackStatus, IdType, ResultRow, RowStatus } from '../contracts/results.js';
 import type { ShardSpec } from '../contracts/shard.js';
-import type { LabelScorer } from './label-scorer.js';
-import { readShardRows, toDocumentId, toText, type RowGroupCache } from './parquet-rows.js';
-import type { DocumentInput } from './prompt-builder.js';
-import { isShardComplete, writeShardResult } from './shard-result-writer.js';
+import type { LabelScorer } from './engine/label-scorer.js';
+import { readShardRows, toDocumentId, toText, type RowGroupCache } from '../storage/parquet-rows.js';
+import type { DocumentInput } from '../contracts/document-input.js';
+import { isShardComplete, writeShardResult } from '../storage/shard-result-writer.js';
 
 export interface ShardJob {
   readonly shard: ShardSpec;
@@ -24,7 +24,7 @@ export interface ShardJob {
 }
 
 /**
- * The closed-model fallback as the shard path sees it (worker/fallback/fallback-stage.ts implements it): given a
+ * The closed-model fallback as the shard path sees it (fallback/fallback-stage.ts implements it): given a
  * batch's scored rows and their documents, the same rows with both opinions. Absent = local only.
  */
 export interface ShardFallback {

@@ -9,8 +9,8 @@ import { RescaleError } from '../contracts/errors.js';
 import { quickFingerprint } from '../contracts/file-digest.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { EngineReport } from '../contracts/shard-queue.js';
-import { LabelScorer } from './label-scorer.js';
-import { getRuntime, loadModel } from './llama-runtime.js';
+import { LabelScorer } from './engine/label-scorer.js';
+import { getRuntime, loadModel } from './engine/llama-runtime.js';
 
 export interface ScorerRequest {
   readonly codebook: Codebook;

@@ -21,8 +21,8 @@ import {
   type ShardJobData,
   type ShardJobResult,
 } from '../contracts/shard-queue.js';
-import { QueuedFallback } from './fallback/queued-fallback.js';
-import { RowGroupCache } from './parquet-rows.js';
+import { QueuedFallback } from './queued-fallback.js';
+import { RowGroupCache } from '../storage/parquet-rows.js';
 import { processShard, type ShardFallback, type ShardJob } from './process-shard.js';
 import { toQueueError } from './queue-error.js';
 import { RunSpecReader, type RunContext } from './run-spec-reader.js';

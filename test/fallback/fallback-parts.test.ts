@@ -7,11 +7,11 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { singleQuestion } from '../../contracts/codebook.js';
-import { readApiKey, redactKey } from '../../worker/fallback/api-key.js';
-import { InProcessBudget } from '../../worker/fallback/budget.js';
-import { FallbackPrompt, labelConfidence } from '../../worker/fallback/fallback-prompt.js';
-import { InProcessRateLimiter } from '../../worker/fallback/rate-limiter.js';
-import { backoffDelay, retryAfter } from '../../worker/fallback/retry-policy.js';
+import { readApiKey, redactKey } from '../../fallback/api-key.js';
+import { InProcessBudget } from '../../fallback/budget.js';
+import { FallbackPrompt, labelConfidence } from '../../fallback/fallback-prompt.js';
+import { InProcessRateLimiter } from '../../fallback/rate-limiter.js';
+import { backoffDelay, retryAfter } from '../../fallback/retry-policy.js';
 import { fallbackSection, sentimentCodebook } from '../helpers/fallback.js';
 
 function prompt(format: 'json_schema' | 'json_object' | 'text' = 'json_schema'): FallbackPrompt {

@@ -10,8 +10,8 @@ import type { Codebook } from '../../contracts/codebook.js';
 import { isRescaleError } from '../../contracts/errors.js';
 import type { FallbackConfigInput } from '../../contracts/fallback-config.js';
 import type { ResultRow } from '../../contracts/results.js';
-import { FallbackStage, type FallbackStageOptions } from '../../worker/fallback/fallback-stage.js';
-import type { DocumentInput } from '../../worker/prompt-builder.js';
+import { FallbackStage, type FallbackStageOptions } from '../../fallback/fallback-stage.js';
+import type { DocumentInput } from '../../contracts/document-input.js';
 import { auditRecords, capturingLogger, fallbackSection, filesContaining, routedBatch, scoredRow, sentimentCodebook } from '../helpers/fallback.js';
 import { OpenAIServer, type Fault, type SeenRequest } from '../helpers/openai-server.js';
 

@@ -9,9 +9,9 @@ import { after, before, describe, it } from 'node:test';
 import { runLocal } from '../../cli/local-run.js';
 import { isRescaleError } from '../../contracts/errors.js';
 import { auditRecords, capturingLogger, fallbackSection, filesContaining, writeSentimentStudy } from '../helpers/fallback.js';
-import { fixtureModel } from '../helpers/fixture-models.js';
+import { fixtureModel } from '../../scripts/harness/fixture-models.js';
 import { keywordLabel, OpenAIServer } from '../helpers/openai-server.js';
-import { queryDuckDB, sqlString, withTempDir } from '../helpers/parquet.js';
+import { queryDuckDB, sqlString, withTempDir } from '../../scripts/harness/parquet.js';
 
 const KEY_VARIABLE = 'RESCALE_TEST_FALLBACK_KEY';
 /** 20 tweets: three in four carry a keyword the fixture model is sure about; "maybe tomorrow" ones it is not (0.45). */

@@ -7,9 +7,9 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, it } from 'node:test';
 import { Redis } from 'ioredis';
-import { RedisBudget } from '../../worker/fallback/redis-budget.js';
-import { RedisRateLimiter } from '../../worker/fallback/redis-rate-limiter.js';
-import { startRedisServer, type RedisServerHandle } from '../helpers/redis-server.js';
+import { RedisBudget } from '../../fallback/redis-budget.js';
+import { RedisRateLimiter } from '../../fallback/redis-rate-limiter.js';
+import { startRedisServer, type RedisServerHandle } from '../../scripts/harness/redis-server.js';
 
 let server: RedisServerHandle;
 const connections: Redis[] = [];

@@ -10,9 +10,9 @@ import type { ResultRow } from '../../contracts/results.js';
 import { resolveCorpus } from '../../coordinator/corpus.js';
 import { mergeShards } from '../../coordinator/merge.js';
 import { planShards } from '../../coordinator/shard-planner.js';
-import { readShardResult, resultRowsOf, shardResultPath, writeShardResult } from '../../worker/shard-result-writer.js';
+import { readShardResult, resultRowsOf, shardResultPath, writeShardResult } from '../../storage/shard-result-writer.js';
 import { SENTIMENT, scoredRow } from '../helpers/fallback.js';
-import { queryDuckDB, sqlString, withTempDir, writeParquetWithDuckDB } from '../helpers/parquet.js';
+import { queryDuckDB, sqlString, withTempDir, writeParquetWithDuckDB } from '../../scripts/harness/parquet.js';
 
 const LABELS = [...SENTIMENT];
 

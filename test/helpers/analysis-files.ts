@@ -5,7 +5,7 @@ import { spawn } from 'node:child_process';
 import { rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { sqlString, withDuckDB } from './parquet.js';
+import { sqlString, withDuckDB } from '../../scripts/harness/parquet.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = path.join(ROOT, 'cli', 'rescale.ts');

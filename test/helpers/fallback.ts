@@ -8,8 +8,8 @@ import { parseCodebook, type Codebook, type CodebookInput } from '../../contract
 import type { FallbackConfigInput } from '../../contracts/fallback-config.js';
 import { JsonLogger, type Logger } from '../../contracts/logger.js';
 import type { ResultRow } from '../../contracts/results.js';
-import type { DocumentInput } from '../../worker/prompt-builder.js';
-import { writeParquetWithDuckDB } from './parquet.js';
+import type { DocumentInput } from '../../contracts/document-input.js';
+import { writeParquetWithDuckDB } from '../../scripts/harness/parquet.js';
 
 export const SENTIMENT = ['negative', 'neutral', 'positive'] as const;
 

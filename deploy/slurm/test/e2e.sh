@@ -101,7 +101,7 @@ trap 'exit 130' INT
 
 # --- the study and local mode's result (no cluster needed yet) -------------------------------------------------
 t=$(now_ms)
-fixture_json="$(cd "$repo" && node --import tsx test/infra/slurm-e2e-fixture.ts prepare "$work" "$ROWS" "$SHARD_ROWS")" \
+fixture_json="$(cd "$repo" && node --import tsx test/deploy/slurm-e2e-fixture.ts prepare "$work" "$ROWS" "$SHARD_ROWS")" \
   || die "preparing the corpus and the local-mode reference failed"
 json_field() { node -e 'console.log(JSON.parse(process.argv[1])[process.argv[2]])' "$1" "$2"; }
 codebook="$(json_field "$fixture_json" codebook)" corpus="$(json_field "$fixture_json" corpus)" local_output="$(json_field "$fixture_json" localOutput)"
@@ -199,7 +199,7 @@ fi
 # --- the run finishes, and equals local mode ---------------------------------------------------------------------
 wait_for_run "$run_id"
 timing run_ms $(( $(now_ms) - t_submit ))
-comparison="$(cd "$repo" && node --import tsx test/infra/slurm-e2e-fixture.ts compare "$work/out/results.parquet" "$local_output")" \
+comparison="$(cd "$repo" && node --import tsx test/deploy/slurm-e2e-fixture.ts compare "$work/out/results.parquet" "$local_output")" \
   || die "the cluster output differs from local mode's: $comparison"
 log "output equals local mode's: $comparison"
 done_total="$(shards_done "$run_id" "$w0" "$w1")"

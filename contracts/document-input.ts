@@ -1,0 +1,8 @@
+// One document as the scorer and the fallback see it: its text and the other input columns its prompt uses.
+
+export interface DocumentInput {
+  /** The document text; null or blank gives status empty_text. */
+  readonly text: string | null;
+  /** Values of other input columns the template uses. */
+  readonly columns?: Readonly<Record<string, string | null | undefined>>;
+}

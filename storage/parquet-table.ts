@@ -1,0 +1,105 @@
+// Reads whole columns of a small analysis input (gold labels, result files, labelled samples) with errors that name
+// the option the file came from, the file and the column; and writes the Parquet files the analysis commands emit.
+
+import { open, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import { parquetRead } from 'hyparquet';
+import { compressors } from 'hyparquet-compressors';
+import { parquetWriteFile, type ColumnSource } from 'hyparquet-writer';
+import { RescaleError, errorMessage, isRescaleError } from '../contracts/errors.js';
+import { fileAsyncBuffer, readParquetFooter, topLevelColumnNames } from './parquet-rows.js';
+
+export interface ColumnRequest {
+  readonly name: string;
+  /** The option that chose the name (e.g. "--label-column"), for the error message; omit for fixed schema columns. */
+  readonly option?: string;
+  /** A missing optional column is simply absent from the result. */
+  readonly optional?: boolean;
+}
+
+export interface ParquetTable {
+  /** Absolute path. */
+  readonly file: string;
+  readonly rows: number;
+  readonly columnNames: readonly string[];
+  /** Key-value metadata of the footer (e.g. rescale.labels). */
+  readonly keyValue: ReadonlyMap<string, string>;
+  /** Values of each requested column the file has, in row order (INT64 as bigint). */
+  readonly columns: ReadonlyMap<string, readonly unknown[]>;
+}
+
+/**
+ * Reads the requested columns of one Parquet file completely. `role` says where the file came from (e.g.
+ * "--gold") so every error points at the option to fix.
+ */
+export async function readParquetTable(file: string, role: string, requests: readonly ColumnRequest[]): Promise<ParquetTable> {
+  const absolute = path.resolve(file);
+  let handle;
+  try {
+    handle = await open(absolute, 'r');
+  } catch (cause) {
+    throw new RescaleError('INPUT_NOT_FOUND', `${role} ${absolute}: cannot open it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check the path`, { cause });
+  }
+  try {
+    let footer;
+    try {
+      footer = await readParquetFooter(handle, absolute);
+    } catch (cause) {
+      if (isRescaleError(cause)) throw new RescaleError(cause.code, `${role}: ${cause.message}`, { cause });
+      throw cause;
+    }
+    const { size, metadata } = footer;
+    const columnNames = topLevelColumnNames(metadata);
+    const present = requests.filter((r) => columnNames.includes(r.name));
+    const missing = requests.filter((r) => !r.optional && !columnNames.includes(r.name));
+    if (missing.length > 0) {
+      const first = missing[0] as ColumnRequest;
+      const fix = first.option ? `; pass ${first.option} with the right column name` : '';
+      throw new RescaleError(
+        'COLUMN_MISSING',
+        `${role} ${absolute} has no column "${first.name}"${fix} (it has: ${columnNames.join(', ')})`,
+      );
+    }
+    const names = [...new Set(present.map((r) => r.name))];
+    const columns = new Map<string, unknown[]>(names.map((name) => [name, []]));
+    if (names.length > 0 && Number(metadata.num_rows) > 0) {
+      let rows: unknown[][] = [];
+      try {
+        await parquetRead({
+          file: fileAsyncBuffer(handle, size),
+          metadata,
+          columns: names,
+          compressors,
+          onComplete: (result: unknown[][]) => {
+            rows = result;
+          },
+        });
+      } catch (cause) {
+        throw new RescaleError('INPUT_INVALID', `${role} ${absolute}: cannot read columns ${names.join(', ')} (${errorMessage(cause)}); is the file complete?`, { cause });
+      }
+      names.forEach((name, c) => {
+        const values = columns.get(name) as unknown[];
+        for (const row of rows) values.push(row[c]);
+      });
+    }
+    const keyValue = new Map<string, string>();
+    for (const entry of metadata.key_value_metadata ?? []) {
+      if (entry.value !== undefined) keyValue.set(entry.key, entry.value);
+    }
+    return { file: absolute, rows: Number(metadata.num_rows), columnNames, keyValue, columns };
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Writes columns to a Parquet file through a temp file and a rename, so a failed write leaves nothing behind. */
+export async function writeParquetAtomic(file: string, columnData: readonly ColumnSource[]): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    parquetWriteFile({ filename: tmp, columnData: [...columnData] });
+    await rename(tmp, file);
+  } catch (cause) {
+    await rm(tmp, { force: true });
+    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write ${file}: ${errorMessage(cause)}; choose a folder you can write to`, { cause });
+  }
+}

@@ -1,0 +1,232 @@
+// `rescale calibrate`: how well the local model's confidence predicts its correctness on a labelled validation set
+// (ECE, reliability diagram), and what each routing threshold would cost and gain once low-confidence documents go
+// to the fallback model — with the threshold that meets the researcher's goal.
+
+import path from 'node:path';
+import { RescaleError } from '../../contracts/errors.js';
+import { bootstrapCi, DEFAULT_BOOTSTRAP_RESAMPLES, type BootstrapInterval } from '../evaluation/bootstrap.js';
+import {
+  expectedCalibrationError,
+  recommendThreshold,
+  reliabilityBins,
+  thresholdSweep,
+  type CalibrationItem,
+  type ReliabilityBin,
+  type RoutingItem,
+  type RoutingRule,
+  type ThresholdGoal,
+  type ThresholdPoint,
+} from './calibration.js';
+import { joinByIds, type GoldLabels, type JoinCoverage, type Predictions } from '../evaluation/labelled-predictions.js';
+
+export type FallbackEvidence =
+  /** An accuracy the researcher assumes (e.g. from the literature). */
+  | { readonly kind: 'assumed'; readonly accuracy: number }
+  /** The fallback's own labels for (some of) the labelled documents. */
+  | { readonly kind: 'predictions'; readonly predictions: Predictions };
+
+export interface CalibrateOptions {
+  readonly rule?: RoutingRule;
+  readonly fallback: FallbackEvidence;
+  /** Documents the threshold will be applied to (default: the labelled documents). */
+  readonly corpusSize?: number;
+  /** Price of one fallback call; without it, cost is counted in documents sent to the fallback. */
+  readonly costPerDocument?: number;
+  readonly goal?: ThresholdGoal;
+  /** Number of labels, for the entropy grid (max entropy ln k). */
+  readonly labelCount: number;
+  readonly bins?: number;
+  /** Thresholds for the printed table (the recommendation always uses every distinct observed one). */
+  readonly tableThresholds?: readonly number[];
+  readonly seed: number;
+  readonly resamples?: number;
+}
+
+export interface FallbackAccuracyUsed {
+  /** assumed: a given number; per-document: the fallback's own label for every labelled document; sample: its accuracy on those it labelled. */
+  readonly source: 'assumed' | 'per-document' | 'sample';
+  readonly accuracy: number;
+  /** Labelled documents the fallback's accuracy was measured on (0 when assumed). */
+  readonly documents: number;
+  readonly file: string | null;
+}
+
+export interface CalibrationResult {
+  readonly kind: 'rescale.calibration';
+  readonly version: 1;
+  readonly predictions: string;
+  readonly gold: string;
+  readonly coverage: JoinCoverage;
+  /** Labelled documents with a local label and the rule's score. */
+  readonly documents: number;
+  readonly localAccuracy: number;
+  readonly rule: RoutingRule;
+  readonly ece: BootstrapInterval;
+  readonly bins: readonly ReliabilityBin[];
+  readonly fallback: FallbackAccuracyUsed;
+  readonly corpusSize: number;
+  /** null: cost is counted in documents sent to the fallback. */
+  readonly costPerDocument: number | null;
+  readonly goal: ThresholdGoal | null;
+  readonly recommendation: { readonly point: ThresholdPoint | null; readonly reason: string };
+  /** Points at the table thresholds (distinct routed sets only), plus the recommended one. */
+  readonly table: readonly ThresholdPoint[];
+  /** Every distinct observed threshold. */
+  readonly sweep: readonly ThresholdPoint[];
+}
+
+/** Default table thresholds: steps of 0.05 over [0, 1] for confidence and margin, 20 steps over [0, ln k] for entropy. */
+export function defaultTableThresholds(rule: RoutingRule, labelCount: number): number[] {
+  if (rule === 'entropy') {
+    const max = Math.log(Math.max(2, labelCount));
+    return Array.from({ length: 21 }, (_, i) => Number(((max * i) / 20).toFixed(4)));
+  }
+  return Array.from({ length: 21 }, (_, i) => Number((i * 0.05).toFixed(2)));
+}
+
+export function calibrateRouting(gold: GoldLabels, predictions: Predictions, options: CalibrateOptions): CalibrationResult {
+  const rule = options.rule ?? 'confidence';
+  const scores = rule === 'confidence' ? predictions.confidence : rule === 'margin' ? predictions.margin : predictions.entropy;
+  if (scores === null) {
+    throw new RescaleError('COLUMN_MISSING', `--predictions ${predictions.file} has no "${rule}" column, which --rule ${rule} needs; pass a rescale result file`);
+  }
+  const join = joinByIds(gold, predictions, (p) => p.localLabels);
+  const fallbackLabels = fallbackLabelsFor(options.fallback, gold);
+
+  const items: (RoutingItem & CalibrationItem)[] = [];
+  let missingScore = 0;
+  join.goldRows.forEach((g, i) => {
+    const p = join.predictionRows[i] as number;
+    const score = scores[p];
+    const confidence = predictions.confidence?.[p];
+    if (score === null || score === undefined || confidence === null || confidence === undefined) {
+      missingScore++;
+      return;
+    }
+    const truth = gold.labels[g] as string;
+    const fallbackLabel = fallbackLabels?.get(gold.keys[g] as string);
+    items.push({
+      correct: predictions.localLabels[p] === truth,
+      confidence,
+      margin: predictions.margin?.[p] ?? null,
+      entropy: predictions.entropy?.[p] ?? null,
+      fallbackCorrect: fallbackLabel === undefined ? null : fallbackLabel === truth,
+    });
+  });
+  if (items.length === 0) {
+    throw new RescaleError('INPUT_INVALID', `no labelled document of ${gold.file} has a scored prediction in ${predictions.file}; check the ids (--id-column) and that the run finished`);
+  }
+  if (missingScore > 0 && missingScore === join.goldRows.length) {
+    throw new RescaleError('INPUT_INVALID', `${predictions.file}: no row has a ${rule} score`);
+  }
+
+  const fallback = fallbackAccuracy(options.fallback, items);
+  const corpusSize = options.corpusSize ?? items.length;
+  const cost = options.costPerDocument ?? 1;
+  const sweepOptions = {
+    rule,
+    fallbackAccuracy: fallback.source === 'per-document' ? ('from-items' as const) : fallback.accuracy,
+    fallbackCostPerDocument: cost,
+    corpusSize,
+  };
+  const sweep = thresholdSweep(items, sweepOptions);
+  const goal = options.goal ?? null;
+  const recommendation = recommend(sweep, goal);
+  const gridThresholds = options.tableThresholds ?? defaultTableThresholds(rule, options.labelCount);
+  const grid = thresholdSweep(items, { ...sweepOptions, thresholds: gridThresholds });
+  const table: ThresholdPoint[] = [];
+  for (const point of grid) if (!table.some((p) => p.routed === point.routed)) table.push(point);
+  const chosen = recommendation.point;
+  if (chosen !== null && !table.some((p) => p.threshold === chosen.threshold)) {
+    table.push(chosen);
+    table.sort((a, b) => a.routed - b.routed || (rule === 'entropy' ? b.threshold - a.threshold : a.threshold - b.threshold));
+  }
+
+  const bins = reliabilityBins(items, options.bins === undefined ? {} : { bins: options.bins });
+  const ece = bootstrapCi(items, (sample) => expectedCalibrationError(sample, options.bins === undefined ? {} : { bins: options.bins }), {
+    seed: options.seed,
+    resamples: options.resamples ?? DEFAULT_BOOTSTRAP_RESAMPLES,
+  });
+  return {
+    kind: 'rescale.calibration',
+    version: 1,
+    predictions: predictions.file,
+    gold: gold.file,
+    coverage: join.coverage,
+    documents: items.length,
+    localAccuracy: items.filter((i) => i.correct).length / items.length,
+    rule,
+    ece,
+    bins,
+    fallback,
+    corpusSize,
+    costPerDocument: options.costPerDocument ?? null,
+    goal,
+    recommendation,
+    table,
+    sweep,
+  };
+}
+
+/** The fallback's label per gold id, from a predictions file: `fallback_label` when it has one, else `label`. */
+function fallbackLabelsFor(evidence: FallbackEvidence, gold: GoldLabels): Map<string, string> | null {
+  if (evidence.kind === 'assumed') return null;
+  const p = evidence.predictions;
+  const labels = p.fallbackLabels ?? p.labels;
+  const out = new Map<string, string>();
+  p.keys.forEach((key, row) => {
+    const label = labels[row];
+    if (key !== null && label !== null && label !== undefined && gold.index.has(key)) out.set(key, label);
+  });
+  if (out.size === 0) {
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `--fallback-predictions ${p.file} labels none of the gold documents (by id); run the fallback on (a sample of) the labelled documents first`,
+    );
+  }
+  return out;
+}
+
+function fallbackAccuracy(evidence: FallbackEvidence, items: readonly RoutingItem[]): FallbackAccuracyUsed {
+  if (evidence.kind === 'assumed') {
+    if (!(evidence.accuracy >= 0 && evidence.accuracy <= 1)) {
+      throw new RescaleError('CONFIG_INVALID', `--fallback-accuracy must be a share between 0 and 1, e.g. 0.9 (got ${String(evidence.accuracy)})`);
+    }
+    return { source: 'assumed', accuracy: evidence.accuracy, documents: 0, file: null };
+  }
+  const covered = items.filter((i) => i.fallbackCorrect !== null && i.fallbackCorrect !== undefined);
+  const accuracy = covered.filter((i) => i.fallbackCorrect === true).length / covered.length;
+  return {
+    // Every document labelled by the fallback: use each one's own outcome, which keeps the correlation between the
+    // local model's doubt and the fallback's difficulty; else its accuracy on the sample stands in for all.
+    source: covered.length === items.length ? 'per-document' : 'sample',
+    accuracy,
+    documents: covered.length,
+    file: path.resolve(evidence.predictions.file),
+  };
+}
+
+function short(value: number): string {
+  return Number(value.toPrecision(4)).toString();
+}
+
+function recommend(sweep: readonly ThresholdPoint[], goal: ThresholdGoal | null): { point: ThresholdPoint | null; reason: string } {
+  if (goal !== null) {
+    const { point } = recommendThreshold(sweep, goal);
+    if ('targetAccuracy' in goal) {
+      const best = Math.max(...sweep.map((p) => p.hybridAccuracy));
+      return point === null
+        ? { point, reason: `no threshold reaches the target accuracy ${goal.targetAccuracy}; the best expected hybrid accuracy is ${short(best)}` }
+        : { point, reason: `the cheapest threshold whose expected accuracy (${short(point.hybridAccuracy)}) reaches the target ${goal.targetAccuracy}` };
+    }
+    const cheapest = Math.min(...sweep.map((p) => p.expectedCost));
+    return point === null
+      ? { point, reason: `every threshold costs more than the budget ${goal.budget}; the cheapest costs ${short(cheapest)}` }
+      : { point, reason: `the most accurate threshold (expected accuracy ${short(point.hybridAccuracy)}) whose expected cost (${short(point.expectedCost)}) stays within the budget ${goal.budget}` };
+  }
+  // No goal: the most accurate point, the least routing among ties (routing beyond it stops paying off).
+  let best: ThresholdPoint | null = null;
+  for (const p of sweep) if (best === null || p.hybridAccuracy > best.hybridAccuracy) best = p;
+  const point = best as ThresholdPoint;
+  return { point, reason: `no --target-accuracy or --budget given: the highest expected hybrid accuracy (${short(point.hybridAccuracy)}), with the least routing among equals` };
+}

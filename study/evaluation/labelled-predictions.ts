@@ -1,0 +1,328 @@
+// Gold labels and result files joined by document id: what every evaluation and calibration starts from. Ids missing
+// on either side are counted and reported, never silently dropped; a duplicated id is an error naming the file.
+
+import path from 'node:path';
+import { RescaleError } from '../../contracts/errors.js';
+import { readParquetTable, type ParquetTable } from '../../storage/parquet-table.js';
+
+/** How many example ids an error or a coverage report lists. */
+const EXAMPLE_IDS = 5;
+
+/**
+ * The join key of an id value: integers of any width (number or bigint) and their decimal text join equally, so a
+ * gold file written with INT32 ids joins a result file with INT64 ids. null for a null id.
+ */
+export function idKey(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  if (typeof value === 'string') return value;
+  if (typeof value === 'bigint') return value.toString();
+  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : null;
+  if (value instanceof Date) return value.toISOString();
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('utf8');
+  return String(value);
+}
+
+function labelText(value: unknown): string | null {
+  if (value === null || value === undefined) return null;
+  if (value instanceof Uint8Array) return Buffer.from(value).toString('utf8');
+  return String(value);
+}
+
+function numberOrNull(value: unknown): number | null {
+  if (value === null || value === undefined) return null;
+  const n = Number(value);
+  return Number.isFinite(n) ? n : null;
+}
+
+function listIds(ids: readonly string[]): string {
+  const shown = ids.slice(0, EXAMPLE_IDS).map((id) => JSON.stringify(id)).join(', ');
+  return ids.length > EXAMPLE_IDS ? `${shown}, …` : shown;
+}
+
+/** Builds id → position, refusing null and duplicated ids with a message naming the file and the rows. */
+function indexIds(keys: readonly (string | null)[], file: string, role: string, idColumn: string, allowNull: boolean): Map<string, number> {
+  const index = new Map<string, number>();
+  keys.forEach((key, row) => {
+    if (key === null) {
+      if (allowNull) return;
+      throw new RescaleError('INPUT_INVALID', `${role} ${file}: row ${row} has no id in column "${idColumn}"; every gold row needs an id to be joined`);
+    }
+    const earlier = index.get(key);
+    if (earlier !== undefined) {
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `${role} ${file}: id ${JSON.stringify(key)} appears twice (rows ${earlier} and ${row}) in column "${idColumn}"; ids must be unique — deduplicate the file or choose another --id-column`,
+      );
+    }
+    index.set(key, row);
+  });
+  return index;
+}
+
+export interface GoldLabels {
+  readonly file: string;
+  readonly idColumn: string;
+  readonly labelColumn: string;
+  readonly rows: number;
+  /** Join key per row. */
+  readonly keys: readonly string[];
+  /** Gold label per row; null where the row has no label (not coded). */
+  readonly labels: readonly (string | null)[];
+  /** Rows without a label, left out of every metric. */
+  readonly unlabelled: number;
+  readonly index: ReadonlyMap<string, number>;
+  /** Other columns asked for (e.g. text), by name. */
+  readonly extra: ReadonlyMap<string, readonly unknown[]>;
+}
+
+export interface ReadGoldOptions {
+  readonly idColumn: string;
+  readonly labelColumn: string;
+  /** Further columns to read (e.g. the text); each must exist. */
+  readonly extraColumns?: readonly { readonly name: string; readonly option?: string }[];
+  /** Names the option the file came from in errors; default "--gold". */
+  readonly role?: string;
+}
+
+export async function readGoldLabels(file: string, options: ReadGoldOptions): Promise<GoldLabels> {
+  const role = options.role ?? '--gold';
+  const extra = options.extraColumns ?? [];
+  const table = await readParquetTable(file, role, [
+    { name: options.idColumn, option: '--id-column' },
+    { name: options.labelColumn, option: '--label-column' },
+    ...extra,
+  ]);
+  const keys = (table.columns.get(options.idColumn) ?? []).map(idKey);
+  const index = indexIds(keys, table.file, role, options.idColumn, false);
+  const labels = (table.columns.get(options.labelColumn) ?? []).map(labelText);
+  return {
+    file: table.file,
+    idColumn: options.idColumn,
+    labelColumn: options.labelColumn,
+    rows: table.rows,
+    keys: keys as string[],
+    labels,
+    unlabelled: labels.filter((l) => l === null).length,
+    index,
+    extra: new Map(extra.map((c) => [c.name, table.columns.get(c.name) ?? []])),
+  };
+}
+
+export interface Predictions {
+  readonly file: string;
+  readonly rows: number;
+  readonly keys: readonly (string | null)[];
+  /** The final label (`label`), null when the row was not scored. */
+  readonly labels: readonly (string | null)[];
+  /** The local model's label: `local_label` when the file has it (a run with fallback), else `label`. */
+  readonly localLabels: readonly (string | null)[];
+  /** Row status (`status` column), or null when the file has none. */
+  readonly statuses: readonly (string | null)[] | null;
+  /** The local model's scores, when the file has them (result files always do). */
+  readonly confidence: readonly (number | null)[] | null;
+  readonly margin: readonly (number | null)[] | null;
+  readonly entropy: readonly (number | null)[] | null;
+  /** The fallback's label per row where the file records one (`fallback_label`), else null. */
+  readonly fallbackLabels: readonly (string | null)[] | null;
+  /** What became of a routed document's fallback request (`fallback_status`: ok, fallback_invalid, ...); null when not routed. */
+  readonly fallbackStatuses: readonly (string | null)[] | null;
+  /** Which model gave the final label (`source`: local or fallback). */
+  readonly sources: readonly (string | null)[] | null;
+  /** Codebook label order from the footer (`rescale.labels`), when written by rescale. */
+  readonly labelOrder: readonly string[] | null;
+  readonly index: ReadonlyMap<string, number>;
+  readonly nullIds: number;
+}
+
+function column<T>(table: ParquetTable, name: string, convert: (value: unknown) => T): T[] | null {
+  const values = table.columns.get(name);
+  return values === undefined ? null : values.map(convert);
+}
+
+/** Reads a result file (docs/results-schema.md): `id` and `label`, plus the scores and fallback columns it has. */
+export async function readPredictions(file: string, role = '--predictions'): Promise<Predictions> {
+  const table = await readParquetTable(file, role, [
+    { name: 'id' },
+    { name: 'label' },
+    { name: 'status', optional: true },
+    { name: 'confidence', optional: true },
+    { name: 'margin', optional: true },
+    { name: 'entropy', optional: true },
+    { name: 'local_label', optional: true },
+    { name: 'fallback_label', optional: true },
+    { name: 'fallback_status', optional: true },
+    { name: 'source', optional: true },
+  ]);
+  const keys = (table.columns.get('id') ?? []).map(idKey);
+  const index = indexIds(keys, table.file, role, 'id', true);
+  const labels = column(table, 'label', labelText) ?? [];
+  let labelOrder: string[] | null = null;
+  const raw = table.keyValue.get('rescale.labels');
+  if (raw !== undefined) {
+    try {
+      const parsed: unknown = JSON.parse(raw);
+      if (Array.isArray(parsed) && parsed.every((l) => typeof l === 'string')) labelOrder = parsed as string[];
+    } catch {
+      labelOrder = null;
+    }
+  }
+  return {
+    file: table.file,
+    rows: table.rows,
+    keys,
+    labels,
+    localLabels: column(table, 'local_label', labelText)?.map((l, i) => l ?? labels[i] ?? null) ?? labels,
+    statuses: column(table, 'status', labelText),
+    confidence: column(table, 'confidence', numberOrNull),
+    margin: column(table, 'margin', numberOrNull),
+    entropy: column(table, 'entropy', numberOrNull),
+    fallbackLabels: column(table, 'fallback_label', labelText),
+    fallbackStatuses: column(table, 'fallback_status', labelText),
+    sources: column(table, 'source', labelText),
+    labelOrder,
+    index,
+    nullIds: keys.filter((k) => k === null).length,
+  };
+}
+
+export interface JoinCoverage {
+  readonly file: string;
+  readonly predictionRows: number;
+  /** Gold rows with a label. */
+  readonly goldLabelled: number;
+  /** Gold-labelled documents that have a predicted label: the ones evaluated. */
+  readonly evaluated: number;
+  /** Gold-labelled ids with no row in the predictions file. */
+  readonly missingPredictions: number;
+  /** Prediction rows whose id is not in the gold file. */
+  readonly notInGold: number;
+  /** Prediction rows with a null id (cannot be joined). */
+  readonly nullIds: number;
+  /** Gold-labelled documents whose prediction row has no label, by row status (empty_text, error, ...). */
+  readonly unscored: Readonly<Record<string, number>>;
+  readonly examples: { readonly missingPredictions: readonly string[]; readonly notInGold: readonly string[] };
+}
+
+export interface JoinedPredictions {
+  readonly coverage: JoinCoverage;
+  /** For each evaluated document: its gold row and its prediction row. */
+  readonly goldRows: Int32Array;
+  readonly predictionRows: Int32Array;
+}
+
+/** Pairs every gold-labelled row with its prediction row by id, counting what does not pair. */
+export function joinByIds(gold: GoldLabels, predictions: Predictions, labelOf: (p: Predictions) => readonly (string | null)[] = (p) => p.labels): JoinedPredictions {
+  const labels = labelOf(predictions);
+  const goldRows: number[] = [];
+  const predictionRows: number[] = [];
+  const missing: string[] = [];
+  const unscored: Record<string, number> = {};
+  let missingPredictions = 0;
+  let goldLabelled = 0;
+  gold.keys.forEach((key, g) => {
+    if (gold.labels[g] === null) return;
+    goldLabelled++;
+    const p = predictions.index.get(key);
+    if (p === undefined) {
+      missingPredictions++;
+      if (missing.length < EXAMPLE_IDS) missing.push(key);
+      return;
+    }
+    if (labels[p] === null || labels[p] === undefined) {
+      const status = predictions.statuses?.[p] ?? 'no_label';
+      unscored[status] = (unscored[status] ?? 0) + 1;
+      return;
+    }
+    goldRows.push(g);
+    predictionRows.push(p);
+  });
+  let notInGold = 0;
+  const extra: string[] = [];
+  for (const key of predictions.index.keys()) {
+    if (!gold.index.has(key)) {
+      notInGold++;
+      if (extra.length < EXAMPLE_IDS) extra.push(key);
+    }
+  }
+  return {
+    coverage: {
+      file: predictions.file,
+      predictionRows: predictions.rows,
+      goldLabelled,
+      evaluated: goldRows.length,
+      missingPredictions,
+      notInGold,
+      nullIds: predictions.nullIds,
+      unscored,
+      examples: { missingPredictions: missing, notInGold: extra },
+    },
+    goldRows: Int32Array.from(goldRows),
+    predictionRows: Int32Array.from(predictionRows),
+  };
+}
+
+/** Throws when any id failed to join (the --strict-ids check), naming the file, the counts and example ids. */
+export function assertCompleteJoin(coverage: JoinCoverage, goldFile: string): void {
+  const problems: string[] = [];
+  if (coverage.missingPredictions > 0) {
+    problems.push(`${coverage.missingPredictions} gold ids have no prediction row (e.g. ${listIds(coverage.examples.missingPredictions)})`);
+  }
+  if (coverage.notInGold > 0) problems.push(`${coverage.notInGold} prediction ids are not in ${path.basename(goldFile)} (e.g. ${listIds(coverage.examples.notInGold)})`);
+  if (coverage.nullIds > 0) problems.push(`${coverage.nullIds} prediction rows have a null id`);
+  if (problems.length > 0) {
+    throw new RescaleError('INPUT_INVALID', `${coverage.file} does not match the gold file ${goldFile} id for id: ${problems.join('; ')}; check that both come from the same corpus and the same --id-column`);
+  }
+}
+
+/** A human line on what was left out of a join, or null when everything joined. */
+export function describeCoverage(coverage: JoinCoverage): string | null {
+  const parts: string[] = [];
+  if (coverage.missingPredictions > 0) parts.push(`${coverage.missingPredictions} gold ids without a prediction row (e.g. ${listIds(coverage.examples.missingPredictions)})`);
+  if (coverage.notInGold > 0) parts.push(`${coverage.notInGold} prediction ids not in the gold file (e.g. ${listIds(coverage.examples.notInGold)})`);
+  if (coverage.nullIds > 0) parts.push(`${coverage.nullIds} prediction rows with a null id`);
+  const unscored = Object.entries(coverage.unscored);
+  if (unscored.length > 0) parts.push(`${unscored.reduce((n, [, c]) => n + c, 0)} gold documents not scored (${unscored.map(([s, c]) => `${s} ${c}`).join(', ')})`);
+  return parts.length === 0 ? null : `${path.basename(coverage.file)}: ${parts.join('; ')} — left out of the metrics`;
+}
+
+/**
+ * The label list every metric runs over, in order: `explicit` (--labels) when given, else the codebook order a
+ * result file records, else the sorted labels seen. Every gold and predicted label must be in it.
+ */
+export function resolveLabelOrder(
+  gold: GoldLabels,
+  predictions: readonly Predictions[],
+  explicit: readonly string[] | undefined,
+  labelOf: (p: Predictions) => readonly (string | null)[] = (p) => p.labels,
+): string[] {
+  const recorded = predictions.find((p) => p.labelOrder !== null)?.labelOrder ?? null;
+  let labels: string[];
+  let source: string;
+  if (explicit !== undefined && explicit.length > 0) {
+    labels = [...explicit];
+    source = '--labels';
+  } else if (recorded !== null) {
+    labels = [...recorded];
+    source = 'the codebook labels recorded in the result file';
+  } else {
+    const seen = new Set<string>();
+    for (const l of gold.labels) if (l !== null) seen.add(l);
+    for (const p of predictions) for (const l of labelOf(p)) if (l !== null) seen.add(l);
+    return [...seen].sort();
+  }
+  const known = new Set(labels);
+  const check = (values: readonly (string | null)[], what: string): void => {
+    const unknown = new Map<string, number>();
+    for (const v of values) if (v !== null && !known.has(v)) unknown.set(v, (unknown.get(v) ?? 0) + 1);
+    if (unknown.size > 0) {
+      const list = [...unknown].map(([v, n]) => `${JSON.stringify(v)} (${n} rows)`).join(', ');
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `${what} holds labels that are not in ${source} (${labels.map((l) => JSON.stringify(l)).join(', ')}): ${list}; map them to codebook labels or pass --labels`,
+      );
+    }
+  };
+  check(gold.labels, `column "${gold.labelColumn}" of ${gold.file}`);
+  for (const p of predictions) check(labelOf(p), `column "label" of ${p.file}`);
+  return labels;
+}

@@ -1,0 +1,45 @@
+// JSON outputs of the analysis commands (evaluation, calibration, sample manifests): written through a temp file and
+// a rename, read back with an error naming the file and the option.
+
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { RescaleError, errorMessage } from '../contracts/errors.js';
+
+/** Pretty JSON with NaN and ±Infinity as null (JSON has neither) and bigints as strings. */
+export function toJson(value: unknown): string {
+  return `${JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`;
+}
+
+export async function writeJsonFile(file: string, value: unknown): Promise<string> {
+  const absolute = path.resolve(file);
+  const tmp = `${absolute}.tmp-${process.pid}`;
+  try {
+    await mkdir(path.dirname(absolute), { recursive: true });
+    await writeFile(tmp, toJson(value));
+    await rename(tmp, absolute);
+  } catch (cause) {
+    await rm(tmp, { force: true });
+    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write ${absolute}: ${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}; choose a folder you can write to`, { cause });
+  }
+  return absolute;
+}
+
+/** Reads a JSON file written by one of the analysis commands; `kind` is checked when given. */
+export async function readJsonFile(file: string, option: string, kind?: string): Promise<unknown> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (cause) {
+    throw new RescaleError('INPUT_NOT_FOUND', `${option} ${file}: cannot read it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check the path`, { cause });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (cause) {
+    throw new RescaleError('INPUT_INVALID', `${option} ${file} is not valid JSON (${errorMessage(cause)})`, { cause });
+  }
+  if (kind !== undefined && (typeof value !== 'object' || value === null || (value as { kind?: unknown }).kind !== kind)) {
+    throw new RescaleError('INPUT_INVALID', `${option} ${file} is not a ${kind} file; pass the JSON written by the matching rescale command`);
+  }
+  return value;
+}

@@ -1,0 +1,220 @@
+// `rescale sample`: from one labelled file, a held-out evaluation split and nested stratified training subsets,
+// each written as chat JSONL (what LoRA trainers such as TRL, axolotl or Unsloth read) and as Parquet, plus a manifest.
+
+import { createHash } from 'node:crypto';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { ColumnSource } from 'hyparquet-writer';
+import { singleQuestion, type Codebook, type Question } from '../../contracts/codebook.js';
+import { RescaleError, errorMessage } from '../../contracts/errors.js';
+import { promptMessages } from '../../contracts/prompt-text.js';
+import { RESCALE_VERSION } from '../../contracts/package-root.js';
+import { nestedStratifiedSubsets, type LabelCount } from './sampling.js';
+import { writeJsonFile } from '../json-file.js';
+import { readGoldLabels } from '../evaluation/labelled-predictions.js';
+import { writeParquetAtomic } from '../../storage/parquet-table.js';
+
+/** Used when no codebook is given; a codebook's own prompt is better, since training and scoring must match. */
+export const DEFAULT_SYSTEM_PROMPT = 'You are a careful annotator. Answer with exactly one label.';
+export const DEFAULT_USER_TEMPLATE = 'Classify the text as one of: {labels}.\n\nText: {text}';
+
+export interface TrainingSampleOptions {
+  readonly gold: string;
+  readonly idColumn: string;
+  readonly textColumn: string;
+  readonly labelColumn: string;
+  readonly sizes: readonly number[];
+  readonly seed: number;
+  /** Fraction (0 < x < 1) or number of items held out for evaluation. */
+  readonly heldOut: number;
+  readonly outDir: string;
+  /** Renders the prompts (system, template, label answers) as the model will see them. */
+  readonly codebook?: Codebook;
+}
+
+export interface ChatMessage {
+  readonly role: 'system' | 'user' | 'assistant';
+  readonly content: string;
+}
+
+export interface SampleDocument {
+  /** The id's join key (its text). */
+  readonly id: string;
+  readonly text: string;
+  readonly label: string;
+}
+
+export interface WrittenSubset {
+  readonly size: number;
+  readonly counts: readonly LabelCount[];
+  /** Paths relative to the sample folder. */
+  readonly jsonl: string;
+  readonly parquet: string;
+  readonly jsonlSha256: string;
+}
+
+export interface TrainingSampleManifest {
+  readonly kind: 'rescale.sample';
+  readonly version: 1;
+  readonly rescale: string;
+  readonly createdAt: string;
+  readonly seed: number;
+  readonly source: { readonly file: string; readonly rows: number; readonly idColumn: string; readonly textColumn: string; readonly labelColumn: string };
+  /** Rows left out because their text or label is empty. */
+  readonly skipped: { readonly noText: number; readonly noLabel: number };
+  readonly labels: readonly string[];
+  readonly prompt: { readonly source: 'codebook' | 'default'; readonly codebook: string | null; readonly system: string | null; readonly template: string };
+  readonly heldOut: { readonly size: number; readonly counts: readonly LabelCount[]; readonly parquet: string };
+  /** Items left for training once the held-out split is removed. */
+  readonly poolSize: number;
+  readonly subsets: readonly WrittenSubset[];
+}
+
+export interface TrainingSample {
+  readonly manifest: TrainingSampleManifest;
+  readonly manifestPath: string;
+  readonly heldOut: readonly SampleDocument[];
+  /** Ascending by size; each holds the documents of the previous one. */
+  readonly subsets: readonly { readonly size: number; readonly documents: readonly SampleDocument[] }[];
+}
+
+/** The file names for one training subset; sizes are zero-padded so the files sort by size. */
+export function subsetFileName(size: number, width: number, extension: 'jsonl' | 'parquet'): string {
+  return `train-${String(size).padStart(width, '0')}.${extension}`;
+}
+
+/** One chat example: system prompt, the user message for the document, the label's answer text as the reply. */
+export function chatExample(doc: SampleDocument, prompt: (text: string) => { system: string | null; user: string }, answer: (label: string) => string): { messages: ChatMessage[] } {
+  const { system, user } = prompt(doc.text);
+  const messages: ChatMessage[] = [];
+  if (system !== null) messages.push({ role: 'system', content: system });
+  messages.push({ role: 'user', content: user }, { role: 'assistant', content: answer(doc.label) });
+  return { messages };
+}
+
+export async function writeTrainingSample(options: TrainingSampleOptions): Promise<TrainingSample> {
+  const gold = await readGoldLabels(options.gold, {
+    idColumn: options.idColumn,
+    labelColumn: options.labelColumn,
+    extraColumns: [{ name: options.textColumn, option: '--text-column' }],
+  });
+  const texts = gold.extra.get(options.textColumn) ?? [];
+  const documents: SampleDocument[] = [];
+  let noText = 0;
+  let noLabel = 0;
+  gold.labels.forEach((label, row) => {
+    const raw = texts[row];
+    const text = raw === null || raw === undefined ? '' : raw instanceof Uint8Array ? Buffer.from(raw).toString('utf8') : String(raw);
+    if (label === null) noLabel++;
+    else if (text.trim() === '') noText++;
+    else {
+      documents.push({ id: gold.keys[row] as string, text, label });
+    }
+  });
+  if (documents.length === 0) throw new RescaleError('INPUT_INVALID', `--gold ${gold.file} has no row with both a text and a label`);
+
+  // Labels and answers: the codebook's when given (every gold label must be one of them), else the labels seen.
+  const seen = [...new Set(documents.map((d) => d.label))].sort();
+  let labels: string[];
+  let answer: (label: string) => string;
+  let prompt: (text: string) => { system: string | null; user: string };
+  let promptRecord: TrainingSampleManifest['prompt'];
+  if (options.codebook !== undefined) {
+    const codebook = options.codebook;
+    const question: Question = singleQuestion(codebook);
+    const byName = new Map(question.labels.map((l) => [l.name, l]));
+    const unknown = seen.filter((l) => !byName.has(l));
+    if (unknown.length > 0) {
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `column "${options.labelColumn}" of ${gold.file} holds ${unknown.map((l) => JSON.stringify(l)).join(', ')}, not labels of the codebook ${codebook.source ?? ''} (${question.labels.map((l) => l.name).join(', ')}); map them to codebook labels first`,
+      );
+    }
+    const otherVariables = codebook.prompt.variables.filter((v) => v !== 'text' && v !== 'labels' && v !== 'label_descriptions');
+    if (otherVariables.length > 0) {
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `the codebook template uses ${otherVariables.map((v) => `{${v}}`).join(', ')} besides {text}; rescale sample renders {text} and the label variables only — write the training file with your own script for multi-column prompts`,
+      );
+    }
+    labels = question.labels.map((l) => l.name);
+    answer = (label) => (byName.get(label) as { answer: string }).answer;
+    prompt = (text) => promptMessages(codebook, question, { text });
+    promptRecord = { source: 'codebook', codebook: codebook.source, system: codebook.prompt.system, template: codebook.prompt.template };
+  } else {
+    labels = seen;
+    answer = (label) => label;
+    const labelList = labels.join(', ');
+    prompt = (text) => ({ system: DEFAULT_SYSTEM_PROMPT, user: DEFAULT_USER_TEMPLATE.replace('{labels}', labelList).replace('{text}', text) });
+    promptRecord = { source: 'default', codebook: null, system: DEFAULT_SYSTEM_PROMPT, template: DEFAULT_USER_TEMPLATE };
+  }
+
+  const split = nestedStratifiedSubsets(documents.map((d) => d.label), options.sizes, options.seed, { heldOut: options.heldOut });
+  const outDir = path.resolve(options.outDir);
+  try {
+    await mkdir(outDir, { recursive: true });
+  } catch (cause) {
+    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot create --out ${outDir}: ${errorMessage(cause)}`, { cause });
+  }
+  const pick = (indices: readonly number[]): SampleDocument[] => indices.map((i) => documents[i] as SampleDocument);
+
+  const heldOutDocs = pick(split.heldOut.indices);
+  const heldOutFile = 'held-out.parquet';
+  await writeParquetAtomic(path.join(outDir, heldOutFile), sampleColumns(heldOutDocs, options, gold.idColumn));
+
+  const width = String(Math.max(...options.sizes)).length;
+  const subsets: WrittenSubset[] = [];
+  const subsetDocs: { size: number; documents: SampleDocument[] }[] = [];
+  for (const subset of split.subsets) {
+    const docs = pick(subset.indices);
+    const jsonl = subsetFileName(subset.size, width, 'jsonl');
+    const parquet = subsetFileName(subset.size, width, 'parquet');
+    const body = docs.map((d) => JSON.stringify(chatExample(d, prompt, answer))).join('\n') + '\n';
+    await writeTextAtomic(path.join(outDir, jsonl), body);
+    await writeParquetAtomic(path.join(outDir, parquet), sampleColumns(docs, options, gold.idColumn));
+    subsets.push({ size: subset.size, counts: subset.counts, jsonl, parquet, jsonlSha256: createHash('sha256').update(body).digest('hex') });
+    subsetDocs.push({ size: subset.size, documents: docs });
+  }
+
+  const manifest: TrainingSampleManifest = {
+    kind: 'rescale.sample',
+    version: 1,
+    rescale: RESCALE_VERSION,
+    createdAt: new Date().toISOString(),
+    seed: options.seed,
+    source: { file: gold.file, rows: gold.rows, idColumn: gold.idColumn, textColumn: options.textColumn, labelColumn: gold.labelColumn },
+    skipped: { noText, noLabel },
+    labels,
+    prompt: promptRecord,
+    heldOut: { size: split.heldOut.size, counts: split.heldOut.counts, parquet: heldOutFile },
+    poolSize: split.poolSize,
+    subsets,
+  };
+  const manifestPath = await writeJsonFile(path.join(outDir, 'sample.json'), manifest);
+  return { manifest, manifestPath, heldOut: heldOutDocs, subsets: subsetDocs };
+}
+
+/** id, text and label columns under the input's names; integer ids stay INT64, anything else is text. */
+function sampleColumns(docs: readonly SampleDocument[], options: TrainingSampleOptions, idColumn: string): ColumnSource[] {
+  const ids = docs.map((d) => d.id);
+  // Only ids that round-trip exactly ("7", not "007") become integers, so the join keys stay the same.
+  const integer = ids.length > 0 && ids.every((id) => /^-?\d+$/.test(id) && String(BigInt(id)) === id && BigInt.asIntN(64, BigInt(id)) === BigInt(id));
+  return [
+    integer
+      ? { name: idColumn, data: BigInt64Array.from(ids, (id) => BigInt(id)), type: 'INT64', nullable: false }
+      : { name: idColumn, data: ids, type: 'STRING', nullable: false },
+    { name: options.textColumn, data: docs.map((d) => d.text), type: 'STRING', nullable: false },
+    { name: options.labelColumn, data: docs.map((d) => d.label), type: 'STRING', nullable: false },
+  ];
+}
+
+async function writeTextAtomic(file: string, text: string): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    await writeFile(tmp, text);
+    await rename(tmp, file);
+  } catch (cause) {
+    await rm(tmp, { force: true });
+    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write ${file}: ${errorMessage(cause)}`, { cause });
+  }
+}

@@ -1,0 +1,196 @@
+// Cluster mode with the closed-model fallback, end to end with real processes: a redis-server, `rescale coordinator`
+// (the only process given the API key) and two `rescale worker`s on the keyword fixture model, against the loopback
+// OpenAI-protocol server. Workers route unsure documents to the run's fallback queue; the coordinator answers them
+// under one budget and one rate limit. The output must be the bytes local mode writes with the same fallback.
+
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { parse, stringify } from 'yaml';
+import { runLocal } from '../../../cli/local-run.js';
+import { ControlClient } from '../../../cli/control-client.js';
+import { isRescaleError } from '../../../contracts/errors.js';
+import type { SubmitRunRequest } from '../../../coordinator/control-proto.js';
+import { client, clusterFixture, shardsDone, startCoordinator, startWorker, type ClusterFixture, type CoordinatorProcess, type ServiceProcess } from '../../../scripts/harness/cluster.js';
+import { auditRecords, fallbackSection, filesContaining } from '../../helpers/fallback.js';
+import { keywordLabel, OpenAIServer } from '../../helpers/openai-server.js';
+import { queryDuckDB, sqlString } from '../../../scripts/harness/parquet.js';
+import { startRedisServer, type RedisServerHandle } from '../../../scripts/harness/redis-server.js';
+
+const KEY_VARIABLE = 'RESCALE_TEST_FALLBACK_KEY';
+const ROWS = 200;
+const SHARD_ROWS = 25;
+
+/** The fixture's codebook with a fallback section (the tweets "not sure about it, good and bad" are the unsure ones). */
+async function fallbackCodebook(fixture: ClusterFixture, name: string, fallback: object): Promise<string> {
+  const codebook = parse(await readFile(fixture.codebook, 'utf8')) as Record<string, unknown>;
+  const file = path.join(fixture.dir, `${name}.codebook.yaml`);
+  await writeFile(file, stringify({ ...codebook, fallback }));
+  return file;
+}
+
+function request(fixture: ClusterFixture, codebook: string, output: string, options: Partial<SubmitRunRequest['options']> = {}): SubmitRunRequest {
+  return { codebook, inputs: [fixture.corpus], output, options: { shardRows: SHARD_ROWS, limit: ROWS, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false, ...options } };
+}
+
+/** Why a run failed, for assertion messages: its shard failures and the services' error lines. */
+function why(final: { error: string; failures?: readonly { shardId: string; reason: string }[] }, services: readonly ServiceProcess[]): string {
+  const errors = services.flatMap((s) => s.logs().filter((l) => l.level === 'error' || l.level === 'warn').map((l) => `${s.name}: ${JSON.stringify(l)}`));
+  return [final.error, ...(final.failures ?? []).slice(0, 3).map((f) => `${f.shardId}: ${f.reason}`), ...errors.slice(-10)].join('\n');
+}
+
+/** `promise`, or a failure after `ms` carrying the services' last log lines (a hang becomes a diagnosable failure). */
+async function within<T>(promise: Promise<T>, ms: number, what: string, services: readonly ServiceProcess[]): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms\n${services.flatMap((s) => s.logs().slice(-12).map((l) => `${s.name}: ${JSON.stringify(l)}`)).join('\n')}`)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function fallbackColumns(output: string): Promise<Record<string, unknown>[]> {
+  return queryDuckDB(`SELECT id::INT AS id, label, local_label, source, fallback_label, fallback_status FROM read_parquet('${sqlString(output)}') ORDER BY id`);
+}
+
+describe('cluster mode with the closed-model fallback', () => {
+  let fixture: ClusterFixture;
+  let redis: RedisServerHandle;
+  let server: OpenAIServer;
+  let coordinator: CoordinatorProcess;
+  let workers: ServiceProcess[] = [];
+  let control: ControlClient;
+  let codebook: string;
+
+  before(async () => {
+    fixture = await clusterFixture(ROWS, { rowGroupRows: SHARD_ROWS });
+    redis = await startRedisServer();
+    // The closed model reads the unsure tweets as positive, so its answers are visible in the output.
+    server = await OpenAIServer.start({ label: (user) => (/not sure/.test(user) ? 'positive' : keywordLabel(user)) });
+    codebook = await fallbackCodebook(fixture, 'hybrid', fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, concurrency: 4 }));
+    // Only the coordinator gets the key: workers never need it.
+    coordinator = await startCoordinator(redis.url, fixture, [], 0, { [KEY_VARIABLE]: server.apiKey });
+    workers = await Promise.all([startWorker(redis.url, 'w1'), startWorker(redis.url, 'w2')]);
+    control = client(coordinator, fixture);
+  });
+
+  after(async () => {
+    control?.close();
+    await Promise.all([...workers.map((w) => w.stop()), coordinator?.stop()]);
+    await server?.close();
+    await redis?.stop();
+    await fixture?.cleanup();
+  });
+
+  it('answers routed documents on the coordinator: both opinions, the bytes local mode writes, nothing paid twice', async () => {
+    const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
+    await runLocal({ codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS, limit: ROWS, env: { [KEY_VARIABLE]: server.apiKey } });
+    const local = await fallbackColumns(localOutput);
+    const routed = local.filter((row) => row.fallback_status !== null).length;
+    assert.ok(routed >= 20, `the unsure quarter of the corpus is routed (${routed})`);
+    assert.ok(local.some((row) => row.source === 'fallback' && row.label === 'positive' && row.local_label !== 'positive'));
+
+    const before = server.requests.length;
+    const output = path.join(fixture.dir, 'cluster', 'results.parquet');
+    const submitted = await control.submit(request(fixture, codebook, output));
+    const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
+    assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
+    assert.equal(server.requests.length - before, routed, 'one request per routed document, whichever worker routed it');
+    assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
+    assert.equal(new Set(shardsDone(workers).map(([worker]) => worker)).size, 2, 'both workers took shards');
+
+    // The coordinator's audit and cache sit beside the output, as in local mode.
+    const calls = (await auditRecords(`${output}.fallback-audit.jsonl`)).filter((r) => r.event === 'call');
+    assert.equal(calls.length, routed);
+    assert.ok(calls.every((r) => r.outcome === 'label' && typeof r.shard_id === 'string' && typeof r.document_id === 'string'));
+    const manifest = JSON.parse(await readFile(final.manifest, 'utf8')) as { fallback: { active: boolean; mode: string; stats: { routed: number; answered: number } } };
+    assert.equal(manifest.fallback.active, true);
+    assert.equal(manifest.fallback.stats.answered, routed);
+
+    // The run's fallback queue (which held document texts) is gone from Redis once the run succeeded.
+    const { Redis } = await import('ioredis');
+    const redisClient = new Redis(redis.url);
+    try {
+      assert.deepEqual(await redisClient.keys(`rescale:fallback-${submitted.runId}:*`), []);
+    } finally {
+      redisClient.disconnect();
+    }
+
+    // Submitted again from scratch: every answer comes from the cache, nothing is paid.
+    const again = await control.submit(request(fixture, codebook, output, { overwrite: true }));
+    const second = await control.watch(again.runId, () => undefined, { intervalMs: 250 });
+    assert.equal(second.state, 'RUN_STATE_SUCCEEDED', why(second, [coordinator, ...workers]));
+    assert.equal(server.requests.length - before, routed, 'the re-run paid nothing');
+    assert.ok((await readFile(output)).equals(await readFile(localOutput)));
+
+    // The key is in no log line of any process and in no file the run wrote; workers never had it.
+    const lines = JSON.stringify([...coordinator.logs(), ...workers.flatMap((w) => w.logs())]);
+    assert.ok(!lines.includes(server.apiKey), 'a log line contains the API key');
+    assert.deepEqual(await filesContaining(fixture.dir, server.apiKey), []);
+    assert.ok(!lines.includes('not sure about it'), 'document text in a log line');
+  });
+
+  it('keeps one hard budget across workers: exactly the cap is paid, the other routed documents are over_budget, no row lost', async () => {
+    const capped = await fallbackCodebook(fixture, 'capped', fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, concurrency: 4, budget: { requests: 7 }, seed: 7 }));
+    const before = server.requests.length;
+    const output = path.join(fixture.dir, 'capped', 'results.parquet');
+    const submitted = await control.submit(request(fixture, capped, output));
+    const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
+    assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
+    assert.equal(server.requests.length - before, 7, 'the request cap holds across both workers');
+    const rows = await fallbackColumns(output);
+    assert.equal(rows.length, ROWS);
+    const statuses = new Map<unknown, number>();
+    for (const row of rows) statuses.set(row.fallback_status, (statuses.get(row.fallback_status) ?? 0) + 1);
+    assert.equal(statuses.get('ok'), 7);
+    assert.ok((statuses.get('over_budget') ?? 0) >= 13);
+    assert.ok(rows.filter((r) => r.fallback_status === 'over_budget').every((r) => r.label === r.local_label && r.source === 'local'));
+  });
+
+  it('fails the run at once when the endpoint refuses the key, naming where the key comes from', async () => {
+    server.setResponder(() => ({ kind: 'status', status: 401, code: 'invalid_api_key', message: 'Incorrect API key provided' }));
+    try {
+      const refused = await fallbackCodebook(fixture, 'refused', fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, seed: 401 }));
+      const output = path.join(fixture.dir, 'refused', 'results.parquet');
+      const submitted = await control.submit(request(fixture, refused, output));
+      const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
+      assert.equal(final.state, 'RUN_STATE_FAILED');
+      assert.match(final.error, /FALLBACK_AUTH/);
+      assert.match(final.error, new RegExp(KEY_VARIABLE));
+      assert.ok(!final.error.includes(server.apiKey));
+    } finally {
+      server.setResponder(() => null);
+    }
+  });
+
+  it('refuses a fallback codebook when the coordinator has no key; --no-fallback gives local labels, --fallback-offline replays the study from the cache', async () => {
+    // One coordinator per Redis: the keyed one stops, a keyless one takes over.
+    control.close();
+    await within(coordinator.stop(), 30_000, 'keyed coordinator stop', [coordinator]);
+    coordinator = await startCoordinator(redis.url, fixture);
+    control = client(coordinator, fixture);
+    const output = path.join(fixture.dir, 'keyless', 'results.parquet');
+    await assert.rejects(
+      within(control.submit(request(fixture, codebook, output)), 30_000, 'refused submit', [coordinator]),
+      (error) => isRescaleError(error, 'CONFIG_INVALID') && error.message.includes(KEY_VARIABLE) && /--no-fallback/.test(error.message),
+    );
+    const submitted = await within(control.submit(request(fixture, codebook, output, { noFallback: true })), 30_000, 'local-only submit', [coordinator]);
+    const final = await within(control.watch(submitted.runId, () => undefined, { intervalMs: 250 }), 60_000, 'local-only run', [coordinator, ...workers]);
+    assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
+    const rows = await fallbackColumns(output);
+    assert.ok(rows.every((r) => r.fallback_status === null && r.source === 'local'));
+
+    // A finished study replays offline from the cache on a coordinator without any key, bit for bit.
+    const before = server.requests.length;
+    const replayed = path.join(fixture.dir, 'cluster', 'results.parquet');
+    const replay = await within(control.submit(request(fixture, codebook, replayed, { overwrite: true, fallbackOffline: true })), 30_000, 'offline submit', [coordinator]);
+    const done = await within(control.watch(replay.runId, () => undefined, { intervalMs: 250 }), 60_000, 'offline replay', [coordinator, ...workers]);
+    assert.equal(done.state, 'RUN_STATE_SUCCEEDED', why(done, [coordinator, ...workers]));
+    assert.equal(server.requests.length, before, 'nothing sent');
+    assert.ok((await readFile(replayed)).equals(await readFile(path.join(fixture.dir, 'local', 'results.parquet'))), 'the offline replay differs from the live run');
+  });
+});

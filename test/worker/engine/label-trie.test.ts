@@ -1,0 +1,28 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type { Token } from 'node-llama-cpp';
+import { buildLabelTrie, innerNodes } from '../../../worker/engine/label-trie.js';
+
+const t = (...ids: number[]): Token[] => ids as Token[];
+const END = 99 as Token;
+
+describe('buildLabelTrie', () => {
+  it('needs no inner evaluation when labels start with distinct tokens', () => {
+    const { root, sequences } = buildLabelTrie([t(1), t(2), t(3)], END);
+    assert.deepEqual(sequences, [t(1), t(2), t(3)]);
+    assert.equal(innerNodes(root).length, 0);
+  });
+
+  it('walks shared prefixes and multi-token labels', () => {
+    const { root } = buildLabelTrie([t(5, 1), t(5, 2), t(7)], END);
+    const inner = innerNodes(root);
+    assert.deepEqual(inner.map((n) => n.path), [t(5)]);
+    assert.equal(root.children.get(7 as Token)?.labelIndex, 2);
+  });
+
+  it('appends the terminator to a label that is a prefix of another', () => {
+    const { sequences, root } = buildLabelTrie([t(4), t(4, 6), t(8, 9, 10)], END);
+    assert.deepEqual(sequences, [t(4, END), t(4, 6), t(8, 9, 10)]);
+    assert.deepEqual(innerNodes(root).map((n) => n.path), [t(4), t(8), t(8, 9)]);
+  });
+});

@@ -1,0 +1,118 @@
+// Loads llama.cpp (a build made for this machine by `npm run build:llama` when one exists, else node-llama-cpp's
+// prebuilt binary; never a download or a compile at run time) and GGUF files, with errors that name the file.
+
+import { open, readFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { getLlama, LlamaLogLevel, readGgufFileInfo, type Llama, type LlamaModel } from 'node-llama-cpp';
+import { llamaBuildFromEnvironment } from '../../contracts/environment.js';
+import { RescaleError, errorMessage } from '../../contracts/errors.js';
+import { silentLogger, type Logger } from '../../contracts/logger.js';
+
+export interface RuntimeInfo {
+  /** "localBuild" (compiled for this machine) or "prebuilt" (shipped with node-llama-cpp). */
+  readonly build: 'localBuild' | 'prebuilt';
+  readonly gpu: string | false;
+  readonly llamaCppRelease: string;
+  readonly nodeLlamaCppVersion: string;
+}
+
+export type BuildPreference = 'auto' | 'prebuilt';
+
+let llamaPromise: Promise<Llama> | null = null;
+let loadedPreference: BuildPreference | null = null;
+
+/**
+ * One llama.cpp binding per process, shared by every model and context. "auto" loads the build made by
+ * `npm run build:llama` when there is one, else the prebuilt binary; "prebuilt" always the prebuilt binary.
+ */
+export async function getRuntime(logger: Logger = silentLogger, requested?: BuildPreference): Promise<Llama> {
+  const preference = requested ?? loadedPreference ?? llamaBuildFromEnvironment();
+  if (loadedPreference !== null && loadedPreference !== preference) {
+    throw new RescaleError('INTERNAL', `llama.cpp is already loaded as "${loadedPreference}" in this process; one build per process`);
+  }
+  loadedPreference = preference;
+  llamaPromise ??= getLlama({
+    build: 'never',
+    skipDownload: true,
+    // A local build is looked up by its build options; options no local build has make getLlama skip it.
+    ...(preference === 'prebuilt' ? { cmakeOptions: { RESCALE_PREBUILT_ONLY: 'ON' } } : {}),
+    progressLogs: false,
+    logLevel: LlamaLogLevel.warn,
+    logger: (level, message) => {
+      const text = message.trim();
+      if (text === '') return;
+      logger.log(level === LlamaLogLevel.error || level === LlamaLogLevel.fatal ? 'error' : 'warn', 'llama.cpp', { message: text });
+    },
+  }).catch((cause: unknown) => {
+    llamaPromise = null;
+    loadedPreference = null;
+    throw new RescaleError('ENGINE_FAILED', `cannot load llama.cpp: ${errorMessage(cause)}; reinstall with "npm ci" or rebuild with "npm run build:llama"`, { cause });
+  });
+  return llamaPromise;
+}
+
+let packageVersion: string | null = null;
+
+/** The installed node-llama-cpp package folder (its package.json is not exported). */
+export function nodeLlamaCppRoot(): string {
+  // The main entry is <root>/dist/index.js.
+  return path.dirname(path.dirname(createRequire(import.meta.url).resolve('node-llama-cpp')));
+}
+
+export async function runtimeInfo(llama: Llama): Promise<RuntimeInfo> {
+  packageVersion ??= (JSON.parse(await readFile(path.join(nodeLlamaCppRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  return {
+    build: llama.buildType,
+    gpu: llama.gpu,
+    llamaCppRelease: `${llama.llamaCppRelease.repo}@${llama.llamaCppRelease.release}`,
+    nodeLlamaCppVersion: packageVersion,
+  };
+}
+
+const GGUF_MAGIC = Buffer.from('GGUF', 'latin1');
+
+/** Fails with a clear error unless `file` exists and starts with the GGUF magic. */
+export async function assertGgufFile(file: string, what: 'model' | 'adapter', field: string): Promise<void> {
+  const missing = what === 'model' ? 'MODEL_NOT_FOUND' : 'ADAPTER_NOT_FOUND';
+  const bad = what === 'model' ? 'MODEL_INVALID' : 'ADAPTER_INVALID';
+  let handle;
+  try {
+    handle = await open(file, 'r');
+  } catch (cause) {
+    throw new RescaleError(missing, `${what} file not found: ${file} (codebook field "${field}"); check the path, which is relative to the codebook file`, { cause });
+  }
+  try {
+    const head = Buffer.alloc(4);
+    const { bytesRead } = await handle.read(head, 0, 4, 0);
+    if (bytesRead < 4 || !head.equals(GGUF_MAGIC)) {
+      throw new RescaleError(bad, `${file} is not a GGUF file (codebook field "${field}"); convert the ${what} with llama.cpp's convert scripts first`);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Checks that an adapter file is a LoRA adapter GGUF before llama.cpp sees it. */
+export async function assertLoraAdapter(file: string, field: string): Promise<void> {
+  await assertGgufFile(file, 'adapter', field);
+  let type: unknown;
+  try {
+    const info = await readGgufFileInfo(file, { readTensorInfo: false });
+    type = (info.metadata as { general?: { type?: unknown } }).general?.type;
+  } catch (cause) {
+    throw new RescaleError('ADAPTER_INVALID', `${file} (codebook field "${field}") cannot be read as GGUF: ${errorMessage(cause)}`, { cause });
+  }
+  if (type !== 'adapter') {
+    throw new RescaleError('ADAPTER_INVALID', `${file} (codebook field "${field}") is not a LoRA adapter (general.type is ${JSON.stringify(type ?? null)}, expected "adapter"); convert it with llama.cpp's convert_lora_to_gguf.py`);
+  }
+}
+
+export async function loadModel(llama: Llama, file: string, gpuLayers: number | 'auto' | 'max'): Promise<LlamaModel> {
+  await assertGgufFile(file, 'model', 'model.path');
+  try {
+    return await llama.loadModel({ modelPath: file, gpuLayers, useMmap: true });
+  } catch (cause) {
+    throw new RescaleError('MODEL_INVALID', `llama.cpp could not load model ${file} (codebook field "model.path"): ${errorMessage(cause)}`, { cause });
+  }
+}

@@ -1,0 +1,120 @@
+// The fallback as a cluster worker's shard path sees it: routing is decided here, on the worker, from the local
+// scores; each routed document becomes a job on the run's fallback queue, answered by the coordinator (which holds
+// the API key and the run's global limits); the worker waits for the outcomes and writes both opinions, exactly as
+// local mode does. A shard that runs again (retry, preemption) finds its documents' jobs by id: nothing is asked
+// twice, and answers already given are read back.
+
+import { Job, Queue, QueueEvents } from 'bullmq';
+import type { FallbackConfig } from '../contracts/fallback-config.js';
+import { fallbackJobId, fallbackQueueName, parseFallbackOutcome, FALLBACK_JOB_KEEP_SECONDS, type FallbackJobData } from '../contracts/fallback-queue.js';
+import { RescaleError, errorMessage, type ErrorCode } from '../contracts/errors.js';
+import { silentLogger, type Logger } from '../contracts/logger.js';
+import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
+import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
+import { QUEUE_PREFIX } from '../contracts/shard-queue.js';
+import type { ShardFallback } from './process-shard.js';
+import type { DocumentInput } from '../contracts/document-input.js';
+import { documentIdText, routedIndexes, withFallbackOutcome } from '../fallback/fallback-stage.js';
+
+/** Jobs added per Redis round trip burst. */
+const BATCH = 500;
+/** How long one wait for a job's finish event lasts before its state is read again. */
+const WAIT_SLICE_MS = 30_000;
+/** Failure reasons that stop the run (the coordinator's fallback cannot go on): the shard fails without retries. */
+const FATAL_CODES: readonly ErrorCode[] = ['FALLBACK_AUTH', 'FALLBACK_REJECTED', 'OUTPUT_NOT_WRITABLE', 'ABORTED'];
+
+export class QueuedFallback implements ShardFallback {
+  private constructor(
+    readonly runId: string,
+    private readonly config: FallbackConfig,
+    private readonly queue: Queue<FallbackJobData, unknown>,
+    private readonly events: QueueEvents,
+  ) {}
+
+  static async open(target: RedisTarget, runId: string, config: FallbackConfig, logger: Logger = silentLogger): Promise<QueuedFallback> {
+    const name = fallbackQueueName(runId);
+    const queue = new Queue<FallbackJobData, unknown>(name, {
+      connection: redisOptions(target, { blocking: false, name: `rescale-worker-fallback-${runId}` }),
+      prefix: QUEUE_PREFIX,
+      defaultJobOptions: { removeOnComplete: { age: FALLBACK_JOB_KEEP_SECONDS }, removeOnFail: { age: FALLBACK_JOB_KEEP_SECONDS } },
+    });
+    queue.on('error', (error) => logger.log('warn', 'fallback queue error', { runId, error: error.message }));
+    const events = new QueueEvents(name, { connection: redisOptions(target, { blocking: true, name: `rescale-worker-fallback-events-${runId}` }), prefix: QUEUE_PREFIX });
+    events.on('error', (error) => logger.log('warn', 'fallback queue event reader error', { runId, error: error.message }));
+    await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
+    return new QueuedFallback(runId, config, queue, events);
+  }
+
+  async resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: { readonly shardId: string; readonly signal?: AbortSignal }): Promise<ResultRow[]> {
+    const out: ResultRow[] = rows.map((row) => ({ ...row, localLabel: row.label, fallback: null }));
+    const routed = routedIndexes(this.config, rows).filter((index) => docs[index] !== undefined);
+    if (routed.length === 0) return out;
+    const { shardId, signal } = context;
+    const jobs = routed.map((index) => {
+      const row = rows[index] as ResultRow;
+      const doc = docs[index] as DocumentInput;
+      const data: FallbackJobData = {
+        runId: this.runId,
+        shardId,
+        row: row.row,
+        documentId: documentIdText(row.id),
+        document: doc.columns === undefined ? { text: doc.text } : { text: doc.text, columns: Object.fromEntries(Object.entries(doc.columns).map(([k, v]) => [k, v ?? null])) },
+      };
+      return { name: 'document', data, opts: { jobId: fallbackJobId(shardId, row.row) } };
+    });
+    // Ids that exist already are left as they are (answered, or being answered); failed ones are tried again.
+    for (let i = 0; i < jobs.length; i += BATCH) await this.queue.addBulk(jobs.slice(i, i + BATCH));
+    await Promise.all(
+      jobs.map(async ({ opts }) => {
+        if ((await this.queue.getJobState(opts.jobId)) !== 'failed') return;
+        await (await Job.fromId(this.queue, opts.jobId))?.retry('failed');
+      }),
+    );
+
+    const aborted = new Promise<never>((_, reject) => {
+      if (signal === undefined) return;
+      const onAbort = (): void => reject(signal.reason ?? new RescaleError('ABORTED', 'shard aborted'));
+      if (signal.aborted) onAbort();
+      else signal.addEventListener('abort', onAbort, { once: true });
+    });
+    aborted.catch(() => undefined);
+    const outcomes = await Promise.race([Promise.all(jobs.map(({ opts }) => this.outcome(opts.jobId))), aborted]);
+    routed.forEach((index, k) => (out[index] = withFallbackOutcome(rows[index] as ResultRow, outcomes[k] as FallbackOutcome)));
+    return out;
+  }
+
+  /**
+   * Waits for one job's outcome in slices: each slice first reads the job's state (so a finish whose event was
+   * missed or trimmed from the stream is still seen), then waits for its event. A job that vanished (the run's queue
+   * was removed) is a retryable error, never an endless wait.
+   */
+  private async outcome(jobId: string): Promise<FallbackOutcome> {
+    for (;;) {
+      // State first, then the job: a job read before it completed would carry no return value yet.
+      const state = await this.queue.getJobState(jobId);
+      const job = await Job.fromId(this.queue, jobId);
+      if (job === undefined) throw new RescaleError('INTERNAL', `fallback job ${jobId} vanished from the queue (the run's queue was removed?); the shard will be retried`, { retryable: true });
+      if (state === 'completed') return parseFallbackOutcome(job.returnvalue);
+      if (state === 'failed') throw failureOf(jobId, job.failedReason);
+      try {
+        return parseFallbackOutcome(await job.waitUntilFinished(this.events, WAIT_SLICE_MS));
+      } catch (error) {
+        const message = errorMessage(error);
+        if (/timed out before finishing/.test(message)) continue;
+        throw failureOf(jobId, message);
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.events.close(), this.queue.close()]);
+  }
+}
+
+/** A failed fallback job as the shard's error: the coordinator's code leads its reason ("CODE: message"). */
+function failureOf(jobId: string, reason: string): RescaleError {
+  const match = /^([A-Z_]+): ([\s\S]*)$/.exec(reason);
+  const code = match?.[1] as ErrorCode | undefined;
+  if (code !== undefined && FATAL_CODES.includes(code)) return new RescaleError(code, match?.[2] ?? reason);
+  return new RescaleError('INTERNAL', `the fallback could not answer document job ${jobId} (${reason}); the shard will be retried`, { retryable: true });
+}
