@@ -14,7 +14,7 @@ import { LabelScorer } from '../../worker/engine/label-scorer.js';
 import { fixtureModel } from '../../scripts/harness/fixture-models.js';
 import { queryDuckDB, sqlString, withTempDir, writeParquetWithDuckDB } from '../../scripts/harness/parquet.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = path.join(ROOT, 'cli', 'rescale.ts');
 
 let model: string;
