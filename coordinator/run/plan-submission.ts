@@ -1,0 +1,132 @@
+// Plans a submitted run: checks the request, reads the codebook, decides the fallback, plans the shards and names
+// the run; then lays out its output folder and plan file and builds the run's spec. Touches no Redis or queue.
+
+import { createHash } from 'node:crypto';
+import { access, constants, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { parseCodebookText, singleQuestion, type Codebook } from '../../contracts/codebook.js';
+import { RescaleError } from '../../contracts/errors.js';
+import type { RunSpec } from '../../contracts/shard-queue.js';
+import type { ShardPlan } from '../../contracts/shard.js';
+import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../../fallback/resolve-fallback.js';
+import { manifestPathFor } from '../merge.js';
+import { DEFAULT_SHARD_ROWS, planRun } from '../run-plan.js';
+
+export interface SubmitRequest {
+  /** Absolute paths, the same on the coordinator and every worker (shared filesystem). */
+  readonly codebook: string;
+  readonly inputs: readonly string[];
+  readonly output: string;
+  readonly shardRows?: number;
+  readonly limit?: number;
+  /** Documents decoded together; default the codebook's, and 1 for "auto" (so every worker lays out batches alike). */
+  readonly sequences?: number;
+  readonly overwrite?: boolean;
+  /** Local labels only although the codebook enables the closed-model fallback. */
+  readonly noFallback?: boolean;
+  /** Fallback answers from the cache only (no key, no network); misses get over_budget. */
+  readonly fallbackOffline?: boolean;
+}
+
+/** A submitted run, planned: what its spec is built from once the coordinator decides to (re)create it. */
+export interface PlannedSubmission {
+  readonly runId: string;
+  readonly codebookPath: string;
+  readonly codebookText: string;
+  readonly codebook: Codebook;
+  readonly inputs: string[];
+  readonly output: string;
+  readonly sequences: number;
+  readonly shardRows: number;
+  readonly plan: ShardPlan;
+  readonly fallbackPlan: FallbackPlan;
+}
+
+/** Run id: from the planned shards (corpus content, row ranges, codebook result hash) and the output path. */
+export function runIdFor(plan: ShardPlan, output: string): string {
+  const hash = createHash('sha256').update(plan.codebookHash).update('\0').update(output);
+  for (const shard of plan.shards) hash.update('\0').update(shard.id);
+  return `r${hash.digest('hex').slice(0, 15)}`;
+}
+
+/** `env`: where the fallback's API key variable is looked up (the coordinator's environment). */
+export async function planSubmission(request: SubmitRequest, env: Readonly<Record<string, string | undefined>>): Promise<PlannedSubmission> {
+  const codebookPath = absolute(request.codebook, 'codebook');
+  const output = absolute(request.output, 'output');
+  if (request.inputs.length === 0) throw new RescaleError('CONFIG_INVALID', 'give at least one input (Parquet file, folder or glob)');
+  const inputs = request.inputs.map((input) => absolute(input, 'input'));
+  let codebookText: string;
+  try {
+    codebookText = await readFile(codebookPath, 'utf8');
+  } catch (cause) {
+    throw new RescaleError('CODEBOOK_INVALID', `the coordinator cannot read codebook ${codebookPath}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; it must be on the filesystem the coordinator and workers share`, { cause });
+  }
+  const codebook = parseCodebookText(codebookText, codebookPath);
+  singleQuestion(codebook);
+  const fallbackPlan = await resolveFallback(codebook, { disabled: request.noFallback === true, offline: request.fallbackOffline === true, env });
+  if (codebook.fallback !== null && !fallbackPlan.active && request.noFallback !== true) {
+    // Local mode would go on with local labels only and a warning; a remote submitter would not see the warning.
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `${codebookPath} enables the closed-model fallback, but the coordinator has ${fallbackPlan.reason}; the coordinator alone calls the fallback, so start it with the key available (workers do not need it), or submit with --no-fallback for local labels only`,
+    );
+  }
+  // "auto" would let each worker pick by its hardware and change the batch layout (and the shard ids) with it.
+  const sequences = request.sequences ?? (codebook.model.sequences === 'auto' ? 1 : codebook.model.sequences);
+  const shardRows = request.shardRows ?? DEFAULT_SHARD_ROWS;
+  const plan = await planRun(codebook, inputs, sequences, shardRows, request.limit, fallbackPlan.active ? fallbackPlan.identity : null);
+  const runId = runIdFor(plan, output);
+  return { runId, codebookPath, codebookText, codebook, inputs, output, sequences, shardRows, plan, fallbackPlan };
+}
+
+/** Makes the run's result folder (emptied first with `overwrite`), writes its plan file and returns its spec. */
+export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boolean): Promise<RunSpec> {
+  const { runId, codebook, codebookPath, codebookText, sequences, shardRows, plan, inputs, output, fallbackPlan } = planned;
+  const resultDir = path.join(`${output}.parts`, 'shards');
+  await prepareOutput(output, resultDir, overwrite);
+  await writeFile(path.join(`${output}.parts`, 'plan.json'), JSON.stringify(plan, null, 2));
+  return {
+    runId,
+    task: codebook.task,
+    codebookPath,
+    codebookText,
+    codebookHash: plan.codebookHash,
+    sequences,
+    shardRows,
+    limit: plan.limit,
+    inputs,
+    output,
+    resultDir,
+    idColumn: plan.idColumn,
+    idType: plan.idType,
+    textColumn: plan.textColumn,
+    totalShards: plan.shards.length,
+    totalRows: plan.totalRows,
+    createdAt: new Date().toISOString(),
+    fallback: fallbackPlan.active
+      ? { active: true, mode: fallbackPlan.mode, ...fallbackPathsFor(output, fallbackPlan.config) }
+      : { active: false, reason: fallbackPlan.reason },
+  };
+}
+
+function absolute(value: string, what: string): string {
+  if (value === '' || !path.isAbsolute(value)) {
+    throw new RescaleError('CONFIG_INVALID', `the ${what} path must be absolute (got "${value}"): the coordinator and workers resolve it on a shared filesystem; the rescale CLI makes paths absolute for you`);
+  }
+  return path.normalize(value);
+}
+
+async function prepareOutput(output: string, resultDir: string, overwrite: boolean): Promise<void> {
+  const dir = path.dirname(output);
+  try {
+    if (overwrite) {
+      await rm(path.dirname(resultDir), { recursive: true, force: true });
+      await rm(output, { force: true });
+      await rm(manifestPathFor(output), { force: true });
+    }
+    await mkdir(resultDir, { recursive: true });
+    await access(dir, constants.W_OK);
+  } catch (cause) {
+    throw new RescaleError('OUTPUT_NOT_WRITABLE', `the coordinator cannot write to ${dir} (from output ${output}): ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; choose a folder on the shared filesystem it can write to`, { cause });
+  }
+}

@@ -1,0 +1,113 @@
+// The runs this coordinator follows (state running or merging), in memory while Redis holds the truth: loaded from
+// the run store, found by shard id, and the one place a finished shard is recorded.
+
+import { errorMessage } from '../../contracts/errors.js';
+import type { Logger } from '../../contracts/logger.js';
+import type { RunSpec } from '../../contracts/shard-queue.js';
+import type { ShardPlan } from '../../contracts/shard.js';
+import { shardResultPath } from '../../storage/shard-result-writer.js';
+import type { CoordinatorMetrics } from '../coordinator-metrics.js';
+import type { FallbackService } from '../fallback-service.js';
+import type { RunStore } from '../run-store.js';
+import { RateMeter } from './rate-meter.js';
+import { fileExists } from './result-files.js';
+
+/** In-memory view of a run in state running or merging; Redis holds the truth. */
+export interface ActiveRun {
+  readonly spec: RunSpec;
+  readonly plan: ShardPlan;
+  readonly rowsOf: ReadonlyMap<string, number>;
+  readonly done: Set<string>;
+  readonly failed: Map<string, string>;
+  /** Shards being processed → documents done in them so far. */
+  readonly inFlight: Map<string, number>;
+  rowsDone: number;
+  readonly rate: RateMeter;
+}
+
+export type ShardEngine = Parameters<RunStore['markDone']>[2];
+
+export class RunTracker {
+  private readonly runs = new Map<string, ActiveRun>();
+  private readonly shardRun = new Map<string, string>();
+
+  constructor(
+    private readonly store: RunStore,
+    private readonly fallbacks: FallbackService,
+    private readonly metrics: CoordinatorMetrics,
+    private readonly logger: Logger,
+  ) {}
+
+  get(runId: string): ActiveRun | undefined {
+    return this.runs.get(runId);
+  }
+
+  /** The followed run a shard belongs to. */
+  ofShard(shardId: string): ActiveRun | undefined {
+    const runId = this.shardRun.get(shardId);
+    return runId === undefined ? undefined : this.runs.get(runId);
+  }
+
+  all(): ActiveRun[] {
+    return [...this.runs.values()];
+  }
+
+  track(shardId: string, update: (run: ActiveRun) => void): void {
+    const run = this.ofShard(shardId);
+    if (run !== undefined) update(run);
+  }
+
+  async activate(runId: string): Promise<ActiveRun> {
+    const existing = this.runs.get(runId);
+    if (existing !== undefined) return existing;
+    const [spec, plan, done, failed] = await Promise.all([this.store.spec(runId), this.store.plan(runId), this.store.doneIds(runId), this.store.failed(runId)]);
+    const rowsOf = new Map(plan.shards.map((s) => [s.id, s.rowEnd - s.rowStart]));
+    const run: ActiveRun = { spec, plan, rowsOf, done, failed, inFlight: new Map(), rowsDone: sum([...done].map((id) => rowsOf.get(id) ?? 0)), rate: new RateMeter() };
+    run.rate.add(run.rowsDone);
+    this.runs.set(runId, run);
+    for (const shard of plan.shards) this.shardRun.set(shard.id, runId);
+    return run;
+  }
+
+  /** Stops following the run, and answering its fallback queue (kept in Redis: a resumed run answers it again). */
+  deactivate(runId: string): void {
+    void this.fallbacks.stop(runId, { purge: false }).catch((error: unknown) => this.logger.log('warn', 'fallback queue not stopped cleanly', { runId, error: errorMessage(error) }));
+    const run = this.runs.get(runId);
+    if (run === undefined) return;
+    this.runs.delete(runId);
+    for (const shard of run.plan.shards) if (this.shardRun.get(shard.id) === runId) this.shardRun.delete(shard.id);
+  }
+
+  /** Records a finished shard once its result file is visible here; a missing file fails the shard instead. */
+  async recordDone(run: ActiveRun, shardId: string, engine: ShardEngine, workerId: string | null): Promise<void> {
+    const { runId, resultDir } = run.spec;
+    run.inFlight.delete(shardId);
+    if (run.done.has(shardId)) return;
+    if (!(await fileExists(shardResultPath(resultDir, shardId)))) {
+      const reason = `INTERNAL: worker ${workerId ?? '?'} reported the shard done, but ${shardResultPath(resultDir, shardId)} is not visible to the coordinator; workers and coordinator must share that filesystem path`;
+      this.logger.log('error', 'shard result file missing', { runId, shardId, workerId, resultDir });
+      run.failed.set(shardId, reason);
+      await this.store.markFailed(runId, shardId, reason);
+      return;
+    }
+    await this.store.markDone(runId, shardId, engine);
+    run.done.add(shardId);
+    run.failed.delete(shardId);
+    const rows = run.rowsOf.get(shardId) ?? 0;
+    run.rowsDone += rows;
+    run.rate.add(documentsDone(run));
+    this.metrics.completions.inc();
+    this.metrics.documents.inc(rows);
+  }
+}
+
+/** Documents of a followed run done so far: its finished shards and the progress of those being processed. */
+export function documentsDone(run: ActiveRun): number {
+  return run.rowsDone + sum(run.inFlight.values());
+}
+
+export function sum(values: Iterable<number>): number {
+  let total = 0;
+  for (const value of values) total += value;
+  return total;
+}
