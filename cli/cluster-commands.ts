@@ -162,9 +162,16 @@ async function runCoordinator(values: Values): Promise<number> {
     logger.log('info', 'stopping', { signal: outcome });
     return 0;
   } finally {
-    await server?.close();
-    await metrics?.close();
-    await coordinator.close();
+    // Each one closed even when closing the one before failed: the coordinator holds Redis connections.
+    try {
+      await server?.close();
+    } finally {
+      try {
+        await metrics?.close();
+      } finally {
+        await coordinator.close();
+      }
+    }
   }
 }
 

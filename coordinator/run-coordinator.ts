@@ -102,29 +102,41 @@ export class RunCoordinator {
     });
   }
 
-  /** Connects (bounded retries), resumes the runs found in Redis and starts following queue events. */
+  /**
+   * Connects (bounded retries), resumes the runs found in Redis and starts following queue events. Whatever it
+   * opened is closed again when a later step fails.
+   */
   static async start(options: RunCoordinatorOptions): Promise<RunCoordinator> {
     const logger = options.logger ?? silentLogger;
     const redisTimeoutMs = options.redisTimeoutMs ?? 60_000;
     const redis = await connectRedis(options.redis, { timeoutMs: redisTimeoutMs, logger, name: 'rescale-coordinator' });
     redis.on('error', () => undefined); // the watchdog reports outages
-    const lastEventId = (await redis.get(clusterKeys.lastEvent)) ?? undefined;
-    const queue = new ShardQueue(options.redis, logger);
-    const events = new QueueEvents(SHARD_QUEUE_NAME, {
-      connection: redisOptions(options.redis, { blocking: true, name: 'rescale-coordinator-events' }),
-      prefix: QUEUE_PREFIX,
-      autorun: false,
-      ...(lastEventId !== undefined ? { lastEventId } : {}),
-    });
-    const compiled = { redis: options.redis, reconcileIntervalMs: options.reconcileIntervalMs ?? 30_000, redisTimeoutMs, env: options.env ?? process.env };
-    const coordinator = new RunCoordinator(redis, queue, events, compiled, logger);
+    let queue: ShardQueue | undefined;
+    let events: QueueEvents | undefined;
+    let coordinator: RunCoordinator | undefined;
     try {
+      const lastEventId = (await redis.get(clusterKeys.lastEvent)) ?? undefined;
+      queue = new ShardQueue(options.redis, logger);
+      events = new QueueEvents(SHARD_QUEUE_NAME, {
+        connection: redisOptions(options.redis, { blocking: true, name: 'rescale-coordinator-events' }),
+        prefix: QUEUE_PREFIX,
+        autorun: false,
+        ...(lastEventId !== undefined ? { lastEventId } : {}),
+      });
+      const compiled = { redis: options.redis, reconcileIntervalMs: options.reconcileIntervalMs ?? 30_000, redisTimeoutMs, env: options.env ?? process.env };
+      coordinator = new RunCoordinator(redis, queue, events, compiled, logger);
       await coordinator.begin();
+      return coordinator;
     } catch (error) {
-      await coordinator.close();
+      if (coordinator !== undefined) {
+        await coordinator.close();
+      } else {
+        await events?.close().catch(() => undefined);
+        await queue?.close().catch(() => undefined);
+        redis.disconnect();
+      }
       throw error;
     }
-    return coordinator;
   }
 
   private async begin(): Promise<void> {
