@@ -90,7 +90,8 @@ export class RunCoordinator {
     this.runs = new RunTracker(store, this.fallbackService, this.metrics, logger);
     this.finisher = new RunFinisher(store, this.runs, this.fallbackService, this.metrics, logger);
     this.fallbacks = new FallbackSupervisor(this.fallbackService, options.redis, redis, store, queue, this.runs, this.chain, logger);
-    this.reconciler = new RunReconciler(store, queue, this.runs, this.fallbacks, this.finisher, this.chain, options.reconcileIntervalMs, logger);
+    const { reconcileIntervalMs } = options;
+    this.reconciler = new RunReconciler(store, queue, this.runs, this.fallbacks, this.finisher, this.chain, reconcileIntervalMs, logger);
     this.events = new QueueEventFollower(events, redis, store, queue, this.runs, this.finisher, this.chain, this.metrics, logger);
     const enqueuer = new ShardEnqueuer(store, queue, this.runs, logger);
     this.control = new RunControl(redis, store, queue, this.runs, enqueuer, this.fallbacks, this.finisher, options.env, logger);
@@ -123,7 +124,12 @@ export class RunCoordinator {
         autorun: false,
         ...(lastEventId !== undefined ? { lastEventId } : {}),
       });
-      const compiled = { redis: options.redis, reconcileIntervalMs: options.reconcileIntervalMs ?? 30_000, redisTimeoutMs, env: options.env ?? process.env };
+      const compiled: CompiledOptions = {
+        redis: options.redis,
+        reconcileIntervalMs: options.reconcileIntervalMs ?? 30_000,
+        redisTimeoutMs,
+        env: options.env ?? process.env,
+      };
       coordinator = new RunCoordinator(redis, queue, events, compiled, logger);
       await coordinator.begin();
       return coordinator;

@@ -45,7 +45,8 @@ export class FallbackSupervisor {
   /** As `start`, for a caller that answers a request: a fallback that cannot start is the request's error. */
   async startOrThrow(run: ActiveRun): Promise<void> {
     const { runId } = run.spec;
-    if (!(await this.start(run))) throw new RescaleError('CONFIG_INVALID', (await this.store.record(runId))?.error ?? `run ${runId} cannot start its fallback`);
+    if (await this.start(run)) return;
+    throw new RescaleError('CONFIG_INVALID', (await this.store.record(runId))?.error ?? `run ${runId} cannot start its fallback`);
   }
 
   /** Stops answering the run's fallback queue and removes the queue (a cancel). */
@@ -61,7 +62,9 @@ export class FallbackSupervisor {
 
   /** A fallback error that no shard retry can fix stops the run: the key was refused, the model is unknown... */
   fail(runId: string, error: RescaleError): Promise<void> {
-    return this.chain.exclusive(() => this.failNow(runId, error)).catch((cause: unknown) => this.logger.log('warn', 'run not failed cleanly', { runId, error: errorMessage(cause) }));
+    return this.chain
+      .exclusive(() => this.failNow(runId, error))
+      .catch((cause: unknown) => this.logger.log('warn', 'run not failed cleanly', { runId, error: errorMessage(cause) }));
   }
 
   private async failNow(runId: string, error: RescaleError): Promise<void> {

@@ -50,7 +50,10 @@ export function runIdFor(plan: ShardPlan, output: string): string {
 }
 
 /** `env`: where the fallback's API key variable is looked up (the coordinator's environment). */
-export async function planSubmission(request: SubmitRequest, env: Readonly<Record<string, string | undefined>>): Promise<PlannedSubmission> {
+export async function planSubmission(
+  request: SubmitRequest,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<PlannedSubmission> {
   const codebookPath = absolute(request.codebook, 'codebook');
   const output = absolute(request.output, 'output');
   if (request.inputs.length === 0) throw new RescaleError('CONFIG_INVALID', 'give at least one input (Parquet file, folder or glob)');
@@ -63,7 +66,8 @@ export async function planSubmission(request: SubmitRequest, env: Readonly<Recor
   }
   const codebook = parseCodebookText(codebookText, codebookPath);
   singleQuestion(codebook);
-  const fallbackPlan = await resolveFallback(codebook, { disabled: request.noFallback === true, offline: request.fallbackOffline === true, env });
+  const disabled = request.noFallback === true;
+  const fallbackPlan = await resolveFallback(codebook, { disabled, offline: request.fallbackOffline === true, env });
   if (codebook.fallback !== null && !fallbackPlan.active && request.noFallback !== true) {
     // Local mode would go on with local labels only and a warning; a remote submitter would not see the warning.
     throw new RescaleError(

@@ -4,7 +4,14 @@
 import type { Redis } from 'ioredis';
 import { errorMessage } from '../../contracts/errors.js';
 import type { Logger } from '../../contracts/logger.js';
-import { clusterKeys, parseWorkerRecord, TERMINAL_RUN_STATES, WORKER_TTL_MS, type RunState, type WorkerRecord } from '../../contracts/shard-queue.js';
+import {
+  clusterKeys,
+  parseWorkerRecord,
+  TERMINAL_RUN_STATES,
+  WORKER_TTL_MS,
+  type RunState,
+  type WorkerRecord,
+} from '../../contracts/shard-queue.js';
 import type { RunStore } from '../run-store.js';
 import { documentsDone as followedDocumentsDone, sum, type RunTracker } from './run-tracker.js';
 
