@@ -1,8 +1,10 @@
 // The fallback audit: one JSON line per event, appended to `<output>.fallback-audit.jsonl` across runs. It is also
 // the budget's ledger: a `reserve` line is on disk before its request is sent, so after a crash a request with no
-// `call` line still counts at its worst-case cost. Never holds the API key or document text.
+// `call` line still counts at its worst-case cost. Never holds the API key or document text. This module is the
+// file's only writer and only reader: the ledger, the Batch API's reservations and the study report all read it here.
 
 import { open, readFile, type FileHandle } from 'node:fs/promises';
+import { errorMessage, RescaleError } from '../contracts/errors.js';
 import { toNanoUsd } from './budget.js';
 
 interface AuditBase {
@@ -65,6 +67,43 @@ export interface SkippedRecord extends AuditBase {
 
 export type AuditRecord = ReserveRecord | CallRecord | CacheHitRecord | SkippedRecord;
 
+/**
+ * A line as read back: lines written by older versions may lack fields, so every field is optional and each reader
+ * of the file's records supplies its own default.
+ */
+export type AuditEntry = Partial<AuditRecord>;
+
+/**
+ * The one reader of the audit file: its records in order ([] when there is no file yet). A line cut by a crash is
+ * skipped; whatever it was, the lines around it still count (a reserve without its call counts at its worst case).
+ */
+export async function readAuditLog(file: string): Promise<AuditEntry[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    const why = (cause as NodeJS.ErrnoException).code ?? errorMessage(cause);
+    throw new RescaleError(
+      'OUTPUT_NOT_WRITABLE',
+      `cannot read the fallback audit ${file} (${why}); fix its permissions — it is the budget's ledger, so nothing is sent without it`,
+      { cause },
+    );
+  }
+  const records: AuditEntry[] = [];
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    let record: unknown;
+    try {
+      record = JSON.parse(line);
+    } catch {
+      continue; // a line cut by a crash
+    }
+    if (record !== null && typeof record === 'object' && !Array.isArray(record)) records.push(record as AuditEntry);
+  }
+  return records;
+}
+
 /** What earlier runs spent, from the audit file: settled costs plus reservations that never got a `call` line. */
 export interface LedgerTotals {
   readonly nanoUsd: number;
@@ -72,24 +111,10 @@ export interface LedgerTotals {
 }
 
 export async function readLedger(file: string): Promise<LedgerTotals> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (cause) {
-    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return { nanoUsd: 0, requests: 0 };
-    throw cause;
-  }
   let nanoUsd = 0;
   let requests = 0;
   const open = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    if (line.trim() === '') continue;
-    let record: Partial<AuditRecord>;
-    try {
-      record = JSON.parse(line) as Partial<AuditRecord>;
-    } catch {
-      continue; // a line cut by a crash: its reserve, if any, is counted below
-    }
+  for (const record of await readAuditLog(file)) {
     if (record.event === 'reserve') {
       requests += 1;
       open.set(record.call_id ?? '', toNanoUsd(record.reserved_usd ?? 0));

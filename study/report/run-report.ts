@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { RESCALE_VERSION } from '../../contracts/package-root.js';
+import { readAuditLog, type AuditEntry } from '../../fallback/audit-log.js';
 import { expectedCalibrationError, reliabilityBins, thresholdSweep, type CalibrationItem, type ReliabilityBin } from '../calibration/calibration.js';
 import { evaluatePredictions, type EvaluationResult, type SystemEvaluation } from '../evaluation/evaluate-predictions.js';
 import { joinByIds, readGoldLabels, readPredictions, resolveLabelOrder, type Predictions } from '../evaluation/labelled-predictions.js';
@@ -107,9 +108,9 @@ export async function throughputTimeline(results: string, manifest: Manifest | n
 }
 
 async function readAudit(file: string, started: number): Promise<FallbackSummary['audit']> {
-  let text: string;
+  let records: AuditEntry[];
   try {
-    text = await readFile(file, 'utf8');
+    records = await readAuditLog(file);
   } catch {
     return null;
   }
@@ -119,14 +120,7 @@ async function readAudit(file: string, started: number): Promise<FallbackSummary
   let skipped = 0;
   const timeline: { seconds: number; costUsd: number }[] = [];
   let first = Number.isNaN(started) ? Number.NaN : started;
-  for (const line of text.split('\n')) {
-    if (line.trim() === '') continue;
-    let record: { event?: string; cost_usd?: number; time?: string };
-    try {
-      record = JSON.parse(line) as typeof record;
-    } catch {
-      continue;
-    }
+  for (const record of records) {
     const time = record.time === undefined ? Number.NaN : Date.parse(record.time);
     if (Number.isNaN(first) && !Number.isNaN(time)) first = time;
     if (record.event === 'call') {
