@@ -3,6 +3,7 @@
 // jitter unless the server says how long to wait.
 
 import { APIConnectionTimeoutError, APIError, APIUserAbortError } from 'openai';
+import { RescaleError } from '../contracts/errors.js';
 import { redactKey } from './api-key.js';
 
 export type FailureKind =
@@ -35,9 +36,16 @@ export interface CallFailure {
   readonly message: string;
 }
 
-/** Thrown by the client for a 200 whose body is not a chat completion. */
-export class MalformedResponseError extends Error {
-  override readonly name = 'MalformedResponseError';
+/**
+ * Thrown by the client for a 200 whose body is not a chat completion: retried, never cached. It never leaves the
+ * request loop (classifyFailure turns it into a `malformed` call), so its short message is what the audit and the
+ * row's fallback error say, as before.
+ */
+export class MalformedResponseError extends RescaleError {
+  constructor(message: string) {
+    super('FALLBACK_MALFORMED', message, { retryable: true });
+    this.name = 'MalformedResponseError';
+  }
 }
 
 const MESSAGE_CHARS = 200;
