@@ -11,7 +11,7 @@ import { buildManifest, DEFAULT_SHARD_ROWS, planRun, type EngineDescription } fr
 import { LabelScorer, resolveSequences } from '../worker/engine/label-scorer.js';
 import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
 import { RowGroupCache } from '../storage/parquet-rows.js';
-import { processShard } from '../worker/process-shard.js';
+import { processShard, type ShardFallback } from '../worker/process-shard.js';
 import { isShardComplete } from '../storage/shard-result-writer.js';
 import { FallbackStage, type FallbackStats } from '../fallback/fallback-stage.js';
 import { fallbackPathsFor, resolveFallback } from '../fallback/resolve-fallback.js';
@@ -36,6 +36,11 @@ export interface LocalRunOptions {
   readonly fallbackOffline?: boolean;
   /** Where the fallback's key variable is looked up (default process.env). */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Plugged into the shard path instead of the live fallback stage when the fallback is on (`rescale batch submit`
+   * passes its request collector); the caller owns it. The plan still comes from the codebook and key as for any run.
+   */
+  readonly fallback?: ShardFallback;
 }
 
 /** Whether the fallback ran, and what it did in this run. */
@@ -106,10 +111,15 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
   if (pending.length > 0) {
     const scorer = await LabelScorer.create(codebook, { logger, sequences, ...(options.threads !== undefined ? { threads: options.threads } : {}) });
     engine.settings = scorer.settings;
-    let fallback: FallbackStage | undefined;
+    let stage: FallbackStage | undefined;
+    let fallback: ShardFallback | undefined;
     try {
       if (fallbackPlan.active) {
-        fallback = await FallbackStage.open({ codebook, config: fallbackPlan.config, mode: fallbackPlan.mode, apiKey: fallbackPlan.apiKey, ...fallbackPaths, logger });
+        if (options.fallback === undefined) {
+          const { config, mode, apiKey } = fallbackPlan;
+          stage = await FallbackStage.open({ codebook, config, mode, apiKey, ...fallbackPaths, logger });
+        }
+        fallback = options.fallback ?? stage;
       }
       progress.start(plan.totalRows, doneRows);
       let done = doneRows;
@@ -126,9 +136,9 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
       }
       progress.finish();
     } finally {
-      if (fallback !== undefined) {
-        fallbackStats = fallback.stats();
-        await fallback.close();
+      if (stage !== undefined) {
+        fallbackStats = stage.stats();
+        await stage.close();
       }
       await scorer.dispose();
     }

@@ -1,5 +1,5 @@
 // The codebook's `fallback` section (closed-model fallback for low-confidence documents): raw YAML → zod schema
-// with defaults → compiled, frozen FallbackConfig; plus the routing rule, shared by the worker and `calibrate`.
+// with defaults → compiled, frozen FallbackConfig. The routing rules' logic is fallback/routing.ts, pricing fallback/pricing.ts.
 
 import { createHash } from 'node:crypto';
 import path from 'node:path';
@@ -197,18 +197,6 @@ export function parseFallbackConfig(raw: unknown, options: { source?: string; ba
     prompt: Object.freeze({ system: value.prompt.system ?? null, template: value.prompt.template ?? null }),
     cacheDir: value.cache_dir === undefined ? null : path.resolve(baseDir, value.cache_dir),
   });
-}
-
-/** Why a locally scored document goes to the fallback, or null to keep the local label. Unscored rows never go. */
-export function routeReason(
-  rules: RoutingRules,
-  score: { readonly status: string; readonly confidence: number | null; readonly margin: number | null; readonly entropy: number | null },
-): RouteReason | null {
-  if (score.status !== 'ok' && score.status !== 'truncated') return null;
-  if (rules.confidenceBelow !== null && score.confidence !== null && score.confidence < rules.confidenceBelow) return 'confidence';
-  if (rules.marginBelow !== null && score.margin !== null && score.margin < rules.marginBelow) return 'margin';
-  if (rules.entropyAbove !== null && score.entropy !== null && score.entropy > rules.entropyAbove) return 'entropy';
-  return null;
 }
 
 /**

@@ -18,7 +18,7 @@ import type { FallbackOutcome } from '../contracts/results.js';
 import { QUEUE_PREFIX, type RunSpec } from '../contracts/shard-queue.js';
 import { Queue } from 'bullmq';
 import { readLedger } from '../fallback/audit-log.js';
-import { toNanoUsd } from '../fallback/budget.js';
+import { budgetLimits } from '../fallback/budget.js';
 import { FallbackStage, type FallbackStats } from '../fallback/fallback-stage.js';
 import { RedisBudget } from '../fallback/redis-budget.js';
 import { rateLimitKey, RedisRateLimiter } from '../fallback/redis-rate-limiter.js';
@@ -75,7 +75,7 @@ export class FallbackService {
     const budget = await RedisBudget.open(
       this.options.connection,
       runId,
-      { nanoUsd: config.budget.usd === null ? null : toNanoUsd(config.budget.usd), requests: config.budget.requests },
+      budgetLimits(config),
       await readLedger(setting.auditFile),
     );
     const rateLimiter = new RedisRateLimiter(this.options.connection, rateLimitKey(config.baseUrl, config.model), config.rateLimit);

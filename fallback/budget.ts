@@ -5,6 +5,7 @@
 // cluster mode shares one ledger in Redis (redis-budget.ts) between every process answering a run's documents.
 
 import { randomUUID } from 'node:crypto';
+import type { FallbackConfig } from '../contracts/fallback-config.js';
 
 /** Money is counted in integer nano-dollars, so sums are exact and comparisons with the cap never drift. */
 export const NANO_USD_PER_USD = 1e9;
@@ -15,6 +16,11 @@ export function toNanoUsd(usd: number): number {
 
 export function fromNanoUsd(nano: number): number {
   return nano / NANO_USD_PER_USD;
+}
+
+/** The codebook's `fallback.budget` as the ledgers count it. */
+export function budgetLimits(config: FallbackConfig): BudgetLimits {
+  return { nanoUsd: config.budget.usd === null ? null : toNanoUsd(config.budget.usd), requests: config.budget.requests };
 }
 
 export interface Reservation {

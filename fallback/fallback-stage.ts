@@ -7,24 +7,21 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { singleQuestion, type Codebook } from '../contracts/codebook.js';
 import { errorMessage, RescaleError } from '../contracts/errors.js';
-import { routeReason, type FallbackConfig, type FallbackMode } from '../contracts/fallback-config.js';
+import type { FallbackConfig, FallbackMode } from '../contracts/fallback-config.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
 import type { DocumentInput } from '../contracts/document-input.js';
+import type { ShardFallback, ShardFallbackContext } from '../contracts/shard-fallback.js';
 import { describeKeySource } from './api-key.js';
 import { AuditLog, readLedger, type CallOutcome } from './audit-log.js';
-import { fromNanoUsd, InProcessBudget, toNanoUsd, type FallbackBudget, type Reservation } from './budget.js';
+import { budgetLimits, fromNanoUsd, InProcessBudget, type FallbackBudget, type Reservation } from './budget.js';
 import { FallbackClient, parseCompletion, type ParsedCompletion } from './fallback-client.js';
 import { FallbackPrompt, labelConfidence, type ChatRequestBody } from './fallback-prompt.js';
 import { InProcessRateLimiter, type FallbackRateLimiter } from './rate-limiter.js';
-import { exchangeKey, ResponseCache, CACHE_FORMAT } from './response-cache.js';
+import { priceNanoUsd, worstCaseNanoUsd } from './pricing.js';
+import { exchangeKey, fallbackEndpoint, ResponseCache, CACHE_FORMAT } from './response-cache.js';
+import { documentIdText, routedIndexes, withFallbackOutcome, withoutFallback } from './routing.js';
 import { backoffDelay, classifyFailure, DEFAULT_BACKOFF, MAX_RETRY_AFTER_MS, type BackoffOptions, type CallFailure } from './retry-policy.js';
-
-/** What the shard path needs from a fallback (process-shard.ts declares the same shape). */
-export interface ShardFallbackContext {
-  readonly shardId: string;
-  readonly signal?: AbortSignal;
-}
 
 export interface FallbackStageOptions {
   readonly codebook: Codebook;
@@ -65,9 +62,6 @@ export interface FallbackStats {
 
 /** Before any request has succeeded, this many bad requests in a row stop the run: the configuration is wrong. */
 const BAD_REQUESTS_BEFORE_STOP = 5;
-/** Slack over the request body's UTF-8 bytes for chat-format tokens (role markers, separators) per message and overall. */
-const TOKENS_PER_MESSAGE = 16;
-const TOKENS_PER_REQUEST = 64;
 
 type Exchange =
   | { readonly kind: 'response'; readonly completion: ParsedCompletion }
@@ -81,23 +75,6 @@ interface AuditBase {
   readonly request_hash: string;
 }
 
-/** Where requests go, as the cache key sees it: the base URL, and Azure's api-version when set. */
-export function fallbackEndpoint(config: FallbackConfig): string {
-  return config.apiVersion === null ? config.baseUrl : `${config.baseUrl}?api-version=${config.apiVersion}`;
-}
-
-/** Price in nano-USD of the given token counts (rounded up for reservations, to nearest for actual usage), times `factor` (the Batch API's discount). */
-export function priceNanoUsd(price: FallbackConfig['price'], promptTokens: number, completionTokens: number, round: (x: number) => number, factor = 1): number {
-  return round(promptTokens * price.inputPerMillion * 1000 * factor) + round(completionTokens * price.outputPerMillion * 1000 * factor);
-}
-
-/** The most a request can cost: every byte of the body a token (true of byte-level BPE tokenizers), chat-format tokens, the output cap. */
-export function worstCaseNanoUsd(config: FallbackConfig, body: ChatRequestBody, factor = 1): number {
-  const bodyBytes = Buffer.byteLength(JSON.stringify(body), 'utf8');
-  const inputBound = bodyBytes + TOKENS_PER_MESSAGE * body.messages.length + TOKENS_PER_REQUEST;
-  return priceNanoUsd(config.price, inputBound, config.maxOutputTokens, Math.ceil, factor);
-}
-
 /** A routed document as the request side needs it: what to ask, and what to write in the audit log. */
 export interface RoutedDocument {
   /** The document's id as text, or null when the row index is the id. */
@@ -108,30 +85,7 @@ export interface RoutedDocument {
   readonly doc: DocumentInput;
 }
 
-/** A row with the fallback's outcome: both opinions kept, the fallback's label final only when it answered one. */
-export function withFallbackOutcome(row: ResultRow, outcome: FallbackOutcome): ResultRow {
-  return {
-    ...row,
-    localLabel: row.label,
-    fallback: outcome,
-    ...(outcome.status === 'ok' ? { label: outcome.label, source: 'fallback' as const } : {}),
-  };
-}
-
-/** The routed rows of a batch: those whose local score meets one of the codebook's routing rules. */
-export function routedIndexes(config: FallbackConfig, rows: readonly ResultRow[]): number[] {
-  const out: number[] = [];
-  rows.forEach((row, index) => {
-    if (routeReason(config.routing, row) !== null) out.push(index);
-  });
-  return out;
-}
-
-export function documentIdText(id: ResultRow['id']): string | null {
-  return id === null ? null : String(id);
-}
-
-export class FallbackStage {
+export class FallbackStage implements ShardFallback {
   private readonly prompt: FallbackPrompt;
   private readonly endpoint: string;
   private readonly client: FallbackClient | null;
@@ -171,7 +125,7 @@ export class FallbackStage {
     const { config } = options;
     const budget =
       options.budget ??
-      new InProcessBudget({ nanoUsd: config.budget.usd === null ? null : toNanoUsd(config.budget.usd), requests: config.budget.requests }, await readLedger(options.auditFile));
+      new InProcessBudget(budgetLimits(config), await readLedger(options.auditFile));
     const rateLimiter = options.rateLimiter ?? new InProcessRateLimiter(config.rateLimit);
     const audit = await AuditLog.open(options.auditFile);
     return new FallbackStage(options, new ResponseCache(options.cacheDir), audit, budget, rateLimiter);
@@ -183,7 +137,7 @@ export class FallbackStage {
    * unknown model, a configuration every request fails on, an abort); rows already answered are in the cache.
    */
   async resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: ShardFallbackContext): Promise<ResultRow[]> {
-    const out: ResultRow[] = rows.map((row) => ({ ...row, localLabel: row.label, fallback: null }));
+    const out = withoutFallback(rows);
     const routed: { readonly index: number; readonly row: ResultRow; readonly document: RoutedDocument }[] = [];
     for (const index of routedIndexes(this.options.config, rows)) {
       const row = rows[index] as ResultRow;

@@ -5,6 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { canonicalJson } from '../contracts/codebook.js';
+import type { FallbackConfig } from '../contracts/fallback-config.js';
 import { writeFileAtomic } from '../storage/shard-result-writer.js';
 import type { ChatRequestBody } from './fallback-prompt.js';
 
@@ -19,6 +20,11 @@ export interface CachedExchange {
   /** The response body exactly as received (a chat completion JSON). */
   readonly response: string;
   readonly receivedAt: string;
+}
+
+/** Where requests go, as the cache key sees it: the base URL, and Azure's api-version when set. */
+export function fallbackEndpoint(config: FallbackConfig): string {
+  return config.apiVersion === null ? config.baseUrl : `${config.baseUrl}?api-version=${config.apiVersion}`;
 }
 
 /** The cache key of a request: sha256 over the canonical JSON of endpoint and body (model, messages, parameters). */

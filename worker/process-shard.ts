@@ -12,6 +12,11 @@ import type { LabelScorer } from './engine/label-scorer.js';
 import { readShardRows, toDocumentId, toText, type RowGroupCache } from '../storage/parquet-rows.js';
 import type { DocumentInput } from '../contracts/document-input.js';
 import { isShardComplete, writeShardResult } from '../storage/shard-result-writer.js';
+import type { ShardFallback } from '../contracts/shard-fallback.js';
+
+// The fallback port is declared in contracts (its implementations live in fallback/ and worker/); re-exported here
+// for the shard path's callers.
+export type { ShardFallback };
 
 export interface ShardJob {
   readonly shard: ShardSpec;
@@ -21,14 +26,6 @@ export interface ShardJob {
   readonly textColumn: string;
   /** Folder of shard result files. */
   readonly resultDir: string;
-}
-
-/**
- * The closed-model fallback as the shard path sees it (fallback/fallback-stage.ts implements it): given a
- * batch's scored rows and their documents, the same rows with both opinions. Absent = local only.
- */
-export interface ShardFallback {
-  resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: { readonly shardId: string; readonly signal?: AbortSignal }): Promise<ResultRow[]>;
 }
 
 export interface ShardContext {

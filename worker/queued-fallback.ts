@@ -12,9 +12,9 @@ import { silentLogger, type Logger } from '../contracts/logger.js';
 import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
 import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
 import { QUEUE_PREFIX } from '../contracts/shard-queue.js';
-import type { ShardFallback } from './process-shard.js';
+import type { ShardFallback, ShardFallbackContext } from '../contracts/shard-fallback.js';
 import type { DocumentInput } from '../contracts/document-input.js';
-import { documentIdText, routedIndexes, withFallbackOutcome } from '../fallback/fallback-stage.js';
+import { documentIdText, routedIndexes, withFallbackOutcome, withoutFallback } from '../fallback/routing.js';
 
 /** Jobs added per Redis round trip burst. */
 const BATCH = 500;
@@ -45,8 +45,8 @@ export class QueuedFallback implements ShardFallback {
     return new QueuedFallback(runId, config, queue, events);
   }
 
-  async resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: { readonly shardId: string; readonly signal?: AbortSignal }): Promise<ResultRow[]> {
-    const out: ResultRow[] = rows.map((row) => ({ ...row, localLabel: row.label, fallback: null }));
+  async resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: ShardFallbackContext): Promise<ResultRow[]> {
+    const out = withoutFallback(rows);
     const routed = routedIndexes(this.config, rows).filter((index) => docs[index] !== undefined);
     if (routed.length === 0) return out;
     const { shardId, signal } = context;

@@ -5,9 +5,26 @@
 // Nothing is silently lost: every submitted request ends in exactly one of answered, failed, missing.
 
 import OpenAI, { toFile } from 'openai';
-import { openAIClient } from '../fallback-client.js';
+import type { Codebook } from '../../contracts/codebook.js';
+import { errorMessage, RescaleError } from '../../contracts/errors.js';
 import type { FallbackConfig } from '../../contracts/fallback-config.js';
+import { redactKey } from '../api-key.js';
+import { openAIClient } from '../fallback-client.js';
 import type { ChatRequestBody } from '../fallback-prompt.js';
+import { resolveFallback } from '../resolve-fallback.js';
+
+/** The codebook's fallback with its key: the Batch API path runs live only (there is no offline batch). */
+export async function liveBatchFallback(
+  codebook: Codebook,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<{ readonly config: FallbackConfig; readonly apiKey: string; readonly identity: string }> {
+  const plan = await resolveFallback(codebook, { env });
+  if (!plan.active || plan.apiKey === null) {
+    const why = plan.active ? 'no key' : plan.reason;
+    throw new RescaleError('CONFIG_INVALID', `the Batch API path needs the codebook's fallback and its key: ${why}`);
+  }
+  return { config: plan.config, apiKey: plan.apiKey, identity: plan.identity };
+}
 
 /** One line of a batch input file. */
 export interface BatchInputLine {
@@ -79,7 +96,10 @@ export function parseBatchResults(text: string): { readonly lines: BatchResultLi
 export class BatchApiClient {
   private readonly client: OpenAI;
 
-  constructor(config: FallbackConfig, apiKey: string) {
+  constructor(
+    private readonly config: FallbackConfig,
+    private readonly apiKey: string,
+  ) {
     // The SDK's own retries (3) for these few calls: uploads and polls are idempotent or fail before acting.
     this.client = openAIClient(config, apiKey, { maxRetries: 3, timeoutMs: Math.max(config.timeoutMs, 120_000) });
   }
@@ -92,14 +112,18 @@ export class BatchApiClient {
     const file = await this.client.files
       .create({ file: await toFile(Buffer.from(jsonl, 'utf8'), 'rescale-fallback-batch.jsonl', { type: 'application/jsonl' }), purpose: 'batch' })
       .catch((error: unknown) => {
-        throw new BatchSubmitError(error, false);
+        throw this.submitError(error, false);
       });
     try {
       return toInfo(await this.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata }, { maxRetries: 0 }));
     } catch (error) {
       // An HTTP error status means the server refused; no status (timeout, connection lost) means it may have created it.
-      throw new BatchSubmitError(error, !(error instanceof OpenAI.APIError && typeof error.status === 'number'));
+      throw this.submitError(error, !(error instanceof OpenAI.APIError && typeof error.status === 'number'));
     }
+  }
+
+  private submitError(error: unknown, maybeCreated: boolean): BatchSubmitError {
+    return new BatchSubmitError(this.config.baseUrl, redactKey(errorMessage(error), this.apiKey), maybeCreated);
   }
 
   /** The batch created with `rescale_tag` = tag, if any (after a create whose answer was lost). */
@@ -120,13 +144,27 @@ export class BatchApiClient {
   }
 }
 
-export class BatchSubmitError extends Error {
+/**
+ * The batch was not submitted, or may have been without an answer saying so. Never retried: creating a batch is not
+ * idempotent. The provider's error is kept as redacted text only (it may quote part of the key), not as `cause`.
+ */
+export class BatchSubmitError extends RescaleError {
   constructor(
-    readonly original: unknown,
+    baseUrl: string,
+    /** The provider's or the client's message, with the key redacted. */
+    readonly detail: string,
     /** True when the batch may exist at the provider although no answer said so. */
     readonly maybeCreated: boolean,
   ) {
-    super(original instanceof Error ? original.message : String(original));
+    super(
+      'FALLBACK_REJECTED',
+      maybeCreated
+        ? `the Batch API at ${baseUrl} did not answer the request that creates the batch (${detail}); ` +
+          'it may have been created: run "rescale batch collect" before submitting again'
+        : `the Batch API at ${baseUrl} (codebook field "fallback.base_url") did not take the batch: ${detail}; ` +
+          'check that the endpoint offers /v1/files and /v1/batches',
+    );
+    this.name = 'BatchSubmitError';
   }
 }
 

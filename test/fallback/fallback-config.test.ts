@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { isRescaleError } from '../../contracts/errors.js';
-import { fallbackIdentity, parseFallbackConfig, routeReason } from '../../contracts/fallback-config.js';
+import { fallbackIdentity, parseFallbackConfig } from '../../contracts/fallback-config.js';
+import { routeReason } from '../../fallback/routing.js';
 import { fallbackSection, sentimentCodebook } from '../helpers/fallback.js';
 
 const minimal = { enabled: true, model: 'gpt-4o', price: { input_per_million: 2.5, output_per_million: 10 }, budget: { usd: 20 }, routing: { confidence_below: 0.7 } };

@@ -7,14 +7,15 @@ import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { collectFallbackBatches, submitFallbackBatch } from '../../cli/fallback-batch.js';
-import { runLocal } from '../../cli/local-run.js';
-import { isRescaleError } from '../../contracts/errors.js';
-import { readLedger } from '../../fallback/audit-log.js';
-import { auditRecords, fallbackSection, filesContaining, writeSentimentStudy } from '../helpers/fallback.js';
-import { fixtureModel } from '../../scripts/harness/fixture-models.js';
-import { dummyApiKey, keywordLabel, OpenAIServer } from '../helpers/openai-server.js';
-import { queryDuckDB, sqlString, withTempDir } from '../../scripts/harness/parquet.js';
+import { submitFallbackBatch } from '../../../cli/fallback-batch.js';
+import { runLocal } from '../../../cli/local-run.js';
+import { isRescaleError } from '../../../contracts/errors.js';
+import { readLedger } from '../../../fallback/audit-log.js';
+import { collectFallbackBatches } from '../../../fallback/batch/batch-collect.js';
+import { auditRecords, fallbackSection, filesContaining, writeSentimentStudy } from '../../helpers/fallback.js';
+import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
+import { dummyApiKey, keywordLabel, OpenAIServer } from '../../helpers/openai-server.js';
+import { queryDuckDB, sqlString, withTempDir } from '../../../scripts/harness/parquet.js';
 
 const KEY_VARIABLE = 'RESCALE_TEST_FALLBACK_KEY';
 /** 40 tweets; the fixture model is unsure (0.45) about the ten "hmm maybe tomorrow" ones. */

@@ -1,0 +1,46 @@
+// The routing rules: which locally scored documents go to the closed model, and how its outcome joins the row.
+// The rules' settings are part of the codebook's fallback config (contracts/fallback-config.ts); this is their logic.
+
+import type { FallbackConfig, RouteReason, RoutingRules } from '../contracts/fallback-config.js';
+import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
+
+/** Why a locally scored document goes to the fallback, or null to keep the local label. Unscored rows never go. */
+export function routeReason(
+  rules: RoutingRules,
+  score: { readonly status: string; readonly confidence: number | null; readonly margin: number | null; readonly entropy: number | null },
+): RouteReason | null {
+  if (score.status !== 'ok' && score.status !== 'truncated') return null;
+  if (rules.confidenceBelow !== null && score.confidence !== null && score.confidence < rules.confidenceBelow) return 'confidence';
+  if (rules.marginBelow !== null && score.margin !== null && score.margin < rules.marginBelow) return 'margin';
+  if (rules.entropyAbove !== null && score.entropy !== null && score.entropy > rules.entropyAbove) return 'entropy';
+  return null;
+}
+
+/** The routed rows of a batch: those whose local score meets one of the codebook's routing rules. */
+export function routedIndexes(config: FallbackConfig, rows: readonly ResultRow[]): number[] {
+  const out: number[] = [];
+  rows.forEach((row, index) => {
+    if (routeReason(config.routing, row) !== null) out.push(index);
+  });
+  return out;
+}
+
+/** A row with the fallback's outcome: both opinions kept, the fallback's label final only when it answered one. */
+export function withFallbackOutcome(row: ResultRow, outcome: FallbackOutcome): ResultRow {
+  return {
+    ...row,
+    localLabel: row.label,
+    fallback: outcome,
+    ...(outcome.status === 'ok' ? { label: outcome.label, source: 'fallback' as const } : {}),
+  };
+}
+
+/** Every row with `localLabel` set and no fallback outcome yet: what a fallback returns for rows it does not answer. */
+export function withoutFallback(rows: readonly ResultRow[]): ResultRow[] {
+  return rows.map((row) => ({ ...row, localLabel: row.label, fallback: null }));
+}
+
+/** The document's id as the audit log and the fallback queue write it (null when the row index is the id). */
+export function documentIdText(id: ResultRow['id']): string | null {
+  return id === null ? null : String(id);
+}
