@@ -3,9 +3,10 @@
 // jobs instead of making new ones). Shard workers add jobs and wait for their outcomes; the coordinator — the only
 // process that holds the API key — answers them under the run's global limits: a Redis token bucket per endpoint
 // counts every HTTP attempt (requests and tokens per minute), and a Redis ledger per run holds the hard budget.
+// A job the coordinator cannot answer fails with a structured FallbackJobFailure, classified here once.
 
 import { z } from 'zod';
-import { RescaleError } from './errors.js';
+import { errorMessage, isRescaleError, RescaleError, type ErrorCode } from './errors.js';
 import { FALLBACK_STATUSES, type FallbackOutcome } from './results.js';
 import { QUEUE_PREFIX } from './shard-queue.js';
 
@@ -75,4 +76,57 @@ export function parseFallbackOutcome(value: unknown): FallbackOutcome {
     }
   }
   return parseWith(fallbackOutcomeSchema, parsed, 'fallback job result');
+}
+
+/**
+ * Why the coordinator could not answer a document job, as the failed job carries it (BullMQ's failedReason, as JSON)
+ * to the shard waiting on it.
+ */
+export interface FallbackJobFailure {
+  readonly code: ErrorCode;
+  /** Names what to fix; never the API key or document text. */
+  readonly message: string;
+  /** The run cannot go on (a refused key, an unknown model, an unwritable cache): the coordinator fails it. */
+  readonly stopsRun: boolean;
+  /** No retry of the shard can help (the run stops, or is no longer running): the shard fails without retries. */
+  readonly final: boolean;
+}
+
+const fallbackJobFailureSchema = z.strictObject({
+  code: z.string().min(1),
+  message: z.string(),
+  stopsRun: z.boolean(),
+  final: z.boolean(),
+});
+
+/**
+ * The one place that decides what a fallback error means for the run: an error no retry can fix stops it, and so
+ * does an unwritable cache although it is retryable (answers paid for could not be kept, so no more are bought).
+ * An abort (the run is no longer running) stops nothing more, but its shard is not retried either. Anything else
+ * (Redis, a lost connection, an unknown error) is tried again by the shard.
+ */
+export function fallbackJobFailure(error: unknown): FallbackJobFailure {
+  if (!isRescaleError(error)) return { code: 'INTERNAL', message: errorMessage(error), stopsRun: false, final: false };
+  const stopsRun = error.code !== 'ABORTED' && (!error.retryable || error.code === 'OUTPUT_NOT_WRITABLE');
+  return { code: error.code, message: error.message, stopsRun, final: stopsRun || error.code === 'ABORTED' };
+}
+
+/** The failure as a failed job's reason. */
+export function encodeFallbackJobFailure(failure: FallbackJobFailure): string {
+  return JSON.stringify(failure);
+}
+
+/**
+ * A failed job's reason read back; null when it is not one the coordinator wrote (BullMQ failed the job itself,
+ * e.g. it stalled too often), which the shard treats as retryable.
+ */
+export function parseFallbackJobFailure(reason: string): FallbackJobFailure | null {
+  let json: unknown;
+  try {
+    json = JSON.parse(reason);
+  } catch {
+    return null;
+  }
+  const parsed = fallbackJobFailureSchema.safeParse(json);
+  return parsed.success ? { ...parsed.data, code: parsed.data.code as ErrorCode } : null;
 }

@@ -10,8 +10,8 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Codebook } from '../contracts/codebook.js';
-import { RescaleError, errorMessage, isRescaleError } from '../contracts/errors.js';
-import { fallbackQueueName, parseFallbackJobData } from '../contracts/fallback-queue.js';
+import { RescaleError, isRescaleError } from '../contracts/errors.js';
+import { encodeFallbackJobFailure, fallbackJobFailure, fallbackQueueName, parseFallbackJobData } from '../contracts/fallback-queue.js';
 import type { Logger } from '../contracts/logger.js';
 import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
 import type { FallbackOutcome } from '../contracts/results.js';
@@ -23,7 +23,6 @@ import { FallbackStage, type FallbackStats } from '../fallback/fallback-stage.js
 import { RedisBudget } from '../fallback/redis-budget.js';
 import { rateLimitKey, RedisRateLimiter } from '../fallback/redis-rate-limiter.js';
 import { resolveFallback } from '../fallback/resolve-fallback.js';
-import { toQueueError } from '../worker/queue-error.js';
 
 export interface FallbackServiceOptions {
   readonly redis: RedisTarget;
@@ -100,11 +99,10 @@ export class FallbackService {
       this.options.onOutcome?.(outcome);
       return outcome;
     } catch (error) {
-      // An unwritable cache stops the run too: answers paid for could not be kept, so no more are bought.
-      if (isRescaleError(error) && error.code !== 'ABORTED' && (!error.retryable || error.code === 'OUTPUT_NOT_WRITABLE')) this.options.onFatal(runId, error);
-      const mapped = toQueueError(error);
-      // Every failure is final for the job: the shard waiting on it decides whether to try again.
-      throw mapped instanceof UnrecoverableError ? mapped : new UnrecoverableError(errorMessage(mapped));
+      const failure = fallbackJobFailure(error);
+      if (failure.stopsRun) this.options.onFatal(runId, isRescaleError(error) ? error : new RescaleError(failure.code, failure.message));
+      // Every failure is final for the job: the shard waiting on it reads the failure and decides whether to try again.
+      throw new UnrecoverableError(encodeFallbackJobFailure(failure));
     }
   }
 

@@ -6,8 +6,15 @@
 
 import { Job, Queue, QueueEvents } from 'bullmq';
 import type { FallbackConfig } from '../contracts/fallback-config.js';
-import { fallbackJobId, fallbackQueueName, parseFallbackOutcome, FALLBACK_JOB_KEEP_SECONDS, type FallbackJobData } from '../contracts/fallback-queue.js';
-import { RescaleError, errorMessage, type ErrorCode } from '../contracts/errors.js';
+import {
+  fallbackJobId,
+  fallbackQueueName,
+  parseFallbackJobFailure,
+  parseFallbackOutcome,
+  FALLBACK_JOB_KEEP_SECONDS,
+  type FallbackJobData,
+} from '../contracts/fallback-queue.js';
+import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
 import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
@@ -20,8 +27,6 @@ import { documentIdText, routedIndexes, withFallbackOutcome, withoutFallback } f
 const BATCH = 500;
 /** How long one wait for a job's finish event lasts before its state is read again. */
 const WAIT_SLICE_MS = 30_000;
-/** Failure reasons that stop the run (the coordinator's fallback cannot go on): the shard fails without retries. */
-const FATAL_CODES: readonly ErrorCode[] = ['FALLBACK_AUTH', 'FALLBACK_REJECTED', 'OUTPUT_NOT_WRITABLE', 'ABORTED'];
 
 export class QueuedFallback implements ShardFallback {
   private constructor(
@@ -111,10 +116,11 @@ export class QueuedFallback implements ShardFallback {
   }
 }
 
-/** A failed fallback job as the shard's error: the coordinator's code leads its reason ("CODE: message"). */
+/** A failed fallback job as the shard's error: final when the coordinator's failure says so (contracts/fallback-queue.ts). */
 function failureOf(jobId: string, reason: string): RescaleError {
-  const match = /^([A-Z_]+): ([\s\S]*)$/.exec(reason);
-  const code = match?.[1] as ErrorCode | undefined;
-  if (code !== undefined && FATAL_CODES.includes(code)) return new RescaleError(code, match?.[2] ?? reason);
-  return new RescaleError('INTERNAL', `the fallback could not answer document job ${jobId} (${reason}); the shard will be retried`, { retryable: true });
+  const failure = parseFallbackJobFailure(reason);
+  if (failure?.final === true) return new RescaleError(failure.code, failure.message);
+  const detail = failure === null ? reason : `${failure.code}: ${failure.message}`;
+  const message = `the fallback could not answer document job ${jobId} (${detail}); the shard will be retried`;
+  return new RescaleError('INTERNAL', message, { retryable: true });
 }
