@@ -13,7 +13,7 @@ import type { Logger } from '../contracts/logger.js';
 import { agreementMetrics } from '../study/evaluation/agreement-metrics.js';
 import { ensureFixtureModel } from '../gguf/fixtures/fixture-catalog.js';
 import type { Progress } from './progress.js';
-import { runLocal } from './local-run.js';
+import { runLocalMode } from './local-mode.js';
 import { PACKAGE_ROOT } from './version.js';
 
 export const SENTIMENT_LABELS = ['negative', 'neutral', 'positive'] as const;
@@ -87,7 +87,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   await writeFile(codebookFile, sentimentCodebookYaml(models.model, models.adapter));
   say(`corpus: ${corpus}\ncodebook: ${codebookFile}`);
 
-  const summary = await runLocal({
+  const summary = await runLocalMode({
     codebook: codebookFile,
     input: [corpus],
     output,

@@ -17,7 +17,7 @@ import { batchesBeforeSubmit, submitCollectedRequests, type BatchSubmitSummary }
 import { RequestCollector } from '../fallback/batch/request-collector.js';
 import { fallbackPathsFor } from '../fallback/resolve-fallback.js';
 import { ResponseCache } from '../fallback/response-cache.js';
-import { runLocal } from './local-run.js';
+import { runLocalMode } from './local-mode.js';
 
 export { collectFallbackBatches, type BatchCollectOptions, type BatchCollectSummary } from '../fallback/batch/batch-collect.js';
 export type { BatchSubmitSummary };
@@ -61,7 +61,7 @@ export async function submitFallbackBatch(options: BatchSubmitOptions): Promise<
     );
   }
   try {
-    await runLocal({
+    await runLocalMode({
       codebook: options.codebook,
       input: options.input,
       output: path.join(scratch, path.basename(output)),

@@ -147,8 +147,8 @@ async function main(argv: string[]): Promise<number> {
 
   switch (command) {
     case 'run': {
-      const { runLocal } = await import('./local-run.js');
-      const summary = await runLocal({
+      const { runLocalMode } = await import('./local-mode.js');
+      const summary = await runLocalMode({
         codebook: required('codebook', values.codebook),
         input: values.input ?? [required('input', undefined)],
         output: required('output', values.output),
@@ -178,8 +178,8 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'merge': {
-      const { mergeOnly } = await import('./merge-only.js');
-      const summary = await mergeOnly({ codebook: required('codebook', values.codebook), input: values.input ?? [required('input', undefined)], output: required('output', values.output), ...optionalNumbers(values), noFallback: values['no-fallback'] ?? false, fallbackOffline: values['fallback-offline'] ?? false, logger });
+      const { mergeLocalMode } = await import('./local-mode.js');
+      const summary = await mergeLocalMode({ codebook: required('codebook', values.codebook), input: values.input ?? [required('input', undefined)], output: required('output', values.output), ...optionalNumbers(values), noFallback: values['no-fallback'] ?? false, fallbackOffline: values['fallback-offline'] ?? false, logger });
       process.stdout.write(`wrote ${summary.output} (${summary.rows} rows from ${summary.shards} shards) and ${summary.manifestPath}\n`);
       return 0;
     }

@@ -5,7 +5,8 @@ import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { ShardSpec } from '../contracts/shard.js';
 import { RowGroupCache } from '../storage/parquet-rows.js';
 import { FallbackStage, type FallbackStats } from '../fallback/fallback-stage.js';
-import { processShard, type ShardFallback, type ShardJob } from '../worker/process-shard.js';
+import type { ShardFallback } from '../contracts/shard-fallback.js';
+import { processShard, type ShardJob } from '../worker/process-shard.js';
 import type { MergeSummary } from './merge.js';
 import {
   fallbackRunSummary,
@@ -28,26 +29,13 @@ export interface RunProgress {
 
 export const silentRunProgress: RunProgress = { start: () => undefined, update: () => undefined, finish: () => undefined };
 
-/**
- * The fallback plugged into the shard path for one run: the codebook's closed-model stage by default; a caller may
- * plug another (the Batch API path collects the requests instead of sending them).
- */
-export interface RunFallback extends ShardFallback {
-  /** What it did, for the run summary and the manifest. */
-  stats?(): FallbackStats | null;
-  close?(): Promise<void>;
-}
-
-/** Opens the run's fallback, or null for local labels only; called once, and only when some shard is left to score. */
-export type RunFallbackFactory = (run: PlannedRun, logger: Logger) => Promise<RunFallback | null>;
-
-/** The default: the codebook's fallback stage when the run's fallback plan is on (a key was found, or offline). */
-export const openFallbackStage: RunFallbackFactory = async (run, logger) => {
+/** The codebook's live (or offline) fallback stage, when the run's fallback plan is on. */
+async function openFallbackStage(run: PlannedRun, logger: Logger): Promise<FallbackStage | undefined> {
   const { fallback } = run;
-  if (!fallback.active) return null;
+  if (!fallback.active) return undefined;
   const { config, mode, apiKey } = fallback;
   return FallbackStage.open({ codebook: run.codebook, config, mode, apiKey, ...run.fallbackPaths, logger });
-};
+}
 
 export interface DrainOptions {
   /** The plan's columns; the shards to drain are passed separately (a resume drains only the pending ones). */
@@ -97,8 +85,11 @@ export interface LocalRunOptions extends RunRequest {
   readonly logger?: Logger;
   readonly progress?: RunProgress;
   readonly signal?: AbortSignal;
-  /** Replaces the codebook's fallback stage in the shard path (default openFallbackStage). */
-  readonly openFallback?: RunFallbackFactory;
+  /**
+   * Plugged into the shard path instead of the live fallback stage when the fallback is on (`rescale batch submit`
+   * passes its request collector); the caller owns it. The plan still comes from the codebook and key as for any run.
+   */
+  readonly fallback?: ShardFallback;
 }
 
 export interface LocalRunSummary {
@@ -122,7 +113,6 @@ export interface LocalRunSummary {
 export async function runLocal(options: LocalRunOptions, engine: ScoringEngine): Promise<LocalRunSummary> {
   const logger = options.logger ?? silentLogger;
   const progress = options.progress ?? silentRunProgress;
-  const openFallback = options.openFallback ?? openFallbackStage;
   const run = await openRun(options, engine, { scoring: { overwrite: options.overwrite ?? false }, logger });
   const { plan, layout } = run;
   const { pending, doneRows } = await pendingShards(plan, layout.shardDir);
@@ -137,14 +127,15 @@ export async function runLocal(options: LocalRunOptions, engine: ScoringEngine):
     const threads = options.threads !== undefined ? { threads: options.threads } : {};
     const scorer = await engine.createScorer(run.codebook, { logger, sequences: run.sequences, ...threads });
     description.settings = scorer.settings;
-    let fallback: RunFallback | null = null;
+    let stage: FallbackStage | undefined;
     try {
-      fallback = await openFallback(run, logger);
+      if (options.fallback === undefined) stage = await openFallbackStage(run, logger);
+      const fallback = run.fallback.active ? (options.fallback ?? stage) : undefined;
       progress.start(plan.totalRows, doneRows);
       const drained = await drainShards(pending, {
         job: { idColumn: plan.idColumn, idType: plan.idType, textColumn: plan.textColumn, resultDir: layout.shardDir },
         scorer,
-        ...(fallback !== null ? { fallback } : {}),
+        ...(fallback !== undefined ? { fallback } : {}),
         logger,
         ...(options.signal ? { signal: options.signal } : {}),
         onProgress: (n) => progress.update(n),
@@ -153,9 +144,9 @@ export async function runLocal(options: LocalRunOptions, engine: ScoringEngine):
       scored = drained.documentsScored;
       progress.finish();
     } finally {
-      if (fallback !== null) {
-        fallbackStats = fallback.stats?.() ?? null;
-        await fallback.close?.();
+      if (stage !== undefined) {
+        fallbackStats = stage.stats();
+        await stage.close();
       }
       await scorer.dispose();
     }

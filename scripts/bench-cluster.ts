@@ -13,7 +13,7 @@ import { availableParallelism, cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { runLocal } from '../cli/local-run.js';
+import { runLocalMode } from '../cli/local-mode.js';
 import type { ControlClient } from '../cli/control-client.js';
 import type { RunStatusMessage, SubmitRunRequest } from '../coordinator/control-proto.js';
 import {
@@ -275,7 +275,7 @@ async function main(): Promise<void> {
       log(`local mode on ${MODEL_ROWS} rows`);
       const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
       started = performance.now();
-      await runLocal({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: MODEL_SHARD_ROWS, limit: MODEL_ROWS });
+      await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: MODEL_SHARD_ROWS, limit: MODEL_ROWS });
       localSeconds = (performance.now() - started) / 1000;
       const { readFile } = await import('node:fs/promises');
       identical = (await readFile(localOutput)).equals(await readFile(modelOutput));

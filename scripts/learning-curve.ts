@@ -22,7 +22,7 @@ import { formatLearningCurveTable, formatSummaryTable } from '../cli/evaluate.js
 import { formatCalibration } from '../cli/calibrate.js';
 import { calibrateRouting, type CalibrationResult } from '../study/calibration/routing-calibration.js';
 import { defaultTweetEvalDir, readTweetEvalSplit, sentimentCodebookYaml } from '../cli/demo.js';
-import { runLocal } from '../cli/local-run.js';
+import { runLocalMode } from '../cli/local-mode.js';
 import { silentProgress } from '../cli/progress.js';
 import { runReport } from '../cli/report.js';
 import { PACKAGE_ROOT } from '../contracts/package-root.js';
@@ -158,7 +158,7 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
     const codebookFile = entry.adapter === null ? baseCodebookFile : path.join(outDir, 'codebooks', `size-${entry.size}.yaml`);
     if (entry.adapter !== null) await writeFile(codebookFile, sentimentCodebookYaml(model, entry.adapter));
     const results = path.join(outDir, 'runs', `held-out-${entry.size}.parquet`);
-    const summary = await runLocal({
+    const summary = await runLocalMode({
       codebook: codebookFile,
       input: [heldOut],
       output: results,

@@ -7,7 +7,7 @@
 
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { runLocal } from '../../cli/local-run.js';
+import { runLocalMode } from '../../cli/local-mode.js';
 import { clusterFixture } from '../../scripts/harness/cluster.js';
 import { queryDuckDB, sqlString } from '../../scripts/harness/parquet.js';
 
@@ -17,7 +17,7 @@ async function prepare(dir: string, rows: number, shardRows: number): Promise<vo
   const fixture = await clusterFixture(rows, { rowGroupRows: shardRows });
   const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
   const started = performance.now();
-  await runLocal({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows });
+  await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows });
   const localMs = Math.round(performance.now() - started);
   process.stdout.write(`${JSON.stringify({ dir: fixture.dir, codebook: fixture.codebook, corpus: fixture.corpus, localOutput, localMs })}\n`);
 }

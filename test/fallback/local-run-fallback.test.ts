@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { runLocal } from '../../cli/local-run.js';
+import { runLocalMode } from '../../cli/local-mode.js';
 import { isRescaleError } from '../../contracts/errors.js';
 import { auditRecords, capturingLogger, fallbackSection, filesContaining, writeSentimentStudy } from '../helpers/fallback.js';
 import { fixtureModel } from '../../scripts/harness/fixture-models.js';
@@ -41,7 +41,7 @@ describe('runLocal with the fallback', () => {
       const env = { [KEY_VARIABLE]: server.apiKey };
       const { logger, lines } = capturingLogger();
       const before = server.requests.length;
-      const summary = await runLocal({ ...files, input: [files.input], shardRows: 8, env, logger });
+      const summary = await runLocalMode({ ...files, input: [files.input], shardRows: 8, env, logger });
       assert.equal(summary.rows, 20);
       assert.ok(summary.fallback.active);
       assert.equal(summary.fallback.active && summary.fallback.stats?.routed, 5);
@@ -74,13 +74,13 @@ describe('runLocal with the fallback', () => {
       const firstBytes = await readFile(files.output);
 
       // The same run again from scratch: every answer from the cache.
-      const rerun = await runLocal({ ...files, input: [files.input], shardRows: 8, env, logger, overwrite: true });
+      const rerun = await runLocalMode({ ...files, input: [files.input], shardRows: 8, env, logger, overwrite: true });
       assert.equal(server.requests.length - before, 5, 'a re-run sends nothing');
       assert.equal(rerun.fallback.active && rerun.fallback.stats?.cacheHits, 5);
       assert.ok((await readFile(files.output)).equals(firstBytes), 're-run output differs');
 
       // Offline replay: no key in the environment, no network.
-      const replay = await runLocal({ ...files, input: [files.input], shardRows: 8, env: {}, fallbackOffline: true, logger, overwrite: true });
+      const replay = await runLocalMode({ ...files, input: [files.input], shardRows: 8, env: {}, fallbackOffline: true, logger, overwrite: true });
       assert.equal(replay.fallback.active && replay.fallback.mode, 'offline');
       assert.equal(server.requests.length - before, 5);
       assert.ok((await readFile(files.output)).equals(firstBytes), 'offline replay differs');
@@ -95,10 +95,10 @@ describe('runLocal with the fallback', () => {
     await withTempDir(async (dir) => {
       const files = await setup(dir, fallbackSection(server.baseUrl));
       const before = server.requests.length;
-      const off = await runLocal({ ...files, input: [files.input], env: { [KEY_VARIABLE]: server.apiKey }, noFallback: true });
+      const off = await runLocalMode({ ...files, input: [files.input], env: { [KEY_VARIABLE]: server.apiKey }, noFallback: true });
       assert.deepEqual(off.fallback, { active: false, reason: 'disabled with --no-fallback' });
       const { logger, lines } = capturingLogger();
-      const noKey = await runLocal({ ...files, input: [files.input], env: {}, logger, overwrite: true });
+      const noKey = await runLocalMode({ ...files, input: [files.input], env: {}, logger, overwrite: true });
       assert.deepEqual(noKey.fallback, { active: false, reason: `no API key: environment variable ${KEY_VARIABLE} is not set` });
       assert.ok(lines.some((line) => line.includes('"level":"warn"') && line.includes('fallback off')));
       assert.equal(server.requests.length, before);
@@ -111,13 +111,13 @@ describe('runLocal with the fallback', () => {
   it('keeps every routed document when the budget runs out, and stops on a wrong key with exit-code error FALLBACK_AUTH', async () => {
     await withTempDir(async (dir) => {
       const files = await setup(dir, fallbackSection(server.baseUrl, { budget: { requests: 3 }, concurrency: 1 }));
-      const summary = await runLocal({ ...files, input: [files.input], shardRows: 8, env: { [KEY_VARIABLE]: server.apiKey } });
+      const summary = await runLocalMode({ ...files, input: [files.input], shardRows: 8, env: { [KEY_VARIABLE]: server.apiKey } });
       assert.equal(summary.rows, 20);
       assert.deepEqual(summary.merge.fallbackStatusCounts, { ok: 3, fallback_invalid: 0, over_budget: 2, fallback_failed: 0 });
       const wrong = 'sk-test-not-the-right-key-42';
       // A new output (the budget ledger is per output, and this one is spent): the first request is refused.
       await assert.rejects(
-        runLocal({ ...files, input: [files.input], output: path.join(dir, 'out2', 'results.parquet'), shardRows: 8, env: { [KEY_VARIABLE]: wrong } }),
+        runLocalMode({ ...files, input: [files.input], output: path.join(dir, 'out2', 'results.parquet'), shardRows: 8, env: { [KEY_VARIABLE]: wrong } }),
         (error: unknown) => isRescaleError(error, 'FALLBACK_AUTH') && error.message.includes(KEY_VARIABLE) && !error.message.includes(wrong),
       );
       assert.deepEqual(await filesContaining(dir, wrong), []);

@@ -8,7 +8,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse, stringify } from 'yaml';
-import { runLocal } from '../../../cli/local-run.js';
+import { runLocalMode } from '../../../cli/local-mode.js';
 import { ControlClient } from '../../../cli/control-client.js';
 import { isRescaleError } from '../../../contracts/errors.js';
 import type { SubmitRunRequest } from '../../../coordinator/control-proto.js';
@@ -88,7 +88,7 @@ describe('cluster mode with the closed-model fallback', () => {
 
   it('answers routed documents on the coordinator: both opinions, the bytes local mode writes, nothing paid twice', async () => {
     const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
-    await runLocal({ codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS, limit: ROWS, env: { [KEY_VARIABLE]: server.apiKey } });
+    await runLocalMode({ codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS, limit: ROWS, env: { [KEY_VARIABLE]: server.apiKey } });
     const local = await fallbackColumns(localOutput);
     const routed = local.filter((row) => row.fallback_status !== null).length;
     assert.ok(routed >= 20, `the unsure quarter of the corpus is routed (${routed})`);

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
-import { runLocal } from '../../../cli/local-run.js';
+import { runLocalMode } from '../../../cli/local-mode.js';
 import type { ControlClient } from '../../../cli/control-client.js';
 import type { SubmitRunRequest } from '../../../coordinator/control-proto.js';
 import {
@@ -45,7 +45,7 @@ let localOutput: string;
 before(async () => {
   fixture = await clusterFixture(ROWS, { rowGroupRows: SHARD_ROWS });
   localOutput = path.join(fixture.dir, 'local', 'results.parquet');
-  await runLocal({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS });
+  await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS });
 });
 
 after(async () => {

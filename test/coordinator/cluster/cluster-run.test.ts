@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { runLocal } from '../../../cli/local-run.js';
+import { runLocalMode } from '../../../cli/local-mode.js';
 import { ControlClient } from '../../../cli/control-client.js';
 import { isRescaleError } from '../../../contracts/errors.js';
 import type { RunStatusMessage, SubmitRunRequest } from '../../../coordinator/control-proto.js';
@@ -49,7 +49,7 @@ describe('cluster mode', () => {
     workers = await Promise.all([startWorker(redis.url, 'w1'), startWorker(redis.url, 'w2')]);
     control = client(coordinator, fixture);
     localOutput = path.join(fixture.dir, 'local', 'results.parquet');
-    await runLocal({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS, limit: ROWS });
+    await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS, limit: ROWS });
   });
 
   after(async () => {

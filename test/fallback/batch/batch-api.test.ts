@@ -8,7 +8,7 @@ import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { submitFallbackBatch } from '../../../cli/fallback-batch.js';
-import { runLocal } from '../../../cli/local-run.js';
+import { runLocalMode } from '../../../cli/local-mode.js';
 import { isRescaleError } from '../../../contracts/errors.js';
 import { readLedger } from '../../../fallback/audit-log.js';
 import { collectFallbackBatches } from '../../../fallback/batch/batch-collect.js';
@@ -86,7 +86,7 @@ describe('the fallback through the Batch API', () => {
       assert.ok(Math.abs(ledger.nanoUsd / 1e9 - answeredCalls.reduce((n, r) => n + (r.cost_usd as number), 0)) < 1e-9);
 
       // The run: 7 answers from the cache, the 3 failed or missing ones live; every routed document answered.
-      const summary = await runLocal({ ...files, input: [files.input], shardRows: 16, env });
+      const summary = await runLocalMode({ ...files, input: [files.input], shardRows: 16, env });
       assert.equal(server.requests.length - liveBefore, 3);
       assert.ok(summary.fallback.active);
       assert.equal(summary.fallback.active && summary.fallback.stats?.cacheHits, 7);

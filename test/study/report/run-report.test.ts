@@ -6,7 +6,7 @@ import { copyFile, readFile, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { readTweetEvalSplit, defaultTweetEvalDir } from '../../../cli/demo.js';
-import { runLocal } from '../../../cli/local-run.js';
+import { runLocalMode } from '../../../cli/local-mode.js';
 import { runReport } from '../../../cli/report.js';
 import { evaluatePredictions } from '../../../study/evaluation/evaluate-predictions.js';
 import { writeJsonFile } from '../../../study/json-file.js';
@@ -41,7 +41,7 @@ model: { path: ${JSON.stringify(model)}, max_document_tokens: 64, threads: 2 }
 `,
   );
   const results = path.join(dir, 'results.parquet');
-  await runLocal({ codebook, input: [gold], output: results, shardRows: 30 });
+  await runLocalMode({ codebook, input: [gold], output: results, shardRows: 30 });
   return { results, gold };
 }
 

@@ -1,0 +1,38 @@
+// Local mode's wiring: node-llama-cpp as the scoring engine of the in-process runner and of merge-only. The
+// coordinator never imports the model runtime; this is where `rescale run`, `rescale merge`, the demo, tests and
+// benchmarks hand it over.
+
+import { silentLogger, type Logger } from '../contracts/logger.js';
+import { runLocal, type LocalRunOptions, type LocalRunSummary } from '../coordinator/local-runner.js';
+import type { MergeSummary } from '../coordinator/merge.js';
+import { mergeOnly, type MergeOnlyOptions } from '../coordinator/run-lifecycle.js';
+import type { ScoringEngine } from '../coordinator/scoring-engine.js';
+import { LabelScorer, resolveSequences } from '../worker/engine/label-scorer.js';
+import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
+
+/** llama.cpp through node-llama-cpp, loaded on first use (one binding per process, shared by every call). */
+export function llamaEngine(logger: Logger): ScoringEngine {
+  return {
+    async sequences(codebook, override) {
+      const llama = await getRuntime(logger);
+      return resolveSequences(codebook, llama.gpu, override);
+    },
+    async describe() {
+      const runtime = await runtimeInfo(await getRuntime(logger));
+      return { nodeLlamaCpp: runtime.nodeLlamaCppVersion, llamaCpp: runtime.llamaCppRelease, llamaBuild: runtime.build, gpu: runtime.gpu };
+    },
+    createScorer: (codebook, options) => LabelScorer.create(codebook, options),
+  };
+}
+
+/** `rescale run` in this process with node-llama-cpp: what the CLI, the demo, tests and benchmarks call. */
+export function runLocalMode(options: LocalRunOptions): Promise<LocalRunSummary> {
+  return runLocal(options, llamaEngine(options.logger ?? silentLogger));
+}
+
+/** `rescale merge`: re-plans with node-llama-cpp's settings (they are part of the shard ids) and merges. */
+export function mergeLocalMode(options: MergeOnlyOptions): Promise<MergeSummary> {
+  return mergeOnly(options, llamaEngine(options.logger));
+}
+
+export type { LocalRunOptions, LocalRunSummary };
