@@ -34,27 +34,34 @@ export function runLayoutFor(output: string): RunLayout {
   return { output, partsDir, shardDir: path.join(partsDir, 'shards'), planFile: path.join(partsDir, 'plan.json') };
 }
 
+/** Who prepares an output, for the error message: the CLI names --output, the coordinator the shared filesystem. */
+export type OutputPreparer = 'cli' | 'coordinator';
+
 /**
- * Checks that the output folder is writable (an error naming --output otherwise), removes an earlier run's results
- * when `overwrite`, and creates the shard folder.
+ * Checks that the output folder is writable, removes an earlier run's results when `overwrite`, and creates the
+ * shard folder; any failure is an OUTPUT_NOT_WRITABLE error naming the folder and the output.
  */
-export async function prepareOutput(layout: RunLayout, overwrite: boolean): Promise<void> {
+export async function prepareOutput(layout: RunLayout, overwrite: boolean, by: OutputPreparer = 'cli'): Promise<void> {
   const { output } = layout;
   const dir = path.dirname(output);
   try {
     await mkdir(dir, { recursive: true });
     await access(dir, constants.W_OK);
+    if (overwrite) {
+      await rm(layout.partsDir, { recursive: true, force: true });
+      await rm(output, { force: true });
+      await rm(manifestPathFor(output), { force: true });
+    }
+    await mkdir(layout.shardDir, { recursive: true });
   } catch (cause) {
     const reason = (cause as NodeJS.ErrnoException).code ?? String(cause);
-    const message = `cannot write to ${dir} (from --output ${output}): ${reason}; choose a folder you can write to`;
+    const message =
+      by === 'cli'
+        ? `cannot write to ${dir} (from --output ${output}): ${reason}; choose a folder you can write to`
+        : `the coordinator cannot write to ${dir} (from output ${output}): ${reason}; ` +
+          'choose a folder on the shared filesystem it can write to';
     throw new RescaleError('OUTPUT_NOT_WRITABLE', message, { cause });
   }
-  if (overwrite) {
-    await rm(layout.partsDir, { recursive: true, force: true });
-    await rm(output, { force: true });
-    await rm(manifestPathFor(output), { force: true });
-  }
-  await mkdir(layout.shardDir, { recursive: true });
 }
 
 /** `plan.json` in the parts folder: what the shard files of this output were planned from, for a reader or a merge. */

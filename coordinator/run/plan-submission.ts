@@ -1,15 +1,16 @@
 // Plans a submitted run: checks the request, reads the codebook, decides the fallback, plans the shards and names
-// the run; then lays out its output folder and plan file and builds the run's spec. Touches no Redis or queue.
+// the run; then lays out its output folder and plan file (through the run lifecycle, as local mode) and builds the
+// run's spec. Touches no Redis or queue.
 
 import { createHash } from 'node:crypto';
-import { access, constants, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseCodebookText, singleQuestion, type Codebook } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
 import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { ShardPlan } from '../../contracts/shard.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../../fallback/resolve-fallback.js';
-import { manifestPathFor } from '../merge.js';
+import { prepareOutput, runLayoutFor, writePlanFile } from '../run-lifecycle.js';
 import { DEFAULT_SHARD_ROWS, planRun } from '../run-plan.js';
 
 export interface SubmitRequest {
@@ -86,9 +87,9 @@ export async function planSubmission(
 /** Makes the run's result folder (emptied first with `overwrite`), writes its plan file and returns its spec. */
 export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boolean): Promise<RunSpec> {
   const { runId, codebook, codebookPath, codebookText, sequences, shardRows, plan, inputs, output, fallbackPlan } = planned;
-  const resultDir = path.join(`${output}.parts`, 'shards');
-  await prepareOutput(output, resultDir, overwrite);
-  await writeFile(path.join(`${output}.parts`, 'plan.json'), JSON.stringify(plan, null, 2));
+  const layout = runLayoutFor(output);
+  await prepareOutput(layout, overwrite, 'coordinator');
+  await writePlanFile(layout, plan);
   return {
     runId,
     task: codebook.task,
@@ -100,7 +101,7 @@ export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boo
     limit: plan.limit,
     inputs,
     output,
-    resultDir,
+    resultDir: layout.shardDir,
     idColumn: plan.idColumn,
     idType: plan.idType,
     textColumn: plan.textColumn,
@@ -118,19 +119,4 @@ function absolute(value: string, what: string): string {
     throw new RescaleError('CONFIG_INVALID', `the ${what} path must be absolute (got "${value}"): the coordinator and workers resolve it on a shared filesystem; the rescale CLI makes paths absolute for you`);
   }
   return path.normalize(value);
-}
-
-async function prepareOutput(output: string, resultDir: string, overwrite: boolean): Promise<void> {
-  const dir = path.dirname(output);
-  try {
-    if (overwrite) {
-      await rm(path.dirname(resultDir), { recursive: true, force: true });
-      await rm(output, { force: true });
-      await rm(manifestPathFor(output), { force: true });
-    }
-    await mkdir(resultDir, { recursive: true });
-    await access(dir, constants.W_OK);
-  } catch (cause) {
-    throw new RescaleError('OUTPUT_NOT_WRITABLE', `the coordinator cannot write to ${dir} (from output ${output}): ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; choose a folder on the shared filesystem it can write to`, { cause });
-  }
 }
