@@ -1,14 +1,13 @@
-// Finishing a run: once every shard is done it merges the shard results (exactly as local mode) into the output
-// and its manifest; once every shard is done or failed the run fails until `retry`.
+// Finishing a run: once every shard is done it merges the shard results into the output and its manifest through
+// the run lifecycle (the same step as local mode); once every shard is done or failed the run fails until `retry`.
 
-import { parseCodebookText, singleQuestion } from '../../contracts/codebook.js';
+import { parseCodebookText } from '../../contracts/codebook.js';
 import { errorMessage, isRescaleError } from '../../contracts/errors.js';
 import type { Logger } from '../../contracts/logger.js';
 import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { CoordinatorMetrics } from '../coordinator-metrics.js';
 import type { FallbackService } from '../fallback-service.js';
-import { mergeShards } from '../merge.js';
-import { buildManifest } from '../run-plan.js';
+import { mergeRun } from '../run-lifecycle.js';
 import type { RunStore } from '../run-store.js';
 import type { ActiveRun, RunTracker } from './run-tracker.js';
 
@@ -67,7 +66,7 @@ export class RunFinisher {
     const end = this.metrics.mergeSeconds.startTimer();
     try {
       const codebook = parseCodebookText(spec.codebookText, spec.codebookPath);
-      const manifest = await buildManifest({
+      const summary = await mergeRun({
         mode: 'cluster',
         codebook,
         plan,
@@ -76,13 +75,9 @@ export class RunFinisher {
         threads: codebook.model.threads ?? 'auto',
         startedAt: new Date(spec.createdAt),
         engines: await this.store.engines(runId),
-      });
-      const summary = await mergeShards({
-        plan,
         shardDir: spec.resultDir,
         output: spec.output,
-        labels: singleQuestion(codebook).labels.map((l) => l.name),
-        manifest: { ...manifest, run: { id: runId }, fallback: await this.fallbackSummary(spec, codebook.fallback !== null) },
+        manifestExtra: { run: { id: runId }, fallback: await this.fallbackSummary(spec, codebook.fallback !== null) },
         logger,
       });
       await this.store.transition(runId, ['merging'], 'succeeded', { finishedAt: new Date().toISOString(), manifest: summary.manifestPath });
