@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { loadCodebook, singleQuestion, type Codebook } from '../contracts/codebook.js';
+import { loadCodebook, resolveSequences, singleQuestion, type Codebook } from '../contracts/codebook.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import type { FallbackConfig } from '../contracts/fallback-config.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
@@ -27,8 +27,7 @@ import { FallbackPrompt } from '../fallback/fallback-prompt.js';
 import { documentIdText, fallbackEndpoint, priceNanoUsd, routedIndexes, worstCaseNanoUsd } from '../fallback/fallback-stage.js';
 import { fallbackPathsFor, resolveFallback } from '../fallback/resolve-fallback.js';
 import { CACHE_FORMAT, exchangeKey, ResponseCache } from '../fallback/response-cache.js';
-import { LabelScorer, resolveSequences } from '../worker/engine/label-scorer.js';
-import { getRuntime } from '../worker/engine/llama-runtime.js';
+import { LabelScorer } from '../worker/engine/label-scorer.js';
 import { RowGroupCache } from '../storage/parquet-rows.js';
 import { processShard, type ShardFallback } from '../worker/process-shard.js';
 import type { DocumentInput } from '../contracts/document-input.js';
@@ -199,8 +198,7 @@ export async function submitFallbackBatch(options: BatchSubmitOptions): Promise<
   }
 
   // The local pass, exactly as `rescale run` plans and routes it; its shard files go to a scratch folder.
-  const llama = await getRuntime(logger);
-  const sequences = resolveSequences(codebook, llama.gpu, options.sequences);
+  const sequences = resolveSequences(codebook, options.sequences);
   const plan = await planRun(codebook, options.input, sequences, options.shardRows ?? DEFAULT_SHARD_ROWS, options.limit, identity);
   const cache = new ResponseCache(paths.cacheDir);
   const collector = new RequestCollector(codebook, config, cache);

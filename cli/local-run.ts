@@ -3,12 +3,13 @@
 
 import { access, mkdir, rm, writeFile, constants } from 'node:fs/promises';
 import path from 'node:path';
-import { loadCodebook, singleQuestion } from '../contracts/codebook.js';
+import { loadCodebook, resolveSequences, singleQuestion } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { manifestPathFor, mergeShards, type MergeSummary } from '../coordinator/merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun, type EngineDescription } from '../coordinator/run-plan.js';
-import { LabelScorer, resolveSequences } from '../worker/engine/label-scorer.js';
+import type { DocumentScorer } from '../contracts/document-scorer.js';
+import { LabelScorer } from '../worker/engine/label-scorer.js';
 import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
 import { RowGroupCache } from '../storage/parquet-rows.js';
 import { processShard } from '../worker/process-shard.js';
@@ -76,7 +77,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
   await mkdir(shardDir, { recursive: true });
 
   const llama = await getRuntime(logger);
-  const sequences = resolveSequences(codebook, llama.gpu, options.sequences);
+  const sequences = resolveSequences(codebook, options.sequences);
   const fallbackPlan = await resolveFallback(codebook, { disabled: options.noFallback ?? false, offline: options.fallbackOffline ?? false, env: options.env ?? process.env });
   const fallbackPaths = fallbackPathsFor(output, fallbackPlan.active ? fallbackPlan.config : null);
   if (fallbackPlan.active) {
@@ -104,7 +105,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
     gpu: runtime.gpu,
   };
   if (pending.length > 0) {
-    const scorer = await LabelScorer.create(codebook, { logger, sequences, ...(options.threads !== undefined ? { threads: options.threads } : {}) });
+    const scorer: DocumentScorer = await LabelScorer.create(codebook, { logger, sequences, ...(options.threads !== undefined ? { threads: options.threads } : {}) });
     engine.settings = scorer.settings;
     let fallback: FallbackStage | undefined;
     try {

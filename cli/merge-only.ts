@@ -1,11 +1,10 @@
 // `rescale merge`: re-plans a run from its codebook and corpus and merges the shard results already on disk.
 
 import path from 'node:path';
-import { loadCodebook, singleQuestion } from '../contracts/codebook.js';
+import { loadCodebook, resolveSequences, singleQuestion } from '../contracts/codebook.js';
 import type { Logger } from '../contracts/logger.js';
 import { mergeShards, type MergeSummary } from '../coordinator/merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun } from '../coordinator/run-plan.js';
-import { resolveSequences } from '../worker/engine/label-scorer.js';
 import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
 import { resolveFallback } from '../fallback/resolve-fallback.js';
 import { partsDirFor } from './local-run.js';
@@ -26,7 +25,7 @@ export async function mergeOnly(options: {
   const startedAt = new Date();
   const codebook = await loadCodebook(options.codebook);
   const llama = await getRuntime(options.logger);
-  const sequences = resolveSequences(codebook, llama.gpu, options.sequences);
+  const sequences = resolveSequences(codebook, options.sequences);
   const shardRows = options.shardRows ?? DEFAULT_SHARD_ROWS;
   const fallback = await resolveFallback(codebook, { disabled: options.noFallback ?? false, offline: options.fallbackOffline ?? false, env: options.env ?? process.env });
   const plan = await planRun(codebook, options.input, sequences, shardRows, options.limit, fallback.active ? fallback.identity : null);

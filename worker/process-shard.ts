@@ -8,9 +8,9 @@ import { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { DocumentId, FallbackStatus, IdType, ResultRow, RowStatus } from '../contracts/results.js';
 import type { ShardSpec } from '../contracts/shard.js';
-import type { LabelScorer } from './engine/label-scorer.js';
 import { readShardRows, toDocumentId, toText, type RowGroupCache } from '../storage/parquet-rows.js';
 import type { DocumentInput } from '../contracts/document-input.js';
+import type { DocumentScorer } from '../contracts/document-scorer.js';
 import { isShardComplete, writeShardResult } from '../storage/shard-result-writer.js';
 
 export interface ShardJob {
@@ -32,7 +32,7 @@ export interface ShardFallback {
 }
 
 export interface ShardContext {
-  readonly scorer: LabelScorer;
+  readonly scorer: DocumentScorer;
   readonly fallback?: ShardFallback;
   readonly logger?: Logger;
   readonly signal?: AbortSignal;

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import type { LlamaModel } from 'node-llama-cpp';
 import { canonicalJson, codebookResultHash, type Codebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
+import type { DocumentScorer } from '../contracts/document-scorer.js';
 import { quickFingerprint } from '../contracts/file-digest.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { EngineReport } from '../contracts/shard-queue.js';
@@ -23,7 +24,7 @@ export interface ScorerRequest {
 }
 
 export interface LoadedScorer {
-  readonly scorer: LabelScorer;
+  readonly scorer: DocumentScorer;
   readonly engine: EngineReport;
 }
 

@@ -4,31 +4,15 @@
 // the batch layout depends only on the documents given, never on timing (see README, "Determinism").
 
 import { TokenBias, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from 'node-llama-cpp';
-import { singleQuestion, type Codebook, type Label } from '../../contracts/codebook.js';
+import { resolveSequences, singleQuestion, type Codebook, type Label } from '../../contracts/codebook.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
 import type { RowStatus } from '../../contracts/results.js';
 import { buildLabelTrie, innerNodes, type TrieNode } from './label-trie.js';
 import { assertLoraAdapter, getRuntime, loadModel, runtimeInfo, type RuntimeInfo } from './llama-runtime.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
+import type { DocumentScore, DocumentScorer, ScoreOptions, ScorerSettings } from '../../contracts/document-scorer.js';
 import { PromptBuilder } from './prompt-builder.js';
-
-export interface DocumentScore {
-  readonly status: RowStatus;
-  /** Top label; null when not scored. */
-  readonly label: string | null;
-  /** In codebook label order; sums to 1. */
-  readonly probabilities: Float64Array | null;
-  readonly confidence: number | null;
-  /** Top probability minus the second. */
-  readonly margin: number | null;
-  /** Shannon entropy of the label distribution, in nats. */
-  readonly entropy: number | null;
-  /** Tokens evaluated for this document beyond the shared prefix (document, template tail, label paths). */
-  readonly tokens: number;
-  readonly truncated: boolean;
-  readonly error: string | null;
-}
 
 export interface ScorerOptions {
   readonly logger?: Logger;
@@ -38,23 +22,6 @@ export interface ScorerOptions {
   readonly threads?: number;
   /** Reuse an already loaded model (cluster workers cache models across shards). */
   readonly model?: LlamaModel;
-}
-
-export interface ScorerSettings {
-  readonly sequences: number;
-  readonly contextSize: number;
-  readonly batchSize: number;
-  readonly threads: number;
-  readonly flashAttention: boolean | 'auto';
-  readonly sharedPrefixTokens: number;
-  readonly chatWrapper: string | null;
-  readonly maxDocumentTokens: number;
-}
-
-export interface ScoreOptions {
-  readonly signal?: AbortSignal;
-  /** Called after each group of documents with the number scored so far in this call. */
-  readonly onProgress?: (scored: number) => void;
 }
 
 /** Tokens needed after the document for the longest label path, plus slack for template tails and other columns. */
@@ -85,7 +52,7 @@ interface PendingDocument {
   readonly truncated: boolean;
 }
 
-export class LabelScorer {
+export class LabelScorer implements DocumentScorer {
   readonly labels: readonly Label[];
   /** Each label's answer token sequence as scored (a terminator appended where one label is a prefix of another). */
   readonly labelTokens: readonly (readonly Token[])[];
@@ -145,7 +112,7 @@ export class LabelScorer {
       const trie = buildLabelTrie(answerTokens, terminator ?? (0 as Token));
       const longestLabel = Math.max(...trie.sequences.map((s) => s.length));
 
-      const sequences = resolveSequences(codebook, llama.gpu, options.sequences);
+      const sequences = resolveSequences(codebook, options.sequences);
       const prefixLength = prompts.sharedPrefix.length;
       const probe = prompts.render({ text: 'x' }, codebook.model.maxDocumentTokens);
       const templateOverhead = probe.tokens.length - prefixLength - 1;
@@ -441,17 +408,6 @@ export class LabelScorer {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
-}
-
-/**
- * Documents decoded together: the codebook's `model.sequences`, or for "auto" 1 on CPU (where more sequences
- * gain nothing, measured) and, while several sequences are decoded one after another, on a GPU too. Part of the result hash.
- */
-export function resolveSequences(codebook: Codebook, gpu: string | false, override?: number): number {
-  if (override !== undefined) return override;
-  if (codebook.model.sequences !== 'auto') return codebook.model.sequences;
-  void gpu; // several sequences gain nothing while their evaluations run one after another (see inOrder)
-  return 1;
 }
 
 /**
