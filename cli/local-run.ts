@@ -10,6 +10,7 @@ import { manifestPathFor, mergeShards, type MergeSummary } from '../coordinator/
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun, type EngineDescription } from '../coordinator/run-plan.js';
 import type { DocumentScorer } from '../contracts/document-scorer.js';
 import { LabelScorer } from '../worker/engine/label-scorer.js';
+import { llamaBuildFromEnvironment } from '../contracts/environment.js';
 import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
 import { RowGroupCache } from '../storage/parquet-rows.js';
 import { processShard } from '../worker/process-shard.js';
@@ -76,7 +77,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
   await prepareOutput(output, partsDir, options.overwrite ?? false);
   await mkdir(shardDir, { recursive: true });
 
-  const llama = await getRuntime(logger);
+  const llama = await getRuntime({ build: llamaBuildFromEnvironment(), logger });
   const sequences = resolveSequences(codebook, options.sequences);
   const fallbackPlan = await resolveFallback(codebook, { disabled: options.noFallback ?? false, offline: options.fallbackOffline ?? false, env: options.env ?? process.env });
   const fallbackPaths = fallbackPathsFor(output, fallbackPlan.active ? fallbackPlan.config : null);

@@ -5,6 +5,7 @@ import { loadCodebook, resolveSequences, singleQuestion } from '../contracts/cod
 import type { Logger } from '../contracts/logger.js';
 import { mergeShards, type MergeSummary } from '../coordinator/merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun } from '../coordinator/run-plan.js';
+import { llamaBuildFromEnvironment } from '../contracts/environment.js';
 import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
 import { resolveFallback } from '../fallback/resolve-fallback.js';
 import { partsDirFor } from './local-run.js';
@@ -24,7 +25,7 @@ export async function mergeOnly(options: {
 }): Promise<MergeSummary> {
   const startedAt = new Date();
   const codebook = await loadCodebook(options.codebook);
-  const llama = await getRuntime(options.logger);
+  const llama = await getRuntime({ build: llamaBuildFromEnvironment(), logger: options.logger });
   const sequences = resolveSequences(codebook, options.sequences);
   const shardRows = options.shardRows ?? DEFAULT_SHARD_ROWS;
   const fallback = await resolveFallback(codebook, { disabled: options.noFallback ?? false, offline: options.fallbackOffline ?? false, env: options.env ?? process.env });

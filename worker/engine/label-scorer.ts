@@ -6,10 +6,11 @@
 import { TokenBias, type LlamaContext, type LlamaContextSequence, type LlamaModel, type Token } from 'node-llama-cpp';
 import { resolveSequences, singleQuestion, type Codebook, type Label } from '../../contracts/codebook.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
+import { llamaBuildFromEnvironment } from '../../contracts/environment.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
 import type { RowStatus } from '../../contracts/results.js';
 import { buildLabelTrie, innerNodes, type TrieNode } from './label-trie.js';
-import { assertLoraAdapter, getRuntime, loadModel, runtimeInfo, type RuntimeInfo } from './llama-runtime.js';
+import { assertLoraAdapter, getRuntime, loadModel, runtimeInfo, type BuildPreference, type RuntimeInfo } from './llama-runtime.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
 import type { DocumentScore, DocumentScorer, ScoreOptions, ScorerSettings } from '../../contracts/document-scorer.js';
 import { PromptBuilder } from './prompt-builder.js';
@@ -20,8 +21,10 @@ export interface ScorerOptions {
   readonly sequences?: number;
   /** Overrides codebook model.threads. */
   readonly threads?: number;
-  /** Reuse an already loaded model (cluster workers cache models across shards). */
+  /** Reuse an already loaded model (cluster workers cache models across shards); its llama.cpp binding is used. */
   readonly model?: LlamaModel;
+  /** llama.cpp build to load when no model is given (default: RESCALE_LLAMA_BUILD). */
+  readonly build?: BuildPreference;
 }
 
 /** Tokens needed after the document for the longest label path, plus slack for template tails and other columns. */
@@ -91,7 +94,7 @@ export class LabelScorer implements DocumentScorer {
   static async create(codebook: Codebook, options: ScorerOptions = {}): Promise<LabelScorer> {
     const logger = options.logger ?? silentLogger;
     const question = singleQuestion(codebook);
-    const llama = await getRuntime(logger);
+    const llama = options.model?.llama ?? (await getRuntime({ build: options.build ?? llamaBuildFromEnvironment(), logger }));
     const info = await runtimeInfo(llama);
     for (const [i, adapter] of codebook.model.adapters.entries()) await assertLoraAdapter(adapter.path, `model.adapters[${i}].path`);
     const model = options.model ?? (await loadModel(llama, codebook.model.path, codebook.model.gpuLayers));
