@@ -17,7 +17,8 @@ const ENGINE: EngineReport = { nodeLlamaCpp: 'none', llamaCpp: 'instant (benchma
 /** No model, no context: the layout of a scorer that evaluates nothing. */
 function instantSettings(codebook: Codebook): ScorerSettings {
   const { maxDocumentTokens } = codebook.model;
-  return { sequences: 1, contextSize: 0, batchSize: 0, threads: 0, flashAttention: false, sharedPrefixTokens: 0, chatWrapper: null, maxDocumentTokens };
+  const none = { contextSize: 0, batchSize: 0, threads: 0, sharedPrefixTokens: 0 };
+  return { sequences: 1, ...none, flashAttention: false, chatWrapper: null, maxDocumentTokens };
 }
 
 /** Answers every document at once with the same distribution: the port, with nothing behind it. */

@@ -119,7 +119,10 @@ describe('codebookResultHash', () => {
 
 describe('resolveSequences', () => {
   const withSequences = (sequences?: number | 'auto') =>
-    parseCodebook({ ...minimal, model: { ...minimal.model, ...(sequences === undefined ? {} : { sequences }) } }, { source: 'cb.yaml', baseDir: '/data' });
+    parseCodebook(
+      { ...minimal, model: { ...minimal.model, ...(sequences === undefined ? {} : { sequences }) } },
+      { source: 'cb.yaml', baseDir: '/data' },
+    );
 
   it('resolves "auto" (the default) to one sequence, whatever the machine', () => {
     assert.equal(resolveSequences(withSequences()), 1);

@@ -54,10 +54,12 @@ export function planContext(codebook: Codebook, measure: PromptMeasure, override
   }
   const warnings: { message: string; meta: LogMeta }[] = [];
   if (contextSize < needed) {
-    warnings.push({ message: 'context smaller than prompt + max_document_tokens: longer documents get status "error"', meta: { contextSize, needed } });
+    const message = 'context smaller than prompt + max_document_tokens: longer documents get status "error"';
+    warnings.push({ message, meta: { contextSize, needed } });
   }
   if (contextSize > measure.trainContextSize) {
-    warnings.push({ message: 'context size exceeds the model training context', meta: { contextSize, trainContextSize: measure.trainContextSize } });
+    const meta = { contextSize, trainContextSize: measure.trainContextSize };
+    warnings.push({ message: 'context size exceeds the model training context', meta });
   }
   // Each document (or each group of `sequences` documents) is one decode call, so the batch must hold it whole.
   const perDocument = contextSize - prefixLength;

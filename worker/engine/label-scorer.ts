@@ -98,7 +98,9 @@ export class LabelScorer implements DocumentScorer {
         chatWrapper: prompts.chatWrapperName,
         maxDocumentTokens: codebook.model.maxDocumentTokens,
       });
-      logger.log('info', 'label scorer ready', { build: info.build, gpu: info.gpu, llamaCpp: info.llamaCppRelease, ...settings, labels: question.labels.length, innerTrieNodes: trie.inner.length });
+      const { build, gpu, llamaCppRelease: llamaCpp } = info;
+      const labels = question.labels.length;
+      logger.log('info', 'label scorer ready', { build, gpu, llamaCpp, ...settings, labels, innerTrieNodes: trie.inner.length });
       return new LabelScorer(codebook, info, settings, model, ownsModel, pool, prompts, trie, serialDecode, logger);
     } catch (error) {
       if (ownsModel) await model.dispose();
@@ -164,7 +166,8 @@ export class LabelScorer implements DocumentScorer {
   private async scoreGroup(group: readonly PendingDocument[]): Promise<DocumentScore[]> {
     const starts = await this.decode.each(group, (doc, slot) => this.pool.prepare(slot, doc.tokens));
     try {
-      const scores = await this.trie.scoreGroup(this.pool, group.map((doc, slot) => ({ tokens: doc.tokens, start: starts[slot] as number })), this.decode);
+      const documents = group.map((doc, slot) => ({ tokens: doc.tokens, start: starts[slot] as number }));
+      const scores = await this.trie.scoreGroup(this.pool, documents, this.decode);
       return group.map((doc, slot) => this.finish(scores[slot] as TrieScore, doc.truncated));
     } catch (cause) {
       this.pool.invalidate();

@@ -91,7 +91,9 @@ export class LabelTrieScorer {
   async scoreGroup(pool: SequencePool, group: readonly GroupDocument[], decode: DecodeStrategy): Promise<TrieScore[]> {
     const evaluated = group.map((doc) => doc.tokens.length - doc.start);
     // Root: the relative probabilities of the labels' first tokens right after the prompt.
-    const rootProbabilities = await decode.each(group, (doc, slot) => this.evaluateWithNext(pool.sequence(slot), doc.tokens.slice(doc.start), this.rootBias));
+    const rootProbabilities = await decode.each(group, (doc, slot) =>
+      this.evaluateWithNext(pool.sequence(slot), doc.tokens.slice(doc.start), this.rootBias),
+    );
     // Rare: a first token ranked below the top-k even with the bias; redo that document with the full distribution.
     for (const [slot, doc] of group.entries()) {
       if (rootProbabilities[slot] !== null) continue;
@@ -109,7 +111,9 @@ export class LabelTrieScorer {
       await Promise.all(group.map((doc, slot) => pool.rewind(slot, doc.tokens.length)));
       const anchors = await decode.each(group, (_, slot) => this.evaluateGreedy(pool.sequence(slot), path));
       await Promise.all(group.map((doc, slot) => pool.rewind(slot, doc.tokens.length)));
-      const relative = await decode.each(group, (_, slot) => this.evaluateWithNext(pool.sequence(slot), path, this.restriction([...node.children.keys(), (anchors[slot] as Anchor).token])));
+      const relative = await decode.each(group, (_, slot) =>
+        this.evaluateWithNext(pool.sequence(slot), path, this.restriction([...node.children.keys(), (anchors[slot] as Anchor).token])),
+      );
       for (const [slot, doc] of group.entries()) {
         const anchor = anchors[slot] as Anchor;
         let probabilities = relative[slot] ?? null;
@@ -125,10 +129,11 @@ export class LabelTrieScorer {
         (nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>).set(node, probabilities as Map<Token, number>);
       }
     }
-    return group.map((_, slot) => ({
-      logProbabilities: this.logProbabilities(rootProbabilities[slot] as Map<Token, number>, nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>),
-      tokens: evaluated[slot] as number,
-    }));
+    return group.map((_, slot) => {
+      const root = rootProbabilities[slot] as Map<Token, number>;
+      const nodes = nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>;
+      return { logProbabilities: this.logProbabilities(root, nodes), tokens: evaluated[slot] as number };
+    });
   }
 
   /** Each label's log-probability: the sum over its answer path of each token's probability at its trie node. */

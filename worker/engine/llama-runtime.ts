@@ -40,7 +40,8 @@ export async function getRuntime(options: RuntimeOptions): Promise<Llama> {
   if (loadedPreference !== null && loadedPreference !== preference) {
     throw new RescaleError(
       'INTERNAL',
-      `llama.cpp is already loaded as "${loadedPreference}" in this process, not "${preference}"; one build per process: pass every caller the same build (RESCALE_LLAMA_BUILD)`,
+      `llama.cpp is already loaded as "${loadedPreference}" in this process, not "${preference}"; ` +
+        'one build per process: pass every caller the same build (RESCALE_LLAMA_BUILD)',
     );
   }
   loadedPreference = preference;

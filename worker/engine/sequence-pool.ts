@@ -37,10 +37,15 @@ export class SequencePool {
       });
     } catch (cause) {
       const adapters = spec.adapters.map((a) => a.path).join(', ');
-      if (adapters !== '' && /lora|adapter|tensor/i.test(errorMessage(cause))) {
-        throw new RescaleError('ADAPTER_MISMATCH', `llama.cpp rejected adapter(s) ${adapters} for model ${spec.path}: ${errorMessage(cause)}; an adapter only fits the base model it was trained on`, { cause });
+      const reason = errorMessage(cause);
+      if (adapters !== '' && /lora|adapter|tensor/i.test(reason)) {
+        const message = `llama.cpp rejected adapter(s) ${adapters} for model ${spec.path}: ${reason}; ` +
+          'an adapter only fits the base model it was trained on';
+        throw new RescaleError('ADAPTER_MISMATCH', message, { cause });
       }
-      throw new RescaleError('ENGINE_FAILED', `cannot create a context of ${contextSize} tokens × ${sequences} sequences for ${spec.path}: ${errorMessage(cause)}; lower model.context_size or model.sequences`, { cause });
+      const message = `cannot create a context of ${contextSize} tokens × ${sequences} sequences for ${spec.path}: ${reason}; ` +
+        'lower model.context_size or model.sequences';
+      throw new RescaleError('ENGINE_FAILED', message, { cause });
     }
     return new SequencePool(context, sharedPrefix, sequences);
   }

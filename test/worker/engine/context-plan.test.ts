@@ -8,7 +8,12 @@ import { CONTEXT_SLACK_TOKENS, planContext, type PromptMeasure } from '../../../
 
 function codebook(model: Partial<CodebookInput['model']> = {}): Codebook {
   return parseCodebook(
-    { task: 't', labels: [{ name: 'a' }, { name: 'b' }], prompt: { template: '{text}' }, model: { path: 'm.gguf', max_document_tokens: 100, ...model } },
+    {
+      task: 't',
+      labels: [{ name: 'a' }, { name: 'b' }],
+      prompt: { template: '{text}' },
+      model: { path: 'm.gguf', max_document_tokens: 100, ...model },
+    },
     { source: 'cb.yaml', baseDir: '/data' },
   );
 }
