@@ -2,23 +2,22 @@
 // coordinator never imports the model runtime; this is where `rescale run`, `rescale merge`, the demo, tests and
 // benchmarks hand it over.
 
+import { resolveSequences } from '../contracts/codebook.js';
+import { llamaBuildFromEnvironment } from '../contracts/environment.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { runLocal, type LocalRunOptions, type LocalRunSummary } from '../coordinator/local-runner.js';
 import type { MergeSummary } from '../coordinator/merge.js';
 import { mergeOnly, type MergeOnlyOptions } from '../coordinator/run-lifecycle.js';
 import type { ScoringEngine } from '../coordinator/scoring-engine.js';
-import { LabelScorer, resolveSequences } from '../worker/engine/label-scorer.js';
+import { LabelScorer } from '../worker/engine/label-scorer.js';
 import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
 
 /** llama.cpp through node-llama-cpp, loaded on first use (one binding per process, shared by every call). */
 export function llamaEngine(logger: Logger): ScoringEngine {
   return {
-    async sequences(codebook, override) {
-      const llama = await getRuntime(logger);
-      return resolveSequences(codebook, llama.gpu, override);
-    },
+    sequences: (codebook, override) => Promise.resolve(resolveSequences(codebook, override)),
     async describe() {
-      const runtime = await runtimeInfo(await getRuntime(logger));
+      const runtime = await runtimeInfo(await getRuntime({ build: llamaBuildFromEnvironment(), logger }));
       return { nodeLlamaCpp: runtime.nodeLlamaCppVersion, llamaCpp: runtime.llamaCppRelease, llamaBuild: runtime.build, gpu: runtime.gpu };
     },
     createScorer: (codebook, options) => LabelScorer.create(codebook, options),

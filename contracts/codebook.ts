@@ -330,3 +330,15 @@ export function codebookResultHash(
   };
   return createHash('sha256').update(canonicalJson(identity)).digest('hex');
 }
+
+/**
+ * Documents decoded together (the batch layout, part of the result hash and of the shard ids): the override
+ * (`--sequences`), else the codebook's `model.sequences`, where "auto" is 1. "auto" is resolved once, when a run is
+ * planned, and never by the machine: cluster workers differ, and one picking by its hardware would change the
+ * layout under the run. 1 because several sequences gain nothing while the engine decodes a group's documents one
+ * after another (worker/engine/serial-decode.ts), on CPU (measured) and GPU alike.
+ */
+export function resolveSequences(codebook: Codebook, override?: number): number {
+  if (override !== undefined) return override;
+  return codebook.model.sequences === 'auto' ? 1 : codebook.model.sequences;
+}

@@ -18,7 +18,8 @@ import {
   type RunRequest,
 } from './run-lifecycle.js';
 import type { EngineDescription } from './run-plan.js';
-import type { RunScorer, ScoringEngine } from './scoring-engine.js';
+import type { ScoringEngine } from './scoring-engine.js';
+import type { DocumentScorer } from '../contracts/document-scorer.js';
 
 /** Documents done over a run (cli/progress.ts draws it as a bar or periodic lines). */
 export interface RunProgress {
@@ -40,7 +41,7 @@ async function openFallbackStage(run: PlannedRun, logger: Logger): Promise<Fallb
 export interface DrainOptions {
   /** The plan's columns; the shards to drain are passed separately (a resume drains only the pending ones). */
   readonly job: Omit<ShardJob, 'shard'>;
-  readonly scorer: RunScorer;
+  readonly scorer: DocumentScorer;
   readonly fallback?: ShardFallback;
   readonly logger: Logger;
   readonly signal?: AbortSignal;

@@ -3,14 +3,8 @@
 
 import type { Codebook } from '../contracts/codebook.js';
 import type { Logger } from '../contracts/logger.js';
-import type { ShardContext } from '../worker/process-shard.js';
+import type { DocumentScorer } from '../contracts/document-scorer.js';
 import type { EngineDescription } from './run-plan.js';
-
-/**
- * A scorer as a run holds it: what the shard path scores with, its settings (written to the manifest) and its
- * disposal. Borrowed from the shard path's own type until contracts/document-scorer.ts names the port.
- */
-export type RunScorer = ShardContext['scorer'] & { readonly settings: object; dispose(): Promise<void> };
 
 export interface RunScorerOptions {
   readonly logger: Logger;
@@ -25,5 +19,5 @@ export interface ScoringEngine {
   /** The build that scores (versions, GPU), for the manifest. */
   describe(): Promise<EngineDescription>;
   /** A scorer for the codebook's model; the caller disposes it. */
-  createScorer(codebook: Codebook, options: RunScorerOptions): Promise<RunScorer>;
+  createScorer(codebook: Codebook, options: RunScorerOptions): Promise<DocumentScorer>;
 }

@@ -7,15 +7,22 @@ import { singleQuestion, type Codebook } from '../contracts/codebook.js';
 import { parseRedisUrl } from '../contracts/redis-connection.js';
 import type { EngineReport } from '../contracts/shard-queue.js';
 import { createPinoLogger } from '../cli/pino-logger.js';
-import type { DocumentScore, LabelScorer, ScoreOptions } from '../worker/engine/label-scorer.js';
 import type { DocumentInput } from '../contracts/document-input.js';
+import type { DocumentScore, DocumentScorer, ScoreOptions, ScorerSettings } from '../contracts/document-scorer.js';
 import type { LoadedScorer, ScorerProvider, ScorerRequest } from '../worker/scorer-cache.js';
 import { ShardWorker } from '../worker/shard-worker.js';
 
 const ENGINE: EngineReport = { nodeLlamaCpp: 'none', llamaCpp: 'instant (benchmark)', llamaBuild: 'none', gpu: false };
 
-/** Only what processShard uses of a LabelScorer: the codebook and score(). */
-function instantScorer(codebook: Codebook): LabelScorer {
+/** No model, no context: the layout of a scorer that evaluates nothing. */
+function instantSettings(codebook: Codebook): ScorerSettings {
+  const { maxDocumentTokens } = codebook.model;
+  const none = { contextSize: 0, batchSize: 0, threads: 0, sharedPrefixTokens: 0 };
+  return { sequences: 1, ...none, flashAttention: false, chatWrapper: null, maxDocumentTokens };
+}
+
+/** Answers every document at once with the same distribution: the port, with nothing behind it. */
+function instantScorer(codebook: Codebook): DocumentScorer {
   const labels = singleQuestion(codebook).labels;
   const probabilities = Float64Array.from(labels, (_, i) => (i === 0 ? 0.7 : 0.3 / (labels.length - 1)));
   const score = async (docs: readonly DocumentInput[], options: ScoreOptions = {}): Promise<DocumentScore[]> => {
@@ -32,8 +39,8 @@ function instantScorer(codebook: Codebook): LabelScorer {
       error: null,
     }));
   };
-  // A benchmark stand-in, not a LabelScorer: processShard touches nothing else.
-  return { codebook, score } as unknown as LabelScorer;
+  const dispose = async (): Promise<void> => {};
+  return { codebook, settings: instantSettings(codebook), score, dispose, [Symbol.asyncDispose]: dispose };
 }
 
 class InstantScorers implements ScorerProvider {

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { LlamaChatSession, type Token } from 'node-llama-cpp';
 import { parseCodebook, type Codebook } from '../contracts/codebook.js';
 import { LabelScorer } from '../worker/engine/label-scorer.js';
+import { llamaBuildFromEnvironment } from '../contracts/environment.js';
 import { getRuntime, loadModel, runtimeInfo, type BuildPreference } from '../worker/engine/llama-runtime.js';
 import type { DocumentInput } from '../contracts/document-input.js';
 import { ensureFixtureModel } from '../gguf/fixtures/fixture-catalog.js';
@@ -69,7 +70,7 @@ async function benchDocuments(tokenize: (text: string) => readonly Token[]): Pro
 }
 
 async function runPart(part: string, build: BuildPreference, modelPath: string, sequences: number, from: number, to: number): Promise<PartResult> {
-  const llama = await getRuntime(undefined, build);
+  const llama = await getRuntime({ build });
   const info = await runtimeInfo(llama);
   const model = await loadModel(llama, modelPath, 0);
   const docs = (await benchDocuments((t) => model.tokenize(t, false))).slice(from, to);
@@ -136,7 +137,7 @@ async function main(): Promise<void> {
     process.exit(0);
   }
   const modelPath = await ensureFixtureModel('medium');
-  const llama = await getRuntime();
+  const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
   const hasLocal = llama.buildType === 'localBuild';
   const plan: [string, BuildPreference, number][] = [
     ['ceiling', 'prebuilt', 1],

@@ -30,6 +30,7 @@ import { ensureFixtureModel, KEYWORD_ADAPTER_DERIVATION, SENTIMENT_KEYWORD_SPEC 
 import { deriveKeywords, textWords, writeKeywordAdapter } from '../gguf/fixtures/keyword-adapter.js';
 import { isSingleTokenWord } from '../gguf/fixtures/keyword-model.js';
 import { vocabTokenizerFromModel } from '../gguf/fixtures/vocab.js';
+import { llamaBuildFromEnvironment } from '../contracts/environment.js';
 import { getRuntime } from '../worker/engine/llama-runtime.js';
 import { promptMessages } from '../contracts/prompt-text.js';
 import { singleQuestion } from '../contracts/codebook.js';
@@ -125,7 +126,8 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
   // 2. "Fine-tune": one keyword adapter per training subset, read back from the subset's Parquet file.
   const adapters: { size: number; adapter: string; keywords: number }[] = [];
   // The keyword model carries the llama-bpe vocabulary verbatim: its vocabulary is the tokenizer.
-  const vocabModel = await (await getRuntime(logger)).loadModel({ modelPath: model, vocabOnly: true, gpuLayers: 0 });
+  const llama = await getRuntime({ build: llamaBuildFromEnvironment(), logger });
+  const vocabModel = await llama.loadModel({ modelPath: model, vocabOnly: true, gpuLayers: 0 });
   const tokenizer = vocabTokenizerFromModel(vocabModel, 'llama-bpe');
   try {
     // Words every training prompt shares (instructions, label descriptions) say nothing about the label: a trainer

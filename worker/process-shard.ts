@@ -8,9 +8,9 @@ import { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { DocumentId, FallbackStatus, IdType, ResultRow, RowStatus } from '../contracts/results.js';
 import type { ShardSpec } from '../contracts/shard.js';
-import type { LabelScorer } from './engine/label-scorer.js';
 import { readShardRows, toDocumentId, toText, type RowGroupCache } from '../storage/parquet-rows.js';
 import type { DocumentInput } from '../contracts/document-input.js';
+import type { DocumentScorer } from '../contracts/document-scorer.js';
 import { isShardComplete, writeShardResult } from '../storage/shard-result-writer.js';
 import type { ShardFallback } from '../contracts/shard-fallback.js';
 
@@ -29,7 +29,7 @@ export interface ShardJob {
 }
 
 export interface ShardContext {
-  readonly scorer: LabelScorer;
+  readonly scorer: DocumentScorer;
   readonly fallback?: ShardFallback;
   readonly logger?: Logger;
   readonly signal?: AbortSignal;

@@ -5,12 +5,14 @@
 import { createHash } from 'node:crypto';
 import type { LlamaModel } from 'node-llama-cpp';
 import { canonicalJson, codebookResultHash, type Codebook } from '../contracts/codebook.js';
+import { llamaBuildFromEnvironment } from '../contracts/environment.js';
 import { RescaleError } from '../contracts/errors.js';
+import type { DocumentScorer } from '../contracts/document-scorer.js';
 import { quickFingerprint } from '../contracts/file-digest.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { EngineReport } from '../contracts/shard-queue.js';
 import { LabelScorer } from './engine/label-scorer.js';
-import { getRuntime, loadModel } from './engine/llama-runtime.js';
+import { getRuntime, loadModel, type BuildPreference } from './engine/llama-runtime.js';
 
 export interface ScorerRequest {
   readonly codebook: Codebook;
@@ -23,7 +25,7 @@ export interface ScorerRequest {
 }
 
 export interface LoadedScorer {
-  readonly scorer: LabelScorer;
+  readonly scorer: DocumentScorer;
   readonly engine: EngineReport;
 }
 
@@ -37,6 +39,8 @@ export interface ScorerProvider {
 
 export interface ScorerCacheOptions {
   readonly threads?: number;
+  /** llama.cpp build to load (default: RESCALE_LLAMA_BUILD, read when the first model loads). */
+  readonly build?: BuildPreference;
   readonly logger?: Logger;
   /** Called when a model is loaded from disk (not when it is reused). */
   readonly onModelLoad?: (path: string, seconds: number) => void;
@@ -93,7 +97,7 @@ export class ScorerCache implements ScorerProvider {
     if (this.model !== null && this.model.key !== modelKey) await this.releaseModel();
     if (this.model === null) {
       const started = performance.now();
-      const llama = await getRuntime(this.logger);
+      const llama = await getRuntime({ build: this.options.build ?? llamaBuildFromEnvironment(), logger: this.logger });
       const model = await loadModel(llama, codebook.model.path, codebook.model.gpuLayers);
       this.model = { key: modelKey, path: codebook.model.path, model };
       const seconds = (performance.now() - started) / 1000;

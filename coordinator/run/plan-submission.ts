@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseCodebookText, singleQuestion, type Codebook } from '../../contracts/codebook.js';
+import { parseCodebookText, resolveSequences, singleQuestion, type Codebook } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
 import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { ShardPlan } from '../../contracts/shard.js';
@@ -77,7 +77,7 @@ export async function planSubmission(
     );
   }
   // "auto" would let each worker pick by its hardware and change the batch layout (and the shard ids) with it.
-  const sequences = request.sequences ?? (codebook.model.sequences === 'auto' ? 1 : codebook.model.sequences);
+  const sequences = resolveSequences(codebook, request.sequences);
   const shardRows = request.shardRows ?? DEFAULT_SHARD_ROWS;
   const plan = await planRun(codebook, inputs, sequences, shardRows, request.limit, fallbackPlan.active ? fallbackPlan.identity : null);
   const runId = runIdFor(plan, output);

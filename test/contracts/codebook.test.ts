@@ -3,7 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { canonicalJson, codebookResultHash, loadCodebook, parseCodebook, parseTemplate, singleQuestion, templateVariables } from '../../contracts/codebook.js';
+import { canonicalJson, codebookResultHash, loadCodebook, parseCodebook, parseTemplate, resolveSequences, singleQuestion, templateVariables } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
 
 const minimal = {
@@ -114,5 +114,24 @@ describe('codebookResultHash', () => {
     assert.notEqual(codebookResultHash(scaled, fp, { sequences: 1 }), h);
     assert.notEqual(codebookResultHash(base, fp, { sequences: 4 }), h);
     assert.notEqual(codebookResultHash(base, { model: 'm2', adapters: ['a1'] }, { sequences: 1 }), h);
+  });
+});
+
+describe('resolveSequences', () => {
+  const withSequences = (sequences?: number | 'auto') =>
+    parseCodebook(
+      { ...minimal, model: { ...minimal.model, ...(sequences === undefined ? {} : { sequences }) } },
+      { source: 'cb.yaml', baseDir: '/data' },
+    );
+
+  it('resolves "auto" (the default) to one sequence, whatever the machine', () => {
+    assert.equal(resolveSequences(withSequences()), 1);
+    assert.equal(resolveSequences(withSequences('auto')), 1);
+  });
+
+  it("keeps the codebook's number, and an override wins over both", () => {
+    assert.equal(resolveSequences(withSequences(4)), 4);
+    assert.equal(resolveSequences(withSequences(4), 2), 2);
+    assert.equal(resolveSequences(withSequences('auto'), 3), 3);
   });
 });

@@ -5,7 +5,6 @@ import { open, readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { getLlama, LlamaLogLevel, readGgufFileInfo, type Llama, type LlamaModel } from 'node-llama-cpp';
-import { llamaBuildFromEnvironment } from '../../contracts/environment.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
 
@@ -17,21 +16,36 @@ export interface RuntimeInfo {
   readonly nodeLlamaCppVersion: string;
 }
 
+/** "auto" loads the build made by `npm run build:llama` when there is one, else the prebuilt binary. */
 export type BuildPreference = 'auto' | 'prebuilt';
+
+export interface RuntimeOptions {
+  /** Which build to load; the caller decides (RESCALE_LLAMA_BUILD is read by contracts/environment.ts). */
+  readonly build: BuildPreference;
+  /** Receives llama.cpp's own warnings and errors from this call on; absent = keep the current one. */
+  readonly logger?: Logger;
+}
 
 let llamaPromise: Promise<Llama> | null = null;
 let loadedPreference: BuildPreference | null = null;
-
 /**
- * One llama.cpp binding per process, shared by every model and context. "auto" loads the build made by
- * `npm run build:llama` when there is one, else the prebuilt binary; "prebuilt" always the prebuilt binary.
+ * llama.cpp logs through one callback per process, set when the binding loads; it forwards to the latest caller's
+ * logger rather than keeping the first one's (a test's or a probe's silent logger would otherwise mute a worker).
  */
-export async function getRuntime(logger: Logger = silentLogger, requested?: BuildPreference): Promise<Llama> {
-  const preference = requested ?? loadedPreference ?? llamaBuildFromEnvironment();
+let runtimeLogger: Logger = silentLogger;
+
+/** One llama.cpp binding per process, shared by every model and context; one build per process. */
+export async function getRuntime(options: RuntimeOptions): Promise<Llama> {
+  const preference = options.build;
   if (loadedPreference !== null && loadedPreference !== preference) {
-    throw new RescaleError('INTERNAL', `llama.cpp is already loaded as "${loadedPreference}" in this process; one build per process`);
+    throw new RescaleError(
+      'INTERNAL',
+      `llama.cpp is already loaded as "${loadedPreference}" in this process, not "${preference}"; ` +
+        'one build per process: pass every caller the same build (RESCALE_LLAMA_BUILD)',
+    );
   }
   loadedPreference = preference;
+  if (options.logger !== undefined) runtimeLogger = options.logger;
   llamaPromise ??= getLlama({
     build: 'never',
     skipDownload: true,
@@ -42,7 +56,7 @@ export async function getRuntime(logger: Logger = silentLogger, requested?: Buil
     logger: (level, message) => {
       const text = message.trim();
       if (text === '') return;
-      logger.log(level === LlamaLogLevel.error || level === LlamaLogLevel.fatal ? 'error' : 'warn', 'llama.cpp', { message: text });
+      runtimeLogger.log(level === LlamaLogLevel.error || level === LlamaLogLevel.fatal ? 'error' : 'warn', 'llama.cpp', { message: text });
     },
   }).catch((cause: unknown) => {
     llamaPromise = null;

@@ -9,6 +9,7 @@ import { resolveChatWrapper } from 'node-llama-cpp';
 import { parseCodebook, singleQuestion } from '../../../contracts/codebook.js';
 import { isRescaleError } from '../../../contracts/errors.js';
 import { writeTrainingSample, type ChatMessage } from '../../../study/sampling/training-sample.js';
+import { llamaBuildFromEnvironment } from '../../../contracts/environment.js';
 import { getRuntime } from '../../../worker/engine/llama-runtime.js';
 import { PromptBuilder } from '../../../worker/engine/prompt-builder.js';
 import { runCli, writeGold } from '../../helpers/analysis-files.js';
@@ -108,7 +109,7 @@ describe('writeTrainingSample', () => {
       const example = (await jsonl(path.join(dir, 's', sample.manifest.subsets[0]?.jsonl ?? '')))[0];
       const doc = sample.subsets[0]?.documents[0];
       assert.ok(example !== undefined && doc !== undefined);
-      const llama = await getRuntime();
+      const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
       const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
       try {
         const scorerTokens = PromptBuilder.create(model, book, singleQuestion(book)).render({ text: doc.text }, 256).tokens;

@@ -8,7 +8,9 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parseCodebook, type Codebook, type CodebookInput } from '../../../contracts/codebook.js';
 import { RescaleError } from '../../../contracts/errors.js';
-import { LabelScorer, type DocumentScore } from '../../../worker/engine/label-scorer.js';
+import type { DocumentScore } from '../../../contracts/document-scorer.js';
+import { LabelScorer } from '../../../worker/engine/label-scorer.js';
+import { llamaBuildFromEnvironment } from '../../../contracts/environment.js';
 import { getRuntime, loadModel } from '../../../worker/engine/llama-runtime.js';
 import type { DocumentInput } from '../../../contracts/document-input.js';
 import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
@@ -112,7 +114,7 @@ describe('LabelScorer', () => {
     const codebook = sentimentCodebook();
     const scorer = await LabelScorer.create(codebook);
     const results = await scorer.score(docs);
-    const llama = await getRuntime();
+    const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
     const model = await loadModel(llama, keyword, 0);
     try {
       for (const [i, doc] of docs.entries()) {
@@ -134,7 +136,7 @@ describe('LabelScorer', () => {
     const scorer = await LabelScorer.create(codebook);
     const results = await scorer.score(docs);
     assert.ok(scorer.labelTokens.some((t) => t.length > 1), 'fixture labels should span several tokens');
-    const llama = await getRuntime();
+    const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
     const model = await loadModel(llama, multitoken, 0);
     try {
       for (const [i, doc] of docs.entries()) {

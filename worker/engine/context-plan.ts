@@ -1,0 +1,69 @@
+// The context plan: context size, batch size, threads and sequences for a codebook, from token counts alone
+// (no model objects), so the sizing rules can be read and tested on their own.
+
+import { resolveSequences, type Codebook } from '../../contracts/codebook.js';
+import { RescaleError } from '../../contracts/errors.js';
+import type { LogMeta } from '../../contracts/logger.js';
+
+/** Tokens needed after the document for the longest label path, plus slack for template tails and other columns. */
+export const CONTEXT_SLACK_TOKENS = 64;
+
+/** Token counts measured on the model's tokenizer. */
+export interface PromptMeasure {
+  /** The shared prompt prefix, evaluated once per sequence. */
+  readonly sharedPrefixTokens: number;
+  /** Tokens a prompt has beyond the shared prefix and the document (the template's tail). */
+  readonly templateTokens: number;
+  /** The longest label's answer path. */
+  readonly longestLabelTokens: number;
+  /** The context the model was trained with. */
+  readonly trainContextSize: number;
+}
+
+export interface ContextOverrides {
+  /** Overrides codebook model.sequences. */
+  readonly sequences?: number;
+  /** Overrides codebook model.threads. */
+  readonly threads?: number;
+}
+
+export interface ContextPlan {
+  readonly contextSize: number;
+  readonly batchSize: number;
+  /** 0 lets llama.cpp choose. */
+  readonly threads: number;
+  readonly sequences: number;
+  /** What the prompt, the longest document and the longest label need. */
+  readonly neededContextSize: number;
+  /** Sizes that work but deserve a warning, in the order found. */
+  readonly warnings: readonly { readonly message: string; readonly meta: LogMeta }[];
+}
+
+/** Plans the context; fails with CONTEXT_TOO_SMALL when a configured context cannot hold any document at all. */
+export function planContext(codebook: Codebook, measure: PromptMeasure, overrides: ContextOverrides = {}): ContextPlan {
+  const sequences = resolveSequences(codebook, overrides.sequences);
+  const { sharedPrefixTokens: prefixLength, templateTokens: templateOverhead, longestLabelTokens: longestLabel } = measure;
+  const needed = prefixLength + codebook.model.maxDocumentTokens + templateOverhead + longestLabel + CONTEXT_SLACK_TOKENS;
+  const contextSize = codebook.model.contextSize ?? needed;
+  const minimum = prefixLength + templateOverhead + longestLabel + 1;
+  if (contextSize < minimum) {
+    throw new RescaleError(
+      'CONTEXT_TOO_SMALL',
+      `${codebook.source ?? 'codebook'}: field "model.context_size" is ${contextSize} tokens, but the shared prompt (${prefixLength}) + template (${templateOverhead}) + longest label (${longestLabel}) leave no room for a document; raise model.context_size to at least ${needed} or shorten the prompt`,
+    );
+  }
+  const warnings: { message: string; meta: LogMeta }[] = [];
+  if (contextSize < needed) {
+    const message = 'context smaller than prompt + max_document_tokens: longer documents get status "error"';
+    warnings.push({ message, meta: { contextSize, needed } });
+  }
+  if (contextSize > measure.trainContextSize) {
+    const meta = { contextSize, trainContextSize: measure.trainContextSize };
+    warnings.push({ message: 'context size exceeds the model training context', meta });
+  }
+  // Each document (or each group of `sequences` documents) is one decode call, so the batch must hold it whole.
+  const perDocument = contextSize - prefixLength;
+  const batchSize = Math.max(perDocument * sequences, prefixLength);
+  const threads = overrides.threads ?? codebook.model.threads ?? 0;
+  return { contextSize, batchSize, threads, sequences, neededContextSize: needed, warnings };
+}

@@ -1,0 +1,121 @@
+// The scoring context and its sequences, one per document slot of a group: each keeps the shared prompt prefix in
+// its KV cache between documents and is rewound (its tail erased) to a position, never shifted.
+
+import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
+import type { ModelSpec } from '../../contracts/codebook.js';
+import { RescaleError, errorMessage } from '../../contracts/errors.js';
+import type { ContextPlan } from './context-plan.js';
+
+export class SequencePool {
+  readonly size: number;
+  private readonly sequences: readonly LlamaContextSequence[];
+  /** Per slot: the shared prefix is in its KV cache and untouched. */
+  private readonly prefixIntact: boolean[];
+  private disposed = false;
+
+  private constructor(
+    private readonly context: LlamaContext,
+    private readonly sharedPrefix: readonly Token[],
+    size: number,
+  ) {
+    this.size = size;
+    this.sequences = Array.from({ length: size }, () => context.getSequence());
+    this.prefixIntact = this.sequences.map(() => false);
+  }
+
+  /** Creates the context the plan describes, with the codebook's adapters; errors name the model and what to change. */
+  static async create(model: LlamaModel, spec: ModelSpec, plan: ContextPlan, sharedPrefix: readonly Token[]): Promise<SequencePool> {
+    const { contextSize, sequences, batchSize, threads } = plan;
+    let context: LlamaContext;
+    try {
+      context = await model.createContext({
+        contextSize,
+        sequences,
+        batchSize,
+        threads,
+        ...(spec.adapters.length > 0 ? { lora: { adapters: spec.adapters.map((a) => ({ filePath: a.path, scale: a.scale })) } } : {}),
+      });
+    } catch (cause) {
+      const adapters = spec.adapters.map((a) => a.path).join(', ');
+      const reason = errorMessage(cause);
+      if (adapters !== '' && /lora|adapter|tensor/i.test(reason)) {
+        const message = `llama.cpp rejected adapter(s) ${adapters} for model ${spec.path}: ${reason}; ` +
+          'an adapter only fits the base model it was trained on';
+        throw new RescaleError('ADAPTER_MISMATCH', message, { cause });
+      }
+      const message = `cannot create a context of ${contextSize} tokens × ${sequences} sequences for ${spec.path}: ${reason}; ` +
+        'lower model.context_size or model.sequences';
+      throw new RescaleError('ENGINE_FAILED', message, { cause });
+    }
+    return new SequencePool(context, sharedPrefix, sequences);
+  }
+
+  /** The context as llama.cpp sized it (it may round the context size up). */
+  get contextSize(): number {
+    return this.context.contextSize;
+  }
+
+  get batchSize(): number {
+    return this.context.batchSize;
+  }
+
+  get threads(): number {
+    return this.context.idealThreads;
+  }
+
+  get flashAttention(): boolean | 'auto' {
+    return this.context.flashAttention;
+  }
+
+  sequence(slot: number): LlamaContextSequence {
+    const sequence = this.sequences[slot];
+    if (sequence === undefined) throw new RescaleError('INTERNAL', `sequence slot ${slot} is outside the pool of ${this.size}`);
+    return sequence;
+  }
+
+  /**
+   * Brings a slot back to "shared prefix evaluated, nothing after it" and returns how many of the document's
+   * tokens are already in the cache. The prefix is always evaluated alone, from an empty sequence, so its cached
+   * state is the same whichever documents came before.
+   */
+  async prepare(slot: number, tokens: readonly Token[]): Promise<number> {
+    const sequence = this.sequence(slot);
+    const prefix = this.sharedPrefix;
+    const matchesPrefix = prefix.every((t, i) => tokens[i] === t);
+    if (!matchesPrefix) {
+      // A document whose start merges with the prompt's last tokens: evaluate its prompt from scratch.
+      await sequence.clearHistory();
+      this.prefixIntact[slot] = false;
+      return 0;
+    }
+    if (!this.prefixIntact[slot]) {
+      await sequence.clearHistory();
+      if (prefix.length > 0) await sequence.controlledEvaluate([...prefix]);
+      this.prefixIntact[slot] = true;
+    } else {
+      await this.rewind(slot, prefix.length);
+    }
+    return prefix.length;
+  }
+
+  /** Erases everything after the first `position` tokens (only ever the tail, so nothing is shifted). */
+  async rewind(slot: number, position: number): Promise<void> {
+    const sequence = this.sequence(slot);
+    if (sequence.nextTokenIndex > position) await sequence.eraseContextTokenRanges([{ start: position, end: sequence.nextTokenIndex }]);
+  }
+
+  /** After a failed evaluation no cache is trusted: every slot re-evaluates the prefix next time. */
+  invalidate(): void {
+    this.prefixIntact.fill(false);
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await this.context.dispose();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
