@@ -1,18 +1,20 @@
 // The embedded default: plan → process every shard in this process → merge, with no Redis. Resumable: finished
 // shard files are kept next to the output and skipped on the next run of the same command.
 
-import { access, mkdir, rm, writeFile, constants } from 'node:fs/promises';
+import { access, mkdir, rm, constants } from 'node:fs/promises';
 import path from 'node:path';
 import { loadCodebook, singleQuestion } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
-import { manifestPathFor, mergeShards, type MergeSummary } from '../coordinator/merge.js';
+import { mergeShards, type MergeSummary } from '../coordinator/merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun, type EngineDescription } from '../coordinator/run-plan.js';
 import { LabelScorer, resolveSequences } from '../worker/engine/label-scorer.js';
 import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
 import { RowGroupCache } from '../storage/parquet-rows.js';
 import { processShard, type ShardFallback } from '../worker/process-shard.js';
-import { isShardComplete } from '../storage/shard-result-writer.js';
+import { isShardComplete } from '../storage/shard-result-file.js';
+import { writeBytesAtomic } from '../storage/atomic-file.js';
+import { outputLayout } from '../storage/output-layout.js';
 import { FallbackStage, type FallbackStats } from '../fallback/fallback-stage.js';
 import { fallbackPathsFor, resolveFallback } from '../fallback/resolve-fallback.js';
 import { silentProgress, type Progress } from './progress.js';
@@ -64,19 +66,13 @@ export interface LocalRunSummary {
 
 export { DEFAULT_SHARD_ROWS };
 
-/** Folder holding a run's shard results and plan, beside the output. */
-export function partsDirFor(output: string): string {
-  return `${output}.parts`;
-}
-
 export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummary> {
   const logger = options.logger ?? silentLogger;
   const progress = options.progress ?? silentProgress;
   const startedAt = new Date();
   const codebook = await loadCodebook(options.codebook);
   const output = path.resolve(options.output);
-  const partsDir = partsDirFor(output);
-  const shardDir = path.join(partsDir, 'shards');
+  const { partsDir, shardDir, planFile } = outputLayout(output);
   await prepareOutput(output, partsDir, options.overwrite ?? false);
   await mkdir(shardDir, { recursive: true });
 
@@ -91,7 +87,7 @@ export async function runLocal(options: LocalRunOptions): Promise<LocalRunSummar
     logger.log(options.noFallback === true ? 'info' : 'warn', `fallback off: ${fallbackPlan.reason}; every document keeps its local label`);
   }
   const plan = await planRun(codebook, options.input, sequences, options.shardRows ?? DEFAULT_SHARD_ROWS, options.limit, fallbackPlan.active ? fallbackPlan.identity : null);
-  await writeFile(path.join(partsDir, 'plan.json'), JSON.stringify(plan, null, 2));
+  await writeBytesAtomic(planFile, JSON.stringify(plan, null, 2));
 
   const complete = await Promise.all(plan.shards.map((s) => isShardComplete(shardDir, s.id)));
   const pending = plan.shards.filter((_, i) => !complete[i]);
@@ -183,7 +179,7 @@ async function prepareOutput(output: string, partsDir: string, overwrite: boolea
   if (overwrite) {
     await rm(partsDir, { recursive: true, force: true });
     await rm(output, { force: true });
-    await rm(manifestPathFor(output), { force: true });
+    await rm(outputLayout(output).manifestFile, { force: true });
   }
 }
 

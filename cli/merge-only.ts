@@ -8,7 +8,7 @@ import { buildManifest, DEFAULT_SHARD_ROWS, planRun } from '../coordinator/run-p
 import { resolveSequences } from '../worker/engine/label-scorer.js';
 import { getRuntime, runtimeInfo } from '../worker/engine/llama-runtime.js';
 import { resolveFallback } from '../fallback/resolve-fallback.js';
-import { partsDirFor } from './local-run.js';
+import { outputLayout } from '../storage/output-layout.js';
 
 export async function mergeOnly(options: {
   codebook: string;
@@ -44,7 +44,7 @@ export async function mergeOnly(options: {
   });
   return mergeShards({
     plan,
-    shardDir: path.join(partsDirFor(output), 'shards'),
+    shardDir: outputLayout(output).shardDir,
     output,
     labels: singleQuestion(codebook).labels.map((l) => l.name),
     manifest,

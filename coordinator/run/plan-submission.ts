@@ -2,14 +2,15 @@
 // the run; then lays out its output folder and plan file and builds the run's spec. Touches no Redis or queue.
 
 import { createHash } from 'node:crypto';
-import { access, constants, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { access, constants, mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parseCodebookText, singleQuestion, type Codebook } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
 import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { ShardPlan } from '../../contracts/shard.js';
+import { writeBytesAtomic } from '../../storage/atomic-file.js';
+import { outputLayout } from '../../storage/output-layout.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../../fallback/resolve-fallback.js';
-import { manifestPathFor } from '../merge.js';
 import { DEFAULT_SHARD_ROWS, planRun } from '../run-plan.js';
 
 export interface SubmitRequest {
@@ -86,9 +87,9 @@ export async function planSubmission(
 /** Makes the run's result folder (emptied first with `overwrite`), writes its plan file and returns its spec. */
 export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boolean): Promise<RunSpec> {
   const { runId, codebook, codebookPath, codebookText, sequences, shardRows, plan, inputs, output, fallbackPlan } = planned;
-  const resultDir = path.join(`${output}.parts`, 'shards');
+  const resultDir = outputLayout(output).shardDir;
   await prepareOutput(output, resultDir, overwrite);
-  await writeFile(path.join(`${output}.parts`, 'plan.json'), JSON.stringify(plan, null, 2));
+  await writeBytesAtomic(outputLayout(output).planFile, JSON.stringify(plan, null, 2));
   return {
     runId,
     task: codebook.task,
@@ -124,9 +125,9 @@ async function prepareOutput(output: string, resultDir: string, overwrite: boole
   const dir = path.dirname(output);
   try {
     if (overwrite) {
-      await rm(path.dirname(resultDir), { recursive: true, force: true });
+      await rm(outputLayout(output).partsDir, { recursive: true, force: true });
       await rm(output, { force: true });
-      await rm(manifestPathFor(output), { force: true });
+      await rm(outputLayout(output).manifestFile, { force: true });
     }
     await mkdir(resultDir, { recursive: true });
     await access(dir, constants.W_OK);
