@@ -10,6 +10,7 @@ import type { DecodedArray } from 'hyparquet';
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
+import type { RunManifestMerge } from '../contracts/run-manifest.js';
 import { FALLBACK_STATUSES, RESULT_SOURCES, ROW_STATUSES, type FallbackStatus, type IdType, type ResultSource, type RowStatus } from '../contracts/results.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
 import { writeBytesAtomic, writeFileAtomic } from '../storage/atomic-file.js';
@@ -34,7 +35,10 @@ export interface MergeShardsOptions {
   readonly output: string;
   /** Codebook labels in order (one p_<label> column each); must match the shard files. */
   readonly labels: readonly string[];
-  /** Run manifest from the caller (codebook, models, options...); written with a `merge` section added. */
+  /**
+   * Run manifest from the caller, normally buildManifest's head plus the run's `fallback` (and `run` in cluster mode);
+   * written with a `merge` section added, as contracts/run-manifest.ts describes.
+   */
   readonly manifest: object;
   /** Default: ZSTD when available, else GZIP (logged). An explicit ZSTD without the package is an error. */
   readonly codec?: ResultCodec;
@@ -142,35 +146,33 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
 
   const bytes = (await stat(output)).size;
   const manifestPath = outputLayout(output).manifestFile;
-  const manifest = {
-    ...options.manifest,
-    merge: {
-      output: path.basename(output),
-      rows,
-      bytes,
-      codec,
-      rowGroups,
-      labels,
-      statusCounts,
-      sourceCounts,
-      fallbackStatusCounts,
-      codebookHash: plan.codebookHash,
-      idColumn: plan.idColumn,
-      idType: plan.idType,
-      textColumn: plan.textColumn,
-      limit: plan.limit,
-      files: plan.files.map((file) => ({ path: file.path, size: file.size, fingerprint: file.fingerprint, rows: file.rows })),
-      shards: shards.map((shard) => ({
-        id: shard.id,
-        index: shard.index,
-        file: shard.file,
-        rowStart: shard.rowStart,
-        rowEnd: shard.rowEnd,
-        corpusRowStart: shard.corpusRowStart,
-        rows: shard.rowEnd - shard.rowStart,
-      })),
-    },
+  const merge: RunManifestMerge = {
+    output: path.basename(output),
+    rows,
+    bytes,
+    codec,
+    rowGroups,
+    labels,
+    statusCounts,
+    sourceCounts,
+    fallbackStatusCounts,
+    codebookHash: plan.codebookHash,
+    idColumn: plan.idColumn,
+    idType: plan.idType,
+    textColumn: plan.textColumn,
+    limit: plan.limit,
+    files: plan.files.map((file) => ({ path: file.path, size: file.size, fingerprint: file.fingerprint, rows: file.rows })),
+    shards: shards.map((shard) => ({
+      id: shard.id,
+      index: shard.index,
+      file: shard.file,
+      rowStart: shard.rowStart,
+      rowEnd: shard.rowEnd,
+      corpusRowStart: shard.corpusRowStart,
+      rows: shard.rowEnd - shard.rowStart,
+    })),
   };
+  const manifest = { ...options.manifest, merge };
   try {
     await writeBytesAtomic(manifestPath, `${JSON.stringify(manifest, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n`);
   } catch (cause) {
