@@ -2,7 +2,21 @@
 // Arrow type, Parquet element and getter. The shard file's Arrow schema, the merged file's Parquet schema, the
 // encoder and the decoder all come from it (docs/results-schema.md), so a column is added or changed in one place.
 
-import { Field, Float64, Int32, Int64, RecordBatch, Schema, Struct, Table, Utf8, makeData, type Data, type DataType, type Vector } from 'apache-arrow';
+import {
+  Field,
+  Float64,
+  Int32,
+  Int64,
+  RecordBatch,
+  Schema,
+  Struct,
+  Table,
+  Utf8,
+  makeData,
+  type Data,
+  type DataType,
+  type Vector,
+} from 'apache-arrow';
 import type { SchemaElement } from 'hyparquet';
 import type { Codebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
@@ -79,7 +93,8 @@ export class ResultSchema {
     const seen = new Set<string>();
     for (const column of this.columns) {
       if (seen.has(column.name)) {
-        throw new RescaleError('CODEBOOK_INVALID', `Two result columns would be named "${column.name}"; rename the label so its p_ column is unique.`);
+        const fix = 'rename the label so its p_ column is unique';
+        throw new RescaleError('CODEBOOK_INVALID', `Two result columns would be named "${column.name}"; ${fix}.`);
       }
       seen.add(column.name);
     }
@@ -94,10 +109,13 @@ export class ResultSchema {
     if (question === undefined || rest.length > 0) {
       throw new RescaleError(
         'CODEBOOK_INVALID',
-        `Result files hold one question; got ${questions.length} (${questions.map((q) => q.name).join(', ')}). Split the codebook into one codebook per question.`,
+        `Result files hold one question; got ${questions.length} (${questions.map((q) => q.name).join(', ')}). ` +
+          'Split the codebook into one codebook per question.',
       );
     }
-    if (!ID_TYPES.includes(idType)) throw new RescaleError('INTERNAL', `Unknown id type ${String(idType)}; the id type must come from the plan.`);
+    if (!ID_TYPES.includes(idType)) {
+      throw new RescaleError('INTERNAL', `Unknown id type ${String(idType)}; the id type must come from the plan.`);
+    }
     const row = rowColumns(idType);
     return new ResultSchema(questions, idType, row.head, questionColumns(question, (name) => name, (r) => r), row.tail);
   }
@@ -132,14 +150,17 @@ export class ResultSchema {
     const readers = new Map<ResultColumn, (i: number) => unknown>();
     for (const column of this.columns) {
       const source = this.columnOf(table, column);
-      if (source === null) throw new RescaleError('SHARD_INCOMPLETE', `Result table has no column "${column.name}"; it was written for other labels.`);
+      if (source === null) {
+        throw new RescaleError('SHARD_INCOMPLETE', `Result table has no column "${column.name}"; it was written for other labels.`);
+      }
       readers.set(column, 'nulls' in source ? () => null : (i) => source.get(i) as unknown);
     }
     const rows: ResultRow[] = [];
     for (let i = 0; i < table.numRows; i++) {
       const cell: Cell = (column) => (readers.get(column) as (i: number) => unknown)(i);
       // Field order as the writer's callers build rows, so decoded rows print like the originals.
-      rows.push({ ...this.head.decode(cell), ...this.question.decodeScores(cell), ...this.tail.decode(cell), ...this.question.decodeOpinions(cell) });
+      const { head, question, tail } = this;
+      rows.push({ ...head.decode(cell), ...question.decodeScores(cell), ...tail.decode(cell), ...question.decodeOpinions(cell) });
     }
     return rows;
   }
@@ -168,7 +189,10 @@ export function resultSchemaOf(codebook: Codebook, idType: IdType): ResultSchema
 
 interface RowColumns {
   readonly head: { readonly columns: readonly ResultColumn[]; decode(cell: Cell): Pick<ResultRow, 'id' | 'row'> };
-  readonly tail: { readonly columns: readonly ResultColumn[]; decode(cell: Cell): Pick<ResultRow, 'status' | 'error' | 'tokens' | 'source' | 'shardId'> };
+  readonly tail: {
+    readonly columns: readonly ResultColumn[];
+    decode(cell: Cell): Pick<ResultRow, 'status' | 'error' | 'tokens' | 'source' | 'shardId'>;
+  };
 }
 
 /** The columns that describe the document and the run, whatever the questions. */
@@ -202,12 +226,18 @@ function rowColumns(idType: IdType): RowColumns {
  * One question's columns. `name` turns a base name into the column name (the identity while files hold one
  * question); `answer` picks the question's part of a row.
  */
-function questionColumns(question: ResultQuestion, name: (base: string) => string, answer: (row: ResultRow) => QuestionAnswer): QuestionColumns {
+function questionColumns(
+  question: ResultQuestion,
+  name: (base: string) => string,
+  answer: (row: ResultRow) => QuestionAnswer,
+): QuestionColumns {
   const label = utf8Column(name('label'), true, (r) => answer(r).label);
   const confidence = float64Column(name('confidence'), (r) => answer(r).confidence);
   const margin = float64Column(name('margin'), (r) => answer(r).margin);
   const entropy = float64Column(name('entropy'), (r) => answer(r).entropy);
-  const probabilities = question.labels.map((l, j) => float64Column(name(probabilityColumn(l)), (r) => answer(r).probabilities?.[j] ?? null));
+  const probabilities = question.labels.map((l, j) =>
+    float64Column(name(probabilityColumn(l)), (r) => answer(r).probabilities?.[j] ?? null),
+  );
   // Added with the closed-model fallback, after the original columns so positional readers keep working: the local
   // opinion (always filled when scored) and the fallback's (null unless the document was routed).
   const localLabel = utf8Column(name('local_label'), true, (r) => {
@@ -253,15 +283,28 @@ function questionColumns(question: ResultQuestion, name: (base: string) => strin
 // ---- columns by type: Arrow type, Parquet element and encoder in one place each ----------------------------------
 
 function utf8Element(name: string, nullable: boolean): SchemaElement {
-  return { name, type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' }, repetition_type: nullable ? 'OPTIONAL' : 'REQUIRED' };
+  const repetition_type = nullable ? 'OPTIONAL' : 'REQUIRED';
+  return { name, type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' }, repetition_type };
 }
 
-function utf8Column(name: string, nullable: boolean, get: (row: ResultRow) => string | null, legacy: LegacyColumn | null = null): ResultColumn {
+function utf8Column(
+  name: string,
+  nullable: boolean,
+  get: (row: ResultRow) => string | null,
+  legacy: LegacyColumn | null = null,
+): ResultColumn {
   return { name, arrowType: new Utf8(), nullable, parquet: utf8Element(name, nullable), encode: (rows) => utf8Data(rows.map(get)), legacy };
 }
 
 function float64Column(name: string, get: (row: ResultRow) => number | null, legacy: LegacyColumn | null = null): ResultColumn {
-  return { name, arrowType: new Float64(), nullable: true, parquet: { name, type: 'DOUBLE', repetition_type: 'OPTIONAL' }, encode: (rows) => float64Data(rows.map(get)), legacy };
+  return {
+    name,
+    arrowType: new Float64(),
+    nullable: true,
+    parquet: { name, type: 'DOUBLE', repetition_type: 'OPTIONAL' },
+    encode: (rows) => float64Data(rows.map(get)),
+    legacy,
+  };
 }
 
 function int64Column(name: string, get: (row: ResultRow) => number): ResultColumn {
@@ -288,7 +331,14 @@ function int32Column(name: string, get: (row: ResultRow) => number): ResultColum
 
 /** The id column keeps the input id column's type (docs/results-schema.md). */
 function idColumn(idType: IdType): ResultColumn {
-  return { name: 'id', arrowType: arrowIdType(idType), nullable: true, parquet: idElement(idType), encode: (rows) => idData(idType, rows), legacy: null };
+  return {
+    name: 'id',
+    arrowType: arrowIdType(idType),
+    nullable: true,
+    parquet: idElement(idType),
+    encode: (rows) => idData(idType, rows),
+    legacy: null,
+  };
 }
 
 function idElement(idType: IdType): SchemaElement {
