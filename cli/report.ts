@@ -1,9 +1,10 @@
 // `rescale report`: gathers a run's results (and optional gold labels, learning curve, calibration) into one
 // self-contained HTML file next to the results unless --out says otherwise.
 
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
+import { writeBytesAtomic } from '../storage/atomic-file.js';
 import type { EvaluationResult } from '../study/evaluation/evaluate-predictions.js';
 import { readJsonFile } from '../study/json-file.js';
 import type { CalibrationResult } from '../study/calibration/routing-calibration.js';
@@ -45,13 +46,10 @@ export async function runReport(options: ReportCommandOptions): Promise<string> 
     ...(calibration !== undefined ? { calibration } : {}),
   });
   const out = path.resolve(options.out ?? defaultReportPath(options.results));
-  const tmp = `${out}.tmp-${process.pid}`;
   try {
     await mkdir(path.dirname(out), { recursive: true });
-    await writeFile(tmp, html);
-    await rename(tmp, out);
+    await writeBytesAtomic(out, html);
   } catch (cause) {
-    await rm(tmp, { force: true });
     throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write the report to ${out} (--out): ${errorMessage(cause)}`, { cause });
   }
   return out;

@@ -167,7 +167,7 @@ export function parseTemplate(template: string): ({ kind: 'text'; text: string }
   return parts;
 }
 
-function formatIssuePath(issuePath: readonly PropertyKey[]): string {
+export function formatIssuePath(issuePath: readonly PropertyKey[]): string {
   let out = '';
   for (const key of issuePath) {
     if (typeof key === 'number') out += `[${key}]`;

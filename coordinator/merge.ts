@@ -6,13 +6,17 @@ import { mkdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import type { Vector } from 'apache-arrow';
-import type { DecodedArray, SchemaElement } from 'hyparquet';
+import type { DecodedArray } from 'hyparquet';
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
-import { FALLBACK_STATUSES, probabilityColumn, RESULT_SOURCES, ROW_STATUSES, type FallbackStatus, type IdType, type ResultSource, type RowStatus } from '../contracts/results.js';
+import type { RunManifestMerge } from '../contracts/run-manifest.js';
+import { FALLBACK_STATUSES, RESULT_SOURCES, ROW_STATUSES, type FallbackStatus, type IdType, type ResultSource, type RowStatus } from '../contracts/results.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
-import { FALLBACK_FIELDS, isShardComplete, readShardResult, shardResultPath, writeFileAtomic, type ShardResultFile } from '../storage/shard-result-writer.js';
+import { writeBytesAtomic, writeFileAtomic } from '../storage/atomic-file.js';
+import { outputLayout, shardResultPath } from '../storage/output-layout.js';
+import { labelsQuestion, resultSchemaFor, type NullColumn } from '../storage/result-schema.js';
+import { isShardComplete, readShardResult, type ShardResultFile } from '../storage/shard-result-file.js';
 
 /** Parquet codecs the merge can write; ZSTD (the default) comes from the `@bokuweb/zstd-wasm` dependency. */
 export type ResultCodec = 'ZSTD' | 'GZIP' | 'SNAPPY' | 'UNCOMPRESSED';
@@ -27,11 +31,14 @@ const MISSING_LISTED = 20;
 export interface MergeShardsOptions {
   readonly plan: ShardPlan;
   readonly shardDir: string;
-  /** Path of the merged Parquet file; the manifest goes to manifestPathFor(output). */
+  /** Path of the merged Parquet file; the manifest goes to outputLayout(output).manifestFile. */
   readonly output: string;
   /** Codebook labels in order (one p_<label> column each); must match the shard files. */
   readonly labels: readonly string[];
-  /** Run manifest from the caller (codebook, models, options...); written with a `merge` section added. */
+  /**
+   * Run manifest from the caller, normally buildManifest's head plus the run's `fallback` (and `run` in cluster mode);
+   * written with a `merge` section added, as contracts/run-manifest.ts describes.
+   */
   readonly manifest: object;
   /** Default: ZSTD when available, else GZIP (logged). An explicit ZSTD without the package is an error. */
   readonly codec?: ResultCodec;
@@ -52,11 +59,6 @@ export interface MergeSummary {
   /** Rows per final-label source, and per fallback status of routed rows. */
   readonly sourceCounts: Readonly<Record<ResultSource, number>>;
   readonly fallbackStatusCounts: Readonly<Record<FallbackStatus, number>>;
-}
-
-/** `<output>.manifest.json`. */
-export function manifestPathFor(output: string): string {
-  return `${output}.manifest.json`;
 }
 
 /**
@@ -85,8 +87,10 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
   const statusCounts = Object.fromEntries(ROW_STATUSES.map((status) => [status, 0])) as Record<RowStatus, number>;
   const sourceCounts = Object.fromEntries(RESULT_SOURCES.map((source) => [source, 0])) as Record<ResultSource, number>;
   const fallbackStatusCounts = Object.fromEntries(FALLBACK_STATUSES.map((status) => [status, 0])) as Record<FallbackStatus, number>;
-  const schema = parquetSchemaFor(labels, plan.idType);
-  const columnNames = schema.slice(1).map((element) => element.name);
+  const resultSchema = resultSchemaFor([labelsQuestion(labels)], plan.idType);
+  const schema = resultSchema.parquetSchema();
+  const columns = resultSchema.columns;
+  const columnNames = columns.map((column) => column.name);
   let rowGroups = 0;
   let rows = 0;
 
@@ -98,7 +102,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
         schema,
         codec,
         compressors,
-        kvMetadata: [{ key: 'rescale.labels', value: JSON.stringify(labels) }, { key: 'rescale.id_type', value: plan.idType }],
+        kvMetadata: resultSchema.parquetKeyValue(),
         createdBy: 'rescale (hyparquet-writer)',
       });
       // Whole shards are appended to one row group until it holds at least rowGroupRows rows, so memory holds
@@ -119,7 +123,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
       for (const shard of shards) {
         const result = await readShardResult(shardResultPath(shardDir, shard.id));
         checkShardResult(result, shard, labels, plan.idType);
-        columnNames.forEach((name, column) => appendColumn(pending[column] ?? [], resultColumn(result, name), name, result.path));
+        columns.forEach((column, c) => appendColumn(pending[c] ?? [], resultSchema.columnOf(result.table, column), column.name, result.path));
         countStatuses(pending[statusColumn] ?? [], pendingRows, statusCounts);
         countStatuses(pending[sourceColumn] ?? [], pendingRows, sourceCounts);
         countStatuses(pending[fallbackStatusColumn] ?? [], pendingRows, fallbackStatusCounts);
@@ -141,40 +145,36 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
   }
 
   const bytes = (await stat(output)).size;
-  const manifestPath = manifestPathFor(output);
-  const manifest = {
-    ...options.manifest,
-    merge: {
-      output: path.basename(output),
-      rows,
-      bytes,
-      codec,
-      rowGroups,
-      labels,
-      statusCounts,
-      sourceCounts,
-      fallbackStatusCounts,
-      codebookHash: plan.codebookHash,
-      idColumn: plan.idColumn,
-      idType: plan.idType,
-      textColumn: plan.textColumn,
-      limit: plan.limit,
-      files: plan.files.map((file) => ({ path: file.path, size: file.size, fingerprint: file.fingerprint, rows: file.rows })),
-      shards: shards.map((shard) => ({
-        id: shard.id,
-        index: shard.index,
-        file: shard.file,
-        rowStart: shard.rowStart,
-        rowEnd: shard.rowEnd,
-        corpusRowStart: shard.corpusRowStart,
-        rows: shard.rowEnd - shard.rowStart,
-      })),
-    },
+  const manifestPath = outputLayout(output).manifestFile;
+  const merge: RunManifestMerge = {
+    output: path.basename(output),
+    rows,
+    bytes,
+    codec,
+    rowGroups,
+    labels,
+    statusCounts,
+    sourceCounts,
+    fallbackStatusCounts,
+    codebookHash: plan.codebookHash,
+    idColumn: plan.idColumn,
+    idType: plan.idType,
+    textColumn: plan.textColumn,
+    limit: plan.limit,
+    files: plan.files.map((file) => ({ path: file.path, size: file.size, fingerprint: file.fingerprint, rows: file.rows })),
+    shards: shards.map((shard) => ({
+      id: shard.id,
+      index: shard.index,
+      file: shard.file,
+      rowStart: shard.rowStart,
+      rowEnd: shard.rowEnd,
+      corpusRowStart: shard.corpusRowStart,
+      rows: shard.rowEnd - shard.rowStart,
+    })),
   };
+  const manifest = { ...options.manifest, merge };
   try {
-    await writeFileAtomic(manifestPath, async (handle) => {
-      await handle.writeFile(`${JSON.stringify(manifest, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n`);
-    });
+    await writeBytesAtomic(manifestPath, `${JSON.stringify(manifest, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n`);
   } catch (cause) {
     throw notWritable(manifestPath, cause);
   }
@@ -266,69 +266,6 @@ function countStatuses(statuses: readonly unknown[], from: number, counts: Recor
     const value = statuses[i];
     if (typeof value === 'string' && value in counts) counts[value] = (counts[value] ?? 0) + 1;
   }
-}
-
-/**
- * A shard file's column; files written before the fallback columns existed (a run resumed across the upgrade) read
- * as local-only: local_label and local_confidence from label and confidence, the fallback columns null.
- */
-function resultColumn(result: ShardResultFile, name: string): Vector | null | NullColumn {
-  const vector = result.table.getChild(name);
-  if (vector !== null) return vector;
-  if (name === 'local_label') return result.table.getChild('label');
-  if (name === 'local_confidence') return result.table.getChild('confidence');
-  if (FALLBACK_FIELDS.some(([field]) => field === name)) return { nulls: result.rows };
-  return null;
-}
-
-interface NullColumn {
-  readonly nulls: number;
-}
-
-const utf8 = (name: string, nullable: boolean): SchemaElement => ({
-  name,
-  type: 'BYTE_ARRAY',
-  converted_type: 'UTF8',
-  logical_type: { type: 'STRING' },
-  repetition_type: nullable ? 'OPTIONAL' : 'REQUIRED',
-});
-const double = (name: string): SchemaElement => ({ name, type: 'DOUBLE', repetition_type: 'OPTIONAL' });
-
-/** The merged file's schema: the shard result columns, with the id keeping its input type. */
-export function parquetSchemaFor(labels: readonly string[], idType: IdType): SchemaElement[] {
-  const columns: SchemaElement[] = [
-    idElement(idType),
-    { name: 'row', type: 'INT64', repetition_type: 'REQUIRED' },
-    utf8('label', true),
-    double('confidence'),
-    double('margin'),
-    double('entropy'),
-    ...labels.map((label) => double(probabilityColumn(label))),
-    utf8('status', false),
-    utf8('error', true),
-    { name: 'tokens', type: 'INT32', repetition_type: 'REQUIRED' },
-    utf8('source', false),
-    utf8('shard_id', false),
-    ...FALLBACK_FIELDS.map(([name, type]) => (type === 'utf8' ? utf8(name, true) : double(name))),
-  ];
-  return [{ name: 'schema', num_children: columns.length }, ...columns];
-}
-
-function idElement(idType: IdType): SchemaElement {
-  if (idType === 'utf8') return utf8('id', true);
-  if (idType === 'float32') return { name: 'id', type: 'FLOAT', repetition_type: 'OPTIONAL' };
-  if (idType === 'float64') return { name: 'id', type: 'DOUBLE', repetition_type: 'OPTIONAL' };
-  const signed = idType.startsWith('int');
-  const bitWidth = Number(idType.replace(/^u?int/, ''));
-  const name = `${signed ? '' : 'U'}INT_${bitWidth}` as SchemaElement['converted_type'];
-  return {
-    name: 'id',
-    type: bitWidth === 64 ? 'INT64' : 'INT32',
-    repetition_type: 'OPTIONAL',
-    // Converted type only: hyparquet-writer 0.17 encodes the INTEGER logical type's bitWidth as i32 where
-    // the Thrift spec says i8, which DuckDB rejects; every reader maps INT_8 ... UINT_64 the same way.
-    converted_type: name,
-  };
 }
 
 type Compressor = (input: Uint8Array) => Uint8Array;

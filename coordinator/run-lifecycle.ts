@@ -1,38 +1,20 @@
 // The run around the shards, written once for every mode: plan the corpus, prepare the output folder, write the plan
 // file, build the manifest and merge. Local mode drains the shards in between (local-runner.ts); merge-only does not.
 
-import { access, constants, mkdir, rm, writeFile } from 'node:fs/promises';
+import { access, constants, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { loadCodebook, singleQuestion, type Codebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import type { Logger } from '../contracts/logger.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
-import { isShardComplete } from '../storage/shard-result-writer.js';
+import { writeBytesAtomic } from '../storage/atomic-file.js';
+import { outputLayout, type OutputLayout } from '../storage/output-layout.js';
+import { isShardComplete } from '../storage/shard-result-file.js';
 import type { FallbackStats } from '../fallback/fallback-stage.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../fallback/resolve-fallback.js';
-import { manifestPathFor, mergeShards, type MergeSummary } from './merge.js';
+import { mergeShards, type MergeSummary } from './merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun, type ManifestInput } from './run-plan.js';
 import type { ScoringEngine } from './scoring-engine.js';
-
-/** Where a run keeps its files beside the output (the manifest path is merge.ts's manifestPathFor). */
-export interface RunLayout {
-  /** Absolute path of the merged Parquet file. */
-  readonly output: string;
-  /** `<output>.parts/`: shard results and the plan, kept between runs so a re-run resumes. */
-  readonly partsDir: string;
-  readonly shardDir: string;
-  readonly planFile: string;
-}
-
-/** Folder holding a run's shard results and plan, beside the output. */
-export function partsDirFor(output: string): string {
-  return `${output}.parts`;
-}
-
-export function runLayoutFor(output: string): RunLayout {
-  const partsDir = partsDirFor(output);
-  return { output, partsDir, shardDir: path.join(partsDir, 'shards'), planFile: path.join(partsDir, 'plan.json') };
-}
 
 /** Who prepares an output, for the error message: the CLI names --output, the coordinator the shared filesystem. */
 export type OutputPreparer = 'cli' | 'coordinator';
@@ -41,7 +23,7 @@ export type OutputPreparer = 'cli' | 'coordinator';
  * Checks that the output folder is writable, removes an earlier run's results when `overwrite`, and creates the
  * shard folder; any failure is an OUTPUT_NOT_WRITABLE error naming the folder and the output.
  */
-export async function prepareOutput(layout: RunLayout, overwrite: boolean, by: OutputPreparer = 'cli'): Promise<void> {
+export async function prepareOutput(layout: OutputLayout, overwrite: boolean, by: OutputPreparer = 'cli'): Promise<void> {
   const { output } = layout;
   const dir = path.dirname(output);
   try {
@@ -50,7 +32,7 @@ export async function prepareOutput(layout: RunLayout, overwrite: boolean, by: O
     if (overwrite) {
       await rm(layout.partsDir, { recursive: true, force: true });
       await rm(output, { force: true });
-      await rm(manifestPathFor(output), { force: true });
+      await rm(layout.manifestFile, { force: true });
     }
     await mkdir(layout.shardDir, { recursive: true });
   } catch (cause) {
@@ -65,8 +47,8 @@ export async function prepareOutput(layout: RunLayout, overwrite: boolean, by: O
 }
 
 /** `plan.json` in the parts folder: what the shard files of this output were planned from, for a reader or a merge. */
-export async function writePlanFile(layout: RunLayout, plan: ShardPlan): Promise<void> {
-  await writeFile(layout.planFile, JSON.stringify(plan, null, 2));
+export async function writePlanFile(layout: OutputLayout, plan: ShardPlan): Promise<void> {
+  await writeBytesAtomic(layout.planFile, JSON.stringify(plan, null, 2));
 }
 
 /** A run as the user asks for it (`rescale run` / `rescale merge` options). */
@@ -89,7 +71,7 @@ export interface RunRequest {
 /** A planned run: everything the shards are scored and merged from. */
 export interface PlannedRun {
   readonly codebook: Codebook;
-  readonly layout: RunLayout;
+  readonly layout: OutputLayout;
   readonly plan: ShardPlan;
   readonly sequences: number;
   readonly shardRows: number;
@@ -117,7 +99,7 @@ export async function openRun(
   const { logger, scoring } = options;
   const startedAt = new Date();
   const codebook = await loadCodebook(request.codebook);
-  const layout = runLayoutFor(path.resolve(request.output));
+  const layout = outputLayout(path.resolve(request.output));
   if (scoring !== null) await prepareOutput(layout, scoring.overwrite);
 
   const sequences = await engine.sequences(codebook, request.sequences);

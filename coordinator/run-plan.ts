@@ -6,6 +6,7 @@ import { codebookResultHash, type Codebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import { quickFingerprint, sha256File } from '../contracts/file-digest.js';
 import { RESCALE_VERSION } from '../contracts/package-root.js';
+import type { RunManifestHead } from '../contracts/run-manifest.js';
 import type { ShardPlan } from '../contracts/shard.js';
 import { resolveCorpus } from './corpus.js';
 import { planShards } from './shard-planner.js';
@@ -69,7 +70,7 @@ export interface ManifestInput {
 }
 
 /** Everything needed to re-run the study years later and check it gives the same numbers. */
-export async function buildManifest(input: ManifestInput): Promise<object> {
+export async function buildManifest(input: ManifestInput): Promise<RunManifestHead> {
   const { codebook, plan } = input;
   return {
     rescale: RESCALE_VERSION,

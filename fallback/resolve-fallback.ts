@@ -3,6 +3,7 @@
 
 import type { Codebook } from '../contracts/codebook.js';
 import { fallbackIdentity, type FallbackConfig, type FallbackMode } from '../contracts/fallback-config.js';
+import { outputLayout } from '../storage/output-layout.js';
 import { describeKeySource, readApiKey } from './api-key.js';
 
 export type FallbackPlan =
@@ -45,5 +46,6 @@ export async function resolveFallback(codebook: Codebook, options: ResolveFallba
  * are kept by --overwrite: money was spent). Local mode and the cluster coordinator use the same places.
  */
 export function fallbackPathsFor(output: string, config: FallbackConfig | null): { cacheDir: string; auditFile: string } {
-  return { cacheDir: config?.cacheDir ?? `${output}.fallback-cache`, auditFile: `${output}.fallback-audit.jsonl` };
+  const layout = outputLayout(output);
+  return { cacheDir: config?.cacheDir ?? layout.fallbackCacheDir, auditFile: layout.fallbackAuditFile };
 }

@@ -6,7 +6,7 @@ import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { canonicalJson } from '../contracts/codebook.js';
 import type { FallbackConfig } from '../contracts/fallback-config.js';
-import { writeFileAtomic } from '../storage/shard-result-writer.js';
+import { writeFileAtomic } from '../storage/atomic-file.js';
 import type { ChatRequestBody } from './fallback-prompt.js';
 
 export const CACHE_FORMAT = 'rescale.fallback-exchange/1';

@@ -16,7 +16,7 @@ import { resolveCorpus } from '../coordinator/corpus.js';
 import { mergeShards, type ResultCodec } from '../coordinator/merge.js';
 import { planShards } from '../coordinator/shard-planner.js';
 import { RowGroupCache, readShardDocuments } from '../storage/parquet-rows.js';
-import { writeShardResult } from '../storage/shard-result-writer.js';
+import { writeShardResult } from '../storage/shard-result-file.js';
 
 const LABELS = ['sports', 'politics', 'tech', 'other'];
 const RESULTS_DIR = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', 'bench', 'results');

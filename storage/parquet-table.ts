@@ -1,12 +1,13 @@
 // Reads whole columns of a small analysis input (gold labels, result files, labelled samples) with errors that name
 // the option the file came from, the file and the column; and writes the Parquet files the analysis commands emit.
 
-import { open, rename, rm } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
 import { parquetRead } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
-import { parquetWriteFile, type ColumnSource } from 'hyparquet-writer';
+import { parquetWriteBuffer, type ColumnSource } from 'hyparquet-writer';
 import { RescaleError, errorMessage, isRescaleError } from '../contracts/errors.js';
+import { writeBytesAtomic } from './atomic-file.js';
 import { fileAsyncBuffer, readParquetFooter, topLevelColumnNames } from './parquet-rows.js';
 
 export interface ColumnRequest {
@@ -92,14 +93,12 @@ export async function readParquetTable(file: string, role: string, requests: rea
   }
 }
 
-/** Writes columns to a Parquet file through a temp file and a rename, so a failed write leaves nothing behind. */
+/** Writes columns to a Parquet file atomically (storage/atomic-file.ts), so a failed write leaves nothing behind. */
 export async function writeParquetAtomic(file: string, columnData: readonly ColumnSource[]): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
   try {
-    parquetWriteFile({ filename: tmp, columnData: [...columnData] });
-    await rename(tmp, file);
+    // Encoded in memory (the same bytes parquetWriteFile streams): these analysis files are small.
+    await writeBytesAtomic(file, new Uint8Array(parquetWriteBuffer({ columnData: [...columnData] })));
   } catch (cause) {
-    await rm(tmp, { force: true });
     throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write ${file}: ${errorMessage(cause)}; choose a folder you can write to`, { cause });
   }
 }

@@ -1,9 +1,10 @@
-// JSON outputs of the analysis commands (evaluation, calibration, sample manifests): written through a temp file and
-// a rename, read back with an error naming the file and the option.
+// JSON outputs of the analysis commands (evaluation, calibration, sample manifests): written atomically
+// (storage/atomic-file.ts), read back with an error naming the file and the option.
 
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
+import { writeBytesAtomic } from '../storage/atomic-file.js';
 
 /** Pretty JSON with NaN and ±Infinity as null (JSON has neither) and bigints as strings. */
 export function toJson(value: unknown): string {
@@ -12,13 +13,10 @@ export function toJson(value: unknown): string {
 
 export async function writeJsonFile(file: string, value: unknown): Promise<string> {
   const absolute = path.resolve(file);
-  const tmp = `${absolute}.tmp-${process.pid}`;
   try {
     await mkdir(path.dirname(absolute), { recursive: true });
-    await writeFile(tmp, toJson(value));
-    await rename(tmp, absolute);
+    await writeBytesAtomic(absolute, toJson(value));
   } catch (cause) {
-    await rm(tmp, { force: true });
     throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write ${absolute}: ${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}; choose a folder you can write to`, { cause });
   }
   return absolute;

@@ -11,7 +11,7 @@ import type { ShardSpec } from '../contracts/shard.js';
 import { readShardRows, toDocumentId, toText, type RowGroupCache } from '../storage/parquet-rows.js';
 import type { DocumentInput } from '../contracts/document-input.js';
 import type { DocumentScorer } from '../contracts/document-scorer.js';
-import { isShardComplete, writeShardResult } from '../storage/shard-result-writer.js';
+import { isShardComplete, writeShardResult } from '../storage/shard-result-file.js';
 import type { ShardFallback } from '../contracts/shard-fallback.js';
 
 // The fallback port is declared in contracts (its implementations live in fallback/ and worker/); re-exported here

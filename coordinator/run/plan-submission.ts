@@ -9,8 +9,9 @@ import { parseCodebookText, resolveSequences, singleQuestion, type Codebook } fr
 import { RescaleError } from '../../contracts/errors.js';
 import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { ShardPlan } from '../../contracts/shard.js';
+import { outputLayout } from '../../storage/output-layout.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../../fallback/resolve-fallback.js';
-import { prepareOutput, runLayoutFor, writePlanFile } from '../run-lifecycle.js';
+import { prepareOutput, writePlanFile } from '../run-lifecycle.js';
 import { DEFAULT_SHARD_ROWS, planRun } from '../run-plan.js';
 
 export interface SubmitRequest {
@@ -87,7 +88,7 @@ export async function planSubmission(
 /** Makes the run's result folder (emptied first with `overwrite`), writes its plan file and returns its spec. */
 export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boolean): Promise<RunSpec> {
   const { runId, codebook, codebookPath, codebookText, sequences, shardRows, plan, inputs, output, fallbackPlan } = planned;
-  const layout = runLayoutFor(output);
+  const layout = outputLayout(output);
   await prepareOutput(layout, overwrite, 'coordinator');
   await writePlanFile(layout, plan);
   return {

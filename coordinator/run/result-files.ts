@@ -1,8 +1,7 @@
 // What the coordinator sees of a run's shard result files on the shared filesystem.
 
 import { access, constants, readdir } from 'node:fs/promises';
-import path from 'node:path';
-import { shardResultPath } from '../../storage/shard-result-writer.js';
+import { shardResultFileName } from '../../storage/output-layout.js';
 
 export async function fileExists(file: string): Promise<boolean> {
   return access(file, constants.F_OK).then(
@@ -12,7 +11,7 @@ export async function fileExists(file: string): Promise<boolean> {
 }
 
 export function resultFileName(shardId: string): string {
-  return path.basename(shardResultPath('.', shardId));
+  return shardResultFileName(shardId);
 }
 
 /** Names of the files in a results folder (one readdir instead of a stat per shard on a shared filesystem). */

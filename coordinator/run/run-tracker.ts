@@ -5,7 +5,7 @@ import { errorMessage } from '../../contracts/errors.js';
 import type { Logger } from '../../contracts/logger.js';
 import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { ShardPlan } from '../../contracts/shard.js';
-import { shardResultPath } from '../../storage/shard-result-writer.js';
+import { shardResultPath } from '../../storage/output-layout.js';
 import type { CoordinatorMetrics } from '../coordinator-metrics.js';
 import type { FallbackService } from '../fallback-service.js';
 import type { RunStore } from '../run-store.js';

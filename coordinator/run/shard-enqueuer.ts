@@ -2,11 +2,10 @@
 // identical run into another output), restarts finished or failed leftovers, and refuses shards another live run holds.
 
 import { copyFile, rename } from 'node:fs/promises';
-import path from 'node:path';
 import { RescaleError } from '../../contracts/errors.js';
 import type { Logger } from '../../contracts/logger.js';
 import type { ShardSpec } from '../../contracts/shard.js';
-import { shardResultPath } from '../../storage/shard-result-writer.js';
+import { shardResultPath, tempFileFor } from '../../storage/output-layout.js';
 import type { ShardJobState, ShardQueue } from '../bullmq-shard-queue.js';
 import type { RunStore } from '../run-store.js';
 import { fileExists, resultFileName, resultFiles } from './result-files.js';
@@ -84,7 +83,7 @@ export class ShardEnqueuer {
     const source = shardResultPath(other.resultDir, shardId);
     if (!(await fileExists(source))) return false;
     const target = shardResultPath(resultDir, shardId);
-    const temp = path.join(resultDir, `.${path.basename(target)}.${process.pid}-copy.tmp`);
+    const temp = tempFileFor(target, `${process.pid}-copy`);
     await copyFile(source, temp);
     await rename(temp, target);
     this.logger.log('info', 'reused a shard result of an identical run', { shardId, from: otherRunId });

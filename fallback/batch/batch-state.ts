@@ -4,7 +4,8 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { errorMessage, RescaleError } from '../../contracts/errors.js';
-import { writeFileAtomic } from '../../storage/shard-result-writer.js';
+import { writeFileAtomic } from '../../storage/atomic-file.js';
+import { outputLayout } from '../../storage/output-layout.js';
 
 // Loose: fields a newer version adds are kept when this one rewrites the file.
 const batchRecordSchema = z.looseObject({
@@ -38,7 +39,7 @@ export interface BatchRecord {
 }
 
 export function batchStatePathFor(output: string): string {
-  return `${output}.fallback-batches.json`;
+  return outputLayout(output).fallbackBatchStateFile;
 }
 
 /** The output's batches, oldest first ([] before the first submit). */

@@ -6,7 +6,8 @@ import { randomUUID } from 'node:crypto';
 import { errorMessage, RescaleError } from '../../contracts/errors.js';
 import type { FallbackConfig } from '../../contracts/fallback-config.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
-import { writeFileAtomic } from '../../storage/shard-result-writer.js';
+import { writeFileAtomic } from '../../storage/atomic-file.js';
+import { outputLayout } from '../../storage/output-layout.js';
 import { redactKey } from '../api-key.js';
 import { AuditLog, readLedger } from '../audit-log.js';
 import { budgetLimits, fromNanoUsd } from '../budget.js';
@@ -91,7 +92,7 @@ export async function submitCollectedRequests(options: SubmitCollectedOptions): 
   }
 
   const tag = randomUUID();
-  const inputFile = `${output}.fallback-batch-${tag}.jsonl`;
+  const inputFile = outputLayout(output).fallbackBatchInputFile(tag);
   const jsonl =
     chosen
       .map(([key, pending]) =>

@@ -6,6 +6,8 @@ import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { RESCALE_VERSION } from '../../contracts/package-root.js';
+import { parsePartialRunManifest, type PartialRunManifest } from '../../contracts/run-manifest.js';
+import { outputLayout, shardResultPath } from '../../storage/output-layout.js';
 import { readAuditLog, type AuditEntry } from '../../fallback/audit-log.js';
 import { expectedCalibrationError, reliabilityBins, thresholdSweep, type CalibrationItem, type ReliabilityBin } from '../calibration/calibration.js';
 import { evaluatePredictions, type EvaluationResult, type SystemEvaluation } from '../evaluation/evaluate-predictions.js';
@@ -29,18 +31,8 @@ export interface RunReportOptions {
   readonly generatedAt?: Date;
 }
 
-interface Manifest {
-  readonly rescale?: string;
-  readonly mode?: string;
-  readonly codebook?: { readonly source?: string | null; readonly hash?: string; readonly content?: { readonly task?: string; readonly description?: string | null } };
-  readonly model?: { readonly path?: string; readonly sha256?: string };
-  readonly adapters?: readonly { readonly path?: string; readonly scale?: number }[];
-  readonly settings?: Readonly<Record<string, unknown>>;
-  readonly host?: { readonly hostname?: string; readonly cpus?: string; readonly cores?: number };
-  readonly startedAt?: string;
-  readonly endedAt?: string;
-  readonly merge?: { readonly rows?: number; readonly shards?: readonly { readonly id: string; readonly rows: number }[] };
-}
+/** A report describes whatever a manifest holds: one from an older rescale, or cut down, still renders. */
+type Manifest = PartialRunManifest;
 
 export interface ThroughputPoint {
   /** Seconds since the run started. */
@@ -58,13 +50,16 @@ export interface FallbackSummary {
   readonly audit: { readonly file: string; readonly costUsd: number; readonly requests: number; readonly cacheHits: number; readonly skipped: number; readonly timeline: readonly { seconds: number; costUsd: number }[] } | null;
 }
 
+/** Null when there is none to read; a manifest that is there but malformed is an error naming the field. */
 async function readManifest(results: string): Promise<Manifest | null> {
-  const file = `${results}.manifest.json`;
+  const file = outputLayout(results).manifestFile;
+  let text: string;
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as Manifest;
+    text = await readFile(file, 'utf8');
   } catch {
     return null;
   }
+  return parsePartialRunManifest(text, file);
 }
 
 /**
@@ -81,10 +76,11 @@ export async function throughputTimeline(results: string, manifest: Manifest | n
   const shards = manifest?.merge?.shards;
   const started = manifest?.startedAt === undefined ? Number.NaN : Date.parse(manifest.startedAt);
   if (shards === undefined || shards.length === 0 || Number.isNaN(started)) return null;
-  const dir = path.join(`${results}.parts`, 'shards');
+  const dir = outputLayout(results).shardDir;
   const finished: { time: number; rows: number }[] = [];
   for (const shard of shards) {
-    const info = await stat(path.join(dir, `${shard.id}.arrow`)).catch(() => undefined);
+    if (shard.id === undefined || shard.rows === undefined) return null;
+    const info = await stat(shardResultPath(dir, shard.id)).catch(() => undefined);
     if (info === undefined) return null;
     finished.push({ time: info.mtimeMs, rows: shard.rows });
   }
@@ -141,7 +137,7 @@ function countBy(values: readonly (string | null)[]): Map<string, number> {
 
 async function fallbackSummary(results: string, predictions: Predictions, manifest: Manifest | null): Promise<FallbackSummary | null> {
   const statuses = predictions.fallbackStatuses;
-  const auditFile = `${results}.fallback-audit.jsonl`;
+  const auditFile = outputLayout(results).fallbackAuditFile;
   const hasAudit = existsSync(auditFile);
   if (statuses === null && !hasAudit) return null;
   const byStatus = countBy(statuses ?? []);

@@ -2,7 +2,7 @@
 // each written as chat JSONL (what LoRA trainers such as TRL, axolotl or Unsloth read) and as Parquet, plus a manifest.
 
 import { createHash } from 'node:crypto';
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { ColumnSource } from 'hyparquet-writer';
 import { singleQuestion, type Codebook, type Question } from '../../contracts/codebook.js';
@@ -12,6 +12,7 @@ import { RESCALE_VERSION } from '../../contracts/package-root.js';
 import { nestedStratifiedSubsets, type LabelCount } from './sampling.js';
 import { writeJsonFile } from '../json-file.js';
 import { readGoldLabels } from '../evaluation/labelled-predictions.js';
+import { writeBytesAtomic } from '../../storage/atomic-file.js';
 import { writeParquetAtomic } from '../../storage/parquet-table.js';
 
 /** Used when no codebook is given; a codebook's own prompt is better, since training and scoring must match. */
@@ -209,12 +210,9 @@ function sampleColumns(docs: readonly SampleDocument[], options: TrainingSampleO
 }
 
 async function writeTextAtomic(file: string, text: string): Promise<void> {
-  const tmp = `${file}.tmp-${process.pid}`;
   try {
-    await writeFile(tmp, text);
-    await rename(tmp, file);
+    await writeBytesAtomic(file, text);
   } catch (cause) {
-    await rm(tmp, { force: true });
     throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write ${file}: ${errorMessage(cause)}`, { cause });
   }
 }

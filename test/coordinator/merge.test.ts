@@ -7,10 +7,11 @@ import { isRescaleError } from '../../contracts/errors.js';
 import type { DocumentId, IdType } from '../../contracts/results.js';
 import type { ShardPlan } from '../../contracts/shard.js';
 import { resolveCorpus } from '../../coordinator/corpus.js';
-import { manifestPathFor, mergeShards } from '../../coordinator/merge.js';
+import { mergeShards } from '../../coordinator/merge.js';
 import { planShards } from '../../coordinator/shard-planner.js';
 import { readShardDocuments } from '../../storage/parquet-rows.js';
-import { writeShardResult } from '../../storage/shard-result-writer.js';
+import { outputLayout } from '../../storage/output-layout.js';
+import { writeShardResult } from '../../storage/shard-result-file.js';
 import { duckDBTypes, fakeResultRows, queryDuckDB, sqlString, withTempDir, writeParquetWithDuckDB } from '../../scripts/harness/parquet.js';
 
 const LABELS = ['sports', 'politics', 'tech'];
@@ -72,8 +73,8 @@ describe('mergeShards', () => {
       const shardIds = await queryDuckDB(`SELECT shard_id, min("row")::INT AS first, count(*)::INT AS n FROM read_parquet('${file}') GROUP BY shard_id ORDER BY first`);
       assert.deepEqual(shardIds, plan.shards.map((shard) => ({ shard_id: shard.id, first: shard.corpusRowStart, n: shard.rowEnd - shard.rowStart })));
 
-      const manifest = JSON.parse(await readFile(manifestPathFor(output), 'utf8')) as Record<string, unknown> & { merge: Record<string, unknown> };
-      assert.equal(summary.manifestPath, manifestPathFor(output));
+      const manifest = JSON.parse(await readFile(outputLayout(output).manifestFile, 'utf8')) as Record<string, unknown> & { merge: Record<string, unknown> };
+      assert.equal(summary.manifestPath, outputLayout(output).manifestFile);
       assert.equal(manifest.run, 'test-1');
       assert.deepEqual(manifest.codebook, { name: 'topics' });
       assert.equal(manifest.merge.rows, 4200);

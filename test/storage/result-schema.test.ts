@@ -10,7 +10,8 @@ import type { ResultRow } from '../../contracts/results.js';
 import { resolveCorpus } from '../../coordinator/corpus.js';
 import { mergeShards } from '../../coordinator/merge.js';
 import { planShards } from '../../coordinator/shard-planner.js';
-import { readShardResult, resultRowsOf, shardResultPath, writeShardResult } from '../../storage/shard-result-writer.js';
+import { shardResultPath } from '../../storage/output-layout.js';
+import { readShardResult, resultRowsOf, writeShardResult } from '../../storage/shard-result-file.js';
 import { SENTIMENT, scoredRow } from '../helpers/fallback.js';
 import { queryDuckDB, sqlString, withTempDir, writeParquetWithDuckDB } from '../../scripts/harness/parquet.js';
 

@@ -1,0 +1,428 @@
+// The result columns as one table, built once from the codebook's questions and the id type: each column's name,
+// Arrow type, Parquet element and getter. The shard file's Arrow schema, the merged file's Parquet schema, the
+// encoder and the decoder all come from it (docs/results-schema.md), so a column is added or changed in one place.
+
+import {
+  Field,
+  Float64,
+  Int32,
+  Int64,
+  RecordBatch,
+  Schema,
+  Struct,
+  Table,
+  Utf8,
+  makeData,
+  type Data,
+  type DataType,
+  type Vector,
+} from 'apache-arrow';
+import type { SchemaElement } from 'hyparquet';
+import type { Codebook } from '../contracts/codebook.js';
+import { RescaleError } from '../contracts/errors.js';
+import {
+  ID_TYPES,
+  probabilityColumn,
+  type DocumentId,
+  type FallbackOutcome,
+  type FallbackStatus,
+  type IdType,
+  type ResultRow,
+  type ResultSource,
+  type RowStatus,
+} from '../contracts/results.js';
+import { arrowIdType } from './parquet-rows.js';
+
+/** One question of the codebook as the result columns see it: its labels in codebook order (one `p_<label>` each). */
+export interface ResultQuestion {
+  readonly name: string;
+  readonly labels: readonly string[];
+}
+
+/** The question of a codebook written with `labels:` (parseCodebook names it "label"). */
+export function labelsQuestion(labels: readonly string[]): ResultQuestion {
+  return { name: 'label', labels };
+}
+
+/** How a shard file written before a column existed reads it: as another column's values, or as nulls. */
+export type LegacyColumn = { readonly copyOf: string } | 'nulls';
+
+export interface ResultColumn {
+  readonly name: string;
+  readonly arrowType: DataType;
+  readonly nullable: boolean;
+  /** The column's element in the merged file's Parquet schema. */
+  readonly parquet: SchemaElement;
+  /** The column's values for these rows, as Arrow data: the getter applied, then encoded by type. */
+  encode(rows: readonly ResultRow[]): Data;
+  /** Null for the original columns, which every result file has. */
+  readonly legacy: LegacyColumn | null;
+}
+
+/** A column's values when a file lacks it: `nulls` of them. */
+export interface NullColumn {
+  readonly nulls: number;
+}
+
+/** The part of a ResultRow that belongs to one question; today a row answers one question, so it is the row itself. */
+type QuestionAnswer = Pick<ResultRow, 'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities' | 'localLabel' | 'fallback'>;
+
+/** Reads a column's value at the row being decoded. */
+type Cell = (column: ResultColumn) => unknown;
+
+/** A question's two runs of columns: its scores (after id and row) and its opinions (after the row columns). */
+interface QuestionColumns {
+  readonly scores: readonly ResultColumn[];
+  readonly opinions: readonly ResultColumn[];
+  decodeScores(cell: Cell): Pick<QuestionAnswer, 'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities'>;
+  decodeOpinions(cell: Cell): Pick<QuestionAnswer, 'localLabel' | 'fallback'>;
+}
+
+export class ResultSchema {
+  /** All columns in file order. */
+  readonly columns: readonly ResultColumn[];
+
+  private constructor(
+    readonly questions: readonly ResultQuestion[],
+    readonly idType: IdType,
+    private readonly head: RowColumns['head'],
+    private readonly question: QuestionColumns,
+    private readonly tail: RowColumns['tail'],
+  ) {
+    this.columns = [...head.columns, ...question.scores, ...tail.columns, ...question.opinions];
+    const seen = new Set<string>();
+    for (const column of this.columns) {
+      if (seen.has(column.name)) {
+        const fix = 'rename the label so its p_ column is unique';
+        throw new RescaleError('CODEBOOK_INVALID', `Two result columns would be named "${column.name}"; ${fix}.`);
+      }
+      seen.add(column.name);
+    }
+  }
+
+  /**
+   * One column group per question. Result files hold one question today, with unprefixed column names; a codebook
+   * with several questions is refused here until their groups get names (singleQuestion refuses it earlier).
+   */
+  static build(questions: readonly ResultQuestion[], idType: IdType): ResultSchema {
+    const [question, ...rest] = questions;
+    if (question === undefined || rest.length > 0) {
+      throw new RescaleError(
+        'CODEBOOK_INVALID',
+        `Result files hold one question; got ${questions.length} (${questions.map((q) => q.name).join(', ')}). ` +
+          'Split the codebook into one codebook per question.',
+      );
+    }
+    if (!ID_TYPES.includes(idType)) {
+      throw new RescaleError('INTERNAL', `Unknown id type ${String(idType)}; the id type must come from the plan.`);
+    }
+    const row = rowColumns(idType);
+    return new ResultSchema(questions, idType, row.head, questionColumns(question, (name) => name, (r) => r), row.tail);
+  }
+
+  /** The Arrow schema of a shard result file, with the file's metadata. */
+  arrowSchema(metadata: ReadonlyMap<string, string> = new Map()): Schema {
+    return new Schema(
+      this.columns.map((column) => new Field(column.name, column.arrowType, column.nullable)),
+      new Map(metadata),
+    );
+  }
+
+  /** The rows as one record batch under arrowSchema(metadata). */
+  encode(rows: readonly ResultRow[], metadata?: ReadonlyMap<string, string>): Table {
+    const schema = this.arrowSchema(metadata);
+    const children = this.columns.map((column) => column.encode(rows));
+    const data = makeData({ type: new Struct(schema.fields), length: rows.length, nullCount: 0, children });
+    return new Table(schema, new RecordBatch(schema, data));
+  }
+
+  /** A column of a result file; older files read as docs/results-schema.md says; null when the file lacks it. */
+  columnOf(table: Table, column: ResultColumn): Vector | NullColumn | null {
+    const vector = table.getChild(column.name);
+    if (vector !== null) return vector;
+    if (column.legacy === 'nulls') return { nulls: table.numRows };
+    if (column.legacy !== null) return table.getChild(column.legacy.copyOf);
+    return null;
+  }
+
+  /** Decodes a result table back into ResultRows (tests, fallback re-scoring, inspection). */
+  decode(table: Table): ResultRow[] {
+    const readers = new Map<ResultColumn, (i: number) => unknown>();
+    for (const column of this.columns) {
+      const source = this.columnOf(table, column);
+      if (source === null) {
+        throw new RescaleError('SHARD_INCOMPLETE', `Result table has no column "${column.name}"; it was written for other labels.`);
+      }
+      readers.set(column, 'nulls' in source ? () => null : (i) => source.get(i) as unknown);
+    }
+    const rows: ResultRow[] = [];
+    for (let i = 0; i < table.numRows; i++) {
+      const cell: Cell = (column) => (readers.get(column) as (i: number) => unknown)(i);
+      // Field order as the writer's callers build rows, so decoded rows print like the originals.
+      const { head, question, tail } = this;
+      rows.push({ ...head.decode(cell), ...question.decodeScores(cell), ...tail.decode(cell), ...question.decodeOpinions(cell) });
+    }
+    return rows;
+  }
+
+  /** The merged file's Parquet schema: the root element, then one element per column. */
+  parquetSchema(): SchemaElement[] {
+    return [{ name: 'schema', num_children: this.columns.length }, ...this.columns.map((column) => column.parquet)];
+  }
+
+  /** The merged file's key-value metadata: the label order and the id type, for readers that do not know the codebook. */
+  parquetKeyValue(): { key: string; value: string }[] {
+    const labels = this.questions[0]?.labels ?? [];
+    return [{ key: 'rescale.labels', value: JSON.stringify(labels) }, { key: 'rescale.id_type', value: this.idType }];
+  }
+}
+
+/** The columns of a codebook's questions with the plan's id type. */
+export function resultSchemaFor(questions: readonly ResultQuestion[], idType: IdType): ResultSchema {
+  return ResultSchema.build(questions, idType);
+}
+
+/** The columns of a codebook's results. */
+export function resultSchemaOf(codebook: Codebook, idType: IdType): ResultSchema {
+  return ResultSchema.build(codebook.questions.map((q) => ({ name: q.name, labels: q.labels.map((l) => l.name) })), idType);
+}
+
+interface RowColumns {
+  readonly head: { readonly columns: readonly ResultColumn[]; decode(cell: Cell): Pick<ResultRow, 'id' | 'row'> };
+  readonly tail: {
+    readonly columns: readonly ResultColumn[];
+    decode(cell: Cell): Pick<ResultRow, 'status' | 'error' | 'tokens' | 'source' | 'shardId'>;
+  };
+}
+
+/** The columns that describe the document and the run, whatever the questions. */
+function rowColumns(idType: IdType): RowColumns {
+  const id = idColumn(idType);
+  const row = int64Column('row', (r) => r.row);
+  const status = utf8Column('status', false, (r) => r.status);
+  const error = utf8Column('error', true, (r) => r.error);
+  const tokens = int32Column('tokens', (r) => r.tokens);
+  const source = utf8Column('source', false, (r) => r.source);
+  const shardId = utf8Column('shard_id', false, (r) => r.shardId);
+  return {
+    head: {
+      columns: [id, row],
+      decode: (cell) => ({ id: cell(id) as DocumentId | null, row: Number(cell(row) as bigint) }),
+    },
+    tail: {
+      columns: [status, error, tokens, source, shardId],
+      decode: (cell) => ({
+        status: cell(status) as RowStatus,
+        error: cell(error) as string | null,
+        tokens: cell(tokens) as number,
+        source: cell(source) as ResultSource,
+        shardId: cell(shardId) as string,
+      }),
+    },
+  };
+}
+
+/**
+ * One question's columns. `name` turns a base name into the column name (the identity while files hold one
+ * question); `answer` picks the question's part of a row.
+ */
+function questionColumns(
+  question: ResultQuestion,
+  name: (base: string) => string,
+  answer: (row: ResultRow) => QuestionAnswer,
+): QuestionColumns {
+  const label = utf8Column(name('label'), true, (r) => answer(r).label);
+  const confidence = float64Column(name('confidence'), (r) => answer(r).confidence);
+  const margin = float64Column(name('margin'), (r) => answer(r).margin);
+  const entropy = float64Column(name('entropy'), (r) => answer(r).entropy);
+  const probabilities = question.labels.map((l, j) =>
+    float64Column(name(probabilityColumn(l)), (r) => answer(r).probabilities?.[j] ?? null),
+  );
+  // Added with the closed-model fallback, after the original columns so positional readers keep working: the local
+  // opinion (always filled when scored) and the fallback's (null unless the document was routed).
+  const localLabel = utf8Column(name('local_label'), true, (r) => {
+    const a = answer(r);
+    return a.localLabel === undefined ? a.label : a.localLabel;
+  }, { copyOf: label.name });
+  const localConfidence = float64Column(name('local_confidence'), (r) => answer(r).confidence, { copyOf: confidence.name });
+  const fallbackLabel = utf8Column(name('fallback_label'), true, (r) => answer(r).fallback?.label ?? null, 'nulls');
+  const fallbackConfidence = float64Column(name('fallback_confidence'), (r) => answer(r).fallback?.confidence ?? null, 'nulls');
+  const fallbackStatus = utf8Column(name('fallback_status'), true, (r) => answer(r).fallback?.status ?? null, 'nulls');
+  const fallbackError = utf8Column(name('fallback_error'), true, (r) => answer(r).fallback?.error ?? null, 'nulls');
+  return {
+    scores: [label, confidence, margin, entropy, ...probabilities],
+    opinions: [localLabel, localConfidence, fallbackLabel, fallbackConfidence, fallbackStatus, fallbackError],
+    decodeScores: (cell) => {
+      const p = probabilities.map((column) => cell(column) as number | null);
+      return {
+        label: cell(label) as string | null,
+        confidence: cell(confidence) as number | null,
+        margin: cell(margin) as number | null,
+        entropy: cell(entropy) as number | null,
+        probabilities: p.some((value) => value === null) ? null : Float64Array.from(p as number[]),
+      };
+    },
+    decodeOpinions: (cell) => {
+      const outcome = cell(fallbackStatus) as FallbackStatus | null;
+      const fallback: FallbackOutcome | null =
+        outcome === null
+          ? null
+          : {
+              status: outcome,
+              label: cell(fallbackLabel) as string | null,
+              confidence: cell(fallbackConfidence) as number | null,
+              error: cell(fallbackError) as string | null,
+            };
+      const local = cell(localLabel) as string | null;
+      // Only when they add something, so local-only rows read back exactly as written.
+      return { ...(local !== cell(label) ? { localLabel: local } : {}), ...(fallback !== null ? { fallback } : {}) };
+    },
+  };
+}
+
+// ---- columns by type: Arrow type, Parquet element and encoder in one place each ----------------------------------
+
+function utf8Element(name: string, nullable: boolean): SchemaElement {
+  const repetition_type = nullable ? 'OPTIONAL' : 'REQUIRED';
+  return { name, type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' }, repetition_type };
+}
+
+function utf8Column(
+  name: string,
+  nullable: boolean,
+  get: (row: ResultRow) => string | null,
+  legacy: LegacyColumn | null = null,
+): ResultColumn {
+  return { name, arrowType: new Utf8(), nullable, parquet: utf8Element(name, nullable), encode: (rows) => utf8Data(rows.map(get)), legacy };
+}
+
+function float64Column(name: string, get: (row: ResultRow) => number | null, legacy: LegacyColumn | null = null): ResultColumn {
+  return {
+    name,
+    arrowType: new Float64(),
+    nullable: true,
+    parquet: { name, type: 'DOUBLE', repetition_type: 'OPTIONAL' },
+    encode: (rows) => float64Data(rows.map(get)),
+    legacy,
+  };
+}
+
+function int64Column(name: string, get: (row: ResultRow) => number): ResultColumn {
+  return {
+    name,
+    arrowType: new Int64(),
+    nullable: false,
+    parquet: { name, type: 'INT64', repetition_type: 'REQUIRED' },
+    encode: (rows) => makeData({ type: new Int64(), length: rows.length, data: BigInt64Array.from(rows, (row) => BigInt(get(row))) }),
+    legacy: null,
+  };
+}
+
+function int32Column(name: string, get: (row: ResultRow) => number): ResultColumn {
+  return {
+    name,
+    arrowType: new Int32(),
+    nullable: false,
+    parquet: { name, type: 'INT32', repetition_type: 'REQUIRED' },
+    encode: (rows) => makeData({ type: new Int32(), length: rows.length, data: Int32Array.from(rows, get) }),
+    legacy: null,
+  };
+}
+
+/** The id column keeps the input id column's type (docs/results-schema.md). */
+function idColumn(idType: IdType): ResultColumn {
+  return {
+    name: 'id',
+    arrowType: arrowIdType(idType),
+    nullable: true,
+    parquet: idElement(idType),
+    encode: (rows) => idData(idType, rows),
+    legacy: null,
+  };
+}
+
+function idElement(idType: IdType): SchemaElement {
+  if (idType === 'utf8') return utf8Element('id', true);
+  if (idType === 'float32') return { name: 'id', type: 'FLOAT', repetition_type: 'OPTIONAL' };
+  if (idType === 'float64') return { name: 'id', type: 'DOUBLE', repetition_type: 'OPTIONAL' };
+  const signed = idType.startsWith('int');
+  const bitWidth = Number(idType.replace(/^u?int/, ''));
+  const name = `${signed ? '' : 'U'}INT_${bitWidth}` as SchemaElement['converted_type'];
+  return {
+    name: 'id',
+    type: bitWidth === 64 ? 'INT64' : 'INT32',
+    repetition_type: 'OPTIONAL',
+    // Converted type only: hyparquet-writer 0.17 encodes the INTEGER logical type's bitWidth as i32 where
+    // the Thrift spec says i8, which DuckDB rejects; every reader maps INT_8 ... UINT_64 the same way.
+    converted_type: name,
+  };
+}
+
+function validityBitmap(valid: (i: number) => boolean, length: number): { nullBitmap: Uint8Array; nullCount: number } {
+  const nullBitmap = new Uint8Array(Math.ceil(length / 8));
+  let nullCount = 0;
+  for (let i = 0; i < length; i++) {
+    if (valid(i)) nullBitmap[i >> 3]! |= 1 << (i & 7);
+    else nullCount++;
+  }
+  return { nullBitmap, nullCount };
+}
+
+function float64Data(values: readonly (number | null)[]): Data<Float64> {
+  const data = new Float64Array(values.length);
+  values.forEach((value, i) => {
+    if (value !== null) data[i] = value;
+  });
+  return makeData({ type: new Float64(), length: values.length, ...validityBitmap((i) => values[i] !== null, values.length), data });
+}
+
+const utf8Encoder = new TextEncoder();
+
+function utf8Data(values: readonly (string | null)[]): Data<Utf8> {
+  const encoded = values.map((value) => (value === null ? null : utf8Encoder.encode(value)));
+  const valueOffsets = new Int32Array(values.length + 1);
+  let total = 0;
+  encoded.forEach((bytes, i) => {
+    total += bytes?.length ?? 0;
+    valueOffsets[i + 1] = total;
+  });
+  if (total > 0x7fffffff) throw new RescaleError('INTERNAL', 'A shard result string column exceeds 2 GiB; use smaller shards.');
+  const data = new Uint8Array(total);
+  encoded.forEach((bytes, i) => {
+    if (bytes !== null) data.set(bytes, valueOffsets[i]);
+  });
+  return makeData({ type: new Utf8(), length: values.length, ...validityBitmap((i) => values[i] !== null, values.length), valueOffsets, data });
+}
+
+/** The id column in the shard's IdType; a value that does not fit the type is a caller bug, reported by row. */
+function idData(idType: IdType, rows: readonly ResultRow[]): Data {
+  const type: DataType = arrowIdType(idType);
+  const length = rows.length;
+  const validity = validityBitmap((i) => rows[i]?.id !== null, length);
+  if (idType === 'utf8') return utf8Data(rows.map((row) => (row.id === null ? null : String(row.id))));
+  const ArrayType = {
+    int8: Int8Array, int16: Int16Array, int32: Int32Array, int64: BigInt64Array,
+    uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, uint64: BigUint64Array,
+    float32: Float32Array, float64: Float64Array,
+  }[idType];
+  const data = new ArrayType(length);
+  const slots = data as unknown as (number | bigint)[];
+  const isFloat = idType === 'float32' || idType === 'float64';
+  rows.forEach((row, i) => {
+    if (row.id === null) return;
+    let value: number | bigint;
+    try {
+      value = idType === 'int64' || idType === 'uint64' ? BigInt(row.id) : Number(row.id);
+    } catch {
+      value = Number.NaN;
+    }
+    slots[i] = value;
+    // A typed array wraps or truncates silently; reading the value back catches what does not fit.
+    const fits = isFloat ? typeof value === 'number' && (Number.isNaN(value) || !Number.isFinite(value) || Math.abs(value) <= 3.4028234663852886e38 || idType === 'float64')
+      : slots[i] === value;
+    if (!fits) {
+      throw new RescaleError('INTERNAL', `Row ${row.row}: id ${String(row.id)} does not fit the id column type ${idType}; the id type must come from the plan.`);
+    }
+  });
+  return makeData({ type, length, ...validity, data } as Parameters<typeof makeData>[0]);
+}

@@ -1,0 +1,149 @@
+// One shard's result file (Arrow IPC, columns from result-schema.ts), written atomically: the final `<shardId>.arrow`
+// exists only once every row is on disk, so its presence alone means the shard is complete (resume skips it).
+
+import { mkdir, readFile, stat } from 'node:fs/promises';
+import { tableFromIPC, tableToIPC, type Table } from 'apache-arrow';
+import { RescaleError, errorMessage } from '../contracts/errors.js';
+import { FALLBACK_STATUSES, ID_TYPES, RESULT_SOURCES, ROW_STATUSES, type IdType, type ResultRow } from '../contracts/results.js';
+import type { ShardSpec } from '../contracts/shard.js';
+import { writeFileAtomic } from './atomic-file.js';
+import { shardResultPath } from './output-layout.js';
+import { arrowIdType } from './parquet-rows.js';
+import { labelsQuestion, resultSchemaFor } from './result-schema.js';
+
+/** Schema metadata key holding the shard's identity (JSON), checked by the merge. */
+export const SHARD_METADATA_KEY = 'rescale.shard';
+
+export interface ShardResultMetadata {
+  readonly version: 1;
+  readonly shardId: string;
+  readonly index: number;
+  readonly file: string;
+  readonly fingerprint: string;
+  readonly rowStart: number;
+  readonly rowEnd: number;
+  readonly corpusRowStart: number;
+  readonly labels: readonly string[];
+  readonly idType: IdType;
+}
+
+export interface WriteShardResultOptions {
+  readonly dir: string;
+  readonly shard: ShardSpec;
+  /** Codebook labels in order; one `p_<label>` column each. */
+  readonly labels: readonly string[];
+  readonly idType: IdType;
+  /** Exactly one row per input row of the shard, in row order. */
+  readonly rows: readonly ResultRow[];
+}
+
+/** True when the shard's final result file exists; temp files (`.<name>.*.tmp`) never count. */
+export async function isShardComplete(dir: string, shardId: string): Promise<boolean> {
+  const info = await stat(shardResultPath(dir, shardId)).catch(() => undefined);
+  return info?.isFile() === true;
+}
+
+/** Validates the rows against the shard, encodes them and writes `<dir>/<shardId>.arrow` atomically. */
+export async function writeShardResult(options: WriteShardResultOptions): Promise<string> {
+  const { dir, shard, labels, idType, rows } = options;
+  checkRows(shard, labels, idType, rows);
+  const metadata: ShardResultMetadata = {
+    version: 1,
+    shardId: shard.id,
+    index: shard.index,
+    file: shard.file,
+    fingerprint: shard.fingerprint,
+    rowStart: shard.rowStart,
+    rowEnd: shard.rowEnd,
+    corpusRowStart: shard.corpusRowStart,
+    labels: [...labels],
+    idType,
+  };
+  const table = resultSchemaFor([labelsQuestion(labels)], idType).encode(rows, new Map([[SHARD_METADATA_KEY, JSON.stringify(metadata)]]));
+  const bytes = tableToIPC(table, 'file');
+  const target = shardResultPath(dir, shard.id);
+  try {
+    await mkdir(dir, { recursive: true });
+    await writeFileAtomic(target, async (handle) => {
+      await handle.writeFile(bytes);
+    });
+  } catch (cause) {
+    throw new RescaleError('OUTPUT_NOT_WRITABLE', `Cannot write shard result ${target} (${errorMessage(cause)}); check that the results directory is writable and has free space.`, {
+      cause,
+      retryable: true,
+    });
+  }
+  return target;
+}
+
+export interface ShardResultFile {
+  readonly path: string;
+  readonly metadata: ShardResultMetadata;
+  readonly rows: number;
+  readonly table: Table;
+}
+
+/** Reads a shard result file back; SHARD_INCOMPLETE names the file when it is missing or unreadable. */
+export async function readShardResult(filePath: string): Promise<ShardResultFile> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(filePath);
+  } catch (cause) {
+    throw new RescaleError('SHARD_INCOMPLETE', `Shard result ${filePath} cannot be read (${errorMessage(cause)}); run the shard again.`, { cause });
+  }
+  let table: Table;
+  let metadata: ShardResultMetadata;
+  try {
+    table = tableFromIPC(bytes);
+    metadata = parseMetadata(table.schema.metadata.get(SHARD_METADATA_KEY));
+  } catch (cause) {
+    throw new RescaleError('SHARD_INCOMPLETE', `Shard result ${filePath} is not a valid rescale result file (${errorMessage(cause)}); delete it and run the shard again.`, { cause });
+  }
+  return { path: filePath, metadata, rows: table.numRows, table };
+}
+
+function parseMetadata(json: string | undefined): ShardResultMetadata {
+  if (json === undefined) throw new Error(`schema metadata "${SHARD_METADATA_KEY}" is missing`);
+  const value = JSON.parse(json) as Partial<ShardResultMetadata>;
+  if (value.version !== 1 || typeof value.shardId !== 'string' || !Array.isArray(value.labels) || !ID_TYPES.includes(value.idType as IdType)) {
+    throw new Error(`schema metadata "${SHARD_METADATA_KEY}" is malformed`);
+  }
+  return value as ShardResultMetadata;
+}
+
+/** Decodes a result table back into ResultRows (tests, fallback re-scoring, inspection); the id keeps the file's type. */
+export function resultRowsOf(table: Table, labels: readonly string[]): ResultRow[] {
+  const idField = table.schema.fields.find((field) => field.name === 'id');
+  const idType = ID_TYPES.find((type) => idField !== undefined && String(arrowIdType(type)) === String(idField.type));
+  if (idType === undefined) throw new RescaleError('SHARD_INCOMPLETE', `Result table has no usable column "id" (${String(idField?.type ?? 'missing')}); run the shard again.`);
+  return resultSchemaFor([labelsQuestion(labels)], idType).decode(table);
+}
+
+/** A final file means a complete shard, so the rows must be exactly the shard's rows, in order. */
+function checkRows(shard: ShardSpec, labels: readonly string[], idType: IdType, rows: readonly ResultRow[]): void {
+  const expected = shard.rowEnd - shard.rowStart;
+  const fail = (problem: string): never => {
+    throw new RescaleError('INTERNAL', `Refusing to write shard ${shard.id}: ${problem}. This is a bug in the caller; the shard was not marked complete.`);
+  };
+  if (rows.length !== expected) fail(`got ${rows.length} result rows for ${expected} input rows`);
+  if (!ID_TYPES.includes(idType)) fail(`unknown id type ${String(idType)}`);
+  if (new Set(labels).size !== labels.length) fail('labels are not unique');
+  rows.forEach((row, i) => {
+    if (row.row !== shard.corpusRowStart + i) fail(`row ${i} has corpus index ${row.row}, expected ${shard.corpusRowStart + i}`);
+    if (row.shardId !== shard.id) fail(`row ${row.row} names shard ${row.shardId}`);
+    if (row.probabilities !== null && row.probabilities.length !== labels.length) {
+      fail(`row ${row.row} has ${row.probabilities.length} probabilities for ${labels.length} labels`);
+    }
+    if (!ROW_STATUSES.includes(row.status)) fail(`row ${row.row} has unknown status ${String(row.status)}`);
+    if (!RESULT_SOURCES.includes(row.source)) fail(`row ${row.row} has unknown source ${String(row.source)}`);
+    if (!Number.isInteger(row.tokens) || row.tokens < 0 || row.tokens > 0x7fffffff) fail(`row ${row.row} has invalid token count ${row.tokens}`);
+    const fallback = row.fallback ?? null;
+    if (fallback !== null) {
+      if (!FALLBACK_STATUSES.includes(fallback.status)) fail(`row ${row.row} has unknown fallback status ${String(fallback.status)}`);
+      if (fallback.label !== null && !labels.includes(fallback.label)) fail(`row ${row.row} has fallback label "${fallback.label}", not a codebook label`);
+      if ((fallback.status === 'ok') !== (fallback.label !== null)) fail(`row ${row.row} has fallback status ${fallback.status} with label ${String(fallback.label)}`);
+    }
+    if ((row.source === 'fallback') !== (fallback?.status === 'ok')) fail(`row ${row.row} has source ${row.source} but fallback status ${String(fallback?.status ?? null)}`);
+    if (row.source === 'fallback' && row.label !== fallback?.label) fail(`row ${row.row} has source fallback but label ${String(row.label)}`);
+  });
+}
