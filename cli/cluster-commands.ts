@@ -4,6 +4,7 @@
 import { rename, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import type { Environment } from '../contracts/environment.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import type { RunStatusMessage, WorkerMessage } from '../coordinator/control-proto.js';
 import { ControlClient } from './control-client.js';
@@ -97,8 +98,8 @@ const OPTIONS = {
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 
-/** Runs one cluster verb with the arguments after it; resolves with the exit code. */
-export async function runClusterCommand(command: ClusterCommand, argv: readonly string[]): Promise<number> {
+/** Runs one cluster verb with the arguments after it and the parsed environment; resolves with the exit code. */
+export async function runClusterCommand(command: ClusterCommand, argv: readonly string[], env: Environment): Promise<number> {
   let values: Values;
   let positionals: string[];
   try {
@@ -112,11 +113,11 @@ export async function runClusterCommand(command: ClusterCommand, argv: readonly 
   }
   switch (command) {
     case 'coordinator':
-      return runCoordinator(values);
+      return runCoordinator(values, env);
     case 'worker':
-      return runWorker(values);
+      return runWorker(values, env);
     default:
-      return runClientCommand(command, values, positionals);
+      return runClientCommand(command, values, positionals, env);
   }
 }
 
@@ -124,12 +125,12 @@ const str = (values: Values, name: string): string | undefined => (typeof values
 
 // ---- services -------------------------------------------------------------------------------------------------
 
-async function runCoordinator(values: Values): Promise<number> {
+async function runCoordinator(values: Values, env: Environment): Promise<number> {
   const logger = createPinoLogger(logLevel(str(values, 'log-level')), { service: 'coordinator' });
-  const redis = redisTarget(str(values, 'redis'));
+  const redis = redisTarget(str(values, 'redis'), env);
   const listen = str(values, 'listen') ?? '127.0.0.1:7400';
   parseHostPort(listen, '--listen');
-  const secret = token(str(values, 'token-file'));
+  const secret = token(str(values, 'token-file'), env);
   const cert = str(values, 'tls-cert');
   const key = str(values, 'tls-key');
   if ((cert === undefined) !== (key === undefined)) throw new RescaleError('CONFIG_INVALID', 'TLS needs both --tls-cert and --tls-key');
@@ -142,6 +143,7 @@ async function runCoordinator(values: Values): Promise<number> {
   const coordinator = await RunCoordinator.start({
     redis,
     logger,
+    env: env.variables,
     ...(redisTimeout !== undefined ? { redisTimeoutMs: redisTimeout * 1000 } : {}),
     ...(reconcile !== undefined ? { reconcileIntervalMs: reconcile * 1000 } : {}),
   });
@@ -175,9 +177,9 @@ async function runCoordinator(values: Values): Promise<number> {
   }
 }
 
-async function runWorker(values: Values): Promise<number> {
+async function runWorker(values: Values, env: Environment): Promise<number> {
   const logger = createPinoLogger(logLevel(str(values, 'log-level')), { service: 'worker' });
-  const redis = redisTarget(str(values, 'redis'));
+  const redis = redisTarget(str(values, 'redis'), env);
   const threads = positiveInteger('threads', str(values, 'threads'));
   const grace = positiveNumber('grace', str(values, 'grace'));
   const redisTimeout = positiveNumber('redis-timeout', str(values, 'redis-timeout'));
@@ -241,12 +243,17 @@ async function writeAtomically(file: string, text: string): Promise<void> {
 
 // ---- client commands ------------------------------------------------------------------------------------------
 
-async function runClientCommand(command: Exclude<ClusterCommand, 'coordinator' | 'worker'>, values: Values, positionals: string[]): Promise<number> {
-  const address = coordinatorAddress(str(values, 'coordinator'));
+async function runClientCommand(
+  command: Exclude<ClusterCommand, 'coordinator' | 'worker'>,
+  values: Values,
+  positionals: string[],
+  env: Environment,
+): Promise<number> {
+  const address = coordinatorAddress(str(values, 'coordinator'), env);
   const ca = str(values, 'tls-ca');
   const controlClient = new ControlClient({
     address,
-    token: token(str(values, 'token-file')),
+    token: token(str(values, 'token-file'), env),
     ...(values.tls === true || ca !== undefined ? { tls: ca !== undefined ? { ca: readPem(ca, '--tls-ca') } : {} } : {}),
   });
   const json = values.json === true;

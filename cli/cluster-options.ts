@@ -1,18 +1,11 @@
-// Options of the cluster verbs, parsed once at the edge: command-line flags first, then the environment (the only
-// place cluster mode reads it), validated, with errors naming the flag or variable.
+// Options of the cluster verbs, parsed once at the edge: command-line flags first, then the parsed environment the
+// CLI entry passes in, validated, with errors naming the flag or variable.
 
 import { readFileSync } from 'node:fs';
+import { ENVIRONMENT_VARIABLES as ENV, type Environment } from '../contracts/environment.js';
 import { RescaleError } from '../contracts/errors.js';
 import type { LogLevel } from '../contracts/logger.js';
 import { parseRedisUrl, type RedisTarget } from '../contracts/redis-connection.js';
-
-/** Environment variables cluster mode reads. */
-export const CLUSTER_ENV = {
-  redis: 'RESCALE_REDIS_URL',
-  coordinator: 'RESCALE_COORDINATOR',
-  token: 'RESCALE_TOKEN',
-  tokenFile: 'RESCALE_TOKEN_FILE',
-} as const;
 
 export function parseHostPort(value: string, option: string): { host: string; port: number } {
   const at = value.lastIndexOf(':');
@@ -24,36 +17,45 @@ export function parseHostPort(value: string, option: string): { host: string; po
   return { host, port };
 }
 
-export function redisTarget(flag: string | undefined): RedisTarget {
-  const url = flag ?? process.env[CLUSTER_ENV.redis];
-  if (url === undefined || url === '') throw new RescaleError('CONFIG_INVALID', `give the Redis URL with --redis redis://:PASSWORD@HOST:6379 or ${CLUSTER_ENV.redis}`);
-  return parseRedisUrl(url, flag !== undefined ? '--redis' : CLUSTER_ENV.redis);
+export function redisTarget(flag: string | undefined, env: Environment): RedisTarget {
+  const url = flag ?? env.redisUrl;
+  if (url === undefined || url === '') {
+    throw new RescaleError('CONFIG_INVALID', `give the Redis URL with --redis redis://:PASSWORD@HOST:6379 or ${ENV.redisUrl}`);
+  }
+  return parseRedisUrl(url, flag !== undefined ? '--redis' : ENV.redisUrl);
 }
 
-export function coordinatorAddress(flag: string | undefined): string {
-  const address = flag ?? process.env[CLUSTER_ENV.coordinator];
-  if (address === undefined || address === '') throw new RescaleError('CONFIG_INVALID', `give the coordinator with --coordinator HOST:PORT or ${CLUSTER_ENV.coordinator}`);
-  parseHostPort(address, flag !== undefined ? '--coordinator' : CLUSTER_ENV.coordinator);
+export function coordinatorAddress(flag: string | undefined, env: Environment): string {
+  const address = flag ?? env.coordinator;
+  if (address === undefined || address === '') {
+    throw new RescaleError('CONFIG_INVALID', `give the coordinator with --coordinator HOST:PORT or ${ENV.coordinator}`);
+  }
+  parseHostPort(address, flag !== undefined ? '--coordinator' : ENV.coordinator);
   return address;
 }
 
 /** The shared token: --token-file, else RESCALE_TOKEN_FILE, else RESCALE_TOKEN. */
-export function token(fileFlag: string | undefined): string {
-  const file = fileFlag ?? process.env[CLUSTER_ENV.tokenFile];
+export function token(fileFlag: string | undefined, env: Environment): string {
+  const file = fileFlag ?? env.tokenFile;
   if (file !== undefined && file !== '') {
     let text: string;
     try {
       text = readFileSync(file, 'utf8');
     } catch (cause) {
-      throw new RescaleError('CONFIG_INVALID', `cannot read the token file ${file} (${(cause as NodeJS.ErrnoException).code ?? String(cause)}); check --token-file or ${CLUSTER_ENV.tokenFile}`, { cause });
+      const reason = (cause as NodeJS.ErrnoException).code ?? String(cause);
+      const message = `cannot read the token file ${file} (${reason}); check --token-file or ${ENV.tokenFile}`;
+      throw new RescaleError('CONFIG_INVALID', message, { cause });
     }
     const value = text.trim();
     if (value === '') throw new RescaleError('CONFIG_INVALID', `the token file ${file} is empty; write a secret into it, e.g. openssl rand -hex 32 > ${file}`);
     return value;
   }
-  const value = process.env[CLUSTER_ENV.token]?.trim();
+  const value = env.token;
   if (value === undefined || value === '') {
-    throw new RescaleError('CONFIG_INVALID', `no token: pass --token-file F, or set ${CLUSTER_ENV.tokenFile} or ${CLUSTER_ENV.token} (create one with: openssl rand -hex 32 > token)`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `no token: pass --token-file F, or set ${ENV.tokenFile} or ${ENV.token} (create one with: openssl rand -hex 32 > token)`,
+    );
   }
   return value;
 }

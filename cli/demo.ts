@@ -97,6 +97,8 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     logger: options.logger,
     progress: options.progress,
     ...(options.signal ? { signal: options.signal } : {}),
+    // The demo codebook has no fallback section, so no key variable is ever looked up.
+    env: {},
   });
 
   const results = await parquetReadObjects({ file: await asyncBufferFromFile(output), columns: ['id', 'label', 'status'], compressors });

@@ -30,14 +30,14 @@ export interface BatchSubmitOptions {
   readonly limit?: number;
   readonly sequences?: number;
   readonly threads?: number;
-  readonly env?: Readonly<Record<string, string | undefined>>;
+  readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger?: Logger;
   readonly signal?: AbortSignal;
 }
 
 export async function submitFallbackBatch(options: BatchSubmitOptions): Promise<BatchSubmitSummary> {
   const logger = options.logger ?? silentLogger;
-  const env = options.env ?? process.env;
+  const env = options.env;
   const codebook = await loadCodebook(options.codebook);
   const { config, apiKey } = await liveBatchFallback(codebook, env);
   const output = path.resolve(options.output);

@@ -3,6 +3,7 @@
 // every error to a message and an exit code a user can act on.
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { readEnvironment } from '../contracts/environment.js';
 import { RescaleError, errorMessage, type ErrorCode } from '../contracts/errors.js';
 import { JsonLogger, type LogLevel, type Logger } from '../contracts/logger.js';
 import { isClusterCommand } from './cluster-verbs.js';
@@ -109,10 +110,12 @@ function required(name: string, value: string | undefined): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // Read once, here; commands receive the frozen result (the fallback's key variable is looked up in it).
+  const environment = readEnvironment();
   const verb = argv[0];
   if (isClusterCommand(verb)) {
     const { runClusterCommand } = await import('./cluster-commands.js');
-    return runClusterCommand(verb, argv.slice(1));
+    return runClusterCommand(verb, argv.slice(1), environment);
   }
   let parsed;
   try {
@@ -156,6 +159,7 @@ async function main(argv: string[]): Promise<number> {
         overwrite: values.overwrite ?? false,
         noFallback: values['no-fallback'] ?? false,
         fallbackOffline: values['fallback-offline'] ?? false,
+        env: environment.variables,
         logger,
         progress: values['no-progress'] ? silentProgress : createProgress(),
         signal: controller.signal,
@@ -179,7 +183,16 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'merge': {
       const { mergeLocalMode } = await import('./local-mode.js');
-      const summary = await mergeLocalMode({ codebook: required('codebook', values.codebook), input: values.input ?? [required('input', undefined)], output: required('output', values.output), ...optionalNumbers(values), noFallback: values['no-fallback'] ?? false, fallbackOffline: values['fallback-offline'] ?? false, logger });
+      const summary = await mergeLocalMode({
+        codebook: required('codebook', values.codebook),
+        input: values.input ?? [required('input', undefined)],
+        output: required('output', values.output),
+        ...optionalNumbers(values),
+        noFallback: values['no-fallback'] ?? false,
+        fallbackOffline: values['fallback-offline'] ?? false,
+        env: environment.variables,
+        logger,
+      });
       process.stdout.write(`wrote ${summary.output} (${summary.rows} rows from ${summary.shards} shards) and ${summary.manifestPath}\n`);
       return 0;
     }
@@ -192,7 +205,15 @@ async function main(argv: string[]): Promise<number> {
       const action = positionals[1];
       const { submitFallbackBatch, collectFallbackBatches } = await import('./fallback-batch.js');
       if (action === 'submit') {
-        const summary = await submitFallbackBatch({ codebook: required('codebook', values.codebook), input: values.input ?? [required('input', undefined)], output: required('output', values.output), ...optionalNumbers(values), logger, signal: controller.signal });
+        const summary = await submitFallbackBatch({
+          codebook: required('codebook', values.codebook),
+          input: values.input ?? [required('input', undefined)],
+          output: required('output', values.output),
+          ...optionalNumbers(values),
+          env: environment.variables,
+          logger,
+          signal: controller.signal,
+        });
         process.stdout.write(
           `${summary.routed} documents routed: ${summary.cached} already answered in the cache, ${summary.submitted} requests submitted` +
             (summary.leftOut > 0 ? `, ${summary.leftOut} left out (the budget cannot cover their worst case; the run decides them)` : '') +
@@ -202,7 +223,15 @@ async function main(argv: string[]): Promise<number> {
       }
       if (action === 'collect') {
         const poll = positiveInt('poll-seconds', values['poll-seconds']);
-        const summary = await collectFallbackBatches({ codebook: required('codebook', values.codebook), output: required('output', values.output), wait: values.wait ?? false, ...(poll !== undefined ? { pollMs: poll * 1000 } : {}), logger, signal: controller.signal });
+        const summary = await collectFallbackBatches({
+          codebook: required('codebook', values.codebook),
+          output: required('output', values.output),
+          wait: values.wait ?? false,
+          ...(poll !== undefined ? { pollMs: poll * 1000 } : {}),
+          env: environment.variables,
+          logger,
+          signal: controller.signal,
+        });
         const reasons = Object.entries(summary.reasons).map(([reason, n]) => `  ${n} × ${reason}`).join('\n');
         process.stdout.write(
           `${summary.answered} answers stored in the cache, ${summary.failed} failed, ${summary.missing} missing` +

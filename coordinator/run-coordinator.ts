@@ -34,8 +34,8 @@ export interface RunCoordinatorOptions {
   readonly reconcileIntervalMs?: number;
   /** Redis unreachable this long → `lost` resolves (default 60 s). */
   readonly redisTimeoutMs?: number;
-  /** Where the fallback's API key variable is looked up (default process.env): only the coordinator needs it. */
-  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Where the fallback's API key variable is looked up (the CLI's parsed environment): only the coordinator needs it. */
+  readonly env: Readonly<Record<string, string | undefined>>;
 }
 
 type CompiledOptions = Required<Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env'>> & { redis: RedisTarget };
@@ -128,7 +128,7 @@ export class RunCoordinator {
         redis: options.redis,
         reconcileIntervalMs: options.reconcileIntervalMs ?? 30_000,
         redisTimeoutMs,
-        env: options.env ?? process.env,
+        env: options.env,
       };
       coordinator = new RunCoordinator(redis, queue, events, compiled, logger);
       await coordinator.begin();

@@ -64,8 +64,8 @@ export interface RunRequest {
   readonly noFallback?: boolean;
   /** `--fallback-offline`: fallback answers from the cache only (no key, no network); misses get over_budget. */
   readonly fallbackOffline?: boolean;
-  /** Where the fallback's key variable is looked up (default process.env). */
-  readonly env?: Readonly<Record<string, string | undefined>>;
+  /** Where the fallback's key variable is looked up (the CLI passes its parsed environment's variables). */
+  readonly env: Readonly<Record<string, string | undefined>>;
 }
 
 /** A planned run: everything the shards are scored and merged from. */
@@ -107,7 +107,7 @@ export async function openRun(
   const fallback = await resolveFallback(codebook, {
     disabled: request.noFallback ?? false,
     offline: request.fallbackOffline ?? false,
-    env: request.env ?? process.env,
+    env: request.env,
   });
   const fallbackPaths = fallbackPathsFor(layout.output, fallback.active ? fallback.config : null);
   if (scoring !== null) {

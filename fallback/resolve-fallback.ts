@@ -26,7 +26,7 @@ export interface ResolveFallbackOptions {
   readonly disabled?: boolean;
   /** `--fallback-offline`: answers only from the cache; no key, no network. */
   readonly offline?: boolean;
-  /** Where env-var keys are looked up (the CLI passes process.env). */
+  /** Where env-var keys are looked up (the CLI passes its parsed environment's variables). */
   readonly env: Readonly<Record<string, string | undefined>>;
 }
 

@@ -275,7 +275,14 @@ async function main(): Promise<void> {
       log(`local mode on ${MODEL_ROWS} rows`);
       const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
       started = performance.now();
-      await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: MODEL_SHARD_ROWS, limit: MODEL_ROWS });
+      await runLocalMode({
+        codebook: fixture.codebook,
+        input: [fixture.corpus],
+        output: localOutput,
+        shardRows: MODEL_SHARD_ROWS,
+        limit: MODEL_ROWS,
+        env: {},
+      });
       localSeconds = (performance.now() - started) / 1000;
       const { readFile } = await import('node:fs/promises');
       identical = (await readFile(localOutput)).equals(await readFile(modelOutput));

@@ -164,6 +164,8 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
       codebook: codebookFile,
       input: [heldOut],
       output: results,
+      // The learning-curve codebooks have no fallback section, so no key variable is looked up.
+      env: {},
       logger,
       progress: silentProgress,
       ...(options.threads !== undefined ? { threads: options.threads } : {}),

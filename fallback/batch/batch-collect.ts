@@ -26,7 +26,7 @@ export interface BatchCollectOptions {
   /** Wait for unfinished batches (polling every pollMs) instead of reporting them as pending. */
   readonly wait?: boolean;
   readonly pollMs?: number;
-  readonly env?: Readonly<Record<string, string | undefined>>;
+  readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger?: Logger;
   readonly signal?: AbortSignal;
 }
@@ -45,7 +45,7 @@ export interface BatchCollectSummary {
 export async function collectFallbackBatches(options: BatchCollectOptions): Promise<BatchCollectSummary> {
   const logger = options.logger ?? silentLogger;
   const codebook = await loadCodebook(options.codebook);
-  const { config, apiKey } = await liveBatchFallback(codebook, options.env ?? process.env);
+  const { config, apiKey } = await liveBatchFallback(codebook, options.env);
   const output = path.resolve(options.output);
   const paths = fallbackPathsFor(output, config);
   const records = await readBatchState(output);

@@ -94,7 +94,7 @@ describe('rescale run (local mode)', () => {
       const codebookFile = path.join(dir, 'codebook.yaml');
       await writeFile(codebookFile, codebookYaml(model));
       const output = path.join(dir, 'out', 'results.parquet');
-      const summary = await runLocalMode({ codebook: codebookFile, input: [input], output, shardRows: 40 });
+      const summary = await runLocalMode({ codebook: codebookFile, input: [input], output, shardRows: 40, env: {} });
       assert.equal(summary.rows, 120);
       const rows = await readOutput(output);
       assert.deepEqual(rows.map((r) => r.id), Array.from({ length: 120 }, (_, i) => BigInt(i)));
@@ -226,13 +226,13 @@ describe('rescale run (local mode)', () => {
       await writeFile(codebookFile, codebookYaml(model));
       const empty = await writeParquetWithDuckDB(`SELECT i::BIGINT AS id, 'x' AS text FROM range(0) t(i)`, path.join(dir, 'empty.parquet'));
       const emptyOut = path.join(dir, 'empty-out.parquet');
-      const summary = await runLocalMode({ codebook: codebookFile, input: [empty], output: emptyOut });
+      const summary = await runLocalMode({ codebook: codebookFile, input: [empty], output: emptyOut, env: {} });
       assert.equal(summary.rows, 0);
       assert.equal((await readOutput(emptyOut)).length, 0);
 
       const binary = await writeParquetWithDuckDB(`SELECT 1::BIGINT AS id, '\\xFF\\xFEgreat'::BLOB AS text`, path.join(dir, 'binary.parquet'));
       const binaryOut = path.join(dir, 'binary-out.parquet');
-      await runLocalMode({ codebook: codebookFile, input: [binary], output: binaryOut });
+      await runLocalMode({ codebook: codebookFile, input: [binary], output: binaryOut, env: {} });
       const [row] = await readOutput(binaryOut);
       assert.equal(row?.status, 'ok');
       assert.equal(row?.label, 'positive');
@@ -245,9 +245,9 @@ describe('rescale run (local mode)', () => {
       const codebookFile = path.join(dir, 'codebook.yaml');
       await writeFile(codebookFile, codebookYaml(model));
       const output = path.join(dir, 'o.parquet');
-      const trial = await runLocalMode({ codebook: codebookFile, input: [input], output, limit: 25 });
+      const trial = await runLocalMode({ codebook: codebookFile, input: [input], output, limit: 25, env: {} });
       assert.equal(trial.rows, 25);
-      const full = await runLocalMode({ codebook: codebookFile, input: [input], output, overwrite: true });
+      const full = await runLocalMode({ codebook: codebookFile, input: [input], output, overwrite: true, env: {} });
       assert.equal(full.rows, 60);
       assert.equal(full.shardsSkipped, 0);
     });

@@ -17,7 +17,7 @@ async function prepare(dir: string, rows: number, shardRows: number): Promise<vo
   const fixture = await clusterFixture(rows, { rowGroupRows: shardRows });
   const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
   const started = performance.now();
-  await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows });
+  await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows, env: {} });
   const localMs = Math.round(performance.now() - started);
   process.stdout.write(`${JSON.stringify({ dir: fixture.dir, codebook: fixture.codebook, corpus: fixture.corpus, localOutput, localMs })}\n`);
 }

@@ -45,7 +45,7 @@ let localOutput: string;
 before(async () => {
   fixture = await clusterFixture(ROWS, { rowGroupRows: SHARD_ROWS });
   localOutput = path.join(fixture.dir, 'local', 'results.parquet');
-  await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS });
+  await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS, env: {} });
 });
 
 after(async () => {

@@ -49,7 +49,14 @@ describe('cluster mode', () => {
     workers = await Promise.all([startWorker(redis.url, 'w1'), startWorker(redis.url, 'w2')]);
     control = client(coordinator, fixture);
     localOutput = path.join(fixture.dir, 'local', 'results.parquet');
-    await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS, limit: ROWS });
+    await runLocalMode({
+      codebook: fixture.codebook,
+      input: [fixture.corpus],
+      output: localOutput,
+      shardRows: SHARD_ROWS,
+      limit: ROWS,
+      env: {},
+    });
   });
 
   after(async () => {

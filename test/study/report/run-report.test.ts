@@ -41,7 +41,7 @@ model: { path: ${JSON.stringify(model)}, max_document_tokens: 64, threads: 2 }
 `,
   );
   const results = path.join(dir, 'results.parquet');
-  await runLocalMode({ codebook, input: [gold], output: results, shardRows: 30 });
+  await runLocalMode({ codebook, input: [gold], output: results, shardRows: 30, env: {} });
   return { results, gold };
 }
 
