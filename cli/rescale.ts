@@ -4,7 +4,7 @@
 
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { readEnvironment } from '../contracts/environment.js';
-import { RescaleError, errorMessage, type ErrorCode } from '../contracts/errors.js';
+import { ERROR_CODES, RescaleError, errorMessage } from '../contracts/errors.js';
 import { JsonLogger, type LogLevel, type Logger } from '../contracts/logger.js';
 import { isClusterCommand } from './cluster-verbs.js';
 import { createProgress, silentProgress } from './progress.js';
@@ -48,34 +48,6 @@ Common options:
   --no-progress                       no progress bar / progress lines
   -h, --help, --version
 `;
-
-/** Exit codes: 2 usage or codebook, 3 input, 4 output, 5 model or adapter, 6 engine, 7 fallback endpoint, 8 cluster auth, 9 Redis or coordinator unreachable, 10 run not found or in conflict, 75 batch still running (`batch collect`), 130 interrupted. */
-const EXIT_CODES: Partial<Record<ErrorCode, number>> = {
-  CODEBOOK_INVALID: 2,
-  CONFIG_INVALID: 2,
-  LABEL_INVALID: 2,
-  TEMPLATE_INVALID: 2,
-  CONTEXT_TOO_SMALL: 2,
-  INPUT_NOT_FOUND: 3,
-  INPUT_INVALID: 3,
-  COLUMN_MISSING: 3,
-  SHARD_INCOMPLETE: 3,
-  OUTPUT_NOT_WRITABLE: 4,
-  MODEL_NOT_FOUND: 5,
-  MODEL_INVALID: 5,
-  ADAPTER_NOT_FOUND: 5,
-  ADAPTER_INVALID: 5,
-  ADAPTER_MISMATCH: 5,
-  ENGINE_FAILED: 6,
-  FALLBACK_AUTH: 7,
-  FALLBACK_REJECTED: 7,
-  FALLBACK_MALFORMED: 7,
-  AUTH_FAILED: 8,
-  SERVICE_UNAVAILABLE: 9,
-  RUN_NOT_FOUND: 10,
-  RUN_CONFLICT: 10,
-  ABORTED: 130,
-};
 
 const options = {
   codebook: { type: 'string' },
@@ -277,7 +249,8 @@ main(process.argv.slice(2)).then(
   (error: unknown) => {
     if (error instanceof RescaleError) {
       process.stderr.write(`rescale: ${error.message}\n`);
-      process.exit(EXIT_CODES[error.code] ?? 1);
+      // Exit codes per error code live in contracts/errors.ts; besides them: 75 batch still running, 130 interrupted.
+      process.exit(ERROR_CODES[error.code].exitCode);
     }
     if (error instanceof Error && error.name === 'AbortError') {
       process.stderr.write('rescale: stopped; run the same command again to resume\n');
