@@ -47,7 +47,9 @@ const schema = z.object({
     .string()
     .optional()
     .transform((value) => (value === undefined || value.trim() === '' ? undefined : value.trim())),
-  [ENVIRONMENT_VARIABLES.llamaBuild]: z.enum(['auto', 'prebuilt'], { error: 'use "auto" or "prebuilt"' }).default('auto'),
+  [ENVIRONMENT_VARIABLES.llamaBuild]: z
+    .enum(['auto', 'prebuilt'], { error: 'use "auto" or "prebuilt"' })
+    .default('auto'),
 });
 
 /** Parses and freezes an environment; errors name the variable, its value and what to use instead. */

@@ -19,8 +19,16 @@ describe('parseEnvironment', () => {
   });
 
   it('treats an empty variable as unset', () => {
-    const env = parseEnvironment({ RESCALE_REDIS_URL: '', RESCALE_COORDINATOR: '', RESCALE_TOKEN_FILE: '', RESCALE_TOKEN: ' ' });
-    assert.deepEqual([env.redisUrl, env.coordinator, env.tokenFile, env.token], [undefined, undefined, undefined, undefined]);
+    const env = parseEnvironment({
+      RESCALE_REDIS_URL: '',
+      RESCALE_COORDINATOR: '',
+      RESCALE_TOKEN_FILE: '',
+      RESCALE_TOKEN: ' ',
+    });
+    assert.deepEqual(
+      [env.redisUrl, env.coordinator, env.tokenFile, env.token],
+      [undefined, undefined, undefined, undefined],
+    );
   });
 
   it('keeps every variable in a frozen snapshot, for the key variable a codebook names', () => {
@@ -37,7 +45,8 @@ describe('parseEnvironment', () => {
     assert.throws(
       () => parseEnvironment({ RESCALE_LLAMA_BUILD: 'cuda' }),
       (error: unknown) =>
-        isRescaleError(error, 'CONFIG_INVALID') && error.message === 'environment variable RESCALE_LLAMA_BUILD is "cuda"; use "auto" or "prebuilt"',
+        isRescaleError(error, 'CONFIG_INVALID') &&
+        error.message === 'environment variable RESCALE_LLAMA_BUILD is "cuda"; use "auto" or "prebuilt"',
     );
   });
 });

@@ -32,10 +32,19 @@ describe('ERROR_CODES', () => {
   it('keeps the exit codes the README documents', () => {
     const exit = (code: ErrorCode): number => ERROR_CODES[code].exitCode;
     assert.deepEqual(
-      [exit('CODEBOOK_INVALID'), exit('INPUT_NOT_FOUND'), exit('OUTPUT_NOT_WRITABLE'), exit('MODEL_NOT_FOUND'), exit('ENGINE_FAILED')],
+      [
+        exit('CODEBOOK_INVALID'),
+        exit('INPUT_NOT_FOUND'),
+        exit('OUTPUT_NOT_WRITABLE'),
+        exit('MODEL_NOT_FOUND'),
+        exit('ENGINE_FAILED'),
+      ],
       [2, 3, 4, 5, 6],
     );
-    assert.deepEqual([exit('FALLBACK_AUTH'), exit('AUTH_FAILED'), exit('SERVICE_UNAVAILABLE'), exit('RUN_CONFLICT')], [7, 8, 9, 10]);
+    assert.deepEqual(
+      [exit('FALLBACK_AUTH'), exit('AUTH_FAILED'), exit('SERVICE_UNAVAILABLE'), exit('RUN_CONFLICT')],
+      [7, 8, 9, 10],
+    );
     assert.equal(exit('ABORTED'), 130);
     assert.equal(exit('INTERNAL'), 1);
   });
@@ -48,7 +57,7 @@ describe('ERROR_CODES', () => {
     assert.equal(toGrpcError(new RescaleError('FALLBACK_MALFORMED', 'x')).code, status.UNAVAILABLE);
   });
 
-  it('makes the code\'s retry policy the default of a RescaleError', () => {
+  it("makes the code's retry policy the default of a RescaleError", () => {
     assert.equal(new RescaleError('SERVICE_UNAVAILABLE', 'x').retryable, true);
     assert.equal(new RescaleError('ENGINE_FAILED', 'x').retryable, false);
     assert.equal(new RescaleError('ENGINE_FAILED', 'x', { retryable: true }).retryable, true);
@@ -59,7 +68,10 @@ describe('toGrpcError and fromGrpcError', () => {
   it('round-trip every code with its message and retryable flag', () => {
     for (const code of CODES.filter((c) => c !== 'INTERNAL')) {
       for (const retryable of [false, true]) {
-        const back = fromGrpcError(received(toGrpcError(new RescaleError(code, `message of ${code}`, { retryable }))), 'head:7400');
+        const back = fromGrpcError(
+          received(toGrpcError(new RescaleError(code, `message of ${code}`, { retryable }))),
+          'head:7400',
+        );
         assert.equal(back.code, code);
         assert.equal(back.retryable, retryable, `${code} retryable=${String(retryable)}`);
         assert.equal(back.message, `message of ${code}`);
@@ -68,7 +80,10 @@ describe('toGrpcError and fromGrpcError', () => {
   });
 
   it('round-trip an internal RescaleError as INTERNAL, keeping retryable and naming the coordinator', () => {
-    const back = fromGrpcError(received(toGrpcError(new RescaleError('INTERNAL', 'broken', { retryable: true }))), 'head:7400');
+    const back = fromGrpcError(
+      received(toGrpcError(new RescaleError('INTERNAL', 'broken', { retryable: true }))),
+      'head:7400',
+    );
     assert.equal(back.code, 'INTERNAL');
     assert.equal(back.retryable, true);
     assert.match(back.message, /head:7400 failed: broken/);
@@ -83,17 +98,23 @@ describe('toGrpcError and fromGrpcError', () => {
     assert.equal(back.retryable, false);
   });
 
-  it('fall back to the code\'s policy when the retryable flag is missing', () => {
+  it("fall back to the code's policy when the retryable flag is missing", () => {
     const metadata = new Metadata();
     metadata.set('rescale-error-code', 'SERVICE_UNAVAILABLE');
     assert.equal(fromGrpcError(received({ code: status.UNAVAILABLE, details: 'x', metadata }), 'h:1').retryable, true);
     const run = new Metadata();
     run.set('rescale-error-code', 'RUN_NOT_FOUND');
-    assert.equal(fromGrpcError(received({ code: status.NOT_FOUND, details: 'x', metadata: run }), 'h:1').retryable, false);
+    assert.equal(
+      fromGrpcError(received({ code: status.NOT_FOUND, details: 'x', metadata: run }), 'h:1').retryable,
+      false,
+    );
   });
 
   it('turn a transport failure without a code into what the user should check', () => {
-    const unreachable = fromGrpcError(received({ code: status.UNAVAILABLE, details: 'connect ECONNREFUSED' }), 'head:7400');
+    const unreachable = fromGrpcError(
+      received({ code: status.UNAVAILABLE, details: 'connect ECONNREFUSED' }),
+      'head:7400',
+    );
     assert.equal(unreachable.code, 'SERVICE_UNAVAILABLE');
     assert.equal(unreachable.retryable, true);
     assert.match(unreachable.message, /RESCALE_COORDINATOR/);
