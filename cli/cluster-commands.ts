@@ -194,6 +194,7 @@ async function runWorker(values: Values, env: Environment): Promise<number> {
   const worker = await ShardWorker.start({
     redis,
     logger,
+    llamaBuild: env.llamaBuild,
     ...(name !== undefined ? { name } : {}),
     ...(threads !== undefined ? { threads } : {}),
     ...(grace !== undefined ? { shutdownGraceMs: grace * 1000 } : {}),

@@ -13,6 +13,7 @@ import type { Logger } from '../contracts/logger.js';
 import { agreementMetrics } from '../study/evaluation/agreement-metrics.js';
 import { ensureFixtureModel } from '../gguf/fixtures/fixture-catalog.js';
 import type { Progress } from './progress.js';
+import type { LlamaBuild } from '../contracts/environment.js';
 import { runLocalMode } from './local-mode.js';
 import { PACKAGE_ROOT } from './version.js';
 
@@ -23,6 +24,8 @@ export interface DemoOptions {
   readonly limit?: number;
   readonly shardRows?: number;
   readonly threads?: number;
+  /** llama.cpp build to load (the CLI passes RESCALE_LLAMA_BUILD, parsed). */
+  readonly llamaBuild?: LlamaBuild;
   readonly logger: Logger;
   readonly progress: Progress;
   readonly signal?: AbortSignal;
@@ -99,7 +102,7 @@ export async function runDemo(options: DemoOptions): Promise<void> {
     ...(options.signal ? { signal: options.signal } : {}),
     // The demo codebook has no fallback section, so no key variable is ever looked up.
     env: {},
-  });
+  }, options.llamaBuild);
 
   const results = await parquetReadObjects({ file: await asyncBufferFromFile(output), columns: ['id', 'label', 'status'], compressors });
   const gold = await parquetReadObjects({ file: await asyncBufferFromFile(corpus), columns: ['id', 'gold'], compressors });

@@ -17,6 +17,7 @@ import { batchesBeforeSubmit, submitCollectedRequests, type BatchSubmitSummary }
 import { RequestCollector } from '../fallback/batch/request-collector.js';
 import { fallbackPathsFor } from '../fallback/resolve-fallback.js';
 import { ResponseCache } from '../fallback/response-cache.js';
+import type { LlamaBuild } from '../contracts/environment.js';
 import { runLocalMode } from './local-mode.js';
 
 export { collectFallbackBatches, type BatchCollectOptions, type BatchCollectSummary } from '../fallback/batch/batch-collect.js';
@@ -31,6 +32,8 @@ export interface BatchSubmitOptions {
   readonly sequences?: number;
   readonly threads?: number;
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** llama.cpp build to load (the CLI passes RESCALE_LLAMA_BUILD, parsed). */
+  readonly llamaBuild?: LlamaBuild;
   readonly logger?: Logger;
   readonly signal?: AbortSignal;
 }
@@ -73,7 +76,7 @@ export async function submitFallbackBatch(options: BatchSubmitOptions): Promise<
       sequences: options.sequences,
       threads: options.threads,
       signal: options.signal,
-    });
+    }, options.llamaBuild);
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }

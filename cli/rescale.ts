@@ -135,7 +135,7 @@ async function main(argv: string[]): Promise<number> {
         logger,
         progress: values['no-progress'] ? silentProgress : createProgress(),
         signal: controller.signal,
-      });
+      }, environment.llamaBuild);
       const { fallback } = summary;
       const fallbackLine = !fallback.active
         ? `fallback: off (${fallback.reason})\n`
@@ -164,13 +164,13 @@ async function main(argv: string[]): Promise<number> {
         fallbackOffline: values['fallback-offline'] ?? false,
         env: environment.variables,
         logger,
-      });
+      }, environment.llamaBuild);
       process.stdout.write(`wrote ${summary.output} (${summary.rows} rows from ${summary.shards} shards) and ${summary.manifestPath}\n`);
       return 0;
     }
     case 'demo': {
       const { runDemo } = await import('./demo.js');
-      await runDemo({ ...(values.output ? { output: values.output } : {}), ...optionalNumbers(values), logger, progress: values['no-progress'] ? silentProgress : createProgress(), signal: controller.signal });
+      await runDemo({ ...(values.output ? { output: values.output } : {}), ...optionalNumbers(values), llamaBuild: environment.llamaBuild, logger, progress: values['no-progress'] ? silentProgress : createProgress(), signal: controller.signal });
       return 0;
     }
     case 'batch': {
@@ -183,6 +183,7 @@ async function main(argv: string[]): Promise<number> {
           output: required('output', values.output),
           ...optionalNumbers(values),
           env: environment.variables,
+          llamaBuild: environment.llamaBuild,
           logger,
           signal: controller.signal,
         });

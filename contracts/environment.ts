@@ -78,11 +78,7 @@ export function readEnvironment(): Environment {
   return parseEnvironment(process.env);
 }
 
-/**
- * RESCALE_LLAMA_BUILD alone, for callers not yet handed the parsed Environment: tests, scripts, and the defaults
- * left in cli/local-mode.ts, worker/scorer-cache.ts and worker/engine/label-scorer.ts. Pass
- * `Environment.llamaBuild` down instead where a caller has it.
- */
+/** RESCALE_LLAMA_BUILD alone, for tests and scripts that load llama.cpp themselves; rescale's own code is handed it. */
 export function llamaBuildFromEnvironment(): LlamaBuild {
   return readEnvironment().llamaBuild;
 }

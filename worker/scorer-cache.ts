@@ -5,7 +5,6 @@
 import { createHash } from 'node:crypto';
 import type { LlamaModel } from 'node-llama-cpp';
 import { canonicalJson, codebookResultHash, type Codebook } from '../contracts/codebook.js';
-import { llamaBuildFromEnvironment } from '../contracts/environment.js';
 import { RescaleError } from '../contracts/errors.js';
 import type { DocumentScorer } from '../contracts/document-scorer.js';
 import { quickFingerprint } from '../contracts/file-digest.js';
@@ -39,7 +38,7 @@ export interface ScorerProvider {
 
 export interface ScorerCacheOptions {
   readonly threads?: number;
-  /** llama.cpp build to load (default: RESCALE_LLAMA_BUILD, read when the first model loads). */
+  /** llama.cpp build to load (the worker command passes RESCALE_LLAMA_BUILD, parsed; default auto). */
   readonly build?: BuildPreference;
   readonly logger?: Logger;
   /** Called when a model is loaded from disk (not when it is reused). */
@@ -97,7 +96,7 @@ export class ScorerCache implements ScorerProvider {
     if (this.model !== null && this.model.key !== modelKey) await this.releaseModel();
     if (this.model === null) {
       const started = performance.now();
-      const llama = await getRuntime({ build: this.options.build ?? llamaBuildFromEnvironment(), logger: this.logger });
+      const llama = await getRuntime({ build: this.options.build ?? 'auto', logger: this.logger });
       const model = await loadModel(llama, codebook.model.path, codebook.model.gpuLayers);
       this.model = { key: modelKey, path: codebook.model.path, model };
       const seconds = (performance.now() - started) / 1000;

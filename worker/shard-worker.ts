@@ -3,6 +3,7 @@
 // out); around it: a registration with heartbeat, cancel messages, a Redis watchdog, and a SIGTERM path that
 // hands the active shard back to the queue at once.
 
+import type { LlamaBuild } from '../contracts/environment.js';
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import { WaitingError, Worker, type Job } from 'bullmq';
@@ -49,6 +50,8 @@ export interface ShardWorkerOptions {
   readonly progressIntervalMs?: number;
   /** Where scorers come from (default: a ScorerCache over llama.cpp). */
   readonly scorers?: ScorerProvider;
+  /** llama.cpp build the default ScorerCache loads (the CLI passes RESCALE_LLAMA_BUILD, parsed; default auto). */
+  readonly llamaBuild?: LlamaBuild;
   readonly metrics?: WorkerMetrics;
 }
 
@@ -167,6 +170,7 @@ export class ShardWorker {
       options.scorers ??
       new ScorerCache({
         logger,
+        build: options.llamaBuild ?? 'auto',
         ...(compiled.threads !== undefined ? { threads: compiled.threads } : {}),
         onModelLoad: () => metrics.modelLoads.inc(),
       });

@@ -8,7 +8,6 @@ import type { LlamaModel, Token } from 'node-llama-cpp';
 import { singleQuestion, type Codebook, type Label } from '../../contracts/codebook.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
 import type { DocumentScore, DocumentScorer, ScoreOptions, ScorerSettings } from '../../contracts/document-scorer.js';
-import { llamaBuildFromEnvironment } from '../../contracts/environment.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
 import type { RowStatus } from '../../contracts/results.js';
@@ -29,7 +28,7 @@ export interface ScorerOptions {
   readonly threads?: number;
   /** Reuse an already loaded model (cluster workers cache models across shards); its llama.cpp binding is used. */
   readonly model?: LlamaModel;
-  /** llama.cpp build to load when no model is given (default: RESCALE_LLAMA_BUILD). */
+  /** llama.cpp build to load when no model is given (callers pass RESCALE_LLAMA_BUILD, parsed; default auto). */
   readonly build?: BuildPreference;
 }
 
@@ -66,7 +65,7 @@ export class LabelScorer implements DocumentScorer {
   static async create(codebook: Codebook, options: ScorerOptions = {}): Promise<LabelScorer> {
     const logger = options.logger ?? silentLogger;
     const question = singleQuestion(codebook);
-    const llama = options.model?.llama ?? (await getRuntime({ build: options.build ?? llamaBuildFromEnvironment(), logger }));
+    const llama = options.model?.llama ?? (await getRuntime({ build: options.build ?? 'auto', logger }));
     const info = await runtimeInfo(llama);
     for (const [i, adapter] of codebook.model.adapters.entries()) await assertLoraAdapter(adapter.path, `model.adapters[${i}].path`);
     const model = options.model ?? (await loadModel(llama, codebook.model.path, codebook.model.gpuLayers));
