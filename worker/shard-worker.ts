@@ -293,7 +293,11 @@ export class ShardWorker {
     if (config === null) throw new RescaleError('INTERNAL', `run ${runId} has the fallback on, but its codebook has no fallback section`);
     await this.fallback?.close();
     this.fallback = null;
-    this.fallback = await QueuedFallback.open(this.options.redis, runId, config, this.logger);
+    this.fallback = await QueuedFallback.open(this.options.redis, runId, config, {
+      logger: this.logger,
+      timeoutMs: this.options.redisTimeoutMs,
+      signal: this.stopping.signal,
+    });
     return this.fallback;
   }
 
