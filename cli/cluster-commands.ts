@@ -202,17 +202,21 @@ async function runWorker(values: Values, env: Environment): Promise<number> {
     ...(stalled !== undefined ? { stalledIntervalMs: stalled * 1000 } : {}),
     ...(maxStalled !== undefined ? { maxStalledCount: maxStalled } : {}),
   });
-  let metrics: MetricsServer | undefined;
-  try {
-    const metricsListen = str(values, 'metrics');
-    if (metricsListen !== undefined) metrics = await startMetricsServer(metricsListen, worker.metrics.registry, logger);
-    const outcome = await Promise.race([signal, worker.lost]);
-    if (typeof outcome === 'number') return outcome;
-    const stopped = await worker.stop(outcome);
-    return stopped === 'timeout' ? 1 : 0;
-  } finally {
-    await metrics?.close();
-  }
+  const metricsListen = str(values, 'metrics');
+  // The worker is registered and may hold a shard already: if the metrics server cannot start, hand the shard back
+  // and deregister before exiting, instead of running on unwatched.
+  await using _metrics =
+    metricsListen === undefined
+      ? undefined
+      : await startMetricsServer(metricsListen, worker.metrics.registry, logger).catch(async (error: unknown) => {
+          logger.log('error', 'metrics server did not start; stopping the worker', { error: errorMessage(error) });
+          await worker.close('metrics server did not start');
+          throw error;
+        });
+  const outcome = await Promise.race([signal, worker.lost]);
+  if (typeof outcome === 'number') return outcome;
+  const stopped = await worker.close(outcome);
+  return stopped === 'timeout' ? 1 : 0;
 }
 
 /**

@@ -6,7 +6,7 @@ import { RescaleError, errorMessage } from '../contracts/errors.js';
 import type { Logger } from '../contracts/logger.js';
 import { parseHostPort } from './cluster-options.js';
 
-export interface MetricsServer {
+export interface MetricsServer extends AsyncDisposable {
   readonly port: number;
   close(): Promise<void>;
 }
@@ -37,8 +37,6 @@ export async function startMetricsServer(listen: string, registry: Registry, log
   const address = server.address();
   const bound = typeof address === 'object' && address !== null ? address.port : port;
   logger.log('info', 'metrics listening', { address: `${host}:${bound}`, path: '/metrics' });
-  return {
-    port: bound,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+  const close = (): Promise<void> => new Promise<void>((resolve) => server.close(() => resolve()));
+  return { port: bound, close, [Symbol.asyncDispose]: close };
 }

@@ -188,12 +188,16 @@ export class RunCoordinator {
     this.closed = true;
     this.finisher.stop();
     this.reconciler.stop();
-    this.watchdog.stop();
+    this.watchdog.close();
     await this.events.close();
     await this.chain.settled();
     await this.finisher.idle();
     await this.fallbackService.close();
     await this.queue.close().catch(() => undefined);
     this.redis.disconnect();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 }
