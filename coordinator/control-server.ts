@@ -84,6 +84,10 @@ export class ControlServer {
       });
     });
   }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
 }
 
 /** Constant-time comparison of `authorization: Bearer <token>` with the expected token. */
