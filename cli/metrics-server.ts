@@ -3,12 +3,12 @@
 import http from 'node:http';
 import type { Registry } from 'prom-client';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
+import type { Closeable } from '../contracts/closeable.js';
 import type { Logger } from '../contracts/logger.js';
 import { parseHostPort } from './cluster-options.js';
 
-export interface MetricsServer extends AsyncDisposable {
+export interface MetricsServer extends Closeable {
   readonly port: number;
-  close(): Promise<void>;
 }
 
 export async function startMetricsServer(listen: string, registry: Registry, logger: Logger): Promise<MetricsServer> {

@@ -5,6 +5,7 @@
 // twice, and answers already given are read back.
 
 import { Job, Queue, QueueEvents } from 'bullmq';
+import type { Closeable } from '../contracts/closeable.js';
 import type { FallbackConfig } from '../contracts/fallback-config.js';
 import {
   fallbackJobId,
@@ -28,7 +29,7 @@ const BATCH = 500;
 /** How long one wait for a job's finish event lasts before its state is read again. */
 const WAIT_SLICE_MS = 30_000;
 
-export class QueuedFallback implements ShardFallback {
+export class QueuedFallback implements ShardFallback, Closeable {
   private constructor(
     readonly runId: string,
     private readonly config: FallbackConfig,
