@@ -26,18 +26,38 @@ after(async () => {
 
 describe('rescale worker', () => {
   it('exits non-zero naming --metrics when the metrics port is taken, and deregisters from Redis', async () => {
-    const worker = spawnRescale('worker', ['worker', '--name', 'metrics-clash', '--threads', '1', '--metrics', `127.0.0.1:${port}`], {
-      RESCALE_REDIS_URL: redis.url,
-    });
+    const worker = spawnRescale(
+      'worker',
+      ['worker', '--name', 'metrics-clash', '--threads', '1', '--metrics', `127.0.0.1:${port}`],
+      {
+        RESCALE_REDIS_URL: redis.url,
+      },
+    );
     try {
       const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 60_000).unref());
       const exit = await Promise.race([worker.exited, timeout]);
-      if (exit === 'timeout') assert.fail(`the worker kept running; last log lines:\n${worker.logs().slice(-10).map((l) => JSON.stringify(l)).join('\n')}`);
+      if (exit === 'timeout')
+        assert.fail(
+          `the worker kept running; last log lines:\n${worker
+            .logs()
+            .slice(-10)
+            .map((l) => JSON.stringify(l))
+            .join('\n')}`,
+        );
       assert.equal(exit.code, 2, 'CONFIG_INVALID exits 2');
       const message = worker.logs().find((line) => line.level === 'raw' && line.msg.startsWith('rescale: '));
-      assert.match(message?.msg ?? '', new RegExp(`cannot serve metrics on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE.*--metrics`));
-      assert.ok(worker.logs().some((line) => line.msg === 'worker ready'), 'the worker had registered before the metrics server failed');
-      assert.ok(worker.logs().some((line) => line.msg === 'stopped'), 'the worker closed gracefully');
+      assert.match(
+        message?.msg ?? '',
+        new RegExp(`cannot serve metrics on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE.*--metrics`),
+      );
+      assert.ok(
+        worker.logs().some((line) => line.msg === 'worker ready'),
+        'the worker had registered before the metrics server failed',
+      );
+      assert.ok(
+        worker.logs().some((line) => line.msg === 'stopped'),
+        'the worker closed gracefully',
+      );
     } finally {
       await worker.stop();
     }

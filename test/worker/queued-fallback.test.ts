@@ -52,13 +52,16 @@ describe('QueuedFallback.open', () => {
     const target = parseRedisUrl(`redis://127.0.0.1:${await closedPort()}`);
     const before = liveHandles();
     const started = Date.now();
-    await assert.rejects(QueuedFallback.open(target, `run-${randomUUID()}`, config, { timeoutMs: 500 }), (error: unknown) => {
-      assert.ok(error instanceof RescaleError);
-      assert.equal(error.code, 'SERVICE_UNAVAILABLE');
-      assert.equal(error.retryable, true);
-      assert.match(error.message, /cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+.*--redis/);
-      return true;
-    });
+    await assert.rejects(
+      QueuedFallback.open(target, `run-${randomUUID()}`, config, { timeoutMs: 500 }),
+      (error: unknown) => {
+        assert.ok(error instanceof RescaleError);
+        assert.equal(error.code, 'SERVICE_UNAVAILABLE');
+        assert.equal(error.retryable, true);
+        assert.match(error.message, /cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+.*--redis/);
+        return true;
+      },
+    );
     assert.ok(Date.now() - started < 5_000, 'the open gave up within its bound');
     await assertNothingLeftOpen(before);
   });
@@ -67,7 +70,10 @@ describe('QueuedFallback.open', () => {
     const before = liveHandles();
     redis.pause();
     try {
-      await assert.rejects(QueuedFallback.open(parseRedisUrl(redis.url), `run-${randomUUID()}`, config, { timeoutMs: 500 }), { code: 'SERVICE_UNAVAILABLE' });
+      await assert.rejects(
+        QueuedFallback.open(parseRedisUrl(redis.url), `run-${randomUUID()}`, config, { timeoutMs: 500 }),
+        { code: 'SERVICE_UNAVAILABLE' },
+      );
     } finally {
       redis.resume();
     }
@@ -78,7 +84,10 @@ describe('QueuedFallback.open', () => {
     const target = parseRedisUrl(`redis://127.0.0.1:${await closedPort()}`);
     const before = liveHandles();
     const stopping = new AbortController();
-    const opening = QueuedFallback.open(target, `run-${randomUUID()}`, config, { timeoutMs: 60_000, signal: stopping.signal });
+    const opening = QueuedFallback.open(target, `run-${randomUUID()}`, config, {
+      timeoutMs: 60_000,
+      signal: stopping.signal,
+    });
     stopping.abort(new RescaleError('ABORTED', 'worker stopping (SIGTERM)'));
     await assert.rejects(opening, { code: 'ABORTED', message: 'worker stopping (SIGTERM)' });
     await assertNothingLeftOpen(before);
@@ -87,7 +96,9 @@ describe('QueuedFallback.open', () => {
   it('opens on a live Redis, and closes when its scope ends', async () => {
     const before = liveHandles();
     {
-      await using fallback = await QueuedFallback.open(parseRedisUrl(redis.url), `run-${randomUUID()}`, config, { timeoutMs: 5_000 });
+      await using fallback = await QueuedFallback.open(parseRedisUrl(redis.url), `run-${randomUUID()}`, config, {
+        timeoutMs: 5_000,
+      });
       assert.match(fallback.runId, /^run-/);
     }
     await assertNothingLeftOpen(before);
