@@ -18,7 +18,7 @@ import {
   redisTarget,
   token,
 } from './cluster-options.js';
-import { startMetricsServer, type MetricsServer } from './metrics-server.js';
+import { startMetricsServer } from './metrics-server.js';
 import type { ClusterCommand } from './cluster-verbs.js';
 import { createPinoLogger } from './pino-logger.js';
 
@@ -140,41 +140,28 @@ async function runCoordinator(values: Values, env: Environment): Promise<number>
 
   const { RunCoordinator } = await import('../coordinator/run-coordinator.js');
   const { ControlServer } = await import('../coordinator/control-server.js');
-  const coordinator = await RunCoordinator.start({
+  // Closed in reverse order on every path, each even when closing the one after it failed: the coordinator
+  // holds Redis connections.
+  await using coordinator = await RunCoordinator.start({
     redis,
     logger,
     env: env.variables,
     ...(redisTimeout !== undefined ? { redisTimeoutMs: redisTimeout * 1000 } : {}),
     ...(reconcile !== undefined ? { reconcileIntervalMs: reconcile * 1000 } : {}),
   });
-  let server: Awaited<ReturnType<typeof ControlServer.start>> | undefined;
-  let metrics: MetricsServer | undefined;
-  try {
-    server = await ControlServer.start({ coordinator, token: secret, listen, ...(tls !== undefined ? { tls } : {}), logger });
-    const metricsListen = str(values, 'metrics');
-    if (metricsListen !== undefined) metrics = await startMetricsServer(metricsListen, coordinator.metrics.registry, logger);
-    const addressFile = str(values, 'address-file');
-    if (addressFile !== undefined) await writeAtomically(addressFile, `${server.address}\n`);
-    process.stdout.write(`coordinator listening on ${server.address}\n`);
-    const outcome = await Promise.race([stopSignal(), coordinator.lost.then((error) => error)]);
-    if (outcome instanceof RescaleError) {
-      logger.log('error', 'giving up: redis unreachable for too long', { error: outcome.message });
-      throw outcome;
-    }
-    logger.log('info', 'stopping', { signal: outcome });
-    return 0;
-  } finally {
-    // Each one closed even when closing the one before failed: the coordinator holds Redis connections.
-    try {
-      await server?.close();
-    } finally {
-      try {
-        await metrics?.close();
-      } finally {
-        await coordinator.close();
-      }
-    }
+  await using server = await ControlServer.start({ coordinator, token: secret, listen, ...(tls !== undefined ? { tls } : {}), logger });
+  const metricsListen = str(values, 'metrics');
+  await using _metrics = metricsListen === undefined ? undefined : await startMetricsServer(metricsListen, coordinator.metrics.registry, logger);
+  const addressFile = str(values, 'address-file');
+  if (addressFile !== undefined) await writeAtomically(addressFile, `${server.address}\n`);
+  process.stdout.write(`coordinator listening on ${server.address}\n`);
+  const outcome = await Promise.race([stopSignal(), coordinator.lost.then((error) => error)]);
+  if (outcome instanceof RescaleError) {
+    logger.log('error', 'giving up: redis unreachable for too long', { error: outcome.message });
+    throw outcome;
   }
+  logger.log('info', 'stopping', { signal: outcome });
+  return 0;
 }
 
 async function runWorker(values: Values, env: Environment): Promise<number> {
@@ -203,17 +190,21 @@ async function runWorker(values: Values, env: Environment): Promise<number> {
     ...(stalled !== undefined ? { stalledIntervalMs: stalled * 1000 } : {}),
     ...(maxStalled !== undefined ? { maxStalledCount: maxStalled } : {}),
   });
-  let metrics: MetricsServer | undefined;
-  try {
-    const metricsListen = str(values, 'metrics');
-    if (metricsListen !== undefined) metrics = await startMetricsServer(metricsListen, worker.metrics.registry, logger);
-    const outcome = await Promise.race([signal, worker.lost]);
-    if (typeof outcome === 'number') return outcome;
-    const stopped = await worker.stop(outcome);
-    return stopped === 'timeout' ? 1 : 0;
-  } finally {
-    await metrics?.close();
-  }
+  const metricsListen = str(values, 'metrics');
+  // The worker is registered and may hold a shard already: if the metrics server cannot start, hand the shard back
+  // and deregister before exiting, instead of running on unwatched.
+  await using _metrics =
+    metricsListen === undefined
+      ? undefined
+      : await startMetricsServer(metricsListen, worker.metrics.registry, logger).catch(async (error: unknown) => {
+          logger.log('error', 'metrics server did not start; stopping the worker', { error: errorMessage(error) });
+          await worker.close('metrics server did not start');
+          throw error;
+        });
+  const outcome = await Promise.race([signal, worker.lost]);
+  if (typeof outcome === 'number') return outcome;
+  const stopped = await worker.close(outcome);
+  return stopped === 'timeout' ? 1 : 0;
 }
 
 /**

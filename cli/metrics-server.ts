@@ -3,12 +3,12 @@
 import http from 'node:http';
 import type { Registry } from 'prom-client';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
+import type { Closeable } from '../contracts/closeable.js';
 import type { Logger } from '../contracts/logger.js';
 import { parseHostPort } from './cluster-options.js';
 
-export interface MetricsServer {
+export interface MetricsServer extends Closeable {
   readonly port: number;
-  close(): Promise<void>;
 }
 
 export async function startMetricsServer(listen: string, registry: Registry, logger: Logger): Promise<MetricsServer> {
@@ -37,8 +37,6 @@ export async function startMetricsServer(listen: string, registry: Registry, log
   const address = server.address();
   const bound = typeof address === 'object' && address !== null ? address.port : port;
   logger.log('info', 'metrics listening', { address: `${host}:${bound}`, path: '/metrics' });
-  return {
-    port: bound,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
-  };
+  const close = (): Promise<void> => new Promise<void>((resolve) => server.close(() => resolve()));
+  return { port: bound, close, [Symbol.asyncDispose]: close };
 }

@@ -206,13 +206,14 @@ export class RedisWatchdog {
         this.options.logger.log('warn', 'redis unreachable; waiting for it', { redis: this.target.display, giveUpAfterMs: this.options.timeoutMs, error: errorMessage(error) });
       }
       if (now - this.failingSince >= this.options.timeoutMs && !this.stopped) {
-        this.stop();
+        this.close();
         this.options.onLost(redisError(this.target, error, now - this.failingSince));
       }
     }
   }
 
-  stop(): void {
+  /** Stops pinging and drops its connection. */
+  close(): void {
     this.stopped = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.client.disconnect();

@@ -12,6 +12,7 @@ import {
   type ServerWritableStream,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
+import type { Closeable } from '../contracts/closeable.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { TERMINAL_RUN_STATES, type WorkerRecord } from '../contracts/shard-queue.js';
@@ -46,7 +47,7 @@ export interface ControlServerOptions {
 const MIN_TOKEN_LENGTH = 16;
 const DEFAULT_WATCH_INTERVAL_MS = 1_000;
 
-export class ControlServer {
+export class ControlServer implements Closeable {
   private constructor(
     private readonly server: Server,
     readonly port: number,
@@ -83,6 +84,10 @@ export class ControlServer {
         resolve();
       });
     });
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 }
 

@@ -4,6 +4,7 @@
 
 import { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
+import type { Closeable } from '../contracts/closeable.js';
 import type { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { connectRedis, redisOptions, RedisWatchdog, type RedisTarget } from '../contracts/redis-connection.js';
@@ -40,7 +41,7 @@ export interface RunCoordinatorOptions {
 
 type CompiledOptions = Required<Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env'>> & { redis: RedisTarget };
 
-export class RunCoordinator {
+export class RunCoordinator implements Closeable {
   readonly metrics: CoordinatorMetrics;
   /** Resolves with an error when Redis stayed unreachable past the bound. */
   readonly lost: Promise<RescaleError>;
@@ -188,12 +189,16 @@ export class RunCoordinator {
     this.closed = true;
     this.finisher.stop();
     this.reconciler.stop();
-    this.watchdog.stop();
+    this.watchdog.close();
     await this.events.close();
     await this.chain.settled();
     await this.finisher.idle();
     await this.fallbackService.close();
     await this.queue.close().catch(() => undefined);
     this.redis.disconnect();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 }

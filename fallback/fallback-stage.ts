@@ -5,6 +5,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Closeable } from '../contracts/closeable.js';
 import { singleQuestion, type Codebook } from '../contracts/codebook.js';
 import { errorMessage, RescaleError } from '../contracts/errors.js';
 import type { FallbackConfig, FallbackMode } from '../contracts/fallback-config.js';
@@ -85,7 +86,7 @@ export interface RoutedDocument {
   readonly doc: DocumentInput;
 }
 
-export class FallbackStage implements ShardFallback {
+export class FallbackStage implements ShardFallback, Closeable {
   private readonly prompt: FallbackPrompt;
   private readonly endpoint: string;
   private readonly client: FallbackClient | null;

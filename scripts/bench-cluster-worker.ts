@@ -65,5 +65,5 @@ const signal = await new Promise<string>((resolve) => {
   process.once('SIGTERM', () => resolve('SIGTERM'));
   process.once('SIGINT', () => resolve('SIGINT'));
 });
-await worker.stop(signal);
+await worker.close(signal);
 process.exit(0);

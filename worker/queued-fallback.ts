@@ -5,6 +5,7 @@
 // twice, and answers already given are read back.
 
 import { Job, Queue, QueueEvents } from 'bullmq';
+import type { Closeable } from '../contracts/closeable.js';
 import type { FallbackConfig } from '../contracts/fallback-config.js';
 import {
   fallbackJobId,
@@ -16,7 +17,7 @@ import {
 } from '../contracts/fallback-queue.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
-import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
+import { redisError, redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
 import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
 import { QUEUE_PREFIX } from '../contracts/shard-queue.js';
 import type { ShardFallback, ShardFallbackContext } from '../contracts/shard-fallback.js';
@@ -28,7 +29,7 @@ const BATCH = 500;
 /** How long one wait for a job's finish event lasts before its state is read again. */
 const WAIT_SLICE_MS = 30_000;
 
-export class QueuedFallback implements ShardFallback {
+export class QueuedFallback implements ShardFallback, Closeable {
   private constructor(
     readonly runId: string,
     private readonly config: FallbackConfig,
@@ -36,18 +37,42 @@ export class QueuedFallback implements ShardFallback {
     private readonly events: QueueEvents,
   ) {}
 
-  static async open(target: RedisTarget, runId: string, config: FallbackConfig, logger: Logger = silentLogger): Promise<QueuedFallback> {
+  /**
+   * Opens the run's fallback queue and its event reader and waits until both answer. BullMQ waits for Redis
+   * forever, so the wait is bounded (`timeoutMs`, `signal`); on any failure both are force-closed before the
+   * error is thrown, since a graceful close of a never-connected event reader waits for Redis forever too.
+   */
+  static async open(target: RedisTarget, runId: string, config: FallbackConfig, options: QueuedFallbackOptions = {}): Promise<QueuedFallback> {
+    const logger = options.logger ?? silentLogger;
+    const timeoutMs = options.timeoutMs ?? 60_000;
     const name = fallbackQueueName(runId);
-    const queue = new Queue<FallbackJobData, unknown>(name, {
-      connection: redisOptions(target, { blocking: false, name: `rescale-worker-fallback-${runId}` }),
-      prefix: QUEUE_PREFIX,
-      defaultJobOptions: { removeOnComplete: { age: FALLBACK_JOB_KEEP_SECONDS }, removeOnFail: { age: FALLBACK_JOB_KEEP_SECONDS } },
-    });
-    queue.on('error', (error) => logger.log('warn', 'fallback queue error', { runId, error: error.message }));
-    const events = new QueueEvents(name, { connection: redisOptions(target, { blocking: true, name: `rescale-worker-fallback-events-${runId}` }), prefix: QUEUE_PREFIX });
-    events.on('error', (error) => logger.log('warn', 'fallback queue event reader error', { runId, error: error.message }));
-    await Promise.all([queue.waitUntilReady(), events.waitUntilReady()]);
-    return new QueuedFallback(runId, config, queue, events);
+    let lastError: unknown;
+    const opened: (Queue | QueueEvents)[] = [];
+    try {
+      const queue = new Queue<FallbackJobData, unknown>(name, {
+        connection: redisOptions(target, { blocking: false, name: `rescale-worker-fallback-${runId}` }),
+        prefix: QUEUE_PREFIX,
+        defaultJobOptions: { removeOnComplete: { age: FALLBACK_JOB_KEEP_SECONDS }, removeOnFail: { age: FALLBACK_JOB_KEEP_SECONDS } },
+      });
+      opened.push(queue);
+      queue.on('error', (error) => {
+        lastError = error;
+        logger.log('warn', 'fallback queue error', { runId, error: error.message });
+      });
+      const events = new QueueEvents(name, { connection: redisOptions(target, { blocking: true, name: `rescale-worker-fallback-events-${runId}` }), prefix: QUEUE_PREFIX });
+      opened.push(events);
+      events.on('error', (error) => {
+        lastError = error;
+        logger.log('warn', 'fallback queue event reader error', { runId, error: error.message });
+      });
+      await readyWithin(Promise.all([queue.waitUntilReady(), events.waitUntilReady()]), timeoutMs, options.signal, () =>
+        redisError(target, lastError ?? new Error('no answer'), timeoutMs),
+      );
+      return new QueuedFallback(runId, config, queue, events);
+    } catch (error) {
+      await forceClose(opened);
+      throw error;
+    }
   }
 
   async resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: ShardFallbackContext): Promise<ResultRow[]> {
@@ -114,6 +139,46 @@ export class QueuedFallback implements ShardFallback {
   async close(): Promise<void> {
     await Promise.allSettled([this.events.close(), this.queue.close()]);
   }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+export interface QueuedFallbackOptions {
+  readonly logger?: Logger;
+  /** Give up opening when Redis has not answered for this long (default 60 s): a retryable SERVICE_UNAVAILABLE. */
+  readonly timeoutMs?: number;
+  /** Aborts the opening (the worker is stopping); the open rejects with the signal's reason. */
+  readonly signal?: AbortSignal;
+}
+
+/** Waits for `ready`, or rejects when `timeoutMs` passes (with `timedOut()`) or `signal` aborts (with its reason). */
+async function readyWithin(ready: Promise<unknown>, timeoutMs: number, signal: AbortSignal | undefined, timedOut: () => Error): Promise<void> {
+  ready.catch(() => undefined); // a rejection after the deadline has nobody left to hear it
+  const timer = AbortSignal.timeout(timeoutMs);
+  const deadline = signal === undefined ? timer : AbortSignal.any([timer, signal]);
+  let onAbort = (): void => undefined;
+  const stopped = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal?.aborted === true ? (signal.reason as unknown) : timedOut());
+    if (deadline.aborted) onAbort();
+    else deadline.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    await Promise.race([ready, stopped]);
+  } finally {
+    deadline.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * Disconnects queues and event readers that may never have connected. close() stops their loops (it may never
+ * settle while Redis is away, so it is not awaited); the forced backend close drops the sockets and the
+ * reconnect timers that would otherwise keep the process alive.
+ */
+async function forceClose(opened: readonly (Queue | QueueEvents)[]): Promise<void> {
+  for (const item of opened) void item.close().catch(() => undefined);
+  await Promise.allSettled(opened.map((item) => item.getBackend().close(true)));
 }
 
 /** A failed fallback job as the shard's error: final when the coordinator's failure says so (contracts/fallback-queue.ts). */

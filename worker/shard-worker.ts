@@ -42,7 +42,7 @@ export interface ShardWorkerOptions {
   readonly lockRenewMs?: number;
   readonly stalledIntervalMs?: number;
   readonly maxStalledCount?: number;
-  /** How long stop() waits for the active shard to go back to the queue (default 20 s). */
+  /** How long close() waits for the active shard to go back to the queue (default 20 s). */
   readonly shutdownGraceMs?: number;
   /** Redis unreachable this long (at start or later) → give up, so a scheduler can restart the worker (default 60 s). */
   readonly redisTimeoutMs?: number;
@@ -93,7 +93,7 @@ function compileOptions(options: ShardWorkerOptions): CompiledOptions {
   });
 }
 
-/** How stop() ended: the active shard went back to the queue, there was none, or it did not let go in time. */
+/** How close() ended: the active shard went back to the queue, there was none, or it did not let go in time. */
 export type StopOutcome = 'requeued' | 'idle' | 'timeout';
 
 interface ActiveShard {
@@ -109,7 +109,7 @@ export class ShardWorker {
   private readonly heartbeat: WorkerHeartbeat;
   private readonly watchdog: RedisWatchdog;
   private readonly rowGroups = new RowGroupCache();
-  /** Aborted by stop(): the active shard stops at the next document and goes back to the queue. */
+  /** Aborted by close(): the active shard stops at the next document and goes back to the queue. */
   private readonly stopping = new AbortController();
   private active: ActiveShard | null = null;
   /** The fallback queue of the run last worked on (routed documents go there; the coordinator answers them). */
@@ -174,7 +174,14 @@ export class ShardWorker {
         ...(compiled.threads !== undefined ? { threads: compiled.threads } : {}),
         onModelLoad: () => metrics.modelLoads.inc(),
       });
-    const worker = new ShardWorker(id, compiled, logger, redis, subscriber, scorers, metrics);
+    let worker: ShardWorker;
+    try {
+      worker = new ShardWorker(id, compiled, logger, redis, subscriber, scorers, metrics);
+    } catch (error) {
+      subscriber.disconnect();
+      redis.disconnect();
+      throw error;
+    }
     try {
       await worker.begin();
     } catch (error) {
@@ -297,7 +304,11 @@ export class ShardWorker {
     if (config === null) throw new RescaleError('INTERNAL', `run ${runId} has the fallback on, but its codebook has no fallback section`);
     await this.fallback?.close();
     this.fallback = null;
-    this.fallback = await QueuedFallback.open(this.options.redis, runId, config, this.logger);
+    this.fallback = await QueuedFallback.open(this.options.redis, runId, config, {
+      logger: this.logger,
+      timeoutMs: this.options.redisTimeoutMs,
+      signal: this.stopping.signal,
+    });
     return this.fallback;
   }
 
@@ -358,10 +369,11 @@ export class ShardWorker {
   }
 
   /**
-   * Graceful stop (SIGTERM, preemption): takes no new shard, interrupts the active one and moves it back to the
-   * queue for another worker, then deregisters. Bounded by shutdownGraceMs.
+   * Graceful close (SIGTERM, preemption, a failed start of the CLI's metrics server): takes no new shard,
+   * interrupts the active one and moves it back to the queue for another worker, then deregisters and closes its
+   * connections. Bounded by shutdownGraceMs; calling it again returns the same outcome.
    */
-  stop(reason: string): Promise<StopOutcome> {
+  close(reason: string): Promise<StopOutcome> {
     this.stopResult ??= this.stopGracefully(reason);
     return this.stopResult;
   }
@@ -396,7 +408,7 @@ export class ShardWorker {
   }
 
   private async release(disposeEngine: boolean): Promise<void> {
-    this.watchdog.stop();
+    this.watchdog.close();
     await Promise.race([this.heartbeat.stop(), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
     await this.fallback?.close();
     this.subscriber.disconnect();
