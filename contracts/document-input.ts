@@ -4,5 +4,5 @@ export interface DocumentInput {
   /** The document text; null or blank gives status empty_text. */
   readonly text: string | null;
   /** Values of other input columns the template uses. */
-  readonly columns?: Readonly<Record<string, string | null | undefined>>;
+  readonly columns?: Readonly<Record<string, string | null | undefined>> | undefined;
 }

@@ -1,7 +1,7 @@
 // Redis connections for the coordinator and the workers: one URL parsed once (the password never logged), a
 // first contact that turns refusals into errors naming the fix, and a watchdog that gives up after a bound.
 
-import { Redis, type RedisOptions } from 'ioredis';
+import { Redis } from 'ioredis';
 import { RescaleError, errorMessage } from './errors.js';
 import { silentLogger, type Logger } from './logger.js';
 
@@ -47,11 +47,28 @@ export function parseRedisUrl(url: string, option = '--redis'): RedisTarget {
 }
 
 /**
+ * The options rescale sets, typed exactly (no property that may be undefined), so that both ioredis and BullMQ,
+ * whose option types differ, accept them.
+ */
+export interface RedisConnectionOptions {
+  readonly host: string;
+  readonly port: number;
+  readonly db: number;
+  readonly username?: string;
+  readonly password?: string;
+  readonly tls?: Record<string, never>;
+  readonly connectionName?: string;
+  readonly maxRetriesPerRequest: number | null;
+  readonly connectTimeout: number;
+  readonly retryStrategy: (times: number) => number;
+}
+
+/**
  * ioredis options for a target. `blocking` connections (BullMQ workers and event readers) must wait for Redis
  * however long it is away (maxRetriesPerRequest null); command connections give up a request after a few
  * reconnects so callers see an error instead of hanging.
  */
-export function redisOptions(target: RedisTarget, options: { blocking: boolean; name?: string }): RedisOptions & { retryStrategy: (times: number) => number } {
+export function redisOptions(target: RedisTarget, options: { blocking: boolean; name?: string }): RedisConnectionOptions {
   return {
     host: target.host,
     port: target.port,

@@ -44,7 +44,7 @@ export interface DrainOptions {
   readonly scorer: DocumentScorer;
   readonly fallback?: ShardFallback;
   readonly logger: Logger;
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
   /** Called with the run's documents done (`doneRows` plus this drain's). */
   readonly onProgress?: (documentsDone: number) => void;
   /** Documents of the run already done before this drain (reused shards). */
@@ -82,10 +82,10 @@ export async function drainShards(shards: readonly ShardSpec[], options: DrainOp
 
 export interface LocalRunOptions extends RunRequest {
   readonly overwrite?: boolean;
-  readonly threads?: number;
+  readonly threads?: number | undefined;
   readonly logger?: Logger;
   readonly progress?: RunProgress;
-  readonly signal?: AbortSignal;
+  readonly signal?: AbortSignal | undefined;
   /**
    * Plugged into the shard path instead of the live fallback stage when the fallback is on (`rescale batch submit`
    * passes its request collector); the caller owns it. The plan still comes from the codebook and key as for any run.

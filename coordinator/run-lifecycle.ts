@@ -56,10 +56,10 @@ export interface RunRequest {
   readonly codebook: string;
   readonly input: readonly string[];
   readonly output: string;
-  readonly limit?: number;
+  readonly limit?: number | undefined;
   /** Maximum rows per shard (default 2,000: a few minutes of work on a CPU, so a resume loses little). */
-  readonly shardRows?: number;
-  readonly sequences?: number;
+  readonly shardRows?: number | undefined;
+  readonly sequences?: number | undefined;
   /** `--no-fallback`: local labels only, whatever the codebook says. */
   readonly noFallback?: boolean;
   /** `--fallback-offline`: fallback answers from the cache only (no key, no network); misses get over_budget. */

@@ -54,7 +54,7 @@ export interface EngineDescription {
   readonly llamaCpp: string;
   readonly llamaBuild: string;
   readonly gpu: string | false;
-  readonly settings?: object;
+  readonly settings?: object | undefined;
 }
 
 export interface ManifestInput {

@@ -347,7 +347,7 @@ function idElement(idType: IdType): SchemaElement {
   if (idType === 'float64') return { name: 'id', type: 'DOUBLE', repetition_type: 'OPTIONAL' };
   const signed = idType.startsWith('int');
   const bitWidth = Number(idType.replace(/^u?int/, ''));
-  const name = `${signed ? '' : 'U'}INT_${bitWidth}` as SchemaElement['converted_type'];
+  const name = `${signed ? '' : 'U'}INT_${bitWidth}` as NonNullable<SchemaElement['converted_type']>;
   return {
     name: 'id',
     type: bitWidth === 64 ? 'INT64' : 'INT32',

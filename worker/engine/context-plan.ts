@@ -22,9 +22,9 @@ export interface PromptMeasure {
 
 export interface ContextOverrides {
   /** Overrides codebook model.sequences. */
-  readonly sequences?: number;
+  readonly sequences?: number | undefined;
   /** Overrides codebook model.threads. */
-  readonly threads?: number;
+  readonly threads?: number | undefined;
 }
 
 export interface ContextPlan {
