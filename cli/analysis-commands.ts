@@ -73,21 +73,34 @@ export const analysisOptions = {
 
 export type AnalysisCommand = 'evaluate' | 'calibrate' | 'sample' | 'report';
 
-type Values = { [K in keyof typeof analysisOptions]?: (typeof analysisOptions)[K] extends { multiple: true } ? string[] : (typeof analysisOptions)[K] extends { type: 'boolean' } ? boolean : string } & {
+type Values = {
+  [K in keyof typeof analysisOptions]?: (typeof analysisOptions)[K] extends { multiple: true }
+    ? string[]
+    : (typeof analysisOptions)[K] extends { type: 'boolean' }
+      ? boolean
+      : string;
+} & {
   codebook?: string;
 };
 
 const DEFAULT_SEED = 1;
 
 function need(name: string, value: string | undefined): string {
-  if (value === undefined || value === '') throw new RescaleError('CONFIG_INVALID', `--${name} is required; see "rescale --help"`);
+  if (value === undefined || value === '')
+    throw new RescaleError('CONFIG_INVALID', `--${name} is required; see "rescale --help"`);
   return value;
 }
 
-function numberOption(name: string, value: string | undefined, check: (n: number) => boolean, what: string): number | undefined {
+function numberOption(
+  name: string,
+  value: string | undefined,
+  check: (n: number) => boolean,
+  what: string,
+): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || !check(n)) throw new RescaleError('CONFIG_INVALID', `--${name} must be ${what}, got "${value}"`);
+  if (value.trim() === '' || !Number.isFinite(n) || !check(n))
+    throw new RescaleError('CONFIG_INVALID', `--${name} must be ${what}, got "${value}"`);
   return n;
 }
 
@@ -98,20 +111,45 @@ const isPositiveInt = (n: number): boolean => Number.isInteger(n) && n > 0;
 function listOption(name: string, value: string | undefined): string[] | undefined {
   if (value === undefined) return undefined;
   const items = value.split(',').map((s) => s.trim());
-  if (items.some((s) => s === '')) throw new RescaleError('CONFIG_INVALID', `--${name} must be a comma-separated list without empty items, got "${value}"`);
+  if (items.some((s) => s === ''))
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--${name} must be a comma-separated list without empty items, got "${value}"`,
+    );
   return items;
 }
 
-function numberList(name: string, value: string | undefined, check: (n: number) => boolean, what: string): number[] | undefined {
-  return listOption(name, value)?.map((item) => numberOption(name, item, check, `a comma-separated list of ${what}`) as number);
+function numberList(
+  name: string,
+  value: string | undefined,
+  check: (n: number) => boolean,
+  what: string,
+): number[] | undefined {
+  return listOption(name, value)?.map(
+    (item) => numberOption(name, item, check, `a comma-separated list of ${what}`) as number,
+  );
 }
 
 function seedOf(values: Values): number {
-  return numberOption('seed', values.seed, (n) => Number.isInteger(n) && n >= 0 && n <= 0xffffffff, 'a whole number from 0 to 4294967295') ?? DEFAULT_SEED;
+  return (
+    numberOption(
+      'seed',
+      values.seed,
+      (n) => Number.isInteger(n) && n >= 0 && n <= 0xffffffff,
+      'a whole number from 0 to 4294967295',
+    ) ?? DEFAULT_SEED
+  );
 }
 
 function resamplesOf(values: Values): number {
-  return numberOption('resamples', values.resamples, (n) => Number.isInteger(n) && n >= 100, 'a whole number of at least 100 (2000 is the default)') ?? DEFAULT_BOOTSTRAP_RESAMPLES;
+  return (
+    numberOption(
+      'resamples',
+      values.resamples,
+      (n) => Number.isInteger(n) && n >= 100,
+      'a whole number of at least 100 (2000 is the default)',
+    ) ?? DEFAULT_BOOTSTRAP_RESAMPLES
+  );
 }
 
 function ruleOf(value: string | undefined): RoutingRule {
@@ -127,7 +165,11 @@ function write(text: string): void {
 }
 
 /** Runs one analysis verb; returns the exit code. */
-export async function runAnalysisCommand(command: AnalysisCommand, values: Values, positionals: readonly string[]): Promise<number> {
+export async function runAnalysisCommand(
+  command: AnalysisCommand,
+  values: Values,
+  positionals: readonly string[],
+): Promise<number> {
   const idColumn = values['id-column'] ?? 'id';
   const labelColumn = values['label-column'] ?? 'gold';
   switch (command) {
@@ -135,7 +177,12 @@ export async function runAnalysisCommand(command: AnalysisCommand, values: Value
       const { runEvaluate, formatEvaluation } = await import('./evaluate.js');
       const labels = listOption('labels', values.labels);
       const names = listOption('names', values.names);
-      const trainingSizes = numberList('training-sizes', values['training-sizes'], (n) => Number.isInteger(n) && n >= 0, 'whole numbers ≥ 0');
+      const trainingSizes = numberList(
+        'training-sizes',
+        values['training-sizes'],
+        (n) => Number.isInteger(n) && n >= 0,
+        'whole numbers ≥ 0',
+      );
       const result = await runEvaluate({
         predictions: values.predictions ?? [need('predictions', undefined)],
         gold: need('gold', values.gold),
@@ -157,11 +204,30 @@ export async function runAnalysisCommand(command: AnalysisCommand, values: Value
     case 'calibrate': {
       const { runCalibrate, formatCalibration } = await import('./calibrate.js');
       const predictions = values.predictions ?? [];
-      if (predictions.length !== 1) throw new RescaleError('CONFIG_INVALID', `calibrate takes exactly one --predictions file (the local run on the labelled validation set), got ${predictions.length}`);
-      const fallbackAccuracy = numberOption('fallback-accuracy', values['fallback-accuracy'], isShare, 'a share between 0 and 1, e.g. 0.9');
+      if (predictions.length !== 1)
+        throw new RescaleError(
+          'CONFIG_INVALID',
+          `calibrate takes exactly one --predictions file (the local run on the labelled validation set), got ${predictions.length}`,
+        );
+      const fallbackAccuracy = numberOption(
+        'fallback-accuracy',
+        values['fallback-accuracy'],
+        isShare,
+        'a share between 0 and 1, e.g. 0.9',
+      );
       const corpusSize = numberOption('corpus-size', values['corpus-size'], isPositiveInt, 'a positive whole number');
-      const costPerDocument = numberOption('cost-per-document', values['cost-per-document'], isNonNegative, 'a number ≥ 0 (e.g. 0.0004 dollars)');
-      const targetAccuracy = numberOption('target-accuracy', values['target-accuracy'], isShare, 'a share between 0 and 1, e.g. 0.8');
+      const costPerDocument = numberOption(
+        'cost-per-document',
+        values['cost-per-document'],
+        isNonNegative,
+        'a number ≥ 0 (e.g. 0.0004 dollars)',
+      );
+      const targetAccuracy = numberOption(
+        'target-accuracy',
+        values['target-accuracy'],
+        isShare,
+        'a share between 0 and 1, e.g. 0.8',
+      );
       const budget = numberOption('budget', values.budget, isNonNegative, 'a number ≥ 0');
       const bins = numberOption('bins', values.bins, isPositiveInt, 'a positive whole number');
       const thresholds = numberList('thresholds', values.thresholds, Number.isFinite, 'numbers');
@@ -175,7 +241,9 @@ export async function runAnalysisCommand(command: AnalysisCommand, values: Value
         seed: seedOf(values),
         resamples: resamplesOf(values),
         ...(fallbackAccuracy !== undefined ? { fallbackAccuracy } : {}),
-        ...(values['fallback-predictions'] !== undefined ? { fallbackPredictions: values['fallback-predictions'] } : {}),
+        ...(values['fallback-predictions'] !== undefined
+          ? { fallbackPredictions: values['fallback-predictions'] }
+          : {}),
         ...(corpusSize !== undefined ? { corpusSize } : {}),
         ...(costPerDocument !== undefined ? { costPerDocument } : {}),
         ...(targetAccuracy !== undefined ? { targetAccuracy } : {}),
@@ -193,8 +261,18 @@ export async function runAnalysisCommand(command: AnalysisCommand, values: Value
       const { writeTrainingSample } = await import('../study/sampling/training-sample.js');
       const { formatSample } = await import('./sample.js');
       const sizes = numberList('sizes', need('sizes', values.sizes), isPositiveInt, 'positive whole numbers');
-      const heldOut = numberOption('held-out', values['held-out'], (n) => (n > 0 && n < 1) || (Number.isInteger(n) && n >= 0), 'a fraction between 0 and 1 or a whole number of documents') ?? 0.2;
-      if (values.seed === undefined) throw new RescaleError('CONFIG_INVALID', '--seed is required for sample: record it, it fixes which documents are held out and trained on');
+      const heldOut =
+        numberOption(
+          'held-out',
+          values['held-out'],
+          (n) => (n > 0 && n < 1) || (Number.isInteger(n) && n >= 0),
+          'a fraction between 0 and 1 or a whole number of documents',
+        ) ?? 0.2;
+      if (values.seed === undefined)
+        throw new RescaleError(
+          'CONFIG_INVALID',
+          '--seed is required for sample: record it, it fixes which documents are held out and trained on',
+        );
       const sample = await writeTrainingSample({
         gold: need('gold', values.gold),
         idColumn,
@@ -212,7 +290,11 @@ export async function runAnalysisCommand(command: AnalysisCommand, values: Value
     case 'report': {
       const { runReport } = await import('./report.js');
       const results = positionals[1] ?? values.predictions?.[0];
-      if (results === undefined) throw new RescaleError('CONFIG_INVALID', 'give the run output: rescale report RESULTS.parquet [--gold G.parquet] [--out report.html]');
+      if (results === undefined)
+        throw new RescaleError(
+          'CONFIG_INVALID',
+          'give the run output: rescale report RESULTS.parquet [--gold G.parquet] [--out report.html]',
+        );
       const out = await runReport({
         results,
         ...(values.gold !== undefined ? { gold: values.gold } : {}),

@@ -2,9 +2,18 @@
 // threshold table with the recommended threshold (optionally writing everything as JSON).
 
 import { RescaleError } from '../contracts/errors.js';
-import { describeCoverage, readGoldLabels, readPredictions, resolveLabelOrder } from '../study/evaluation/labelled-predictions.js';
+import {
+  describeCoverage,
+  readGoldLabels,
+  readPredictions,
+  resolveLabelOrder,
+} from '../study/evaluation/labelled-predictions.js';
 import { writeJsonFile } from '../study/json-file.js';
-import { calibrateRouting, type CalibrationResult, type FallbackEvidence } from '../study/calibration/routing-calibration.js';
+import {
+  calibrateRouting,
+  type CalibrationResult,
+  type FallbackEvidence,
+} from '../study/calibration/routing-calibration.js';
 import { fixed, formatMarkdownTable, formatTable, percent, withInterval } from '../study/text-table.js';
 import type { RoutingRule, ThresholdGoal, ThresholdPoint } from '../study/calibration/calibration.js';
 
@@ -36,17 +45,27 @@ export async function runCalibrate(options: CalibrateCommandOptions): Promise<Ca
     );
   }
   if (options.targetAccuracy !== undefined && options.budget !== undefined) {
-    throw new RescaleError('CONFIG_INVALID', 'pass --target-accuracy or --budget, not both: the first buys accuracy at the lowest cost, the second the best accuracy for a cost');
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      'pass --target-accuracy or --budget, not both: the first buys accuracy at the lowest cost, the second the best accuracy for a cost',
+    );
   }
   const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: options.labelColumn });
   const predictions = await readPredictions(options.predictions);
   const fallback: FallbackEvidence =
     options.fallbackPredictions !== undefined
-      ? { kind: 'predictions', predictions: await readPredictions(options.fallbackPredictions, '--fallback-predictions') }
+      ? {
+          kind: 'predictions',
+          predictions: await readPredictions(options.fallbackPredictions, '--fallback-predictions'),
+        }
       : { kind: 'assumed', accuracy: options.fallbackAccuracy as number };
   const labels = resolveLabelOrder(gold, [predictions], options.labels, (p) => p.localLabels);
   const goal: ThresholdGoal | undefined =
-    options.targetAccuracy !== undefined ? { targetAccuracy: options.targetAccuracy } : options.budget !== undefined ? { budget: options.budget } : undefined;
+    options.targetAccuracy !== undefined
+      ? { targetAccuracy: options.targetAccuracy }
+      : options.budget !== undefined
+        ? { budget: options.budget }
+        : undefined;
   const result = calibrateRouting(gold, predictions, {
     rule: options.rule,
     fallback,
@@ -98,20 +117,37 @@ export function formatThresholdTable(result: CalibrationResult, markdown = false
 
 /** Reliability diagram as a table with bars: accuracy per confidence bin against the bin's mean confidence. */
 export function formatReliabilityTable(result: CalibrationResult, markdown = false): string {
-  const header = ['confidence bin', 'documents', 'mean confidence', 'accuracy', 'gap', ...(markdown ? [] : ['accuracy (█) vs confidence (|)'])];
-  const rows = result.bins.filter((b) => b.count > 0).map((b) => {
-    const gap = (b.accuracy as number) - (b.meanConfidence as number);
-    const cells = [`(${fixed(b.lower, 2)}, ${fixed(b.upper, 2)}]`, String(b.count), fixed(b.meanConfidence), fixed(b.accuracy), `${gap >= 0 ? '+' : ''}${fixed(gap)}`];
-    if (!markdown) {
-      const width = 30;
-      const filled = Math.round((b.accuracy as number) * width);
-      const mark = Math.min(width - 1, Math.round((b.meanConfidence as number) * width));
-      const bar = Array.from({ length: width }, (_, i) => (i === mark ? '|' : i < filled ? '█' : '·')).join('');
-      cells.push(bar);
-    }
-    return cells;
-  });
-  return markdown ? formatMarkdownTable(header, rows, ['left', 'right', 'right', 'right', 'right']) : formatTable(header, rows, ['left', 'right', 'right', 'right', 'right', 'left']);
+  const header = [
+    'confidence bin',
+    'documents',
+    'mean confidence',
+    'accuracy',
+    'gap',
+    ...(markdown ? [] : ['accuracy (█) vs confidence (|)']),
+  ];
+  const rows = result.bins
+    .filter((b) => b.count > 0)
+    .map((b) => {
+      const gap = (b.accuracy as number) - (b.meanConfidence as number);
+      const cells = [
+        `(${fixed(b.lower, 2)}, ${fixed(b.upper, 2)}]`,
+        String(b.count),
+        fixed(b.meanConfidence),
+        fixed(b.accuracy),
+        `${gap >= 0 ? '+' : ''}${fixed(gap)}`,
+      ];
+      if (!markdown) {
+        const width = 30;
+        const filled = Math.round((b.accuracy as number) * width);
+        const mark = Math.min(width - 1, Math.round((b.meanConfidence as number) * width));
+        const bar = Array.from({ length: width }, (_, i) => (i === mark ? '|' : i < filled ? '█' : '·')).join('');
+        cells.push(bar);
+      }
+      return cells;
+    });
+  return markdown
+    ? formatMarkdownTable(header, rows, ['left', 'right', 'right', 'right', 'right'])
+    : formatTable(header, rows, ['left', 'right', 'right', 'right', 'right', 'left']);
 }
 
 export function formatCalibration(result: CalibrationResult): string {
@@ -121,7 +157,9 @@ export function formatCalibration(result: CalibrationResult): string {
   out.push(`gold: ${result.gold}`);
   if (note !== null) out.push(`note: ${note}`);
   out.push(`labelled documents: ${result.documents}; local accuracy ${fixed(result.localAccuracy)}`);
-  out.push(`expected calibration error (${result.bins.length} equal-width bins): ${withInterval(result.ece)} (95% CI, seed ${result.ece.seed})`);
+  out.push(
+    `expected calibration error (${result.bins.length} equal-width bins): ${withInterval(result.ece)} (95% CI, seed ${result.ece.seed})`,
+  );
   out.push('', 'reliability diagram:', formatReliabilityTable(result));
   const f = result.fallback;
   out.push(
@@ -137,7 +175,11 @@ export function formatCalibration(result: CalibrationResult): string {
       ? `cost: counted in documents sent to the fallback (pass --cost-per-document for money), corpus of ${result.corpusSize} documents`
       : `cost: ${result.costPerDocument} per fallback document, corpus of ${result.corpusSize} documents`,
   );
-  out.push('', `routing by ${result.rule}: a document goes to the fallback unless ${keepWord(result.rule)}`, formatThresholdTable(result));
+  out.push(
+    '',
+    `routing by ${result.rule}: a document goes to the fallback unless ${keepWord(result.rule)}`,
+    formatThresholdTable(result),
+  );
   const p = result.recommendation.point;
   out.push('');
   if (p === null) out.push(`no recommendation: ${result.recommendation.reason}`);
@@ -148,7 +190,9 @@ export function formatCalibration(result: CalibrationResult): string {
         (result.costPerDocument === null ? '' : `, expected cost ${money(p.expectedCost)}`),
     );
     out.push(`why: ${result.recommendation.reason}`);
-    out.push('note: accuracies are estimates on the labelled sample; a target met by a hair is not met with confidence');
+    out.push(
+      'note: accuracies are estimates on the labelled sample; a target met by a hair is not met with confidence',
+    );
   }
   return out.join('\n') + '\n';
 }

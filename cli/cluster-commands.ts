@@ -36,7 +36,6 @@ export const CLUSTER_USAGE = `Cluster mode (see docs/cluster.md):
       Services read --redis from RESCALE_REDIS_URL when it is not given (keeps the password out of \`ps\`).
 `;
 
-
 const common = {
   'log-level': { type: 'string' },
   json: { type: 'boolean' },
@@ -99,11 +98,20 @@ const OPTIONS = {
 type Values = Record<string, string | boolean | string[] | undefined>;
 
 /** Runs one cluster verb with the arguments after it and the parsed environment; resolves with the exit code. */
-export async function runClusterCommand(command: ClusterCommand, argv: readonly string[], env: Environment): Promise<number> {
+export async function runClusterCommand(
+  command: ClusterCommand,
+  argv: readonly string[],
+  env: Environment,
+): Promise<number> {
   let values: Values;
   let positionals: string[];
   try {
-    ({ values, positionals } = parseArgs({ args: [...argv], options: OPTIONS[command], allowPositionals: true, strict: true }) as { values: Values; positionals: string[] });
+    ({ values, positionals } = parseArgs({
+      args: [...argv],
+      options: OPTIONS[command],
+      allowPositionals: true,
+      strict: true,
+    }) as { values: Values; positionals: string[] });
   } catch (error) {
     throw new RescaleError('CONFIG_INVALID', `${errorMessage(error)}; see "rescale ${command} --help"`);
   }
@@ -121,7 +129,8 @@ export async function runClusterCommand(command: ClusterCommand, argv: readonly 
   }
 }
 
-const str = (values: Values, name: string): string | undefined => (typeof values[name] === 'string' ? (values[name] as string) : undefined);
+const str = (values: Values, name: string): string | undefined =>
+  typeof values[name] === 'string' ? (values[name] as string) : undefined;
 
 // ---- services -------------------------------------------------------------------------------------------------
 
@@ -133,8 +142,12 @@ async function runCoordinator(values: Values, env: Environment): Promise<number>
   const secret = token(str(values, 'token-file'), env);
   const cert = str(values, 'tls-cert');
   const key = str(values, 'tls-key');
-  if ((cert === undefined) !== (key === undefined)) throw new RescaleError('CONFIG_INVALID', 'TLS needs both --tls-cert and --tls-key');
-  const tls = cert !== undefined && key !== undefined ? { cert: readPem(cert, '--tls-cert'), key: readPem(key, '--tls-key') } : undefined;
+  if ((cert === undefined) !== (key === undefined))
+    throw new RescaleError('CONFIG_INVALID', 'TLS needs both --tls-cert and --tls-key');
+  const tls =
+    cert !== undefined && key !== undefined
+      ? { cert: readPem(cert, '--tls-cert'), key: readPem(key, '--tls-key') }
+      : undefined;
   const redisTimeout = positiveNumber('redis-timeout', str(values, 'redis-timeout'));
   const reconcile = positiveNumber('reconcile-interval', str(values, 'reconcile-interval'));
 
@@ -149,9 +162,18 @@ async function runCoordinator(values: Values, env: Environment): Promise<number>
     ...(redisTimeout !== undefined ? { redisTimeoutMs: redisTimeout * 1000 } : {}),
     ...(reconcile !== undefined ? { reconcileIntervalMs: reconcile * 1000 } : {}),
   });
-  await using server = await ControlServer.start({ coordinator, token: secret, listen, ...(tls !== undefined ? { tls } : {}), logger });
+  await using server = await ControlServer.start({
+    coordinator,
+    token: secret,
+    listen,
+    ...(tls !== undefined ? { tls } : {}),
+    logger,
+  });
   const metricsListen = str(values, 'metrics');
-  await using _metrics = metricsListen === undefined ? undefined : await startMetricsServer(metricsListen, coordinator.metrics.registry, logger);
+  await using _metrics =
+    metricsListen === undefined
+      ? undefined
+      : await startMetricsServer(metricsListen, coordinator.metrics.registry, logger);
   const addressFile = str(values, 'address-file');
   if (addressFile !== undefined) await writeAtomically(addressFile, `${server.address}\n`);
   process.stdout.write(`coordinator listening on ${server.address}\n`);
@@ -246,12 +268,18 @@ async function runClientCommand(
   const controlClient = new ControlClient({
     address,
     token: token(str(values, 'token-file'), env),
-    ...(values.tls === true || ca !== undefined ? { tls: ca !== undefined ? { ca: readPem(ca, '--tls-ca') } : {} } : {}),
+    ...(values.tls === true || ca !== undefined
+      ? { tls: ca !== undefined ? { ca: readPem(ca, '--tls-ca') } : {} }
+      : {}),
   });
   const json = values.json === true;
   const runArg = (): string => {
     const runId = positionals[0];
-    if (runId === undefined) throw new RescaleError('CONFIG_INVALID', `give the run id: rescale ${command} RUN (list runs with "rescale status")`);
+    if (runId === undefined)
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `give the run id: rescale ${command} RUN (list runs with "rescale status")`,
+      );
     return runId;
   };
   try {
@@ -260,7 +288,11 @@ async function runClientCommand(
         const codebook = str(values, 'codebook');
         const output = str(values, 'output');
         const inputs = (values.input as string[] | undefined) ?? [];
-        if (codebook === undefined || output === undefined || inputs.length === 0) throw new RescaleError('CONFIG_INVALID', 'submit needs --codebook, --input and --output; see "rescale submit --help"');
+        if (codebook === undefined || output === undefined || inputs.length === 0)
+          throw new RescaleError(
+            'CONFIG_INVALID',
+            'submit needs --codebook, --input and --output; see "rescale submit --help"',
+          );
         const limit = positiveInteger('limit', str(values, 'limit'));
         const shardRows = positiveInteger('shard-rows', str(values, 'shard-rows'));
         const sequences = positiveInteger('sequences', str(values, 'sequences'));
@@ -269,12 +301,21 @@ async function runClientCommand(
           // Globs and folders are resolved against this directory too; the coordinator sees the same paths.
           inputs: inputs.map((input) => path.resolve(input)),
           output: path.resolve(output),
-          options: { shardRows: shardRows ?? 0, limit: limit ?? 0, sequences: sequences ?? 0, overwrite: values.overwrite === true, noFallback: values['no-fallback'] === true, fallbackOffline: values['fallback-offline'] === true },
+          options: {
+            shardRows: shardRows ?? 0,
+            limit: limit ?? 0,
+            sequences: sequences ?? 0,
+            overwrite: values.overwrite === true,
+            noFallback: values['no-fallback'] === true,
+            fallbackOffline: values['fallback-offline'] === true,
+          },
         });
         if (json) process.stdout.write(`${JSON.stringify(response)}\n`);
         else {
           const s = response.status;
-          process.stdout.write(`${response.created ? 'submitted' : 'already submitted:'} run ${response.runId}${s ? ` (${s.shardsTotal} shards, ${s.documentsTotal} documents, ${stateName(s.state)})` : ''}\n`);
+          process.stdout.write(
+            `${response.created ? 'submitted' : 'already submitted:'} run ${response.runId}${s ? ` (${s.shardsTotal} shards, ${s.documentsTotal} documents, ${stateName(s.state)})` : ''}\n`,
+          );
         }
         if (values.watch !== true) return 0;
         return await watch(controlClient, response.runId, json);
@@ -283,7 +324,9 @@ async function runClientCommand(
         const runId = positionals[0];
         if (runId === undefined) {
           const { runs } = await controlClient.listRuns();
-          process.stdout.write(json ? `${JSON.stringify(runs)}\n` : runs.length === 0 ? 'no runs\n' : `${runs.map(runLine).join('\n')}\n`);
+          process.stdout.write(
+            json ? `${JSON.stringify(runs)}\n` : runs.length === 0 ? 'no runs\n' : `${runs.map(runLine).join('\n')}\n`,
+          );
           return 0;
         }
         const status = await controlClient.getRun(runId);
@@ -294,17 +337,29 @@ async function runClientCommand(
         return await watch(controlClient, runArg(), json);
       case 'cancel': {
         const status = await controlClient.cancel(runArg());
-        process.stdout.write(json ? `${JSON.stringify(status)}\n` : `run ${status.runId} is ${stateName(status.state)}\n`);
+        process.stdout.write(
+          json ? `${JSON.stringify(status)}\n` : `run ${status.runId} is ${stateName(status.state)}\n`,
+        );
         return 0;
       }
       case 'retry': {
         const { retried, status } = await controlClient.retryFailed(runArg());
-        process.stdout.write(json ? `${JSON.stringify({ retried, status })}\n` : `queued ${retried} shard(s) again; run ${status?.runId ?? ''} is ${status ? stateName(status.state) : '?'}\n`);
+        process.stdout.write(
+          json
+            ? `${JSON.stringify({ retried, status })}\n`
+            : `queued ${retried} shard(s) again; run ${status?.runId ?? ''} is ${status ? stateName(status.state) : '?'}\n`,
+        );
         return 0;
       }
       case 'workers': {
         const { workers } = await controlClient.workers();
-        process.stdout.write(json ? `${JSON.stringify(workers)}\n` : workers.length === 0 ? 'no live workers\n' : `${workers.map(workerLine).join('\n')}\n`);
+        process.stdout.write(
+          json
+            ? `${JSON.stringify(workers)}\n`
+            : workers.length === 0
+              ? 'no live workers\n'
+              : `${workers.map(workerLine).join('\n')}\n`,
+        );
         return 0;
       }
     }
@@ -363,7 +418,10 @@ function duration(seconds: number): string {
 
 function progressLine(status: RunStatusMessage): string {
   const width = 30;
-  const filled = status.documentsTotal > 0 ? Math.min(width, Math.round((status.documentsDone / status.documentsTotal) * width)) : width;
+  const filled =
+    status.documentsTotal > 0
+      ? Math.min(width, Math.round((status.documentsDone / status.documentsTotal) * width))
+      : width;
   return (
     `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${status.documentsDone}/${status.documentsTotal} docs  ` +
     `shards ${status.shardsDone}/${status.shardsTotal} (${status.shardsActive} active, ${status.shardsFailed} failed)  ` +
@@ -394,4 +452,3 @@ function workerLine(worker: WorkerMessage): string {
   const doing = worker.shardId !== '' ? `${worker.runId}/${worker.shardId}` : '-';
   return `${worker.id}  ${worker.state.padEnd(8)}  ${worker.host}  ${worker.gpu === '' ? 'cpu' : worker.gpu}  ${worker.model === '' ? '-' : path.basename(worker.model)}  ${doing}  ${worker.shardsDone} shards  ${worker.documentsDone} docs  seen ${age.toFixed(0)}s ago`;
 }
-

@@ -20,7 +20,10 @@ export function parseHostPort(value: string, option: string): { host: string; po
 export function redisTarget(flag: string | undefined, env: Environment): RedisTarget {
   const url = flag ?? env.redisUrl;
   if (url === undefined || url === '') {
-    throw new RescaleError('CONFIG_INVALID', `give the Redis URL with --redis redis://:PASSWORD@HOST:6379 or ${ENV.redisUrl}`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `give the Redis URL with --redis redis://:PASSWORD@HOST:6379 or ${ENV.redisUrl}`,
+    );
   }
   return parseRedisUrl(url, flag !== undefined ? '--redis' : ENV.redisUrl);
 }
@@ -47,7 +50,11 @@ export function token(fileFlag: string | undefined, env: Environment): string {
       throw new RescaleError('CONFIG_INVALID', message, { cause });
     }
     const value = text.trim();
-    if (value === '') throw new RescaleError('CONFIG_INVALID', `the token file ${file} is empty; write a secret into it, e.g. openssl rand -hex 32 > ${file}`);
+    if (value === '')
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `the token file ${file} is empty; write a secret into it, e.g. openssl rand -hex 32 > ${file}`,
+      );
     return value;
   }
   const value = env.token;
@@ -64,25 +71,32 @@ export function readPem(file: string, option: string): Buffer {
   try {
     return readFileSync(file);
   } catch (cause) {
-    throw new RescaleError('CONFIG_INVALID', `cannot read ${option} ${file} (${(cause as NodeJS.ErrnoException).code ?? String(cause)})`, { cause });
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `cannot read ${option} ${file} (${(cause as NodeJS.ErrnoException).code ?? String(cause)})`,
+      { cause },
+    );
   }
 }
 
 export function positiveNumber(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new RescaleError('CONFIG_INVALID', `--${name} must be a positive number, got "${value}"`);
+  if (!Number.isFinite(n) || n <= 0)
+    throw new RescaleError('CONFIG_INVALID', `--${name} must be a positive number, got "${value}"`);
   return n;
 }
 
 export function positiveInteger(name: string, value: string | undefined): number | undefined {
   const n = positiveNumber(name, value);
-  if (n !== undefined && !Number.isInteger(n)) throw new RescaleError('CONFIG_INVALID', `--${name} must be a positive whole number, got "${value}"`);
+  if (n !== undefined && !Number.isInteger(n))
+    throw new RescaleError('CONFIG_INVALID', `--${name} must be a positive whole number, got "${value}"`);
   return n;
 }
 
 export function logLevel(value: string | undefined): LogLevel {
   const level = value ?? 'info';
-  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new RescaleError('CONFIG_INVALID', `--log-level must be debug, info, warn or error, got "${level}"`);
+  if (!['debug', 'info', 'warn', 'error'].includes(level))
+    throw new RescaleError('CONFIG_INVALID', `--log-level must be debug, info, warn or error, got "${level}"`);
   return level as LogLevel;
 }

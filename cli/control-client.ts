@@ -1,7 +1,14 @@
 // A client of the coordinator's control API: sends the token with every call, applies deadlines, and turns gRPC
 // failures into RescaleErrors (via coordinator/grpc-errors.ts) that say what to do.
 
-import { credentials, Metadata, type CallOptions, type Client, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import {
+  credentials,
+  Metadata,
+  type CallOptions,
+  type Client,
+  type ClientReadableStream,
+  type ServiceError,
+} from '@grpc/grpc-js';
 import { RescaleError } from '../contracts/errors.js';
 import {
   controlService,
@@ -24,14 +31,20 @@ export interface ControlClientOptions {
   readonly deadlineMs?: number;
 }
 
-type UnaryMethod = (request: unknown, metadata: Metadata, options: CallOptions, callback: (error: ServiceError | null, response: unknown) => void) => void;
+type UnaryMethod = (
+  request: unknown,
+  metadata: Metadata,
+  options: CallOptions,
+  callback: (error: ServiceError | null, response: unknown) => void,
+) => void;
 
 export class ControlClient {
   private readonly client: Client;
   private readonly metadata = new Metadata();
 
   constructor(private readonly options: ControlClientOptions) {
-    const channel = options.tls === undefined ? credentials.createInsecure() : credentials.createSsl(options.tls.ca ?? null);
+    const channel =
+      options.tls === undefined ? credentials.createInsecure() : credentials.createSsl(options.tls.ca ?? null);
     this.client = new (controlService().client)(options.address, channel);
     this.metadata.set('authorization', `Bearer ${options.token}`);
   }
@@ -61,8 +74,17 @@ export class ControlClient {
   }
 
   /** Streams the run's status until it ends (or `signal` aborts); resolves with the last status received. */
-  watch(runId: string, onStatus: (status: RunStatusMessage) => void, options: { intervalMs?: number; signal?: AbortSignal } = {}): Promise<RunStatusMessage> {
-    const method = (this.client as unknown as Record<string, (request: unknown, metadata: Metadata) => ClientReadableStream<RunStatusMessage>>).WatchRun;
+  watch(
+    runId: string,
+    onStatus: (status: RunStatusMessage) => void,
+    options: { intervalMs?: number; signal?: AbortSignal } = {},
+  ): Promise<RunStatusMessage> {
+    const method = (
+      this.client as unknown as Record<
+        string,
+        (request: unknown, metadata: Metadata) => ClientReadableStream<RunStatusMessage>
+      >
+    ).WatchRun;
     if (method === undefined) throw new RescaleError('INTERNAL', 'the control API has no WatchRun method');
     const stream = method.call(this.client, { runId, intervalMs: options.intervalMs ?? 1_000 }, this.metadata);
     return new Promise((resolve, reject) => {
@@ -80,7 +102,8 @@ export class ControlClient {
       });
       stream.on('end', () => {
         options.signal?.removeEventListener('abort', abort);
-        if (last === undefined) reject(new RescaleError('INTERNAL', `the coordinator ended the watch of run ${runId} without any status`));
+        if (last === undefined)
+          reject(new RescaleError('INTERNAL', `the coordinator ended the watch of run ${runId} without any status`));
         else resolve(last);
       });
     });

@@ -38,21 +38,41 @@ export function defaultTweetEvalDir(): string {
 }
 
 /** Reads one TweetEval split as (text, gold label name) pairs, checking the two files line up. */
-export async function readTweetEvalSplit(dataDir: string, task: string, split: string): Promise<{ texts: string[]; labels: string[] }> {
+export async function readTweetEvalSplit(
+  dataDir: string,
+  task: string,
+  split: string,
+): Promise<{ texts: string[]; labels: string[] }> {
   const dir = path.join(dataDir, task);
   const read = async (name: string): Promise<string[]> => {
     const file = path.join(dir, name);
-    if (!existsSync(file)) throw new RescaleError('INPUT_NOT_FOUND', `TweetEval file ${file} is missing; the demo expects the TweetEval data in ${dataDir}`);
+    if (!existsSync(file))
+      throw new RescaleError(
+        'INPUT_NOT_FOUND',
+        `TweetEval file ${file} is missing; the demo expects the TweetEval data in ${dataDir}`,
+      );
     const lines = (await readFile(file, 'utf8')).split('\n');
     if (lines.at(-1) === '') lines.pop();
     return lines;
   };
-  const [texts, codes, mapping] = await Promise.all([read(`${split}_text.txt`), read(`${split}_labels.txt`), read('mapping.txt')]);
-  if (texts.length !== codes.length) throw new RescaleError('INPUT_INVALID', `${dir}: ${split}_text.txt has ${texts.length} lines but ${split}_labels.txt has ${codes.length}`);
+  const [texts, codes, mapping] = await Promise.all([
+    read(`${split}_text.txt`),
+    read(`${split}_labels.txt`),
+    read('mapping.txt'),
+  ]);
+  if (texts.length !== codes.length)
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `${dir}: ${split}_text.txt has ${texts.length} lines but ${split}_labels.txt has ${codes.length}`,
+    );
   const names = new Map(mapping.map((line) => line.split('\t') as [string, string]));
   const labels = codes.map((code, i) => {
     const name = names.get(code.trim());
-    if (name === undefined) throw new RescaleError('INPUT_INVALID', `${dir}/${split}_labels.txt line ${i + 1}: label code "${code}" is not in mapping.txt`);
+    if (name === undefined)
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `${dir}/${split}_labels.txt line ${i + 1}: label code "${code}" is not in mapping.txt`,
+      );
     return name;
   });
   return { texts, labels };
@@ -83,29 +103,47 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   const output = path.resolve(options.output ?? path.join(workDir, 'tweeteval-sentiment.parquet'));
   const say = (line: string): boolean => process.stdout.write(line + '\n');
 
-  say('rescale demo: TweetEval sentiment (test split) with the fixture keyword model + adapter learned from the val split');
+  say(
+    'rescale demo: TweetEval sentiment (test split) with the fixture keyword model + adapter learned from the val split',
+  );
   const models = { model: await ensureFixtureModel('keyword'), adapter: await ensureFixtureModel('keyword-adapter') };
-  const corpus = await tweetEvalParquet(dataDir, 'sentiment', 'test', path.join(workDir, 'tweeteval-sentiment-test.parquet'));
+  const corpus = await tweetEvalParquet(
+    dataDir,
+    'sentiment',
+    'test',
+    path.join(workDir, 'tweeteval-sentiment-test.parquet'),
+  );
   const codebookFile = path.join(workDir, 'sentiment.codebook.yaml');
   await writeFile(codebookFile, sentimentCodebookYaml(models.model, models.adapter));
   say(`corpus: ${corpus}\ncodebook: ${codebookFile}`);
 
-  const summary = await runLocalMode({
-    codebook: codebookFile,
-    input: [corpus],
-    output,
-    ...(options.limit !== undefined ? { limit: options.limit } : {}),
-    ...(options.shardRows !== undefined ? { shardRows: options.shardRows } : {}),
-    ...(options.threads !== undefined ? { threads: options.threads } : {}),
-    logger: options.logger,
-    progress: options.progress,
-    ...(options.signal ? { signal: options.signal } : {}),
-    // The demo codebook has no fallback section, so no key variable is ever looked up.
-    env: {},
-  }, options.llamaBuild);
+  const summary = await runLocalMode(
+    {
+      codebook: codebookFile,
+      input: [corpus],
+      output,
+      ...(options.limit !== undefined ? { limit: options.limit } : {}),
+      ...(options.shardRows !== undefined ? { shardRows: options.shardRows } : {}),
+      ...(options.threads !== undefined ? { threads: options.threads } : {}),
+      logger: options.logger,
+      progress: options.progress,
+      ...(options.signal ? { signal: options.signal } : {}),
+      // The demo codebook has no fallback section, so no key variable is ever looked up.
+      env: {},
+    },
+    options.llamaBuild,
+  );
 
-  const results = await parquetReadObjects({ file: await asyncBufferFromFile(output), columns: ['id', 'label', 'status'], compressors });
-  const gold = await parquetReadObjects({ file: await asyncBufferFromFile(corpus), columns: ['id', 'gold'], compressors });
+  const results = await parquetReadObjects({
+    file: await asyncBufferFromFile(output),
+    columns: ['id', 'label', 'status'],
+    compressors,
+  });
+  const gold = await parquetReadObjects({
+    file: await asyncBufferFromFile(corpus),
+    columns: ['id', 'gold'],
+    compressors,
+  });
   const goldById = new Map(gold.map((r) => [String(r.id), String(r.gold)]));
   const counts = new Map<string, number>();
   const goldLabels: string[] = [];
@@ -123,9 +161,13 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   say('');
   say(`results:  ${summary.output}`);
   say(`manifest: ${summary.manifest}`);
-  say(`documents: ${summary.rows} (${summary.documentsScored} scored now, ${summary.shardsSkipped}/${summary.shards} shards reused)`);
+  say(
+    `documents: ${summary.rows} (${summary.documentsScored} scored now, ${summary.shardsSkipped}/${summary.shards} shards reused)`,
+  );
   say(`labels:   ${[...counts.entries()].map(([l, n]) => `${l} ${n}`).join(', ')}`);
-  say(`accuracy against TweetEval gold: ${metrics.accuracy.toFixed(4)}  macro-F1 ${metrics.macroF1.toFixed(4)}  Cohen's kappa ${metrics.cohenKappa.toFixed(4)}  (n=${goldLabels.length})`);
+  say(
+    `accuracy against TweetEval gold: ${metrics.accuracy.toFixed(4)}  macro-F1 ${metrics.macroF1.toFixed(4)}  Cohen's kappa ${metrics.cohenKappa.toFixed(4)}  (n=${goldLabels.length})`,
+  );
   say(`speed:    ${summary.documentsPerSecond.toFixed(1)} docs/s over ${summary.seconds.toFixed(1)} s`);
 }
 

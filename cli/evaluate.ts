@@ -11,7 +11,11 @@ import {
   readPredictions,
   resolveLabelOrder,
 } from '../study/evaluation/labelled-predictions.js';
-import { evaluatePredictions, type EvaluationResult, type SystemEvaluation } from '../study/evaluation/evaluate-predictions.js';
+import {
+  evaluatePredictions,
+  type EvaluationResult,
+  type SystemEvaluation,
+} from '../study/evaluation/evaluate-predictions.js';
 import { fixed, formatMarkdownTable, formatTable, percent, signedInterval, withInterval } from '../study/text-table.js';
 import type { BootstrapInterval } from '../study/evaluation/bootstrap.js';
 import { writeJsonFile } from '../study/json-file.js';
@@ -33,7 +37,8 @@ export interface EvaluateCommandOptions {
 }
 
 export async function runEvaluate(options: EvaluateCommandOptions): Promise<EvaluationResult> {
-  if (options.predictions.length === 0) throw new RescaleError('CONFIG_INVALID', '--predictions is required; see "rescale --help"');
+  if (options.predictions.length === 0)
+    throw new RescaleError('CONFIG_INVALID', '--predictions is required; see "rescale --help"');
   const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: options.labelColumn });
   const predictions = [];
   for (const file of options.predictions) predictions.push(await readPredictions(file));
@@ -74,17 +79,27 @@ function metricRows(result: EvaluationResult): MetricRow[] {
 /** The overall table: one row per metric, one column per predictions file, estimate [95% CI]. */
 export function formatSummaryTable(result: EvaluationResult, markdown = false): string {
   const header = ['metric', ...result.systems.map((s) => s.name)];
-  const rows = metricRows(result).map((m) => [m.name, ...result.systems.map((s) => {
-    const ci = m.pick(s);
-    return ci === null ? 'n/a' : withInterval(ci);
-  })]);
+  const rows = metricRows(result).map((m) => [
+    m.name,
+    ...result.systems.map((s) => {
+      const ci = m.pick(s);
+      return ci === null ? 'n/a' : withInterval(ci);
+    }),
+  ]);
   return markdown ? formatMarkdownTable(header, rows) : formatTable(header, rows);
 }
 
 /** Per-class precision, recall and F1 of one file. */
 export function formatPerClassTable(system: SystemEvaluation, markdown = false): string {
   const header = ['label', 'support', 'predicted', 'precision', 'recall', 'F1'];
-  const rows = system.perClass.map((c) => [c.label, String(c.support), String(c.predicted), withInterval(c.precision), withInterval(c.recall), withInterval(c.f1)]);
+  const rows = system.perClass.map((c) => [
+    c.label,
+    String(c.support),
+    String(c.predicted),
+    withInterval(c.precision),
+    withInterval(c.recall),
+    withInterval(c.f1),
+  ]);
   return markdown ? formatMarkdownTable(header, rows) : formatTable(header, rows);
 }
 
@@ -104,14 +119,22 @@ export function formatLearningCurveTable(result: EvaluationResult, markdown = fa
   const points = result.systems.filter((s) => s.trainingSize !== null);
   if (points.length === 0) return null;
   const header = ['training examples', 'accuracy', 'macro-F1', "Cohen's kappa", "Krippendorff's alpha"];
-  const rows = points.map((s) => [String(s.trainingSize), withInterval(s.accuracy), withInterval(s.macroF1), withInterval(s.cohenKappa), withInterval(s.alphaNominal)]);
+  const rows = points.map((s) => [
+    String(s.trainingSize),
+    withInterval(s.accuracy),
+    withInterval(s.macroF1),
+    withInterval(s.cohenKappa),
+    withInterval(s.alphaNominal),
+  ]);
   return markdown ? formatMarkdownTable(header, rows) : formatTable(header, rows);
 }
 
 export function formatEvaluation(result: EvaluationResult): string {
   const { bootstrap } = result;
   const out: string[] = [];
-  out.push(`gold: ${result.gold.file} (column "${result.gold.labelColumn}", ${result.gold.rows} rows${result.gold.unlabelled > 0 ? `, ${result.gold.unlabelled} without a label` : ''})`);
+  out.push(
+    `gold: ${result.gold.file} (column "${result.gold.labelColumn}", ${result.gold.rows} rows${result.gold.unlabelled > 0 ? `, ${result.gold.unlabelled} without a label` : ''})`,
+  );
   out.push(`labels: ${result.labels.join(', ')}${result.ordered ? ' (ordered)' : ''}`);
   out.push(
     `documents evaluated: ${result.documents}${result.systems.length > 1 ? ' (labelled in every predictions file)' : ''}; ` +
@@ -120,20 +143,29 @@ export function formatEvaluation(result: EvaluationResult): string {
   for (const s of result.systems) {
     const note = describeCoverage(s.coverage);
     if (note !== null) out.push(`note: ${note}`);
-    if (s.coverage.evaluated > result.documents) out.push(`note: ${s.name}: ${s.coverage.evaluated - result.documents} documents it labelled are left out because another file did not label them`);
+    if (s.coverage.evaluated > result.documents)
+      out.push(
+        `note: ${s.name}: ${s.coverage.evaluated - result.documents} documents it labelled are left out because another file did not label them`,
+      );
   }
   out.push('', formatSummaryTable(result));
   const curve = formatLearningCurveTable(result);
   if (curve !== null) out.push('', 'learning curve:', curve);
   if (result.differences.length > 0) {
     out.push('', `difference against ${result.differences[0]?.baseline ?? ''} (paired bootstrap, same resamples):`);
-    out.push(formatTable(['file', 'Δ accuracy', 'Δ macro-F1'], result.differences.map((d) => [d.system, signedInterval(d.accuracy), signedInterval(d.macroF1)])));
+    out.push(
+      formatTable(
+        ['file', 'Δ accuracy', 'Δ macro-F1'],
+        result.differences.map((d) => [d.system, signedInterval(d.accuracy), signedInterval(d.macroF1)]),
+      ),
+    );
   }
   for (const s of result.systems) {
     out.push('', `${s.name}: per class`, formatPerClassTable(s));
     out.push('', `${s.name}: confusion matrix (rows gold, columns predicted)`, formatConfusionTable(s));
     const undefinedKappa = s.cohenKappa.undefinedResamples;
-    if (undefinedKappa > 0) out.push(`note: kappa was undefined on ${undefinedKappa} resamples (a single label), left out of its interval`);
+    if (undefinedKappa > 0)
+      out.push(`note: kappa was undefined on ${undefinedKappa} resamples (a single label), left out of its interval`);
   }
   return out.join('\n') + '\n';
 }

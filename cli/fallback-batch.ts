@@ -13,14 +13,22 @@ import { loadCodebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { liveBatchFallback } from '../fallback/batch/batch-api.js';
-import { batchesBeforeSubmit, submitCollectedRequests, type BatchSubmitSummary } from '../fallback/batch/batch-submit.js';
+import {
+  batchesBeforeSubmit,
+  submitCollectedRequests,
+  type BatchSubmitSummary,
+} from '../fallback/batch/batch-submit.js';
 import { RequestCollector } from '../fallback/batch/request-collector.js';
 import { fallbackPathsFor } from '../fallback/resolve-fallback.js';
 import { ResponseCache } from '../fallback/response-cache.js';
 import type { LlamaBuild } from '../contracts/environment.js';
 import { runLocalMode } from './local-mode.js';
 
-export { collectFallbackBatches, type BatchCollectOptions, type BatchCollectSummary } from '../fallback/batch/batch-collect.js';
+export {
+  collectFallbackBatches,
+  type BatchCollectOptions,
+  type BatchCollectSummary,
+} from '../fallback/batch/batch-collect.js';
 export type { BatchSubmitSummary };
 
 export interface BatchSubmitOptions {
@@ -64,21 +72,32 @@ export async function submitFallbackBatch(options: BatchSubmitOptions): Promise<
     );
   }
   try {
-    await runLocalMode({
-      codebook: options.codebook,
-      input: options.input,
-      output: path.join(scratch, path.basename(output)),
-      env,
-      logger,
-      fallback: collector,
-      shardRows: options.shardRows,
-      limit: options.limit,
-      sequences: options.sequences,
-      threads: options.threads,
-      signal: options.signal,
-    }, options.llamaBuild);
+    await runLocalMode(
+      {
+        codebook: options.codebook,
+        input: options.input,
+        output: path.join(scratch, path.basename(output)),
+        env,
+        logger,
+        fallback: collector,
+        shardRows: options.shardRows,
+        limit: options.limit,
+        sequences: options.sequences,
+        threads: options.threads,
+        signal: options.signal,
+      },
+      options.llamaBuild,
+    );
   } finally {
     await rm(scratch, { recursive: true, force: true });
   }
-  return submitCollectedRequests({ output, auditFile: paths.auditFile, config, apiKey, previous, collected: collector, logger });
+  return submitCollectedRequests({
+    output,
+    auditFile: paths.auditFile,
+    config,
+    apiKey,
+    previous,
+    collected: collector,
+    logger,
+  });
 }

@@ -18,13 +18,26 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
   out(`${files.length} file(s), ${total} rows`);
   for (const file of files) {
     out(`\n${file.path}`);
-    out(`  ${file.rows} rows in ${file.rowGroups.length} row group(s), ${(file.size / 1e6).toFixed(1)} MB, fingerprint ${file.fingerprint.slice(0, 16)}`);
+    out(
+      `  ${file.rows} rows in ${file.rowGroups.length} row group(s), ${(file.size / 1e6).toFixed(1)} MB, fingerprint ${file.fingerprint.slice(0, 16)}`,
+    );
     out('  columns:');
-    for (const c of file.columns) out(`    ${c.name}: ${c.physicalType}${c.logicalType ? ` (${c.logicalType})` : ''}${c.nullable ? ', nullable' : ''}`);
+    for (const c of file.columns)
+      out(
+        `    ${c.name}: ${c.physicalType}${c.logicalType ? ` (${c.logicalType})` : ''}${c.nullable ? ', nullable' : ''}`,
+      );
   }
   const first = files[0];
   if (first === undefined || first.rows === 0) return;
-  const shard: ShardSpec = { id: 'inspect', index: 0, file: first.path, fingerprint: first.fingerprint, rowStart: 0, rowEnd: Math.min(SAMPLE_ROWS, first.rows), corpusRowStart: 0 };
+  const shard: ShardSpec = {
+    id: 'inspect',
+    index: 0,
+    file: first.path,
+    fingerprint: first.fingerprint,
+    rowStart: 0,
+    rowEnd: Math.min(SAMPLE_ROWS, first.rows),
+    corpusRowStart: 0,
+  };
   const columns = first.columns.filter((c) => c.physicalType !== 'GROUP').map((c) => c.name);
   out(`\nfirst ${shard.rowEnd} row(s) of ${first.path}:`);
   let firstRow: Record<string, string | null> | null = null;
@@ -43,9 +56,13 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
   try {
     const doc = { text: row[codebook.textColumn] ?? null, columns: row };
     const { tokens, truncated } = scorer.promptTokens(doc);
-    out(`\nprompt for the first row (${tokens.length} tokens, ${scorer.settings.sharedPrefixTokens} shared and evaluated once${truncated ? ', text truncated' : ''}; chat template: ${scorer.settings.chatWrapper ?? 'raw'}):`);
+    out(
+      `\nprompt for the first row (${tokens.length} tokens, ${scorer.settings.sharedPrefixTokens} shared and evaluated once${truncated ? ', text truncated' : ''}; chat template: ${scorer.settings.chatWrapper ?? 'raw'}):`,
+    );
     out(scorer.previewPrompt(doc));
-    out(`\nanswers scored: ${scorer.labels.map((l, i) => `${l.name} → ${scorer.labelTokens[i]?.length ?? 0} token(s)`).join(', ')}`);
+    out(
+      `\nanswers scored: ${scorer.labels.map((l, i) => `${l.name} → ${scorer.labelTokens[i]?.length ?? 0} token(s)`).join(', ')}`,
+    );
   } finally {
     await scorer.dispose();
   }

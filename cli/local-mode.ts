@@ -18,7 +18,12 @@ export function llamaEngine(logger: Logger, build: LlamaBuild): ScoringEngine {
     sequences: (codebook, override) => Promise.resolve(resolveSequences(codebook, override)),
     async describe() {
       const runtime = await runtimeInfo(await getRuntime({ build, logger }));
-      return { nodeLlamaCpp: runtime.nodeLlamaCppVersion, llamaCpp: runtime.llamaCppRelease, llamaBuild: runtime.build, gpu: runtime.gpu };
+      return {
+        nodeLlamaCpp: runtime.nodeLlamaCppVersion,
+        llamaCpp: runtime.llamaCppRelease,
+        llamaBuild: runtime.build,
+        gpu: runtime.gpu,
+      };
     },
     createScorer: (codebook, options) => LabelScorer.create(codebook, { ...options, build }),
   };

@@ -31,7 +31,15 @@ export async function startMetricsServer(listen: string, registry: Registry, log
     );
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (cause) => reject(new RescaleError('CONFIG_INVALID', `cannot serve metrics on ${listen}: ${errorMessage(cause)}; choose a free HOST:PORT with --metrics`, { cause })));
+    server.once('error', (cause) =>
+      reject(
+        new RescaleError(
+          'CONFIG_INVALID',
+          `cannot serve metrics on ${listen}: ${errorMessage(cause)}; choose a free HOST:PORT with --metrics`,
+          { cause },
+        ),
+      ),
+    );
     server.listen(port, host, resolve);
   });
   const address = server.address();

@@ -27,19 +27,32 @@ export interface ReportCommandOptions {
 
 export function defaultReportPath(results: string): string {
   const absolute = path.resolve(results);
-  return absolute.endsWith('.parquet') ? `${absolute.slice(0, -'.parquet'.length)}.report.html` : `${absolute}.report.html`;
+  return absolute.endsWith('.parquet')
+    ? `${absolute.slice(0, -'.parquet'.length)}.report.html`
+    : `${absolute}.report.html`;
 }
 
 /** Writes the report and returns its path. */
 export async function runReport(options: ReportCommandOptions): Promise<string> {
-  const learningCurve = options.learningCurve === undefined ? undefined : ((await readJsonFile(options.learningCurve, '--learning-curve', 'rescale.evaluation')) as EvaluationResult);
+  const learningCurve =
+    options.learningCurve === undefined
+      ? undefined
+      : ((await readJsonFile(options.learningCurve, '--learning-curve', 'rescale.evaluation')) as EvaluationResult);
   if (learningCurve !== undefined && !learningCurve.systems.some((s) => s.trainingSize !== null)) {
-    throw new RescaleError('INPUT_INVALID', `--learning-curve ${options.learningCurve}: its files carry no training sizes; run rescale evaluate with --training-sizes`);
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `--learning-curve ${options.learningCurve}: its files carry no training sizes; run rescale evaluate with --training-sizes`,
+    );
   }
-  const calibration = options.calibration === undefined ? undefined : ((await readJsonFile(options.calibration, '--calibration', 'rescale.calibration')) as CalibrationResult);
+  const calibration =
+    options.calibration === undefined
+      ? undefined
+      : ((await readJsonFile(options.calibration, '--calibration', 'rescale.calibration')) as CalibrationResult);
   const html = await buildRunReport({
     results: options.results,
-    ...(options.gold !== undefined ? { gold: { file: options.gold, idColumn: options.idColumn, labelColumn: options.labelColumn } } : {}),
+    ...(options.gold !== undefined
+      ? { gold: { file: options.gold, idColumn: options.idColumn, labelColumn: options.labelColumn } }
+      : {}),
     seed: options.seed,
     resamples: options.resamples,
     ...(learningCurve !== undefined ? { learningCurve } : {}),
@@ -50,7 +63,9 @@ export async function runReport(options: ReportCommandOptions): Promise<string> 
     await mkdir(path.dirname(out), { recursive: true });
     await writeBytesAtomic(out, html);
   } catch (cause) {
-    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write the report to ${out} (--out): ${errorMessage(cause)}`, { cause });
+    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write the report to ${out} (--out): ${errorMessage(cause)}`, {
+      cause,
+    });
   }
   return out;
 }

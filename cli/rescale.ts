@@ -72,12 +72,14 @@ const options = {
 function positiveInt(name: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new RescaleError('CONFIG_INVALID', `--${name} must be a positive whole number, got "${value}"`);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new RescaleError('CONFIG_INVALID', `--${name} must be a positive whole number, got "${value}"`);
   return n;
 }
 
 function required(name: string, value: string | undefined): string {
-  if (value === undefined || value === '') throw new RescaleError('CONFIG_INVALID', `--${name} is required; see "rescale --help"`);
+  if (value === undefined || value === '')
+    throw new RescaleError('CONFIG_INVALID', `--${name} is required; see "rescale --help"`);
   return value;
 }
 
@@ -106,7 +108,8 @@ async function main(argv: string[]): Promise<number> {
     return command === undefined && !values.help ? 2 : 0;
   }
   const level = (values['log-level'] ?? 'info') as LogLevel;
-  if (!['debug', 'info', 'warn', 'error'].includes(level)) throw new RescaleError('CONFIG_INVALID', `--log-level must be debug, info, warn or error, got "${level}"`);
+  if (!['debug', 'info', 'warn', 'error'].includes(level))
+    throw new RescaleError('CONFIG_INVALID', `--log-level must be debug, info, warn or error, got "${level}"`);
   const logger: Logger = new JsonLogger(level);
 
   const controller = new AbortController();
@@ -114,7 +117,9 @@ async function main(argv: string[]): Promise<number> {
   const onSignal = (signal: NodeJS.Signals): void => {
     interrupts++;
     if (interrupts > 1) process.exit(130);
-    process.stderr.write(`\n${signal}: stopping after the current documents; finished shards are kept — run the same command again to resume (press Ctrl-C again to quit at once)\n`);
+    process.stderr.write(
+      `\n${signal}: stopping after the current documents; finished shards are kept — run the same command again to resume (press Ctrl-C again to quit at once)\n`,
+    );
     controller.abort(new RescaleError('ABORTED', `interrupted by ${signal}`));
   };
   process.on('SIGINT', onSignal);
@@ -123,19 +128,22 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'run': {
       const { runLocalMode } = await import('./local-mode.js');
-      const summary = await runLocalMode({
-        codebook: required('codebook', values.codebook),
-        input: values.input ?? [required('input', undefined)],
-        output: required('output', values.output),
-        ...optionalNumbers(values),
-        overwrite: values.overwrite ?? false,
-        noFallback: values['no-fallback'] ?? false,
-        fallbackOffline: values['fallback-offline'] ?? false,
-        env: environment.variables,
-        logger,
-        progress: values['no-progress'] ? silentProgress : createProgress(),
-        signal: controller.signal,
-      }, environment.llamaBuild);
+      const summary = await runLocalMode(
+        {
+          codebook: required('codebook', values.codebook),
+          input: values.input ?? [required('input', undefined)],
+          output: required('output', values.output),
+          ...optionalNumbers(values),
+          overwrite: values.overwrite ?? false,
+          noFallback: values['no-fallback'] ?? false,
+          fallbackOffline: values['fallback-offline'] ?? false,
+          env: environment.variables,
+          logger,
+          progress: values['no-progress'] ? silentProgress : createProgress(),
+          signal: controller.signal,
+        },
+        environment.llamaBuild,
+      );
       const { fallback } = summary;
       const fallbackLine = !fallback.active
         ? `fallback: off (${fallback.reason})\n`
@@ -143,34 +151,53 @@ async function main(argv: string[]): Promise<number> {
       process.stdout.write(
         `wrote ${summary.output} (${summary.rows} rows, ${summary.shards} shards, ${summary.shardsSkipped} reused) and ${summary.manifest}\n` +
           `scored ${summary.documentsScored} documents in ${summary.seconds.toFixed(1)} s (${summary.documentsPerSecond.toFixed(1)} docs/s)\n` +
-          `statuses: ${Object.entries(summary.merge.statusCounts).filter(([, n]) => n > 0).map(([s, n]) => `${s} ${n}`).join(', ')}\n` +
+          `statuses: ${Object.entries(summary.merge.statusCounts)
+            .filter(([, n]) => n > 0)
+            .map(([s, n]) => `${s} ${n}`)
+            .join(', ')}\n` +
           fallbackLine,
       );
       return 0;
     }
     case 'inspect': {
       const { inspect } = await import('./inspect.js');
-      await inspect({ input: values.input ?? [required('input', undefined)], ...(values.codebook ? { codebook: values.codebook } : {}), logger });
+      await inspect({
+        input: values.input ?? [required('input', undefined)],
+        ...(values.codebook ? { codebook: values.codebook } : {}),
+        logger,
+      });
       return 0;
     }
     case 'merge': {
       const { mergeLocalMode } = await import('./local-mode.js');
-      const summary = await mergeLocalMode({
-        codebook: required('codebook', values.codebook),
-        input: values.input ?? [required('input', undefined)],
-        output: required('output', values.output),
-        ...optionalNumbers(values),
-        noFallback: values['no-fallback'] ?? false,
-        fallbackOffline: values['fallback-offline'] ?? false,
-        env: environment.variables,
-        logger,
-      }, environment.llamaBuild);
-      process.stdout.write(`wrote ${summary.output} (${summary.rows} rows from ${summary.shards} shards) and ${summary.manifestPath}\n`);
+      const summary = await mergeLocalMode(
+        {
+          codebook: required('codebook', values.codebook),
+          input: values.input ?? [required('input', undefined)],
+          output: required('output', values.output),
+          ...optionalNumbers(values),
+          noFallback: values['no-fallback'] ?? false,
+          fallbackOffline: values['fallback-offline'] ?? false,
+          env: environment.variables,
+          logger,
+        },
+        environment.llamaBuild,
+      );
+      process.stdout.write(
+        `wrote ${summary.output} (${summary.rows} rows from ${summary.shards} shards) and ${summary.manifestPath}\n`,
+      );
       return 0;
     }
     case 'demo': {
       const { runDemo } = await import('./demo.js');
-      await runDemo({ ...(values.output ? { output: values.output } : {}), ...optionalNumbers(values), llamaBuild: environment.llamaBuild, logger, progress: values['no-progress'] ? silentProgress : createProgress(), signal: controller.signal });
+      await runDemo({
+        ...(values.output ? { output: values.output } : {}),
+        ...optionalNumbers(values),
+        llamaBuild: environment.llamaBuild,
+        logger,
+        progress: values['no-progress'] ? silentProgress : createProgress(),
+        signal: controller.signal,
+      });
       return 0;
     }
     case 'batch': {
@@ -189,8 +216,12 @@ async function main(argv: string[]): Promise<number> {
         });
         process.stdout.write(
           `${summary.routed} documents routed: ${summary.cached} already answered in the cache, ${summary.submitted} requests submitted` +
-            (summary.leftOut > 0 ? `, ${summary.leftOut} left out (the budget cannot cover their worst case; the run decides them)` : '') +
-            (summary.batch !== null ? `\nbatch ${summary.batch.batchId} (worst case $${summary.reservedUsd.toFixed(4)} reserved); collect it with "rescale batch collect --codebook … --output …"\n` : '\nnothing to submit\n'),
+            (summary.leftOut > 0
+              ? `, ${summary.leftOut} left out (the budget cannot cover their worst case; the run decides them)`
+              : '') +
+            (summary.batch !== null
+              ? `\nbatch ${summary.batch.batchId} (worst case $${summary.reservedUsd.toFixed(4)} reserved); collect it with "rescale batch collect --codebook … --output …"\n`
+              : '\nnothing to submit\n'),
         );
         return 0;
       }
@@ -205,17 +236,26 @@ async function main(argv: string[]): Promise<number> {
           logger,
           signal: controller.signal,
         });
-        const reasons = Object.entries(summary.reasons).map(([reason, n]) => `  ${n} × ${reason}`).join('\n');
+        const reasons = Object.entries(summary.reasons)
+          .map(([reason, n]) => `  ${n} × ${reason}`)
+          .join('\n');
         process.stdout.write(
           `${summary.answered} answers stored in the cache, ${summary.failed} failed, ${summary.missing} missing` +
-            (summary.pending > 0 ? `; ${summary.pending} batch${summary.pending === 1 ? '' : 'es'} still running (collect again later, or add --wait)` : '') +
+            (summary.pending > 0
+              ? `; ${summary.pending} batch${summary.pending === 1 ? '' : 'es'} still running (collect again later, or add --wait)`
+              : '') +
             '\n' +
             (reasons !== '' ? `${reasons}\n` : '') +
-            (summary.failed + summary.missing > 0 ? 'failed and missing items are not cached: "rescale run" sends them live, or "rescale batch submit" puts them in a new batch\n' : ''),
+            (summary.failed + summary.missing > 0
+              ? 'failed and missing items are not cached: "rescale run" sends them live, or "rescale batch submit" puts them in a new batch\n'
+              : ''),
         );
         return summary.pending > 0 ? 75 : 0;
       }
-      throw new RescaleError('CONFIG_INVALID', `"rescale batch" needs "submit" or "collect", got "${action ?? ''}"; see "rescale --help"`);
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `"rescale batch" needs "submit" or "collect", got "${action ?? ''}"; see "rescale --help"`,
+      );
     }
     case 'evaluate':
     case 'calibrate':
@@ -257,7 +297,9 @@ main(process.argv.slice(2)).then(
       process.stderr.write('rescale: stopped; run the same command again to resume\n');
       process.exit(130);
     }
-    process.stderr.write(`rescale: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`);
+    process.stderr.write(
+      `rescale: unexpected error: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`,
+    );
     process.exit(1);
   },
 );

@@ -70,7 +70,11 @@ const codebookSchema = z
   })
   .superRefine((value, ctx) => {
     if ((value.labels === undefined) === (value.questions === undefined)) {
-      ctx.addIssue({ code: 'custom', path: ['labels'], message: 'give either "labels" (one question) or "questions", not both or neither' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['labels'],
+        message: 'give either "labels" (one question) or "questions", not both or neither',
+      });
     }
   });
 
@@ -191,48 +195,68 @@ export function parseCodebook(raw: unknown, options: { source?: string; baseDir?
   const value = parsed.data;
   const baseDir = options.baseDir ?? process.cwd();
 
-  const questions: Question[] = (value.questions ?? [{ name: 'label', type: 'single_label' as const, labels: value.labels ?? [] }]).map(
-    (question, qi) => {
-      const fieldBase = value.questions === undefined ? 'labels' : `questions[${qi}].labels`;
-      const seenNames = new Set<string>();
-      const seenAnswers = new Set<string>();
-      const labels = question.labels.map((label, li): Label => {
-        const answer = label.answer ?? label.name;
-        if (seenNames.has(label.name)) throw invalid(source, `${fieldBase}[${li}].name`, `label "${label.name}" appears twice`);
-        if (seenAnswers.has(answer)) throw invalid(source, `${fieldBase}[${li}].answer`, `answer "${answer}" is used by two labels`);
-        seenNames.add(label.name);
-        seenAnswers.add(answer);
-        return Object.freeze({
-          name: label.name,
-          description: label.description ?? null,
-          answer,
-          examples: Object.freeze([...(label.examples ?? [])]),
-        });
+  const questions: Question[] = (
+    value.questions ?? [{ name: 'label', type: 'single_label' as const, labels: value.labels ?? [] }]
+  ).map((question, qi) => {
+    const fieldBase = value.questions === undefined ? 'labels' : `questions[${qi}].labels`;
+    const seenNames = new Set<string>();
+    const seenAnswers = new Set<string>();
+    const labels = question.labels.map((label, li): Label => {
+      const answer = label.answer ?? label.name;
+      if (seenNames.has(label.name))
+        throw invalid(source, `${fieldBase}[${li}].name`, `label "${label.name}" appears twice`);
+      if (seenAnswers.has(answer))
+        throw invalid(source, `${fieldBase}[${li}].answer`, `answer "${answer}" is used by two labels`);
+      seenNames.add(label.name);
+      seenAnswers.add(answer);
+      return Object.freeze({
+        name: label.name,
+        description: label.description ?? null,
+        answer,
+        examples: Object.freeze([...(label.examples ?? [])]),
       });
-      return Object.freeze({ name: question.name, type: question.type, labels: Object.freeze(labels) });
-    },
-  );
+    });
+    return Object.freeze({ name: question.name, type: question.type, labels: Object.freeze(labels) });
+  });
   const questionNames = new Set<string>();
   questions.forEach((question, qi) => {
-    if (questionNames.has(question.name)) throw invalid(source, `questions[${qi}].name`, `question "${question.name}" appears twice`);
+    if (questionNames.has(question.name))
+      throw invalid(source, `questions[${qi}].name`, `question "${question.name}" appears twice`);
     questionNames.add(question.name);
   });
 
   const variables = templateVariables(value.prompt.template);
   if (!variables.includes('text')) {
-    throw invalid(source, 'prompt.template', 'the template must contain the document variable {text} (write {{ and }} for literal braces)');
+    throw invalid(
+      source,
+      'prompt.template',
+      'the template must contain the document variable {text} (write {{ and }} for literal braces)',
+    );
   }
-  if (value.prompt.system !== undefined && templateVariables(value.prompt.system).some((name) => !(CODEBOOK_VARIABLES as readonly string[]).includes(name))) {
-    throw invalid(source, 'prompt.system', `the system prompt may only use ${CODEBOOK_VARIABLES.map((n) => `{${n}}`).join(', ')}; put document variables in prompt.template`);
+  if (
+    value.prompt.system !== undefined &&
+    templateVariables(value.prompt.system).some((name) => !(CODEBOOK_VARIABLES as readonly string[]).includes(name))
+  ) {
+    throw invalid(
+      source,
+      'prompt.system',
+      `the system prompt may only use ${CODEBOOK_VARIABLES.map((n) => `{${n}}`).join(', ')}; put document variables in prompt.template`,
+    );
   }
   if (value.prompt.format === 'chat' && value.prompt.answer_prefix !== '') {
-    throw invalid(source, 'prompt.answer_prefix', 'only used with format "raw"; in chat format the answer is the assistant reply');
+    throw invalid(
+      source,
+      'prompt.answer_prefix',
+      'only used with format "raw"; in chat format the answer is the assistant reply',
+    );
   }
 
   const resolvePath = (p: string): string => path.resolve(baseDir, p);
   const model: ModelSpec = Object.freeze({
     path: resolvePath(value.model.path),
-    adapters: Object.freeze(value.model.adapters.map((a) => Object.freeze({ path: resolvePath(a.path), scale: a.scale }))),
+    adapters: Object.freeze(
+      value.model.adapters.map((a) => Object.freeze({ path: resolvePath(a.path), scale: a.scale })),
+    ),
     contextSize: value.model.context_size ?? null,
     maxDocumentTokens: value.model.max_document_tokens,
     threads: value.model.threads ?? null,
@@ -265,7 +289,11 @@ export async function loadCodebook(file: string): Promise<Codebook> {
   try {
     text = await readFile(file, 'utf8');
   } catch (cause) {
-    throw new RescaleError('CODEBOOK_INVALID', `cannot read codebook ${file}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the --codebook path`, { cause });
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `cannot read codebook ${file}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the --codebook path`,
+      { cause },
+    );
   }
   return parseCodebookText(text, file);
 }
@@ -277,7 +305,11 @@ export function parseCodebookText(text: string, file: string): Codebook {
     raw = parseYaml(text);
   } catch (cause) {
     const where = cause instanceof YAMLParseError && cause.linePos ? ` at line ${cause.linePos[0].line}` : '';
-    throw new RescaleError('CODEBOOK_INVALID', `${file} is not valid YAML${where}: ${(cause as Error).message.split('\n')[0]}`, { cause });
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `${file} is not valid YAML${where}: ${(cause as Error).message.split('\n')[0]}`,
+      { cause },
+    );
   }
   return parseCodebook(raw, { source: file, baseDir: path.dirname(path.resolve(file)) });
 }

@@ -7,7 +7,8 @@ import { z } from 'zod';
 import { RescaleError } from './errors.js';
 
 /** Where the API key comes from. Never the key itself: a codebook is shared, versioned and written into manifests. */
-export type ApiKeySource = { readonly kind: 'env'; readonly name: string } | { readonly kind: 'file'; readonly path: string };
+export type ApiKeySource =
+  { readonly kind: 'env'; readonly name: string } | { readonly kind: 'file'; readonly path: string };
 
 /** Route when any given rule fires: confidence < t, margin < t, entropy > t (same orientation as `thresholdSweep`). */
 export interface RoutingRules {
@@ -134,7 +135,10 @@ function issuePath(issuePath: readonly PropertyKey[]): string {
  * Validates the codebook's `fallback` section. Absent, or `enabled: false` → null (the rest is then not checked,
  * so a disabled section may be a sketch). Relative `api_key_file` and `cache_dir` resolve against `baseDir`.
  */
-export function parseFallbackConfig(raw: unknown, options: { source?: string; baseDir?: string; promptFormat?: 'chat' | 'raw' } = {}): FallbackConfig | null {
+export function parseFallbackConfig(
+  raw: unknown,
+  options: { source?: string; baseDir?: string; promptFormat?: 'chat' | 'raw' } = {},
+): FallbackConfig | null {
   const source = options.source ?? 'codebook';
   const fail = (field: string, message: string): never => {
     throw new RescaleError('CODEBOOK_INVALID', `${source}: field "${field}": ${message}`);
@@ -144,7 +148,10 @@ export function parseFallbackConfig(raw: unknown, options: { source?: string; ba
   const record = raw as Record<string, unknown>;
   for (const name of FORBIDDEN_KEY_FIELDS) {
     if (name in record) {
-      fail(`fallback.${name}`, 'never put an API key in the codebook (it is shared and copied into manifests); name an environment variable with api_key_env, or a file with api_key_file');
+      fail(
+        `fallback.${name}`,
+        'never put an API key in the codebook (it is shared and copied into manifests); name an environment variable with api_key_env, or a file with api_key_file',
+      );
     }
   }
   if (typeof record.enabled !== 'boolean') fail('fallback.enabled', 'say enabled: true or enabled: false');
@@ -157,7 +164,10 @@ export function parseFallbackConfig(raw: unknown, options: { source?: string; ba
   }
   const value = parsed.data;
   if (options.promptFormat === 'raw' && value.prompt.template === undefined) {
-    fail('fallback.prompt.template', 'the codebook prompt is in raw format (model-specific text); give the fallback its own chat template with {text}');
+    fail(
+      'fallback.prompt.template',
+      'the codebook prompt is in raw format (model-specific text); give the fallback its own chat template with {text}',
+    );
   }
   if (value.prompt.template !== undefined && !/\{text\}/.test(value.prompt.template)) {
     fail('fallback.prompt.template', 'the template must contain the document variable {text}');
@@ -173,7 +183,11 @@ export function parseFallbackConfig(raw: unknown, options: { source?: string; ba
     apiKey,
     authHeader: value.auth_header,
     apiVersion: value.api_version ?? null,
-    price: Object.freeze({ inputPerMillion: value.price.input_per_million, outputPerMillion: value.price.output_per_million, batchFactor: value.price.batch_factor }),
+    price: Object.freeze({
+      inputPerMillion: value.price.input_per_million,
+      outputPerMillion: value.price.output_per_million,
+      batchFactor: value.price.batch_factor,
+    }),
     budget: Object.freeze({ usd: value.budget.usd ?? null, requests: value.budget.requests ?? null }),
     rateLimit: Object.freeze({
       requestsPerMinute: value.rate_limit.requests_per_minute ?? null,

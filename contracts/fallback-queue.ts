@@ -58,8 +58,13 @@ const fallbackOutcomeSchema = z.strictObject({
 function parseWith<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
-  const issues = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(top level)'}: ${issue.message}`).join('; ');
-  throw new RescaleError('INTERNAL', `${what} in Redis is malformed (${issues}); was it written by another rescale version?`);
+  const issues = parsed.error.issues
+    .map((issue) => `${issue.path.join('.') || '(top level)'}: ${issue.message}`)
+    .join('; ');
+  throw new RescaleError(
+    'INTERNAL',
+    `${what} in Redis is malformed (${issues}); was it written by another rescale version?`,
+  );
 }
 
 export function parseFallbackJobData(value: unknown): FallbackJobData {

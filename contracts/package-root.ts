@@ -9,12 +9,16 @@ function findPackageRoot(): string {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (;;) {
     const candidate = path.join(dir, 'package.json');
-    if (existsSync(candidate) && (JSON.parse(readFileSync(candidate, 'utf8')) as { name?: string }).name === 'rescale') return dir;
+    if (existsSync(candidate) && (JSON.parse(readFileSync(candidate, 'utf8')) as { name?: string }).name === 'rescale')
+      return dir;
     const parent = path.dirname(dir);
-    if (parent === dir) throw new Error('rescale: cannot find its package.json above ' + fileURLToPath(import.meta.url));
+    if (parent === dir)
+      throw new Error('rescale: cannot find its package.json above ' + fileURLToPath(import.meta.url));
     dir = parent;
   }
 }
 
 export const PACKAGE_ROOT = findPackageRoot();
-export const RESCALE_VERSION = (JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }).version;
+export const RESCALE_VERSION = (
+  JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string }
+).version;

@@ -7,7 +7,9 @@ import { parseTemplate, type Codebook, type Question } from './codebook.js';
 export function promptVariables(question: Question): Readonly<Record<string, string>> {
   return {
     labels: question.labels.map((l) => l.answer).join(', '),
-    label_descriptions: question.labels.map((l) => `- ${l.answer}${l.description ? `: ${l.description}` : ''}`).join('\n'),
+    label_descriptions: question.labels
+      .map((l) => `- ${l.answer}${l.description ? `: ${l.description}` : ''}`)
+      .join('\n'),
   };
 }
 
@@ -33,7 +35,8 @@ export function promptMessages(
   doc: { readonly text: string; readonly columns?: Readonly<Record<string, string | null | undefined>> },
 ): PromptMessages {
   const variables = promptVariables(question);
-  const system = codebook.prompt.system === null ? null : fillTemplate(codebook.prompt.system, (name) => variables[name] ?? '');
+  const system =
+    codebook.prompt.system === null ? null : fillTemplate(codebook.prompt.system, (name) => variables[name] ?? '');
   const user = fillTemplate(codebook.prompt.template, (name) => {
     if (name === 'text') return doc.text;
     return variables[name] ?? doc.columns?.[name] ?? '';

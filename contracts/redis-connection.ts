@@ -22,14 +22,24 @@ export function parseRedisUrl(url: string, option = '--redis'): RedisTarget {
   try {
     parsed = new URL(url);
   } catch {
-    throw new RescaleError('CONFIG_INVALID', `${option} must be a URL like redis://:PASSWORD@HOST:6379, got something that is not a URL`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `${option} must be a URL like redis://:PASSWORD@HOST:6379, got something that is not a URL`,
+    );
   }
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
-    throw new RescaleError('CONFIG_INVALID', `${option} must start with redis:// or rediss:// (TLS), not ${parsed.protocol}//`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `${option} must start with redis:// or rediss:// (TLS), not ${parsed.protocol}//`,
+    );
   }
   const dbText = parsed.pathname.replace(/^\//, '');
   const db = dbText === '' ? 0 : Number(dbText);
-  if (!Number.isInteger(db) || db < 0) throw new RescaleError('CONFIG_INVALID', `${option}: the database number after the host must be a whole number, got "${dbText}"`);
+  if (!Number.isInteger(db) || db < 0)
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `${option}: the database number after the host must be a whole number, got "${dbText}"`,
+    );
   const password = parsed.password === '' ? undefined : decodeURIComponent(parsed.password);
   const username = parsed.username === '' ? undefined : decodeURIComponent(parsed.username);
   const host = parsed.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1';
@@ -68,7 +78,10 @@ export interface RedisConnectionOptions {
  * however long it is away (maxRetriesPerRequest null); command connections give up a request after a few
  * reconnects so callers see an error instead of hanging.
  */
-export function redisOptions(target: RedisTarget, options: { blocking: boolean; name?: string }): RedisConnectionOptions {
+export function redisOptions(
+  target: RedisTarget,
+  options: { blocking: boolean; name?: string },
+): RedisConnectionOptions {
   return {
     host: target.host,
     port: target.port,
@@ -88,10 +101,18 @@ export function redisOptions(target: RedisTarget, options: { blocking: boolean; 
 export function redisError(target: RedisTarget, cause: unknown, waitedMs?: number): RescaleError {
   const message = errorMessage(cause);
   if (/WRONGPASS|invalid password|invalid username-password/i.test(message)) {
-    return new RescaleError('AUTH_FAILED', `Redis at ${target.display} rejected the password (WRONGPASS); check the password in --redis or RESCALE_REDIS_URL (redis://:PASSWORD@host:port)`, { cause });
+    return new RescaleError(
+      'AUTH_FAILED',
+      `Redis at ${target.display} rejected the password (WRONGPASS); check the password in --redis or RESCALE_REDIS_URL (redis://:PASSWORD@host:port)`,
+      { cause },
+    );
   }
   if (/NOAUTH|Authentication required/i.test(message)) {
-    return new RescaleError('AUTH_FAILED', `Redis at ${target.display} requires a password (NOAUTH); put it in the URL: redis://:PASSWORD@${target.host}:${target.port}`, { cause });
+    return new RescaleError(
+      'AUTH_FAILED',
+      `Redis at ${target.display} requires a password (NOAUTH); put it in the URL: redis://:PASSWORD@${target.host}:${target.port}`,
+      { cause },
+    );
   }
   if (/maxmemory-policy/i.test(message)) return new RescaleError('CONFIG_INVALID', message, { cause });
   const waited = waitedMs === undefined ? '' : ` for ${Math.round(waitedMs / 1000)} s`;
@@ -109,10 +130,14 @@ function isAuthError(error: RescaleError): boolean {
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => {
-      clearTimeout(timer);
-      resolve();
-    }, { once: true });
+    signal?.addEventListener(
+      'abort',
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
   });
 }
 
@@ -135,7 +160,12 @@ export async function connectRedis(target: RedisTarget, options: ConnectRedisOpt
   const started = Date.now();
   for (let attempt = 1; ; attempt++) {
     let lastError: unknown;
-    const probe = new Redis({ ...redisOptions(target, { blocking: false, ...(options.name ? { name: options.name } : {}) }), lazyConnect: true, retryStrategy: () => null, enableOfflineQueue: false });
+    const probe = new Redis({
+      ...redisOptions(target, { blocking: false, ...(options.name ? { name: options.name } : {}) }),
+      lazyConnect: true,
+      retryStrategy: () => null,
+      enableOfflineQueue: false,
+    });
     probe.on('error', (error: unknown) => {
       lastError = error;
     });
@@ -143,7 +173,9 @@ export async function connectRedis(target: RedisTarget, options: ConnectRedisOpt
       await probe.connect();
       await probe.ping();
       await checkEvictionPolicy(probe, target, logger);
-      const client = new Redis(redisOptions(target, { blocking: false, ...(options.name ? { name: options.name } : {}) }));
+      const client = new Redis(
+        redisOptions(target, { blocking: false, ...(options.name ? { name: options.name } : {}) }),
+      );
       probe.disconnect();
       return client;
     } catch (error) {
@@ -154,7 +186,13 @@ export async function connectRedis(target: RedisTarget, options: ConnectRedisOpt
       if (isAuthError(failure)) throw failure;
       if (waited >= timeoutMs || options.signal?.aborted === true) throw failure;
       const delay = Math.min(250 * 2 ** Math.min(attempt - 1, 4), 4_000, Math.max(timeoutMs - waited, 0));
-      logger.log('warn', 'redis unreachable; retrying', { redis: target.display, attempt, retryInMs: delay, waitedMs: waited, error: errorMessage(lastError ?? error) });
+      logger.log('warn', 'redis unreachable; retrying', {
+        redis: target.display,
+        attempt,
+        retryInMs: delay,
+        waitedMs: waited,
+        error: errorMessage(lastError ?? error),
+      });
       await sleep(delay, options.signal);
     }
   }
@@ -171,7 +209,10 @@ async function checkEvictionPolicy(client: Redis, target: RedisTarget, logger: L
     return;
   }
   if (policy !== undefined && policy !== 'noeviction') {
-    throw new RescaleError('CONFIG_INVALID', `Redis at ${target.display} has maxmemory-policy ${policy}: it may evict queued shards; start redis-server with --maxmemory-policy noeviction`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `Redis at ${target.display} has maxmemory-policy ${policy}: it may evict queued shards; start redis-server with --maxmemory-policy noeviction`,
+    );
   }
 }
 
@@ -188,9 +229,18 @@ export class RedisWatchdog {
 
   constructor(
     private readonly target: RedisTarget,
-    private readonly options: { timeoutMs: number; intervalMs?: number; logger: Logger; onLost: (error: RescaleError) => void },
+    private readonly options: {
+      timeoutMs: number;
+      intervalMs?: number;
+      logger: Logger;
+      onLost: (error: RescaleError) => void;
+    },
   ) {
-    this.client = new Redis({ ...redisOptions(target, { blocking: false, name: 'rescale-watchdog' }), maxRetriesPerRequest: 0, enableOfflineQueue: false });
+    this.client = new Redis({
+      ...redisOptions(target, { blocking: false, name: 'rescale-watchdog' }),
+      maxRetriesPerRequest: 0,
+      enableOfflineQueue: false,
+    });
     this.client.on('error', () => undefined); // failures are reported by tick()
   }
 
@@ -213,14 +263,21 @@ export class RedisWatchdog {
     try {
       await this.client.ping();
       if (this.failingSince !== null) {
-        this.options.logger.log('info', 'redis reachable again', { redis: this.target.display, downMs: Date.now() - this.failingSince });
+        this.options.logger.log('info', 'redis reachable again', {
+          redis: this.target.display,
+          downMs: Date.now() - this.failingSince,
+        });
       }
       this.failingSince = null;
     } catch (error) {
       const now = Date.now();
       if (this.failingSince === null) {
         this.failingSince = now;
-        this.options.logger.log('warn', 'redis unreachable; waiting for it', { redis: this.target.display, giveUpAfterMs: this.options.timeoutMs, error: errorMessage(error) });
+        this.options.logger.log('warn', 'redis unreachable; waiting for it', {
+          redis: this.target.display,
+          giveUpAfterMs: this.options.timeoutMs,
+          error: errorMessage(error),
+        });
       }
       if (now - this.failingSince >= this.options.timeoutMs && !this.stopped) {
         this.close();

@@ -32,7 +32,17 @@ export type DocumentId = string | number | bigint;
 
 /** Arrow type of the `id` result column (and the matching Parquet type in the merged output). */
 export const ID_TYPES = [
-  'int8', 'int16', 'int32', 'int64', 'uint8', 'uint16', 'uint32', 'uint64', 'float32', 'float64', 'utf8',
+  'int8',
+  'int16',
+  'int32',
+  'int64',
+  'uint8',
+  'uint16',
+  'uint32',
+  'uint64',
+  'float32',
+  'float64',
+  'utf8',
 ] as const;
 export type IdType = (typeof ID_TYPES)[number];
 

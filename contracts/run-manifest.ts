@@ -7,7 +7,8 @@ import { RescaleError } from './errors.js';
 import { FALLBACK_STATUSES, ID_TYPES, RESULT_SOURCES, ROW_STATUSES } from './results.js';
 
 const count = z.number().int().nonnegative();
-const isObject = (value: unknown): value is object => typeof value === 'object' && value !== null && !Array.isArray(value);
+const isObject = (value: unknown): value is object =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 const engineSchema = z.object({
   nodeLlamaCpp: z.string(),
@@ -64,9 +65,19 @@ const mergeSectionSchema = z.object({
   textColumn: z.string(),
   limit: count.nullable(),
   files: z.array(z.object({ path: z.string(), size: count, fingerprint: z.string(), rows: count })).readonly(),
-  shards: z.array(
-    z.object({ id: z.string(), index: count, file: z.string(), rowStart: count, rowEnd: count, corpusRowStart: count, rows: count }),
-  ).readonly(),
+  shards: z
+    .array(
+      z.object({
+        id: z.string(),
+        index: count,
+        file: z.string(),
+        rowStart: count,
+        rowEnd: count,
+        corpusRowStart: count,
+        rows: count,
+      }),
+    )
+    .readonly(),
 });
 
 /** What the run is, built before the merge (coordinator/run-plan.ts buildManifest). */
@@ -111,7 +122,11 @@ export type RunManifestFallback = z.infer<typeof fallbackSectionSchema>;
 export type RunManifestMerge = z.infer<typeof mergeSectionSchema>;
 export type RunManifest = z.infer<typeof runManifestSchema>;
 
-type DeepPartial<T> = T extends readonly (infer U)[] ? DeepPartial<U>[] : T extends object ? { [K in keyof T]?: DeepPartial<T[K]> } : T;
+type DeepPartial<T> = T extends readonly (infer U)[]
+  ? DeepPartial<U>[]
+  : T extends object
+    ? { [K in keyof T]?: DeepPartial<T[K]> }
+    : T;
 
 /** A manifest as far as it goes: every field optional, but a field that is there must have its type. */
 export type PartialRunManifest = DeepPartial<RunManifest>;
@@ -150,11 +165,15 @@ function parseWith<T>(schema: z.ZodType<T>, text: string, file: string, fix: str
   try {
     value = JSON.parse(text);
   } catch (cause) {
-    throw new RescaleError('INPUT_INVALID', `${file} is not valid JSON (${(cause as Error).message}); ${fix}`, { cause });
+    throw new RescaleError('INPUT_INVALID', `${file} is not valid JSON (${(cause as Error).message}); ${fix}`, {
+      cause,
+    });
   }
   const parsed = schema.safeParse(value);
   if (!parsed.success) {
-    const fields = parsed.error.issues.slice(0, 5).map((issue) => `field "${formatIssuePath(issue.path)}": ${issue.message}`);
+    const fields = parsed.error.issues
+      .slice(0, 5)
+      .map((issue) => `field "${formatIssuePath(issue.path)}": ${issue.message}`);
     throw new RescaleError('INPUT_INVALID', `${file} is not a valid run manifest (${fields.join('; ')}); ${fix}`);
   }
   return parsed.data;

@@ -14,5 +14,9 @@ export interface ShardFallbackContext {
  * set; routed rows carry the fallback's outcome). A shard without one keeps its local labels.
  */
 export interface ShardFallback {
-  resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: ShardFallbackContext): Promise<ResultRow[]>;
+  resolve(
+    rows: readonly ResultRow[],
+    docs: readonly DocumentInput[],
+    context: ShardFallbackContext,
+  ): Promise<ResultRow[]>;
 }

@@ -131,7 +131,12 @@ const runSpecSchema = z.strictObject({
   fallback: z
     .discriminatedUnion('active', [
       z.strictObject({ active: z.literal(false), reason: z.string() }),
-      z.strictObject({ active: z.literal(true), mode: z.enum(['live', 'offline']), cacheDir: z.string(), auditFile: z.string() }),
+      z.strictObject({
+        active: z.literal(true),
+        mode: z.enum(['live', 'offline']),
+        cacheDir: z.string(),
+        auditFile: z.string(),
+      }),
     ])
     .optional(),
 });
@@ -162,8 +167,13 @@ export type ControlMessage = z.infer<typeof controlMessageSchema>;
 function parseWith<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   const parsed = schema.safeParse(value);
   if (parsed.success) return parsed.data;
-  const issues = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(top level)'}: ${issue.message}`).join('; ');
-  throw new RescaleError('INTERNAL', `${what} in Redis is malformed (${issues}); was it written by another rescale version?`);
+  const issues = parsed.error.issues
+    .map((issue) => `${issue.path.join('.') || '(top level)'}: ${issue.message}`)
+    .join('; ');
+  throw new RescaleError(
+    'INTERNAL',
+    `${what} in Redis is malformed (${issues}); was it written by another rescale version?`,
+  );
 }
 
 function parseJson(text: string, what: string): unknown {
@@ -179,7 +189,11 @@ export function parseShardJobData(value: unknown): ShardJobData {
 }
 
 export function parseShardJobResult(value: unknown): ShardJobResult {
-  return parseWith(shardJobResultSchema, typeof value === 'string' ? parseJson(value, 'shard job result') : value, 'shard job result');
+  return parseWith(
+    shardJobResultSchema,
+    typeof value === 'string' ? parseJson(value, 'shard job result') : value,
+    'shard job result',
+  );
 }
 
 export function parseRunSpec(text: string): RunSpec {

@@ -4,7 +4,13 @@
 import { Queue, type Job, type JobState } from 'bullmq';
 import type { Logger } from '../contracts/logger.js';
 import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
-import { QUEUE_PREFIX, SHARD_QUEUE_NAME, SHARD_QUEUE_SETTINGS, type ShardJobData, type ShardJobResult } from '../contracts/shard-queue.js';
+import {
+  QUEUE_PREFIX,
+  SHARD_QUEUE_NAME,
+  SHARD_QUEUE_SETTINGS,
+  type ShardJobData,
+  type ShardJobResult,
+} from '../contracts/shard-queue.js';
 import type { ShardSpec } from '../contracts/shard.js';
 
 export type ShardJobState = JobState | 'unknown';
@@ -33,7 +39,11 @@ export class ShardQueue {
   /** Adds one job per shard (job id = shard id); shards that already have a job keep it. */
   async add(runId: string, shards: readonly ShardSpec[]): Promise<void> {
     for (let i = 0; i < shards.length; i += BATCH) {
-      await this.queue.addBulk(shards.slice(i, i + BATCH).map((shard) => ({ name: 'shard', data: { runId, shard }, opts: { jobId: shard.id } })));
+      await this.queue.addBulk(
+        shards
+          .slice(i, i + BATCH)
+          .map((shard) => ({ name: 'shard', data: { runId, shard }, opts: { jobId: shard.id } })),
+      );
     }
   }
 

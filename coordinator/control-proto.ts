@@ -2,13 +2,24 @@
 // proto-loader delivers them (camelCase fields, enums as strings, 64-bit integers as numbers, defaults filled).
 
 import path from 'node:path';
-import { loadPackageDefinition, type GrpcObject, type ServiceClientConstructor, type ServiceDefinition } from '@grpc/grpc-js';
+import {
+  loadPackageDefinition,
+  type GrpcObject,
+  type ServiceClientConstructor,
+  type ServiceDefinition,
+} from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { PACKAGE_ROOT } from '../contracts/package-root.js';
 
 export const PROTO_PATH = path.join(PACKAGE_ROOT, 'proto', 'rescale.proto');
 
-export type RunStateName = 'RUN_STATE_UNSPECIFIED' | 'RUN_STATE_RUNNING' | 'RUN_STATE_MERGING' | 'RUN_STATE_SUCCEEDED' | 'RUN_STATE_FAILED' | 'RUN_STATE_CANCELLED';
+export type RunStateName =
+  | 'RUN_STATE_UNSPECIFIED'
+  | 'RUN_STATE_RUNNING'
+  | 'RUN_STATE_MERGING'
+  | 'RUN_STATE_SUCCEEDED'
+  | 'RUN_STATE_FAILED'
+  | 'RUN_STATE_CANCELLED';
 
 export interface RunOptionsMessage {
   shardRows: number;
@@ -105,7 +116,14 @@ let loaded: ServiceClientConstructor | undefined;
 /** The `rescale.v1.Control` service: its client constructor, whose `.service` is the server-side definition. */
 export function controlService(): { client: ServiceClientConstructor; definition: ServiceDefinition } {
   if (loaded === undefined) {
-    const definition = loadSync(PROTO_PATH, { keepCase: false, longs: Number, enums: String, defaults: true, arrays: true, oneofs: true });
+    const definition = loadSync(PROTO_PATH, {
+      keepCase: false,
+      longs: Number,
+      enums: String,
+      defaults: true,
+      arrays: true,
+      oneofs: true,
+    });
     const root = loadPackageDefinition(definition);
     const v1 = (root.rescale as GrpcObject | undefined)?.v1 as GrpcObject | undefined;
     const control = v1?.Control as ServiceClientConstructor | undefined;

@@ -56,16 +56,28 @@ export class ControlServer implements Closeable {
 
   static async start(options: ControlServerOptions): Promise<ControlServer> {
     if (options.token.length < MIN_TOKEN_LENGTH) {
-      throw new RescaleError('CONFIG_INVALID', `the coordinator token must be at least ${MIN_TOKEN_LENGTH} characters; generate one with: openssl rand -hex 32 > token`);
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `the coordinator token must be at least ${MIN_TOKEN_LENGTH} characters; generate one with: openssl rand -hex 32 > token`,
+      );
     }
     const logger = options.logger ?? silentLogger;
     const server = new Server();
     server.addService(controlService().definition, handlers(options.coordinator, tokenChecker(options.token), logger));
-    const credentials = options.tls === undefined ? ServerCredentials.createInsecure() : ServerCredentials.createSsl(null, [{ private_key: options.tls.key, cert_chain: options.tls.cert }], false);
+    const credentials =
+      options.tls === undefined
+        ? ServerCredentials.createInsecure()
+        : ServerCredentials.createSsl(null, [{ private_key: options.tls.key, cert_chain: options.tls.cert }], false);
     const port = await new Promise<number>((resolve, reject) => {
-      server.bindAsync(options.listen, credentials, (error, bound) => (error === null ? resolve(bound) : reject(error)));
+      server.bindAsync(options.listen, credentials, (error, bound) =>
+        error === null ? resolve(bound) : reject(error),
+      );
     }).catch((cause: unknown) => {
-      throw new RescaleError('CONFIG_INVALID', `cannot listen on ${options.listen}: ${errorMessage(cause)}; choose a free HOST:PORT with --listen`, { cause });
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `cannot listen on ${options.listen}: ${errorMessage(cause)}; choose a free HOST:PORT with --listen`,
+        { cause },
+      );
     });
     const host = options.listen.slice(0, options.listen.lastIndexOf(':'));
     logger.log('info', 'control API listening', { address: `${host}:${port}`, tls: options.tls !== undefined });
@@ -102,9 +114,15 @@ function tokenChecker(token: string): (metadata: Metadata) => boolean {
   };
 }
 
-const UNAUTHENTICATED = toGrpcError(new RescaleError('AUTH_FAILED', 'missing or wrong token; pass the coordinator token (--token-file or RESCALE_TOKEN)'));
+const UNAUTHENTICATED = toGrpcError(
+  new RescaleError('AUTH_FAILED', 'missing or wrong token; pass the coordinator token (--token-file or RESCALE_TOKEN)'),
+);
 
-function handlers(coordinator: RunCoordinator, authorized: (metadata: Metadata) => boolean, logger: Logger): UntypedServiceImplementation {
+function handlers(
+  coordinator: RunCoordinator,
+  authorized: (metadata: Metadata) => boolean,
+  logger: Logger,
+): UntypedServiceImplementation {
   /** A unary handler with the token check, a log line per call, and errors mapped in one place. */
   function unary<Req, Res>(method: string, run: (request: Req) => Promise<Res>) {
     return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
@@ -121,7 +139,11 @@ function handlers(coordinator: RunCoordinator, authorized: (metadata: Metadata) 
         },
         (error: unknown) => {
           const mapped = toGrpcError(error);
-          logger.log(mapped.code === status.INTERNAL ? 'error' : 'info', 'call failed', { method, code: status[mapped.code ?? status.INTERNAL], error: errorMessage(error) });
+          logger.log(mapped.code === status.INTERNAL ? 'error' : 'info', 'call failed', {
+            method,
+            code: status[mapped.code ?? status.INTERNAL],
+            error: errorMessage(error),
+          });
           callback(mapped);
         },
       );
@@ -142,18 +164,28 @@ function handlers(coordinator: RunCoordinator, authorized: (metadata: Metadata) 
         ...(options !== null && options.noFallback ? { noFallback: true } : {}),
         ...(options !== null && options.fallbackOffline ? { fallbackOffline: true } : {}),
       });
-      return { runId: result.runId, created: result.created, status: runStatusMessage(await coordinator.status(result.runId)) };
+      return {
+        runId: result.runId,
+        created: result.created,
+        status: runStatusMessage(await coordinator.status(result.runId)),
+      };
     }),
-    GetRun: unary<RunIdRequest, RunStatusMessage>('GetRun', async (request) => runStatusMessage(await coordinator.status(request.runId))),
+    GetRun: unary<RunIdRequest, RunStatusMessage>('GetRun', async (request) =>
+      runStatusMessage(await coordinator.status(request.runId)),
+    ),
     ListRuns: unary<ListRunsRequest, ListRunsResponse>('ListRuns', async (request) => ({
       runs: (await coordinator.list(request.limit > 0 ? Math.min(request.limit, 1000) : 50)).map(runStatusMessage),
     })),
-    CancelRun: unary<RunIdRequest, RunStatusMessage>('CancelRun', async (request) => runStatusMessage(await coordinator.cancel(request.runId))),
+    CancelRun: unary<RunIdRequest, RunStatusMessage>('CancelRun', async (request) =>
+      runStatusMessage(await coordinator.cancel(request.runId)),
+    ),
     RetryFailed: unary<RunIdRequest, RetryFailedResponse>('RetryFailed', async (request) => {
       const { retried, status: runStatus } = await coordinator.retryFailed(request.runId);
       return { retried, status: runStatusMessage(runStatus) };
     }),
-    ListWorkers: unary<Record<string, never>, ListWorkersResponse>('ListWorkers', async () => ({ workers: (await coordinator.workers()).map(workerMessage) })),
+    ListWorkers: unary<Record<string, never>, ListWorkersResponse>('ListWorkers', async () => ({
+      workers: (await coordinator.workers()).map(workerMessage),
+    })),
     WatchRun: (call: ServerWritableStream<WatchRunRequest, RunStatusMessage>): void => {
       if (!authorized(call.metadata)) {
         logger.log('warn', 'rejected call without a valid token', { method: 'WatchRun', peer: call.getPeer() });
@@ -185,7 +217,11 @@ function handlers(coordinator: RunCoordinator, authorized: (metadata: Metadata) 
       loop().catch((error: unknown) => {
         if (!open) return;
         const mapped = toGrpcError(error);
-        logger.log(mapped.code === status.INTERNAL ? 'error' : 'info', 'call failed', { method: 'WatchRun', code: status[mapped.code ?? status.INTERNAL], error: errorMessage(error) });
+        logger.log(mapped.code === status.INTERNAL ? 'error' : 'info', 'call failed', {
+          method: 'WatchRun',
+          code: status[mapped.code ?? status.INTERNAL],
+          error: errorMessage(error),
+        });
         call.emit('error', mapped);
       });
     },

@@ -15,18 +15,43 @@ export interface CoordinatorGauges {
 
 export class CoordinatorMetrics {
   readonly registry = new Registry();
-  readonly documents = new Counter({ name: 'rescale_documents_done_total', help: 'Documents in shards recorded as finished', registers: [this.registry] });
-  readonly completions = new Counter({ name: 'rescale_shard_completions_total', help: 'Shards recorded as finished', registers: [this.registry] });
-  readonly failures = new Counter({ name: 'rescale_shard_failures_total', help: 'Shards that used up their attempts', registers: [this.registry] });
-  readonly stalls = new Counter({ name: 'rescale_shard_stalls_total', help: 'Shards requeued by the stall check (their worker died or froze)', registers: [this.registry] });
-  readonly fallbackDocuments = new Counter({ name: 'rescale_fallback_documents_total', help: 'Documents whose result came from the fallback model', registers: [this.registry] });
+  readonly documents = new Counter({
+    name: 'rescale_documents_done_total',
+    help: 'Documents in shards recorded as finished',
+    registers: [this.registry],
+  });
+  readonly completions = new Counter({
+    name: 'rescale_shard_completions_total',
+    help: 'Shards recorded as finished',
+    registers: [this.registry],
+  });
+  readonly failures = new Counter({
+    name: 'rescale_shard_failures_total',
+    help: 'Shards that used up their attempts',
+    registers: [this.registry],
+  });
+  readonly stalls = new Counter({
+    name: 'rescale_shard_stalls_total',
+    help: 'Shards requeued by the stall check (their worker died or froze)',
+    registers: [this.registry],
+  });
+  readonly fallbackDocuments = new Counter({
+    name: 'rescale_fallback_documents_total',
+    help: 'Documents whose result came from the fallback model',
+    registers: [this.registry],
+  });
   readonly eventSeconds = new Histogram({
     name: 'rescale_coordinator_event_seconds',
     help: 'Time to handle one queue event (shard completion, failure) in the coordinator',
     buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5],
     registers: [this.registry],
   });
-  readonly mergeSeconds = new Histogram({ name: 'rescale_merge_seconds', help: 'Time to merge a run and write its manifest', buckets: [1, 5, 15, 60, 300, 1200], registers: [this.registry] });
+  readonly mergeSeconds = new Histogram({
+    name: 'rescale_merge_seconds',
+    help: 'Time to merge a run and write its manifest',
+    buckets: [1, 5, 15, 60, 300, 1200],
+    registers: [this.registry],
+  });
 
   constructor(gauges: CoordinatorGauges) {
     collectDefaultMetrics({ register: this.registry, prefix: 'rescale_coordinator_' });

@@ -22,7 +22,10 @@ const FOOTER_CONCURRENCY = 8;
 export async function resolveCorpus(input: string | readonly string[]): Promise<CorpusFile[]> {
   const inputs = typeof input === 'string' ? [input] : [...input];
   if (inputs.length === 0) {
-    throw new RescaleError('INPUT_NOT_FOUND', 'No corpus input given: pass a Parquet file, a directory of *.parquet files, or a glob such as "data/**/*.parquet".');
+    throw new RescaleError(
+      'INPUT_NOT_FOUND',
+      'No corpus input given: pass a Parquet file, a directory of *.parquet files, or a glob such as "data/**/*.parquet".',
+    );
   }
   const paths: string[] = [];
   const seen = new Set<string>();
@@ -43,7 +46,11 @@ export async function readCorpusFile(filePath: string): Promise<CorpusFile> {
   try {
     handle = await open(absolute, 'r');
   } catch (cause) {
-    throw new RescaleError('INPUT_NOT_FOUND', `Cannot open corpus file ${absolute} (${errorMessage(cause)}); check the path and its permissions.`, { cause });
+    throw new RescaleError(
+      'INPUT_NOT_FOUND',
+      `Cannot open corpus file ${absolute} (${errorMessage(cause)}); check the path and its permissions.`,
+      { cause },
+    );
   }
   try {
     const { size, metadata, fingerprint } = await readParquetFooter(handle, absolute);
@@ -64,12 +71,16 @@ function corpusColumns(metadata: FileMetaData, filePath: string): CorpusColumn[]
   try {
     return parquetSchema(metadata).children.map(({ element, children }) => ({
       name: element.name,
-      physicalType: children.length > 0 ? 'GROUP' : element.type ?? 'GROUP',
+      physicalType: children.length > 0 ? 'GROUP' : (element.type ?? 'GROUP'),
       logicalType: logicalTypeName(element),
       nullable: element.repetition_type !== 'REQUIRED',
     }));
   } catch (cause) {
-    throw new RescaleError('INPUT_INVALID', `Corpus file ${filePath} has a schema that cannot be read (${errorMessage(cause)}): it is corrupt.`, { cause });
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `Corpus file ${filePath} has a schema that cannot be read (${errorMessage(cause)}): it is corrupt.`,
+      { cause },
+    );
   }
 }
 
@@ -90,15 +101,24 @@ async function expandInput(input: string): Promise<string[]> {
   if (info === undefined) {
     // A literal path wins over a glob reading, so files named with brackets still work.
     if (GLOB_MAGIC.test(input)) return expandGlob(input, absolute);
-    throw new RescaleError('INPUT_NOT_FOUND', `Corpus input ${input} does not exist (resolved to ${absolute}); check the path.`);
+    throw new RescaleError(
+      'INPUT_NOT_FOUND',
+      `Corpus input ${input} does not exist (resolved to ${absolute}); check the path.`,
+    );
   }
   if (info.isFile()) return [absolute];
   if (!info.isDirectory()) {
-    throw new RescaleError('INPUT_INVALID', `Corpus input ${absolute} is neither a file nor a directory; pass Parquet files, directories or globs.`);
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `Corpus input ${absolute} is neither a file nor a directory; pass Parquet files, directories or globs.`,
+    );
   }
   const files = await walk(absolute, (relative, isFile) => !isFile || relative.endsWith('.parquet'), Infinity);
   if (files.length === 0) {
-    throw new RescaleError('INPUT_NOT_FOUND', `Directory ${absolute} contains no *.parquet files; point the corpus at the files or use a glob.`);
+    throw new RescaleError(
+      'INPUT_NOT_FOUND',
+      `Directory ${absolute} contains no *.parquet files; point the corpus at the files or use a glob.`,
+    );
   }
   return files;
 }
@@ -111,26 +131,41 @@ async function expandGlob(input: string, absolute: string): Promise<string[]> {
   const matcher = globToRegExp(pattern);
   const depth = pattern.includes('**') ? Infinity : pattern.split('/').length;
   const baseInfo = await stat(base).catch(() => undefined);
-  const files = baseInfo?.isDirectory() === true
-    ? await walk(base, (relative, isFile) => !isFile || matcher.test(relative), depth)
-    : [];
+  const files =
+    baseInfo?.isDirectory() === true
+      ? await walk(base, (relative, isFile) => !isFile || matcher.test(relative), depth)
+      : [];
   if (files.length === 0) {
-    throw new RescaleError('INPUT_NOT_FOUND', `Glob ${input} matched no files under ${base}; check the pattern (quote it so the shell does not expand it).`);
+    throw new RescaleError(
+      'INPUT_NOT_FOUND',
+      `Glob ${input} matched no files under ${base}; check the pattern (quote it so the shell does not expand it).`,
+    );
   }
   return files;
 }
 
 /** Files below `root` accepted by `keep`, as absolute paths sorted by their relative path in code-point order. */
-async function walk(root: string, keep: (relative: string, isFile: boolean) => boolean, maxDepth: number): Promise<string[]> {
+async function walk(
+  root: string,
+  keep: (relative: string, isFile: boolean) => boolean,
+  maxDepth: number,
+): Promise<string[]> {
   const found: string[] = [];
   const visit = async (dir: string, relative: string, depth: number): Promise<void> => {
     let entries: Dirent[];
     try {
       entries = await readdir(dir, { withFileTypes: true });
     } catch (cause) {
-      throw new RescaleError('INPUT_NOT_FOUND', `Cannot list corpus directory ${dir} (${errorMessage(cause)}); check its permissions.`, { cause });
+      throw new RescaleError(
+        'INPUT_NOT_FOUND',
+        `Cannot list corpus directory ${dir} (${errorMessage(cause)}); check its permissions.`,
+        { cause },
+      );
     }
-    const names = entries.map((entry) => entry.name).filter((name) => !name.startsWith('.') && !name.startsWith('_')).sort(compareCodePoints);
+    const names = entries
+      .map((entry) => entry.name)
+      .filter((name) => !name.startsWith('.') && !name.startsWith('_'))
+      .sort(compareCodePoints);
     for (const name of names) {
       const full = path.join(dir, name);
       const rel = relative === '' ? name : `${relative}/${name}`;
@@ -201,7 +236,8 @@ export function globToRegExp(glob: string): RegExp {
       source += char.replace(/[.+^$()|\\\]{}]/g, '\\$&');
     }
   }
-  if (braceDepth > 0) throw new RescaleError('INPUT_INVALID', `Glob ${glob} has an unclosed "{"; close it or escape the brace.`);
+  if (braceDepth > 0)
+    throw new RescaleError('INPUT_INVALID', `Glob ${glob} has an unclosed "{"; close it or escape the brace.`);
   return new RegExp(`^${source}$`);
 }
 

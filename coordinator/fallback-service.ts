@@ -11,7 +11,12 @@ import { UnrecoverableError, Worker, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Codebook } from '../contracts/codebook.js';
 import { RescaleError, isRescaleError } from '../contracts/errors.js';
-import { encodeFallbackJobFailure, fallbackJobFailure, fallbackQueueName, parseFallbackJobData } from '../contracts/fallback-queue.js';
+import {
+  encodeFallbackJobFailure,
+  fallbackJobFailure,
+  fallbackQueueName,
+  parseFallbackJobData,
+} from '../contracts/fallback-queue.js';
 import type { Logger } from '../contracts/logger.js';
 import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
 import type { FallbackOutcome } from '../contracts/results.js';
@@ -63,11 +68,18 @@ export class FallbackService {
     await started;
   }
 
-  private async open(spec: RunSpec, codebook: Codebook, setting: { mode: 'live' | 'offline'; cacheDir: string; auditFile: string }): Promise<RunFallback> {
+  private async open(
+    spec: RunSpec,
+    codebook: Codebook,
+    setting: { mode: 'live' | 'offline'; cacheDir: string; auditFile: string },
+  ): Promise<RunFallback> {
     const { runId } = spec;
     const plan = await resolveFallback(codebook, { offline: setting.mode === 'offline', env: this.options.env });
     if (!plan.active) {
-      throw new RescaleError('CONFIG_INVALID', `run ${runId} needs the closed-model fallback, but this coordinator cannot run it: ${plan.reason}; start the coordinator with the key available, or submit with --no-fallback`);
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `run ${runId} needs the closed-model fallback, but this coordinator cannot run it: ${plan.reason}; start the coordinator with the key available, or submit with --no-fallback`,
+      );
     }
     const { config } = plan;
     const logger = this.options.logger.child({ runId, stage: 'fallback' });
@@ -77,30 +89,69 @@ export class FallbackService {
       budgetLimits(config),
       await readLedger(setting.auditFile),
     );
-    const rateLimiter = new RedisRateLimiter(this.options.connection, rateLimitKey(config.baseUrl, config.model), config.rateLimit);
-    const stage = await FallbackStage.open({ codebook, config, mode: plan.mode, apiKey: plan.apiKey, cacheDir: setting.cacheDir, auditFile: setting.auditFile, budget, rateLimiter, logger });
-    const worker = new Worker(fallbackQueueName(runId), (job, _token, signal) => this.answer(runId, stage, job, signal), {
-      connection: redisOptions(this.options.redis, { blocking: true, name: `rescale-coordinator-fallback-${runId}` }),
-      prefix: QUEUE_PREFIX,
-      concurrency: config.concurrency,
+    const rateLimiter = new RedisRateLimiter(
+      this.options.connection,
+      rateLimitKey(config.baseUrl, config.model),
+      config.rateLimit,
+    );
+    const stage = await FallbackStage.open({
+      codebook,
+      config,
+      mode: plan.mode,
+      apiKey: plan.apiKey,
+      cacheDir: setting.cacheDir,
+      auditFile: setting.auditFile,
+      budget,
+      rateLimiter,
+      logger,
     });
+    const worker = new Worker(
+      fallbackQueueName(runId),
+      (job, _token, signal) => this.answer(runId, stage, job, signal),
+      {
+        connection: redisOptions(this.options.redis, { blocking: true, name: `rescale-coordinator-fallback-${runId}` }),
+        prefix: QUEUE_PREFIX,
+        concurrency: config.concurrency,
+      },
+    );
     worker.on('error', (error) => logger.log('warn', 'fallback queue worker error', { error: error.message }));
-    logger.log('info', 'answering the run’s fallback queue', { mode: plan.mode, model: config.model, baseUrl: config.baseUrl, key: plan.mode === 'live' ? plan.keySource : null, concurrency: config.concurrency, auditFile: setting.auditFile });
+    logger.log('info', 'answering the run’s fallback queue', {
+      mode: plan.mode,
+      model: config.model,
+      baseUrl: config.baseUrl,
+      key: plan.mode === 'live' ? plan.keySource : null,
+      concurrency: config.concurrency,
+      auditFile: setting.auditFile,
+    });
     if (plan.warning !== null) logger.log('warn', plan.warning);
     return { stage, worker, budget };
   }
 
-  private async answer(runId: string, stage: FallbackStage, job: Job, signal: AbortSignal | undefined): Promise<FallbackOutcome> {
+  private async answer(
+    runId: string,
+    stage: FallbackStage,
+    job: Job,
+    signal: AbortSignal | undefined,
+  ): Promise<FallbackOutcome> {
     try {
       const data = parseFallbackJobData(job.data);
-      if (data.runId !== runId) throw new RescaleError('INTERNAL', `fallback job ${job.id} of run ${data.runId} found on the queue of run ${runId}`);
-      if (!(await this.options.isRunning(runId))) throw new RescaleError('ABORTED', `run ${runId} is no longer running`);
-      const outcome = await stage.answer({ documentId: data.documentId, row: data.row, shardId: data.shardId, doc: data.document }, signal);
+      if (data.runId !== runId)
+        throw new RescaleError(
+          'INTERNAL',
+          `fallback job ${job.id} of run ${data.runId} found on the queue of run ${runId}`,
+        );
+      if (!(await this.options.isRunning(runId)))
+        throw new RescaleError('ABORTED', `run ${runId} is no longer running`);
+      const outcome = await stage.answer(
+        { documentId: data.documentId, row: data.row, shardId: data.shardId, doc: data.document },
+        signal,
+      );
       this.options.onOutcome?.(outcome);
       return outcome;
     } catch (error) {
       const failure = fallbackJobFailure(error);
-      if (failure.stopsRun) this.options.onFatal(runId, isRescaleError(error) ? error : new RescaleError(failure.code, failure.message));
+      if (failure.stopsRun)
+        this.options.onFatal(runId, isRescaleError(error) ? error : new RescaleError(failure.code, failure.message));
       // Every failure is final for the job: the shard waiting on it reads the failure and decides whether to try again.
       throw new UnrecoverableError(encodeFallbackJobFailure(failure));
     }
@@ -130,7 +181,10 @@ export class FallbackService {
 
   /** Removes a run's fallback queue (jobs hold document texts) from Redis. */
   static async purge(target: RedisTarget, runId: string): Promise<void> {
-    const queue = new Queue(fallbackQueueName(runId), { connection: redisOptions(target, { blocking: false, name: 'rescale-coordinator-fallback-purge' }), prefix: QUEUE_PREFIX });
+    const queue = new Queue(fallbackQueueName(runId), {
+      connection: redisOptions(target, { blocking: false, name: 'rescale-coordinator-fallback-purge' }),
+      prefix: QUEUE_PREFIX,
+    });
     try {
       await queue.obliterate({ force: true });
     } finally {

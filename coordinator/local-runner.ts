@@ -28,7 +28,11 @@ export interface RunProgress {
   finish(): void;
 }
 
-export const silentRunProgress: RunProgress = { start: () => undefined, update: () => undefined, finish: () => undefined };
+export const silentRunProgress: RunProgress = {
+  start: () => undefined,
+  update: () => undefined,
+  finish: () => undefined,
+};
 
 /** The codebook's live (or offline) fallback stage, when the run's fallback plan is on. */
 async function openFallbackStage(run: PlannedRun, logger: Logger): Promise<FallbackStage | undefined> {
@@ -55,7 +59,10 @@ export interface DrainOptions {
  * The in-process runner: each shard in turn through processShard, stopping between shards once the signal is aborted
  * (the shard in progress stops at its next document). Returns the documents scored now (reused shards excluded).
  */
-export async function drainShards(shards: readonly ShardSpec[], options: DrainOptions): Promise<{ readonly documentsScored: number }> {
+export async function drainShards(
+  shards: readonly ShardSpec[],
+  options: DrainOptions,
+): Promise<{ readonly documentsScored: number }> {
   const { signal, onProgress } = options;
   const cache = new RowGroupCache();
   let done = options.doneRows ?? 0;
@@ -118,12 +125,19 @@ export async function runLocal(options: LocalRunOptions, engine: ScoringEngine):
   const { plan, layout } = run;
   const { pending, doneRows } = await pendingShards(plan, layout.shardDir);
   const alreadyDone = plan.shards.length - pending.length;
-  logger.log('info', 'plan', { files: plan.files.length, rows: plan.totalRows, shards: plan.shards.length, alreadyDone });
+  logger.log('info', 'plan', {
+    files: plan.files.length,
+    rows: plan.totalRows,
+    shards: plan.shards.length,
+    alreadyDone,
+  });
 
   let scored = 0;
   let fallbackStats: FallbackStats | null = null;
   const started = performance.now();
-  const description: { -readonly [K in keyof EngineDescription]: EngineDescription[K] } = { ...(await engine.describe()) };
+  const description: { -readonly [K in keyof EngineDescription]: EngineDescription[K] } = {
+    ...(await engine.describe()),
+  };
   if (pending.length > 0) {
     const threads = options.threads !== undefined ? { threads: options.threads } : {};
     const scorer = await engine.createScorer(run.codebook, { logger, sequences: run.sequences, ...threads });

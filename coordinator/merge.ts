@@ -11,7 +11,15 @@ import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { RunManifestMerge } from '../contracts/run-manifest.js';
-import { FALLBACK_STATUSES, RESULT_SOURCES, ROW_STATUSES, type FallbackStatus, type IdType, type ResultSource, type RowStatus } from '../contracts/results.js';
+import {
+  FALLBACK_STATUSES,
+  RESULT_SOURCES,
+  ROW_STATUSES,
+  type FallbackStatus,
+  type IdType,
+  type ResultSource,
+  type RowStatus,
+} from '../contracts/results.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
 import { writeBytesAtomic, writeFileAtomic } from '../storage/atomic-file.js';
 import { outputLayout, shardResultPath } from '../storage/output-layout.js';
@@ -86,7 +94,10 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
   }
   const statusCounts = Object.fromEntries(ROW_STATUSES.map((status) => [status, 0])) as Record<RowStatus, number>;
   const sourceCounts = Object.fromEntries(RESULT_SOURCES.map((source) => [source, 0])) as Record<ResultSource, number>;
-  const fallbackStatusCounts = Object.fromEntries(FALLBACK_STATUSES.map((status) => [status, 0])) as Record<FallbackStatus, number>;
+  const fallbackStatusCounts = Object.fromEntries(FALLBACK_STATUSES.map((status) => [status, 0])) as Record<
+    FallbackStatus,
+    number
+  >;
   const resultSchema = resultSchemaFor([labelsQuestion(labels)], plan.idType);
   const schema = resultSchema.parquetSchema();
   const columns = resultSchema.columns;
@@ -123,7 +134,9 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
       for (const shard of shards) {
         const result = await readShardResult(shardResultPath(shardDir, shard.id));
         checkShardResult(result, shard, labels, plan.idType);
-        columns.forEach((column, c) => appendColumn(pending[c] ?? [], resultSchema.columnOf(result.table, column), column.name, result.path));
+        columns.forEach((column, c) =>
+          appendColumn(pending[c] ?? [], resultSchema.columnOf(result.table, column), column.name, result.path),
+        );
         countStatuses(pending[statusColumn] ?? [], pendingRows, statusCounts);
         countStatuses(pending[sourceColumn] ?? [], pendingRows, sourceCounts);
         countStatuses(pending[fallbackStatusColumn] ?? [], pendingRows, fallbackStatusCounts);
@@ -134,14 +147,21 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
       await flush();
       if (rows !== plan.totalRows) {
         // Unreachable while checkPlan and checkShardResult hold; the last line of defence before the rename.
-        throw new RescaleError('INTERNAL', `Merged ${rows} rows but the plan has ${plan.totalRows}; nothing was written. Plan the corpus again.`);
+        throw new RescaleError(
+          'INTERNAL',
+          `Merged ${rows} rows but the plan has ${plan.totalRows}; nothing was written. Plan the corpus again.`,
+        );
       }
       await parquet.finish();
     });
   } catch (cause) {
     if (cause instanceof RescaleError) throw cause;
     if (isSystemError(cause)) throw notWritable(output, cause);
-    throw new RescaleError('INTERNAL', `Encoding the merged Parquet ${output} failed (${errorMessage(cause)}); nothing was written. Report this with the run manifest.`, { cause });
+    throw new RescaleError(
+      'INTERNAL',
+      `Encoding the merged Parquet ${output} failed (${errorMessage(cause)}); nothing was written. Report this with the run manifest.`,
+      { cause },
+    );
   }
 
   const bytes = (await stat(output)).size;
@@ -161,7 +181,12 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     idType: plan.idType,
     textColumn: plan.textColumn,
     limit: plan.limit,
-    files: plan.files.map((file) => ({ path: file.path, size: file.size, fingerprint: file.fingerprint, rows: file.rows })),
+    files: plan.files.map((file) => ({
+      path: file.path,
+      size: file.size,
+      fingerprint: file.fingerprint,
+      rows: file.rows,
+    })),
     shards: shards.map((shard) => ({
       id: shard.id,
       index: shard.index,
@@ -174,12 +199,26 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
   };
   const manifest = { ...options.manifest, merge };
   try {
-    await writeBytesAtomic(manifestPath, `${JSON.stringify(manifest, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n`);
+    await writeBytesAtomic(
+      manifestPath,
+      `${JSON.stringify(manifest, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n`,
+    );
   } catch (cause) {
     throw notWritable(manifestPath, cause);
   }
   logger.log('info', 'merged shard results', { output, rows, shards: shards.length, rowGroups, codec, bytes });
-  return { output, manifestPath, rows, shards: shards.length, rowGroups, codec, bytes, statusCounts, sourceCounts, fallbackStatusCounts };
+  return {
+    output,
+    manifestPath,
+    rows,
+    shards: shards.length,
+    rowGroups,
+    codec,
+    bytes,
+    statusCounts,
+    sourceCounts,
+    fallbackStatusCounts,
+  };
 }
 
 /** The plan must tile [0, totalRows) with its shards in index order, or the merged row order would be wrong. */
@@ -187,12 +226,18 @@ function checkPlan(plan: ShardPlan, shards: readonly ShardSpec[]): void {
   let next = 0;
   shards.forEach((shard, position) => {
     if (shard.index !== position || shard.corpusRowStart !== next || shard.rowEnd <= shard.rowStart) {
-      throw new RescaleError('INTERNAL', `Shard plan is inconsistent at shard ${shard.id} (index ${shard.index}); plan the corpus again.`);
+      throw new RescaleError(
+        'INTERNAL',
+        `Shard plan is inconsistent at shard ${shard.id} (index ${shard.index}); plan the corpus again.`,
+      );
     }
     next += shard.rowEnd - shard.rowStart;
   });
   if (next !== plan.totalRows) {
-    throw new RescaleError('INTERNAL', `Shard plan covers ${next} rows but says totalRows is ${plan.totalRows}; plan the corpus again.`);
+    throw new RescaleError(
+      'INTERNAL',
+      `Shard plan covers ${next} rows but says totalRows is ${plan.totalRows}; plan the corpus again.`,
+    );
   }
 }
 
@@ -213,7 +258,10 @@ async function checkAllPresent(shards: readonly ShardSpec[], shardDir: string): 
 function checkShardResult(result: ShardResultFile, shard: ShardSpec, labels: readonly string[], idType: IdType): void {
   const { metadata } = result;
   const fail = (problem: string): never => {
-    throw new RescaleError('SHARD_INCOMPLETE', `Shard result ${result.path} ${problem}; delete it and run shard ${shard.id} again.`);
+    throw new RescaleError(
+      'SHARD_INCOMPLETE',
+      `Shard result ${result.path} ${problem}; delete it and run shard ${shard.id} again.`,
+    );
   };
   if (metadata.shardId !== shard.id) fail(`belongs to shard ${metadata.shardId}`);
   if (metadata.labels.length !== labels.length || metadata.labels.some((label, i) => label !== labels[i])) {
@@ -231,14 +279,16 @@ function checkShardResult(result: ShardResultFile, shard: ShardSpec, labels: rea
   }
 }
 
-
 /**
  * Appends a shard's column to the pending row group, nulls as null. Indexed pushes keep the arrays packed;
  * measured faster than typed-array parts joined with Array.concat, which goes slow once nulls are mixed in.
  */
 function appendColumn(target: unknown[], vector: Vector | null | NullColumn, name: string, file: string): void {
   if (vector === null) {
-    throw new RescaleError('SHARD_INCOMPLETE', `Shard result ${file} has no column "${name}"; delete it and run the shard again.`);
+    throw new RescaleError(
+      'SHARD_INCOMPLETE',
+      `Shard result ${file} has no column "${name}"; delete it and run the shard again.`,
+    );
   }
   if ('nulls' in vector) {
     for (let i = 0; i < vector.nulls; i++) target.push(null);
@@ -286,7 +336,10 @@ let zstdCompressor: Promise<Compressor | undefined> | undefined;
 function loadZstd(): Promise<Compressor | undefined> {
   zstdCompressor ??= (async () => {
     const specifier: string = ZSTD_MODULE;
-    const loaded: unknown = await import(specifier).then((mod: { default?: unknown }) => (isZstdModule(mod) ? mod : mod.default), () => undefined);
+    const loaded: unknown = await import(specifier).then(
+      (mod: { default?: unknown }) => (isZstdModule(mod) ? mod : mod.default),
+      () => undefined,
+    );
     if (!isZstdModule(loaded)) return undefined;
     await loaded.init();
     return (input: Uint8Array) => loaded.compress(input, ZSTD_LEVEL);
@@ -295,7 +348,10 @@ function loadZstd(): Promise<Compressor | undefined> {
 }
 
 /** The codec and its compressor; ZSTD is loaded on demand because Node 20's zlib has no zstd. */
-async function loadCodec(requested: ResultCodec | undefined, logger: Logger): Promise<{ codec: ResultCodec; compressors: Record<string, Compressor> }> {
+async function loadCodec(
+  requested: ResultCodec | undefined,
+  logger: Logger,
+): Promise<{ codec: ResultCodec; compressors: Record<string, Compressor> }> {
   const codec = requested ?? 'ZSTD';
   if (codec === 'GZIP') return { codec, compressors: { GZIP: (input) => zlib.gzipSync(input, { level: 6 }) } };
   if (codec !== 'ZSTD') return { codec, compressors: {} };
@@ -318,7 +374,8 @@ class FileWriter extends ByteWriter {
 
   flush(): void {
     let written = 0;
-    while (written < this.index) written += writeSync(this.fd, new Uint8Array(this.buffer, written, this.index - written));
+    while (written < this.index)
+      written += writeSync(this.fd, new Uint8Array(this.buffer, written, this.index - written));
     this.index = 0;
   }
 
@@ -333,8 +390,12 @@ function isSystemError(value: unknown): boolean {
 }
 
 function notWritable(target: string, cause: unknown): RescaleError {
-  return new RescaleError('OUTPUT_NOT_WRITABLE', `Cannot write ${target} (${errorMessage(cause)}); check that its directory is writable and has free space.`, {
-    cause,
-    retryable: true,
-  });
+  return new RescaleError(
+    'OUTPUT_NOT_WRITABLE',
+    `Cannot write ${target} (${errorMessage(cause)}); check that its directory is writable and has free space.`,
+    {
+      cause,
+      retryable: true,
+    },
+  );
 }

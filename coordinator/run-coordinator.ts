@@ -39,7 +39,9 @@ export interface RunCoordinatorOptions {
   readonly env: Readonly<Record<string, string | undefined>>;
 }
 
-type CompiledOptions = Required<Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env'>> & { redis: RedisTarget };
+type CompiledOptions = Required<Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env'>> & {
+  redis: RedisTarget;
+};
 
 export class RunCoordinator implements Closeable {
   readonly metrics: CoordinatorMetrics;
@@ -90,12 +92,50 @@ export class RunCoordinator implements Closeable {
     });
     this.runs = new RunTracker(store, this.fallbackService, this.metrics, logger);
     this.finisher = new RunFinisher(store, this.runs, this.fallbackService, this.metrics, logger);
-    this.fallbacks = new FallbackSupervisor(this.fallbackService, options.redis, redis, store, queue, this.runs, this.chain, logger);
+    this.fallbacks = new FallbackSupervisor(
+      this.fallbackService,
+      options.redis,
+      redis,
+      store,
+      queue,
+      this.runs,
+      this.chain,
+      logger,
+    );
     const { reconcileIntervalMs } = options;
-    this.reconciler = new RunReconciler(store, queue, this.runs, this.fallbacks, this.finisher, this.chain, reconcileIntervalMs, logger);
-    this.events = new QueueEventFollower(events, redis, store, queue, this.runs, this.finisher, this.chain, this.metrics, logger);
+    this.reconciler = new RunReconciler(
+      store,
+      queue,
+      this.runs,
+      this.fallbacks,
+      this.finisher,
+      this.chain,
+      reconcileIntervalMs,
+      logger,
+    );
+    this.events = new QueueEventFollower(
+      events,
+      redis,
+      store,
+      queue,
+      this.runs,
+      this.finisher,
+      this.chain,
+      this.metrics,
+      logger,
+    );
     const enqueuer = new ShardEnqueuer(store, queue, this.runs, logger);
-    this.control = new RunControl(redis, store, queue, this.runs, enqueuer, this.fallbacks, this.finisher, options.env, logger);
+    this.control = new RunControl(
+      redis,
+      store,
+      queue,
+      this.runs,
+      enqueuer,
+      this.fallbacks,
+      this.finisher,
+      options.env,
+      logger,
+    );
     this.statuses = new RunStatusReader(redis, store, this.runs, logger);
     this.watchdog = new RedisWatchdog(options.redis, {
       timeoutMs: options.redisTimeoutMs,

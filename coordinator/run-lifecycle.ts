@@ -23,7 +23,11 @@ export type OutputPreparer = 'cli' | 'coordinator';
  * Checks that the output folder is writable, removes an earlier run's results when `overwrite`, and creates the
  * shard folder; any failure is an OUTPUT_NOT_WRITABLE error naming the folder and the output.
  */
-export async function prepareOutput(layout: OutputLayout, overwrite: boolean, by: OutputPreparer = 'cli'): Promise<void> {
+export async function prepareOutput(
+  layout: OutputLayout,
+  overwrite: boolean,
+  by: OutputPreparer = 'cli',
+): Promise<void> {
   const { output } = layout;
   const dir = path.dirname(output);
   try {
@@ -117,7 +121,10 @@ export async function openRun(
       logger.log('info', 'fallback on', { mode: fallback.mode, model, baseUrl, key, ...fallbackPaths });
       if (fallback.warning !== null) logger.log('warn', fallback.warning);
     } else if (codebook.fallback !== null) {
-      logger.log(request.noFallback === true ? 'info' : 'warn', `fallback off: ${fallback.reason}; every document keeps its local label`);
+      logger.log(
+        request.noFallback === true ? 'info' : 'warn',
+        `fallback off: ${fallback.reason}; every document keeps its local label`,
+      );
     }
   }
   const identity = fallback.active ? fallback.identity : null;
@@ -127,7 +134,10 @@ export async function openRun(
 }
 
 /** The planned shards without a finished result file (a resume skips the others), and the rows already done. */
-export async function pendingShards(plan: ShardPlan, shardDir: string): Promise<{ pending: ShardSpec[]; doneRows: number }> {
+export async function pendingShards(
+  plan: ShardPlan,
+  shardDir: string,
+): Promise<{ pending: ShardSpec[]; doneRows: number }> {
   const complete = await Promise.all(plan.shards.map((s) => isShardComplete(shardDir, s.id)));
   const pending = plan.shards.filter((_, i) => !complete[i]);
   const doneRows = plan.shards.filter((_, i) => complete[i]).reduce((n, s) => n + (s.rowEnd - s.rowStart), 0);
@@ -148,7 +158,9 @@ export type FallbackRunSummary =
 /** `stats` is null when no fallback was opened (every shard was reused). */
 export function fallbackRunSummary(run: PlannedRun, stats: FallbackStats | null): FallbackRunSummary {
   const { fallback } = run;
-  return fallback.active ? { active: true, mode: fallback.mode, ...run.fallbackPaths, stats } : { active: false, reason: fallback.reason };
+  return fallback.active
+    ? { active: true, mode: fallback.mode, ...run.fallbackPaths, stats }
+    : { active: false, reason: fallback.reason };
 }
 
 export interface MergeRunInput extends ManifestInput {

@@ -27,7 +27,9 @@ export async function planRun(
 ): Promise<ShardPlan> {
   const fingerprints = {
     model: await fingerprintOrThrow(codebook.model.path, 'model.path'),
-    adapters: await Promise.all(codebook.model.adapters.map((a, i) => fingerprintOrThrow(a.path, `model.adapters[${i}].path`))),
+    adapters: await Promise.all(
+      codebook.model.adapters.map((a, i) => fingerprintOrThrow(a.path, `model.adapters[${i}].path`)),
+    ),
   };
   const files = await resolveCorpus(input);
   return planShards(files, {
@@ -44,7 +46,11 @@ async function fingerprintOrThrow(file: string, field: string): Promise<string> 
     return await quickFingerprint(file);
   } catch (cause) {
     const what = field.startsWith('model.adapters') ? 'ADAPTER_NOT_FOUND' : 'MODEL_NOT_FOUND';
-    throw new RescaleError(what, `cannot read ${file} (codebook field "${field}"): ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the path, which is relative to the codebook file`, { cause });
+    throw new RescaleError(
+      what,
+      `cannot read ${file} (codebook field "${field}"): ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the path, which is relative to the codebook file`,
+      { cause },
+    );
   }
 }
 
@@ -77,7 +83,9 @@ export async function buildManifest(input: ManifestInput): Promise<RunManifestHe
     mode: input.mode,
     codebook: { source: codebook.source, hash: plan.codebookHash, content: codebook },
     model: { path: codebook.model.path, sha256: await sha256File(codebook.model.path) },
-    adapters: await Promise.all(codebook.model.adapters.map(async (a) => ({ path: a.path, scale: a.scale, sha256: await sha256File(a.path) }))),
+    adapters: await Promise.all(
+      codebook.model.adapters.map(async (a) => ({ path: a.path, scale: a.scale, sha256: await sha256File(a.path) })),
+    ),
     corpus: plan.files.map((f) => ({ path: f.path, size: f.size, fingerprint: f.fingerprint, rows: f.rows })),
     shards: plan.shards.map((s) => ({ id: s.id, file: s.file, rowStart: s.rowStart, rowEnd: s.rowEnd })),
     rows: { planned: plan.totalRows, limit: plan.limit },
@@ -88,7 +96,12 @@ export async function buildManifest(input: ManifestInput): Promise<RunManifestHe
       threads: input.threads,
     },
     software: { rescale: RESCALE_VERSION, node: process.version, engines: input.engines },
-    host: { hostname: os.hostname(), platform: `${os.platform()}-${os.arch()}`, cpus: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length },
+    host: {
+      hostname: os.hostname(),
+      platform: `${os.platform()}-${os.arch()}`,
+      cpus: os.cpus()[0]?.model ?? 'unknown',
+      cores: os.cpus().length,
+    },
     startedAt: input.startedAt.toISOString(),
     endedAt: new Date().toISOString(),
   };

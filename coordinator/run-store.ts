@@ -3,7 +3,14 @@
 
 import type { Redis } from 'ioredis';
 import { RescaleError } from '../contracts/errors.js';
-import { clusterKeys, parseRunSpec, RUN_STATES, type EngineReport, type RunSpec, type RunState } from '../contracts/shard-queue.js';
+import {
+  clusterKeys,
+  parseRunSpec,
+  RUN_STATES,
+  type EngineReport,
+  type RunSpec,
+  type RunState,
+} from '../contracts/shard-queue.js';
 import type { ShardPlan } from '../contracts/shard.js';
 import { createHash } from 'node:crypto';
 import { canonicalJson } from '../contracts/codebook.js';
@@ -44,11 +51,23 @@ export class RunStore {
   async create(spec: RunSpec, plan: ShardPlan, options: { reset: boolean }): Promise<void> {
     const { runId } = spec;
     const multi = this.redis.multi();
-    if (options.reset) multi.del(clusterKeys.run(runId), clusterKeys.runDone(runId), clusterKeys.runFailed(runId), clusterKeys.runEngines(runId));
+    if (options.reset)
+      multi.del(
+        clusterKeys.run(runId),
+        clusterKeys.runDone(runId),
+        clusterKeys.runFailed(runId),
+        clusterKeys.runEngines(runId),
+      );
     multi
       .set(clusterKeys.runSpec(runId), JSON.stringify(spec))
       .set(clusterKeys.runPlan(runId), JSON.stringify(plan))
-      .hset(clusterKeys.run(runId), { state: 'running', createdAt: spec.createdAt, finishedAt: '', error: '', manifest: '' })
+      .hset(clusterKeys.run(runId), {
+        state: 'running',
+        createdAt: spec.createdAt,
+        finishedAt: '',
+        error: '',
+        manifest: '',
+      })
       .zadd(clusterKeys.runs, Date.parse(spec.createdAt), runId);
     await multi.exec();
     this.specs.set(runId, spec);
@@ -97,13 +116,18 @@ export class RunStore {
 
   async runsIn(states: readonly RunState[]): Promise<string[]> {
     const ids = await this.redis.zrange(clusterKeys.runs, '0', '-1');
-    const found = await Promise.all(ids.map(async (id) => ({ id, state: await this.redis.hget(clusterKeys.run(id), 'state') })));
+    const found = await Promise.all(
+      ids.map(async (id) => ({ id, state: await this.redis.hget(clusterKeys.run(id), 'state') })),
+    );
     return found.filter((r) => r.state !== null && (states as readonly string[]).includes(r.state)).map((r) => r.id);
   }
 
   /** Records a finished shard; true the first time. Clears a recorded failure of it. */
   async markDone(runId: string, shardId: string, engine: EngineReport | null): Promise<boolean> {
-    const multi = this.redis.multi().sadd(clusterKeys.runDone(runId), shardId).hdel(clusterKeys.runFailed(runId), shardId);
+    const multi = this.redis
+      .multi()
+      .sadd(clusterKeys.runDone(runId), shardId)
+      .hdel(clusterKeys.runFailed(runId), shardId);
     if (engine !== null) multi.hsetnx(clusterKeys.runEngines(runId), engineKey(engine), JSON.stringify(engine));
     const replies = await multi.exec();
     return replies?.[0]?.[1] === 1;
@@ -131,11 +155,18 @@ export class RunStore {
 
   async engines(runId: string): Promise<EngineReport[]> {
     const values = await this.redis.hvals(clusterKeys.runEngines(runId));
-    return values.map((text) => JSON.parse(text) as EngineReport).sort((a, b) => (canonicalJson(a) < canonicalJson(b) ? -1 : 1));
+    return values
+      .map((text) => JSON.parse(text) as EngineReport)
+      .sort((a, b) => (canonicalJson(a) < canonicalJson(b) ? -1 : 1));
   }
 
   /** Moves the run to `to` if it is in one of `from`; sets `fields` with it. */
-  async transition(runId: string, from: readonly RunState[], to: RunState, fields: Readonly<Record<string, string>> = {}): Promise<boolean> {
+  async transition(
+    runId: string,
+    from: readonly RunState[],
+    to: RunState,
+    fields: Readonly<Record<string, string>> = {},
+  ): Promise<boolean> {
     const args = Object.entries(fields).flat();
     const result = await this.redis.eval(TRANSITION_SCRIPT, 1, clusterKeys.run(runId), to, from.join(','), ...args);
     return result === 1;

@@ -32,10 +32,15 @@ export function planShards(files: readonly CorpusFile[], options: PlanShardsOpti
     throw new RescaleError('CONFIG_INVALID', `maxRowsPerShard must be a positive integer, got ${maxRowsPerShard}.`);
   }
   if (limit !== null && (!Number.isSafeInteger(limit) || limit < 1)) {
-    throw new RescaleError('CONFIG_INVALID', `limit must be a positive integer (the number of corpus rows for a trial run), got ${limit}.`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `limit must be a positive integer (the number of corpus rows for a trial run), got ${limit}.`,
+    );
   }
-  if (codebookHash === '') throw new RescaleError('CONFIG_INVALID', 'planShards needs the codebook hash; it is part of every shard id.');
-  if (files.length === 0) throw new RescaleError('INPUT_NOT_FOUND', 'The corpus has no files to plan; pass at least one Parquet file.');
+  if (codebookHash === '')
+    throw new RescaleError('CONFIG_INVALID', 'planShards needs the codebook hash; it is part of every shard id.');
+  if (files.length === 0)
+    throw new RescaleError('INPUT_NOT_FOUND', 'The corpus has no files to plan; pass at least one Parquet file.');
   for (const file of files) checkColumns(file, textColumn, idColumn);
   const idType = idColumn === null ? 'int64' : planIdType(files, idColumn);
 
@@ -48,7 +53,15 @@ export function planShards(files: readonly CorpusFile[], options: PlanShardsOpti
       const end = Math.min(rowEnd, rowStart + (remaining - corpusRow));
       if (end <= rowStart) break;
       const id = uniqueShardId(file.fingerprint, rowStart, end, codebookHash, usedIds);
-      shards.push({ id, index: shards.length, file: file.path, fingerprint: file.fingerprint, rowStart, rowEnd: end, corpusRowStart: corpusRow });
+      shards.push({
+        id,
+        index: shards.length,
+        file: file.path,
+        fingerprint: file.fingerprint,
+        rowStart,
+        rowEnd: end,
+        corpusRowStart: corpusRow,
+      });
       corpusRow += end - rowStart;
     }
     if (corpusRow >= remaining) break;
@@ -58,14 +71,23 @@ export function planShards(files: readonly CorpusFile[], options: PlanShardsOpti
 
 /** Deterministic shard id: the first 24 hex digits of sha256(fingerprint, rowStart, rowEnd, codebookHash). */
 export function shardId(fingerprint: string, rowStart: number, rowEnd: number, codebookHash: string): string {
-  return createHash('sha256').update(`${fingerprint}\0${rowStart}\0${rowEnd}\0${codebookHash}`).digest('hex').slice(0, SHARD_ID_LENGTH);
+  return createHash('sha256')
+    .update(`${fingerprint}\0${rowStart}\0${rowEnd}\0${codebookHash}`)
+    .digest('hex')
+    .slice(0, SHARD_ID_LENGTH);
 }
 
 /**
  * Byte-identical copies of a file share a fingerprint, so their shards would share ids; the second and
  * later copies get an occurrence number mixed in, which stays deterministic for the same input order.
  */
-function uniqueShardId(fingerprint: string, rowStart: number, rowEnd: number, codebookHash: string, used: Set<string>): string {
+function uniqueShardId(
+  fingerprint: string,
+  rowStart: number,
+  rowEnd: number,
+  codebookHash: string,
+  used: Set<string>,
+): string {
   let id = shardId(fingerprint, rowStart, rowEnd, codebookHash);
   for (let copy = 1; used.has(id); copy++) id = shardId(`${fingerprint}#${copy}`, rowStart, rowEnd, codebookHash);
   used.add(id);
@@ -121,7 +143,10 @@ function checkColumns(file: CorpusFile, textColumn: string, idColumn: string | n
   }
   const id = idColumn === null ? undefined : file.columns.find((column) => column.name === idColumn);
   if (id !== undefined && id.physicalType === 'GROUP') {
-    throw new RescaleError('INPUT_INVALID', `Id column "${idColumn}" in ${file.path} is a nested column; choose a scalar id column.`);
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `Id column "${idColumn}" in ${file.path} is a nested column; choose a scalar id column.`,
+    );
   }
 }
 
@@ -148,7 +173,16 @@ function planIdType(files: readonly CorpusFile[], idColumn: string): IdType {
   return chosen?.type ?? 'int64';
 }
 
-const INT_BITS: Partial<Record<IdType, number>> = { int8: 8, int16: 16, int32: 32, int64: 64, uint8: 8, uint16: 16, uint32: 32, uint64: 64 };
+const INT_BITS: Partial<Record<IdType, number>> = {
+  int8: 8,
+  int16: 16,
+  int32: 32,
+  int64: 64,
+  uint8: 8,
+  uint16: 16,
+  uint32: 32,
+  uint64: 64,
+};
 
 function widenIdType(a: IdType, b: IdType): IdType | undefined {
   if (a === b) return a;

@@ -13,7 +13,10 @@ export function describeKeySource(source: ApiKeySource): string {
   return source.kind === 'env' ? `environment variable ${source.name}` : `key file ${source.path}`;
 }
 
-export async function readApiKey(source: ApiKeySource, env: Readonly<Record<string, string | undefined>>): Promise<ApiKeyLookup> {
+export async function readApiKey(
+  source: ApiKeySource,
+  env: Readonly<Record<string, string | undefined>>,
+): Promise<ApiKeyLookup> {
   if (source.kind === 'env') {
     const key = env[source.name]?.trim() ?? '';
     if (key === '') return { found: false, reason: `${describeKeySource(source)} is not set` };
@@ -24,11 +27,18 @@ export async function readApiKey(source: ApiKeySource, env: Readonly<Record<stri
   try {
     [text, mode] = await Promise.all([readFile(source.path, 'utf8'), stat(source.path).then((info) => info.mode)]);
   } catch (cause) {
-    return { found: false, reason: `${describeKeySource(source)} cannot be read (${(cause as NodeJS.ErrnoException).code ?? String(cause)})` };
+    return {
+      found: false,
+      reason: `${describeKeySource(source)} cannot be read (${(cause as NodeJS.ErrnoException).code ?? String(cause)})`,
+    };
   }
   const key = text.trim();
   if (key === '') return { found: false, reason: `${describeKeySource(source)} is empty` };
-  if (/\s/.test(key)) return { found: false, reason: `${describeKeySource(source)} holds more than one line or word; put only the key in it` };
+  if (/\s/.test(key))
+    return {
+      found: false,
+      reason: `${describeKeySource(source)} holds more than one line or word; put only the key in it`,
+    };
   const warning = (mode & 0o077) !== 0 ? `${describeKeySource(source)} is readable by other users; chmod 600 it` : null;
   return { found: true, key, warning };
 }

@@ -24,7 +24,19 @@ export interface ReserveRecord extends AuditBase {
   readonly reserved_usd: number;
 }
 
-export type CallOutcome = 'label' | 'invalid_label' | 'rate_limited' | 'server_error' | 'timeout' | 'connection' | 'malformed' | 'auth' | 'quota' | 'not_found' | 'bad_request' | 'aborted';
+export type CallOutcome =
+  | 'label'
+  | 'invalid_label'
+  | 'rate_limited'
+  | 'server_error'
+  | 'timeout'
+  | 'connection'
+  | 'malformed'
+  | 'auth'
+  | 'quota'
+  | 'not_found'
+  | 'bad_request'
+  | 'aborted';
 
 /** One HTTP request and what came of it. */
 export interface CallRecord extends AuditBase {

@@ -20,7 +20,10 @@ export function fromNanoUsd(nano: number): number {
 
 /** The codebook's `fallback.budget` as the ledgers count it. */
 export function budgetLimits(config: FallbackConfig): BudgetLimits {
-  return { nanoUsd: config.budget.usd === null ? null : toNanoUsd(config.budget.usd), requests: config.budget.requests };
+  return {
+    nanoUsd: config.budget.usd === null ? null : toNanoUsd(config.budget.usd),
+    requests: config.budget.requests,
+  };
 }
 
 export interface Reservation {
@@ -109,7 +112,11 @@ export class InProcessBudget implements FallbackBudget {
   }
 
   snapshot(): BudgetSnapshot {
-    return { committedNanoUsd: this.spentNanoUsd + this.openNanoUsd, requests: this.requests, exhausted: this.exhausted };
+    return {
+      committedNanoUsd: this.spentNanoUsd + this.openNanoUsd,
+      requests: this.requests,
+      exhausted: this.exhausted,
+    };
   }
 
   private requestFits(): boolean {

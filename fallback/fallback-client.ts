@@ -23,7 +23,11 @@ export interface ParsedCompletion {
 }
 
 /** The official client for the codebook's endpoint, with nothing taken from the environment. */
-export function openAIClient(config: FallbackConfig, apiKey: string, options: { readonly maxRetries: number; readonly timeoutMs: number }): OpenAI {
+export function openAIClient(
+  config: FallbackConfig,
+  apiKey: string,
+  options: { readonly maxRetries: number; readonly timeoutMs: number },
+): OpenAI {
   return new OpenAI({
     apiKey,
     baseURL: config.baseUrl,
@@ -58,7 +62,11 @@ export class FallbackClient {
     const combined = signal === undefined ? timer.signal : AbortSignal.any([timer.signal, signal]);
     try {
       const response = await this.client.chat.completions
-        .create(body as unknown as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming, { signal: combined, maxRetries: 0, timeout: this.config.timeoutMs })
+        .create(body as unknown as OpenAI.Chat.ChatCompletionCreateParamsNonStreaming, {
+          signal: combined,
+          maxRetries: 0,
+          timeout: this.config.timeoutMs,
+        })
         .asResponse();
       return { ok: true, text: await response.text() };
     } catch (error) {
@@ -69,7 +77,8 @@ export class FallbackClient {
   }
 }
 
-const isRecord = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
 
 /** Reads a response body as a chat completion; MalformedResponseError when it is not one (retried, not cached). */
 export function parseCompletion(text: string): ParsedCompletion {
@@ -79,9 +88,11 @@ export function parseCompletion(text: string): ParsedCompletion {
   } catch {
     throw new MalformedResponseError(`the response is not JSON (${text.length} bytes)`);
   }
-  if (!isRecord(json) || !Array.isArray(json.choices)) throw new MalformedResponseError('the response has no "choices"');
+  if (!isRecord(json) || !Array.isArray(json.choices))
+    throw new MalformedResponseError('the response has no "choices"');
   const choice: unknown = json.choices[0];
-  if (!isRecord(choice) || !isRecord(choice.message)) throw new MalformedResponseError('the response has no choices[0].message');
+  if (!isRecord(choice) || !isRecord(choice.message))
+    throw new MalformedResponseError('the response has no choices[0].message');
   const { message } = choice;
   if (message.content !== null && message.content !== undefined && typeof message.content !== 'string') {
     throw new MalformedResponseError('choices[0].message.content is not a string');
@@ -97,9 +108,12 @@ export function parseCompletion(text: string): ParsedCompletion {
       logprobs.push({ token: item.token, logprob: item.logprob });
     }
   }
-  const usage = isRecord(json.usage) && typeof json.usage.prompt_tokens === 'number' && typeof json.usage.completion_tokens === 'number'
-    ? { promptTokens: json.usage.prompt_tokens, completionTokens: json.usage.completion_tokens }
-    : null;
+  const usage =
+    isRecord(json.usage) &&
+    typeof json.usage.prompt_tokens === 'number' &&
+    typeof json.usage.completion_tokens === 'number'
+      ? { promptTokens: json.usage.prompt_tokens, completionTokens: json.usage.completion_tokens }
+      : null;
   return {
     content: typeof message.content === 'string' ? message.content : null,
     refusal: typeof message.refusal === 'string' ? message.refusal : null,

@@ -13,7 +13,10 @@ export interface ChatMessage {
 }
 
 /** The Chat Completions request body exactly as sent (and hashed for the cache). */
-export type ChatRequestBody = Readonly<Record<string, unknown>> & { readonly model: string; readonly messages: readonly ChatMessage[] };
+export type ChatRequestBody = Readonly<Record<string, unknown>> & {
+  readonly model: string;
+  readonly messages: readonly ChatMessage[];
+};
 
 export type ParsedAnswer =
   | { readonly kind: 'label'; readonly label: Label; readonly span: readonly [number, number] }
@@ -45,7 +48,10 @@ export class FallbackPrompt {
   /** System prompt (if any) and the user message: template filled with the document, then the answer format. */
   messages(doc: DocumentInput): ChatMessage[] {
     const user = `${this.fill(this.template, doc)}\n\n${this.answerInstruction()}`;
-    return [...(this.system === null ? [] : [{ role: 'system' as const, content: this.system }]), { role: 'user', content: user }];
+    return [
+      ...(this.system === null ? [] : [{ role: 'system' as const, content: this.system }]),
+      { role: 'user', content: user },
+    ];
   }
 
   /** The conversation continued after an answer outside the set: the answer, then a request to answer again. */
@@ -71,7 +77,12 @@ export class FallbackPrompt {
         json_schema: {
           name: 'label',
           strict: true,
-          schema: { type: 'object', properties: { label: { type: 'string', enum: answers } }, required: ['label'], additionalProperties: false },
+          schema: {
+            type: 'object',
+            properties: { label: { type: 'string', enum: answers } },
+            required: ['label'],
+            additionalProperties: false,
+          },
         },
       };
     } else if (config.responseFormat === 'json_object') {
@@ -94,7 +105,9 @@ export class FallbackPrompt {
       const offset = quoted ? 1 : 0;
       if (quoted) value = quoted[2] ?? '';
       const label = this.match(value);
-      return label === null ? { kind: 'invalid', reason: 'answer outside the label set' } : { kind: 'label', label, span: [start + offset, start + offset + value.length] };
+      return label === null
+        ? { kind: 'invalid', reason: 'answer outside the label set' }
+        : { kind: 'label', label, span: [start + offset, start + offset + value.length] };
     }
     let parsed: unknown;
     try {
@@ -102,7 +115,10 @@ export class FallbackPrompt {
     } catch {
       return { kind: 'invalid', reason: 'answer is not valid JSON' };
     }
-    const value = parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed) ? (parsed as Record<string, unknown>).label : undefined;
+    const value =
+      parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)
+        ? (parsed as Record<string, unknown>).label
+        : undefined;
     if (typeof value !== 'string') return { kind: 'invalid', reason: 'answer has no "label" string' };
     const label = this.match(value);
     if (label === null) return { kind: 'invalid', reason: 'answer outside the label set' };
@@ -122,7 +138,8 @@ export class FallbackPrompt {
 
   private answerInstruction(): string {
     const answers = this.labels.map((l) => l.answer);
-    if (this.config.responseFormat === 'text') return `Answer with exactly one of: ${answers.join(', ')} — and nothing else.`;
+    if (this.config.responseFormat === 'text')
+      return `Answer with exactly one of: ${answers.join(', ')} — and nothing else.`;
     return `Answer with a JSON object {"label": "<label>"} where <label> is exactly one of: ${answers.map((a) => JSON.stringify(a)).join(', ')}.`;
   }
 
@@ -143,7 +160,11 @@ export class FallbackPrompt {
  * characters (given the text before it, e.g. `{"label":"`). Null when there are no logprobs, the tokens do not
  * spell the content, or the span is unknown.
  */
-export function labelConfidence(content: string, span: readonly [number, number], tokens: readonly LogprobToken[] | null): number | null {
+export function labelConfidence(
+  content: string,
+  span: readonly [number, number],
+  tokens: readonly LogprobToken[] | null,
+): number | null {
   if (tokens === null || tokens.length === 0 || span[1] <= span[0]) return null;
   if (tokens.map((t) => t.token).join('') !== content) return null;
   let offset = 0;

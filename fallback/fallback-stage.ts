@@ -22,7 +22,14 @@ import { InProcessRateLimiter, type FallbackRateLimiter } from './rate-limiter.j
 import { priceNanoUsd, worstCaseNanoUsd } from './pricing.js';
 import { exchangeKey, fallbackEndpoint, ResponseCache, CACHE_FORMAT } from './response-cache.js';
 import { documentIdText, routedIndexes, withFallbackOutcome, withoutFallback } from './routing.js';
-import { backoffDelay, classifyFailure, DEFAULT_BACKOFF, MAX_RETRY_AFTER_MS, type BackoffOptions, type CallFailure } from './retry-policy.js';
+import {
+  backoffDelay,
+  classifyFailure,
+  DEFAULT_BACKOFF,
+  MAX_RETRY_AFTER_MS,
+  type BackoffOptions,
+  type CallFailure,
+} from './retry-policy.js';
 
 export interface FallbackStageOptions {
   readonly codebook: Codebook;
@@ -93,7 +100,18 @@ export class FallbackStage implements ShardFallback, Closeable {
   private readonly logger: Logger;
   private readonly backoff: BackoffOptions;
   private readonly random: () => number;
-  private readonly counts = { routed: 0, answered: 0, invalid: 0, overBudget: 0, failed: 0, cacheHits: 0, requests: 0, promptTokens: 0, completionTokens: 0, costNanoUsd: 0 };
+  private readonly counts = {
+    routed: 0,
+    answered: 0,
+    invalid: 0,
+    overBudget: 0,
+    failed: 0,
+    cacheHits: 0,
+    requests: 0,
+    promptTokens: 0,
+    completionTokens: 0,
+    costNanoUsd: 0,
+  };
   private anySuccess = false;
   private badRequestsInARow = 0;
   private budgetWarned = false;
@@ -114,7 +132,8 @@ export class FallbackStage implements ShardFallback, Closeable {
     this.backoff = options.backoff ?? DEFAULT_BACKOFF;
     this.random = options.random ?? Math.random;
     if (options.mode === 'live') {
-      if (options.apiKey === null) throw new RescaleError('INTERNAL', 'the live fallback needs an API key; resolveFallback decides this');
+      if (options.apiKey === null)
+        throw new RescaleError('INTERNAL', 'the live fallback needs an API key; resolveFallback decides this');
       this.client = new FallbackClient(config, options.apiKey);
     } else {
       this.client = null;
@@ -124,9 +143,7 @@ export class FallbackStage implements ShardFallback, Closeable {
   /** Opens the cache and the audit log, and starts the budget from what the audit says was already spent. */
   static async open(options: FallbackStageOptions): Promise<FallbackStage> {
     const { config } = options;
-    const budget =
-      options.budget ??
-      new InProcessBudget(budgetLimits(config), await readLedger(options.auditFile));
+    const budget = options.budget ?? new InProcessBudget(budgetLimits(config), await readLedger(options.auditFile));
     const rateLimiter = options.rateLimiter ?? new InProcessRateLimiter(config.rateLimit);
     const audit = await AuditLog.open(options.auditFile);
     return new FallbackStage(options, new ResponseCache(options.cacheDir), audit, budget, rateLimiter);
@@ -137,13 +154,22 @@ export class FallbackStage implements ShardFallback, Closeable {
    * (source 'fallback') when it answered one of the set. Throws only when the run must stop (a refused key, an
    * unknown model, a configuration every request fails on, an abort); rows already answered are in the cache.
    */
-  async resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: ShardFallbackContext): Promise<ResultRow[]> {
+  async resolve(
+    rows: readonly ResultRow[],
+    docs: readonly DocumentInput[],
+    context: ShardFallbackContext,
+  ): Promise<ResultRow[]> {
     const out = withoutFallback(rows);
     const routed: { readonly index: number; readonly row: ResultRow; readonly document: RoutedDocument }[] = [];
     for (const index of routedIndexes(this.options.config, rows)) {
       const row = rows[index] as ResultRow;
       const doc = docs[index];
-      if (doc !== undefined) routed.push({ index, row, document: { documentId: documentIdText(row.id), row: row.row, shardId: context.shardId, doc } });
+      if (doc !== undefined)
+        routed.push({
+          index,
+          row,
+          document: { documentId: documentIdText(row.id), row: row.row, shardId: context.shardId, doc },
+        });
     }
     this.counts.routed += routed.length;
     if (routed.length === 0) return out;
@@ -219,19 +245,34 @@ export class FallbackStage implements ShardFallback, Closeable {
         if (round > 1) break; // it did answer, outside the set; the retry could not be made
         if (exchange.kind === 'over_budget') this.counts.overBudget++;
         else this.counts.failed++;
-        return { status: exchange.kind === 'over_budget' ? 'over_budget' : 'fallback_failed', label: null, confidence: null, error: exchange.reason };
+        return {
+          status: exchange.kind === 'over_budget' ? 'over_budget' : 'fallback_failed',
+          label: null,
+          confidence: null,
+          error: exchange.reason,
+        };
       }
       const { completion } = exchange;
       const parsed = this.prompt.parse(completion.content);
       if (parsed.kind === 'label') {
         this.counts.answered++;
-        return { status: 'ok', label: parsed.label.name, confidence: labelConfidence(completion.content ?? '', parsed.span, completion.logprobs), error: null };
+        return {
+          status: 'ok',
+          label: parsed.label.name,
+          confidence: labelConfidence(completion.content ?? '', parsed.span, completion.logprobs),
+          error: null,
+        };
       }
       reason = completion.refusal !== null ? 'the model refused to answer' : parsed.reason;
       messages = this.prompt.correction(messages, completion.content ?? completion.refusal ?? '');
     }
     this.counts.invalid++;
-    return { status: 'fallback_invalid', label: null, confidence: null, error: `${reason} (${rounds} request${rounds === 1 ? '' : 's'}); the local label is kept` };
+    return {
+      status: 'fallback_invalid',
+      label: null,
+      confidence: null,
+      error: `${reason} (${rounds} request${rounds === 1 ? '' : 's'}); the local label is kept`,
+    };
   }
 
   /** One request's answer: from the cache, or sent (with retries) within the budget and the rate limit. */
@@ -286,10 +327,21 @@ export class FallbackStage implements ShardFallback, Closeable {
     return null;
   }
 
-  private async fetchLive(body: ChatRequestBody, base: AuditBase, item: RoutedDocument, signal: AbortSignal): Promise<Exchange> {
+  private async fetchLive(
+    body: ChatRequestBody,
+    base: AuditBase,
+    item: RoutedDocument,
+    signal: AbortSignal,
+  ): Promise<Exchange> {
     const { config, mode } = this.options;
     if (mode === 'offline' || this.client === null) {
-      await this.audit.write({ event: 'skipped', time: new Date().toISOString(), ...base, model: config.model, outcome: 'over_budget' });
+      await this.audit.write({
+        event: 'skipped',
+        time: new Date().toISOString(),
+        ...base,
+        model: config.model,
+        outcome: 'over_budget',
+      });
       return { kind: 'over_budget', reason: 'offline replay: no cached answer for this request' };
     }
 
@@ -302,7 +354,13 @@ export class FallbackStage implements ShardFallback, Closeable {
       const reservation = await this.budget.reserve(reserveNano, signal);
       if (reservation === null) {
         this.warnBudget();
-        await this.audit.write({ event: 'skipped', time: new Date().toISOString(), ...base, model: config.model, outcome: 'over_budget' });
+        await this.audit.write({
+          event: 'skipped',
+          time: new Date().toISOString(),
+          ...base,
+          model: config.model,
+          outcome: 'over_budget',
+        });
         return { kind: 'over_budget', reason: this.budgetReason() };
       }
       const result = await this.sendOnce(body, reservation, rateEstimate, randomUUID(), attempt, base, signal);
@@ -318,15 +376,28 @@ export class FallbackStage implements ShardFallback, Closeable {
         this.badRequestsInARow++;
         if (!this.anySuccess && this.badRequestsInARow >= BAD_REQUESTS_BEFORE_STOP) throw this.stopRun(failure);
       }
-      if (failure.kind === 'rate_limited' && failure.retryAfterMs !== null) this.rateLimiter.pauseUntil(Date.now() + Math.min(failure.retryAfterMs, MAX_RETRY_AFTER_MS));
+      if (failure.kind === 'rate_limited' && failure.retryAfterMs !== null)
+        this.rateLimiter.pauseUntil(Date.now() + Math.min(failure.retryAfterMs, MAX_RETRY_AFTER_MS));
       if (!failure.retryable || attempt > config.maxRetries) {
-        return { kind: 'failed', reason: `${failure.message} (${attempt} request${attempt === 1 ? '' : 's'}); the local label is kept` };
+        return {
+          kind: 'failed',
+          reason: `${failure.message} (${attempt} request${attempt === 1 ? '' : 's'}); the local label is kept`,
+        };
       }
       if (failure.retryAfterMs !== null && failure.retryAfterMs > MAX_RETRY_AFTER_MS) {
-        return { kind: 'failed', reason: `${failure.message}: the server asked to wait ${Math.round(failure.retryAfterMs / 1000)} s; the local label is kept` };
+        return {
+          kind: 'failed',
+          reason: `${failure.message}: the server asked to wait ${Math.round(failure.retryAfterMs / 1000)} s; the local label is kept`,
+        };
       }
       const delay = backoffDelay(attempt, failure.retryAfterMs, this.backoff, this.random);
-      this.logger.log('debug', 'fallback request failed; retrying', { row: item.row, attempt, kind: failure.kind, httpStatus: failure.httpStatus, delayMs: delay });
+      this.logger.log('debug', 'fallback request failed; retrying', {
+        row: item.row,
+        attempt,
+        kind: failure.kind,
+        httpStatus: failure.httpStatus,
+        delayMs: delay,
+      });
       await sleep(delay, undefined, { signal });
     }
   }
@@ -344,7 +415,14 @@ export class FallbackStage implements ShardFallback, Closeable {
     const { config, apiKey } = this.options;
     try {
       await this.rateLimiter.acquire(rateEstimate, signal);
-      await this.audit.write({ event: 'reserve', time: new Date().toISOString(), call_id: callId, ...base, attempt, reserved_usd: fromNanoUsd(reservation.nanoUsd) });
+      await this.audit.write({
+        event: 'reserve',
+        time: new Date().toISOString(),
+        call_id: callId,
+        ...base,
+        attempt,
+        reserved_usd: fromNanoUsd(reservation.nanoUsd),
+      });
     } catch (error) {
       await this.budget.settle(reservation, 0); // nothing was sent
       throw error;
@@ -365,7 +443,14 @@ export class FallbackStage implements ShardFallback, Closeable {
       if (completion !== null) {
         try {
           // Stored before it is used: a crash from here on cannot make the next run pay for this answer again.
-          await this.cache.put({ format: CACHE_FORMAT, key: base.request_hash, endpoint: this.endpoint, request: body, response: sent.text, receivedAt: new Date().toISOString() });
+          await this.cache.put({
+            format: CACHE_FORMAT,
+            key: base.request_hash,
+            endpoint: this.endpoint,
+            request: body,
+            response: sent.text,
+            receivedAt: new Date().toISOString(),
+          });
         } catch (error) {
           unstored = error;
         }
@@ -375,12 +460,19 @@ export class FallbackStage implements ShardFallback, Closeable {
     }
     let costNano: number;
     if (completion !== null) {
-      costNano = completion.usage === null ? reservation.nanoUsd : priceNanoUsd(config.price, completion.usage.promptTokens, completion.usage.completionTokens, Math.round);
+      costNano =
+        completion.usage === null
+          ? reservation.nanoUsd
+          : priceNanoUsd(config.price, completion.usage.promptTokens, completion.usage.completionTokens, Math.round);
       if (costNano > reservation.nanoUsd) {
-        this.logger.log('warn', 'a fallback response cost more than its worst-case reservation; check max_output_tokens is honoured by the server', {
-          reservedUsd: fromNanoUsd(reservation.nanoUsd),
-          costUsd: fromNanoUsd(costNano),
-        });
+        this.logger.log(
+          'warn',
+          'a fallback response cost more than its worst-case reservation; check max_output_tokens is honoured by the server',
+          {
+            reservedUsd: fromNanoUsd(reservation.nanoUsd),
+            costUsd: fromNanoUsd(costNano),
+          },
+        );
       }
     } else {
       costNano = failure?.mayBeBilled === true ? reservation.nanoUsd : 0;
@@ -391,7 +483,12 @@ export class FallbackStage implements ShardFallback, Closeable {
       this.counts.promptTokens += completion.usage.promptTokens;
       this.counts.completionTokens += completion.usage.completionTokens;
     }
-    const outcome: CallOutcome = completion !== null ? (this.prompt.parse(completion.content).kind === 'label' ? 'label' : 'invalid_label') : (failure?.kind ?? 'connection');
+    const outcome: CallOutcome =
+      completion !== null
+        ? this.prompt.parse(completion.content).kind === 'label'
+          ? 'label'
+          : 'invalid_label'
+        : (failure?.kind ?? 'connection');
     await this.audit.write({
       event: 'call',
       time: new Date().toISOString(),
@@ -411,14 +508,21 @@ export class FallbackStage implements ShardFallback, Closeable {
     });
     if (unstored !== null) {
       // Paid for and audited, but not stored: using it would break "stored before used", so the run stops.
-      throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write the fallback cache ${this.cache.dir} (${errorMessage(unstored)}); free space or fix its permissions, then re-run`, { cause: unstored, retryable: true });
+      throw new RescaleError(
+        'OUTPUT_NOT_WRITABLE',
+        `cannot write the fallback cache ${this.cache.dir} (${errorMessage(unstored)}); free space or fix its permissions, then re-run`,
+        { cause: unstored, retryable: true },
+      );
     }
     return completion !== null ? { kind: 'response', completion } : { kind: 'error', failure: failure as CallFailure };
   }
 
   private budgetReason(): string {
     const { budget } = this.options.config;
-    const caps = [budget.usd !== null ? `$${budget.usd}` : null, budget.requests !== null ? `${budget.requests} requests` : null].filter((c) => c !== null);
+    const caps = [
+      budget.usd !== null ? `$${budget.usd}` : null,
+      budget.requests !== null ? `${budget.requests} requests` : null,
+    ].filter((c) => c !== null);
     return `fallback budget reached (${caps.join(', ')}); the local label is kept`;
   }
 
@@ -426,12 +530,16 @@ export class FallbackStage implements ShardFallback, Closeable {
     if (this.budgetWarned) return;
     this.budgetWarned = true;
     const snapshot = this.budget.snapshot();
-    this.logger.log('warn', 'fallback budget reached: remaining routed documents keep their local label (fallback_status over_budget)', {
-      committedUsd: fromNanoUsd(snapshot.committedNanoUsd),
-      requests: snapshot.requests,
-      budgetUsd: this.options.config.budget.usd,
-      budgetRequests: this.options.config.budget.requests,
-    });
+    this.logger.log(
+      'warn',
+      'fallback budget reached: remaining routed documents keep their local label (fallback_status over_budget)',
+      {
+        committedUsd: fromNanoUsd(snapshot.committedNanoUsd),
+        requests: snapshot.requests,
+        budgetUsd: this.options.config.budget.usd,
+        budgetRequests: this.options.config.budget.requests,
+      },
+    );
   }
 
   /** The error that stops the run, made once, naming what to fix (never the key). */
@@ -445,9 +553,15 @@ export class FallbackStage implements ShardFallback, Closeable {
         `the fallback endpoint ${where} refused the API key from ${describeKeySource(config.apiKey)} (HTTP ${failure.httpStatus}); set a valid key there, or run with --no-fallback`,
       );
     } else if (failure.kind === 'not_found') {
-      this.fatal = new RescaleError('FALLBACK_REJECTED', `the fallback endpoint ${where} has no model "${config.model}" (${failure.message}); check fallback.model and fallback.base_url`);
+      this.fatal = new RescaleError(
+        'FALLBACK_REJECTED',
+        `the fallback endpoint ${where} has no model "${config.model}" (${failure.message}); check fallback.model and fallback.base_url`,
+      );
     } else if (failure.kind === 'quota') {
-      this.fatal = new RescaleError('FALLBACK_REJECTED', `the fallback account behind ${where} has no quota left (${failure.message}); add credit or lower the budget, then re-run (answers so far are cached)`);
+      this.fatal = new RescaleError(
+        'FALLBACK_REJECTED',
+        `the fallback account behind ${where} has no quota left (${failure.message}); add credit or lower the budget, then re-run (answers so far are cached)`,
+      );
     } else {
       this.fatal = new RescaleError(
         'FALLBACK_REJECTED',

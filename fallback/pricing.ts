@@ -19,7 +19,10 @@ export function priceNanoUsd(
   round: (x: number) => number,
   factor = 1,
 ): number {
-  return round(promptTokens * price.inputPerMillion * 1000 * factor) + round(completionTokens * price.outputPerMillion * 1000 * factor);
+  return (
+    round(promptTokens * price.inputPerMillion * 1000 * factor) +
+    round(completionTokens * price.outputPerMillion * 1000 * factor)
+  );
 }
 
 /** The most a request can cost: every body byte a token (true of byte-level BPE tokenizers), chat-format tokens, the output cap. */

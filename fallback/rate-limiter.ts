@@ -59,8 +59,14 @@ export class InProcessRateLimiter implements FallbackRateLimiter {
         continue;
       }
       this.refill(now);
-      const requestWait = requestsPerMinute === null || this.requestTokens >= 1 ? 0 : ((1 - this.requestTokens) * 60_000) / requestsPerMinute;
-      const tokenWait = tokensPerMinute === null || this.tokenTokens >= wanted ? 0 : ((wanted - this.tokenTokens) * 60_000) / tokensPerMinute;
+      const requestWait =
+        requestsPerMinute === null || this.requestTokens >= 1
+          ? 0
+          : ((1 - this.requestTokens) * 60_000) / requestsPerMinute;
+      const tokenWait =
+        tokensPerMinute === null || this.tokenTokens >= wanted
+          ? 0
+          : ((wanted - this.tokenTokens) * 60_000) / tokensPerMinute;
       const wait = Math.max(requestWait, tokenWait);
       if (wait <= 0) {
         if (requestsPerMinute !== null) this.requestTokens -= 1;
@@ -75,7 +81,9 @@ export class InProcessRateLimiter implements FallbackRateLimiter {
     const elapsed = Math.max(0, now - this.last);
     this.last = now;
     const { requestsPerMinute, tokensPerMinute } = this.limits;
-    if (requestsPerMinute !== null) this.requestTokens = Math.min(requestsPerMinute, this.requestTokens + (elapsed * requestsPerMinute) / 60_000);
-    if (tokensPerMinute !== null) this.tokenTokens = Math.min(tokensPerMinute, this.tokenTokens + (elapsed * tokensPerMinute) / 60_000);
+    if (requestsPerMinute !== null)
+      this.requestTokens = Math.min(requestsPerMinute, this.requestTokens + (elapsed * requestsPerMinute) / 60_000);
+    if (tokensPerMinute !== null)
+      this.tokenTokens = Math.min(tokensPerMinute, this.tokenTokens + (elapsed * tokensPerMinute) / 60_000);
   }
 }

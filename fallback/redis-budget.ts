@@ -98,7 +98,13 @@ export class RedisBudget implements FallbackBudget {
    * The run's ledger; created on first use from what earlier runs of the same output spent (`already`, from the
    * audit file). Later opens — other processes, a restarted coordinator — join the ledger as it stands.
    */
-  static async open(redis: Redis, runId: string, limits: BudgetLimits, already: LedgerTotals, options: RedisBudgetOptions = {}): Promise<RedisBudget> {
+  static async open(
+    redis: Redis,
+    runId: string,
+    limits: BudgetLimits,
+    already: LedgerTotals,
+    options: RedisBudgetOptions = {},
+  ): Promise<RedisBudget> {
     const budget = new RedisBudget(redis, runId, limits, options);
     const [key] = budget.keys;
     await redis.eval(
@@ -122,7 +128,16 @@ export class RedisBudget implements FallbackBudget {
     for (;;) {
       signal?.throwIfAborted();
       const result = Number(
-        await this.redis.eval(RESERVE, 2, ...this.keys, id, String(nanoUsd), String(this.limits.nanoUsd ?? -1), String(this.limits.requests ?? -1), String(this.staleMs)),
+        await this.redis.eval(
+          RESERVE,
+          2,
+          ...this.keys,
+          id,
+          String(nanoUsd),
+          String(this.limits.nanoUsd ?? -1),
+          String(this.limits.requests ?? -1),
+          String(this.staleMs),
+        ),
       );
       if (result === 1) return { id, nanoUsd };
       if (result === -1) {
@@ -143,8 +158,18 @@ export class RedisBudget implements FallbackBudget {
   }
 
   async refresh(): Promise<BudgetSnapshot> {
-    const [spent, open, requests, exhausted] = await this.redis.hmget(this.keys[0], 'spent', 'open', 'requests', 'exhausted');
-    this.last = { committedNanoUsd: Number(spent ?? 0) + Number(open ?? 0), requests: Number(requests ?? 0), exhausted: exhausted === '1' };
+    const [spent, open, requests, exhausted] = await this.redis.hmget(
+      this.keys[0],
+      'spent',
+      'open',
+      'requests',
+      'exhausted',
+    );
+    this.last = {
+      committedNanoUsd: Number(spent ?? 0) + Number(open ?? 0),
+      requests: Number(requests ?? 0),
+      exhausted: exhausted === '1',
+    };
     return this.last;
   }
 }

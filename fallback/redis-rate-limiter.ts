@@ -68,7 +68,16 @@ export class RedisRateLimiter implements FallbackRateLimiter {
     const wanted = tokensPerMinute === null ? 0 : Math.min(tokens, tokensPerMinute);
     for (;;) {
       signal?.throwIfAborted();
-      const wait = Number(await this.redis.eval(TAKE, 1, this.key, String(requestsPerMinute ?? -1), String(tokensPerMinute ?? -1), String(wanted)));
+      const wait = Number(
+        await this.redis.eval(
+          TAKE,
+          1,
+          this.key,
+          String(requestsPerMinute ?? -1),
+          String(tokensPerMinute ?? -1),
+          String(wanted),
+        ),
+      );
       if (wait <= 0) return;
       // Ask again when the bucket should have refilled; other processes may take it first, then we wait again.
       await sleep(Math.min(wait, 5_000), undefined, signal ? { signal } : {});
@@ -80,7 +89,9 @@ export class RedisRateLimiter implements FallbackRateLimiter {
     const delay = Math.max(0, epochMs - Date.now());
     const write = this.redis
       .time()
-      .then(([seconds, micros]) => this.redis.eval(PAUSE, 1, this.key, String(Number(seconds) * 1000 + Number(micros) / 1000 + delay)))
+      .then(([seconds, micros]) =>
+        this.redis.eval(PAUSE, 1, this.key, String(Number(seconds) * 1000 + Number(micros) / 1000 + delay)),
+      )
       .catch(() => undefined); // a lost pause only means the next request may see another 429
     this.pending = write;
   }

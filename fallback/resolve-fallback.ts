@@ -34,7 +34,12 @@ export async function resolveFallback(codebook: Codebook, options: ResolveFallba
   const config = codebook.fallback;
   if (config === null) return { active: false, reason: 'not enabled in the codebook' };
   if (options.disabled === true) return { active: false, reason: 'disabled with --no-fallback' };
-  const base = { active: true as const, config, identity: fallbackIdentity(config), keySource: describeKeySource(config.apiKey) };
+  const base = {
+    active: true as const,
+    config,
+    identity: fallbackIdentity(config),
+    keySource: describeKeySource(config.apiKey),
+  };
   if (options.offline === true) return { ...base, mode: 'offline', apiKey: null, warning: null };
   const lookup = await readApiKey(config.apiKey, options.env);
   if (!lookup.found) return { active: false, reason: `no API key: ${lookup.reason}` };
@@ -45,7 +50,10 @@ export async function resolveFallback(codebook: Codebook, options: ResolveFallba
  * The fallback's response cache and audit log: beside the output unless the codebook names a cache folder (both
  * are kept by --overwrite: money was spent). Local mode and the cluster coordinator use the same places.
  */
-export function fallbackPathsFor(output: string, config: FallbackConfig | null): { cacheDir: string; auditFile: string } {
+export function fallbackPathsFor(
+  output: string,
+  config: FallbackConfig | null,
+): { cacheDir: string; auditFile: string } {
   const layout = outputLayout(output);
   return { cacheDir: config?.cacheDir ?? layout.fallbackCacheDir, auditFile: layout.fallbackAuditFile };
 }

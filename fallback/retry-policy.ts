@@ -77,17 +77,55 @@ export function classifyFailure(error: unknown, apiKey: string | null, timedOut:
     const common = { httpStatus: status, retryAfterMs, mayBeBilled: false };
     if (status === 401 || status === 403) {
       // The server's text may quote part of the key ("Incorrect API key provided: sk-...abcd"): never copied.
-      return { ...common, kind: 'auth', retryable: false, fatal: true, message: `HTTP ${status}: the endpoint refused the API key` };
+      return {
+        ...common,
+        kind: 'auth',
+        retryable: false,
+        fatal: true,
+        message: `HTTP ${status}: the endpoint refused the API key`,
+      };
     }
     if (status === 429 && (code === 'insufficient_quota' || error.type === 'insufficient_quota')) {
-      return { ...common, kind: 'quota', retryable: false, fatal: true, message: `HTTP 429 insufficient_quota: ${short(serverMessage)}` };
+      return {
+        ...common,
+        kind: 'quota',
+        retryable: false,
+        fatal: true,
+        message: `HTTP 429 insufficient_quota: ${short(serverMessage)}`,
+      };
     }
-    if (status === 429) return { ...common, kind: 'rate_limited', retryable: true, fatal: false, message: `HTTP 429: ${short(serverMessage)}` };
-    if (status === 404) return { ...common, kind: 'not_found', retryable: false, fatal: true, message: `HTTP 404: ${short(serverMessage)}` };
+    if (status === 429)
+      return {
+        ...common,
+        kind: 'rate_limited',
+        retryable: true,
+        fatal: false,
+        message: `HTTP 429: ${short(serverMessage)}`,
+      };
+    if (status === 404)
+      return {
+        ...common,
+        kind: 'not_found',
+        retryable: false,
+        fatal: true,
+        message: `HTTP 404: ${short(serverMessage)}`,
+      };
     if (status === 408 || status === 409 || status >= 500) {
-      return { ...common, kind: 'server_error', retryable: true, fatal: false, message: `HTTP ${status}: ${short(serverMessage)}` };
+      return {
+        ...common,
+        kind: 'server_error',
+        retryable: true,
+        fatal: false,
+        message: `HTTP ${status}: ${short(serverMessage)}`,
+      };
     }
-    return { ...common, kind: 'bad_request', retryable: false, fatal: false, message: `HTTP ${status}${code ? ` ${code}` : ''}: ${short(serverMessage)}` };
+    return {
+      ...common,
+      kind: 'bad_request',
+      retryable: false,
+      fatal: false,
+      message: `HTTP ${status}${code ? ` ${code}` : ''}: ${short(serverMessage)}`,
+    };
   }
   const message = error instanceof Error ? error.message : String(error);
   return { ...base, kind: 'connection', retryable: true, mayBeBilled: false, message: short(message) };
@@ -118,7 +156,12 @@ export const DEFAULT_BACKOFF: BackoffOptions = { baseMs: 500, maxMs: 60_000 };
  * jitter, so clients released together do not return together), else base·2^(retry−1) capped, with "equal jitter"
  * (half fixed, half random) so the wait grows with every failure yet never lines up across workers.
  */
-export function backoffDelay(retry: number, retryAfterMs: number | null, options: BackoffOptions = DEFAULT_BACKOFF, random: () => number = Math.random): number {
+export function backoffDelay(
+  retry: number,
+  retryAfterMs: number | null,
+  options: BackoffOptions = DEFAULT_BACKOFF,
+  random: () => number = Math.random,
+): number {
   if (retryAfterMs !== null) return Math.round(retryAfterMs * (1 + 0.1 * random()));
   const exponential = Math.min(options.maxMs, options.baseMs * 2 ** (retry - 1));
   return Math.round(exponential / 2 + (exponential / 2) * random());

@@ -7,10 +7,16 @@ import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
 /** Why a locally scored document goes to the fallback, or null to keep the local label. Unscored rows never go. */
 export function routeReason(
   rules: RoutingRules,
-  score: { readonly status: string; readonly confidence: number | null; readonly margin: number | null; readonly entropy: number | null },
+  score: {
+    readonly status: string;
+    readonly confidence: number | null;
+    readonly margin: number | null;
+    readonly entropy: number | null;
+  },
 ): RouteReason | null {
   if (score.status !== 'ok' && score.status !== 'truncated') return null;
-  if (rules.confidenceBelow !== null && score.confidence !== null && score.confidence < rules.confidenceBelow) return 'confidence';
+  if (rules.confidenceBelow !== null && score.confidence !== null && score.confidence < rules.confidenceBelow)
+    return 'confidence';
   if (rules.marginBelow !== null && score.margin !== null && score.margin < rules.marginBelow) return 'margin';
   if (rules.entropyAbove !== null && score.entropy !== null && score.entropy > rules.entropyAbove) return 'entropy';
   return null;

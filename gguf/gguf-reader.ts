@@ -45,7 +45,10 @@ class FileCursor {
   private bufferStart = 0;
   position = 0;
 
-  constructor(private readonly fd: number, private readonly path: string) {}
+  constructor(
+    private readonly fd: number,
+    private readonly path: string,
+  ) {}
 
   private ensure(length: number): number {
     const offset = this.position - this.bufferStart;
@@ -65,20 +68,51 @@ class FileCursor {
     return { buffer: this.buffer, offset };
   }
 
-  u8(): number { const { buffer, offset } = this.take(1); return buffer.readUInt8(offset); }
-  i8(): number { const { buffer, offset } = this.take(1); return buffer.readInt8(offset); }
-  u16(): number { const { buffer, offset } = this.take(2); return buffer.readUInt16LE(offset); }
-  i16(): number { const { buffer, offset } = this.take(2); return buffer.readInt16LE(offset); }
-  u32(): number { const { buffer, offset } = this.take(4); return buffer.readUInt32LE(offset); }
-  i32(): number { const { buffer, offset } = this.take(4); return buffer.readInt32LE(offset); }
-  f32(): number { const { buffer, offset } = this.take(4); return buffer.readFloatLE(offset); }
-  f64(): number { const { buffer, offset } = this.take(8); return buffer.readDoubleLE(offset); }
-  u64(): bigint { const { buffer, offset } = this.take(8); return buffer.readBigUInt64LE(offset); }
-  i64(): bigint { const { buffer, offset } = this.take(8); return buffer.readBigInt64LE(offset); }
+  u8(): number {
+    const { buffer, offset } = this.take(1);
+    return buffer.readUInt8(offset);
+  }
+  i8(): number {
+    const { buffer, offset } = this.take(1);
+    return buffer.readInt8(offset);
+  }
+  u16(): number {
+    const { buffer, offset } = this.take(2);
+    return buffer.readUInt16LE(offset);
+  }
+  i16(): number {
+    const { buffer, offset } = this.take(2);
+    return buffer.readInt16LE(offset);
+  }
+  u32(): number {
+    const { buffer, offset } = this.take(4);
+    return buffer.readUInt32LE(offset);
+  }
+  i32(): number {
+    const { buffer, offset } = this.take(4);
+    return buffer.readInt32LE(offset);
+  }
+  f32(): number {
+    const { buffer, offset } = this.take(4);
+    return buffer.readFloatLE(offset);
+  }
+  f64(): number {
+    const { buffer, offset } = this.take(8);
+    return buffer.readDoubleLE(offset);
+  }
+  u64(): bigint {
+    const { buffer, offset } = this.take(8);
+    return buffer.readBigUInt64LE(offset);
+  }
+  i64(): bigint {
+    const { buffer, offset } = this.take(8);
+    return buffer.readBigInt64LE(offset);
+  }
 
   safeU64(what: string): number {
     const value = this.u64();
-    if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`GGUF file ${this.path}: ${what} ${value} is too large`);
+    if (value > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new Error(`GGUF file ${this.path}: ${what} ${value} is too large`);
     return Number(value);
   }
 
@@ -92,17 +126,23 @@ class FileCursor {
 function readTypeCode(cursor: FileCursor, path: string): GgufValueTypeName {
   const code = cursor.u32();
   const type = valueTypeFromCode(code);
-  if (type === undefined) throw new Error(`GGUF file ${path}: unknown metadata value type ${code} at byte ${cursor.position - 4}`);
+  if (type === undefined)
+    throw new Error(`GGUF file ${path}: unknown metadata value type ${code} at byte ${cursor.position - 4}`);
   return type;
 }
 
 function readScalar(cursor: FileCursor, type: GgufScalarType): GgufScalarValue {
   switch (type) {
-    case 'string': return { type, value: cursor.string() };
-    case 'bool': return { type, value: cursor.u8() !== 0 };
-    case 'u64': return { type, value: cursor.u64() };
-    case 'i64': return { type, value: cursor.i64() };
-    default: return { type, value: cursor[type]() };
+    case 'string':
+      return { type, value: cursor.string() };
+    case 'bool':
+      return { type, value: cursor.u8() !== 0 };
+    case 'u64':
+      return { type, value: cursor.u64() };
+    case 'i64':
+      return { type, value: cursor.i64() };
+    default:
+      return { type, value: cursor[type]() };
   }
 }
 
@@ -151,7 +191,8 @@ export function readGguf(path: string): GgufFile {
     const cursor = new FileCursor(fd, path);
     if (cursor.u32() !== GGUF_MAGIC) throw new Error(`${path} is not a GGUF file (bad magic)`);
     const version = cursor.u32();
-    if (version < 2 || version > 3) throw new Error(`GGUF file ${path} has version ${version}; only 2 and 3 are supported`);
+    if (version < 2 || version > 3)
+      throw new Error(`GGUF file ${path} has version ${version}; only 2 and 3 are supported`);
     const tensorCount = cursor.safeU64('tensor count');
     const kvCount = cursor.safeU64('metadata count');
 
@@ -171,7 +212,8 @@ export function readGguf(path: string): GgufFile {
       for (let d = 0; d < dims; d++) shape.push(cursor.safeU64(`tensor '${name}' dimension`));
       const code = cursor.u32();
       const type = ggmlTypeFromCode(code);
-      if (type === undefined) throw new Error(`GGUF file ${path}: tensor '${name}' has ggml type ${code}; only F32 and F16 are supported`);
+      if (type === undefined)
+        throw new Error(`GGUF file ${path}: tensor '${name}' has ggml type ${code}; only F32 and F16 are supported`);
       infos.push({ name, shape, type, offset: cursor.safeU64(`tensor '${name}' offset`) });
     }
     const dataOffset = alignUp(cursor.position, alignment);
@@ -217,7 +259,11 @@ type ScalarOf<T extends GgufScalarType> = T extends GgufBigIntType
       : number;
 
 /** A scalar metadata value, checked against the expected type. */
-export function ggufScalar<T extends GgufScalarType>(metadata: GgufMetadata, key: string, type: T): ScalarOf<T> | undefined {
+export function ggufScalar<T extends GgufScalarType>(
+  metadata: GgufMetadata,
+  key: string,
+  type: T,
+): ScalarOf<T> | undefined {
   const value = metadata.get(key);
   if (value === undefined) return undefined;
   if (value.type !== type) throw new Error(`GGUF metadata '${key}' has type ${value.type}, expected ${type}`);

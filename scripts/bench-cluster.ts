@@ -73,11 +73,26 @@ async function scrape(address: string): Promise<Map<string, number>> {
   return metrics;
 }
 
-function request(fixture: ClusterFixture, corpus: string, output: string, shardRows: number, limit = 0): SubmitRunRequest {
-  return { codebook: fixture.codebook, inputs: [corpus], output, options: { shardRows, limit, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false } };
+function request(
+  fixture: ClusterFixture,
+  corpus: string,
+  output: string,
+  shardRows: number,
+  limit = 0,
+): SubmitRunRequest {
+  return {
+    codebook: fixture.codebook,
+    inputs: [corpus],
+    output,
+    options: { shardRows, limit, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false },
+  };
 }
 
-async function watchUntilDone(control: ControlClient, runId: string, onStatus: (status: RunStatusMessage) => void = () => undefined): Promise<RunStatusMessage> {
+async function watchUntilDone(
+  control: ControlClient,
+  runId: string,
+  onStatus: (status: RunStatusMessage) => void = () => undefined,
+): Promise<RunStatusMessage> {
   const final = await control.watch(runId, onStatus, { intervalMs: 200 });
   if (final.state !== 'RUN_STATE_SUCCEEDED') throw new Error(`run ${runId} ended ${final.state}: ${final.error}`);
   return final;
@@ -100,7 +115,13 @@ async function metricsAddress(service: ServiceProcess): Promise<string> {
 
 interface Results {
   readonly date: string;
-  readonly machine: { readonly cpus: number; readonly cpuModel: string; readonly node: string; readonly loadAverageStart: number; readonly loadAverageEnd: number };
+  readonly machine: {
+    readonly cpus: number;
+    readonly cpuModel: string;
+    readonly node: string;
+    readonly loadAverageStart: number;
+    readonly loadAverageEnd: number;
+  };
   readonly corpus: { readonly rows: number; readonly shardRows: number; readonly shards: number };
   readonly instant: {
     readonly workers: number;
@@ -157,7 +178,9 @@ async function main(): Promise<void> {
     const memory0 = await usedMemory(redis);
     const before = await scrape(metrics);
     let started = performance.now();
-    const submitted = await control.submit(request(fixture, fixture.corpus, path.join(fixture.dir, 'instant', 'results.parquet'), SHARD_ROWS));
+    const submitted = await control.submit(
+      request(fixture, fixture.corpus, path.join(fixture.dir, 'instant', 'results.parquet'), SHARD_ROWS),
+    );
     const submitMs = performance.now() - started;
     const shards = submitted.status?.shardsTotal ?? 0;
     const memory1 = await usedMemory(redis);
@@ -168,16 +191,23 @@ async function main(): Promise<void> {
     let atMerge: Map<string, number> | undefined;
     let scraping: Promise<void> | undefined;
     await watchUntilDone(control, submitted.runId, (status) => {
-      if (status.state === 'RUN_STATE_MERGING' && scraping === undefined) scraping = scrape(metrics).then((m) => void (atMerge = m));
+      if (status.state === 'RUN_STATE_MERGING' && scraping === undefined)
+        scraping = scrape(metrics).then((m) => void (atMerge = m));
     });
     await scraping;
     const runMs = performance.now() - started;
     const succeeded = coordinator.logs().find((l) => l.msg === 'run succeeded' && l.runId === submitted.runId);
     const memory2 = await usedMemory(redis);
     const after = atMerge ?? (await scrape(metrics));
-    const eventCount = (after.get('rescale_coordinator_event_seconds_count') ?? 0) - (before.get('rescale_coordinator_event_seconds_count') ?? 0);
-    const eventSum = (after.get('rescale_coordinator_event_seconds_sum') ?? 0) - (before.get('rescale_coordinator_event_seconds_sum') ?? 0);
-    const cpu = (after.get('rescale_coordinator_process_cpu_seconds_total') ?? 0) - (before.get('rescale_coordinator_process_cpu_seconds_total') ?? 0);
+    const eventCount =
+      (after.get('rescale_coordinator_event_seconds_count') ?? 0) -
+      (before.get('rescale_coordinator_event_seconds_count') ?? 0);
+    const eventSum =
+      (after.get('rescale_coordinator_event_seconds_sum') ?? 0) -
+      (before.get('rescale_coordinator_event_seconds_sum') ?? 0);
+    const cpu =
+      (after.get('rescale_coordinator_process_cpu_seconds_total') ?? 0) -
+      (before.get('rescale_coordinator_process_cpu_seconds_total') ?? 0);
     await Promise.all(instantWorkers.map((w) => w.stop()));
     const instant = {
       workers: WORKERS,
@@ -192,10 +222,14 @@ async function main(): Promise<void> {
     log(`instant run: ${JSON.stringify(instant)}`);
 
     // 2a. Capacity, backlog: tiny shards completed while no coordinator runs, then recorded by a new one.
-    const capacityCorpus = await writeCorpus(path.join(fixture.dir, 'capacity.parquet'), CAPACITY_SHARDS * 10, { rowGroupRows: CAPACITY_SHARDS * 10 });
+    const capacityCorpus = await writeCorpus(path.join(fixture.dir, 'capacity.parquet'), CAPACITY_SHARDS * 10, {
+      rowGroupRows: CAPACITY_SHARDS * 10,
+    });
     // Marginal Redis memory of a shard: thousands of them, after BullMQ's scripts are loaded.
     const memoryBeforeBacklog = await usedMemory(redis);
-    const backlogRun = await control.submit(request(fixture, capacityCorpus, path.join(fixture.dir, 'backlog', 'results.parquet'), 10));
+    const backlogRun = await control.submit(
+      request(fixture, capacityCorpus, path.join(fixture.dir, 'backlog', 'results.parquet'), 10),
+    );
     const memoryQueued = await usedMemory(redis);
     control.close();
     await coordinator.stop();
@@ -203,7 +237,15 @@ async function main(): Promise<void> {
     const completedBefore = Number(await redisCommand(redis, 'ZCARD', 'rescale:shards:completed'));
     const backlogWorkers = await startInstantWorkers(redis, 'backlog-');
     started = performance.now();
-    await eventually(async () => (Number(await redisCommand(redis, 'ZCARD', 'rescale:shards:completed')) - completedBefore >= CAPACITY_SHARDS ? true : undefined), 1_800_000, 'backlog completed', 500);
+    await eventually(
+      async () =>
+        Number(await redisCommand(redis, 'ZCARD', 'rescale:shards:completed')) - completedBefore >= CAPACITY_SHARDS
+          ? true
+          : undefined,
+      1_800_000,
+      'backlog completed',
+      500,
+    );
     const workerShardsPerSecond = CAPACITY_SHARDS / ((performance.now() - started) / 1000);
     log(`${WORKERS} instant workers: ${workerShardsPerSecond.toFixed(0)} shards/s`);
     const memoryCompleted = await usedMemory(redis);
@@ -218,13 +260,16 @@ async function main(): Promise<void> {
 
     // 2b. Capacity, live: workers and coordinator together on tiny shards (another shard size, so new shard ids).
     const liveBefore = await scrape(metrics);
-    const liveRun = await control.submit(request(fixture, capacityCorpus, path.join(fixture.dir, 'live', 'results.parquet'), 12));
+    const liveRun = await control.submit(
+      request(fixture, capacityCorpus, path.join(fixture.dir, 'live', 'results.parquet'), 12),
+    );
     const liveShards = liveRun.status?.shardsTotal ?? 0;
     started = performance.now();
     let lastCompletion = 0;
     await eventually(
       async () => {
-        const completed = Number(await redisCommand(redis, 'ZCARD', 'rescale:shards:completed')) - completedBefore - CAPACITY_SHARDS;
+        const completed =
+          Number(await redisCommand(redis, 'ZCARD', 'rescale:shards:completed')) - completedBefore - CAPACITY_SHARDS;
         if (completed >= liveShards && lastCompletion === 0) lastCompletion = performance.now();
         const status = await control?.getRun(liveRun.runId);
         return status !== undefined && status.shardsDone >= liveShards ? true : undefined;
@@ -237,8 +282,12 @@ async function main(): Promise<void> {
     const liveAfter = await scrape(metrics);
     await watchUntilDone(control, liveRun.runId);
     await Promise.all(backlogWorkers.map((w) => w.stop()));
-    const liveEvents = (liveAfter.get('rescale_coordinator_event_seconds_count') ?? 0) - (liveBefore.get('rescale_coordinator_event_seconds_count') ?? 0);
-    const liveEventSum = (liveAfter.get('rescale_coordinator_event_seconds_sum') ?? 0) - (liveBefore.get('rescale_coordinator_event_seconds_sum') ?? 0);
+    const liveEvents =
+      (liveAfter.get('rescale_coordinator_event_seconds_count') ?? 0) -
+      (liveBefore.get('rescale_coordinator_event_seconds_count') ?? 0);
+    const liveEventSum =
+      (liveAfter.get('rescale_coordinator_event_seconds_sum') ?? 0) -
+      (liveBefore.get('rescale_coordinator_event_seconds_sum') ?? 0);
     const capacity = {
       shards: CAPACITY_SHARDS,
       redisBytesPerShardQueued: Math.round((memoryQueued - memoryBeforeBacklog) / CAPACITY_SHARDS),
@@ -255,7 +304,9 @@ async function main(): Promise<void> {
     log(`capacity: ${JSON.stringify(capacity)}`);
 
     // 3. The keyword model with real workers, and local mode on the same rows.
-    const modelWorkers = await Promise.all(Array.from({ length: WORKERS }, (_, i) => startWorker(redis.url, `model-${i + 1}`)));
+    const modelWorkers = await Promise.all(
+      Array.from({ length: WORKERS }, (_, i) => startWorker(redis.url, `model-${i + 1}`)),
+    );
     services.push(...modelWorkers);
     const modelOutput = path.join(fixture.dir, 'model', 'results.parquet');
     started = performance.now();
@@ -302,7 +353,13 @@ async function main(): Promise<void> {
 
     const results: Results = {
       date: new Date().toISOString().slice(0, 10),
-      machine: { cpus: availableParallelism(), cpuModel: cpus()[0]?.model ?? 'unknown', node: process.version, loadAverageStart: Number(loadStart.toFixed(1)), loadAverageEnd: Number((loadavg()[0] ?? 0).toFixed(1)) },
+      machine: {
+        cpus: availableParallelism(),
+        cpuModel: cpus()[0]?.model ?? 'unknown',
+        node: process.version,
+        loadAverageStart: Number(loadStart.toFixed(1)),
+        loadAverageEnd: Number((loadavg()[0] ?? 0).toFixed(1)),
+      },
       corpus: { rows: ROWS, shardRows: SHARD_ROWS, shards },
       instant,
       capacity,

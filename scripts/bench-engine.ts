@@ -48,7 +48,11 @@ function codebook(modelPath: string): Codebook {
     {
       task: 'bench',
       // Answers that are one token in this model's (Llama-2 SPM) vocabulary, as a fine-tuned adapter would use.
-      labels: [{ name: 'negative', answer: 'bad' }, { name: 'neutral', answer: 'none' }, { name: 'positive', answer: 'good' }],
+      labels: [
+        { name: 'negative', answer: 'bad' },
+        { name: 'neutral', answer: 'none' },
+        { name: 'positive', answer: 'good' },
+      ],
       prompt: { system: INSTRUCTION, template: 'Answer bad, none or good.\n\nTweet: {text}' },
       model: { path: modelPath, max_document_tokens: 256, threads: THREADS, gpu_layers: 0 },
     },
@@ -58,7 +62,11 @@ function codebook(modelPath: string): Codebook {
 
 /** Tweets concatenated into documents of about DOC_TOKENS tokens, measured with the model's tokenizer. */
 async function benchDocuments(tokenize: (text: string) => readonly Token[]): Promise<string[]> {
-  const tweets = (await readFile(path.resolve(ROOT, '..', 'shared', 'data', 'tweeteval', 'sentiment', 'test_text.txt'), 'utf8')).split('\n').filter((t) => t.trim() !== '');
+  const tweets = (
+    await readFile(path.resolve(ROOT, '..', 'shared', 'data', 'tweeteval', 'sentiment', 'test_text.txt'), 'utf8')
+  )
+    .split('\n')
+    .filter((t) => t.trim() !== '');
   const docs: string[] = [];
   let next = 0;
   while (docs.length < DOCUMENTS) {
@@ -69,7 +77,14 @@ async function benchDocuments(tokenize: (text: string) => readonly Token[]): Pro
   return docs;
 }
 
-async function runPart(part: string, build: BuildPreference, modelPath: string, sequences: number, from: number, to: number): Promise<PartResult> {
+async function runPart(
+  part: string,
+  build: BuildPreference,
+  modelPath: string,
+  sequences: number,
+  from: number,
+  to: number,
+): Promise<PartResult> {
   const llama = await getRuntime({ build });
   const info = await runtimeInfo(llama);
   const model = await loadModel(llama, modelPath, 0);
@@ -86,7 +101,17 @@ async function runPart(part: string, build: BuildPreference, modelPath: string, 
     const tokens = scores.reduce((n, s) => n + s.tokens, 0);
     const note = `shared prefix ${scorer.settings.sharedPrefixTokens} tokens evaluated once; ${(tokens / docs.length).toFixed(0)} tokens evaluated per document; sequences ${sequences}`;
     await scorer.dispose();
-    return { part: `engine (sequences ${sequences})`, build: info.build, documents: docs.length, seconds, documentsPerSecond: docs.length / seconds, tokensEvaluated: tokens, tokensPerSecond: tokens / seconds, peakRssMB: peak(), note };
+    return {
+      part: `engine (sequences ${sequences})`,
+      build: info.build,
+      documents: docs.length,
+      seconds,
+      documentsPerSecond: docs.length / seconds,
+      tokensEvaluated: tokens,
+      tokensPerSecond: tokens / seconds,
+      peakRssMB: peak(),
+      note,
+    };
   }
 
   if (part === 'naive') {
@@ -100,14 +125,27 @@ async function runPart(part: string, build: BuildPreference, modelPath: string, 
     for (const text of docs) {
       const before = sequence.tokenMeter.usedInputTokens;
       const session = new LlamaChatSession({ contextSequence: sequence, systemPrompt: INSTRUCTION });
-      const answer = await session.prompt(`Answer bad, none or good.\n\nTweet: ${text}`, { maxTokens: 4, temperature: 0 });
+      const answer = await session.prompt(`Answer bad, none or good.\n\nTweet: ${text}`, {
+        maxTokens: 4,
+        temperature: 0,
+      });
       if (labels.some((l) => answer.toLowerCase().includes(l))) parsed++;
       evaluated += sequence.tokenMeter.usedInputTokens - before;
       session.dispose({ disposeSequence: false });
     }
     const seconds = (performance.now() - t0) / 1000;
     await context.dispose();
-    return { part: 'naive (LlamaChatSession, generate + parse)', build: info.build, documents: docs.length, seconds, documentsPerSecond: docs.length / seconds, tokensEvaluated: evaluated, tokensPerSecond: evaluated / seconds, peakRssMB: peak(), note: `${parsed} answers parseable as a label (random-weight model)` };
+    return {
+      part: 'naive (LlamaChatSession, generate + parse)',
+      build: info.build,
+      documents: docs.length,
+      seconds,
+      documentsPerSecond: docs.length / seconds,
+      tokensEvaluated: evaluated,
+      tokensPerSecond: evaluated / seconds,
+      peakRssMB: peak(),
+      note: `${parsed} answers parseable as a label (random-weight model)`,
+    };
   }
 
   // Ceiling: the same tokens evaluated in large 512-token decodes from an empty sequence (llama-bench "pp512").
@@ -126,13 +164,30 @@ async function runPart(part: string, build: BuildPreference, modelPath: string, 
   const seconds = (performance.now() - t0) / 1000;
   await context.dispose();
   const tokens = chunks * batch;
-  return { part: 'ceiling (512-token decodes)', build: info.build, documents: 0, seconds, documentsPerSecond: 0, tokensEvaluated: tokens, tokensPerSecond: tokens / seconds, peakRssMB: peak(), note: '' };
+  return {
+    part: 'ceiling (512-token decodes)',
+    build: info.build,
+    documents: 0,
+    seconds,
+    documentsPerSecond: 0,
+    tokensEvaluated: tokens,
+    tokensPerSecond: tokens / seconds,
+    peakRssMB: peak(),
+    note: '',
+  };
 }
 
 async function main(): Promise<void> {
   const [, , flag, part, build, partModel, sequences, from, to] = process.argv;
   if (flag === '--part') {
-    const result = await runPart(part as string, build as BuildPreference, partModel as string, Number(sequences ?? 1), Number(from), Number(to));
+    const result = await runPart(
+      part as string,
+      build as BuildPreference,
+      partModel as string,
+      Number(sequences ?? 1),
+      Number(from),
+      Number(to),
+    );
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
     process.exit(0);
   }
@@ -152,8 +207,24 @@ async function main(): Promise<void> {
     const from = Math.floor((round * DOCUMENTS) / ROUNDS);
     const to = Math.floor(((round + 1) * DOCUMENTS) / ROUNDS);
     for (const [part, build, sequences] of plan) {
-      process.stderr.write(`bench:engine: round ${round + 1}/${ROUNDS}: ${part} (sequences ${sequences}) on the ${build === 'auto' ? 'local' : 'prebuilt'} build...\n`);
-      const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--part', part, build, modelPath, String(sequences), String(from), String(to)], { encoding: 'utf8', maxBuffer: 1 << 26 });
+      process.stderr.write(
+        `bench:engine: round ${round + 1}/${ROUNDS}: ${part} (sequences ${sequences}) on the ${build === 'auto' ? 'local' : 'prebuilt'} build...\n`,
+      );
+      const child = spawnSync(
+        process.execPath,
+        [
+          ...process.execArgv,
+          fileURLToPath(import.meta.url),
+          '--part',
+          part,
+          build,
+          modelPath,
+          String(sequences),
+          String(from),
+          String(to),
+        ],
+        { encoding: 'utf8', maxBuffer: 1 << 26 },
+      );
       const line = child.stdout.split('\n').find((l) => l.startsWith('RESULT '));
       if (child.status !== 0 || line === undefined) throw new Error(`bench part ${part} failed:\n${child.stderr}`);
       const r = JSON.parse(line.slice(7)) as PartResult;
@@ -175,18 +246,32 @@ async function main(): Promise<void> {
       );
     }
   }
-  const results: PartResult[] = [...totals.values()].map((r) => ({ ...r, documentsPerSecond: r.documents / r.seconds, tokensPerSecond: r.tokensEvaluated / r.seconds }));
-  const find = (part: string, build: string): PartResult | undefined => results.find((r) => r.part.startsWith(part) && r.build === build);
+  const results: PartResult[] = [...totals.values()].map((r) => ({
+    ...r,
+    documentsPerSecond: r.documents / r.seconds,
+    tokensPerSecond: r.tokensEvaluated / r.seconds,
+  }));
+  const find = (part: string, build: string): PartResult | undefined =>
+    results.find((r) => r.part.startsWith(part) && r.build === build);
   const naive = find('naive', 'prebuilt');
   const enginePrebuilt = find('engine', 'prebuilt');
   const engineBest = find('engine (sequences 1)', hasLocal ? 'localBuild' : 'prebuilt');
   const ceilingBest = find('ceiling', hasLocal ? 'localBuild' : 'prebuilt');
   const ratios = {
     engineVsNaiveDocsPerSecond: engineBest && naive ? engineBest.documentsPerSecond / naive.documentsPerSecond : null,
-    enginePrebuiltVsNaiveDocsPerSecond: enginePrebuilt && naive ? enginePrebuilt.documentsPerSecond / naive.documentsPerSecond : null,
+    enginePrebuiltVsNaiveDocsPerSecond:
+      enginePrebuilt && naive ? enginePrebuilt.documentsPerSecond / naive.documentsPerSecond : null,
     engineTokensVsCeiling: engineBest && ceilingBest ? engineBest.tokensPerSecond / ceilingBest.tokensPerSecond : null,
   };
-  const out = { date: new Date().toISOString(), host: { cpu: os.cpus()[0]?.model, cores: os.cpus().length }, model: path.basename(modelPath), documents: DOCUMENTS, threads: THREADS, results, ratios };
+  const out = {
+    date: new Date().toISOString(),
+    host: { cpu: os.cpus()[0]?.model, cores: os.cpus().length },
+    model: path.basename(modelPath),
+    documents: DOCUMENTS,
+    threads: THREADS,
+    results,
+    ratios,
+  };
   const dir = path.join(ROOT, 'bench', 'results');
   await mkdir(dir, { recursive: true });
   await writeFile(path.join(dir, 'engine.json'), JSON.stringify(out, null, 2) + '\n');
@@ -197,7 +282,10 @@ async function main(): Promise<void> {
     '',
     '| part | build | docs/s | tokens evaluated/s | tokens evaluated | seconds | peak RSS MB | note |',
     '|---|---|---:|---:|---:|---:|---:|---|',
-    ...results.map((r) => `| ${r.part} | ${r.build} | ${r.documentsPerSecond.toFixed(2)} | ${r.tokensPerSecond.toFixed(0)} | ${r.tokensEvaluated} | ${r.seconds.toFixed(1)} | ${r.peakRssMB.toFixed(0)} | ${r.note} |`),
+    ...results.map(
+      (r) =>
+        `| ${r.part} | ${r.build} | ${r.documentsPerSecond.toFixed(2)} | ${r.tokensPerSecond.toFixed(0)} | ${r.tokensEvaluated} | ${r.seconds.toFixed(1)} | ${r.peakRssMB.toFixed(0)} | ${r.note} |`,
+    ),
     '',
     `- engine ÷ naive docs/s: **${ratios.engineVsNaiveDocsPerSecond?.toFixed(2)}×** (engine on the ${hasLocal ? 'local' : 'prebuilt'} build; naive on the prebuilt binary)`,
     `- engine ÷ naive docs/s, both prebuilt: **${ratios.enginePrebuiltVsNaiveDocsPerSecond?.toFixed(2)}×**`,

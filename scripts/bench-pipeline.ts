@@ -48,7 +48,20 @@ const cpuMsSince = (start: NodeJS.CpuUsage): number => {
 /** Fake but plausible scores: a peaked distribution that changes with the row. */
 function fakeRow(shardId: string, row: number, id: DocumentId | null, text: string | null): ResultRow {
   if (text === null || text === '') {
-    return { id, row, label: null, confidence: null, margin: null, entropy: null, probabilities: null, status: 'empty_text', error: 'text is empty', tokens: 0, source: 'local', shardId };
+    return {
+      id,
+      row,
+      label: null,
+      confidence: null,
+      margin: null,
+      entropy: null,
+      probabilities: null,
+      status: 'empty_text',
+      error: 'text is empty',
+      tokens: 0,
+      source: 'local',
+      shardId,
+    };
   }
   const weights = LABELS.map((_, j) => Math.exp(((row * 2654435761 + j * 40503) % 1000) / 250));
   const total = weights.reduce((sum, weight) => sum + weight, 0);
@@ -75,7 +88,12 @@ function fakeRow(shardId: string, row: number, id: DocumentId | null, text: stri
 async function measure(corpusDir: string, workDir: string, rows: number, shardRows: number): Promise<Measurement> {
   let cpu = process.cpuUsage();
   let started = performance.now();
-  const plan = planShards(await resolveCorpus(corpusDir), { codebookHash: 'bench', maxRowsPerShard: shardRows, idColumn: 'id', textColumn: 'text' });
+  const plan = planShards(await resolveCorpus(corpusDir), {
+    codebookHash: 'bench',
+    maxRowsPerShard: shardRows,
+    idColumn: 'id',
+    textColumn: 'text',
+  });
   const planMs = performance.now() - started;
   const planCpu = cpuMsSince(cpu);
   const afterPlan = peakRssMb();
@@ -86,7 +104,12 @@ async function measure(corpusDir: string, workDir: string, rows: number, shardRo
   started = performance.now();
   let seen = 0;
   for (const shard of plan.shards) {
-    for await (const batch of readShardDocuments(shard, { idColumn: plan.idColumn, textColumn: plan.textColumn, cache })) seen += batch.rows.length;
+    for await (const batch of readShardDocuments(shard, {
+      idColumn: plan.idColumn,
+      textColumn: plan.textColumn,
+      cache,
+    }))
+      seen += batch.rows.length;
   }
   const readMs = performance.now() - started;
   const readCpu = cpuMsSince(cpu);
@@ -99,8 +122,14 @@ async function measure(corpusDir: string, workDir: string, rows: number, shardRo
   let writeCpu = 0;
   for (const shard of plan.shards) {
     const results: ResultRow[] = [];
-    for await (const batch of readShardDocuments(shard, { idColumn: plan.idColumn, textColumn: plan.textColumn, cache })) {
-      batch.rows.forEach((row, i) => results.push(fakeRow(shard.id, row, batch.ids[i] ?? null, batch.texts[i] ?? null)));
+    for await (const batch of readShardDocuments(shard, {
+      idColumn: plan.idColumn,
+      textColumn: plan.textColumn,
+      cache,
+    })) {
+      batch.rows.forEach((row, i) =>
+        results.push(fakeRow(shard.id, row, batch.ids[i] ?? null, batch.texts[i] ?? null)),
+      );
     }
     const writeStarted = performance.now();
     const writeCpuStart = process.cpuUsage();
@@ -112,7 +141,13 @@ async function measure(corpusDir: string, workDir: string, rows: number, shardRo
 
   cpu = process.cpuUsage();
   started = performance.now();
-  const summary = await mergeShards({ plan, shardDir, output: path.join(workDir, 'results.parquet'), labels: LABELS, manifest: { bench: true } });
+  const summary = await mergeShards({
+    plan,
+    shardDir,
+    output: path.join(workDir, 'results.parquet'),
+    labels: LABELS,
+    manifest: { bench: true },
+  });
   const mergeMs = performance.now() - started;
   return {
     rows,
@@ -148,11 +183,15 @@ async function checkOutput(file: string, rows: number): Promise<void> {
   const instance = await DuckDBInstance.create(':memory:');
   const connection = await instance.connect();
   try {
-    const reader = await connection.runAndReadAll(`SELECT count(*)::BIGINT AS n, sum(id)::HUGEINT::VARCHAR AS ids, bool_and(id = "row") AS aligned FROM read_parquet('${file}')`);
+    const reader = await connection.runAndReadAll(
+      `SELECT count(*)::BIGINT AS n, sum(id)::HUGEINT::VARCHAR AS ids, bool_and(id = "row") AS aligned FROM read_parquet('${file}')`,
+    );
     const [result] = reader.getRowObjectsJS();
     const expectedIds = ((BigInt(rows) * BigInt(rows - 1)) / 2n).toString();
     if (result?.n !== BigInt(rows) || result.ids !== expectedIds || result.aligned !== true) {
-      throw new Error(`merged output check failed: ${JSON.stringify(result, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`);
+      throw new Error(
+        `merged output check failed: ${JSON.stringify(result, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))}`,
+      );
     }
   } finally {
     connection.closeSync();
@@ -172,8 +211,10 @@ function report(results: readonly Measurement[]): string {
     '',
     '| rows | shards | plan | read all rows | write shard files | merge | output | peak RSS plan / read / write / merge | load avg |',
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |',
-    ...results.map((r) =>
-      `| ${r.rows.toLocaleString('en-US')} | ${r.shards} × ${r.shardRows.toLocaleString('en-US')} | ${r.planMs} ms (${r.cpuMs.plan}) | ${r.readMs} ms (${r.cpuMs.read}) | ${r.writeMs} ms (${r.cpuMs.write}) | ${r.mergeMs} ms (${r.cpuMs.merge}) | ${r.outputMb} MB ${r.codec} | ${r.peakRssMb.plan} / ${r.peakRssMb.read} / ${r.peakRssMb.write} / ${r.peakRssMb.merge} MiB | ${r.loadAverage} |`),
+    ...results.map(
+      (r) =>
+        `| ${r.rows.toLocaleString('en-US')} | ${r.shards} × ${r.shardRows.toLocaleString('en-US')} | ${r.planMs} ms (${r.cpuMs.plan}) | ${r.readMs} ms (${r.cpuMs.read}) | ${r.writeMs} ms (${r.cpuMs.write}) | ${r.mergeMs} ms (${r.cpuMs.merge}) | ${r.outputMb} MB ${r.codec} | ${r.peakRssMb.plan} / ${r.peakRssMb.read} / ${r.peakRssMb.write} / ${r.peakRssMb.merge} MiB | ${r.loadAverage} |`,
+    ),
     '',
     `Targets: planning ≤ 2 s, merge of 1M rows ≤ 10 s, memory flat as the corpus grows. The machine has ${availableParallelism()} cores;`,
     'a load average above that means other jobs shared them and wall times are inflated.',
@@ -205,10 +246,26 @@ async function main(): Promise<void> {
       const corpusDir = path.join(root, `corpus-${rows}`);
       const workDir = path.join(root, `work-${rows}`);
       await generateCorpus(corpusDir, rows);
-      const child = spawnSync(process.execPath, [...process.execArgv, fileURLToPath(import.meta.url), '--child', '--rows', String(rows), '--shard-rows', String(shardRows), '--corpus', corpusDir, '--work', workDir], {
-        encoding: 'utf8',
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
+      const child = spawnSync(
+        process.execPath,
+        [
+          ...process.execArgv,
+          fileURLToPath(import.meta.url),
+          '--child',
+          '--rows',
+          String(rows),
+          '--shard-rows',
+          String(shardRows),
+          '--corpus',
+          corpusDir,
+          '--work',
+          workDir,
+        ],
+        {
+          encoding: 'utf8',
+          stdio: ['ignore', 'pipe', 'inherit'],
+        },
+      );
       if (child.status !== 0) throw new Error(`benchmark child for ${rows} rows failed with status ${child.status}`);
       const measured = JSON.parse(child.stdout.trim().split('\n').at(-1) ?? '{}') as Measurement;
       await checkOutput(path.join(workDir, 'results.parquet'), rows);

@@ -18,7 +18,9 @@ const gpu = gpuIndex >= 0 ? (args[gpuIndex + 1] ?? 'auto') : 'auto';
 const cli = path.join(nodeLlamaCppRoot(), 'dist', 'cli', 'cli.js');
 const started = Date.now();
 // "source download" uses the git bundle shipped in the npm package when it holds the pinned release: no download.
-const build = spawnSync(process.execPath, [cli, 'source', 'download', '--gpu', gpu, '--noUsageExample'], { stdio: 'inherit' });
+const build = spawnSync(process.execPath, [cli, 'source', 'download', '--gpu', gpu, '--noUsageExample'], {
+  stdio: 'inherit',
+});
 if (build.status !== 0) {
   console.error(`build:llama failed (exit ${build.status ?? build.signal}); the prebuilt binary stays in use`);
   process.exit(1);

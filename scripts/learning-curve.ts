@@ -26,7 +26,11 @@ import { runLocalMode } from '../cli/local-mode.js';
 import { silentProgress } from '../cli/progress.js';
 import { runReport } from '../cli/report.js';
 import { PACKAGE_ROOT } from '../contracts/package-root.js';
-import { ensureFixtureModel, KEYWORD_ADAPTER_DERIVATION, SENTIMENT_KEYWORD_SPEC } from '../gguf/fixtures/fixture-catalog.js';
+import {
+  ensureFixtureModel,
+  KEYWORD_ADAPTER_DERIVATION,
+  SENTIMENT_KEYWORD_SPEC,
+} from '../gguf/fixtures/fixture-catalog.js';
 import { deriveKeywords, textWords, writeKeywordAdapter } from '../gguf/fixtures/keyword-adapter.js';
 import { isSingleTokenWord } from '../gguf/fixtures/keyword-model.js';
 import { vocabTokenizerFromModel } from '../gguf/fixtures/vocab.js';
@@ -38,7 +42,12 @@ import { singleQuestion } from '../contracts/codebook.js';
 export const DEFAULT_SIZES = [100, 250, 500, 1000, 2500, 5000, 10000] as const;
 export const DEFAULT_SEED = 7;
 /** The walk-through's routing question (docs/hybrid-workflow.md): an assumed closed model and a corpus to price. */
-export const CALIBRATION_EXAMPLE = { fallbackAccuracy: 0.75, corpusSize: 1_000_000, costPerDocument: 0.0004, targetAccuracy: 0.65 } as const;
+export const CALIBRATION_EXAMPLE = {
+  fallbackAccuracy: 0.75,
+  corpusSize: 1_000_000,
+  costPerDocument: 0.0004,
+  targetAccuracy: 0.65,
+} as const;
 
 export interface LearningCurveOptions {
   /** Folder with TweetEval's sentiment/ (default ../shared/data/tweeteval). */
@@ -66,9 +75,13 @@ export interface LearningCurveResult {
   readonly tablePath: string;
   readonly reportPath: string;
   /** Result file per training size (0 = the base model without adapter). */
-  readonly runs: readonly { readonly size: number; readonly results: string; readonly adapter: string | null; readonly keywords: number }[];
+  readonly runs: readonly {
+    readonly size: number;
+    readonly results: string;
+    readonly adapter: string | null;
+    readonly keywords: number;
+  }[];
 }
-
 
 /** TweetEval sentiment val + test pooled into one labelled Parquet file (id, text, gold, split). */
 async function writePool(dataDir: string, file: string, limit: number | undefined): Promise<number> {
@@ -96,7 +109,8 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
   const logger = options.logger ?? silentLogger;
   const dataDir = options.dataDir ?? defaultTweetEvalDir();
   const outDir = path.resolve(options.outDir);
-  for (const dir of ['sample', 'adapters', 'codebooks', 'runs']) await mkdir(path.join(outDir, dir), { recursive: true });
+  for (const dir of ['sample', 'adapters', 'codebooks', 'runs'])
+    await mkdir(path.join(outDir, dir), { recursive: true });
 
   const model = await ensureFixtureModel('keyword');
   const pool = path.join(outDir, 'tweeteval-sentiment-pool.parquet');
@@ -107,7 +121,10 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
   const baseCodebookFile = path.join(outDir, 'codebooks', 'base.yaml');
   const baseYaml = sentimentCodebookYaml(model, null);
   await writeFile(baseCodebookFile, baseYaml);
-  const codebook = parseCodebook((await import('yaml')).parse(baseYaml), { source: baseCodebookFile, baseDir: path.dirname(baseCodebookFile) });
+  const codebook = parseCodebook((await import('yaml')).parse(baseYaml), {
+    source: baseCodebookFile,
+    baseDir: path.dirname(baseCodebookFile),
+  });
   const sample = await writeTrainingSample({
     gold: pool,
     idColumn: 'id',
@@ -121,7 +138,9 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
   });
   const sampleDir = path.dirname(sample.manifestPath);
   const heldOut = path.join(sampleDir, sample.manifest.heldOut.parquet);
-  say(`sample: ${sample.manifest.heldOut.size} held out, subsets ${sample.manifest.subsets.map((s) => s.size).join(', ')} (seed ${options.seed})`);
+  say(
+    `sample: ${sample.manifest.heldOut.size} held out, subsets ${sample.manifest.subsets.map((s) => s.size).join(', ')} (seed ${options.seed})`,
+  );
 
   // 2. "Fine-tune": one keyword adapter per training subset, read back from the subset's Parquet file.
   const adapters: { size: number; adapter: string; keywords: number }[] = [];
@@ -136,7 +155,12 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
     const promptWords = [...textWords(`${empty.system ?? ''}\n${empty.user}`)];
     const baseWords = [...Object.values(SENTIMENT_KEYWORD_SPEC.keywords).flat(), ...promptWords];
     for (const subset of sample.manifest.subsets) {
-      const train = await readGoldLabels(path.join(sampleDir, subset.parquet), { idColumn: 'id', labelColumn: 'gold', extraColumns: [{ name: 'text' }], role: 'training subset' });
+      const train = await readGoldLabels(path.join(sampleDir, subset.parquet), {
+        idColumn: 'id',
+        labelColumn: 'gold',
+        extraColumns: [{ name: 'text' }],
+        role: 'training subset',
+      });
       const texts = (train.extra.get('text') ?? []).map(String);
       const keywords = deriveKeywords(texts, train.labels as string[], {
         perLabel: KEYWORD_ADAPTER_DERIVATION.perLabel,
@@ -145,10 +169,17 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
         accept: (word) => isSingleTokenWord(tokenizer, word),
       });
       const adapter = path.join(outDir, 'adapters', `keyword-adapter-${subset.size}.gguf`);
-      await writeKeywordAdapter(adapter, SENTIMENT_KEYWORD_SPEC, keywords, { tokenizer, rank: KEYWORD_ADAPTER_DERIVATION.rank });
+      await writeKeywordAdapter(adapter, SENTIMENT_KEYWORD_SPEC, keywords, {
+        tokenizer,
+        rank: KEYWORD_ADAPTER_DERIVATION.rank,
+      });
       const count = Object.values(keywords).reduce((n, words) => n + words.length, 0);
       adapters.push({ size: subset.size, adapter, keywords: count });
-      say(`adapter for ${subset.size} training examples: ${count} keywords (${Object.entries(keywords).map(([l, w]) => `${l} ${w.length}`).join(', ')})`);
+      say(
+        `adapter for ${subset.size} training examples: ${count} keywords (${Object.entries(keywords)
+          .map(([l, w]) => `${l} ${w.length}`)
+          .join(', ')})`,
+      );
     }
   } finally {
     await vocabModel.dispose();
@@ -157,7 +188,8 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
   // 3. rescale run on the held-out split: the base model, then each adapter.
   const runs: { size: number; results: string; adapter: string | null; keywords: number }[] = [];
   for (const entry of [{ size: 0, adapter: null as string | null, keywords: 0 }, ...adapters]) {
-    const codebookFile = entry.adapter === null ? baseCodebookFile : path.join(outDir, 'codebooks', `size-${entry.size}.yaml`);
+    const codebookFile =
+      entry.adapter === null ? baseCodebookFile : path.join(outDir, 'codebooks', `size-${entry.size}.yaml`);
     if (entry.adapter !== null) await writeFile(codebookFile, sentimentCodebookYaml(model, entry.adapter));
     const results = path.join(outDir, 'runs', `held-out-${entry.size}.parquet`);
     const summary = await runLocalMode({
@@ -171,7 +203,9 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
       ...(options.threads !== undefined ? { threads: options.threads } : {}),
     });
     runs.push({ size: entry.size, results, adapter: entry.adapter, keywords: entry.keywords });
-    say(`scored ${summary.rows} held-out tweets with ${entry.adapter === null ? 'the base model' : `the ${entry.size}-example adapter`} (${summary.documentsScored === 0 ? 'reused from an earlier run' : `${summary.documentsPerSecond.toFixed(0)} docs/s`})`);
+    say(
+      `scored ${summary.rows} held-out tweets with ${entry.adapter === null ? 'the base model' : `the ${entry.size}-example adapter`} (${summary.documentsScored === 0 ? 'reused from an earlier run' : `${summary.documentsPerSecond.toFixed(0)} docs/s`})`,
+    );
   }
 
   // 4. rescale evaluate, every run side by side on the same held-out documents.
@@ -236,10 +270,14 @@ async function main(argv: string[]): Promise<void> {
   const num = (name: string, value: string | undefined): number | undefined => {
     if (value === undefined) return undefined;
     const n = Number(value);
-    if (!Number.isFinite(n) || n < 0) throw new RescaleError('CONFIG_INVALID', `--${name} must be a number ≥ 0, got "${value}"`);
+    if (!Number.isFinite(n) || n < 0)
+      throw new RescaleError('CONFIG_INVALID', `--${name} must be a number ≥ 0, got "${value}"`);
     return n;
   };
-  const sizes = values.sizes === undefined ? [...DEFAULT_SIZES] : values.sizes.split(',').map((s) => num('sizes', s.trim()) as number);
+  const sizes =
+    values.sizes === undefined
+      ? [...DEFAULT_SIZES]
+      : values.sizes.split(',').map((s) => num('sizes', s.trim()) as number);
   const outDir = values.out ?? path.join(PACKAGE_ROOT, 'out', 'learning-curve');
   const say = (line: string): void => {
     process.stdout.write(`${line}\n`);
@@ -261,7 +299,9 @@ async function main(argv: string[]): Promise<void> {
     ...(heldOut !== undefined ? { heldOut } : {}),
   });
   say('');
-  say(`learning curve on ${result.evaluation.documents} held-out tweets (95% bootstrap CI, seed ${result.evaluation.bootstrap.seed}):`);
+  say(
+    `learning curve on ${result.evaluation.documents} held-out tweets (95% bootstrap CI, seed ${result.evaluation.bootstrap.seed}):`,
+  );
   say(formatLearningCurveTable(result.evaluation) ?? '');
   say('');
   say(formatSummaryTable(result.evaluation));
@@ -274,7 +314,8 @@ async function main(argv: string[]): Promise<void> {
 if (process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   main(process.argv.slice(2)).catch((error: unknown) => {
     process.stderr.write(`learning-curve: ${error instanceof RescaleError ? error.message : errorMessage(error)}\n`);
-    if (!(error instanceof RescaleError) && error instanceof Error && error.stack) process.stderr.write(`${error.stack}\n`);
+    if (!(error instanceof RescaleError) && error instanceof Error && error.stack)
+      process.stderr.write(`${error.stack}\n`);
     process.exit(1);
   });
 }

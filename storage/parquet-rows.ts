@@ -3,7 +3,20 @@
 
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
-import { Float32, Float64, Int8, Int16, Int32, Int64, Uint8, Uint16, Uint32, Uint64, Utf8, type DataType } from 'apache-arrow';
+import {
+  Float32,
+  Float64,
+  Int8,
+  Int16,
+  Int32,
+  Int64,
+  Uint8,
+  Uint16,
+  Uint32,
+  Uint64,
+  Utf8,
+  type DataType,
+} from 'apache-arrow';
 import { parquetMetadata, parquetRead, type AsyncBuffer, type ColumnData, type FileMetaData } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
@@ -37,24 +50,37 @@ export async function readParquetFooter(handle: FileHandle, filePath: string): P
   const headMagic = new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true);
   const tailMagic = tailView.getUint32(4, true);
   if (tailMagic === ENCRYPTED_MAGIC) {
-    throw invalidInput(filePath, 'uses Parquet modular encryption, which rescale cannot read; write an unencrypted copy');
+    throw invalidInput(
+      filePath,
+      'uses Parquet modular encryption, which rescale cannot read; write an unencrypted copy',
+    );
   }
   if (headMagic !== MAGIC) {
     throw invalidInput(filePath, 'does not start with the Parquet magic "PAR1": it is not a Parquet file');
   }
   if (tailMagic !== MAGIC) {
-    throw invalidInput(filePath, 'does not end with the Parquet magic "PAR1": the file is truncated or still being written');
+    throw invalidInput(
+      filePath,
+      'does not end with the Parquet magic "PAR1": the file is truncated or still being written',
+    );
   }
   const metadataLength = tailView.getUint32(0, true);
   if (metadataLength === 0 || metadataLength > size - 12) {
-    throw invalidInput(filePath, `declares a ${metadataLength}-byte footer in a ${size}-byte file: it is corrupt or truncated`);
+    throw invalidInput(
+      filePath,
+      `declares a ${metadataLength}-byte footer in a ${size}-byte file: it is corrupt or truncated`,
+    );
   }
   const footer = await readBytes(handle, size - 8 - metadataLength, metadataLength + 8);
   let metadata: FileMetaData;
   try {
     metadata = parquetMetadata(footer);
   } catch (cause) {
-    throw invalidInput(filePath, `has a footer that cannot be decoded (${errorMessage(cause)}): it is corrupt or truncated`, cause);
+    throw invalidInput(
+      filePath,
+      `has a footer that cannot be decoded (${errorMessage(cause)}): it is corrupt or truncated`,
+      cause,
+    );
   }
   checkRowGroups(metadata, size - 8 - metadataLength, filePath);
   return { size, footer, metadata, fingerprint: corpusFingerprint(size, footer) };
@@ -68,16 +94,23 @@ function checkRowGroups(metadata: FileMetaData, dataEnd: number, filePath: strin
     for (const chunk of group.columns) {
       const meta = chunk.meta_data;
       if (meta === undefined) continue;
-      const start = meta.dictionary_page_offset !== undefined && meta.dictionary_page_offset > 0n
-        ? meta.dictionary_page_offset
-        : meta.data_page_offset;
+      const start =
+        meta.dictionary_page_offset !== undefined && meta.dictionary_page_offset > 0n
+          ? meta.dictionary_page_offset
+          : meta.data_page_offset;
       if (start < 0n || start + meta.total_compressed_size > BigInt(dataEnd)) {
-        throw invalidInput(filePath, `has column chunk "${meta.path_in_schema.join('.')}" outside the file: it is truncated or corrupt`);
+        throw invalidInput(
+          filePath,
+          `has column chunk "${meta.path_in_schema.join('.')}" outside the file: it is truncated or corrupt`,
+        );
       }
     }
   }
   if (rows !== metadata.num_rows) {
-    throw invalidInput(filePath, `says it has ${metadata.num_rows} rows but its row groups hold ${rows}: it is corrupt`);
+    throw invalidInput(
+      filePath,
+      `says it has ${metadata.num_rows} rows but its row groups hold ${rows}: it is corrupt`,
+    );
   }
   if (rows > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw invalidInput(filePath, `has ${rows} rows, more than rescale can index; split the file`);
@@ -187,7 +220,10 @@ export async function* readShardRows(
     }
     checkColumns(metadata, wanted, shard.file);
     if (shard.rowEnd > Number(metadata.num_rows)) {
-      throw new RescaleError('INPUT_INVALID', `Shard ${shard.id} ends at row ${shard.rowEnd} but ${shard.file} has ${metadata.num_rows} rows; plan the corpus again.`);
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `Shard ${shard.id} ends at row ${shard.rowEnd} but ${shard.file} has ${metadata.num_rows} rows; plan the corpus again.`,
+      );
     }
     const file = fileAsyncBuffer(handle, size);
     let groupStart = 0;
@@ -203,7 +239,8 @@ export async function* readShardRows(
       if (decoded === undefined) {
         // One read per row group: hyparquet fetches the requested column chunks (or only the pages in range
         // when the file has an offset index), so memory is bounded by the row group, never the file.
-        const aheadEnd = options.cache !== undefined && uncompressedBytes(group, wanted) <= options.cache.maxBytes ? groupEnd : end;
+        const aheadEnd =
+          options.cache !== undefined && uncompressedBytes(group, wanted) <= options.cache.maxBytes ? groupEnd : end;
         decoded = await readRange(file, metadata, wanted, start, aheadEnd, shard.file);
         if (aheadEnd > end) options.cache?.set(key, decoded);
       }
@@ -228,7 +265,8 @@ function uncompressedBytes(group: FileMetaData['row_groups'][number], columns: r
   let bytes = 0;
   for (const chunk of group.columns) {
     const meta = chunk.meta_data;
-    if (meta !== undefined && columns.includes(meta.path_in_schema[0] ?? '')) bytes += Number(meta.total_uncompressed_size);
+    if (meta !== undefined && columns.includes(meta.path_in_schema[0] ?? ''))
+      bytes += Number(meta.total_uncompressed_size);
   }
   return bytes;
 }
@@ -274,7 +312,10 @@ async function readRange(
       filled += Math.max(0, to - from);
     }
     if (filled !== length) {
-      throw new RescaleError('INPUT_INVALID', `Decoded ${filled} values instead of ${length} for column "${name}", rows ${rowStart}-${rowEnd} of ${filePath}; the file is corrupt.`);
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `Decoded ${filled} values instead of ${length} for column "${name}", rows ${rowStart}-${rowEnd} of ${filePath}; the file is corrupt.`,
+      );
     }
     decoded.set(name, values);
   }
@@ -316,13 +357,20 @@ async function openCorpusFile(filePath: string): Promise<FileHandle> {
   try {
     return await open(filePath, 'r');
   } catch (cause) {
-    throw new RescaleError('INPUT_NOT_FOUND', `Cannot open corpus file ${filePath} (${errorMessage(cause)}); it was moved or deleted after planning.`, { cause });
+    throw new RescaleError(
+      'INPUT_NOT_FOUND',
+      `Cannot open corpus file ${filePath} (${errorMessage(cause)}); it was moved or deleted after planning.`,
+      { cause },
+    );
   }
 }
 
 function throwIfAborted(signal: AbortSignal | undefined, shard: ShardSpec): void {
   if (signal?.aborted === true) {
-    throw new RescaleError('ABORTED', `Reading shard ${shard.id} was aborted.`, { cause: signal.reason, retryable: true });
+    throw new RescaleError('ABORTED', `Reading shard ${shard.id} was aborted.`, {
+      cause: signal.reason,
+      retryable: true,
+    });
   }
 }
 
@@ -340,7 +388,10 @@ export interface DocumentBatch {
 }
 
 /** readShardRows for the id and text columns, normalised to what the scorer and the result writer expect. */
-export async function* readShardDocuments(shard: ShardSpec, options: ReadShardDocumentsOptions): AsyncGenerator<DocumentBatch> {
+export async function* readShardDocuments(
+  shard: ShardSpec,
+  options: ReadShardDocumentsOptions,
+): AsyncGenerator<DocumentBatch> {
   const { idColumn, textColumn } = options;
   const columns = idColumn === null ? [textColumn] : [idColumn, textColumn];
   for await (const batch of readShardRows(shard, columns, options)) {
@@ -367,23 +418,36 @@ export function toDocumentId(value: unknown): DocumentId | null {
   if (typeof value === 'string' || typeof value === 'number' || typeof value === 'bigint') return value;
   if (value instanceof Date) return value.toISOString();
   if (value instanceof Uint8Array) return Buffer.from(value).toString('hex');
-  return typeof value === 'object' ? JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) : String(value);
+  return typeof value === 'object'
+    ? JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))
+    : String(value);
 }
 
 /** Arrow type for a result IdType. */
 export function arrowIdType(idType: IdType): DataType {
   switch (idType) {
-    case 'int8': return new Int8();
-    case 'int16': return new Int16();
-    case 'int32': return new Int32();
-    case 'int64': return new Int64();
-    case 'uint8': return new Uint8();
-    case 'uint16': return new Uint16();
-    case 'uint32': return new Uint32();
-    case 'uint64': return new Uint64();
-    case 'float32': return new Float32();
-    case 'float64': return new Float64();
-    case 'utf8': return new Utf8();
+    case 'int8':
+      return new Int8();
+    case 'int16':
+      return new Int16();
+    case 'int32':
+      return new Int32();
+    case 'int64':
+      return new Int64();
+    case 'uint8':
+      return new Uint8();
+    case 'uint16':
+      return new Uint16();
+    case 'uint32':
+      return new Uint32();
+    case 'uint64':
+      return new Uint64();
+    case 'float32':
+      return new Float32();
+    case 'float64':
+      return new Float64();
+    case 'utf8':
+      return new Utf8();
   }
 }
 

@@ -33,13 +33,21 @@ export interface ParquetTable {
  * Reads the requested columns of one Parquet file completely. `role` says where the file came from (e.g.
  * "--gold") so every error points at the option to fix.
  */
-export async function readParquetTable(file: string, role: string, requests: readonly ColumnRequest[]): Promise<ParquetTable> {
+export async function readParquetTable(
+  file: string,
+  role: string,
+  requests: readonly ColumnRequest[],
+): Promise<ParquetTable> {
   const absolute = path.resolve(file);
   let handle;
   try {
     handle = await open(absolute, 'r');
   } catch (cause) {
-    throw new RescaleError('INPUT_NOT_FOUND', `${role} ${absolute}: cannot open it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check the path`, { cause });
+    throw new RescaleError(
+      'INPUT_NOT_FOUND',
+      `${role} ${absolute}: cannot open it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check the path`,
+      { cause },
+    );
   }
   try {
     let footer;
@@ -76,7 +84,11 @@ export async function readParquetTable(file: string, role: string, requests: rea
           },
         });
       } catch (cause) {
-        throw new RescaleError('INPUT_INVALID', `${role} ${absolute}: cannot read columns ${names.join(', ')} (${errorMessage(cause)}); is the file complete?`, { cause });
+        throw new RescaleError(
+          'INPUT_INVALID',
+          `${role} ${absolute}: cannot read columns ${names.join(', ')} (${errorMessage(cause)}); is the file complete?`,
+          { cause },
+        );
       }
       names.forEach((name, c) => {
         const values = columns.get(name) as unknown[];
@@ -99,6 +111,10 @@ export async function writeParquetAtomic(file: string, columnData: readonly Colu
     // Encoded in memory (the same bytes parquetWriteFile streams): these analysis files are small.
     await writeBytesAtomic(file, new Uint8Array(parquetWriteBuffer({ columnData: [...columnData] })));
   } catch (cause) {
-    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write ${file}: ${errorMessage(cause)}; choose a folder you can write to`, { cause });
+    throw new RescaleError(
+      'OUTPUT_NOT_WRITABLE',
+      `cannot write ${file}: ${errorMessage(cause)}; choose a folder you can write to`,
+      { cause },
+    );
   }
 }

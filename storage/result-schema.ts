@@ -65,7 +65,10 @@ export interface NullColumn {
 }
 
 /** The part of a ResultRow that belongs to one question; today a row answers one question, so it is the row itself. */
-type QuestionAnswer = Pick<ResultRow, 'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities' | 'localLabel' | 'fallback'>;
+type QuestionAnswer = Pick<
+  ResultRow,
+  'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities' | 'localLabel' | 'fallback'
+>;
 
 /** Reads a column's value at the row being decoded. */
 type Cell = (column: ResultColumn) => unknown;
@@ -117,7 +120,17 @@ export class ResultSchema {
       throw new RescaleError('INTERNAL', `Unknown id type ${String(idType)}; the id type must come from the plan.`);
     }
     const row = rowColumns(idType);
-    return new ResultSchema(questions, idType, row.head, questionColumns(question, (name) => name, (r) => r), row.tail);
+    return new ResultSchema(
+      questions,
+      idType,
+      row.head,
+      questionColumns(
+        question,
+        (name) => name,
+        (r) => r,
+      ),
+      row.tail,
+    );
   }
 
   /** The Arrow schema of a shard result file, with the file's metadata. */
@@ -151,7 +164,10 @@ export class ResultSchema {
     for (const column of this.columns) {
       const source = this.columnOf(table, column);
       if (source === null) {
-        throw new RescaleError('SHARD_INCOMPLETE', `Result table has no column "${column.name}"; it was written for other labels.`);
+        throw new RescaleError(
+          'SHARD_INCOMPLETE',
+          `Result table has no column "${column.name}"; it was written for other labels.`,
+        );
       }
       readers.set(column, 'nulls' in source ? () => null : (i) => source.get(i) as unknown);
     }
@@ -160,7 +176,12 @@ export class ResultSchema {
       const cell: Cell = (column) => (readers.get(column) as (i: number) => unknown)(i);
       // Field order as the writer's callers build rows, so decoded rows print like the originals.
       const { head, question, tail } = this;
-      rows.push({ ...head.decode(cell), ...question.decodeScores(cell), ...tail.decode(cell), ...question.decodeOpinions(cell) });
+      rows.push({
+        ...head.decode(cell),
+        ...question.decodeScores(cell),
+        ...tail.decode(cell),
+        ...question.decodeOpinions(cell),
+      });
     }
     return rows;
   }
@@ -173,7 +194,10 @@ export class ResultSchema {
   /** The merged file's key-value metadata: the label order and the id type, for readers that do not know the codebook. */
   parquetKeyValue(): { key: string; value: string }[] {
     const labels = this.questions[0]?.labels ?? [];
-    return [{ key: 'rescale.labels', value: JSON.stringify(labels) }, { key: 'rescale.id_type', value: this.idType }];
+    return [
+      { key: 'rescale.labels', value: JSON.stringify(labels) },
+      { key: 'rescale.id_type', value: this.idType },
+    ];
   }
 }
 
@@ -184,7 +208,10 @@ export function resultSchemaFor(questions: readonly ResultQuestion[], idType: Id
 
 /** The columns of a codebook's results. */
 export function resultSchemaOf(codebook: Codebook, idType: IdType): ResultSchema {
-  return ResultSchema.build(codebook.questions.map((q) => ({ name: q.name, labels: q.labels.map((l) => l.name) })), idType);
+  return ResultSchema.build(
+    codebook.questions.map((q) => ({ name: q.name, labels: q.labels.map((l) => l.name) })),
+    idType,
+  );
 }
 
 interface RowColumns {
@@ -240,13 +267,24 @@ function questionColumns(
   );
   // Added with the closed-model fallback, after the original columns so positional readers keep working: the local
   // opinion (always filled when scored) and the fallback's (null unless the document was routed).
-  const localLabel = utf8Column(name('local_label'), true, (r) => {
-    const a = answer(r);
-    return a.localLabel === undefined ? a.label : a.localLabel;
-  }, { copyOf: label.name });
-  const localConfidence = float64Column(name('local_confidence'), (r) => answer(r).confidence, { copyOf: confidence.name });
+  const localLabel = utf8Column(
+    name('local_label'),
+    true,
+    (r) => {
+      const a = answer(r);
+      return a.localLabel === undefined ? a.label : a.localLabel;
+    },
+    { copyOf: label.name },
+  );
+  const localConfidence = float64Column(name('local_confidence'), (r) => answer(r).confidence, {
+    copyOf: confidence.name,
+  });
   const fallbackLabel = utf8Column(name('fallback_label'), true, (r) => answer(r).fallback?.label ?? null, 'nulls');
-  const fallbackConfidence = float64Column(name('fallback_confidence'), (r) => answer(r).fallback?.confidence ?? null, 'nulls');
+  const fallbackConfidence = float64Column(
+    name('fallback_confidence'),
+    (r) => answer(r).fallback?.confidence ?? null,
+    'nulls',
+  );
   const fallbackStatus = utf8Column(name('fallback_status'), true, (r) => answer(r).fallback?.status ?? null, 'nulls');
   const fallbackError = utf8Column(name('fallback_error'), true, (r) => answer(r).fallback?.error ?? null, 'nulls');
   return {
@@ -293,10 +331,21 @@ function utf8Column(
   get: (row: ResultRow) => string | null,
   legacy: LegacyColumn | null = null,
 ): ResultColumn {
-  return { name, arrowType: new Utf8(), nullable, parquet: utf8Element(name, nullable), encode: (rows) => utf8Data(rows.map(get)), legacy };
+  return {
+    name,
+    arrowType: new Utf8(),
+    nullable,
+    parquet: utf8Element(name, nullable),
+    encode: (rows) => utf8Data(rows.map(get)),
+    legacy,
+  };
 }
 
-function float64Column(name: string, get: (row: ResultRow) => number | null, legacy: LegacyColumn | null = null): ResultColumn {
+function float64Column(
+  name: string,
+  get: (row: ResultRow) => number | null,
+  legacy: LegacyColumn | null = null,
+): ResultColumn {
   return {
     name,
     arrowType: new Float64(),
@@ -313,7 +362,8 @@ function int64Column(name: string, get: (row: ResultRow) => number): ResultColum
     arrowType: new Int64(),
     nullable: false,
     parquet: { name, type: 'INT64', repetition_type: 'REQUIRED' },
-    encode: (rows) => makeData({ type: new Int64(), length: rows.length, data: BigInt64Array.from(rows, (row) => BigInt(get(row))) }),
+    encode: (rows) =>
+      makeData({ type: new Int64(), length: rows.length, data: BigInt64Array.from(rows, (row) => BigInt(get(row))) }),
     legacy: null,
   };
 }
@@ -373,7 +423,12 @@ function float64Data(values: readonly (number | null)[]): Data<Float64> {
   values.forEach((value, i) => {
     if (value !== null) data[i] = value;
   });
-  return makeData({ type: new Float64(), length: values.length, ...validityBitmap((i) => values[i] !== null, values.length), data });
+  return makeData({
+    type: new Float64(),
+    length: values.length,
+    ...validityBitmap((i) => values[i] !== null, values.length),
+    data,
+  });
 }
 
 const utf8Encoder = new TextEncoder();
@@ -386,12 +441,19 @@ function utf8Data(values: readonly (string | null)[]): Data<Utf8> {
     total += bytes?.length ?? 0;
     valueOffsets[i + 1] = total;
   });
-  if (total > 0x7fffffff) throw new RescaleError('INTERNAL', 'A shard result string column exceeds 2 GiB; use smaller shards.');
+  if (total > 0x7fffffff)
+    throw new RescaleError('INTERNAL', 'A shard result string column exceeds 2 GiB; use smaller shards.');
   const data = new Uint8Array(total);
   encoded.forEach((bytes, i) => {
     if (bytes !== null) data.set(bytes, valueOffsets[i]);
   });
-  return makeData({ type: new Utf8(), length: values.length, ...validityBitmap((i) => values[i] !== null, values.length), valueOffsets, data });
+  return makeData({
+    type: new Utf8(),
+    length: values.length,
+    ...validityBitmap((i) => values[i] !== null, values.length),
+    valueOffsets,
+    data,
+  });
 }
 
 /** The id column in the shard's IdType; a value that does not fit the type is a caller bug, reported by row. */
@@ -401,9 +463,16 @@ function idData(idType: IdType, rows: readonly ResultRow[]): Data {
   const validity = validityBitmap((i) => rows[i]?.id !== null, length);
   if (idType === 'utf8') return utf8Data(rows.map((row) => (row.id === null ? null : String(row.id))));
   const ArrayType = {
-    int8: Int8Array, int16: Int16Array, int32: Int32Array, int64: BigInt64Array,
-    uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, uint64: BigUint64Array,
-    float32: Float32Array, float64: Float64Array,
+    int8: Int8Array,
+    int16: Int16Array,
+    int32: Int32Array,
+    int64: BigInt64Array,
+    uint8: Uint8Array,
+    uint16: Uint16Array,
+    uint32: Uint32Array,
+    uint64: BigUint64Array,
+    float32: Float32Array,
+    float64: Float64Array,
   }[idType];
   const data = new ArrayType(length);
   const slots = data as unknown as (number | bigint)[];
@@ -418,10 +487,18 @@ function idData(idType: IdType, rows: readonly ResultRow[]): Data {
     }
     slots[i] = value;
     // A typed array wraps or truncates silently; reading the value back catches what does not fit.
-    const fits = isFloat ? typeof value === 'number' && (Number.isNaN(value) || !Number.isFinite(value) || Math.abs(value) <= 3.4028234663852886e38 || idType === 'float64')
+    const fits = isFloat
+      ? typeof value === 'number' &&
+        (Number.isNaN(value) ||
+          !Number.isFinite(value) ||
+          Math.abs(value) <= 3.4028234663852886e38 ||
+          idType === 'float64')
       : slots[i] === value;
     if (!fits) {
-      throw new RescaleError('INTERNAL', `Row ${row.row}: id ${String(row.id)} does not fit the id column type ${idType}; the id type must come from the plan.`);
+      throw new RescaleError(
+        'INTERNAL',
+        `Row ${row.row}: id ${String(row.id)} does not fit the id column type ${idType}; the id type must come from the plan.`,
+      );
     }
   });
   return makeData({ type, length, ...validity, data } as Parameters<typeof makeData>[0]);

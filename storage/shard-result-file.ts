@@ -4,7 +4,14 @@
 import { mkdir, readFile, stat } from 'node:fs/promises';
 import { tableFromIPC, tableToIPC, type Table } from 'apache-arrow';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
-import { FALLBACK_STATUSES, ID_TYPES, RESULT_SOURCES, ROW_STATUSES, type IdType, type ResultRow } from '../contracts/results.js';
+import {
+  FALLBACK_STATUSES,
+  ID_TYPES,
+  RESULT_SOURCES,
+  ROW_STATUSES,
+  type IdType,
+  type ResultRow,
+} from '../contracts/results.js';
 import type { ShardSpec } from '../contracts/shard.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { shardResultPath } from './output-layout.js';
@@ -59,7 +66,10 @@ export async function writeShardResult(options: WriteShardResultOptions): Promis
     labels: [...labels],
     idType,
   };
-  const table = resultSchemaFor([labelsQuestion(labels)], idType).encode(rows, new Map([[SHARD_METADATA_KEY, JSON.stringify(metadata)]]));
+  const table = resultSchemaFor([labelsQuestion(labels)], idType).encode(
+    rows,
+    new Map([[SHARD_METADATA_KEY, JSON.stringify(metadata)]]),
+  );
   const bytes = tableToIPC(table, 'file');
   const target = shardResultPath(dir, shard.id);
   try {
@@ -68,10 +78,14 @@ export async function writeShardResult(options: WriteShardResultOptions): Promis
       await handle.writeFile(bytes);
     });
   } catch (cause) {
-    throw new RescaleError('OUTPUT_NOT_WRITABLE', `Cannot write shard result ${target} (${errorMessage(cause)}); check that the results directory is writable and has free space.`, {
-      cause,
-      retryable: true,
-    });
+    throw new RescaleError(
+      'OUTPUT_NOT_WRITABLE',
+      `Cannot write shard result ${target} (${errorMessage(cause)}); check that the results directory is writable and has free space.`,
+      {
+        cause,
+        retryable: true,
+      },
+    );
   }
   return target;
 }
@@ -89,7 +103,11 @@ export async function readShardResult(filePath: string): Promise<ShardResultFile
   try {
     bytes = await readFile(filePath);
   } catch (cause) {
-    throw new RescaleError('SHARD_INCOMPLETE', `Shard result ${filePath} cannot be read (${errorMessage(cause)}); run the shard again.`, { cause });
+    throw new RescaleError(
+      'SHARD_INCOMPLETE',
+      `Shard result ${filePath} cannot be read (${errorMessage(cause)}); run the shard again.`,
+      { cause },
+    );
   }
   let table: Table;
   let metadata: ShardResultMetadata;
@@ -97,7 +115,11 @@ export async function readShardResult(filePath: string): Promise<ShardResultFile
     table = tableFromIPC(bytes);
     metadata = parseMetadata(table.schema.metadata.get(SHARD_METADATA_KEY));
   } catch (cause) {
-    throw new RescaleError('SHARD_INCOMPLETE', `Shard result ${filePath} is not a valid rescale result file (${errorMessage(cause)}); delete it and run the shard again.`, { cause });
+    throw new RescaleError(
+      'SHARD_INCOMPLETE',
+      `Shard result ${filePath} is not a valid rescale result file (${errorMessage(cause)}); delete it and run the shard again.`,
+      { cause },
+    );
   }
   return { path: filePath, metadata, rows: table.numRows, table };
 }
@@ -105,7 +127,12 @@ export async function readShardResult(filePath: string): Promise<ShardResultFile
 function parseMetadata(json: string | undefined): ShardResultMetadata {
   if (json === undefined) throw new Error(`schema metadata "${SHARD_METADATA_KEY}" is missing`);
   const value = JSON.parse(json) as Partial<ShardResultMetadata>;
-  if (value.version !== 1 || typeof value.shardId !== 'string' || !Array.isArray(value.labels) || !ID_TYPES.includes(value.idType as IdType)) {
+  if (
+    value.version !== 1 ||
+    typeof value.shardId !== 'string' ||
+    !Array.isArray(value.labels) ||
+    !ID_TYPES.includes(value.idType as IdType)
+  ) {
     throw new Error(`schema metadata "${SHARD_METADATA_KEY}" is malformed`);
   }
   return value as ShardResultMetadata;
@@ -115,7 +142,11 @@ function parseMetadata(json: string | undefined): ShardResultMetadata {
 export function resultRowsOf(table: Table, labels: readonly string[]): ResultRow[] {
   const idField = table.schema.fields.find((field) => field.name === 'id');
   const idType = ID_TYPES.find((type) => idField !== undefined && String(arrowIdType(type)) === String(idField.type));
-  if (idType === undefined) throw new RescaleError('SHARD_INCOMPLETE', `Result table has no usable column "id" (${String(idField?.type ?? 'missing')}); run the shard again.`);
+  if (idType === undefined)
+    throw new RescaleError(
+      'SHARD_INCOMPLETE',
+      `Result table has no usable column "id" (${String(idField?.type ?? 'missing')}); run the shard again.`,
+    );
   return resultSchemaFor([labelsQuestion(labels)], idType).decode(table);
 }
 
@@ -123,27 +154,37 @@ export function resultRowsOf(table: Table, labels: readonly string[]): ResultRow
 function checkRows(shard: ShardSpec, labels: readonly string[], idType: IdType, rows: readonly ResultRow[]): void {
   const expected = shard.rowEnd - shard.rowStart;
   const fail = (problem: string): never => {
-    throw new RescaleError('INTERNAL', `Refusing to write shard ${shard.id}: ${problem}. This is a bug in the caller; the shard was not marked complete.`);
+    throw new RescaleError(
+      'INTERNAL',
+      `Refusing to write shard ${shard.id}: ${problem}. This is a bug in the caller; the shard was not marked complete.`,
+    );
   };
   if (rows.length !== expected) fail(`got ${rows.length} result rows for ${expected} input rows`);
   if (!ID_TYPES.includes(idType)) fail(`unknown id type ${String(idType)}`);
   if (new Set(labels).size !== labels.length) fail('labels are not unique');
   rows.forEach((row, i) => {
-    if (row.row !== shard.corpusRowStart + i) fail(`row ${i} has corpus index ${row.row}, expected ${shard.corpusRowStart + i}`);
+    if (row.row !== shard.corpusRowStart + i)
+      fail(`row ${i} has corpus index ${row.row}, expected ${shard.corpusRowStart + i}`);
     if (row.shardId !== shard.id) fail(`row ${row.row} names shard ${row.shardId}`);
     if (row.probabilities !== null && row.probabilities.length !== labels.length) {
       fail(`row ${row.row} has ${row.probabilities.length} probabilities for ${labels.length} labels`);
     }
     if (!ROW_STATUSES.includes(row.status)) fail(`row ${row.row} has unknown status ${String(row.status)}`);
     if (!RESULT_SOURCES.includes(row.source)) fail(`row ${row.row} has unknown source ${String(row.source)}`);
-    if (!Number.isInteger(row.tokens) || row.tokens < 0 || row.tokens > 0x7fffffff) fail(`row ${row.row} has invalid token count ${row.tokens}`);
+    if (!Number.isInteger(row.tokens) || row.tokens < 0 || row.tokens > 0x7fffffff)
+      fail(`row ${row.row} has invalid token count ${row.tokens}`);
     const fallback = row.fallback ?? null;
     if (fallback !== null) {
-      if (!FALLBACK_STATUSES.includes(fallback.status)) fail(`row ${row.row} has unknown fallback status ${String(fallback.status)}`);
-      if (fallback.label !== null && !labels.includes(fallback.label)) fail(`row ${row.row} has fallback label "${fallback.label}", not a codebook label`);
-      if ((fallback.status === 'ok') !== (fallback.label !== null)) fail(`row ${row.row} has fallback status ${fallback.status} with label ${String(fallback.label)}`);
+      if (!FALLBACK_STATUSES.includes(fallback.status))
+        fail(`row ${row.row} has unknown fallback status ${String(fallback.status)}`);
+      if (fallback.label !== null && !labels.includes(fallback.label))
+        fail(`row ${row.row} has fallback label "${fallback.label}", not a codebook label`);
+      if ((fallback.status === 'ok') !== (fallback.label !== null))
+        fail(`row ${row.row} has fallback status ${fallback.status} with label ${String(fallback.label)}`);
     }
-    if ((row.source === 'fallback') !== (fallback?.status === 'ok')) fail(`row ${row.row} has source ${row.source} but fallback status ${String(fallback?.status ?? null)}`);
-    if (row.source === 'fallback' && row.label !== fallback?.label) fail(`row ${row.row} has source fallback but label ${String(row.label)}`);
+    if ((row.source === 'fallback') !== (fallback?.status === 'ok'))
+      fail(`row ${row.row} has source ${row.source} but fallback status ${String(fallback?.status ?? null)}`);
+    if (row.source === 'fallback' && row.label !== fallback?.label)
+      fail(`row ${row.row} has source fallback but label ${String(row.label)}`);
   });
 }

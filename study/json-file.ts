@@ -17,7 +17,11 @@ export async function writeJsonFile(file: string, value: unknown): Promise<strin
     await mkdir(path.dirname(absolute), { recursive: true });
     await writeBytesAtomic(absolute, toJson(value));
   } catch (cause) {
-    throw new RescaleError('OUTPUT_NOT_WRITABLE', `cannot write ${absolute}: ${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}; choose a folder you can write to`, { cause });
+    throw new RescaleError(
+      'OUTPUT_NOT_WRITABLE',
+      `cannot write ${absolute}: ${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}; choose a folder you can write to`,
+      { cause },
+    );
   }
   return absolute;
 }
@@ -28,7 +32,11 @@ export async function readJsonFile(file: string, option: string, kind?: string):
   try {
     text = await readFile(file, 'utf8');
   } catch (cause) {
-    throw new RescaleError('INPUT_NOT_FOUND', `${option} ${file}: cannot read it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check the path`, { cause });
+    throw new RescaleError(
+      'INPUT_NOT_FOUND',
+      `${option} ${file}: cannot read it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check the path`,
+      { cause },
+    );
   }
   let value: unknown;
   try {
@@ -36,8 +44,14 @@ export async function readJsonFile(file: string, option: string, kind?: string):
   } catch (cause) {
     throw new RescaleError('INPUT_INVALID', `${option} ${file} is not valid JSON (${errorMessage(cause)})`, { cause });
   }
-  if (kind !== undefined && (typeof value !== 'object' || value === null || (value as { kind?: unknown }).kind !== kind)) {
-    throw new RescaleError('INPUT_INVALID', `${option} ${file} is not a ${kind} file; pass the JSON written by the matching rescale command`);
+  if (
+    kind !== undefined &&
+    (typeof value !== 'object' || value === null || (value as { kind?: unknown }).kind !== kind)
+  ) {
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `${option} ${file} is not a ${kind} file; pass the JSON written by the matching rescale command`,
+    );
   }
   return value;
 }

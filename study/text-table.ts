@@ -14,17 +14,27 @@ function pad(text: string, size: number, align: Align): string {
 }
 
 /** A table with a header rule; the first column is left-aligned, the others right-aligned unless `align` says. */
-export function formatTable(header: readonly string[], rows: readonly (readonly string[])[], align?: readonly Align[]): string {
+export function formatTable(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  align?: readonly Align[],
+): string {
   const columns = header.length;
   const sizes = header.map((h, c) => Math.max(width(h), ...rows.map((r) => width(r[c] ?? ''))));
   const alignOf = (c: number): Align => align?.[c] ?? (c === 0 ? 'left' : 'right');
   const line = (cells: readonly string[]): string =>
-    Array.from({ length: columns }, (_, c) => pad(cells[c] ?? '', sizes[c] as number, alignOf(c))).join('  ').trimEnd();
+    Array.from({ length: columns }, (_, c) => pad(cells[c] ?? '', sizes[c] as number, alignOf(c)))
+      .join('  ')
+      .trimEnd();
   return [line(header), sizes.map((s) => '-'.repeat(s)).join('  '), ...rows.map(line)].join('\n');
 }
 
 /** The same table as GitHub Markdown. */
-export function formatMarkdownTable(header: readonly string[], rows: readonly (readonly string[])[], align?: readonly Align[]): string {
+export function formatMarkdownTable(
+  header: readonly string[],
+  rows: readonly (readonly string[])[],
+  align?: readonly Align[],
+): string {
   const alignOf = (c: number): Align => align?.[c] ?? (c === 0 ? 'left' : 'right');
   const esc = (cell: string): string => cell.replace(/\|/g, '\\|');
   return [

@@ -61,20 +61,36 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
   const started = performance.now();
   if (await isShardComplete(job.resultDir, shard.id)) {
     logger.log('info', 'shard already complete; skipped');
-    return { shardId: shard.id, skipped: true, rows: shard.rowEnd - shard.rowStart, statuses: {}, fallbackStatuses: {}, tokens: 0, seconds: 0, path: null };
+    return {
+      shardId: shard.id,
+      skipped: true,
+      rows: shard.rowEnd - shard.rowStart,
+      statuses: {},
+      fallbackStatuses: {},
+      tokens: 0,
+      seconds: 0,
+      path: null,
+    };
   }
   const { scorer } = context;
   const labels = singleQuestion(scorer.codebook).labels;
-  const extraColumns = scorer.codebook.prompt.variables.filter((name) => name !== 'text' && name !== job.textColumn && !['labels', 'label_descriptions'].includes(name));
+  const extraColumns = scorer.codebook.prompt.variables.filter(
+    (name) => name !== 'text' && name !== job.textColumn && !['labels', 'label_descriptions'].includes(name),
+  );
   const columns = [...new Set([...(job.idColumn === null ? [] : [job.idColumn]), job.textColumn, ...extraColumns])];
 
   const rows: ResultRow[] = [];
   const statuses: Partial<Record<RowStatus, number>> = {};
   const fallbackStatuses: Partial<Record<FallbackStatus, number>> = {};
   let tokens = 0;
-  for await (const batch of readShardRows(shard, columns, { batchSize: READ_BATCH_ROWS, ...(context.signal ? { signal: context.signal } : {}), ...(context.cache ? { cache: context.cache } : {}) })) {
+  for await (const batch of readShardRows(shard, columns, {
+    batchSize: READ_BATCH_ROWS,
+    ...(context.signal ? { signal: context.signal } : {}),
+    ...(context.cache ? { cache: context.cache } : {}),
+  })) {
     const texts = (batch.columns.get(job.textColumn) ?? []).map(toText);
-    const ids: (DocumentId | null)[] = job.idColumn === null ? [...batch.rows] : (batch.columns.get(job.idColumn) ?? []).map(toDocumentId);
+    const ids: (DocumentId | null)[] =
+      job.idColumn === null ? [...batch.rows] : (batch.columns.get(job.idColumn) ?? []).map(toDocumentId);
     const docs: DocumentInput[] = texts.map((text, i) => {
       if (extraColumns.length === 0) return { text };
       const values: Record<string, string | null> = {};
@@ -108,7 +124,13 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
       });
     });
     // Per read batch, so document texts are held for one batch only.
-    const resolved = context.fallback === undefined ? scored : await context.fallback.resolve(scored, docs, { shardId: shard.id, ...(context.signal ? { signal: context.signal } : {}) });
+    const resolved =
+      context.fallback === undefined
+        ? scored
+        : await context.fallback.resolve(scored, docs, {
+            shardId: shard.id,
+            ...(context.signal ? { signal: context.signal } : {}),
+          });
     for (const row of resolved) {
       const status = row.fallback?.status;
       if (status !== undefined) fallbackStatuses[status] = (fallbackStatuses[status] ?? 0) + 1;
@@ -117,11 +139,26 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
   }
   const expected = shard.rowEnd - shard.rowStart;
   if (rows.length !== expected) {
-    throw new RescaleError('INPUT_INVALID', `shard ${shard.id} of ${shard.file} yielded ${rows.length} rows, expected ${expected}; the file may have changed since planning — re-run to re-plan`);
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `shard ${shard.id} of ${shard.file} yielded ${rows.length} rows, expected ${expected}; the file may have changed since planning — re-run to re-plan`,
+    );
   }
   context.signal?.throwIfAborted();
-  const path = await writeShardResult({ dir: job.resultDir, shard, labels: labels.map((l) => l.name), idType: job.idType, rows });
+  const path = await writeShardResult({
+    dir: job.resultDir,
+    shard,
+    labels: labels.map((l) => l.name),
+    idType: job.idType,
+    rows,
+  });
   const seconds = (performance.now() - started) / 1000;
-  logger.log('info', 'shard done', { rows: rows.length, tokens, seconds: Number(seconds.toFixed(3)), statuses, ...(context.fallback ? { fallbackStatuses } : {}) });
+  logger.log('info', 'shard done', {
+    rows: rows.length,
+    tokens,
+    seconds: Number(seconds.toFixed(3)),
+    statuses,
+    ...(context.fallback ? { fallbackStatuses } : {}),
+  });
   return { shardId: shard.id, skipped: false, rows: rows.length, statuses, fallbackStatuses, tokens, seconds, path };
 }

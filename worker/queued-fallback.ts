@@ -42,7 +42,12 @@ export class QueuedFallback implements ShardFallback, Closeable {
    * forever, so the wait is bounded (`timeoutMs`, `signal`); on any failure both are force-closed before the
    * error is thrown, since a graceful close of a never-connected event reader waits for Redis forever too.
    */
-  static async open(target: RedisTarget, runId: string, config: FallbackConfig, options: QueuedFallbackOptions = {}): Promise<QueuedFallback> {
+  static async open(
+    target: RedisTarget,
+    runId: string,
+    config: FallbackConfig,
+    options: QueuedFallbackOptions = {},
+  ): Promise<QueuedFallback> {
     const logger = options.logger ?? silentLogger;
     const timeoutMs = options.timeoutMs ?? 60_000;
     const name = fallbackQueueName(runId);
@@ -52,14 +57,20 @@ export class QueuedFallback implements ShardFallback, Closeable {
       const queue = new Queue<FallbackJobData, unknown>(name, {
         connection: redisOptions(target, { blocking: false, name: `rescale-worker-fallback-${runId}` }),
         prefix: QUEUE_PREFIX,
-        defaultJobOptions: { removeOnComplete: { age: FALLBACK_JOB_KEEP_SECONDS }, removeOnFail: { age: FALLBACK_JOB_KEEP_SECONDS } },
+        defaultJobOptions: {
+          removeOnComplete: { age: FALLBACK_JOB_KEEP_SECONDS },
+          removeOnFail: { age: FALLBACK_JOB_KEEP_SECONDS },
+        },
       });
       opened.push(queue);
       queue.on('error', (error) => {
         lastError = error;
         logger.log('warn', 'fallback queue error', { runId, error: error.message });
       });
-      const events = new QueueEvents(name, { connection: redisOptions(target, { blocking: true, name: `rescale-worker-fallback-events-${runId}` }), prefix: QUEUE_PREFIX });
+      const events = new QueueEvents(name, {
+        connection: redisOptions(target, { blocking: true, name: `rescale-worker-fallback-events-${runId}` }),
+        prefix: QUEUE_PREFIX,
+      });
       opened.push(events);
       events.on('error', (error) => {
         lastError = error;
@@ -75,7 +86,11 @@ export class QueuedFallback implements ShardFallback, Closeable {
     }
   }
 
-  async resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: ShardFallbackContext): Promise<ResultRow[]> {
+  async resolve(
+    rows: readonly ResultRow[],
+    docs: readonly DocumentInput[],
+    context: ShardFallbackContext,
+  ): Promise<ResultRow[]> {
     const out = withoutFallback(rows);
     const routed = routedIndexes(this.config, rows).filter((index) => docs[index] !== undefined);
     if (routed.length === 0) return out;
@@ -88,7 +103,13 @@ export class QueuedFallback implements ShardFallback, Closeable {
         shardId,
         row: row.row,
         documentId: documentIdText(row.id),
-        document: doc.columns === undefined ? { text: doc.text } : { text: doc.text, columns: Object.fromEntries(Object.entries(doc.columns).map(([k, v]) => [k, v ?? null])) },
+        document:
+          doc.columns === undefined
+            ? { text: doc.text }
+            : {
+                text: doc.text,
+                columns: Object.fromEntries(Object.entries(doc.columns).map(([k, v]) => [k, v ?? null])),
+              },
       };
       return { name: 'document', data, opts: { jobId: fallbackJobId(shardId, row.row) } };
     });
@@ -109,7 +130,9 @@ export class QueuedFallback implements ShardFallback, Closeable {
     });
     aborted.catch(() => undefined);
     const outcomes = await Promise.race([Promise.all(jobs.map(({ opts }) => this.outcome(opts.jobId))), aborted]);
-    routed.forEach((index, k) => (out[index] = withFallbackOutcome(rows[index] as ResultRow, outcomes[k] as FallbackOutcome)));
+    routed.forEach(
+      (index, k) => (out[index] = withFallbackOutcome(rows[index] as ResultRow, outcomes[k] as FallbackOutcome)),
+    );
     return out;
   }
 
@@ -123,7 +146,12 @@ export class QueuedFallback implements ShardFallback, Closeable {
       // State first, then the job: a job read before it completed would carry no return value yet.
       const state = await this.queue.getJobState(jobId);
       const job = await Job.fromId(this.queue, jobId);
-      if (job === undefined) throw new RescaleError('INTERNAL', `fallback job ${jobId} vanished from the queue (the run's queue was removed?); the shard will be retried`, { retryable: true });
+      if (job === undefined)
+        throw new RescaleError(
+          'INTERNAL',
+          `fallback job ${jobId} vanished from the queue (the run's queue was removed?); the shard will be retried`,
+          { retryable: true },
+        );
       if (state === 'completed') return parseFallbackOutcome(job.returnvalue);
       if (state === 'failed') throw failureOf(jobId, job.failedReason);
       try {
@@ -154,7 +182,12 @@ export interface QueuedFallbackOptions {
 }
 
 /** Waits for `ready`, or rejects when `timeoutMs` passes (with `timedOut()`) or `signal` aborts (with its reason). */
-async function readyWithin(ready: Promise<unknown>, timeoutMs: number, signal: AbortSignal | undefined, timedOut: () => Error): Promise<void> {
+async function readyWithin(
+  ready: Promise<unknown>,
+  timeoutMs: number,
+  signal: AbortSignal | undefined,
+  timedOut: () => Error,
+): Promise<void> {
   ready.catch(() => undefined); // a rejection after the deadline has nobody left to hear it
   const timer = AbortSignal.timeout(timeoutMs);
   const deadline = signal === undefined ? timer : AbortSignal.any([timer, signal]);

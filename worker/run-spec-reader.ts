@@ -22,7 +22,11 @@ export class RunSpecReader {
     const cached = this.cache.get(runId);
     if (cached !== undefined) return cached;
     const text = await this.redis.get(clusterKeys.runSpec(runId));
-    if (text === null) throw new RescaleError('RUN_NOT_FOUND', `run ${runId} has no spec in Redis (deleted, or Redis lost its data); submit the run again`);
+    if (text === null)
+      throw new RescaleError(
+        'RUN_NOT_FOUND',
+        `run ${runId} has no spec in Redis (deleted, or Redis lost its data); submit the run again`,
+      );
     const spec = parseRunSpec(text);
     const context = { spec, codebook: parseCodebookText(spec.codebookText, spec.codebookPath) };
     if (this.cache.size >= CACHED_RUNS) this.cache.delete(this.cache.keys().next().value as string);

@@ -79,7 +79,12 @@ export class ScorerCache implements ScorerProvider {
   private async load(request: ScorerRequest): Promise<LoadedScorer> {
     const { codebook } = request;
     const fingerprints = await fingerprintsOf(codebook);
-    const hash = codebookResultHash(codebook, fingerprints, { sequences: request.sequences }, request.fallbackIdentity ?? null);
+    const hash = codebookResultHash(
+      codebook,
+      fingerprints,
+      { sequences: request.sequences },
+      request.fallbackIdentity ?? null,
+    );
     if (hash !== request.codebookHash) {
       throw new RescaleError(
         'CONFIG_INVALID',
@@ -87,7 +92,9 @@ export class ScorerCache implements ScorerProvider {
       );
     }
     const scorerKey = createHash('sha256')
-      .update(canonicalJson({ codebook, fingerprints, sequences: request.sequences, threads: this.options.threads ?? null }))
+      .update(
+        canonicalJson({ codebook, fingerprints, sequences: request.sequences, threads: this.options.threads ?? null }),
+      )
       .digest('hex');
     if (this.current?.key === scorerKey) return this.current;
 
@@ -145,11 +152,17 @@ async function fingerprintsOf(codebook: Codebook): Promise<{ model: string; adap
       return await quickFingerprint(file);
     } catch (cause) {
       const code = field.startsWith('model.adapters') ? 'ADAPTER_NOT_FOUND' : 'MODEL_NOT_FOUND';
-      throw new RescaleError(code, `cannot read ${file} (codebook field "${field}") on this node: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; workers need the same paths as the coordinator (shared filesystem)`, { cause });
+      throw new RescaleError(
+        code,
+        `cannot read ${file} (codebook field "${field}") on this node: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; workers need the same paths as the coordinator (shared filesystem)`,
+        { cause },
+      );
     }
   };
   return {
     model: await fingerprint(codebook.model.path, 'model.path'),
-    adapters: await Promise.all(codebook.model.adapters.map((a, i) => fingerprint(a.path, `model.adapters[${i}].path`))),
+    adapters: await Promise.all(
+      codebook.model.adapters.map((a, i) => fingerprint(a.path, `model.adapters[${i}].path`)),
+    ),
   };
 }

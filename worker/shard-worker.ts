@@ -72,12 +72,21 @@ interface CompiledOptions {
 function compileOptions(options: ShardWorkerOptions): CompiledOptions {
   const positive = (name: string, value: number | undefined, fallback: number): number => {
     const chosen = value ?? fallback;
-    if (!Number.isFinite(chosen) || chosen <= 0) throw new RescaleError('CONFIG_INVALID', `worker option ${name} must be a positive number, got ${chosen}`);
+    if (!Number.isFinite(chosen) || chosen <= 0)
+      throw new RescaleError('CONFIG_INVALID', `worker option ${name} must be a positive number, got ${chosen}`);
     return chosen;
   };
   const lockDurationMs = positive('lockDurationMs', options.lockDurationMs, SHARD_QUEUE_SETTINGS.lockDurationMs);
-  const lockRenewMs = positive('lockRenewMs', options.lockRenewMs, Math.min(SHARD_QUEUE_SETTINGS.lockRenewMs, lockDurationMs / 4));
-  if (lockRenewMs >= lockDurationMs) throw new RescaleError('CONFIG_INVALID', `worker option lockRenewMs (${lockRenewMs}) must be below lockDurationMs (${lockDurationMs})`);
+  const lockRenewMs = positive(
+    'lockRenewMs',
+    options.lockRenewMs,
+    Math.min(SHARD_QUEUE_SETTINGS.lockRenewMs, lockDurationMs / 4),
+  );
+  if (lockRenewMs >= lockDurationMs)
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `worker option lockRenewMs (${lockRenewMs}) must be below lockDurationMs (${lockDurationMs})`,
+    );
   return Object.freeze({
     redis: options.redis,
     logger: options.logger ?? silentLogger,
@@ -137,23 +146,33 @@ export class ShardWorker {
       timeoutMs: options.redisTimeoutMs,
       logger,
       onLost: (error) => {
-        logger.log('error', 'giving up: redis unreachable for too long; exiting so the scheduler can restart this worker', { error: error.message });
+        logger.log(
+          'error',
+          'giving up: redis unreachable for too long; exiting so the scheduler can restart this worker',
+          { error: error.message },
+        );
         void this.abandon().finally(() => this.resolveLost(9));
       },
     });
-    this.worker = new Worker<unknown, ShardJobResult>(SHARD_QUEUE_NAME, (job, token, signal) => this.process(job, token, signal), {
-      connection: redisOptions(options.redis, { blocking: true, name: `rescale-worker-${id}` }),
-      prefix: QUEUE_PREFIX,
-      name: id,
-      autorun: false,
-      concurrency: 1,
-      lockDuration: options.lockDurationMs,
-      lockRenewTime: options.lockRenewMs,
-      stalledInterval: options.stalledIntervalMs,
-      maxStalledCount: options.maxStalledCount,
-    });
+    this.worker = new Worker<unknown, ShardJobResult>(
+      SHARD_QUEUE_NAME,
+      (job, token, signal) => this.process(job, token, signal),
+      {
+        connection: redisOptions(options.redis, { blocking: true, name: `rescale-worker-${id}` }),
+        prefix: QUEUE_PREFIX,
+        name: id,
+        autorun: false,
+        concurrency: 1,
+        lockDuration: options.lockDurationMs,
+        lockRenewTime: options.lockRenewMs,
+        stalledInterval: options.stalledIntervalMs,
+        maxStalledCount: options.maxStalledCount,
+      },
+    );
     this.worker.on('error', (error) => this.logThrottled('bullmq worker error', error));
-    this.worker.on('lockRenewalFailed', (jobIds) => logger.log('warn', 'shard lock not renewed; another worker may take the shard over', { jobIds }));
+    this.worker.on('lockRenewalFailed', (jobIds) =>
+      logger.log('warn', 'shard lock not renewed; another worker may take the shard over', { jobIds }),
+    );
   }
 
   /** Connects (bounded retries; a wrong password fails at once), registers and starts taking shards. */
@@ -161,7 +180,11 @@ export class ShardWorker {
     const compiled = compileOptions(options);
     const id = `${compiled.name}-${process.pid}-${randomBytes(3).toString('hex')}`;
     const logger = compiled.logger.child({ workerId: id });
-    const redis = await connectRedis(compiled.redis, { timeoutMs: compiled.redisTimeoutMs, logger, name: `rescale-worker-${id}` });
+    const redis = await connectRedis(compiled.redis, {
+      timeoutMs: compiled.redisTimeoutMs,
+      logger,
+      name: `rescale-worker-${id}`,
+    });
     redis.on('error', () => undefined); // reported by the watchdog and the BullMQ worker
     const subscriber = redis.duplicate();
     subscriber.on('error', () => undefined);
@@ -196,7 +219,9 @@ export class ShardWorker {
     await this.subscriber.subscribe(clusterKeys.control);
     await this.heartbeat.start();
     this.watchdog.start();
-    void this.worker.run().catch((error: unknown) => this.logger.log('error', 'bullmq worker loop ended', { error: errorMessage(error) }));
+    void this.worker
+      .run()
+      .catch((error: unknown) => this.logger.log('error', 'bullmq worker loop ended', { error: errorMessage(error) }));
     await this.worker.waitUntilReady();
     this.heartbeat.update({ state: 'idle' });
     this.logger.log('info', 'worker ready', {
@@ -214,7 +239,11 @@ export class ShardWorker {
    * (or, when the worker is stopping, the shard goes back to the queue). The rest is bookkeeping (logs, metrics,
    * heartbeat).
    */
-  private async process(job: Job<unknown, ShardJobResult>, token: string | undefined, signal: AbortSignal | undefined): Promise<ShardJobResult> {
+  private async process(
+    job: Job<unknown, ShardJobResult>,
+    token: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<ShardJobResult> {
     const cancel = new AbortController();
     let active: ActiveShard | null = null;
     try {
@@ -276,12 +305,18 @@ export class ShardWorker {
   }
 
   /** The shard's job description and a scorer for its run (cached across shards). */
-  private async prepare(data: ShardJobData): Promise<{ shardJob: ShardJob; loaded: LoadedScorer; fallback?: ShardFallback }> {
+  private async prepare(
+    data: ShardJobData,
+  ): Promise<{ shardJob: ShardJob; loaded: LoadedScorer; fallback?: ShardFallback }> {
     const run = await this.runs.get(data.runId);
     const state = await this.runs.state(data.runId);
     // A failed run's queued shards wait for "rescale retry"; one that a worker picked up just as it failed is not started.
     if (state === 'cancelled' || state === 'failed') throw cancelledError(data.runId, state);
-    this.heartbeat.update({ state: this.scorers.loadedModel === run.codebook.model.path ? 'busy' : 'loading', runId: data.runId, shardId: data.shard.id });
+    this.heartbeat.update({
+      state: this.scorers.loadedModel === run.codebook.model.path ? 'busy' : 'loading',
+      runId: data.runId,
+      shardId: data.shard.id,
+    });
     const fallback = run.spec.fallback?.active === true ? run.codebook.fallback : null;
     const loaded = await this.scorers.scorerFor({
       codebook: run.codebook,
@@ -292,7 +327,13 @@ export class ShardWorker {
     this.heartbeat.update({ state: 'busy', model: this.scorers.loadedModel, gpu: loaded.engine.gpu });
     const { spec } = run;
     return {
-      shardJob: { shard: data.shard, idColumn: spec.idColumn, idType: spec.idType, textColumn: spec.textColumn, resultDir: spec.resultDir },
+      shardJob: {
+        shard: data.shard,
+        idColumn: spec.idColumn,
+        idType: spec.idType,
+        textColumn: spec.textColumn,
+        resultDir: spec.resultDir,
+      },
       loaded,
       ...(spec.fallback?.active === true ? { fallback: await this.fallbackFor(data.runId, run.codebook) } : {}),
     };
@@ -301,7 +342,8 @@ export class ShardWorker {
   private async fallbackFor(runId: string, codebook: RunContext['codebook']): Promise<QueuedFallback> {
     if (this.fallback?.runId === runId) return this.fallback;
     const config = codebook.fallback;
-    if (config === null) throw new RescaleError('INTERNAL', `run ${runId} has the fallback on, but its codebook has no fallback section`);
+    if (config === null)
+      throw new RescaleError('INTERNAL', `run ${runId} has the fallback on, but its codebook has no fallback section`);
     await this.fallback?.close();
     this.fallback = null;
     this.fallback = await QueuedFallback.open(this.options.redis, runId, config, {
@@ -319,7 +361,9 @@ export class ShardWorker {
       const now = performance.now();
       if (now - last < this.options.progressIntervalMs) return;
       last = now;
-      job.updateProgress(documentsDone).catch((error: unknown) => logger.log('debug', 'progress not reported', { error: errorMessage(error) }));
+      job
+        .updateProgress(documentsDone)
+        .catch((error: unknown) => logger.log('debug', 'progress not reported', { error: errorMessage(error) }));
     };
   }
 
@@ -380,19 +424,31 @@ export class ShardWorker {
 
   private async stopGracefully(reason: string): Promise<StopOutcome> {
     const active = this.active;
-    this.logger.log('info', 'stopping', { reason, runId: active?.runId, shardId: active?.shardId, graceMs: this.options.shutdownGraceMs });
+    this.logger.log('info', 'stopping', {
+      reason,
+      runId: active?.runId,
+      shardId: active?.shardId,
+      graceMs: this.options.shutdownGraceMs,
+    });
     this.heartbeat.update({ state: 'stopping' });
     const closed = this.worker.close().then(() => true);
     this.stopping.abort(new RescaleError('ABORTED', `worker stopping (${reason})`));
     let timer: NodeJS.Timeout | undefined;
-    const inTime = await Promise.race([closed, new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), this.options.shutdownGraceMs)))]);
+    const inTime = await Promise.race([
+      closed,
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), this.options.shutdownGraceMs))),
+    ]);
     clearTimeout(timer);
     if (!inTime) {
-      this.logger.log('error', 'the active shard did not stop within the grace period; its lock will expire and another worker will take it', {
-        runId: active?.runId,
-        shardId: active?.shardId,
-        graceMs: this.options.shutdownGraceMs,
-      });
+      this.logger.log(
+        'error',
+        'the active shard did not stop within the grace period; its lock will expire and another worker will take it',
+        {
+          runId: active?.runId,
+          shardId: active?.shardId,
+          graceMs: this.options.shutdownGraceMs,
+        },
+      );
     }
     await this.release(inTime);
     const outcome: StopOutcome = !inTime ? 'timeout' : this.requeued > 0 ? 'requeued' : 'idle';
@@ -403,7 +459,10 @@ export class ShardWorker {
   /** Immediate stop without requeueing (Redis lost, failed start). */
   private async abandon(): Promise<void> {
     this.stopping.abort(new RescaleError('ABORTED', 'worker abandoned'));
-    await Promise.race([this.worker.close(true).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
+    await Promise.race([
+      this.worker.close(true).catch(() => undefined),
+      new Promise((resolve) => setTimeout(resolve, 2_000).unref()),
+    ]);
     await this.release(false);
   }
 
@@ -419,5 +478,10 @@ export class ShardWorker {
 }
 
 function cancelledError(runId: string, state: 'cancelled' | 'failed' = 'cancelled'): RescaleError {
-  return new RescaleError('ABORTED', state === 'cancelled' ? `run ${runId} was cancelled` : `run ${runId} has failed; its shards wait for "rescale retry"`);
+  return new RescaleError(
+    'ABORTED',
+    state === 'cancelled'
+      ? `run ${runId} was cancelled`
+      : `run ${runId} has failed; its shards wait for "rescale retry"`,
+  );
 }

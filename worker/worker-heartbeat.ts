@@ -8,7 +8,10 @@ import type { Logger } from '../contracts/logger.js';
 import { RESCALE_VERSION } from '../contracts/package-root.js';
 import { clusterKeys, WORKER_HEARTBEAT_MS, WORKER_TTL_MS, type WorkerRecord } from '../contracts/shard-queue.js';
 
-export type WorkerStatus = Pick<WorkerRecord, 'state' | 'model' | 'runId' | 'shardId' | 'shardsDone' | 'documentsDone' | 'gpu'>;
+export type WorkerStatus = Pick<
+  WorkerRecord,
+  'state' | 'model' | 'runId' | 'shardId' | 'shardsDone' | 'documentsDone' | 'gpu'
+>;
 
 export class WorkerHeartbeat {
   private record: WorkerRecord;
@@ -63,7 +66,9 @@ export class WorkerHeartbeat {
     this.timer = setTimeout(() => {
       this.writing = this.writing.then(async () => {
         await this.write();
-        await this.onBeat().catch((error: unknown) => this.logger.log('warn', 'heartbeat check failed', { error: errorMessage(error) }));
+        await this.onBeat().catch((error: unknown) =>
+          this.logger.log('warn', 'heartbeat check failed', { error: errorMessage(error) }),
+        );
       });
       void this.writing.then(() => this.schedule());
     }, WORKER_HEARTBEAT_MS);

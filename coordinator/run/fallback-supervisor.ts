@@ -37,7 +37,10 @@ export class FallbackSupervisor {
       await this.fallbacks.start(run.spec, codebook);
       return true;
     } catch (error) {
-      await this.failNow(run.spec.runId, isRescaleError(error) ? error : new RescaleError('INTERNAL', errorMessage(error)));
+      await this.failNow(
+        run.spec.runId,
+        isRescaleError(error) ? error : new RescaleError('INTERNAL', errorMessage(error)),
+      );
       return false;
     }
   }
@@ -46,7 +49,10 @@ export class FallbackSupervisor {
   async startOrThrow(run: ActiveRun): Promise<void> {
     const { runId } = run.spec;
     if (await this.start(run)) return;
-    throw new RescaleError('CONFIG_INVALID', (await this.store.record(runId))?.error ?? `run ${runId} cannot start its fallback`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      (await this.store.record(runId))?.error ?? `run ${runId} cannot start its fallback`,
+    );
   }
 
   /** Stops answering the run's fallback queue and removes the queue (a cancel). */
@@ -64,12 +70,20 @@ export class FallbackSupervisor {
   fail(runId: string, error: RescaleError): Promise<void> {
     return this.chain
       .exclusive(() => this.failNow(runId, error))
-      .catch((cause: unknown) => this.logger.log('warn', 'run not failed cleanly', { runId, error: errorMessage(cause) }));
+      .catch((cause: unknown) =>
+        this.logger.log('warn', 'run not failed cleanly', { runId, error: errorMessage(cause) }),
+      );
   }
 
   private async failNow(runId: string, error: RescaleError): Promise<void> {
     const message = `${error.code}: ${error.message}`;
-    if (!(await this.store.transition(runId, ['running'], 'failed', { finishedAt: new Date().toISOString(), error: message }))) return;
+    if (
+      !(await this.store.transition(runId, ['running'], 'failed', {
+        finishedAt: new Date().toISOString(),
+        error: message,
+      }))
+    )
+      return;
     this.logger.log('error', 'run failed: its closed-model fallback cannot go on', { runId, error: message });
     // Workers stop the run's active shards (as for a cancel); queued shards wait for "rescale retry".
     await this.redis.publish(clusterKeys.control, JSON.stringify({ type: 'cancel', runId }));

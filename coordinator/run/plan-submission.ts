@@ -58,13 +58,18 @@ export async function planSubmission(
 ): Promise<PlannedSubmission> {
   const codebookPath = absolute(request.codebook, 'codebook');
   const output = absolute(request.output, 'output');
-  if (request.inputs.length === 0) throw new RescaleError('CONFIG_INVALID', 'give at least one input (Parquet file, folder or glob)');
+  if (request.inputs.length === 0)
+    throw new RescaleError('CONFIG_INVALID', 'give at least one input (Parquet file, folder or glob)');
   const inputs = request.inputs.map((input) => absolute(input, 'input'));
   let codebookText: string;
   try {
     codebookText = await readFile(codebookPath, 'utf8');
   } catch (cause) {
-    throw new RescaleError('CODEBOOK_INVALID', `the coordinator cannot read codebook ${codebookPath}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; it must be on the filesystem the coordinator and workers share`, { cause });
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `the coordinator cannot read codebook ${codebookPath}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; it must be on the filesystem the coordinator and workers share`,
+      { cause },
+    );
   }
   const codebook = parseCodebookText(codebookText, codebookPath);
   singleQuestion(codebook);
@@ -80,14 +85,22 @@ export async function planSubmission(
   // "auto" would let each worker pick by its hardware and change the batch layout (and the shard ids) with it.
   const sequences = resolveSequences(codebook, request.sequences);
   const shardRows = request.shardRows ?? DEFAULT_SHARD_ROWS;
-  const plan = await planRun(codebook, inputs, sequences, shardRows, request.limit, fallbackPlan.active ? fallbackPlan.identity : null);
+  const plan = await planRun(
+    codebook,
+    inputs,
+    sequences,
+    shardRows,
+    request.limit,
+    fallbackPlan.active ? fallbackPlan.identity : null,
+  );
   const runId = runIdFor(plan, output);
   return { runId, codebookPath, codebookText, codebook, inputs, output, sequences, shardRows, plan, fallbackPlan };
 }
 
 /** Makes the run's result folder (emptied first with `overwrite`), writes its plan file and returns its spec. */
 export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boolean): Promise<RunSpec> {
-  const { runId, codebook, codebookPath, codebookText, sequences, shardRows, plan, inputs, output, fallbackPlan } = planned;
+  const { runId, codebook, codebookPath, codebookText, sequences, shardRows, plan, inputs, output, fallbackPlan } =
+    planned;
   const layout = outputLayout(output);
   await prepareOutput(layout, overwrite, 'coordinator');
   await writePlanFile(layout, plan);
@@ -117,7 +130,10 @@ export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boo
 
 function absolute(value: string, what: string): string {
   if (value === '' || !path.isAbsolute(value)) {
-    throw new RescaleError('CONFIG_INVALID', `the ${what} path must be absolute (got "${value}"): the coordinator and workers resolve it on a shared filesystem; the rescale CLI makes paths absolute for you`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `the ${what} path must be absolute (got "${value}"): the coordinator and workers resolve it on a shared filesystem; the rescale CLI makes paths absolute for you`,
+    );
   }
   return path.normalize(value);
 }

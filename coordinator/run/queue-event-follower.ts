@@ -33,7 +33,11 @@ export class QueueEventFollower {
   /** Starts reading events (from after the last one handled before a restart); resolves once reading. */
   async start(): Promise<void> {
     this.followEvents();
-    void this.events.run().catch((error: unknown) => this.logger.log('error', 'queue event reader stopped', { error: errorMessage(error) }));
+    void this.events
+      .run()
+      .catch((error: unknown) =>
+        this.logger.log('error', 'queue event reader stopped', { error: errorMessage(error) }),
+      );
     await this.events.waitUntilReady();
   }
 
@@ -48,8 +52,12 @@ export class QueueEventFollower {
       lastErrorLog = Date.now();
       this.logger.log('warn', 'queue event reader error', { error: error.message });
     });
-    this.events.on('completed', ({ jobId, returnvalue }, id) => this.handle(id, () => this.onCompleted(jobId, returnvalue)));
-    this.events.on('failed', ({ jobId, failedReason }, id) => this.handle(id, () => this.onFailed(jobId, failedReason)));
+    this.events.on('completed', ({ jobId, returnvalue }, id) =>
+      this.handle(id, () => this.onCompleted(jobId, returnvalue)),
+    );
+    this.events.on('failed', ({ jobId, failedReason }, id) =>
+      this.handle(id, () => this.onFailed(jobId, failedReason)),
+    );
     this.events.on('active', ({ jobId }) => this.runs.track(jobId, (run) => run.inFlight.set(jobId, 0)));
     this.events.on('progress', ({ jobId, data }) =>
       this.runs.track(jobId, (run) => {
@@ -65,7 +73,10 @@ export class QueueEventFollower {
       this.runs.track(jobId, (run) => {
         run.inFlight.delete(jobId);
         this.metrics.stalls.inc();
-        this.logger.log('warn', 'shard stalled (its worker died or froze); back in the queue', { runId: run.spec.runId, shardId: jobId });
+        this.logger.log('warn', 'shard stalled (its worker died or froze); back in the queue', {
+          runId: run.spec.runId,
+          shardId: jobId,
+        });
       }),
     );
   }
@@ -85,7 +96,10 @@ export class QueueEventFollower {
         }
       } catch (error) {
         // Reconciliation repairs what a failed handler missed.
-        this.logger.log('warn', 'queue event not handled; reconciliation will catch up', { eventId, error: errorMessage(error) });
+        this.logger.log('warn', 'queue event not handled; reconciliation will catch up', {
+          eventId,
+          error: errorMessage(error),
+        });
       } finally {
         end();
       }
@@ -97,13 +111,17 @@ export class QueueEventFollower {
     try {
       result = parseShardJobResult(returnvalue);
     } catch (error) {
-      this.logger.log('warn', 'ignored a completed job without a shard result', { shardId, error: errorMessage(error) });
+      this.logger.log('warn', 'ignored a completed job without a shard result', {
+        shardId,
+        error: errorMessage(error),
+      });
       return;
     }
     const run = this.runs.get(result.runId);
     if (run === undefined) {
       // A run not followed (cancelled, or already finished): keep its record true all the same.
-      if ((await this.store.record(result.runId)) !== null) await this.store.markDone(result.runId, shardId, result.engine);
+      if ((await this.store.record(result.runId)) !== null)
+        await this.store.markDone(result.runId, shardId, result.engine);
       return;
     }
     await this.runs.recordDone(run, shardId, result.engine, result.workerId);
@@ -119,7 +137,11 @@ export class QueueEventFollower {
     run.failed.set(shardId, failedReason);
     await this.store.markFailed(run.spec.runId, shardId, failedReason);
     this.metrics.failures.inc();
-    this.logger.log('error', 'shard failed after all attempts', { runId: run.spec.runId, shardId, reason: failedReason });
+    this.logger.log('error', 'shard failed after all attempts', {
+      runId: run.spec.runId,
+      shardId,
+      reason: failedReason,
+    });
     await this.finisher.maybeFinish(run);
   }
 }

@@ -10,7 +10,8 @@ export class RateMeter {
   add(documents: number, now = Date.now()): void {
     this.samples.push([now, documents]);
     // Keep one sample older than the window as the baseline.
-    while (this.samples.length > 2 && (this.samples[1] as [number, number])[0] < now - RATE_WINDOW_MS) this.samples.shift();
+    while (this.samples.length > 2 && (this.samples[1] as [number, number])[0] < now - RATE_WINDOW_MS)
+      this.samples.shift();
   }
 
   perSecond(now = Date.now()): number {

@@ -47,7 +47,10 @@ export class RunControl {
       return { runId, created: false };
     }
     if (existing !== null && (existing.state === 'running' || existing.state === 'merging')) {
-      throw new RescaleError('RUN_CONFLICT', `run ${runId} is ${existing.state}; cancel it ("rescale cancel ${runId}") before submitting it again with overwrite`);
+      throw new RescaleError(
+        'RUN_CONFLICT',
+        `run ${runId} is ${existing.state}; cancel it ("rescale cancel ${runId}") before submitting it again with overwrite`,
+      );
     }
     const others = await this.enqueuer.foreignJobs(runId, plan.shards);
     const spec = await prepareRunFiles(planned, request.overwrite === true);
@@ -56,7 +59,14 @@ export class RunControl {
     const run = await this.runs.activate(runId);
     await this.fallbacks.startOrThrow(run);
     await this.enqueuer.enqueue(run, others);
-    this.logger.log('info', 'run submitted', { runId, task: spec.task, shards: spec.totalShards, rows: spec.totalRows, alreadyDone: run.done.size, output });
+    this.logger.log('info', 'run submitted', {
+      runId,
+      task: spec.task,
+      shards: spec.totalShards,
+      rows: spec.totalRows,
+      alreadyDone: run.done.size,
+      output,
+    });
     await this.finisher.maybeFinish(run);
     return { runId, created: true };
   }
@@ -66,14 +76,21 @@ export class RunControl {
     await this.store.transition(runId, ['cancelled', 'failed'], 'running', { finishedAt: '', error: '' });
     const run = await this.runs.activate(runId);
     await this.fallbacks.startOrThrow(run);
-    await this.enqueuer.enqueue(run, await this.enqueuer.foreignJobs(runId, run.plan.shards.filter((s) => !run.done.has(s.id))));
+    await this.enqueuer.enqueue(
+      run,
+      await this.enqueuer.foreignJobs(
+        runId,
+        run.plan.shards.filter((s) => !run.done.has(s.id)),
+      ),
+    );
     await this.finisher.maybeFinish(run);
   }
 
   /** Stops a running run: queued shards removed, workers told to stop its active ones. */
   async cancel(runId: string): Promise<void> {
     const record = await this.store.requireRecord(runId);
-    if (record.state === 'merging') throw new RescaleError('RUN_CONFLICT', `run ${runId} is merging its results; nothing is left to cancel`);
+    if (record.state === 'merging')
+      throw new RescaleError('RUN_CONFLICT', `run ${runId} is merging its results; nothing is left to cancel`);
     if (record.state !== 'running') return;
     await this.store.transition(runId, ['running'], 'cancelled', { finishedAt: new Date().toISOString() });
     await this.redis.publish(clusterKeys.control, JSON.stringify({ type: 'cancel', runId }));
@@ -82,19 +99,30 @@ export class RunControl {
     const states = await this.queue.states(outstanding);
     let removed = 0;
     for (const [id, state] of states) {
-      if (state === 'waiting' || state === 'delayed' || state === 'prioritized' || state === 'failed' || state === 'waiting-children') {
+      if (
+        state === 'waiting' ||
+        state === 'delayed' ||
+        state === 'prioritized' ||
+        state === 'failed' ||
+        state === 'waiting-children'
+      ) {
         if (await this.queue.remove(id)) removed += 1;
       }
     }
     await this.fallbacks.stop(runId);
     this.runs.deactivate(runId);
-    this.logger.log('info', 'run cancelled', { runId, removedJobs: removed, activeJobs: [...states.values()].filter((s) => s === 'active').length });
+    this.logger.log('info', 'run cancelled', {
+      runId,
+      removedJobs: removed,
+      activeJobs: [...states.values()].filter((s) => s === 'active').length,
+    });
   }
 
   /** Queues a failed or running run's failed shards again; returns how many (0 when the run is in no such state). */
   async retryFailed(runId: string): Promise<number> {
     const record = await this.store.requireRecord(runId);
-    if (record.state === 'cancelled') throw new RescaleError('RUN_CONFLICT', `run ${runId} was cancelled; submit it again to resume it`);
+    if (record.state === 'cancelled')
+      throw new RescaleError('RUN_CONFLICT', `run ${runId} was cancelled; submit it again to resume it`);
     if (record.state !== 'failed' && record.state !== 'running') return 0;
     const run = await this.runs.activate(runId);
     // Shards recorded done whose file has gone (a failed merge names them) are redone too.
@@ -109,7 +137,9 @@ export class RunControl {
     }
     // Shards with no job or a failed one that were never recorded (the run was stopped under them) go too.
     const outstanding = run.plan.shards.filter((s) => !run.done.has(s.id) && !run.failed.has(s.id)).map((s) => s.id);
-    const orphaned = [...(await this.queue.states(outstanding))].filter(([, state]) => state === 'unknown' || state === 'failed').map(([id]) => id);
+    const orphaned = [...(await this.queue.states(outstanding))]
+      .filter(([, state]) => state === 'unknown' || state === 'failed')
+      .map(([id]) => id);
     const ids = [...new Set([...run.failed.keys(), ...vanished, ...orphaned])];
     const shards = run.plan.shards.filter((s) => ids.includes(s.id));
     for (const shard of shards) await this.queue.remove(shard.id);

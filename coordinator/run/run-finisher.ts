@@ -80,14 +80,25 @@ export class RunFinisher {
         manifestExtra: { run: { id: runId }, fallback: await this.fallbackSummary(spec, codebook.fallback !== null) },
         logger,
       });
-      await this.store.transition(runId, ['merging'], 'succeeded', { finishedAt: new Date().toISOString(), manifest: summary.manifestPath });
-      logger.log('info', 'run succeeded', { output: summary.output, rows: summary.rows, seconds: Number(end().toFixed(3)) });
-      await this.fallbacks.stop(runId, { purge: true }).catch((error: unknown) => logger.log('warn', 'fallback queue not removed', { error: errorMessage(error) }));
+      await this.store.transition(runId, ['merging'], 'succeeded', {
+        finishedAt: new Date().toISOString(),
+        manifest: summary.manifestPath,
+      });
+      logger.log('info', 'run succeeded', {
+        output: summary.output,
+        rows: summary.rows,
+        seconds: Number(end().toFixed(3)),
+      });
+      await this.fallbacks
+        .stop(runId, { purge: true })
+        .catch((error: unknown) => logger.log('warn', 'fallback queue not removed', { error: errorMessage(error) }));
     } catch (error) {
       end();
       const message = isRescaleError(error) ? error.message : `merge failed: ${errorMessage(error)}`;
       logger.log('error', 'merge failed', { error: message });
-      await this.store.transition(runId, ['merging'], 'failed', { finishedAt: new Date().toISOString(), error: message }).catch(() => undefined);
+      await this.store
+        .transition(runId, ['merging'], 'failed', { finishedAt: new Date().toISOString(), error: message })
+        .catch(() => undefined);
     } finally {
       this.runs.deactivate(runId);
     }
@@ -96,9 +107,20 @@ export class RunFinisher {
   /** The manifest's `fallback`: off and why, or on with its files and what it did (as far as this process saw). */
   private async fallbackSummary(spec: RunSpec, enabledInCodebook: boolean): Promise<Record<string, unknown>> {
     const setting = spec.fallback;
-    if (setting === undefined) return { active: false, reason: enabledInCodebook ? 'disabled with --no-fallback' : 'not enabled in the codebook' };
+    if (setting === undefined)
+      return {
+        active: false,
+        reason: enabledInCodebook ? 'disabled with --no-fallback' : 'not enabled in the codebook',
+      };
     if (!setting.active) return { active: false, reason: setting.reason };
     const stats = await this.fallbacks.stats(spec.runId).catch(() => null);
-    return { active: true, mode: setting.mode, auditFile: setting.auditFile, cacheDir: setting.cacheDir, stats, statsScope: 'documents answered by this coordinator process; the audit file holds every call' };
+    return {
+      active: true,
+      mode: setting.mode,
+      auditFile: setting.auditFile,
+      cacheDir: setting.cacheDir,
+      stats,
+      statsScope: 'documents answered by this coordinator process; the audit file holds every call',
+    };
   }
 }

@@ -46,7 +46,12 @@ export class RunReconciler {
       this.finisher.startMerge(runId);
     }
     if (running.length + merging.length > 0) {
-      this.logger.log('info', 'resumed runs from redis', { running, merging, shardsRecorded: recorded, ms: Math.round(performance.now() - started) });
+      this.logger.log('info', 'resumed runs from redis', {
+        running,
+        merging,
+        shardsRecorded: recorded,
+        ms: Math.round(performance.now() - started),
+      });
     }
   }
 
@@ -84,7 +89,10 @@ export class RunReconciler {
       }
     }
     if (lost.length > 0) {
-      this.logger.log('warn', 'shards had no job in the queue (Redis lost data?); queued again', { runId, shards: lost.length });
+      this.logger.log('warn', 'shards had no job in the queue (Redis lost data?); queued again', {
+        runId,
+        shards: lost.length,
+      });
       await this.queue.add(runId, lost);
     }
     await this.finisher.maybeFinish(run);
@@ -100,7 +108,9 @@ export class RunReconciler {
             if (record?.state === 'running') await this.reconcile(run);
           }
         })
-        .catch((error: unknown) => this.logger.log('warn', 'reconciliation failed; retrying later', { error: errorMessage(error) }))
+        .catch((error: unknown) =>
+          this.logger.log('warn', 'reconciliation failed; retrying later', { error: errorMessage(error) }),
+        )
         .finally(() => this.scheduleReconcile());
     }, this.reconcileIntervalMs);
     this.reconcileTimer.unref();

@@ -86,7 +86,11 @@ export class RunStatusReader {
       documentsTotal: spec.totalRows,
       documentsDone,
       documentsPerSecond: rate,
-      etaSeconds: (TERMINAL_RUN_STATES as readonly string[]).includes(record.state) ? 0 : rate > 0 ? remaining / rate : null,
+      etaSeconds: (TERMINAL_RUN_STATES as readonly string[]).includes(record.state)
+        ? 0
+        : rate > 0
+          ? remaining / rate
+          : null,
       failures: [...failed].slice(0, MAX_FAILURES_LISTED).map(([shardId, reason]) => ({ shardId, reason })),
       createdAt: record.createdAt,
       finishedAt: record.finishedAt,

@@ -60,9 +60,23 @@ export class RunTracker {
   async activate(runId: string): Promise<ActiveRun> {
     const existing = this.runs.get(runId);
     if (existing !== undefined) return existing;
-    const [spec, plan, done, failed] = await Promise.all([this.store.spec(runId), this.store.plan(runId), this.store.doneIds(runId), this.store.failed(runId)]);
+    const [spec, plan, done, failed] = await Promise.all([
+      this.store.spec(runId),
+      this.store.plan(runId),
+      this.store.doneIds(runId),
+      this.store.failed(runId),
+    ]);
     const rowsOf = new Map(plan.shards.map((s) => [s.id, s.rowEnd - s.rowStart]));
-    const run: ActiveRun = { spec, plan, rowsOf, done, failed, inFlight: new Map(), rowsDone: sum([...done].map((id) => rowsOf.get(id) ?? 0)), rate: new RateMeter() };
+    const run: ActiveRun = {
+      spec,
+      plan,
+      rowsOf,
+      done,
+      failed,
+      inFlight: new Map(),
+      rowsDone: sum([...done].map((id) => rowsOf.get(id) ?? 0)),
+      rate: new RateMeter(),
+    };
     run.rate.add(run.rowsDone);
     this.runs.set(runId, run);
     for (const shard of plan.shards) this.shardRun.set(shard.id, runId);
@@ -71,7 +85,11 @@ export class RunTracker {
 
   /** Stops following the run, and answering its fallback queue (kept in Redis: a resumed run answers it again). */
   deactivate(runId: string): void {
-    void this.fallbacks.stop(runId, { purge: false }).catch((error: unknown) => this.logger.log('warn', 'fallback queue not stopped cleanly', { runId, error: errorMessage(error) }));
+    void this.fallbacks
+      .stop(runId, { purge: false })
+      .catch((error: unknown) =>
+        this.logger.log('warn', 'fallback queue not stopped cleanly', { runId, error: errorMessage(error) }),
+      );
     const run = this.runs.get(runId);
     if (run === undefined) return;
     this.runs.delete(runId);

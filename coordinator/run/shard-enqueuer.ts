@@ -26,7 +26,10 @@ export class ShardEnqueuer {
    * Jobs that already exist for this plan's shard ids but belong to another run (the same corpus and codebook into
    * another output). One still being worked on for a live run is a conflict; the rest are reused or replaced.
    */
-  async foreignJobs(runId: string, shards: readonly ShardSpec[]): Promise<Map<string, { runId: string; state: ShardJobState }>> {
+  async foreignJobs(
+    runId: string,
+    shards: readonly ShardSpec[],
+  ): Promise<Map<string, { runId: string; state: ShardJobState }>> {
     const states = await this.queue.states(shards.map((s) => s.id));
     const foreign = new Map<string, { runId: string; state: ShardJobState }>();
     for (const [id, state] of states) {
@@ -37,7 +40,10 @@ export class ShardEnqueuer {
       if (state !== 'completed' && state !== 'failed') {
         const ownerState = (await this.store.record(owner))?.state;
         if (ownerState === 'running' || ownerState === 'merging' || state === 'active') {
-          throw new RescaleError('RUN_CONFLICT', `shard ${id} of this run is being classified for run ${owner} (the same corpus and codebook into another output); wait for that run or cancel it, then submit again`);
+          throw new RescaleError(
+            'RUN_CONFLICT',
+            `shard ${id} of this run is being classified for run ${owner} (the same corpus and codebook into another output); wait for that run or cancel it, then submit again`,
+          );
         }
       }
       foreign.set(id, { runId: owner, state });
@@ -59,7 +65,11 @@ export class ShardEnqueuer {
       }
       const state = states.get(shard.id) ?? 'unknown';
       const other = foreign.get(shard.id);
-      if (other !== undefined && state === 'completed' && (await this.copyForeignResult(other.runId, shard.id, resultDir))) {
+      if (
+        other !== undefined &&
+        state === 'completed' &&
+        (await this.copyForeignResult(other.runId, shard.id, resultDir))
+      ) {
         await this.runs.recordDone(run, shard.id, null, null);
         continue;
       }
@@ -68,12 +78,19 @@ export class ShardEnqueuer {
       } else if (state === 'completed' || state === 'failed' || other !== undefined) {
         // A finished job without our result file, a failed one, or a leftover of another run: start afresh.
         if (await this.queue.remove(shard.id)) toAdd.push(shard);
-        else throw new RescaleError('RUN_CONFLICT', `shard ${shard.id} is held by a worker right now; submit again in a moment`);
+        else
+          throw new RescaleError(
+            'RUN_CONFLICT',
+            `shard ${shard.id} is held by a worker right now; submit again in a moment`,
+          );
       }
       // waiting, delayed, prioritized or active jobs of this run stay as they are.
     }
     run.failed.clear();
-    await this.store.clearFailed(runId, pending.map((s) => s.id));
+    await this.store.clearFailed(
+      runId,
+      pending.map((s) => s.id),
+    );
     await this.queue.add(runId, toAdd);
   }
 

@@ -34,7 +34,8 @@ export interface BatchInputLine {
   readonly body: ChatRequestBody;
 }
 
-export type BatchState = 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
+export type BatchState =
+  'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
 
 /** The batch as the provider reports it. */
 export interface BatchInfo {
@@ -59,7 +60,8 @@ export interface BatchResultLine {
   readonly error: string | null;
 }
 
-const isRecord = (value: unknown): value is Record<string, unknown> => value !== null && typeof value === 'object' && !Array.isArray(value);
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
 
 /** Parses an output or error file; lines that are not results (damaged) are returned as `unreadable` counts. */
 export function parseBatchResults(text: string): { readonly lines: BatchResultLine[]; readonly unreadable: number } {
@@ -82,12 +84,18 @@ export function parseBatchResults(text: string): { readonly lines: BatchResultLi
     const statusCode = response !== null && typeof response.status_code === 'number' ? response.status_code : null;
     const body = response !== null && isRecord(response.body) ? response.body : null;
     let error: string | null = null;
-    if (isRecord(json.error)) error = `${String(json.error.code ?? 'error')}: ${String(json.error.message ?? '')}`.trim();
+    if (isRecord(json.error))
+      error = `${String(json.error.code ?? 'error')}: ${String(json.error.message ?? '')}`.trim();
     else if (statusCode !== 200) {
       const inner = body !== null && isRecord(body.error) ? body.error : null;
       error = `HTTP ${statusCode ?? '?'}${inner !== null ? `: ${String(inner.message ?? inner.code ?? '')}` : ''}`;
     }
-    lines.push({ customId: json.custom_id, statusCode, body: statusCode === 200 && body !== null ? JSON.stringify(body) : null, error });
+    lines.push({
+      customId: json.custom_id,
+      statusCode,
+      body: statusCode === 200 && body !== null ? JSON.stringify(body) : null,
+      error,
+    });
   }
   return { lines, unreadable };
 }
@@ -110,12 +118,20 @@ export class BatchApiClient {
    */
   async submit(jsonl: string, metadata: Record<string, string>): Promise<BatchInfo> {
     const file = await this.client.files
-      .create({ file: await toFile(Buffer.from(jsonl, 'utf8'), 'rescale-fallback-batch.jsonl', { type: 'application/jsonl' }), purpose: 'batch' })
+      .create({
+        file: await toFile(Buffer.from(jsonl, 'utf8'), 'rescale-fallback-batch.jsonl', { type: 'application/jsonl' }),
+        purpose: 'batch',
+      })
       .catch((error: unknown) => {
         throw this.submitError(error, false);
       });
     try {
-      return toInfo(await this.client.batches.create({ input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata }, { maxRetries: 0 }));
+      return toInfo(
+        await this.client.batches.create(
+          { input_file_id: file.id, endpoint: '/v1/chat/completions', completion_window: '24h', metadata },
+          { maxRetries: 0 },
+        ),
+      );
     } catch (error) {
       // An HTTP error status means the server refused; no status (timeout, connection lost) means it may have created it.
       throw this.submitError(error, !(error instanceof OpenAI.APIError && typeof error.status === 'number'));
@@ -160,9 +176,9 @@ export class BatchSubmitError extends RescaleError {
       'FALLBACK_REJECTED',
       maybeCreated
         ? `the Batch API at ${baseUrl} did not answer the request that creates the batch (${detail}); ` +
-          'it may have been created: run "rescale batch collect" before submitting again'
+            'it may have been created: run "rescale batch collect" before submitting again'
         : `the Batch API at ${baseUrl} (codebook field "fallback.base_url") did not take the batch: ${detail}; ` +
-          'check that the endpoint offers /v1/files and /v1/batches',
+            'check that the endpoint offers /v1/files and /v1/batches',
     );
     this.name = 'BatchSubmitError';
   }
@@ -175,7 +191,13 @@ function toInfo(batch: OpenAI.Batches.Batch): BatchInfo {
     status: batch.status as BatchState,
     outputFileId: batch.output_file_id ?? null,
     errorFileId: batch.error_file_id ?? null,
-    counts: counts === undefined || counts === null ? null : { total: counts.total, completed: counts.completed, failed: counts.failed },
-    errors: (batch.errors?.data ?? []).map((e) => `${e.code ?? 'error'}${e.line !== undefined && e.line !== null ? ` (line ${e.line})` : ''}: ${e.message ?? ''}`),
+    counts:
+      counts === undefined || counts === null
+        ? null
+        : { total: counts.total, completed: counts.completed, failed: counts.failed },
+    errors: (batch.errors?.data ?? []).map(
+      (e) =>
+        `${e.code ?? 'error'}${e.line !== undefined && e.line !== null ? ` (line ${e.line})` : ''}: ${e.message ?? ''}`,
+    ),
   };
 }

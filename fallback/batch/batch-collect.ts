@@ -16,7 +16,13 @@ import { parseCompletion, type ParsedCompletion } from '../fallback-client.js';
 import { priceNanoUsd, worstCaseNanoUsd } from '../pricing.js';
 import { fallbackPathsFor } from '../resolve-fallback.js';
 import { CACHE_FORMAT, exchangeKey, fallbackEndpoint, ResponseCache } from '../response-cache.js';
-import { BatchApiClient, FINAL_BATCH_STATES, liveBatchFallback, parseBatchResults, type BatchInputLine } from './batch-api.js';
+import {
+  BatchApiClient,
+  FINAL_BATCH_STATES,
+  liveBatchFallback,
+  parseBatchResults,
+  type BatchInputLine,
+} from './batch-api.js';
 import { callBase, outcomeOf, reservedDocuments, UNKNOWN_DOCUMENT } from './batch-audit.js';
 import { readBatchState, writeBatchState, type BatchRecord } from './batch-state.js';
 
@@ -61,7 +67,11 @@ export async function collectFallbackBatches(options: BatchCollectOptions): Prom
       if (found === null) {
         // Never created: nothing was sent or billed; release its reservations.
         await releaseUncreated(paths.auditFile, record, config);
-        Object.assign(record, { collectedAt: new Date().toISOString(), status: 'not created', missing: record.requests });
+        Object.assign(record, {
+          collectedAt: new Date().toISOString(),
+          status: 'not created',
+          missing: record.requests,
+        });
         totals.missing += record.requests;
         continue;
       }
@@ -70,7 +80,11 @@ export async function collectFallbackBatches(options: BatchCollectOptions): Prom
     const batchId = record.batchId;
     let info = await client.retrieve(batchId);
     while (!FINAL_BATCH_STATES.includes(info.status) && options.wait === true) {
-      logger.log('info', 'batch not finished yet; waiting', { batchId: record.batchId, status: info.status, counts: info.counts });
+      logger.log('info', 'batch not finished yet; waiting', {
+        batchId: record.batchId,
+        status: info.status,
+        counts: info.counts,
+      });
       await sleep(options.pollMs ?? 60_000, undefined, options.signal ? { signal: options.signal } : {});
       info = await client.retrieve(batchId);
     }
@@ -99,7 +113,13 @@ export async function collectFallbackBatches(options: BatchCollectOptions): Prom
         const input = inputs.get(result.customId);
         if (input === undefined || seen.has(result.customId)) continue;
         seen.add(result.customId);
-        const base = callBase(record.tag, result.customId, documents.get(result.customId) ?? UNKNOWN_DOCUMENT, config, latency);
+        const base = callBase(
+          record.tag,
+          result.customId,
+          documents.get(result.customId) ?? UNKNOWN_DOCUMENT,
+          config,
+          latency,
+        );
         let completion: ParsedCompletion | null = null;
         if (result.body !== null) {
           try {
@@ -133,7 +153,13 @@ export async function collectFallbackBatches(options: BatchCollectOptions): Prom
         const cost =
           usage === null
             ? worstCaseNanoUsd(config, input.body, config.price.batchFactor)
-            : priceNanoUsd(config.price, usage.promptTokens, usage.completionTokens, Math.round, config.price.batchFactor);
+            : priceNanoUsd(
+                config.price,
+                usage.promptTokens,
+                usage.completionTokens,
+                Math.round,
+                config.price.batchFactor,
+              );
         counts.answered++;
         await audit.write({
           ...base,

@@ -68,7 +68,9 @@ export async function readBatchState(output: string): Promise<BatchRecord[]> {
   }
   const parsed = z.array(batchRecordSchema).safeParse(json);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((issue) => `field "${issue.path.join('.') || '(top level)'}": ${issue.message}`).join('; ');
+    const issues = parsed.error.issues
+      .map((issue) => `field "${issue.path.join('.') || '(top level)'}": ${issue.message}`)
+      .join('; ');
     throw new RescaleError(
       'INPUT_INVALID',
       `${file} is not a list of batches (${issues}); restore it from a backup — it lists the batches submitted for ${output}`,

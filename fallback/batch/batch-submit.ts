@@ -70,7 +70,8 @@ export async function submitCollectedRequests(options: SubmitCollectedOptions): 
   for (const [key, pending] of collected.pending) {
     const worst = worstCaseNanoUsd(config, pending.body, config.price.batchFactor);
     const fits =
-      (limits.nanoUsd === null || committed + worst <= limits.nanoUsd) && (limits.requests === null || requests + 1 <= limits.requests);
+      (limits.nanoUsd === null || committed + worst <= limits.nanoUsd) &&
+      (limits.requests === null || requests + 1 <= limits.requests);
     if (!fits) {
       leftOut++;
       continue;
@@ -96,7 +97,12 @@ export async function submitCollectedRequests(options: SubmitCollectedOptions): 
   const jsonl =
     chosen
       .map(([key, pending]) =>
-        JSON.stringify({ custom_id: key, method: 'POST', url: '/v1/chat/completions', body: pending.body } satisfies BatchInputLine),
+        JSON.stringify({
+          custom_id: key,
+          method: 'POST',
+          url: '/v1/chat/completions',
+          body: pending.body,
+        } satisfies BatchInputLine),
       )
       .join('\n') + '\n';
   await writeFileAtomic(inputFile, async (handle) => {

@@ -37,7 +37,11 @@ export class RequestCollector implements ShardFallback {
   }
 
   /** Every row back with its local label only: the batch's answers reach the results through the cache, in the real run. */
-  async resolve(rows: readonly ResultRow[], docs: readonly DocumentInput[], context: ShardFallbackContext): Promise<ResultRow[]> {
+  async resolve(
+    rows: readonly ResultRow[],
+    docs: readonly DocumentInput[],
+    context: ShardFallbackContext,
+  ): Promise<ResultRow[]> {
     for (const index of routedIndexes(this.config, rows)) {
       const row = rows[index] as ResultRow;
       const doc = docs[index];

@@ -28,10 +28,15 @@ export interface ClusterFixture {
  * A temp dir with `rows` short tweets in Parquet (row groups of `rowGroupRows`), a sentiment codebook on the
  * keyword fixture model, and a token file.
  */
-export async function clusterFixture(rows: number, options: { rowGroupRows?: number; threads?: number } = {}): Promise<ClusterFixture> {
+export async function clusterFixture(
+  rows: number,
+  options: { rowGroupRows?: number; threads?: number } = {},
+): Promise<ClusterFixture> {
   const dir = await mkdtemp(path.join(tmpdir(), 'rescale-cluster-'));
   const model = await fixtureModel('keyword');
-  const corpus = await writeCorpus(path.join(dir, 'corpus.parquet'), rows, { rowGroupRows: options.rowGroupRows ?? 1000 });
+  const corpus = await writeCorpus(path.join(dir, 'corpus.parquet'), rows, {
+    rowGroupRows: options.rowGroupRows ?? 1000,
+  });
   const codebook = path.join(dir, 'codebook.yaml');
   await writeFile(
     codebook,
@@ -56,7 +61,11 @@ export async function clusterFixture(rows: number, options: { rowGroupRows?: num
 }
 
 /** Short tweets with sentiment keywords, ids from `offset`, as DuckDB writes them. */
-export async function writeCorpus(file: string, rows: number, options: { rowGroupRows: number; offset?: number }): Promise<string> {
+export async function writeCorpus(
+  file: string,
+  rows: number,
+  options: { rowGroupRows: number; offset?: number },
+): Promise<string> {
   return writeParquetWithDuckDB(
     `SELECT i::BIGINT AS id,
             CASE i % 4 WHEN 0 THEN 'I love this, what a great day ' || i
@@ -103,16 +112,31 @@ function hasSetpriv(): boolean {
 }
 
 /** Spawns `rescale <args>` under tsx; the child dies with the test process (setpriv --pdeathsig). */
-export function spawnRescale(name: string, args: readonly string[], env: Readonly<Record<string, string>> = {}): ServiceProcess {
+export function spawnRescale(
+  name: string,
+  args: readonly string[],
+  env: Readonly<Record<string, string>> = {},
+): ServiceProcess {
   return spawnTsx(name, CLI, args, env);
 }
 
 /** Spawns a TypeScript entry point under tsx, logging JSON lines on stderr like the rescale services. */
-export function spawnTsx(name: string, script: string, args: readonly string[], env: Readonly<Record<string, string>> = {}): ServiceProcess {
+export function spawnTsx(
+  name: string,
+  script: string,
+  args: readonly string[],
+  env: Readonly<Record<string, string>> = {},
+): ServiceProcess {
   const nodeArgs = ['--import', 'tsx', script, ...args];
   // Without setpriv, signals go straight to node: the pid is the service's own.
-  const [command, commandArgs] = hasSetpriv() ? ['setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...nodeArgs]] : [process.execPath, nodeArgs];
-  const child = spawn(command, commandArgs, { cwd: PACKAGE_ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const [command, commandArgs] = hasSetpriv()
+    ? ['setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...nodeArgs]]
+    : [process.execPath, nodeArgs];
+  const child = spawn(command, commandArgs, {
+    cwd: PACKAGE_ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const lines: LogLine[] = [];
   let out = '';
   const waiters = new Set<{ predicate: (line: LogLine) => boolean; resolve: (line: LogLine) => void }>();
@@ -139,7 +163,9 @@ export function spawnTsx(name: string, script: string, args: readonly string[], 
     }
   });
   child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
   const service: ServiceProcess = {
     name,
     child,
@@ -154,14 +180,28 @@ export function spawnTsx(name: string, script: string, args: readonly string[], 
         const waiter = { predicate, resolve: (line: LogLine) => (clearTimeout(timer), resolve(line)) };
         const timer = setTimeout(() => {
           waiters.delete(waiter);
-          reject(new Error(`${name}: no ${what} within ${timeoutMs} ms; last log lines:\n${lines.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`));
+          reject(
+            new Error(
+              `${name}: no ${what} within ${timeoutMs} ms; last log lines:\n${lines
+                .slice(-15)
+                .map((l) => JSON.stringify(l))
+                .join('\n')}`,
+            ),
+          );
         }, timeoutMs);
         waiters.add(waiter);
         void exited.then(({ code, signal }) => {
           if (!waiters.has(waiter)) return;
           waiters.delete(waiter);
           clearTimeout(timer);
-          reject(new Error(`${name} exited (code ${code}, signal ${signal}) before ${what}; last log lines:\n${lines.slice(-15).map((l) => JSON.stringify(l)).join('\n')}`));
+          reject(
+            new Error(
+              `${name} exited (code ${code}, signal ${signal}) before ${what}; last log lines:\n${lines
+                .slice(-15)
+                .map((l) => JSON.stringify(l))
+                .join('\n')}`,
+            ),
+          );
         });
       });
     },
@@ -188,12 +228,33 @@ export interface CoordinatorProcess extends ServiceProcess {
 }
 
 /** Starts `rescale coordinator` on a free port and waits until it listens. */
-export async function startCoordinator(redisUrl: string, fixture: ClusterFixture, extraArgs: readonly string[] = [], port = 0, env: Readonly<Record<string, string>> = {}): Promise<CoordinatorProcess> {
+export async function startCoordinator(
+  redisUrl: string,
+  fixture: ClusterFixture,
+  extraArgs: readonly string[] = [],
+  port = 0,
+  env: Readonly<Record<string, string>> = {},
+): Promise<CoordinatorProcess> {
   const addressFile = path.join(fixture.dir, `coordinator-${randomBytes(3).toString('hex')}.address`);
-  const service = spawnRescale('coordinator', ['coordinator', '--listen', `127.0.0.1:${port}`, '--token-file', fixture.tokenFile, '--address-file', addressFile, '--reconcile-interval', '5', ...extraArgs], {
-    RESCALE_REDIS_URL: redisUrl,
-    ...env,
-  });
+  const service = spawnRescale(
+    'coordinator',
+    [
+      'coordinator',
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--token-file',
+      fixture.tokenFile,
+      '--address-file',
+      addressFile,
+      '--reconcile-interval',
+      '5',
+      ...extraArgs,
+    ],
+    {
+      RESCALE_REDIS_URL: redisUrl,
+      ...env,
+    },
+  );
   await service.waitForLog((line) => line.msg === 'control API listening', 60_000, 'listening coordinator');
   for (let i = 0; i < 100 && !existsSync(addressFile); i++) await sleep(50);
   const address = readFileSync(addressFile, 'utf8').trim();
@@ -204,8 +265,14 @@ export async function startCoordinator(redisUrl: string, fixture: ClusterFixture
 export const FAST_RECOVERY_ARGS = ['--lock-seconds', '4', '--stalled-interval', '1'] as const;
 
 /** Starts `rescale worker` and waits until it takes jobs. */
-export async function startWorker(redisUrl: string, name: string, extraArgs: readonly string[] = []): Promise<ServiceProcess> {
-  const service = spawnRescale(name, ['worker', '--name', name, '--threads', '1', ...extraArgs], { RESCALE_REDIS_URL: redisUrl });
+export async function startWorker(
+  redisUrl: string,
+  name: string,
+  extraArgs: readonly string[] = [],
+): Promise<ServiceProcess> {
+  const service = spawnRescale(name, ['worker', '--name', name, '--threads', '1', ...extraArgs], {
+    RESCALE_REDIS_URL: redisUrl,
+  });
   await service.waitForLog((line) => line.msg === 'worker ready', 60_000, 'ready worker');
   return service;
 }
@@ -216,7 +283,12 @@ export function client(coordinator: { address: string }, fixture: ClusterFixture
 
 /** Shard ids each worker finished (log "shard done"), as [worker name, shard id] pairs. */
 export function shardsDone(workers: readonly ServiceProcess[]): [string, string][] {
-  return workers.flatMap((worker) => worker.logs().filter((line) => line.msg === 'shard done').map((line) => [worker.name, String(line.shardId)] as [string, string]));
+  return workers.flatMap((worker) =>
+    worker
+      .logs()
+      .filter((line) => line.msg === 'shard done')
+      .map((line) => [worker.name, String(line.shardId)] as [string, string]),
+  );
 }
 
 export function sleep(ms: number): Promise<void> {
@@ -224,7 +296,12 @@ export function sleep(ms: number): Promise<void> {
 }
 
 /** Polls `check` every `everyMs` until it returns a value other than undefined, or fails after `timeoutMs`. */
-export async function eventually<T>(check: () => Promise<T | undefined> | T | undefined, timeoutMs: number, what: string, everyMs = 100): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined> | T | undefined,
+  timeoutMs: number,
+  what: string,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();

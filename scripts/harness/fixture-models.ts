@@ -1,12 +1,7 @@
 // Fixture models for tests, generated on demand (and cached in fixtures/models/), so no test depends on a prior
 // `npm run fixtures`; plus the chat-prompt probes the fixture tests share.
 
-import {
-  resolveChatWrapper,
-  type LlamaContextSequence,
-  type LlamaModel,
-  type Token,
-} from 'node-llama-cpp';
+import { resolveChatWrapper, type LlamaContextSequence, type LlamaModel, type Token } from 'node-llama-cpp';
 import { ensureFixtureModel, type FixtureName } from '../../gguf/fixtures/fixture-catalog.js';
 
 export type { FixtureName };
@@ -33,7 +28,10 @@ export function chatPromptTokens(model: LlamaModel, user: string, system = SENTI
 }
 
 /** The full next-token distribution after `tokens`, evaluated from an empty sequence. */
-export async function nextTokenProbabilities(sequence: LlamaContextSequence, tokens: readonly Token[]): Promise<Map<Token, number>> {
+export async function nextTokenProbabilities(
+  sequence: LlamaContextSequence,
+  tokens: readonly Token[],
+): Promise<Map<Token, number>> {
   await sequence.clearHistory();
   const last = tokens.length - 1;
   const output = await sequence.controlledEvaluate(

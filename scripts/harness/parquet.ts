@@ -40,7 +40,11 @@ export interface DuckDBParquetOptions {
 }
 
 /** Writes the result of a DuckDB query (e.g. `SELECT i AS id FROM range(10) t(i)`) to a Parquet file. */
-export async function writeParquetWithDuckDB(query: string, file: string, options: DuckDBParquetOptions = {}): Promise<string> {
+export async function writeParquetWithDuckDB(
+  query: string,
+  file: string,
+  options: DuckDBParquetOptions = {},
+): Promise<string> {
   const { codec = 'snappy', rowGroupSize = 122_880, parquetVersion = 'V1' } = options;
   await withDuckDB(async (connection) => {
     await connection.run(
@@ -69,11 +73,28 @@ export function sqlString(value: string): string {
 }
 
 /** Deterministic fake scores for a shard (no model): what the result writer and the merge are fed in tests. */
-export function fakeResultRows(shard: ShardSpec, labels: readonly string[], ids: readonly (string | number | bigint | null)[]): ResultRow[] {
+export function fakeResultRows(
+  shard: ShardSpec,
+  labels: readonly string[],
+  ids: readonly (string | number | bigint | null)[],
+): ResultRow[] {
   return ids.map((id, i) => {
     const row = shard.corpusRowStart + i;
     if (row % 10 === 3) {
-      return { id, row, label: null, confidence: null, margin: null, entropy: null, probabilities: null, status: 'empty_text', error: 'text is empty', tokens: 0, source: 'local', shardId: shard.id };
+      return {
+        id,
+        row,
+        label: null,
+        confidence: null,
+        margin: null,
+        entropy: null,
+        probabilities: null,
+        status: 'empty_text',
+        error: 'text is empty',
+        tokens: 0,
+        source: 'local',
+        shardId: shard.id,
+      };
     }
     const weights = labels.map((_, j) => 1 + ((row * (j + 3)) % 7));
     const total = weights.reduce((sum, weight) => sum + weight, 0);

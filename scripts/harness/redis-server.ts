@@ -112,15 +112,32 @@ class RedisServer implements RedisServerHandle {
     if (this.stopped) throw new Error('this Redis server was stopped; call startRedisServer() for a new one');
     this.port = port;
     const args = [
-      '--port', String(port), '--bind', HOST, '--dir', this.dir,
-      '--save', '', '--maxmemory-policy', 'noeviction',
-      '--daemonize', 'no', '--logfile', '', '--loglevel', 'notice',
+      '--port',
+      String(port),
+      '--bind',
+      HOST,
+      '--dir',
+      this.dir,
+      '--save',
+      '',
+      '--maxmemory-policy',
+      'noeviction',
+      '--daemonize',
+      'no',
+      '--logfile',
+      '',
+      '--loglevel',
+      'notice',
       ...(this.password === undefined ? [] : ['--requirepass', this.password]),
-      ...(this.options.appendonly === true ? ['--appendonly', 'yes', '--appendfsync', 'everysec'] : ['--appendonly', 'no']),
+      ...(this.options.appendonly === true
+        ? ['--appendonly', 'yes', '--appendfsync', 'everysec']
+        : ['--appendonly', 'no']),
     ];
     const binary = this.options.binary ?? '/usr/bin/redis-server';
     // setpriv --pdeathsig: the kernel kills redis if this test process dies without running its cleanup.
-    const [command, commandArgs] = hasSetpriv() ? ['setpriv', ['--pdeathsig', 'KILL', '--', binary, ...args]] : [binary, args];
+    const [command, commandArgs] = hasSetpriv()
+      ? ['setpriv', ['--pdeathsig', 'KILL', '--', binary, ...args]]
+      : [binary, args];
     const child = spawn(command, commandArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     let portInUse = false;
@@ -154,13 +171,17 @@ class RedisServer implements RedisServerHandle {
     for (;;) {
       if (exitInfo !== undefined) {
         if (portInUse) throw new PortInUseError(`port ${port} is in use`);
-        throw new Error(`redis-server (${binary}) exited during startup (${exitInfo}); is the redis-server package installed? Log:\n${this.log()}`);
+        throw new Error(
+          `redis-server (${binary}) exited during startup (${exitInfo}); is the redis-server package installed? Log:\n${this.log()}`,
+        );
       }
       const reply = await this.ping().catch(() => undefined);
       if (reply === 'PONG') return;
       if (Date.now() > deadline) {
         await this.kill('SIGKILL');
-        throw new Error(`redis-server on port ${port} did not answer PING within ${this.options.startTimeoutMs ?? 10_000} ms (last reply: ${String(reply)}). Log:\n${this.log()}`);
+        throw new Error(
+          `redis-server on port ${port} did not answer PING within ${this.options.startTimeoutMs ?? 10_000} ms (last reply: ${String(reply)}). Log:\n${this.log()}`,
+        );
       }
       await sleep(25);
     }
@@ -288,10 +309,18 @@ export function redisCommands(
       if (error === undefined) resolve(replies);
       else reject(error);
     };
-    const timer = setTimeout(() => finish(new Error(`no reply from Redis at ${target.host}:${target.port} within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => finish(new Error(`no reply from Redis at ${target.host}:${target.port} within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     socket.once('error', (error) => finish(error));
     socket.once('close', () => {
-      if (replies.length < commands.length) finish(new Error(`Redis at ${target.host}:${target.port} closed the connection after ${replies.length} of ${commands.length} replies`));
+      if (replies.length < commands.length)
+        finish(
+          new Error(
+            `Redis at ${target.host}:${target.port} closed the connection after ${replies.length} of ${commands.length} replies`,
+          ),
+        );
     });
     socket.on('data', (chunk: Buffer) => {
       buffer = Buffer.concat([buffer, chunk]);
@@ -312,7 +341,10 @@ export function redisCommands(
 }
 
 /** One command on its own connection, AUTHenticated first when the server has a password. */
-export async function redisCommand(server: Pick<RedisServerHandle, 'host' | 'port' | 'password'>, ...args: string[]): Promise<RedisReply> {
+export async function redisCommand(
+  server: Pick<RedisServerHandle, 'host' | 'port' | 'password'>,
+  ...args: string[]
+): Promise<RedisReply> {
   const auth = server.password === undefined ? [] : [['AUTH', server.password]];
   const replies = await redisCommands(server, [...auth, args]);
   return replies[replies.length - 1] ?? null;

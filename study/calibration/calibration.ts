@@ -30,21 +30,33 @@ export interface CalibrationOptions {
 function binCount(options: CalibrationOptions): number {
   const bins = options.bins ?? DEFAULT_CALIBRATION_BINS;
   if (!Number.isInteger(bins) || bins < 1) {
-    throw new RescaleError('CONFIG_INVALID', `bins must be a positive integer (got ${String(bins)}); 10 or 15 are usual`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `bins must be a positive integer (got ${String(bins)}); 10 or 15 are usual`,
+    );
   }
   return bins;
 }
 
 function assertItems(items: readonly CalibrationItem[]): void {
   if (items.length === 0) {
-    throw new RescaleError('INPUT_INVALID', 'no predictions to calibrate; pass at least one (confidence, correct) pair');
+    throw new RescaleError(
+      'INPUT_INVALID',
+      'no predictions to calibrate; pass at least one (confidence, correct) pair',
+    );
   }
   items.forEach((item, i) => {
     if (!(item.confidence >= 0 && item.confidence <= 1)) {
-      throw new RescaleError('INPUT_INVALID', `item ${i} has confidence ${String(item.confidence)}; confidence must be a probability in [0, 1]`);
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `item ${i} has confidence ${String(item.confidence)}; confidence must be a probability in [0, 1]`,
+      );
     }
     if (typeof item.correct !== 'boolean') {
-      throw new RescaleError('INPUT_INVALID', `item ${i} has correct = ${String(item.correct)}; it must be true or false`);
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `item ${i} has correct = ${String(item.correct)}; it must be true or false`,
+      );
     }
   });
 }
@@ -168,7 +180,10 @@ function nonNegative(value: number, option: string): number {
 function certainty(item: RoutingItem, rule: RoutingRule, i: number): number {
   const raw = rule === 'confidence' ? item.confidence : rule === 'margin' ? item.margin : item.entropy;
   if (typeof raw !== 'number' || Number.isNaN(raw)) {
-    throw new RescaleError('INPUT_INVALID', `item ${i} has no ${rule} (got ${String(raw)}); pick a rule every item has a score for`);
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `item ${i} has no ${rule} (got ${String(raw)}); pick a rule every item has a score for`,
+    );
   }
   return rule === 'entropy' ? -raw : raw;
 }
@@ -189,16 +204,25 @@ export function thresholdSweep(items: readonly RoutingItem[], options: Threshold
   if (!fromItems) {
     const a = options.fallbackAccuracy;
     if (!(typeof a === 'number' && a >= 0 && a <= 1)) {
-      throw new RescaleError('CONFIG_INVALID', `fallbackAccuracy must be a number in [0, 1] or 'from-items' (got ${String(a)})`);
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `fallbackAccuracy must be a number in [0, 1] or 'from-items' (got ${String(a)})`,
+      );
     }
   }
   if (items.length === 0) {
-    throw new RescaleError('INPUT_INVALID', 'no labelled items to sweep; the sweep needs predictions with known correctness');
+    throw new RescaleError(
+      'INPUT_INVALID',
+      'no labelled items to sweep; the sweep needs predictions with known correctness',
+    );
   }
 
   const scored = items.map((item, i): ScoredItem => {
     if (typeof item.correct !== 'boolean') {
-      throw new RescaleError('INPUT_INVALID', `item ${i} has correct = ${String(item.correct)}; it must be true or false`);
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `item ${i} has correct = ${String(item.correct)}; it must be true or false`,
+      );
     }
     if (fromItems && typeof item.fallbackCorrect !== 'boolean') {
       throw new RescaleError(
@@ -233,7 +257,8 @@ export function thresholdSweep(items: readonly RoutingItem[], options: Threshold
     keptCorrect[i + 1] = (keptCorrect[i] as number) + ((scored[i] as ScoredItem).correct ? 1 : 0);
   }
   for (let i = n - 1; i >= 0; i--) {
-    fallbackCorrectFromEnd[i] = (fallbackCorrectFromEnd[i + 1] as number) + ((scored[i] as ScoredItem).fallbackCorrect ? 1 : 0);
+    fallbackCorrectFromEnd[i] =
+      (fallbackCorrectFromEnd[i + 1] as number) + ((scored[i] as ScoredItem).fallbackCorrect ? 1 : 0);
   }
 
   const points: ThresholdPoint[] = [];
@@ -243,7 +268,11 @@ export function thresholdSweep(items: readonly RoutingItem[], options: Threshold
     const routed = n - kept;
     const correctKept = keptCorrect[kept] as number;
     const fallbackAccuracy =
-      routed === 0 ? null : fromItems ? (fallbackCorrectFromEnd[kept] as number) / routed : (options.fallbackAccuracy as number);
+      routed === 0
+        ? null
+        : fromItems
+          ? (fallbackCorrectFromEnd[kept] as number) / routed
+          : (options.fallbackAccuracy as number);
     const routedShare = routed / n;
     points.push({
       rule,
@@ -279,7 +308,8 @@ export interface ThresholdRecommendation {
  * met by a hair is not met with confidence.
  */
 export function recommendThreshold(points: readonly ThresholdPoint[], goal: ThresholdGoal): ThresholdRecommendation {
-  if (points.length === 0) throw new RescaleError('INPUT_INVALID', 'no sweep points to choose from; run thresholdSweep first');
+  if (points.length === 0)
+    throw new RescaleError('INPUT_INVALID', 'no sweep points to choose from; run thresholdSweep first');
   let best: ThresholdPoint | null = null;
   if ('targetAccuracy' in goal) {
     const target = goal.targetAccuracy;
@@ -288,13 +318,20 @@ export function recommendThreshold(points: readonly ThresholdPoint[], goal: Thre
     }
     for (const p of points) {
       if (p.hybridAccuracy < target) continue;
-      if (best === null || p.expectedCost < best.expectedCost || (p.expectedCost === best.expectedCost && p.hybridAccuracy > best.hybridAccuracy)) {
+      if (
+        best === null ||
+        p.expectedCost < best.expectedCost ||
+        (p.expectedCost === best.expectedCost && p.hybridAccuracy > best.hybridAccuracy)
+      ) {
         best = p;
       }
     }
     if (best === null) {
       const top = Math.max(...points.map((p) => p.hybridAccuracy));
-      return { point: null, reason: `no threshold reaches accuracy ${target}; the best expected hybrid accuracy is ${top}` };
+      return {
+        point: null,
+        reason: `no threshold reaches accuracy ${target}; the best expected hybrid accuracy is ${top}`,
+      };
     }
     return {
       point: best,
@@ -304,13 +341,23 @@ export function recommendThreshold(points: readonly ThresholdPoint[], goal: Thre
   const budget = nonNegative(goal.budget, 'budget');
   for (const p of points) {
     if (p.expectedCost > budget) continue;
-    if (best === null || p.hybridAccuracy > best.hybridAccuracy || (p.hybridAccuracy === best.hybridAccuracy && p.expectedCost < best.expectedCost)) {
+    if (
+      best === null ||
+      p.hybridAccuracy > best.hybridAccuracy ||
+      (p.hybridAccuracy === best.hybridAccuracy && p.expectedCost < best.expectedCost)
+    ) {
       best = p;
     }
   }
   if (best === null) {
     const cheapest = Math.min(...points.map((p) => p.expectedCost));
-    return { point: null, reason: `every threshold costs more than the budget ${budget}; the cheapest costs ${cheapest}` };
+    return {
+      point: null,
+      reason: `every threshold costs more than the budget ${budget}; the cheapest costs ${cheapest}`,
+    };
   }
-  return { point: best, reason: `highest expected hybrid accuracy (${best.hybridAccuracy}) at expected cost ${best.expectedCost} ≤ ${budget}` };
+  return {
+    point: best,
+    reason: `highest expected hybrid accuracy (${best.hybridAccuracy}) at expected cost ${best.expectedCost} ≤ ${budget}`,
+  };
 }

@@ -84,11 +84,19 @@ export function defaultTableThresholds(rule: RoutingRule, labelCount: number): n
   return Array.from({ length: 21 }, (_, i) => Number((i * 0.05).toFixed(2)));
 }
 
-export function calibrateRouting(gold: GoldLabels, predictions: Predictions, options: CalibrateOptions): CalibrationResult {
+export function calibrateRouting(
+  gold: GoldLabels,
+  predictions: Predictions,
+  options: CalibrateOptions,
+): CalibrationResult {
   const rule = options.rule ?? 'confidence';
-  const scores = rule === 'confidence' ? predictions.confidence : rule === 'margin' ? predictions.margin : predictions.entropy;
+  const scores =
+    rule === 'confidence' ? predictions.confidence : rule === 'margin' ? predictions.margin : predictions.entropy;
   if (scores === null) {
-    throw new RescaleError('COLUMN_MISSING', `--predictions ${predictions.file} has no "${rule}" column, which --rule ${rule} needs; pass a rescale result file`);
+    throw new RescaleError(
+      'COLUMN_MISSING',
+      `--predictions ${predictions.file} has no "${rule}" column, which --rule ${rule} needs; pass a rescale result file`,
+    );
   }
   const join = joinByIds(gold, predictions, (p) => p.localLabels);
   const fallbackLabels = fallbackLabelsFor(options.fallback, gold);
@@ -114,7 +122,10 @@ export function calibrateRouting(gold: GoldLabels, predictions: Predictions, opt
     });
   });
   if (items.length === 0) {
-    throw new RescaleError('INPUT_INVALID', `no labelled document of ${gold.file} has a scored prediction in ${predictions.file}; check the ids (--id-column) and that the run finished`);
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `no labelled document of ${gold.file} has a scored prediction in ${predictions.file}; check the ids (--id-column) and that the run finished`,
+    );
   }
   if (missingScore > 0 && missingScore === join.goldRows.length) {
     throw new RescaleError('INPUT_INVALID', `${predictions.file}: no row has a ${rule} score`);
@@ -139,14 +150,20 @@ export function calibrateRouting(gold: GoldLabels, predictions: Predictions, opt
   const chosen = recommendation.point;
   if (chosen !== null && !table.some((p) => p.threshold === chosen.threshold)) {
     table.push(chosen);
-    table.sort((a, b) => a.routed - b.routed || (rule === 'entropy' ? b.threshold - a.threshold : a.threshold - b.threshold));
+    table.sort(
+      (a, b) => a.routed - b.routed || (rule === 'entropy' ? b.threshold - a.threshold : a.threshold - b.threshold),
+    );
   }
 
   const bins = reliabilityBins(items, options.bins === undefined ? {} : { bins: options.bins });
-  const ece = bootstrapCi(items, (sample) => expectedCalibrationError(sample, options.bins === undefined ? {} : { bins: options.bins }), {
-    seed: options.seed,
-    resamples: options.resamples ?? DEFAULT_BOOTSTRAP_RESAMPLES,
-  });
+  const ece = bootstrapCi(
+    items,
+    (sample) => expectedCalibrationError(sample, options.bins === undefined ? {} : { bins: options.bins }),
+    {
+      seed: options.seed,
+      resamples: options.resamples ?? DEFAULT_BOOTSTRAP_RESAMPLES,
+    },
+  );
   return {
     kind: 'rescale.calibration',
     version: 1,
@@ -190,7 +207,10 @@ function fallbackLabelsFor(evidence: FallbackEvidence, gold: GoldLabels): Map<st
 function fallbackAccuracy(evidence: FallbackEvidence, items: readonly RoutingItem[]): FallbackAccuracyUsed {
   if (evidence.kind === 'assumed') {
     if (!(evidence.accuracy >= 0 && evidence.accuracy <= 1)) {
-      throw new RescaleError('CONFIG_INVALID', `--fallback-accuracy must be a share between 0 and 1, e.g. 0.9 (got ${String(evidence.accuracy)})`);
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `--fallback-accuracy must be a share between 0 and 1, e.g. 0.9 (got ${String(evidence.accuracy)})`,
+      );
     }
     return { source: 'assumed', accuracy: evidence.accuracy, documents: 0, file: null };
   }
@@ -210,23 +230,41 @@ function short(value: number): string {
   return Number(value.toPrecision(4)).toString();
 }
 
-function recommend(sweep: readonly ThresholdPoint[], goal: ThresholdGoal | null): { point: ThresholdPoint | null; reason: string } {
+function recommend(
+  sweep: readonly ThresholdPoint[],
+  goal: ThresholdGoal | null,
+): { point: ThresholdPoint | null; reason: string } {
   if (goal !== null) {
     const { point } = recommendThreshold(sweep, goal);
     if ('targetAccuracy' in goal) {
       const best = Math.max(...sweep.map((p) => p.hybridAccuracy));
       return point === null
-        ? { point, reason: `no threshold reaches the target accuracy ${goal.targetAccuracy}; the best expected hybrid accuracy is ${short(best)}` }
-        : { point, reason: `the cheapest threshold whose expected accuracy (${short(point.hybridAccuracy)}) reaches the target ${goal.targetAccuracy}` };
+        ? {
+            point,
+            reason: `no threshold reaches the target accuracy ${goal.targetAccuracy}; the best expected hybrid accuracy is ${short(best)}`,
+          }
+        : {
+            point,
+            reason: `the cheapest threshold whose expected accuracy (${short(point.hybridAccuracy)}) reaches the target ${goal.targetAccuracy}`,
+          };
     }
     const cheapest = Math.min(...sweep.map((p) => p.expectedCost));
     return point === null
-      ? { point, reason: `every threshold costs more than the budget ${goal.budget}; the cheapest costs ${short(cheapest)}` }
-      : { point, reason: `the most accurate threshold (expected accuracy ${short(point.hybridAccuracy)}) whose expected cost (${short(point.expectedCost)}) stays within the budget ${goal.budget}` };
+      ? {
+          point,
+          reason: `every threshold costs more than the budget ${goal.budget}; the cheapest costs ${short(cheapest)}`,
+        }
+      : {
+          point,
+          reason: `the most accurate threshold (expected accuracy ${short(point.hybridAccuracy)}) whose expected cost (${short(point.expectedCost)}) stays within the budget ${goal.budget}`,
+        };
   }
   // No goal: the most accurate point, the least routing among ties (routing beyond it stops paying off).
   let best: ThresholdPoint | null = null;
   for (const p of sweep) if (best === null || p.hybridAccuracy > best.hybridAccuracy) best = p;
   const point = best as ThresholdPoint;
-  return { point, reason: `no --target-accuracy or --budget given: the highest expected hybrid accuracy (${short(point.hybridAccuracy)}), with the least routing among equals` };
+  return {
+    point,
+    reason: `no --target-accuracy or --budget given: the highest expected hybrid accuracy (${short(point.hybridAccuracy)}), with the least routing among equals`,
+  };
 }

@@ -73,14 +73,22 @@ export function labelIndex(labels: readonly string[]): Map<string, number> {
       throw new RescaleError('CONFIG_INVALID', `label list entry ${i} is not a string (got ${String(label)})`);
     }
     if (index.has(label)) {
-      throw new RescaleError('CONFIG_INVALID', `the label list names ${JSON.stringify(label)} twice; each label must appear once`);
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `the label list names ${JSON.stringify(label)} twice; each label must appear once`,
+      );
     }
     index.set(label, i);
   });
   return index;
 }
 
-function encode(values: readonly string[], index: Map<string, number>, labels: readonly string[], side: string): Int32Array {
+function encode(
+  values: readonly string[],
+  index: Map<string, number>,
+  labels: readonly string[],
+  side: string,
+): Int32Array {
   const out = new Int32Array(values.length);
   for (let i = 0; i < values.length; i++) {
     const value = values[i];
@@ -98,7 +106,11 @@ function encode(values: readonly string[], index: Map<string, number>, labels: r
 }
 
 /** Rows are gold, columns predicted, both in label-list order. */
-export function confusionMatrix(gold: readonly string[], predicted: readonly string[], labels: readonly string[]): ConfusionMatrix {
+export function confusionMatrix(
+  gold: readonly string[],
+  predicted: readonly string[],
+  labels: readonly string[],
+): ConfusionMatrix {
   const index = labelIndex(labels);
   if (gold.length !== predicted.length) {
     throw new RescaleError(
@@ -107,7 +119,10 @@ export function confusionMatrix(gold: readonly string[], predicted: readonly str
     );
   }
   if (gold.length === 0) {
-    throw new RescaleError('INPUT_INVALID', 'gold and predicted are empty; agreement metrics need at least one labelled unit');
+    throw new RescaleError(
+      'INPUT_INVALID',
+      'gold and predicted are empty; agreement metrics need at least one labelled unit',
+    );
   }
   const g = encode(gold, index, labels, 'gold');
   const p = encode(predicted, index, labels, 'predicted');
@@ -147,12 +162,16 @@ function assertMatrix(matrix: ConfusionMatrix): void {
   for (const row of matrix.counts) {
     for (const c of row) {
       if (!Number.isFinite(c) || c < 0) {
-        throw new RescaleError('INPUT_INVALID', `confusion matrix holds ${String(c)}; counts must be finite and non-negative`);
+        throw new RescaleError(
+          'INPUT_INVALID',
+          `confusion matrix holds ${String(c)}; counts must be finite and non-negative`,
+        );
       }
       total += c;
     }
   }
-  if (total <= 0) throw new RescaleError('INPUT_INVALID', 'confusion matrix is all zeros; metrics need at least one unit');
+  if (total <= 0)
+    throw new RescaleError('INPUT_INVALID', 'confusion matrix is all zeros; metrics need at least one unit');
 }
 
 /**
@@ -193,7 +212,10 @@ export function metricsFromConfusion(matrix: ConfusionMatrix, options: Agreement
   assertMatrix(matrix);
   const averageOver = options.averageOver ?? 'present';
   if (averageOver !== 'present' && averageOver !== 'all') {
-    throw new RescaleError('CONFIG_INVALID', `averageOver must be "present" or "all" (got ${JSON.stringify(averageOver)})`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `averageOver must be "present" or "all" (got ${JSON.stringify(averageOver)})`,
+    );
   }
   const k = matrix.labels.length;
   const { rows, cols } = marginals(matrix);

@@ -58,7 +58,10 @@ export function bootstrapCi<Unit>(
 ): BootstrapInterval {
   const interval = bootstrapCis(units, (sample) => [metric(sample)], options)[0] as BootstrapInterval;
   if (interval.undefinedResamples === interval.resamples) {
-    throw new RescaleError('INPUT_INVALID', `the metric was undefined (not finite) on all ${interval.resamples} resamples; check it on the full data first`);
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `the metric was undefined (not finite) on all ${interval.resamples} resamples; check it on the full data first`,
+    );
   }
   return interval;
 }
@@ -78,10 +81,16 @@ export function bootstrapCis<Unit>(
   const resamples = options.resamples ?? DEFAULT_BOOTSTRAP_RESAMPLES;
   const confidence = options.confidence ?? DEFAULT_CONFIDENCE;
   if (!Number.isInteger(resamples) || resamples < MIN_RESAMPLES) {
-    throw new RescaleError('CONFIG_INVALID', `resamples must be an integer of at least ${MIN_RESAMPLES} (got ${String(resamples)}); 2,000 is the default`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `resamples must be an integer of at least ${MIN_RESAMPLES} (got ${String(resamples)}); 2,000 is the default`,
+    );
   }
   if (!(confidence > 0 && confidence < 1)) {
-    throw new RescaleError('CONFIG_INVALID', `confidence must be between 0 and 1, e.g. 0.95 (got ${String(confidence)})`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `confidence must be between 0 and 1, e.g. 0.95 (got ${String(confidence)})`,
+    );
   }
   if (units.length === 0) {
     throw new RescaleError('INPUT_INVALID', 'no units to resample; the bootstrap needs at least one unit');
@@ -97,7 +106,10 @@ export function bootstrapCis<Unit>(
     for (let i = 0; i < n; i++) sample[i] = units[random.nextInt(n)] as Unit;
     const resampled = metrics(sample);
     if (resampled.length !== k) {
-      throw new RescaleError('INTERNAL', `the metrics function returned ${resampled.length} values on a resample but ${k} on the data`);
+      throw new RescaleError(
+        'INTERNAL',
+        `the metrics function returned ${resampled.length} values on a resample but ${k} on the data`,
+      );
     }
     for (let m = 0; m < k; m++) {
       const value = resampled[m] as number;

@@ -60,12 +60,23 @@ export interface PairedDifference {
 export interface EvaluationResult {
   readonly kind: 'rescale.evaluation';
   readonly version: 1;
-  readonly gold: { readonly file: string; readonly idColumn: string; readonly labelColumn: string; readonly rows: number; readonly unlabelled: number };
+  readonly gold: {
+    readonly file: string;
+    readonly idColumn: string;
+    readonly labelColumn: string;
+    readonly rows: number;
+    readonly unlabelled: number;
+  };
   readonly labels: readonly string[];
   readonly ordered: boolean;
   /** Documents every predictions file labelled and the gold file labels: where every metric is computed. */
   readonly documents: number;
-  readonly bootstrap: { readonly seed: number; readonly resamples: number; readonly confidence: number; readonly method: 'percentile' };
+  readonly bootstrap: {
+    readonly seed: number;
+    readonly resamples: number;
+    readonly confidence: number;
+    readonly method: 'percentile';
+  };
   readonly systems: readonly SystemEvaluation[];
   /** Each later file against the first. */
   readonly differences: readonly PairedDifference[];
@@ -75,8 +86,13 @@ export interface EvaluationResult {
  * Evaluates each predictions file against the gold labels. Metrics are computed on the documents every file
  * labelled (per-file coverage says what each left out), and all intervals of a file come from the same resamples.
  */
-export function evaluatePredictions(gold: GoldLabels, predictions: readonly Predictions[], options: EvaluateOptions): EvaluationResult {
-  if (predictions.length === 0) throw new RescaleError('CONFIG_INVALID', 'no predictions file given; pass --predictions results.parquet');
+export function evaluatePredictions(
+  gold: GoldLabels,
+  predictions: readonly Predictions[],
+  options: EvaluateOptions,
+): EvaluationResult {
+  if (predictions.length === 0)
+    throw new RescaleError('CONFIG_INVALID', 'no predictions file given; pass --predictions results.parquet');
   assertSeed(options.seed, '--seed');
   const labels = options.labels;
   const k = labels.length;
@@ -85,10 +101,16 @@ export function evaluatePredictions(gold: GoldLabels, predictions: readonly Pred
   const ordered = options.ordered ?? false;
   const names = predictions.map((p, i) => options.names?.[i] ?? path.basename(p.file));
   if (options.names !== undefined && options.names.length !== predictions.length) {
-    throw new RescaleError('CONFIG_INVALID', `--names gives ${options.names.length} names for ${predictions.length} predictions files; give one per --predictions`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--names gives ${options.names.length} names for ${predictions.length} predictions files; give one per --predictions`,
+    );
   }
   if (options.trainingSizes !== undefined && options.trainingSizes.length !== predictions.length) {
-    throw new RescaleError('CONFIG_INVALID', `--training-sizes gives ${options.trainingSizes.length} sizes for ${predictions.length} predictions files; give one per --predictions`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--training-sizes gives ${options.trainingSizes.length} sizes for ${predictions.length} predictions files; give one per --predictions`,
+    );
   }
   const code = new Map(labels.map((l, i) => [l, i]));
   const joins = predictions.map((p) => joinByIds(gold, p));
@@ -109,7 +131,9 @@ export function evaluatePredictions(gold: GoldLabels, predictions: readonly Pred
   }
   const n = common.length;
   const goldCodes = Int32Array.from(common, (g) => code.get(gold.labels[g] as string) as number);
-  const predictedCodes = perFile.map((f) => Int32Array.from(common, (g) => code.get(f.predictions.labels[f.byGoldRow.get(g) as number] as string) as number));
+  const predictedCodes = perFile.map((f) =>
+    Int32Array.from(common, (g) => code.get(f.predictions.labels[f.byGoldRow.get(g) as number] as string) as number),
+  );
   const units = Array.from({ length: n }, (_, i) => i);
   const bootstrap = { seed: options.seed, resamples, confidence };
 
@@ -125,7 +149,9 @@ export function evaluatePredictions(gold: GoldLabels, predictions: readonly Pred
   // Two coders, no missing values: the coincidence matrix is C + Cᵀ (Krippendorff 2011), so alpha comes from the
   // resample's confusion matrix.
   const alphaOf = (confusion: ConfusionMatrix, level: 'nominal' | 'ordinal'): number => {
-    const o = confusion.counts.map((row, i) => row.map((c, j) => c + ((confusion.counts[j] as readonly number[])[i] as number)));
+    const o = confusion.counts.map((row, i) =>
+      row.map((c, j) => c + ((confusion.counts[j] as readonly number[])[i] as number)),
+    );
     return alphaFromCoincidences(o, labels, level).alpha;
   };
 
@@ -186,7 +212,13 @@ export function evaluatePredictions(gold: GoldLabels, predictions: readonly Pred
   return {
     kind: 'rescale.evaluation',
     version: 1,
-    gold: { file: gold.file, idColumn: gold.idColumn, labelColumn: gold.labelColumn, rows: gold.rows, unlabelled: gold.unlabelled },
+    gold: {
+      file: gold.file,
+      idColumn: gold.idColumn,
+      labelColumn: gold.labelColumn,
+      rows: gold.rows,
+      unlabelled: gold.unlabelled,
+    },
     labels: [...labels],
     ordered,
     documents: n,

@@ -52,10 +52,16 @@ function valueDomain(data: ReliabilityData, options: KrippendorffAlphaOptions): 
       if (isMissing(value)) return;
       if (typeof value === 'number') {
         if (!Number.isFinite(value)) {
-          throw new RescaleError('INPUT_INVALID', `coder ${coder}, unit ${unit} holds ${value}; values must be finite (use null for missing)`);
+          throw new RescaleError(
+            'INPUT_INVALID',
+            `coder ${coder}, unit ${unit} holds ${value}; values must be finite (use null for missing)`,
+          );
         }
         if (level === 'ratio' && value < 0) {
-          throw new RescaleError('INPUT_INVALID', `coder ${coder}, unit ${unit} holds ${value}; the ratio metric needs non-negative values`);
+          throw new RescaleError(
+            'INPUT_INVALID',
+            `coder ${coder}, unit ${unit} holds ${value}; the ratio metric needs non-negative values`,
+          );
         }
         kinds |= 1;
       } else if (typeof value === 'string') {
@@ -67,13 +73,19 @@ function valueDomain(data: ReliabilityData, options: KrippendorffAlphaOptions): 
         }
         kinds |= 2;
       } else {
-        throw new RescaleError('INPUT_INVALID', `coder ${coder}, unit ${unit} holds a ${typeof value}; values must be strings or numbers`);
+        throw new RescaleError(
+          'INPUT_INVALID',
+          `coder ${coder}, unit ${unit} holds a ${typeof value}; values must be strings or numbers`,
+        );
       }
       seen.add(value);
     });
   });
   if (kinds === 3) {
-    throw new RescaleError('INPUT_INVALID', 'reliability data mixes numbers and strings; code every value the same way (1 and "1" would count as different values)');
+    throw new RescaleError(
+      'INPUT_INVALID',
+      'reliability data mixes numbers and strings; code every value the same way (1 and "1" would count as different values)',
+    );
   }
 
   if (valueOrder !== undefined) {
@@ -84,7 +96,10 @@ function valueDomain(data: ReliabilityData, options: KrippendorffAlphaOptions): 
     }
     for (const value of seen) {
       if (!order.has(value)) {
-        throw new RescaleError('INPUT_INVALID', `value ${JSON.stringify(value)} occurs in the data but not in valueOrder; add it in its place or fix the data`);
+        throw new RescaleError(
+          'INPUT_INVALID',
+          `value ${JSON.stringify(value)} occurs in the data but not in valueOrder; add it in its place or fix the data`,
+        );
       }
     }
     if ((level === 'interval' || level === 'ratio') && valueOrder.some((v) => typeof v !== 'number')) {
@@ -93,7 +108,10 @@ function valueDomain(data: ReliabilityData, options: KrippendorffAlphaOptions): 
     return valueOrder.slice();
   }
   if (level === 'ordinal' && kinds === 2) {
-    throw new RescaleError('CONFIG_INVALID', 'ordinal alpha on string values needs valueOrder (the categories from lowest to highest)');
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      'ordinal alpha on string values needs valueOrder (the categories from lowest to highest)',
+    );
   }
   const domain = [...seen];
   if (kinds === 1) (domain as number[]).sort((a, b) => a - b);
@@ -123,7 +141,10 @@ export function coincidenceMatrix(
       if (isMissing(value)) continue;
       const c = index.get(value);
       if (c === undefined) {
-        throw new RescaleError('INPUT_INVALID', `unit ${u} holds ${JSON.stringify(value)}, which is not in the value domain`);
+        throw new RescaleError(
+          'INPUT_INVALID',
+          `unit ${u} holds ${JSON.stringify(value)}, which is not in the value domain`,
+        );
       }
       if (counts[c] === 0) present.push(c);
       counts[c] = (counts[c] as number) + 1;
@@ -145,7 +166,11 @@ export function coincidenceMatrix(
 }
 
 /** δ²_ck for the level; ordinal uses the marginal frequencies n_g of the values between c and k. */
-function differenceMatrix(level: MeasurementLevel, values: readonly ReliabilityValue[], marginals: readonly number[]): number[][] {
+function differenceMatrix(
+  level: MeasurementLevel,
+  values: readonly ReliabilityValue[],
+  marginals: readonly number[],
+): number[][] {
   const v = values.length;
   const delta = Array.from({ length: v }, () => new Array<number>(v).fill(0));
   for (let c = 0; c < v; c++) {
@@ -218,21 +243,33 @@ export function alphaFromCoincidences(
 export function krippendorffAlpha(data: ReliabilityData, options: KrippendorffAlphaOptions): KrippendorffAlphaResult {
   const { level } = options;
   if (!LEVELS.includes(level)) {
-    throw new RescaleError('CONFIG_INVALID', `level must be one of ${LEVELS.join(', ')} (got ${JSON.stringify(level)})`);
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `level must be one of ${LEVELS.join(', ')} (got ${JSON.stringify(level)})`,
+    );
   }
   if (data.length === 0 || (data[0]?.length ?? 0) === 0) {
-    throw new RescaleError('INPUT_INVALID', 'reliability data is empty; pass one row per coder and one column per unit');
+    throw new RescaleError(
+      'INPUT_INVALID',
+      'reliability data is empty; pass one row per coder and one column per unit',
+    );
   }
   const units = (data[0] as readonly unknown[]).length;
   data.forEach((row, coder) => {
     if (row.length !== units) {
-      throw new RescaleError('INPUT_INVALID', `coder ${coder} has ${row.length} units but coder 0 has ${units}; pad missing codes with null`);
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `coder ${coder} has ${row.length} units but coder 0 has ${units}; pad missing codes with null`,
+      );
     }
   });
   const values = valueDomain(data, options);
   const { coincidences, pairableUnits, pairableValues: n } = coincidenceMatrix(data, values);
   if (pairableUnits === 0) {
-    throw new RescaleError('INPUT_INVALID', 'no unit was coded by at least two coders, so there is no agreement to measure');
+    throw new RescaleError(
+      'INPUT_INVALID',
+      'no unit was coded by at least two coders, so there is no agreement to measure',
+    );
   }
   const { alpha, observedDisagreement, expectedDisagreement } = alphaFromCoincidences(coincidences, values, level, n);
   return {

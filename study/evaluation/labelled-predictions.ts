@@ -35,17 +35,29 @@ function numberOrNull(value: unknown): number | null {
 }
 
 function listIds(ids: readonly string[]): string {
-  const shown = ids.slice(0, EXAMPLE_IDS).map((id) => JSON.stringify(id)).join(', ');
+  const shown = ids
+    .slice(0, EXAMPLE_IDS)
+    .map((id) => JSON.stringify(id))
+    .join(', ');
   return ids.length > EXAMPLE_IDS ? `${shown}, …` : shown;
 }
 
 /** Builds id → position, refusing null and duplicated ids with a message naming the file and the rows. */
-function indexIds(keys: readonly (string | null)[], file: string, role: string, idColumn: string, allowNull: boolean): Map<string, number> {
+function indexIds(
+  keys: readonly (string | null)[],
+  file: string,
+  role: string,
+  idColumn: string,
+  allowNull: boolean,
+): Map<string, number> {
   const index = new Map<string, number>();
   keys.forEach((key, row) => {
     if (key === null) {
       if (allowNull) return;
-      throw new RescaleError('INPUT_INVALID', `${role} ${file}: row ${row} has no id in column "${idColumn}"; every gold row needs an id to be joined`);
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `${role} ${file}: row ${row} has no id in column "${idColumn}"; every gold row needs an id to be joined`,
+      );
     }
     const earlier = index.get(key);
     if (earlier !== undefined) {
@@ -211,7 +223,11 @@ export interface JoinedPredictions {
 }
 
 /** Pairs every gold-labelled row with its prediction row by id, counting what does not pair. */
-export function joinByIds(gold: GoldLabels, predictions: Predictions, labelOf: (p: Predictions) => readonly (string | null)[] = (p) => p.labels): JoinedPredictions {
+export function joinByIds(
+  gold: GoldLabels,
+  predictions: Predictions,
+  labelOf: (p: Predictions) => readonly (string | null)[] = (p) => p.labels,
+): JoinedPredictions {
   const labels = labelOf(predictions);
   const goldRows: number[] = [];
   const predictionRows: number[] = [];
@@ -265,23 +281,40 @@ export function joinByIds(gold: GoldLabels, predictions: Predictions, labelOf: (
 export function assertCompleteJoin(coverage: JoinCoverage, goldFile: string): void {
   const problems: string[] = [];
   if (coverage.missingPredictions > 0) {
-    problems.push(`${coverage.missingPredictions} gold ids have no prediction row (e.g. ${listIds(coverage.examples.missingPredictions)})`);
+    problems.push(
+      `${coverage.missingPredictions} gold ids have no prediction row (e.g. ${listIds(coverage.examples.missingPredictions)})`,
+    );
   }
-  if (coverage.notInGold > 0) problems.push(`${coverage.notInGold} prediction ids are not in ${path.basename(goldFile)} (e.g. ${listIds(coverage.examples.notInGold)})`);
+  if (coverage.notInGold > 0)
+    problems.push(
+      `${coverage.notInGold} prediction ids are not in ${path.basename(goldFile)} (e.g. ${listIds(coverage.examples.notInGold)})`,
+    );
   if (coverage.nullIds > 0) problems.push(`${coverage.nullIds} prediction rows have a null id`);
   if (problems.length > 0) {
-    throw new RescaleError('INPUT_INVALID', `${coverage.file} does not match the gold file ${goldFile} id for id: ${problems.join('; ')}; check that both come from the same corpus and the same --id-column`);
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `${coverage.file} does not match the gold file ${goldFile} id for id: ${problems.join('; ')}; check that both come from the same corpus and the same --id-column`,
+    );
   }
 }
 
 /** A human line on what was left out of a join, or null when everything joined. */
 export function describeCoverage(coverage: JoinCoverage): string | null {
   const parts: string[] = [];
-  if (coverage.missingPredictions > 0) parts.push(`${coverage.missingPredictions} gold ids without a prediction row (e.g. ${listIds(coverage.examples.missingPredictions)})`);
-  if (coverage.notInGold > 0) parts.push(`${coverage.notInGold} prediction ids not in the gold file (e.g. ${listIds(coverage.examples.notInGold)})`);
+  if (coverage.missingPredictions > 0)
+    parts.push(
+      `${coverage.missingPredictions} gold ids without a prediction row (e.g. ${listIds(coverage.examples.missingPredictions)})`,
+    );
+  if (coverage.notInGold > 0)
+    parts.push(
+      `${coverage.notInGold} prediction ids not in the gold file (e.g. ${listIds(coverage.examples.notInGold)})`,
+    );
   if (coverage.nullIds > 0) parts.push(`${coverage.nullIds} prediction rows with a null id`);
   const unscored = Object.entries(coverage.unscored);
-  if (unscored.length > 0) parts.push(`${unscored.reduce((n, [, c]) => n + c, 0)} gold documents not scored (${unscored.map(([s, c]) => `${s} ${c}`).join(', ')})`);
+  if (unscored.length > 0)
+    parts.push(
+      `${unscored.reduce((n, [, c]) => n + c, 0)} gold documents not scored (${unscored.map(([s, c]) => `${s} ${c}`).join(', ')})`,
+    );
   return parts.length === 0 ? null : `${path.basename(coverage.file)}: ${parts.join('; ')} — left out of the metrics`;
 }
 

@@ -9,9 +9,25 @@ import { RESCALE_VERSION } from '../../contracts/package-root.js';
 import { parsePartialRunManifest, type PartialRunManifest } from '../../contracts/run-manifest.js';
 import { outputLayout, shardResultPath } from '../../storage/output-layout.js';
 import { readAuditLog, type AuditEntry } from '../../fallback/audit-log.js';
-import { expectedCalibrationError, reliabilityBins, thresholdSweep, type CalibrationItem, type ReliabilityBin } from '../calibration/calibration.js';
-import { evaluatePredictions, type EvaluationResult, type SystemEvaluation } from '../evaluation/evaluate-predictions.js';
-import { joinByIds, readGoldLabels, readPredictions, resolveLabelOrder, type Predictions } from '../evaluation/labelled-predictions.js';
+import {
+  expectedCalibrationError,
+  reliabilityBins,
+  thresholdSweep,
+  type CalibrationItem,
+  type ReliabilityBin,
+} from '../calibration/calibration.js';
+import {
+  evaluatePredictions,
+  type EvaluationResult,
+  type SystemEvaluation,
+} from '../evaluation/evaluate-predictions.js';
+import {
+  joinByIds,
+  readGoldLabels,
+  readPredictions,
+  resolveLabelOrder,
+  type Predictions,
+} from '../evaluation/labelled-predictions.js';
 import type { CalibrationResult } from '../calibration/routing-calibration.js';
 import { barChart, escapeXml, lineChart, PALETTE, reliabilityDiagram, stackedHistogram } from './svg-charts.js';
 import { fixed, percent, withInterval } from '../text-table.js';
@@ -47,7 +63,14 @@ export interface FallbackSummary {
   readonly routed: number;
   readonly byStatus: ReadonlyMap<string, number>;
   readonly fromFallback: number;
-  readonly audit: { readonly file: string; readonly costUsd: number; readonly requests: number; readonly cacheHits: number; readonly skipped: number; readonly timeline: readonly { seconds: number; costUsd: number }[] } | null;
+  readonly audit: {
+    readonly file: string;
+    readonly costUsd: number;
+    readonly requests: number;
+    readonly cacheHits: number;
+    readonly skipped: number;
+    readonly timeline: readonly { seconds: number; costUsd: number }[];
+  } | null;
 }
 
 /** Null when there is none to read; a manifest that is there but malformed is an error naming the field. */
@@ -89,7 +112,9 @@ export async function throughputTimeline(results: string, manifest: Manifest | n
   // finished (whose own duration is unknown, so it counts as already done).
   const first = finished[0] as { time: number; rows: number };
   const origin = finished.some((f) => f.time >= started) ? started : first.time;
-  const reused = finished.filter((f) => f.time < origin || (origin !== started && f === first)).reduce((n, f) => n + f.rows, 0);
+  const reused = finished
+    .filter((f) => f.time < origin || (origin !== started && f === first))
+    .reduce((n, f) => n + f.rows, 0);
   const points: ThroughputPoint[] = [{ seconds: 0, documents: reused, rate: 0 }];
   let last = { seconds: 0, documents: reused };
   for (const f of finished) {
@@ -135,7 +160,11 @@ function countBy(values: readonly (string | null)[]): Map<string, number> {
   return counts;
 }
 
-async function fallbackSummary(results: string, predictions: Predictions, manifest: Manifest | null): Promise<FallbackSummary | null> {
+async function fallbackSummary(
+  results: string,
+  predictions: Predictions,
+  manifest: Manifest | null,
+): Promise<FallbackSummary | null> {
   const statuses = predictions.fallbackStatuses;
   const auditFile = outputLayout(results).fallbackAuditFile;
   const hasAudit = existsSync(auditFile);
@@ -161,9 +190,17 @@ interface GoldSection {
 
 async function goldSection(options: RunReportOptions, predictions: Predictions): Promise<GoldSection | null> {
   if (options.gold === undefined) return null;
-  const gold = await readGoldLabels(options.gold.file, { idColumn: options.gold.idColumn, labelColumn: options.gold.labelColumn });
+  const gold = await readGoldLabels(options.gold.file, {
+    idColumn: options.gold.idColumn,
+    labelColumn: options.gold.labelColumn,
+  });
   const labels = resolveLabelOrder(gold, [predictions], undefined);
-  const evaluation = evaluatePredictions(gold, [predictions], { labels, seed: options.seed, resamples: options.resamples, names: ['this run'] });
+  const evaluation = evaluatePredictions(gold, [predictions], {
+    labels,
+    seed: options.seed,
+    resamples: options.resamples,
+    names: ['this run'],
+  });
   // Calibration of the local model: its own label and confidence, whatever the fallback did.
   const join = joinByIds(gold, predictions, (p) => p.localLabels);
   const items: CalibrationItem[] = [];
@@ -214,7 +251,10 @@ export async function collectRunReport(options: RunReportOptions): Promise<RunRe
 
 function table(header: readonly string[], rows: readonly (readonly string[])[], className = ''): string {
   return `<table${className ? ` class="${className}"` : ''}><thead><tr>${header.map((h) => `<th>${escapeXml(h)}</th>`).join('')}</tr></thead><tbody>${rows
-    .map((row) => `<tr>${row.map((cell, i) => (i === 0 ? `<th scope="row">${escapeXml(cell)}</th>` : `<td>${escapeXml(cell)}</td>`)).join('')}</tr>`)
+    .map(
+      (row) =>
+        `<tr>${row.map((cell, i) => (i === 0 ? `<th scope="row">${escapeXml(cell)}</th>` : `<td>${escapeXml(cell)}</td>`)).join('')}</tr>`,
+    )
     .join('')}</tbody></table>`;
 }
 
@@ -243,15 +283,30 @@ function runSummary(data: RunReportData): string {
     ['labels', data.labels.join(', ')],
   ];
   if (m !== null) {
-    if (m.codebook?.source) rows.push(['codebook', `${m.codebook.source}${m.codebook.hash ? ` (result hash ${m.codebook.hash.slice(0, 12)})` : ''}`]);
-    if (m.model?.path) rows.push(['model', `${path.basename(m.model.path)}${m.model.sha256 ? ` (sha256 ${m.model.sha256.slice(0, 12)}…)` : ''}`]);
+    if (m.codebook?.source)
+      rows.push([
+        'codebook',
+        `${m.codebook.source}${m.codebook.hash ? ` (result hash ${m.codebook.hash.slice(0, 12)})` : ''}`,
+      ]);
+    if (m.model?.path)
+      rows.push([
+        'model',
+        `${path.basename(m.model.path)}${m.model.sha256 ? ` (sha256 ${m.model.sha256.slice(0, 12)}…)` : ''}`,
+      ]);
     for (const a of m.adapters ?? []) rows.push(['adapter', `${path.basename(a.path ?? '')} × ${a.scale ?? 1}`]);
     if (m.mode) rows.push(['mode', m.mode]);
     if (m.startedAt && m.endedAt) {
       const seconds = (Date.parse(m.endedAt) - Date.parse(m.startedAt)) / 1000;
-      rows.push(['time', `${m.startedAt} → ${m.endedAt} (${duration(seconds)}${seconds > 0 ? `, ${(p.rows / seconds).toFixed(1)} documents/s overall` : ''})`]);
+      rows.push([
+        'time',
+        `${m.startedAt} → ${m.endedAt} (${duration(seconds)}${seconds > 0 ? `, ${(p.rows / seconds).toFixed(1)} documents/s overall` : ''})`,
+      ]);
     }
-    if (m.host?.hostname) rows.push(['host', `${m.host.hostname}${m.host.cpus ? `, ${m.host.cpus}` : ''}${m.host.cores ? ` × ${m.host.cores}` : ''}`]);
+    if (m.host?.hostname)
+      rows.push([
+        'host',
+        `${m.host.hostname}${m.host.cpus ? `, ${m.host.cpus}` : ''}${m.host.cores ? ` × ${m.host.cores}` : ''}`,
+      ]);
     if (m.rescale) rows.push(['rescale', m.rescale]);
   } else {
     rows.push(['manifest', 'not found beside the results (expected RESULTS.manifest.json)']);
@@ -272,8 +327,16 @@ function labelDistribution(data: RunReportData): string {
     yTitle: 'documents',
     colors: categories.map((c, i) => (c === '(no label)' ? '#9aa3ad' : (PALETTE[i % PALETTE.length] as string))),
   });
-  const rows = categories.map((c, i) => [c, (values[i] ?? 0).toLocaleString('en-US'), percent((values[i] ?? 0) / total)]);
-  return section('labels', 'Label distribution', `<div class="row">${figure(svg, 'Final label per document (the fallback’s where it answered).')}${table(['label', 'documents', 'share'], rows)}</div>`);
+  const rows = categories.map((c, i) => [
+    c,
+    (values[i] ?? 0).toLocaleString('en-US'),
+    percent((values[i] ?? 0) / total),
+  ]);
+  return section(
+    'labels',
+    'Label distribution',
+    `<div class="row">${figure(svg, 'Final label per document (the fallback’s where it answered).')}${table(['label', 'documents', 'share'], rows)}</div>`,
+  );
 }
 
 function confidenceHistogram(data: RunReportData): string {
@@ -302,7 +365,13 @@ function confidenceHistogram(data: RunReportData): string {
   }
   const scored = confidence.filter((c): c is number => c !== null);
   const mean = scored.reduce((a, b) => a + b, 0) / (scored.length || 1);
-  const svg = stackedHistogram({ title: 'Confidence histogram', edges, series, xTitle: 'confidence of the local model’s label', yTitle: 'documents' });
+  const svg = stackedHistogram({
+    title: 'Confidence histogram',
+    edges,
+    series,
+    xTitle: 'confidence of the local model’s label',
+    yTitle: 'documents',
+  });
   const caption =
     data.gold !== null
       ? `Local model confidence on the ${data.gold.items.length.toLocaleString('en-US')} gold-labelled documents, split by whether its label was right.`
@@ -317,7 +386,11 @@ function fallbackSection(data: RunReportData): string {
   const statuses = ['ok', 'fallback_invalid', 'over_budget', 'fallback_failed'];
   const other = [...f.byStatus.keys()].filter((s) => !statuses.includes(s));
   const categories = ['local only', ...statuses, ...other];
-  const values = [total - f.routed, ...statuses.map((s) => f.byStatus.get(s) ?? 0), ...other.map((s) => f.byStatus.get(s) ?? 0)];
+  const values = [
+    total - f.routed,
+    ...statuses.map((s) => f.byStatus.get(s) ?? 0),
+    ...other.map((s) => f.byStatus.get(s) ?? 0),
+  ];
   const svg = barChart({
     title: 'Routing to the fallback',
     categories,
@@ -332,13 +405,22 @@ function fallbackSection(data: RunReportData): string {
   ];
   let cost = '';
   if (f.audit !== null) {
-    rows.push(['cost (audit)', `$${f.audit.costUsd.toFixed(4)} for ${f.audit.requests} requests; ${f.audit.cacheHits} answered from the cache; ${f.audit.skipped} skipped over budget`]);
+    rows.push([
+      'cost (audit)',
+      `$${f.audit.costUsd.toFixed(4)} for ${f.audit.requests} requests; ${f.audit.cacheHits} answered from the cache; ${f.audit.skipped} skipped over budget`,
+    ]);
     if (f.routed > 0) rows.push(['cost per routed document', `$${(f.audit.costUsd / f.routed).toFixed(6)}`]);
     if (f.audit.timeline.length > 1) {
       cost = figure(
         lineChart({
           title: 'Fallback cost over time',
-          series: [{ name: 'cumulative cost', color: '#e08a2c', points: f.audit.timeline.map((t) => ({ x: t.seconds / 60, y: t.costUsd })) }],
+          series: [
+            {
+              name: 'cumulative cost',
+              color: '#e08a2c',
+              points: f.audit.timeline.map((t) => ({ x: t.seconds / 60, y: t.costUsd })),
+            },
+          ],
           xTitle: 'minutes since the run started',
           yTitle: 'USD',
           dots: false,
@@ -404,13 +486,20 @@ function metricsTable(evaluation: EvaluationResult): string {
     ["Cohen's kappa", (s) => s.cohenKappa],
     ["Krippendorff's alpha (nominal)", (s) => s.alphaNominal],
   ];
-  if (evaluation.ordered) rows.push(["Krippendorff's alpha (ordinal)", (s) => s.alphaOrdinal], ['kappa (quadratic)', (s) => s.kappaQuadratic]);
+  if (evaluation.ordered)
+    rows.push(
+      ["Krippendorff's alpha (ordinal)", (s) => s.alphaOrdinal],
+      ['kappa (quadratic)', (s) => s.kappaQuadratic],
+    );
   return table(
     ['metric', ...evaluation.systems.map((s) => `${s.name} (95% CI)`)],
-    rows.map(([name, pick]) => [name, ...evaluation.systems.map((s) => {
-      const ci = pick(s);
-      return ci === null ? 'n/a' : withInterval(ci);
-    })]),
+    rows.map(([name, pick]) => [
+      name,
+      ...evaluation.systems.map((s) => {
+        const ci = pick(s);
+        return ci === null ? 'n/a' : withInterval(ci);
+      }),
+    ]),
   );
 }
 
@@ -423,7 +512,8 @@ function confusionTable(system: SystemEvaluation): string {
       const total = row.reduce((a, b) => a + b, 0) || 1;
       const cells = row.map((c, j) => {
         const share = c / total;
-        const color = i === j ? `rgba(58,154,91,${(0.1 + share * 0.8).toFixed(3)})` : `rgba(196,60,60,${(share * 0.9).toFixed(3)})`;
+        const color =
+          i === j ? `rgba(58,154,91,${(0.1 + share * 0.8).toFixed(3)})` : `rgba(196,60,60,${(share * 0.9).toFixed(3)})`;
         return `<td style="background:${color};${share > 0.55 ? 'color:#fff;' : ''}" title="${escapeXml(`${label} → ${labels[j] ?? ''}: ${c} (${percent(share)} of gold ${label})`)}">${c.toLocaleString('en-US')}</td>`;
       });
       return `<tr><th scope="row">${escapeXml(label)}</th>${cells.join('')}<td>${fixed((row[i] ?? 0) / total)}</td></tr>`;
@@ -442,12 +532,23 @@ function goldSectionHtml(data: RunReportData): string {
   if (coverage.missingPredictions > 0) left.push(`${coverage.missingPredictions} gold documents have no result row`);
   if (coverage.notInGold > 0) left.push(`${coverage.notInGold} result rows are not in the gold file`);
   const unscored = Object.entries(coverage.unscored);
-  if (unscored.length > 0) left.push(`${unscored.reduce((n, [, c]) => n + c, 0)} gold documents were not scored (${unscored.map(([s, c]) => `${s} ${c}`).join(', ')})`);
-  const intro = `${e.documents.toLocaleString('en-US')} documents with gold labels from ${path.basename(e.gold.file)} (column "${e.gold.labelColumn}"). ` +
+  if (unscored.length > 0)
+    left.push(
+      `${unscored.reduce((n, [, c]) => n + c, 0)} gold documents were not scored (${unscored.map(([s, c]) => `${s} ${c}`).join(', ')})`,
+    );
+  const intro =
+    `${e.documents.toLocaleString('en-US')} documents with gold labels from ${path.basename(e.gold.file)} (column "${e.gold.labelColumn}"). ` +
     `95% percentile bootstrap CIs, ${e.bootstrap.resamples} resamples, seed ${e.bootstrap.seed}.${left.length > 0 ? ` Left out: ${left.join('; ')}.` : ''}`;
   const perClass = table(
     ['label', 'support', 'predicted', 'precision', 'recall', 'F1'],
-    system.perClass.map((c) => [c.label, String(c.support), String(c.predicted), withInterval(c.precision), withInterval(c.recall), withInterval(c.f1)]),
+    system.perClass.map((c) => [
+      c.label,
+      String(c.support),
+      String(c.predicted),
+      withInterval(c.precision),
+      withInterval(c.recall),
+      withInterval(c.f1),
+    ]),
   );
   let calibration = '';
   if (g.bins.length > 0) {
@@ -460,7 +561,17 @@ function goldSectionHtml(data: RunReportData): string {
     ).filter((p) => p.keptAccuracy !== null && p.kept >= Math.min(minKept, g.items.length));
     const kept = lineChart({
       title: 'Accuracy of the documents kept local',
-      series: [{ name: 'kept accuracy', color: PALETTE[0], points: sweep.map((p) => ({ x: p.routedShare * 100, y: p.keptAccuracy as number, label: `confidence ≥ ${fixed(p.threshold)}: ${percent(p.routedShare)} routed, kept accuracy ${fixed(p.keptAccuracy)}` })) }],
+      series: [
+        {
+          name: 'kept accuracy',
+          color: PALETTE[0],
+          points: sweep.map((p) => ({
+            x: p.routedShare * 100,
+            y: p.keptAccuracy as number,
+            label: `confidence ≥ ${fixed(p.threshold)}: ${percent(p.routedShare)} routed, kept accuracy ${fixed(p.keptAccuracy)}`,
+          })),
+        },
+      ],
       xTitle: 'share of documents routed away (lowest confidence first), %',
       yTitle: 'accuracy of the rest',
       xDomain: [0, 100],
@@ -484,7 +595,11 @@ function calibrationSection(data: RunReportData): string {
   const c = data.calibration;
   if (c === null) return '';
   const chosen = c.recommendation.point;
-  const points = c.sweep.map((p) => ({ x: p.routedShare * 100, y: p.hybridAccuracy, label: `${c.rule} threshold ${fixed(p.threshold)}: ${percent(p.routedShare)} routed, expected accuracy ${fixed(p.hybridAccuracy)}` }));
+  const points = c.sweep.map((p) => ({
+    x: p.routedShare * 100,
+    y: p.hybridAccuracy,
+    label: `${c.rule} threshold ${fixed(p.threshold)}: ${percent(p.routedShare)} routed, expected accuracy ${fixed(p.hybridAccuracy)}`,
+  }));
   const svg = lineChart({
     title: 'Expected hybrid accuracy by routed share',
     series: [{ name: 'expected hybrid accuracy', color: PALETTE[2], points }],
@@ -504,12 +619,25 @@ function calibrationSection(data: RunReportData): string {
     p.expectedFallbackDocuments.toFixed(0),
     ...(priced ? [p.expectedCost.toFixed(2)] : []),
   ]);
-  const fallback = c.fallback.source === 'assumed' ? `an assumed fallback accuracy of ${fixed(c.fallback.accuracy)}` : `the fallback’s accuracy measured on ${c.fallback.documents} labelled documents (${fixed(c.fallback.accuracy)})`;
+  const fallback =
+    c.fallback.source === 'assumed'
+      ? `an assumed fallback accuracy of ${fixed(c.fallback.accuracy)}`
+      : `the fallback’s accuracy measured on ${c.fallback.documents} labelled documents (${fixed(c.fallback.accuracy)})`;
   return section(
     'calibration',
     'Routing threshold',
     `${figure(svg, `From ${path.basename(c.predictions)} against ${path.basename(c.gold)}, with ${fallback}. ${chosen === null ? c.recommendation.reason : `Recommended ${c.rule} threshold ${fixed(chosen.threshold, 4)}: routes ${percent(chosen.routedShare)}, expected accuracy ${fixed(chosen.hybridAccuracy)}.`}`)}` +
-      table([`threshold (keep ${c.rule === 'entropy' ? '≤' : '≥'})`, 'routed', 'kept accuracy', 'hybrid accuracy', `fallback docs (N=${c.corpusSize})`, ...(priced ? ['expected cost'] : [])], rows),
+      table(
+        [
+          `threshold (keep ${c.rule === 'entropy' ? '≤' : '≥'})`,
+          'routed',
+          'kept accuracy',
+          'hybrid accuracy',
+          `fallback docs (N=${c.corpusSize})`,
+          ...(priced ? ['expected cost'] : []),
+        ],
+        rows,
+      ),
   );
 }
 
@@ -523,7 +651,13 @@ function learningCurveSection(data: RunReportData): string {
   const curve = (pick: (s: SystemEvaluation) => BootstrapInterval) =>
     positive.map((s) => {
       const ci = pick(s);
-      return { x: s.trainingSize as number, y: ci.estimate, lower: ci.lower, upper: ci.upper, label: `${s.trainingSize} examples: ${withInterval(ci)}` };
+      return {
+        x: s.trainingSize as number,
+        y: ci.estimate,
+        lower: ci.lower,
+        upper: ci.upper,
+        label: `${s.trainingSize} examples: ${withInterval(ci)}`,
+      };
     });
   const xs = positive.map((s) => s.trainingSize as number);
   const series: { name: string; color: string; points: ReturnType<typeof curve> }[] = [
@@ -532,7 +666,17 @@ function learningCurveSection(data: RunReportData): string {
   ];
   if (baseline !== undefined && xs.length > 0) {
     const span = [Math.min(...xs), Math.max(...xs)];
-    series.push({ name: 'no fine-tuning (accuracy)', color: '#5f6b7a', points: span.map((x) => ({ x, y: baseline.accuracy.estimate, lower: Number.NaN, upper: Number.NaN, label: `base model: ${withInterval(baseline.accuracy)}` })) });
+    series.push({
+      name: 'no fine-tuning (accuracy)',
+      color: '#5f6b7a',
+      points: span.map((x) => ({
+        x,
+        y: baseline.accuracy.estimate,
+        lower: Number.NaN,
+        upper: Number.NaN,
+        label: `base model: ${withInterval(baseline.accuracy)}`,
+      })),
+    });
   }
   const svg = lineChart({
     title: 'Learning curve',
@@ -541,12 +685,20 @@ function learningCurveSection(data: RunReportData): string {
     yTitle: 'score on the held-out split',
     xScale: 'log',
   });
-  const rows = points.map((s) => [String(s.trainingSize), withInterval(s.accuracy), withInterval(s.macroF1), withInterval(s.cohenKappa), withInterval(s.alphaNominal)]);
+  const rows = points.map((s) => [
+    String(s.trainingSize),
+    withInterval(s.accuracy),
+    withInterval(s.macroF1),
+    withInterval(s.cohenKappa),
+    withInterval(s.alphaNominal),
+  ]);
   return section(
     'learning-curve',
     'Learning curve',
-    figure(svg, `${lc.documents.toLocaleString('en-US')} held-out documents from ${path.basename(lc.gold.file)}; shaded: 95% bootstrap CI (seed ${lc.bootstrap.seed}); 0 training examples = the base model without adapter.`) +
-      table(['training examples', 'accuracy', 'macro-F1', "Cohen's kappa", "Krippendorff's alpha"], rows),
+    figure(
+      svg,
+      `${lc.documents.toLocaleString('en-US')} held-out documents from ${path.basename(lc.gold.file)}; shaded: 95% bootstrap CI (seed ${lc.bootstrap.seed}); 0 training examples = the base model without adapter.`,
+    ) + table(['training examples', 'accuracy', 'macro-F1', "Cohen's kappa", "Krippendorff's alpha"], rows),
   );
 }
 

@@ -40,12 +40,19 @@ export interface NestedStratifiedSubsets {
  * class index). From start = 0 this is exactly largest-remainder (Hamilton) rounding; building each size on the
  * previous one keeps nested sizes nested, which Hamilton alone does not guarantee (the Alabama paradox).
  */
-export function proportionalAllocation(available: readonly number[], total: number, start?: readonly number[]): number[] {
+export function proportionalAllocation(
+  available: readonly number[],
+  total: number,
+  start?: readonly number[],
+): number[] {
   const pool = available.reduce((a, b) => a + b, 0);
   const allocation = start ? start.slice() : new Array<number>(available.length).fill(0);
   let seats = total - allocation.reduce((a, b) => a + b, 0);
   if (seats < 0 || total > pool) {
-    throw new RescaleError('INTERNAL', `cannot allocate ${total} of ${pool} items starting from ${allocation.join(',')}`);
+    throw new RescaleError(
+      'INTERNAL',
+      `cannot allocate ${total} of ${pool} items starting from ${allocation.join(',')}`,
+    );
   }
   // Deficits scaled by the pool size stay integers, so ties are exact.
   while (seats > 0) {
@@ -110,12 +117,18 @@ export function nestedStratifiedSubsets(
   const poolSize = labels.length - held.reduce((a, b) => a + b, 0);
 
   if (sizes.length === 0) {
-    throw new RescaleError('CONFIG_INVALID', 'sizes is empty; give the training-set sizes of the learning curve, e.g. [100, 200, 400]');
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      'sizes is empty; give the training-set sizes of the learning curve, e.g. [100, 200, 400]',
+    );
   }
   const seen = new Set<number>();
   for (const size of sizes) {
     if (!Number.isInteger(size) || size < 1) {
-      throw new RescaleError('CONFIG_INVALID', `sizes holds ${String(size)}; every size must be a positive whole number`);
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `sizes holds ${String(size)}; every size must be a positive whole number`,
+      );
     }
     if (size > poolSize) {
       throw new RescaleError(
@@ -138,7 +151,11 @@ export function nestedStratifiedSubsets(
     return { size, indices, counts: classes.map((label, c) => ({ label, count: allocation[c] as number })) };
   };
 
-  const heldOut = build(held.reduce((a, b) => a + b, 0), held, () => 0);
+  const heldOut = build(
+    held.reduce((a, b) => a + b, 0),
+    held,
+    () => 0,
+  );
   const subsets: StratifiedSubset[] = [];
   let previous: number[] | undefined;
   for (const size of [...sizes].sort((a, b) => a - b)) {

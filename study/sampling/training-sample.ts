@@ -60,11 +60,22 @@ export interface TrainingSampleManifest {
   readonly rescale: string;
   readonly createdAt: string;
   readonly seed: number;
-  readonly source: { readonly file: string; readonly rows: number; readonly idColumn: string; readonly textColumn: string; readonly labelColumn: string };
+  readonly source: {
+    readonly file: string;
+    readonly rows: number;
+    readonly idColumn: string;
+    readonly textColumn: string;
+    readonly labelColumn: string;
+  };
   /** Rows left out because their text or label is empty. */
   readonly skipped: { readonly noText: number; readonly noLabel: number };
   readonly labels: readonly string[];
-  readonly prompt: { readonly source: 'codebook' | 'default'; readonly codebook: string | null; readonly system: string | null; readonly template: string };
+  readonly prompt: {
+    readonly source: 'codebook' | 'default';
+    readonly codebook: string | null;
+    readonly system: string | null;
+    readonly template: string;
+  };
   readonly heldOut: { readonly size: number; readonly counts: readonly LabelCount[]; readonly parquet: string };
   /** Items left for training once the held-out split is removed. */
   readonly poolSize: number;
@@ -85,7 +96,11 @@ export function subsetFileName(size: number, width: number, extension: 'jsonl' |
 }
 
 /** One chat example: system prompt, the user message for the document, the label's answer text as the reply. */
-export function chatExample(doc: SampleDocument, prompt: (text: string) => { system: string | null; user: string }, answer: (label: string) => string): { messages: ChatMessage[] } {
+export function chatExample(
+  doc: SampleDocument,
+  prompt: (text: string) => { system: string | null; user: string },
+  answer: (label: string) => string,
+): { messages: ChatMessage[] } {
   const { system, user } = prompt(doc.text);
   const messages: ChatMessage[] = [];
   if (system !== null) messages.push({ role: 'system', content: system });
@@ -105,14 +120,20 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
   let noLabel = 0;
   gold.labels.forEach((label, row) => {
     const raw = texts[row];
-    const text = raw === null || raw === undefined ? '' : raw instanceof Uint8Array ? Buffer.from(raw).toString('utf8') : String(raw);
+    const text =
+      raw === null || raw === undefined
+        ? ''
+        : raw instanceof Uint8Array
+          ? Buffer.from(raw).toString('utf8')
+          : String(raw);
     if (label === null) noLabel++;
     else if (text.trim() === '') noText++;
     else {
       documents.push({ id: gold.keys[row] as string, text, label });
     }
   });
-  if (documents.length === 0) throw new RescaleError('INPUT_INVALID', `--gold ${gold.file} has no row with both a text and a label`);
+  if (documents.length === 0)
+    throw new RescaleError('INPUT_INVALID', `--gold ${gold.file} has no row with both a text and a label`);
 
   // Labels and answers: the codebook's when given (every gold label must be one of them), else the labels seen.
   const seen = [...new Set(documents.map((d) => d.label))].sort();
@@ -131,7 +152,9 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
         `column "${options.labelColumn}" of ${gold.file} holds ${unknown.map((l) => JSON.stringify(l)).join(', ')}, not labels of the codebook ${codebook.source ?? ''} (${question.labels.map((l) => l.name).join(', ')}); map them to codebook labels first`,
       );
     }
-    const otherVariables = codebook.prompt.variables.filter((v) => v !== 'text' && v !== 'labels' && v !== 'label_descriptions');
+    const otherVariables = codebook.prompt.variables.filter(
+      (v) => v !== 'text' && v !== 'labels' && v !== 'label_descriptions',
+    );
     if (otherVariables.length > 0) {
       throw new RescaleError(
         'CONFIG_INVALID',
@@ -141,16 +164,34 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
     labels = question.labels.map((l) => l.name);
     answer = (label) => (byName.get(label) as { answer: string }).answer;
     prompt = (text) => promptMessages(codebook, question, { text });
-    promptRecord = { source: 'codebook', codebook: codebook.source, system: codebook.prompt.system, template: codebook.prompt.template };
+    promptRecord = {
+      source: 'codebook',
+      codebook: codebook.source,
+      system: codebook.prompt.system,
+      template: codebook.prompt.template,
+    };
   } else {
     labels = seen;
     answer = (label) => label;
     const labelList = labels.join(', ');
-    prompt = (text) => ({ system: DEFAULT_SYSTEM_PROMPT, user: DEFAULT_USER_TEMPLATE.replace('{labels}', labelList).replace('{text}', text) });
-    promptRecord = { source: 'default', codebook: null, system: DEFAULT_SYSTEM_PROMPT, template: DEFAULT_USER_TEMPLATE };
+    prompt = (text) => ({
+      system: DEFAULT_SYSTEM_PROMPT,
+      user: DEFAULT_USER_TEMPLATE.replace('{labels}', labelList).replace('{text}', text),
+    });
+    promptRecord = {
+      source: 'default',
+      codebook: null,
+      system: DEFAULT_SYSTEM_PROMPT,
+      template: DEFAULT_USER_TEMPLATE,
+    };
   }
 
-  const split = nestedStratifiedSubsets(documents.map((d) => d.label), options.sizes, options.seed, { heldOut: options.heldOut });
+  const split = nestedStratifiedSubsets(
+    documents.map((d) => d.label),
+    options.sizes,
+    options.seed,
+    { heldOut: options.heldOut },
+  );
   const outDir = path.resolve(options.outDir);
   try {
     await mkdir(outDir, { recursive: true });
@@ -173,7 +214,13 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
     const body = docs.map((d) => JSON.stringify(chatExample(d, prompt, answer))).join('\n') + '\n';
     await writeTextAtomic(path.join(outDir, jsonl), body);
     await writeParquetAtomic(path.join(outDir, parquet), sampleColumns(docs, options, gold.idColumn));
-    subsets.push({ size: subset.size, counts: subset.counts, jsonl, parquet, jsonlSha256: createHash('sha256').update(body).digest('hex') });
+    subsets.push({
+      size: subset.size,
+      counts: subset.counts,
+      jsonl,
+      parquet,
+      jsonlSha256: createHash('sha256').update(body).digest('hex'),
+    });
     subsetDocs.push({ size: subset.size, documents: docs });
   }
 
@@ -183,7 +230,13 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
     rescale: RESCALE_VERSION,
     createdAt: new Date().toISOString(),
     seed: options.seed,
-    source: { file: gold.file, rows: gold.rows, idColumn: gold.idColumn, textColumn: options.textColumn, labelColumn: gold.labelColumn },
+    source: {
+      file: gold.file,
+      rows: gold.rows,
+      idColumn: gold.idColumn,
+      textColumn: options.textColumn,
+      labelColumn: gold.labelColumn,
+    },
     skipped: { noText, noLabel },
     labels,
     prompt: promptRecord,
@@ -196,10 +249,16 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
 }
 
 /** id, text and label columns under the input's names; integer ids stay INT64, anything else is text. */
-function sampleColumns(docs: readonly SampleDocument[], options: TrainingSampleOptions, idColumn: string): ColumnSource[] {
+function sampleColumns(
+  docs: readonly SampleDocument[],
+  options: TrainingSampleOptions,
+  idColumn: string,
+): ColumnSource[] {
   const ids = docs.map((d) => d.id);
   // Only ids that round-trip exactly ("7", not "007") become integers, so the join keys stay the same.
-  const integer = ids.length > 0 && ids.every((id) => /^-?\d+$/.test(id) && String(BigInt(id)) === id && BigInt.asIntN(64, BigInt(id)) === BigInt(id));
+  const integer =
+    ids.length > 0 &&
+    ids.every((id) => /^-?\d+$/.test(id) && String(BigInt(id)) === id && BigInt.asIntN(64, BigInt(id)) === BigInt(id));
   return [
     integer
       ? { name: idColumn, data: BigInt64Array.from(ids, (id) => BigInt(id)), type: 'INT64', nullable: false }

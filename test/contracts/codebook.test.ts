@@ -3,7 +3,16 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
-import { canonicalJson, codebookResultHash, loadCodebook, parseCodebook, parseTemplate, resolveSequences, singleQuestion, templateVariables } from '../../contracts/codebook.js';
+import {
+  canonicalJson,
+  codebookResultHash,
+  loadCodebook,
+  parseCodebook,
+  parseTemplate,
+  resolveSequences,
+  singleQuestion,
+  templateVariables,
+} from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
 
 const minimal = {
@@ -30,11 +39,17 @@ describe('parseCodebook', () => {
     assert.equal(cb.idColumn, null);
     assert.equal(cb.model.maxDocumentTokens, 512);
     const question = singleQuestion(cb);
-    assert.deepEqual(question.labels.map((l) => l.answer), ['negative', 'neutral', 'pos']);
+    assert.deepEqual(
+      question.labels.map((l) => l.answer),
+      ['negative', 'neutral', 'pos'],
+    );
   });
 
   it('names the field of a wrong type', () => {
-    rejects({ ...minimal, model: { ...minimal.model, adapters: [{ path: 'a.gguf', scale: 'high' }] } }, /model\.adapters\[0\]\.scale/);
+    rejects(
+      { ...minimal, model: { ...minimal.model, adapters: [{ path: 'a.gguf', scale: 'high' }] } },
+      /model\.adapters\[0\]\.scale/,
+    );
   });
 
   it('rejects unknown fields so typos do not pass silently', () => {
@@ -47,7 +62,16 @@ describe('parseCodebook', () => {
 
   it('rejects duplicate labels and duplicate answers', () => {
     rejects({ ...minimal, labels: [{ name: 'a' }, { name: 'a' }] }, /labels\[1\]\.name/);
-    rejects({ ...minimal, labels: [{ name: 'a', answer: 'x' }, { name: 'b', answer: 'x' }] }, /labels\[1\]\.answer/);
+    rejects(
+      {
+        ...minimal,
+        labels: [
+          { name: 'a', answer: 'x' },
+          { name: 'b', answer: 'x' },
+        ],
+      },
+      /labels\[1\]\.answer/,
+    );
   });
 
   it('needs either labels or questions', () => {
@@ -82,7 +106,10 @@ describe('loadCodebook', () => {
     try {
       const file = path.join(dir, 'bad.yaml');
       await writeFile(file, 'task: x\nlabels: [a, b\nprompt: {template: "{text}"}\n');
-      await assert.rejects(loadCodebook(file), (e: unknown) => e instanceof RescaleError && e.message.includes(file) && /line \d+/.test(e.message));
+      await assert.rejects(
+        loadCodebook(file),
+        (e: unknown) => e instanceof RescaleError && e.message.includes(file) && /line \d+/.test(e.message),
+      );
       await assert.rejects(loadCodebook(path.join(dir, 'missing.yaml')), /cannot read codebook .*missing\.yaml/);
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -108,9 +135,15 @@ describe('codebookResultHash', () => {
     const h = codebookResultHash(base, fp, { sequences: 1 });
     const reordered = parseCodebook(JSON.parse(canonicalJson(minimal)), { source: 'cb.yaml', baseDir: '/data' });
     assert.equal(codebookResultHash(reordered, fp, { sequences: 1 }), h);
-    const threads = parseCodebook({ ...minimal, model: { ...minimal.model, threads: 7 } }, { source: 'cb.yaml', baseDir: '/data' });
+    const threads = parseCodebook(
+      { ...minimal, model: { ...minimal.model, threads: 7 } },
+      { source: 'cb.yaml', baseDir: '/data' },
+    );
     assert.equal(codebookResultHash(threads, fp, { sequences: 1 }), h);
-    const scaled = parseCodebook({ ...minimal, model: { ...minimal.model, adapters: [{ path: 'a.gguf', scale: 1 }] } }, { source: 'cb.yaml', baseDir: '/data' });
+    const scaled = parseCodebook(
+      { ...minimal, model: { ...minimal.model, adapters: [{ path: 'a.gguf', scale: 1 }] } },
+      { source: 'cb.yaml', baseDir: '/data' },
+    );
     assert.notEqual(codebookResultHash(scaled, fp, { sequences: 1 }), h);
     assert.notEqual(codebookResultHash(base, fp, { sequences: 4 }), h);
     assert.notEqual(codebookResultHash(base, { model: 'm2', adapters: ['a1'] }, { sequences: 1 }), h);

@@ -4,7 +4,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { RescaleError } from '../../contracts/errors.js';
-import { encodeFallbackJobFailure, fallbackJobFailure, parseFallbackJobFailure } from '../../contracts/fallback-queue.js';
+import {
+  encodeFallbackJobFailure,
+  fallbackJobFailure,
+  parseFallbackJobFailure,
+} from '../../contracts/fallback-queue.js';
 
 describe('fallbackJobFailure', () => {
   it('stops the run on an error no retry can fix, and the shard is not retried', () => {

@@ -21,11 +21,22 @@ const LABELS = [...SENTIMENT];
 async function mergedManifest(dir: string): Promise<string> {
   await mkdir(path.join(dir, 'in'), { recursive: true });
   await writeFile(path.join(dir, 'model.gguf'), 'not a model');
-  await writeParquetWithDuckDB(`SELECT i::BIGINT AS id, 'text ' || i AS text FROM range(6) t(i)`, path.join(dir, 'in', 'a.parquet'));
-  const plan = planShards(await resolveCorpus(path.join(dir, 'in')), { codebookHash: 'cb', maxRowsPerShard: 4, idColumn: 'id', textColumn: 'text' });
+  await writeParquetWithDuckDB(
+    `SELECT i::BIGINT AS id, 'text ' || i AS text FROM range(6) t(i)`,
+    path.join(dir, 'in', 'a.parquet'),
+  );
+  const plan = planShards(await resolveCorpus(path.join(dir, 'in')), {
+    codebookHash: 'cb',
+    maxRowsPerShard: 4,
+    idColumn: 'id',
+    textColumn: 'text',
+  });
   const shardDir = path.join(dir, 'shards');
   for (const shard of plan.shards) {
-    const rows = Array.from({ length: shard.rowEnd - shard.rowStart }, (_, k) => ({ ...scoredRow(shard.corpusRowStart + k, 'neutral', 0.5, shard.id), id: BigInt(shard.corpusRowStart + k) }));
+    const rows = Array.from({ length: shard.rowEnd - shard.rowStart }, (_, k) => ({
+      ...scoredRow(shard.corpusRowStart + k, 'neutral', 0.5, shard.id),
+      id: BigInt(shard.corpusRowStart + k),
+    }));
     await writeShardResult({ dir: shardDir, shard, labels: LABELS, idType: plan.idType, rows });
   }
   const head = await buildManifest({
@@ -39,7 +50,13 @@ async function mergedManifest(dir: string): Promise<string> {
     engines: [{ nodeLlamaCpp: '3.0.0', llamaCpp: 'b1', llamaBuild: 'cpu', gpu: false, settings: { contextSize: 512 } }],
   });
   const output = path.join(dir, 'out.parquet');
-  await mergeShards({ plan, shardDir, output, labels: LABELS, manifest: { ...head, fallback: { active: false, reason: 'not enabled in the codebook' } } });
+  await mergeShards({
+    plan,
+    shardDir,
+    output,
+    labels: LABELS,
+    manifest: { ...head, fallback: { active: false, reason: 'not enabled in the codebook' } },
+  });
   return outputLayout(output).manifestFile;
 }
 
@@ -62,19 +79,40 @@ describe('parseRunManifest', () => {
       const value = JSON.parse(await readFile(file, 'utf8')) as { merge: Record<string, unknown>; host?: unknown };
       value.merge.rows = 'six';
       delete value.host;
-      assert.throws(() => parseRunManifest(JSON.stringify(value), file), (error: unknown) =>
-        isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file) && error.message.includes('field "merge.rows"') && error.message.includes('field "host"'));
-      assert.throws(() => parseRunManifest('{', file), (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file));
+      assert.throws(
+        () => parseRunManifest(JSON.stringify(value), file),
+        (error: unknown) =>
+          isRescaleError(error, 'INPUT_INVALID') &&
+          error.message.includes(file) &&
+          error.message.includes('field "merge.rows"') &&
+          error.message.includes('field "host"'),
+      );
+      assert.throws(
+        () => parseRunManifest('{', file),
+        (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file),
+      );
     });
   });
 });
 
 describe('parsePartialRunManifest', () => {
   it('takes a manifest with fields left out, but not one with a field of the wrong type', () => {
-    const partial = parsePartialRunManifest(JSON.stringify({ startedAt: '2025-01-01T00:00:00.000Z', codebook: { content: { task: 't' } }, merge: { shards: [{ id: 'a' }] } }), 'x.manifest.json');
+    const partial = parsePartialRunManifest(
+      JSON.stringify({
+        startedAt: '2025-01-01T00:00:00.000Z',
+        codebook: { content: { task: 't' } },
+        merge: { shards: [{ id: 'a' }] },
+      }),
+      'x.manifest.json',
+    );
     assert.equal(partial.codebook?.content?.task, 't');
     assert.equal(partial.merge?.shards?.[0]?.id, 'a');
-    assert.throws(() => parsePartialRunManifest(JSON.stringify({ merge: { shards: [{ rows: 'many' }] } }), 'x.manifest.json'), (error: unknown) =>
-      isRescaleError(error, 'INPUT_INVALID') && error.message.includes('x.manifest.json') && error.message.includes('field "merge.shards[0].rows"'));
+    assert.throws(
+      () => parsePartialRunManifest(JSON.stringify({ merge: { shards: [{ rows: 'many' }] } }), 'x.manifest.json'),
+      (error: unknown) =>
+        isRescaleError(error, 'INPUT_INVALID') &&
+        error.message.includes('x.manifest.json') &&
+        error.message.includes('field "merge.shards[0].rows"'),
+    );
   });
 });

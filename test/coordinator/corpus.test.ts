@@ -35,12 +35,15 @@ describe('resolveCorpus', () => {
       await mkdir(path.join(dir, 'year=2024'));
       await mkdir(path.join(dir, '_temporary'));
       for (const name of ['b.parquet', 'a.parquet', 'year=2024/c.parquet', '_temporary/x.parquet', '.hidden.parquet']) {
-        await writeParquetWithDuckDB('SELECT 1 AS id, \'t\' AS text', path.join(dir, name));
+        await writeParquetWithDuckDB("SELECT 1 AS id, 't' AS text", path.join(dir, name));
       }
       await writeFile(path.join(dir, '_SUCCESS'), '');
       await writeFile(path.join(dir, 'README.txt'), 'not parquet');
       const files = await resolveCorpus(dir);
-      assert.deepEqual(files.map((file) => path.relative(dir, file.path)), ['a.parquet', 'b.parquet', 'year=2024/c.parquet']);
+      assert.deepEqual(
+        files.map((file) => path.relative(dir, file.path)),
+        ['a.parquet', 'b.parquet', 'year=2024/c.parquet'],
+      );
     });
   });
 
@@ -48,22 +51,40 @@ describe('resolveCorpus', () => {
     await withTempDir(async (dir) => {
       await mkdir(path.join(dir, 'sub', 'deep'), { recursive: true });
       for (const name of ['p1.parquet', 'p2.parquet', 'q.parquet', 'sub/p3.parquet', 'sub/deep/p4.parquet']) {
-        await writeParquetWithDuckDB('SELECT 1 AS id, \'t\' AS text', path.join(dir, name));
+        await writeParquetWithDuckDB("SELECT 1 AS id, 't' AS text", path.join(dir, name));
       }
       const rel = (files: { path: string }[]): string[] => files.map((file) => path.relative(dir, file.path));
       assert.deepEqual(rel(await resolveCorpus(path.join(dir, 'p*.parquet'))), ['p1.parquet', 'p2.parquet']);
-      assert.deepEqual(rel(await resolveCorpus(path.join(dir, '**/p*.parquet'))), ['p1.parquet', 'p2.parquet', 'sub/deep/p4.parquet', 'sub/p3.parquet']);
+      assert.deepEqual(rel(await resolveCorpus(path.join(dir, '**/p*.parquet'))), [
+        'p1.parquet',
+        'p2.parquet',
+        'sub/deep/p4.parquet',
+        'sub/p3.parquet',
+      ]);
       assert.deepEqual(rel(await resolveCorpus(path.join(dir, '{q,p2}.parquet'))), ['p2.parquet', 'q.parquet']);
-      assert.deepEqual(rel(await resolveCorpus([path.join(dir, 'q.parquet'), path.join(dir, '*.parquet')])), ['q.parquet', 'p1.parquet', 'p2.parquet']);
+      assert.deepEqual(rel(await resolveCorpus([path.join(dir, 'q.parquet'), path.join(dir, '*.parquet')])), [
+        'q.parquet',
+        'p1.parquet',
+        'p2.parquet',
+      ]);
     });
   });
 
   it('reports a missing path, an empty directory and a glob without matches as INPUT_NOT_FOUND naming the input', async () => {
     await withTempDir(async (dir) => {
       const missing = path.join(dir, 'nope.parquet');
-      await assert.rejects(resolveCorpus(missing), (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes(missing));
-      await assert.rejects(resolveCorpus(dir), (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes('no *.parquet'));
-      await assert.rejects(resolveCorpus(path.join(dir, '*.parquet')), (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes('matched no files'));
+      await assert.rejects(
+        resolveCorpus(missing),
+        (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes(missing),
+      );
+      await assert.rejects(
+        resolveCorpus(dir),
+        (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes('no *.parquet'),
+      );
+      await assert.rejects(
+        resolveCorpus(path.join(dir, '*.parquet')),
+        (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes('matched no files'),
+      );
       await assert.rejects(resolveCorpus([]), (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND'));
     });
   });
@@ -72,9 +93,18 @@ describe('resolveCorpus', () => {
     await withTempDir(async (dir) => {
       const file = path.join(dir, 'data.parquet');
       await writeFile(file, 'id,text\n1,hello\n'.repeat(10));
-      await assert.rejects(resolveCorpus(file), (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file) && error.message.includes('not a Parquet file'));
+      await assert.rejects(
+        resolveCorpus(file),
+        (error: unknown) =>
+          isRescaleError(error, 'INPUT_INVALID') &&
+          error.message.includes(file) &&
+          error.message.includes('not a Parquet file'),
+      );
       await writeFile(file, '');
-      await assert.rejects(resolveCorpus(file), (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file));
+      await assert.rejects(
+        resolveCorpus(file),
+        (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file),
+      );
     });
   });
 
@@ -83,7 +113,11 @@ describe('resolveCorpus', () => {
       const file = await writeParquetWithDuckDB(QUERY, path.join(dir, 'cut.parquet'));
       const { length } = await readFile(file);
       await truncate(file, Math.floor(length * 0.7));
-      await assert.rejects(readCorpusFile(file), (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file) && error.message.includes('truncated'));
+      await assert.rejects(
+        readCorpusFile(file),
+        (error: unknown) =>
+          isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file) && error.message.includes('truncated'),
+      );
     });
   });
 
@@ -94,7 +128,13 @@ describe('resolveCorpus', () => {
       const footerLength = bytes.readUInt32LE(bytes.length - 8);
       bytes.fill(0xff, bytes.length - 8 - footerLength, bytes.length - 8 - footerLength + 40);
       await writeFile(file, bytes);
-      await assert.rejects(readCorpusFile(file), (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file) && /corrupt|truncated/.test(error.message));
+      await assert.rejects(
+        readCorpusFile(file),
+        (error: unknown) =>
+          isRescaleError(error, 'INPUT_INVALID') &&
+          error.message.includes(file) &&
+          /corrupt|truncated/.test(error.message),
+      );
     });
   });
 

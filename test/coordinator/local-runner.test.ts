@@ -59,9 +59,15 @@ interface CliResult {
   readonly stderr: string;
 }
 
-function runCli(args: readonly string[], options: { killWhen?: () => boolean; signal?: NodeJS.Signals } = {}): Promise<CliResult> {
+function runCli(
+  args: readonly string[],
+  options: { killWhen?: () => boolean; signal?: NodeJS.Signals } = {},
+): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args, '--no-progress', '--log-level', 'warn'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args, '--no-progress', '--log-level', 'warn'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -90,35 +96,57 @@ async function readOutput(file: string): Promise<Record<string, unknown>[]> {
 describe('rescale run (local mode)', () => {
   it('writes every input row exactly once, with its id, and the scores the engine gives directly', async () => {
     await withTempDir(async (dir) => {
-      const input = await writeParquetWithDuckDB(corpusQuery(120), path.join(dir, 'corpus.parquet'), { rowGroupSize: 50, codec: 'zstd' });
+      const input = await writeParquetWithDuckDB(corpusQuery(120), path.join(dir, 'corpus.parquet'), {
+        rowGroupSize: 50,
+        codec: 'zstd',
+      });
       const codebookFile = path.join(dir, 'codebook.yaml');
       await writeFile(codebookFile, codebookYaml(model));
       const output = path.join(dir, 'out', 'results.parquet');
       const summary = await runLocalMode({ codebook: codebookFile, input: [input], output, shardRows: 40, env: {} });
       assert.equal(summary.rows, 120);
       const rows = await readOutput(output);
-      assert.deepEqual(rows.map((r) => r.id), Array.from({ length: 120 }, (_, i) => BigInt(i)));
-      assert.deepEqual(rows.map((r) => r.row), Array.from({ length: 120 }, (_, i) => BigInt(i)));
-      const expectedEmpty = Array.from({ length: 120 }, (_, i) => i).filter((i) => i % 17 === 5 || (i % 23 === 7 && i !== 11));
-      assert.deepEqual(rows.flatMap((r, i) => (r.status === 'empty_text' ? [i] : [])), expectedEmpty, 'null and blank texts get empty_text');
+      assert.deepEqual(
+        rows.map((r) => r.id),
+        Array.from({ length: 120 }, (_, i) => BigInt(i)),
+      );
+      assert.deepEqual(
+        rows.map((r) => r.row),
+        Array.from({ length: 120 }, (_, i) => BigInt(i)),
+      );
+      const expectedEmpty = Array.from({ length: 120 }, (_, i) => i).filter(
+        (i) => i % 17 === 5 || (i % 23 === 7 && i !== 11),
+      );
+      assert.deepEqual(
+        rows.flatMap((r, i) => (r.status === 'empty_text' ? [i] : [])),
+        expectedEmpty,
+        'null and blank texts get empty_text',
+      );
       assert.equal(rows[11]?.status, 'truncated', 'the 120k-character document is truncated and flagged');
       assert.equal(rows[11]?.label, 'positive');
 
       // The same documents through the engine directly give bit-identical probabilities.
       const texts = await queryDuckDB(`SELECT text FROM read_parquet('${sqlString(input)}') ORDER BY id`);
-      const scorer = await LabelScorer.create(parseCodebook((await import('yaml')).parse(codebookYaml(model)), { source: codebookFile }));
+      const scorer = await LabelScorer.create(
+        parseCodebook((await import('yaml')).parse(codebookYaml(model)), { source: codebookFile }),
+      );
       try {
         const direct = await scorer.score(texts.map((t) => ({ text: (t.text as string | null) ?? null })));
         direct.forEach((d, i) => {
           const row = rows[i] as Record<string, unknown>;
           assert.equal(row.status, d.status);
           assert.equal(row.label, d.label);
-          if (d.probabilities) ['negative', 'neutral', 'positive'].forEach((l, j) => assert.equal(row[`p_${l}`], d.probabilities?.[j]));
+          if (d.probabilities)
+            ['negative', 'neutral', 'positive'].forEach((l, j) => assert.equal(row[`p_${l}`], d.probabilities?.[j]));
         });
       } finally {
         await scorer.dispose();
       }
-      const manifest = JSON.parse(await readFile(summary.manifest, 'utf8')) as { model: { sha256: string }; shards: unknown[]; rows: { planned: number } };
+      const manifest = JSON.parse(await readFile(summary.manifest, 'utf8')) as {
+        model: { sha256: string };
+        shards: unknown[];
+        rows: { planned: number };
+      };
       assert.match(manifest.model.sha256, /^[0-9a-f]{64}$/);
       assert.equal(manifest.shards.length, 3);
       assert.equal(manifest.rows.planned, 120);
@@ -127,10 +155,22 @@ describe('rescale run (local mode)', () => {
 
   it('resumes after SIGKILL without recomputing or duplicating, and writes the same output as an uninterrupted run', async () => {
     await withTempDir(async (dir) => {
-      const input = await writeParquetWithDuckDB(corpusQuery(400), path.join(dir, 'corpus.parquet'), { rowGroupSize: 100 });
+      const input = await writeParquetWithDuckDB(corpusQuery(400), path.join(dir, 'corpus.parquet'), {
+        rowGroupSize: 100,
+      });
       const codebookFile = path.join(dir, 'codebook.yaml');
       await writeFile(codebookFile, codebookYaml(model));
-      const args = (out: string): string[] => ['run', '--codebook', codebookFile, '--input', input, '--output', out, '--shard-rows', '50'];
+      const args = (out: string): string[] => [
+        'run',
+        '--codebook',
+        codebookFile,
+        '--input',
+        input,
+        '--output',
+        out,
+        '--shard-rows',
+        '50',
+      ];
 
       const clean = path.join(dir, 'clean', 'results.parquet');
       const first = await runCli(args(clean));
@@ -138,13 +178,17 @@ describe('rescale run (local mode)', () => {
 
       const killed = path.join(dir, 'killed', 'results.parquet');
       const shardDir = path.join(killed + '.parts', 'shards');
-      const countShards = (): number => (existsSync(shardDir) ? readdirSync(shardDir).filter((f) => f.endsWith('.arrow')).length : 0);
+      const countShards = (): number =>
+        existsSync(shardDir) ? readdirSync(shardDir).filter((f) => f.endsWith('.arrow')).length : 0;
       const interrupted = await runCli(args(killed), { killWhen: () => countShards() >= 2 });
       assert.equal(interrupted.code, null, 'the run was killed');
       assert.equal(existsSync(killed), false, 'no final output after a kill');
       const doneBefore = countShards();
       assert.ok(doneBefore >= 2 && doneBefore < 8);
-      assert.ok((await readdir(shardDir)).every((f) => f.endsWith('.arrow')), 'no partial shard file is left looking complete');
+      assert.ok(
+        (await readdir(shardDir)).every((f) => f.endsWith('.arrow')),
+        'no partial shard file is left looking complete',
+      );
 
       const resumed = await runCli(args(killed));
       assert.equal(resumed.code, 0, resumed.stderr);
@@ -162,11 +206,17 @@ describe('rescale run (local mode)', () => {
       const output = path.join(dir, 'o.parquet');
       const shardDir = path.join(output + '.parts', 'shards');
       const args = ['run', '--codebook', codebookFile, '--input', input, '--output', output, '--shard-rows', '50'];
-      const stopped = await runCli(args, { signal: 'SIGINT', killWhen: () => existsSync(shardDir) && readdirSync(shardDir).some((f) => f.endsWith('.arrow')) });
+      const stopped = await runCli(args, {
+        signal: 'SIGINT',
+        killWhen: () => existsSync(shardDir) && readdirSync(shardDir).some((f) => f.endsWith('.arrow')),
+      });
       assert.equal(stopped.code, 130, stopped.stderr);
       assert.match(stopped.stderr, /run the same command again to resume/);
       assert.equal(existsSync(output), false);
-      assert.ok(readdirSync(shardDir).every((f) => f.endsWith('.arrow')), 'no temp file left behind');
+      assert.ok(
+        readdirSync(shardDir).every((f) => f.endsWith('.arrow')),
+        'no temp file left behind',
+      );
       const resumed = await runCli(args);
       assert.equal(resumed.code, 0, resumed.stderr);
       assert.equal((await readOutput(output)).length, 300);
@@ -175,10 +225,21 @@ describe('rescale run (local mode)', () => {
 
   it('names the file, the missing column and the columns that exist', async () => {
     await withTempDir(async (dir) => {
-      const input = await writeParquetWithDuckDB(`SELECT i AS id, 'x' AS body FROM range(5) t(i)`, path.join(dir, 'corpus.parquet'));
+      const input = await writeParquetWithDuckDB(
+        `SELECT i AS id, 'x' AS body FROM range(5) t(i)`,
+        path.join(dir, 'corpus.parquet'),
+      );
       const codebookFile = path.join(dir, 'codebook.yaml');
       await writeFile(codebookFile, codebookYaml(model));
-      const result = await runCli(['run', '--codebook', codebookFile, '--input', input, '--output', path.join(dir, 'o.parquet')]);
+      const result = await runCli([
+        'run',
+        '--codebook',
+        codebookFile,
+        '--input',
+        input,
+        '--output',
+        path.join(dir, 'o.parquet'),
+      ]);
       assert.equal(result.code, 3);
       assert.match(result.stderr, /text/);
       assert.match(result.stderr, /body/);
@@ -194,10 +255,26 @@ describe('rescale run (local mode)', () => {
       await writeFile(corrupt, bytes.subarray(0, bytes.length - 30));
       const codebookFile = path.join(dir, 'codebook.yaml');
       await writeFile(codebookFile, codebookYaml(model));
-      const result = await runCli(['run', '--codebook', codebookFile, '--input', corrupt, '--output', path.join(dir, 'o.parquet')]);
+      const result = await runCli([
+        'run',
+        '--codebook',
+        codebookFile,
+        '--input',
+        corrupt,
+        '--output',
+        path.join(dir, 'o.parquet'),
+      ]);
       assert.equal(result.code, 3);
       assert.match(result.stderr, /corrupt\.parquet/);
-      const missing = await runCli(['run', '--codebook', codebookFile, '--input', path.join(dir, 'nope.parquet'), '--output', path.join(dir, 'o.parquet')]);
+      const missing = await runCli([
+        'run',
+        '--codebook',
+        codebookFile,
+        '--input',
+        path.join(dir, 'nope.parquet'),
+        '--output',
+        path.join(dir, 'o.parquet'),
+      ]);
       assert.equal(missing.code, 3);
       assert.match(missing.stderr, /nope\.parquet/);
     });
@@ -208,13 +285,29 @@ describe('rescale run (local mode)', () => {
       const input = await writeParquetWithDuckDB(corpusQuery(5), path.join(dir, 'corpus.parquet'));
       const bad = path.join(dir, 'bad.yaml');
       await writeFile(bad, codebookYaml(model).replace('max_document_tokens: 64', 'max_document_tokens: many'));
-      const invalid = await runCli(['run', '--codebook', bad, '--input', input, '--output', path.join(dir, 'o.parquet')]);
+      const invalid = await runCli([
+        'run',
+        '--codebook',
+        bad,
+        '--input',
+        input,
+        '--output',
+        path.join(dir, 'o.parquet'),
+      ]);
       assert.equal(invalid.code, 2);
       assert.match(invalid.stderr, /model\.max_document_tokens/);
       const good = path.join(dir, 'good.yaml');
       await writeFile(good, codebookYaml(model));
       await writeFile(path.join(dir, 'file'), 'x');
-      const unwritable = await runCli(['run', '--codebook', good, '--input', input, '--output', path.join(dir, 'file', 'o.parquet')]);
+      const unwritable = await runCli([
+        'run',
+        '--codebook',
+        good,
+        '--input',
+        input,
+        '--output',
+        path.join(dir, 'file', 'o.parquet'),
+      ]);
       assert.equal(unwritable.code, 4);
       assert.match(unwritable.stderr, /cannot write/);
     });
@@ -224,13 +317,19 @@ describe('rescale run (local mode)', () => {
     await withTempDir(async (dir) => {
       const codebookFile = path.join(dir, 'codebook.yaml');
       await writeFile(codebookFile, codebookYaml(model));
-      const empty = await writeParquetWithDuckDB(`SELECT i::BIGINT AS id, 'x' AS text FROM range(0) t(i)`, path.join(dir, 'empty.parquet'));
+      const empty = await writeParquetWithDuckDB(
+        `SELECT i::BIGINT AS id, 'x' AS text FROM range(0) t(i)`,
+        path.join(dir, 'empty.parquet'),
+      );
       const emptyOut = path.join(dir, 'empty-out.parquet');
       const summary = await runLocalMode({ codebook: codebookFile, input: [empty], output: emptyOut, env: {} });
       assert.equal(summary.rows, 0);
       assert.equal((await readOutput(emptyOut)).length, 0);
 
-      const binary = await writeParquetWithDuckDB(`SELECT 1::BIGINT AS id, '\\xFF\\xFEgreat'::BLOB AS text`, path.join(dir, 'binary.parquet'));
+      const binary = await writeParquetWithDuckDB(
+        `SELECT 1::BIGINT AS id, '\\xFF\\xFEgreat'::BLOB AS text`,
+        path.join(dir, 'binary.parquet'),
+      );
       const binaryOut = path.join(dir, 'binary-out.parquet');
       await runLocalMode({ codebook: codebookFile, input: [binary], output: binaryOut, env: {} });
       const [row] = await readOutput(binaryOut);
@@ -253,4 +352,3 @@ describe('rescale run (local mode)', () => {
     });
   });
 });
-

@@ -36,7 +36,10 @@ describe('planShards', () => {
       ['b', 0, 500, 1300],
     ]);
     assert.equal(plan.totalRows, 1800);
-    assert.deepEqual(plan.shards.map((shard) => shard.index), [0, 1, 2]);
+    assert.deepEqual(
+      plan.shards.map((shard) => shard.index),
+      [0, 1, 2],
+    );
   });
 
   it('splits a row group larger than maxRowsPerShard into near-equal row ranges', () => {
@@ -66,7 +69,10 @@ describe('planShards', () => {
     const changed = planShards([corpusFile('a', [700]), { ...corpusFile('b', [700]), fingerprint: 'fp-b2' }], OPTIONS);
     assert.equal(changed.shards[0]?.id, base.shards[0]?.id);
     assert.notEqual(changed.shards[1]?.id, base.shards[1]?.id);
-    const recoded = planShards([corpusFile('a', [700]), corpusFile('b', [700])], { ...OPTIONS, codebookHash: 'codebook-2' });
+    const recoded = planShards([corpusFile('a', [700]), corpusFile('b', [700])], {
+      ...OPTIONS,
+      codebookHash: 'codebook-2',
+    });
     assert.ok(recoded.shards.every((shard, i) => shard.id !== base.shards[i]?.id));
   });
 
@@ -97,39 +103,83 @@ describe('planShards', () => {
   });
 
   it('reports a missing column with the file and the columns it has', () => {
-    assert.throws(() => planShards([corpusFile('a', [10]), corpusFile('b', [10], [COLUMNS[0]!])], OPTIONS), (error: unknown) =>
-      isRescaleError(error, 'COLUMN_MISSING') && error.message.includes('"body"') && error.message.includes('/corpus/b') && error.message.includes('its columns are: doc_id'));
-    assert.throws(() => planShards([corpusFile('a', [10])], { ...OPTIONS, idColumn: 'uuid' }), (error: unknown) =>
-      isRescaleError(error, 'COLUMN_MISSING') && error.message.includes('"uuid"') && error.message.includes('doc_id, body'));
+    assert.throws(
+      () => planShards([corpusFile('a', [10]), corpusFile('b', [10], [COLUMNS[0]!])], OPTIONS),
+      (error: unknown) =>
+        isRescaleError(error, 'COLUMN_MISSING') &&
+        error.message.includes('"body"') &&
+        error.message.includes('/corpus/b') &&
+        error.message.includes('its columns are: doc_id'),
+    );
+    assert.throws(
+      () => planShards([corpusFile('a', [10])], { ...OPTIONS, idColumn: 'uuid' }),
+      (error: unknown) =>
+        isRescaleError(error, 'COLUMN_MISSING') &&
+        error.message.includes('"uuid"') &&
+        error.message.includes('doc_id, body'),
+    );
   });
 
   it('rejects a non-string text column and bad options', () => {
-    const numeric = corpusFile('a', [10], [COLUMNS[0]!, { name: 'body', physicalType: 'INT32', logicalType: null, nullable: false }]);
-    assert.throws(() => planShards([numeric], OPTIONS), (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes('not a string column'));
-    assert.throws(() => planShards([corpusFile('a', [10])], { ...OPTIONS, maxRowsPerShard: 0 }), (error: unknown) => isRescaleError(error, 'CONFIG_INVALID'));
-    assert.throws(() => planShards([corpusFile('a', [10])], { ...OPTIONS, limit: 0 }), (error: unknown) => isRescaleError(error, 'CONFIG_INVALID'));
+    const numeric = corpusFile(
+      'a',
+      [10],
+      [COLUMNS[0]!, { name: 'body', physicalType: 'INT32', logicalType: null, nullable: false }],
+    );
+    assert.throws(
+      () => planShards([numeric], OPTIONS),
+      (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes('not a string column'),
+    );
+    assert.throws(
+      () => planShards([corpusFile('a', [10])], { ...OPTIONS, maxRowsPerShard: 0 }),
+      (error: unknown) => isRescaleError(error, 'CONFIG_INVALID'),
+    );
+    assert.throws(
+      () => planShards([corpusFile('a', [10])], { ...OPTIONS, limit: 0 }),
+      (error: unknown) => isRescaleError(error, 'CONFIG_INVALID'),
+    );
   });
 
   it('widens integer id types across files and rejects incompatible ones', () => {
-    const int32 = corpusFile('a', [10], [{ name: 'doc_id', physicalType: 'INT32', logicalType: null, nullable: true }, COLUMNS[1]!]);
-    const text = corpusFile('c', [10], [{ name: 'doc_id', physicalType: 'BYTE_ARRAY', logicalType: 'STRING', nullable: true }, COLUMNS[1]!]);
+    const int32 = corpusFile(
+      'a',
+      [10],
+      [{ name: 'doc_id', physicalType: 'INT32', logicalType: null, nullable: true }, COLUMNS[1]!],
+    );
+    const text = corpusFile(
+      'c',
+      [10],
+      [{ name: 'doc_id', physicalType: 'BYTE_ARRAY', logicalType: 'STRING', nullable: true }, COLUMNS[1]!],
+    );
     assert.equal(planShards([int32], OPTIONS).idType, 'int32');
     assert.equal(planShards([int32, corpusFile('b', [10])], OPTIONS).idType, 'int64');
-    assert.throws(() => planShards([int32, text], OPTIONS), (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes('/corpus/c'));
+    assert.throws(
+      () => planShards([int32, text], OPTIONS),
+      (error: unknown) => isRescaleError(error, 'INPUT_INVALID') && error.message.includes('/corpus/c'),
+    );
   });
 
   it('plans a real corpus the same way twice and re-ids only a rewritten file', async () => {
     await withTempDir(async (dir) => {
-      const a = await writeParquetWithDuckDB('SELECT i AS doc_id, \'x\' || i AS body FROM range(5000) t(i)', path.join(dir, 'a.parquet'), { rowGroupSize: 2048 });
-      const b = await writeParquetWithDuckDB('SELECT i AS doc_id, \'y\' || i AS body FROM range(3000) t(i)', path.join(dir, 'b.parquet'), { rowGroupSize: 2048 });
+      const a = await writeParquetWithDuckDB(
+        "SELECT i AS doc_id, 'x' || i AS body FROM range(5000) t(i)",
+        path.join(dir, 'a.parquet'),
+        { rowGroupSize: 2048 },
+      );
+      const b = await writeParquetWithDuckDB(
+        "SELECT i AS doc_id, 'y' || i AS body FROM range(3000) t(i)",
+        path.join(dir, 'b.parquet'),
+        { rowGroupSize: 2048 },
+      );
       const first = planShards(await resolveCorpus(dir), OPTIONS);
       const second = planShards(await resolveCorpus(dir), OPTIONS);
       assert.deepEqual(second, first);
       assert.equal(first.totalRows, 8000);
       assert.ok(first.shards.every((shard) => shard.rowEnd - shard.rowStart <= 1000));
-      await writeParquetWithDuckDB('SELECT i AS doc_id, \'z\' || i AS body FROM range(3000) t(i)', b);
+      await writeParquetWithDuckDB("SELECT i AS doc_id, 'z' || i AS body FROM range(3000) t(i)", b);
       const third = planShards(await resolveCorpus(dir), OPTIONS);
-      const idsOf = (plan: typeof first, file: string): string[] => plan.shards.filter((shard) => shard.file === file).map((shard) => shard.id);
+      const idsOf = (plan: typeof first, file: string): string[] =>
+        plan.shards.filter((shard) => shard.file === file).map((shard) => shard.id);
       assert.deepEqual(idsOf(third, a), idsOf(first, a));
       assert.ok(idsOf(third, b).every((id) => !idsOf(first, b).includes(id)));
     });

@@ -17,12 +17,16 @@ const skip =
     : false;
 
 describe('deploy/slurm/test/smoke.sh', { skip }, () => {
-  it('starts a one-node cluster, runs an array, delivers SIGTERM to a node child, requeues and stops cleanly', { timeout: TIMEOUT_MS + 30_000 }, async (t) => {
-    const { code, signal, timedOut, stdout, stderr } = await runShellScript(smokeScript, TIMEOUT_MS);
-    for (const line of timingLines(stdout)) t.diagnostic(line);
-    assert.ok(!timedOut, `smoke.sh did not finish within ${TIMEOUT_MS} ms and was terminated\n${stderr}`);
-    assert.equal(signal, null, `smoke.sh was killed by ${String(signal)}\n${stderr}`);
-    assert.equal(code, 0, `smoke.sh exited ${String(code)}\n--- stderr ---\n${stderr}\n--- stdout ---\n${stdout}`);
-    assert.match(stderr, /all steps passed/);
-  });
+  it(
+    'starts a one-node cluster, runs an array, delivers SIGTERM to a node child, requeues and stops cleanly',
+    { timeout: TIMEOUT_MS + 30_000 },
+    async (t) => {
+      const { code, signal, timedOut, stdout, stderr } = await runShellScript(smokeScript, TIMEOUT_MS);
+      for (const line of timingLines(stdout)) t.diagnostic(line);
+      assert.ok(!timedOut, `smoke.sh did not finish within ${TIMEOUT_MS} ms and was terminated\n${stderr}`);
+      assert.equal(signal, null, `smoke.sh was killed by ${String(signal)}\n${stderr}`);
+      assert.equal(code, 0, `smoke.sh exited ${String(code)}\n--- stderr ---\n${stderr}\n--- stdout ---\n${stdout}`);
+      assert.match(stderr, /all steps passed/);
+    },
+  );
 });

@@ -19,7 +19,9 @@ async function prepare(dir: string, rows: number, shardRows: number): Promise<vo
   const started = performance.now();
   await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows, env: {} });
   const localMs = Math.round(performance.now() - started);
-  process.stdout.write(`${JSON.stringify({ dir: fixture.dir, codebook: fixture.codebook, corpus: fixture.corpus, localOutput, localMs })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ dir: fixture.dir, codebook: fixture.codebook, corpus: fixture.corpus, localOutput, localMs })}\n`,
+  );
 }
 
 /** Same bytes, or else a description of how the rows differ (for the failure message). */
@@ -36,7 +38,12 @@ async function compare(cluster: string, local: string): Promise<number> {
   );
   const summary = { sameBytes: same, ...stats };
   process.stdout.write(`${JSON.stringify(summary)}\n`);
-  const rowsEqual = stats !== undefined && stats.cluster_rows === stats.local_rows && stats.cluster_distinct_rows === stats.cluster_rows && stats.only_cluster === 0 && stats.only_local === 0;
+  const rowsEqual =
+    stats !== undefined &&
+    stats.cluster_rows === stats.local_rows &&
+    stats.cluster_distinct_rows === stats.cluster_rows &&
+    stats.only_cluster === 0 &&
+    stats.only_local === 0;
   return same && rowsEqual ? 0 : 1;
 }
 
@@ -46,6 +53,8 @@ if (command === 'prepare' && args.length === 3) {
 } else if (command === 'compare' && args.length === 2) {
   process.exitCode = await compare(args[0] ?? '', args[1] ?? '');
 } else {
-  process.stderr.write('usage: slurm-e2e-fixture.ts prepare DIR ROWS SHARD_ROWS | compare CLUSTER.parquet LOCAL.parquet\n');
+  process.stderr.write(
+    'usage: slurm-e2e-fixture.ts prepare DIR ROWS SHARD_ROWS | compare CLUSTER.parquet LOCAL.parquet\n',
+  );
   process.exitCode = 2;
 }

@@ -18,13 +18,17 @@ const skip =
     : false;
 
 describe('deploy/slurm/test/e2e.sh', { skip }, () => {
-  it('classifies a corpus with the head job and a worker array, survives a preempted worker and a requeued head, and matches local mode', { timeout: TIMEOUT_MS + 45_000 }, async (t) => {
-    const { code, signal, timedOut, stdout, stderr } = await runShellScript(e2eScript, TIMEOUT_MS, 40_000);
-    for (const line of timingLines(stdout)) t.diagnostic(line);
-    assert.ok(!timedOut, `e2e.sh did not finish within ${TIMEOUT_MS} ms and was terminated\n${stderr}`);
-    assert.equal(signal, null, `e2e.sh was killed by ${String(signal)}\n${stderr}`);
-    assert.equal(code, 0, `e2e.sh exited ${String(code)}\n--- stderr ---\n${stderr}\n--- stdout ---\n${stdout}`);
-    assert.match(stderr, /output equals local mode's/);
-    assert.match(stderr, /all steps passed/);
-  });
+  it(
+    'classifies a corpus with the head job and a worker array, survives a preempted worker and a requeued head, and matches local mode',
+    { timeout: TIMEOUT_MS + 45_000 },
+    async (t) => {
+      const { code, signal, timedOut, stdout, stderr } = await runShellScript(e2eScript, TIMEOUT_MS, 40_000);
+      for (const line of timingLines(stdout)) t.diagnostic(line);
+      assert.ok(!timedOut, `e2e.sh did not finish within ${TIMEOUT_MS} ms and was terminated\n${stderr}`);
+      assert.equal(signal, null, `e2e.sh was killed by ${String(signal)}\n${stderr}`);
+      assert.equal(code, 0, `e2e.sh exited ${String(code)}\n--- stderr ---\n${stderr}\n--- stdout ---\n${stdout}`);
+      assert.match(stderr, /output equals local mode's/);
+      assert.match(stderr, /all steps passed/);
+    },
+  );
 });

@@ -7,10 +7,19 @@ import { fallbackIdentity, parseFallbackConfig } from '../../contracts/fallback-
 import { routeReason } from '../../fallback/routing.js';
 import { fallbackSection, sentimentCodebook } from '../helpers/fallback.js';
 
-const minimal = { enabled: true, model: 'gpt-4o', price: { input_per_million: 2.5, output_per_million: 10 }, budget: { usd: 20 }, routing: { confidence_below: 0.7 } };
+const minimal = {
+  enabled: true,
+  model: 'gpt-4o',
+  price: { input_per_million: 2.5, output_per_million: 10 },
+  budget: { usd: 20 },
+  routing: { confidence_below: 0.7 },
+};
 
 function invalid(raw: unknown, pattern: RegExp): void {
-  assert.throws(() => parseFallbackConfig(raw, { source: 'cb.yaml', baseDir: '/study' }), (error: unknown) => isRescaleError(error, 'CODEBOOK_INVALID') && pattern.test(error.message));
+  assert.throws(
+    () => parseFallbackConfig(raw, { source: 'cb.yaml', baseDir: '/study' }),
+    (error: unknown) => isRescaleError(error, 'CODEBOOK_INVALID') && pattern.test(error.message),
+  );
 }
 
 describe('parseFallbackConfig', () => {
@@ -21,15 +30,24 @@ describe('parseFallbackConfig', () => {
   });
 
   it('fills defaults and resolves paths against the codebook folder', () => {
-    const config = parseFallbackConfig({ ...minimal, api_key_file: 'secrets/key', cache_dir: 'cache' }, { baseDir: '/study' });
+    const config = parseFallbackConfig(
+      { ...minimal, api_key_file: 'secrets/key', cache_dir: 'cache' },
+      { baseDir: '/study' },
+    );
     assert.ok(config !== null);
     assert.deepEqual(config.apiKey, { kind: 'file', path: '/study/secrets/key' });
     assert.equal(config.cacheDir, '/study/cache');
     assert.equal(config.baseUrl, 'https://api.openai.com/v1');
     assert.deepEqual(config.budget, { usd: 20, requests: null });
     assert.deepEqual(config.routing, { confidenceBelow: 0.7, marginBelow: null, entropyAbove: null });
-    assert.deepEqual([config.timeoutMs, config.maxRetries, config.invalidRetries, config.concurrency, config.maxOutputTokens], [60_000, 6, 1, 8, 64]);
-    assert.deepEqual([config.responseFormat, config.logprobs, config.temperature, config.maxTokensField], ['json_schema', true, 0, 'max_completion_tokens']);
+    assert.deepEqual(
+      [config.timeoutMs, config.maxRetries, config.invalidRetries, config.concurrency, config.maxOutputTokens],
+      [60_000, 6, 1, 8, 64],
+    );
+    assert.deepEqual(
+      [config.responseFormat, config.logprobs, config.temperature, config.maxTokensField],
+      ['json_schema', true, 0, 'max_completion_tokens'],
+    );
     assert.ok(Object.isFrozen(config));
     assert.deepEqual(parseFallbackConfig(minimal)?.apiKey, { kind: 'env', name: 'OPENAI_API_KEY' });
   });
@@ -45,7 +63,10 @@ describe('parseFallbackConfig', () => {
     invalid({ ...minimal, routing: { confidence_below: 1.5 } }, /fallback\.routing\.confidence_below/);
     invalid({ ...minimal, base_url: 'api.openai.com' }, /fallback\.base_url/);
     invalid({ ...minimal, api_key_env: 'OPENAI_API_KEY', api_key_file: 'k' }, /api_key_env or api_key_file/);
-    invalid({ ...minimal, price: { input_per_million: -1, output_per_million: 1 } }, /fallback\.price\.input_per_million/);
+    invalid(
+      { ...minimal, price: { input_per_million: -1, output_per_million: 1 } },
+      /fallback\.price\.input_per_million/,
+    );
     invalid({ ...minimal, prompt: { template: 'no document here' } }, /\{text\}/);
     invalid({ ...minimal, temprature: 0 }, /temprature/);
     assert.throws(() => parseFallbackConfig(minimal, { promptFormat: 'raw' }), /fallback\.prompt\.template/);
@@ -53,9 +74,17 @@ describe('parseFallbackConfig', () => {
 
   it('changes identity with what changes answers, not with budget or rate limits', () => {
     const base = parseFallbackConfig(fallbackSection('http://127.0.0.1:1/v1'));
-    const richer = parseFallbackConfig(fallbackSection('http://127.0.0.1:1/v1', { budget: { usd: 99 }, rate_limit: { requests_per_minute: 5 }, concurrency: 2 }));
+    const richer = parseFallbackConfig(
+      fallbackSection('http://127.0.0.1:1/v1', {
+        budget: { usd: 99 },
+        rate_limit: { requests_per_minute: 5 },
+        concurrency: 2,
+      }),
+    );
     const otherModel = parseFallbackConfig(fallbackSection('http://127.0.0.1:1/v1', { model: 'other' }));
-    const otherRule = parseFallbackConfig(fallbackSection('http://127.0.0.1:1/v1', { routing: { confidence_below: 0.5 } }));
+    const otherRule = parseFallbackConfig(
+      fallbackSection('http://127.0.0.1:1/v1', { routing: { confidence_below: 0.5 } }),
+    );
     assert.ok(base && richer && otherModel && otherRule);
     assert.equal(fallbackIdentity(base), fallbackIdentity(richer));
     assert.notEqual(fallbackIdentity(base), fallbackIdentity(otherModel));
@@ -65,7 +94,12 @@ describe('parseFallbackConfig', () => {
 
 describe('routeReason', () => {
   const rules = { confidenceBelow: 0.6, marginBelow: 0.2, entropyAbove: 0.9 };
-  const score = (confidence: number, margin: number, entropy: number, status = 'ok') => ({ status, confidence, margin, entropy });
+  const score = (confidence: number, margin: number, entropy: number, status = 'ok') => ({
+    status,
+    confidence,
+    margin,
+    entropy,
+  });
   it('routes when any rule fires, strictly below / above its threshold', () => {
     assert.equal(routeReason(rules, score(0.59, 0.5, 0.1)), 'confidence');
     assert.equal(routeReason(rules, score(0.6, 0.5, 0.1)), null);

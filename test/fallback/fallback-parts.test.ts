@@ -16,7 +16,11 @@ import { fallbackSection, sentimentCodebook } from '../helpers/fallback.js';
 
 function prompt(format: 'json_schema' | 'json_object' | 'text' = 'json_schema'): FallbackPrompt {
   const codebook = sentimentCodebook(fallbackSection('http://127.0.0.1:1/v1', { response_format: format }), {
-    labels: [{ name: 'neg', answer: 'negative' }, { name: 'neu', answer: 'neutral' }, { name: 'pos', answer: 'positive' }],
+    labels: [
+      { name: 'neg', answer: 'negative' },
+      { name: 'neu', answer: 'neutral' },
+      { name: 'pos', answer: 'positive' },
+    ],
   });
   return new FallbackPrompt(codebook, singleQuestion(codebook), codebook.fallback!);
 }
@@ -24,15 +28,30 @@ function prompt(format: 'json_schema' | 'json_object' | 'text' = 'json_schema'):
 describe('FallbackPrompt', () => {
   it('renders the codebook prompt with the document, then the answer format', () => {
     const messages = prompt().messages({ text: 'so {good}' });
-    assert.deepEqual(messages.map((m) => m.role), ['system', 'user']);
-    assert.equal(messages[1]?.content, 'Classify the tweet as one of: negative, neutral, positive.\n\nTweet: so {good}\n\nAnswer with a JSON object {"label": "<label>"} where <label> is exactly one of: "negative", "neutral", "positive".');
+    assert.deepEqual(
+      messages.map((m) => m.role),
+      ['system', 'user'],
+    );
+    assert.equal(
+      messages[1]?.content,
+      'Classify the tweet as one of: negative, neutral, positive.\n\nTweet: so {good}\n\nAnswer with a JSON object {"label": "<label>"} where <label> is exactly one of: "negative", "neutral", "positive".',
+    );
   });
 
   it('maps an answer to the label it belongs to, exactly or by a unique case-insensitive match, and nothing else', () => {
     const p = prompt();
     assert.deepEqual(p.parse('{"label":"positive"}'), { kind: 'label', label: p.labels[2], span: [10, 18] });
     assert.equal(p.parse('{"label": "Negative"}').kind, 'label');
-    for (const content of ['{"label":"positiv"}', '{"label":"pos"}', '{"label":["positive"]}', '["positive"]', 'positive', '{"label":"positive', '', null]) {
+    for (const content of [
+      '{"label":"positiv"}',
+      '{"label":"pos"}',
+      '{"label":["positive"]}',
+      '["positive"]',
+      'positive',
+      '{"label":"positive',
+      '',
+      null,
+    ]) {
       assert.equal(p.parse(content).kind, 'invalid', String(content));
     }
     const text = prompt('text');
@@ -43,7 +62,14 @@ describe('FallbackPrompt', () => {
 
   it('computes the label’s probability from the logprobs of its tokens only', () => {
     const content = '{"label":"positive"}';
-    const tokens = [{ token: '{"', logprob: -0.5 }, { token: 'label', logprob: -0.5 }, { token: '":"', logprob: -0.5 }, { token: 'pos', logprob: -0.2 }, { token: 'itive', logprob: -0.1 }, { token: '"}', logprob: -0.5 }];
+    const tokens = [
+      { token: '{"', logprob: -0.5 },
+      { token: 'label', logprob: -0.5 },
+      { token: '":"', logprob: -0.5 },
+      { token: 'pos', logprob: -0.2 },
+      { token: 'itive', logprob: -0.1 },
+      { token: '"}', logprob: -0.5 },
+    ];
     assert.ok(Math.abs((labelConfidence(content, [10, 18], tokens) ?? 0) - Math.exp(-0.3)) < 1e-12);
     assert.equal(labelConfidence(content, [10, 18], null), null);
     assert.equal(labelConfidence(content, [10, 18], tokens.slice(1)), null, 'tokens that do not spell the content');
@@ -114,10 +140,22 @@ describe('retryAfter and backoffDelay', () => {
 
   it('grows exponentially with jitter, and follows Retry-After when given', () => {
     const options = { baseMs: 100, maxMs: 1000 };
-    assert.deepEqual([1, 2, 3, 4, 5].map((n) => backoffDelay(n, null, options, () => 0)), [50, 100, 200, 400, 500]);
-    assert.deepEqual([1, 2, 5].map((n) => backoffDelay(n, null, options, () => 1)), [100, 200, 1000]);
-    assert.equal(backoffDelay(3, 1000, options, () => 0), 1000);
-    assert.equal(backoffDelay(3, 1000, options, () => 1), 1100);
+    assert.deepEqual(
+      [1, 2, 3, 4, 5].map((n) => backoffDelay(n, null, options, () => 0)),
+      [50, 100, 200, 400, 500],
+    );
+    assert.deepEqual(
+      [1, 2, 5].map((n) => backoffDelay(n, null, options, () => 1)),
+      [100, 200, 1000],
+    );
+    assert.equal(
+      backoffDelay(3, 1000, options, () => 0),
+      1000,
+    );
+    assert.equal(
+      backoffDelay(3, 1000, options, () => 1),
+      1100,
+    );
   });
 });
 
@@ -125,20 +163,34 @@ describe('readApiKey and redactKey', () => {
   it('reads a key from a variable or a file, never from elsewhere, and says what is missing', async () => {
     const dir = await mkdtemp(path.join(tmpdir(), 'rescale-key-'));
     try {
-      assert.deepEqual(await readApiKey({ kind: 'env', name: 'K' }, { K: ' sk-a \n' }), { found: true, key: 'sk-a', warning: null });
-      assert.deepEqual(await readApiKey({ kind: 'env', name: 'K' }, {}), { found: false, reason: 'environment variable K is not set' });
+      assert.deepEqual(await readApiKey({ kind: 'env', name: 'K' }, { K: ' sk-a \n' }), {
+        found: true,
+        key: 'sk-a',
+        warning: null,
+      });
+      assert.deepEqual(await readApiKey({ kind: 'env', name: 'K' }, {}), {
+        found: false,
+        reason: 'environment variable K is not set',
+      });
       const file = path.join(dir, 'key');
       await writeFile(file, 'sk-from-file\n');
       await chmod(file, 0o644);
       const lookup = await readApiKey({ kind: 'file', path: file }, {});
       assert.ok(lookup.found && lookup.key === 'sk-from-file' && /chmod 600/.test(lookup.warning ?? ''));
       await chmod(file, 0o600);
-      assert.deepEqual(await readApiKey({ kind: 'file', path: file }, {}), { found: true, key: 'sk-from-file', warning: null });
+      assert.deepEqual(await readApiKey({ kind: 'file', path: file }, {}), {
+        found: true,
+        key: 'sk-from-file',
+        warning: null,
+      });
       const missing = await readApiKey({ kind: 'file', path: path.join(dir, 'nope') }, {});
       assert.ok(!missing.found && /ENOENT/.test(missing.reason));
     } finally {
       await rm(dir, { recursive: true, force: true });
     }
-    assert.equal(redactKey('bad key sk-abc123 given, sk-abc123!', 'sk-abc123'), 'bad key [redacted] given, [redacted]!');
+    assert.equal(
+      redactKey('bad key sk-abc123 given, sk-abc123!', 'sk-abc123'),
+      'bad key [redacted] given, [redacted]!',
+    );
   });
 });

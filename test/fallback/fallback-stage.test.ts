@@ -12,7 +12,15 @@ import type { FallbackConfigInput } from '../../contracts/fallback-config.js';
 import type { ResultRow } from '../../contracts/results.js';
 import { FallbackStage, type FallbackStageOptions } from '../../fallback/fallback-stage.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
-import { auditRecords, capturingLogger, fallbackSection, filesContaining, routedBatch, scoredRow, sentimentCodebook } from '../helpers/fallback.js';
+import {
+  auditRecords,
+  capturingLogger,
+  fallbackSection,
+  filesContaining,
+  routedBatch,
+  scoredRow,
+  sentimentCodebook,
+} from '../helpers/fallback.js';
 import { OpenAIServer, type Fault, type SeenRequest } from '../helpers/openai-server.js';
 
 const FAST_BACKOFF = { baseMs: 20, maxMs: 200 };
@@ -72,7 +80,14 @@ async function runStage(
   });
   try {
     const rows = await stage.resolve(batch.rows, batch.docs, { shardId: 'shard-0' });
-    return { rows, stage, lines, requests: server.requests.slice(before), auditFile: path.join(workDir, 'audit.jsonl'), cacheDir: path.join(workDir, 'cache') };
+    return {
+      rows,
+      stage,
+      lines,
+      requests: server.requests.slice(before),
+      auditFile: path.join(workDir, 'audit.jsonl'),
+      cacheDir: path.join(workDir, 'cache'),
+    };
   } finally {
     await stage.close();
   }
@@ -91,8 +106,20 @@ function failFirst(n: number, fault: Fault): (request: SeenRequest) => Fault | n
 
 describe('FallbackStage.resolve', () => {
   it('sends only routed documents and keeps both opinions, with the fallback confidence from logprobs', async () => {
-    const rows = [scoredRow(0, 'positive', 0.9), scoredRow(1, 'neutral', 0.4), scoredRow(2, 'negative', 0.95), scoredRow(3, 'neutral', 0.5), scoredRow(4, 'positive', 0.59)];
-    const docs = [{ text: 'great game' }, { text: 'I love this, good times' }, { text: 'awful' }, { text: 'bad bad day' }, { text: 'the report is out' }];
+    const rows = [
+      scoredRow(0, 'positive', 0.9),
+      scoredRow(1, 'neutral', 0.4),
+      scoredRow(2, 'negative', 0.95),
+      scoredRow(3, 'neutral', 0.5),
+      scoredRow(4, 'positive', 0.59),
+    ];
+    const docs = [
+      { text: 'great game' },
+      { text: 'I love this, good times' },
+      { text: 'awful' },
+      { text: 'bad bad day' },
+      { text: 'the report is out' },
+    ];
     const run = await runStage({ rows, docs });
     assert.equal(run.rows.length, 5);
     assert.equal(run.requests.length, 3);
@@ -114,7 +141,11 @@ describe('FallbackStage.resolve', () => {
     }
     const body = run.requests[0]?.body;
     assert.equal(body?.model, 'gpt-test');
-    assert.deepEqual(body?.response_format?.json_schema?.schema?.properties?.label?.enum, ['negative', 'neutral', 'positive']);
+    assert.deepEqual(body?.response_format?.json_schema?.schema?.properties?.label?.enum, [
+      'negative',
+      'neutral',
+      'positive',
+    ]);
     assert.equal(body?.logprobs, true);
     assert.equal(body?.temperature, 0);
     assert.equal(body?.max_completion_tokens, 64);
@@ -122,18 +153,47 @@ describe('FallbackStage.resolve', () => {
     assert.ok(!JSON.stringify(body).includes('1001'), 'document ids never leave the machine');
     const calls = (await auditRecords(run.auditFile)).filter((r) => r.event === 'call');
     assert.equal(calls.length, 3);
-    assert.ok(calls.every((c) => c.outcome === 'label' && typeof c.cost_usd === 'number' && (c.cost_usd as number) > 0 && c.response_model === 'gpt-test-2024-08-06'));
-    assert.ok(calls.every((c) => !JSON.stringify(c).includes('love')), 'no document text in the audit');
+    assert.ok(
+      calls.every(
+        (c) =>
+          c.outcome === 'label' &&
+          typeof c.cost_usd === 'number' &&
+          (c.cost_usd as number) > 0 &&
+          c.response_model === 'gpt-test-2024-08-06',
+      ),
+    );
+    assert.ok(
+      calls.every((c) => !JSON.stringify(c).includes('love')),
+      'no document text in the audit',
+    );
     await assertKeyNowhere(run);
   });
 
   it('routes by margin and entropy rules too, and never routes unscored rows', async () => {
-    const rows = [scoredRow(0, 'positive', 0.7), scoredRow(1, 'positive', 0.9), { ...scoredRow(2, 'neutral', 0.3), status: 'empty_text' as const, label: null, confidence: null, margin: null, entropy: null, probabilities: null }];
+    const rows = [
+      scoredRow(0, 'positive', 0.7),
+      scoredRow(1, 'positive', 0.9),
+      {
+        ...scoredRow(2, 'neutral', 0.3),
+        status: 'empty_text' as const,
+        label: null,
+        confidence: null,
+        margin: null,
+        entropy: null,
+        probabilities: null,
+      },
+    ];
     const docs = [{ text: 'good' }, { text: 'good' }, { text: '' }];
     const byMargin = await runStage({ rows, docs }, { routing: { margin_below: 0.6 } });
-    assert.deepEqual(byMargin.rows.map((r) => r.fallback?.status ?? null), ['ok', null, null]); // margins 0.55, 0.85
+    assert.deepEqual(
+      byMargin.rows.map((r) => r.fallback?.status ?? null),
+      ['ok', null, null],
+    ); // margins 0.55, 0.85
     const byEntropy = await runStage({ rows, docs }, { routing: { entropy_above: 0.5 } });
-    assert.deepEqual(byEntropy.rows.map((r) => r.fallback?.status ?? null), ['ok', null, null]); // entropies 0.80, 0.39
+    assert.deepEqual(
+      byEntropy.rows.map((r) => r.fallback?.status ?? null),
+      ['ok', null, null],
+    ); // entropies 0.80, 0.39
   });
 
   it('honours Retry-After on a 429 (measured) and does not count the refused request as spent', async (t) => {
@@ -142,11 +202,20 @@ describe('FallbackStage.resolve', () => {
     assert.equal(run.requests.length, 2);
     const waited = (run.requests[1]?.at ?? 0) - (run.requests[0]?.at ?? 0);
     assert.ok(waited >= 1000, `retried after ${waited.toFixed(0)} ms, before the 1 s Retry-After`);
-    assert.ok(waited < 2500, `retried after ${waited.toFixed(0)} ms: Retry-After plus at most 10% jitter and (loaded-machine) overhead`);
+    assert.ok(
+      waited < 2500,
+      `retried after ${waited.toFixed(0)} ms: Retry-After plus at most 10% jitter and (loaded-machine) overhead`,
+    );
     t.diagnostic(`Retry-After: 1 s; retried after ${waited.toFixed(0)} ms`);
     assert.equal(run.rows[0]?.fallback?.status, 'ok');
     const calls = (await auditRecords(run.auditFile)).filter((r) => r.event === 'call');
-    assert.deepEqual(calls.map((c) => [c.outcome, c.http_status, c.retry_after_ms]), [['rate_limited', 429, 1000], ['label', 200, null]]);
+    assert.deepEqual(
+      calls.map((c) => [c.outcome, c.http_status, c.retry_after_ms]),
+      [
+        ['rate_limited', 429, 1000],
+        ['label', 200, null],
+      ],
+    );
     assert.equal(calls[0]?.cost_usd, 0);
     await assertKeyNowhere(run);
   });
@@ -192,7 +261,10 @@ describe('FallbackStage.resolve', () => {
     const calls = (await auditRecords(run.auditFile)).filter((r) => r.event === 'call');
     assert.equal(calls[0]?.outcome, 'malformed');
     assert.ok((calls[0]?.cost_usd as number) > 0);
-    assert.equal((await readdir(run.cacheDir, { recursive: true })).filter((f) => String(f).endsWith('.json')).length, 1);
+    assert.equal(
+      (await readdir(run.cacheDir, { recursive: true })).filter((f) => String(f).endsWith('.json')).length,
+      1,
+    );
   });
 
   it('never invents a label: an answer outside the set is retried with a correction, then kept as fallback_invalid', async () => {
@@ -201,7 +273,10 @@ describe('FallbackStage.resolve', () => {
     assert.equal(corrected.requests.length, 2);
     assert.equal(corrected.rows[0]?.fallback?.status, 'ok');
     const retry = corrected.requests[1]?.body.messages ?? [];
-    assert.deepEqual(retry.slice(-2).map((m) => m.role), ['assistant', 'user']);
+    assert.deepEqual(
+      retry.slice(-2).map((m) => m.role),
+      ['assistant', 'user'],
+    );
     assert.equal(retry.at(-2)?.content, '{"label":"mixed"}');
     assert.match(retry.at(-1)?.content ?? '', /not one of the allowed labels/);
 
@@ -226,7 +301,10 @@ describe('FallbackStage.resolve', () => {
   it('parses plain-text answers strictly when the server has no structured outputs', async () => {
     const run = await runStage(routedBatch(3), { response_format: 'text', logprobs: false });
     assert.equal(run.requests[0]?.body.response_format, undefined);
-    assert.deepEqual(run.rows.map((r) => r.label), ['positive', 'negative', 'neutral']);
+    assert.deepEqual(
+      run.rows.map((r) => r.label),
+      ['positive', 'negative', 'neutral'],
+    );
     assert.ok(run.rows.every((r) => r.fallback?.confidence === null));
     server.setResponder(() => ({ kind: 'answer', content: 'It is positive.' }));
     const loose = await runStage(routedBatch(1), { response_format: 'text', invalid_retries: 0 });
@@ -236,15 +314,12 @@ describe('FallbackStage.resolve', () => {
   it('stops the run on a wrong key, naming the variable, with the key in no message, log line or file', async () => {
     const wrongKey = 'sk-test-wrong-0123456789abcdef';
     const started = server.requests.length;
-    await assert.rejects(
-      runStage(routedBatch(6), { concurrency: 2 }, { apiKey: wrongKey }),
-      (error: unknown) => {
-        assert.ok(isRescaleError(error, 'FALLBACK_AUTH'));
-        assert.match(error.message, /RESCALE_TEST_FALLBACK_KEY/);
-        assert.ok(!error.message.includes(wrongKey));
-        return true;
-      },
-    );
+    await assert.rejects(runStage(routedBatch(6), { concurrency: 2 }, { apiKey: wrongKey }), (error: unknown) => {
+      assert.ok(isRescaleError(error, 'FALLBACK_AUTH'));
+      assert.match(error.message, /RESCALE_TEST_FALLBACK_KEY/);
+      assert.ok(!error.message.includes(wrongKey));
+      return true;
+    });
     assert.ok(server.requests.length - started <= 2, 'no request after the refusal');
     const records = await auditRecords(path.join(dir, 'audit.jsonl'));
     assert.ok(records.some((r) => r.outcome === 'auth' && r.http_status === 401));
@@ -253,9 +328,19 @@ describe('FallbackStage.resolve', () => {
   });
 
   it('stops the run when the model does not exist, or when every request is a bad request', async () => {
-    await assert.rejects(runStage(routedBatch(2), { model: 'no-such-model' }), (e: unknown) => isRescaleError(e, 'FALLBACK_REJECTED') && /fallback\.model/.test(e.message));
-    server.setResponder(() => ({ kind: 'status', status: 400, message: 'response_format json_schema is not supported' }));
-    await assert.rejects(runStage(routedBatch(10), { concurrency: 1 }), (e: unknown) => isRescaleError(e, 'FALLBACK_REJECTED') && /json_schema is not supported/.test(e.message));
+    await assert.rejects(
+      runStage(routedBatch(2), { model: 'no-such-model' }),
+      (e: unknown) => isRescaleError(e, 'FALLBACK_REJECTED') && /fallback\.model/.test(e.message),
+    );
+    server.setResponder(() => ({
+      kind: 'status',
+      status: 400,
+      message: 'response_format json_schema is not supported',
+    }));
+    await assert.rejects(
+      runStage(routedBatch(10), { concurrency: 1 }),
+      (e: unknown) => isRescaleError(e, 'FALLBACK_REJECTED') && /json_schema is not supported/.test(e.message),
+    );
   });
 
   it('never exceeds the budget: routed documents beyond it keep their local label as over_budget, none dropped', async (t) => {
@@ -269,12 +354,16 @@ describe('FallbackStage.resolve', () => {
     assert.equal(ok + over, 40);
     assert.ok(ok >= 5 && over >= 5, `answered ${ok}, over budget ${over}`);
     // What the provider would bill, from its own token counts.
-    const billed = server.billed.filter((r) => run.requests.includes(r)).reduce((sum, r) => sum + r.promptTokens * 2.5e-6 + r.completionTokens * 10e-6, 0);
+    const billed = server.billed
+      .filter((r) => run.requests.includes(r))
+      .reduce((sum, r) => sum + r.promptTokens * 2.5e-6 + r.completionTokens * 10e-6, 0);
     assert.ok(billed <= budgetUsd, `billed $${billed}`);
     const stats = run.stage.stats();
     assert.ok(stats.budgetCommittedUsd <= budgetUsd);
     assert.ok(Math.abs(stats.costUsd - billed) < 1e-9, `ledger $${stats.costUsd} vs billed $${billed}`);
-    t.diagnostic(`budget $${budgetUsd}: ${ok} answered, ${over} over budget, billed $${billed.toFixed(6)}, committed $${stats.budgetCommittedUsd.toFixed(6)}`);
+    t.diagnostic(
+      `budget $${budgetUsd}: ${ok} answered, ${over} over budget, billed $${billed.toFixed(6)}, committed $${stats.budgetCommittedUsd.toFixed(6)}`,
+    );
     for (const row of run.rows.filter((r) => r.fallback?.status === 'over_budget')) {
       assert.equal(row.label, 'neutral');
       assert.equal(row.source, 'local');
@@ -292,7 +381,10 @@ describe('FallbackStage.resolve', () => {
     const run = await runStage(routedBatch(5), { budget: { requests: 7 }, max_retries: 3, concurrency: 1 });
     assert.equal(run.requests.length, 7);
     // The first document uses its 4 attempts; the second gets 3 before the cap; the rest are never sent.
-    assert.deepEqual(run.rows.map((r) => r.fallback?.status), ['fallback_failed', 'over_budget', 'over_budget', 'over_budget', 'over_budget']);
+    assert.deepEqual(
+      run.rows.map((r) => r.fallback?.status),
+      ['fallback_failed', 'over_budget', 'over_budget', 'over_budget', 'over_budget'],
+    );
   });
 
   it('pays nothing twice: a re-run answers every request from the cache, and the budget carries over', async () => {
@@ -308,7 +400,10 @@ describe('FallbackStage.resolve', () => {
     const stats = again.stage.stats();
     assert.equal(stats.cacheHits, 13);
     assert.equal(stats.costUsd, 0);
-    assert.ok(Math.abs(stats.budgetCommittedUsd - firstStats.costUsd) < 1e-9, 'the ledger starts from the first run’s spending');
+    assert.ok(
+      Math.abs(stats.budgetCommittedUsd - firstStats.costUsd) < 1e-9,
+      'the ledger starts from the first run’s spending',
+    );
     const hits = (await auditRecords(again.auditFile)).filter((r) => r.event === 'cache_hit');
     assert.equal(hits.length, 13);
     assert.ok(hits.every((h) => h.cost_usd === 0));
@@ -332,9 +427,20 @@ describe('FallbackStage.resolve', () => {
     const config = codebook.fallback;
     assert.ok(config !== null);
     const { logger, lines } = capturingLogger();
-    const stage = await FallbackStage.open({ codebook, config: { ...config, baseUrl: server.baseUrl }, mode: 'offline', apiKey: null, cacheDir: path.join(liveDir, 'cache'), auditFile: path.join(liveDir, 'replay.jsonl'), logger });
+    const stage = await FallbackStage.open({
+      codebook,
+      config: { ...config, baseUrl: server.baseUrl },
+      mode: 'offline',
+      apiKey: null,
+      cacheDir: path.join(liveDir, 'cache'),
+      auditFile: path.join(liveDir, 'replay.jsonl'),
+      logger,
+    });
     const before = server.requests.length;
-    const extra = { rows: [...batch.rows, scoredRow(6, 'neutral', 0.3)], docs: [...batch.docs, { text: 'never asked before' }] };
+    const extra = {
+      rows: [...batch.rows, scoredRow(6, 'neutral', 0.3)],
+      docs: [...batch.docs, { text: 'never asked before' }],
+    };
     const rows = await stage.resolve(extra.rows, extra.docs, { shardId: 'shard-0' });
     await stage.close();
     assert.equal(server.requests.length, before);
@@ -347,8 +453,15 @@ describe('FallbackStage.resolve', () => {
   it('counts a request whose reservation was logged but never settled (a crash) at its worst case', async () => {
     const first = await runStage(routedBatch(2), { budget: { usd: 1 } });
     const spent = first.stage.stats().costUsd;
-    await appendFile(first.auditFile, `${JSON.stringify({ event: 'reserve', call_id: 'lost', reserved_usd: 0.25 })}\n{"event":"call","cut`);
-    const next = await runStage({ rows: [scoredRow(0, 'neutral', 0.1)], docs: [{ text: 'fresh text' }] }, { budget: { usd: 1 } }, { reuse: dir });
+    await appendFile(
+      first.auditFile,
+      `${JSON.stringify({ event: 'reserve', call_id: 'lost', reserved_usd: 0.25 })}\n{"event":"call","cut`,
+    );
+    const next = await runStage(
+      { rows: [scoredRow(0, 'neutral', 0.1)], docs: [{ text: 'fresh text' }] },
+      { budget: { usd: 1 } },
+      { reuse: dir },
+    );
     assert.ok(Math.abs(next.stage.stats().budgetCommittedUsd - (spent + 0.25 + next.stage.stats().costUsd)) < 1e-9);
   });
 
@@ -365,10 +478,20 @@ describe('FallbackStage.resolve', () => {
     const workDir = await tempDir();
     dir = workDir;
     const codebook = sentimentCodebook(fallbackSection(server.baseUrl));
-    const stage = await FallbackStage.open({ codebook, config: codebook.fallback!, mode: 'live', apiKey: server.apiKey, cacheDir: path.join(workDir, 'cache'), auditFile: path.join(workDir, 'audit.jsonl') });
+    const stage = await FallbackStage.open({
+      codebook,
+      config: codebook.fallback!,
+      mode: 'live',
+      apiKey: server.apiKey,
+      cacheDir: path.join(workDir, 'cache'),
+      auditFile: path.join(workDir, 'audit.jsonl'),
+    });
     const batch = routedBatch(3);
     setTimeout(() => controller.abort(new Error('interrupted')), 100);
-    await assert.rejects(stage.resolve(batch.rows, batch.docs, { shardId: 's', signal: controller.signal }), /interrupted/);
+    await assert.rejects(
+      stage.resolve(batch.rows, batch.docs, { shardId: 's', signal: controller.signal }),
+      /interrupted/,
+    );
     await stage.close();
     const calls = (await auditRecords(path.join(workDir, 'audit.jsonl'))).filter((r) => r.event === 'call');
     assert.equal(calls.length, 3);

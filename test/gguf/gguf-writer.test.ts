@@ -54,7 +54,11 @@ const everyType: GgufMetadata = new Map([
 ]);
 
 function plain(metadata: GgufMetadata): unknown {
-  return JSON.parse(JSON.stringify([...metadata], (_key, value: unknown) => (typeof value === 'bigint' ? `${value}n` : ArrayBuffer.isView(value) ? Array.from(value as Float32Array) : value)));
+  return JSON.parse(
+    JSON.stringify([...metadata], (_key, value: unknown) =>
+      typeof value === 'bigint' ? `${value}n` : ArrayBuffer.isView(value) ? Array.from(value as Float32Array) : value,
+    ),
+  );
 }
 
 describe('writeGguf / readGguf', () => {
@@ -84,9 +88,19 @@ describe('writeGguf / readGguf', () => {
     const file = readGguf(path);
     assert.equal(file.dataOffset % 32, 0);
     for (const tensor of file.tensors) assert.equal((tensor.fileOffset - file.dataOffset) % 32, 0, tensor.name);
-    assert.deepEqual(file.tensors.map((t) => [t.name, t.shape, t.type]), [['a', [3, 5], 'f32'], ['b', [7], 'f16'], ['c', [1], 'f32']]);
+    assert.deepEqual(
+      file.tensors.map((t) => [t.name, t.shape, t.type]),
+      [
+        ['a', [3, 5], 'f32'],
+        ['b', [7], 'f16'],
+        ['c', [1], 'f32'],
+      ],
+    );
     assert.deepEqual(readGgufTensor(file, 'a'), a);
-    assert.deepEqual(readGgufTensor(file, 'b'), Float32Array.from(b, (v) => float16BitsToFloat32(float32ToFloat16Bits(v))));
+    assert.deepEqual(
+      readGgufTensor(file, 'b'),
+      Float32Array.from(b, (v) => float16BitsToFloat32(float32ToFloat16Bits(v))),
+    );
     assert.deepEqual(readGgufTensor(file, 'c'), Float32Array.of(42));
     assert.equal(readFileSync(path).length % 32, 0);
   });
@@ -125,17 +139,25 @@ describe('writeGguf / readGguf', () => {
     assert.equal(float32ToFloat16Bits(1 + 3 * 2 ** -11), 0x3c02);
     assert.ok(Number.isNaN(float16BitsToFloat32(float32ToFloat16Bits(NaN))));
     for (const value of [0.1, -3.75, 1e-5, 1234.5]) {
-      assert.ok(Math.abs(float16BitsToFloat32(float32ToFloat16Bits(value)) - value) <= Math.abs(value) * 2 ** -11 + 2 ** -25);
+      assert.ok(
+        Math.abs(float16BitsToFloat32(float32ToFloat16Bits(value)) - value) <= Math.abs(value) * 2 ** -11 + 2 ** -25,
+      );
     }
   });
 
   it('refuses a tensor whose data does not match its shape, leaving no file behind', async () => {
     const path = join(dir, 'bad.gguf');
     await assert.rejects(
-      writeGguf(path, { metadata: new Map(), tensors: [{ name: 'x', shape: [4], type: 'f32', data: new Float32Array(3) }] }),
+      writeGguf(path, {
+        metadata: new Map(),
+        tensors: [{ name: 'x', shape: [4], type: 'f32', data: new Float32Array(3) }],
+      }),
       /shape \[4\] needs 4 values, got 3/,
     );
     assert.throws(() => readFileSync(path));
-    assert.deepEqual((await readdir(dir)).filter((file) => file.endsWith('.tmp')), []);
+    assert.deepEqual(
+      (await readdir(dir)).filter((file) => file.endsWith('.tmp')),
+      [],
+    );
   });
 });

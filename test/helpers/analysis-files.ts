@@ -20,9 +20,16 @@ export async function writeRowsParquet(
   keyValue: Readonly<Record<string, string>> = {},
 ): Promise<string> {
   const json = `${file}.rows.json`;
-  await writeFile(json, JSON.stringify(rows, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v)));
-  const spec = Object.entries(columns).map(([name, type]) => `"${name}": '${type}'`).join(', ');
-  const kv = Object.entries(keyValue).map(([k, v]) => `"${k}": '${sqlString(v)}'`).join(', ');
+  await writeFile(
+    json,
+    JSON.stringify(rows, (_k, v: unknown) => (typeof v === 'bigint' ? Number(v) : v)),
+  );
+  const spec = Object.entries(columns)
+    .map(([name, type]) => `"${name}": '${type}'`)
+    .join(', ');
+  const kv = Object.entries(keyValue)
+    .map(([k, v]) => `"${k}": '${sqlString(v)}'`)
+    .join(', ');
   try {
     await withDuckDB(async (connection) => {
       await connection.run(
@@ -49,10 +56,24 @@ export interface PredictionRow {
 }
 
 /** A result file as docs/results-schema.md describes it (the columns the analysis reads), with rescale.labels. */
-export async function writePredictions(file: string, rows: readonly PredictionRow[], labels?: readonly string[], idType: DuckType = 'BIGINT'): Promise<string> {
+export async function writePredictions(
+  file: string,
+  rows: readonly PredictionRow[],
+  labels?: readonly string[],
+  idType: DuckType = 'BIGINT',
+): Promise<string> {
   const withFallback = rows.some((r) => r.fallback_status !== undefined || r.local_label !== undefined);
-  const columns: Record<string, DuckType> = { id: idType, label: 'VARCHAR', confidence: 'DOUBLE', margin: 'DOUBLE', entropy: 'DOUBLE', status: 'VARCHAR', source: 'VARCHAR' };
-  if (withFallback) Object.assign(columns, { local_label: 'VARCHAR', fallback_label: 'VARCHAR', fallback_status: 'VARCHAR' });
+  const columns: Record<string, DuckType> = {
+    id: idType,
+    label: 'VARCHAR',
+    confidence: 'DOUBLE',
+    margin: 'DOUBLE',
+    entropy: 'DOUBLE',
+    status: 'VARCHAR',
+    source: 'VARCHAR',
+  };
+  if (withFallback)
+    Object.assign(columns, { local_label: 'VARCHAR', fallback_label: 'VARCHAR', fallback_status: 'VARCHAR' });
   const full = rows.map((r) => ({
     confidence: null,
     margin: null,
@@ -62,11 +83,21 @@ export async function writePredictions(file: string, rows: readonly PredictionRo
     ...(withFallback ? { local_label: r.label, fallback_label: null, fallback_status: null } : {}),
     ...r,
   }));
-  return writeRowsParquet(file, columns, full, labels === undefined ? {} : { 'rescale.labels': JSON.stringify(labels) });
+  return writeRowsParquet(
+    file,
+    columns,
+    full,
+    labels === undefined ? {} : { 'rescale.labels': JSON.stringify(labels) },
+  );
 }
 
 /** A gold file: id, text, gold label. */
-export async function writeGold(file: string, rows: readonly { id: number | string; gold: string | null; text?: string }[], idType: DuckType = 'BIGINT', labelColumn = 'gold'): Promise<string> {
+export async function writeGold(
+  file: string,
+  rows: readonly { id: number | string; gold: string | null; text?: string }[],
+  idType: DuckType = 'BIGINT',
+  labelColumn = 'gold',
+): Promise<string> {
   return writeRowsParquet(
     file,
     { id: idType, text: 'VARCHAR', [labelColumn]: 'VARCHAR' },
@@ -82,7 +113,10 @@ export interface CliResult {
 
 export function runCli(args: readonly string[]): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args, '--no-progress', '--log-level', 'warn'], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args, '--no-progress', '--log-level', 'warn'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

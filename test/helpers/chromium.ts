@@ -8,7 +8,16 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 
 const CANDIDATES = ['chromium', 'chromium-browser', 'google-chrome'];
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 function which(name: string): string | null {
   const result = spawnSync('sh', ['-c', `command -v ${name}`], { encoding: 'utf8' });
@@ -24,23 +33,34 @@ export function findChromium(): Promise<{ path: string } | { reason: string }> {
       const p = which(name);
       if (p !== null) return { path: p };
     }
-    if (process.getuid?.() !== 0) return { reason: 'chromium is not installed and the tests do not run as root; apt-get install chromium' };
+    if (process.getuid?.() !== 0)
+      return { reason: 'chromium is not installed and the tests do not run as root; apt-get install chromium' };
     const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
     const update = spawnSync('apt-get', ['update', '-qq'], { encoding: 'utf8', env, timeout: 600_000 });
-    const install = update.status === 0 ? spawnSync('apt-get', ['install', '-y', '-qq', 'chromium'], { encoding: 'utf8', env, timeout: 1_200_000 }) : update;
+    const install =
+      update.status === 0
+        ? spawnSync('apt-get', ['install', '-y', '-qq', 'chromium'], { encoding: 'utf8', env, timeout: 1_200_000 })
+        : update;
     const p = which('chromium');
     if (p !== null) return { path: p };
-    return { reason: `apt-get could not install chromium: ${(install.stderr || install.stdout || String(install.error ?? '')).trim().split('\n').slice(-2).join(' ')}` };
+    return {
+      reason: `apt-get could not install chromium: ${(install.stderr || install.stdout || String(install.error ?? '')).trim().split('\n').slice(-2).join(' ')}`,
+    };
   })();
   return found;
 }
 
 function run(binary: string, args: readonly string[], timeoutMs: number): Promise<{ stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    execFile(binary, [...args], { timeout: timeoutMs, maxBuffer: 64 << 20, encoding: 'utf8' }, (error, stdout, stderr) => {
-      if (error) reject(Object.assign(error, { stderr }));
-      else resolve({ stdout, stderr });
-    });
+    execFile(
+      binary,
+      [...args],
+      { timeout: timeoutMs, maxBuffer: 64 << 20, encoding: 'utf8' },
+      (error, stdout, stderr) => {
+        if (error) reject(Object.assign(error, { stderr }));
+        else resolve({ stdout, stderr });
+      },
+    );
   });
 }
 
@@ -54,7 +74,12 @@ export async function renderPage(
   const profile = await mkdtemp(path.join(tmpdir(), 'rescale-chromium-'));
   try {
     const url = pathToFileURL(path.resolve(htmlFile)).href;
-    const common = [...FLAGS, `--user-data-dir=${profile}`, '--hide-scrollbars', `--window-size=${size.width},${size.height}`];
+    const common = [
+      ...FLAGS,
+      `--user-data-dir=${profile}`,
+      '--hide-scrollbars',
+      `--window-size=${size.width},${size.height}`,
+    ];
     const { stdout } = await run(binary, [...common, '--dump-dom', url], 120_000);
     await run(binary, [...common, `--screenshot=${screenshot}`, url], 120_000);
     return { dom: stdout };

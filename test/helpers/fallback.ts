@@ -29,12 +29,20 @@ export function fallbackSection(baseUrl: string, overrides: Partial<FallbackConf
   };
 }
 
-export function sentimentCodebook(fallback: FallbackConfigInput | undefined, extra: Partial<CodebookInput> = {}, baseDir = '/tmp'): Codebook {
+export function sentimentCodebook(
+  fallback: FallbackConfigInput | undefined,
+  extra: Partial<CodebookInput> = {},
+  baseDir = '/tmp',
+): Codebook {
   return parseCodebook(
     {
       task: 'sentiment',
       labels: SENTIMENT.map((name) => ({ name, description: `The tweet is ${name}.` })),
-      prompt: { format: 'chat', system: 'You are a careful annotator.', template: 'Classify the tweet as one of: {labels}.\n\nTweet: {text}' },
+      prompt: {
+        format: 'chat',
+        system: 'You are a careful annotator.',
+        template: 'Classify the tweet as one of: {labels}.\n\nTweet: {text}',
+      },
       model: { path: 'model.gguf' },
       ...(fallback === undefined ? {} : { fallback }),
       ...extra,
@@ -44,7 +52,12 @@ export function sentimentCodebook(fallback: FallbackConfigInput | undefined, ext
 }
 
 /** A locally scored row whose top label is `label` with probability `confidence` (the rest split evenly). */
-export function scoredRow(row: number, label: (typeof SENTIMENT)[number], confidence: number, shardId = 'shard-0'): ResultRow {
+export function scoredRow(
+  row: number,
+  label: (typeof SENTIMENT)[number],
+  confidence: number,
+  shardId = 'shard-0',
+): ResultRow {
   const rest = (1 - confidence) / 2;
   const probabilities = Float64Array.from(SENTIMENT, (name) => (name === label ? confidence : rest));
   const sorted = [...probabilities].sort((a, b) => b - a);
@@ -105,7 +118,12 @@ export async function auditRecords(file: string): Promise<Record<string, unknown
  * A study in `dir` for end-to-end fallback tests: tweets written by DuckDB from `corpusSql` (columns id, text), a
  * sentiment codebook on `model` with the given fallback section, and the output path.
  */
-export async function writeSentimentStudy(dir: string, model: string, corpusSql: string, fallback: object): Promise<{ codebook: string; input: string; output: string }> {
+export async function writeSentimentStudy(
+  dir: string,
+  model: string,
+  corpusSql: string,
+  fallback: object,
+): Promise<{ codebook: string; input: string; output: string }> {
   const input = await writeParquetWithDuckDB(corpusSql, path.join(dir, 'tweets.parquet'));
   const codebook = path.join(dir, 'sentiment.codebook.yaml');
   await writeFile(
@@ -114,7 +132,11 @@ export async function writeSentimentStudy(dir: string, model: string, corpusSql:
       task: 'sentiment',
       input: { text_column: 'text', id_column: 'id' },
       labels: [{ name: 'negative' }, { name: 'neutral' }, { name: 'positive' }],
-      prompt: { format: 'chat', system: 'Classify the sentiment of the tweet. Answer with one word.', template: 'Tweet: {text}' },
+      prompt: {
+        format: 'chat',
+        system: 'Classify the sentiment of the tweet. Answer with one word.',
+        template: 'Tweet: {text}',
+      },
       model: { path: model },
       fallback,
     }),

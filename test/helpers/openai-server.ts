@@ -10,7 +10,13 @@ import type { AddressInfo } from 'node:net';
 
 export type Fault =
   /** An HTTP error status with an OpenAI-style error body; `retryAfter` sets the Retry-After header verbatim. */
-  | { readonly kind: 'status'; readonly status: number; readonly retryAfter?: string; readonly code?: string; readonly message?: string }
+  | {
+      readonly kind: 'status';
+      readonly status: number;
+      readonly retryAfter?: string;
+      readonly code?: string;
+      readonly message?: string;
+    }
   /** Accepts the request and never answers. */
   | { readonly kind: 'hang' }
   /** 200 with a body that is not JSON. */
@@ -36,7 +42,12 @@ export interface SeenRequest {
 export interface ChatBody {
   readonly model: string;
   readonly messages: readonly { readonly role: string; readonly content: string }[];
-  readonly response_format?: { readonly type: string; readonly json_schema?: { readonly schema?: { readonly properties?: { readonly label?: { readonly enum?: readonly string[] } } } } };
+  readonly response_format?: {
+    readonly type: string;
+    readonly json_schema?: {
+      readonly schema?: { readonly properties?: { readonly label?: { readonly enum?: readonly string[] } } };
+    };
+  };
   readonly logprobs?: boolean;
   readonly [key: string]: unknown;
 }
@@ -146,11 +157,15 @@ export class OpenAIServer {
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       if (req.url !== undefined && (req.url.startsWith('/v1/files') || req.url.startsWith('/v1/batches'))) {
-        void this.handleBatchApi(req, res, Buffer.concat(chunks)).catch((error: unknown) => this.json(res, 500, { error: { message: String(error), type: 'server_error', code: null } }));
+        void this.handleBatchApi(req, res, Buffer.concat(chunks)).catch((error: unknown) =>
+          this.json(res, 500, { error: { message: String(error), type: 'server_error', code: null } }),
+        );
         return;
       }
       if (req.method !== 'POST' || !req.url?.startsWith('/v1/chat/completions')) {
-        this.json(res, 404, { error: { message: `no route ${req.method} ${req.url}`, type: 'invalid_request_error', code: 'not_found' } });
+        this.json(res, 404, {
+          error: { message: `no route ${req.method} ${req.url}`, type: 'invalid_request_error', code: 'not_found' },
+        });
         return;
       }
       const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as ChatBody;
@@ -170,11 +185,23 @@ export class OpenAIServer {
       const presented = seen.authorization?.replace(/^Bearer /, '') ?? seen.apiKeyHeader;
       if (presented !== this.apiKey) {
         // Like OpenAI, the message quotes the key it was given: the client must never copy it anywhere.
-        this.json(res, 401, { error: { message: `Incorrect API key provided: ${presented ?? '(none)'}.`, type: 'invalid_request_error', code: 'invalid_api_key' } });
+        this.json(res, 401, {
+          error: {
+            message: `Incorrect API key provided: ${presented ?? '(none)'}.`,
+            type: 'invalid_request_error',
+            code: 'invalid_api_key',
+          },
+        });
         return;
       }
       if (body.model === 'no-such-model') {
-        this.json(res, 404, { error: { message: `The model ${body.model} does not exist`, type: 'invalid_request_error', code: 'model_not_found' } });
+        this.json(res, 404, {
+          error: {
+            message: `The model ${body.model} does not exist`,
+            type: 'invalid_request_error',
+            code: 'model_not_found',
+          },
+        });
         return;
       }
       const fault = this.respond(seen);
@@ -184,8 +211,20 @@ export class OpenAIServer {
         return;
       }
       if (fault?.kind === 'status') {
-        const headers: Record<string, string> = fault.retryAfter === undefined ? {} : { 'retry-after': fault.retryAfter };
-        this.json(res, fault.status, { error: { message: fault.message ?? `injected ${fault.status}`, type: 'server_error', code: fault.code ?? null } }, headers);
+        const headers: Record<string, string> =
+          fault.retryAfter === undefined ? {} : { 'retry-after': fault.retryAfter };
+        this.json(
+          res,
+          fault.status,
+          {
+            error: {
+              message: fault.message ?? `injected ${fault.status}`,
+              type: 'server_error',
+              code: fault.code ?? null,
+            },
+          },
+          headers,
+        );
         return;
       }
       if (fault?.kind === 'malformed') {
@@ -193,7 +232,12 @@ export class OpenAIServer {
         res.end('{"id": "chatcmpl-broken", "choices": [ {"message": ');
         return;
       }
-      const completion = this.completion(body, user, `chatcmpl-${seen.index}`, fault?.kind === 'answer' ? fault.content : null);
+      const completion = this.completion(
+        body,
+        user,
+        `chatcmpl-${seen.index}`,
+        fault?.kind === 'answer' ? fault.content : null,
+      );
       seen.billed = true;
       seen.promptTokens = completion.usage.prompt_tokens;
       seen.completionTokens = completion.usage.completion_tokens;
@@ -202,7 +246,12 @@ export class OpenAIServer {
   }
 
   /** The chat completion the server answers for a body (its label from the user message, or `content`). */
-  private completion(body: ChatBody, user: string, id: string, content: string | null): { usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number }; [key: string]: unknown } {
+  private completion(
+    body: ChatBody,
+    user: string,
+    id: string,
+    content: string | null,
+  ): { usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number }; [key: string]: unknown } {
     const label = this.label(user);
     const json = body.response_format?.type === 'json_schema' || body.response_format?.type === 'json_object';
     const text = content ?? (json ? JSON.stringify({ label }) : label);
@@ -217,59 +266,145 @@ export class OpenAIServer {
         {
           index: 0,
           message: { role: 'assistant', content: text, refusal: null },
-          logprobs: body.logprobs ? { content: tokensOf(text).map((token) => ({ token, logprob: token.includes(label) || label.includes(token) ? -0.05 : -0.001, bytes: null, top_logprobs: [] })) } : null,
+          logprobs: body.logprobs
+            ? {
+                content: tokensOf(text).map((token) => ({
+                  token,
+                  logprob: token.includes(label) || label.includes(token) ? -0.05 : -0.001,
+                  bytes: null,
+                  top_logprobs: [],
+                })),
+              }
+            : null,
           finish_reason: 'stop',
         },
       ],
-      usage: { prompt_tokens: promptTokens, completion_tokens: completionTokens, total_tokens: promptTokens + completionTokens },
+      usage: {
+        prompt_tokens: promptTokens,
+        completion_tokens: completionTokens,
+        total_tokens: promptTokens + completionTokens,
+      },
     };
   }
 
   /** The Batch API: upload, create (items answered at once, reported after `batchPolls` retrieves), retrieve, download. */
   private async handleBatchApi(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer): Promise<void> {
-    const presented = req.headers.authorization?.replace(/^Bearer /, '') ?? (req.headers['api-key'] as string | undefined) ?? null;
+    const presented =
+      req.headers.authorization?.replace(/^Bearer /, '') ?? (req.headers['api-key'] as string | undefined) ?? null;
     if (presented !== this.apiKey) {
-      this.json(res, 401, { error: { message: `Incorrect API key provided: ${presented ?? '(none)'}.`, type: 'invalid_request_error', code: 'invalid_api_key' } });
+      this.json(res, 401, {
+        error: {
+          message: `Incorrect API key provided: ${presented ?? '(none)'}.`,
+          type: 'invalid_request_error',
+          code: 'invalid_api_key',
+        },
+      });
       return;
     }
     const url = new URL(req.url ?? '/', 'http://localhost');
     const content = /^\/v1\/files\/([^/]+)\/content$/.exec(url.pathname);
     if (req.method === 'GET' && content !== null) {
       const text = this.files.get(content[1] as string);
-      if (text === undefined) return this.json(res, 404, { error: { message: 'no such file', type: 'invalid_request_error', code: 'not_found' } });
+      if (text === undefined)
+        return this.json(res, 404, {
+          error: { message: 'no such file', type: 'invalid_request_error', code: 'not_found' },
+        });
       res.writeHead(200, { 'content-type': 'application/octet-stream' });
       res.end(text);
       return;
     }
     if (req.method === 'POST' && url.pathname === '/v1/files') {
-      const form = await new Response(raw, { headers: { 'content-type': req.headers['content-type'] ?? '' } }).formData();
+      const form = await new Response(raw, {
+        headers: { 'content-type': req.headers['content-type'] ?? '' },
+      }).formData();
       const file = form.get('file');
-      if (form.get('purpose') !== 'batch' || file === null || typeof file === 'string') return this.json(res, 400, { error: { message: 'purpose batch and a file are required', type: 'invalid_request_error', code: null } });
+      if (form.get('purpose') !== 'batch' || file === null || typeof file === 'string')
+        return this.json(res, 400, {
+          error: { message: 'purpose batch and a file are required', type: 'invalid_request_error', code: null },
+        });
       const id = `file-${this.files.size + 1}`;
       this.files.set(id, await file.text());
-      return this.json(res, 200, { id, object: 'file', bytes: file.size, created_at: 1_700_000_000, filename: file.name, purpose: 'batch', status: 'processed' });
+      return this.json(res, 200, {
+        id,
+        object: 'file',
+        bytes: file.size,
+        created_at: 1_700_000_000,
+        filename: file.name,
+        purpose: 'batch',
+        status: 'processed',
+      });
     }
     if (req.method === 'POST' && url.pathname === '/v1/batches') {
-      const request = JSON.parse(raw.toString('utf8')) as { input_file_id: string; endpoint: string; completion_window: string };
+      const request = JSON.parse(raw.toString('utf8')) as {
+        input_file_id: string;
+        endpoint: string;
+        completion_window: string;
+      };
       const input = this.files.get(request.input_file_id);
-      if (input === undefined || request.endpoint !== '/v1/chat/completions' || request.completion_window !== '24h') return this.json(res, 400, { error: { message: 'bad batch request', type: 'invalid_request_error', code: null } });
-      const lines = input.split('\n').filter((l) => l.trim() !== '').map((l) => JSON.parse(l) as { custom_id: string; body: ChatBody });
-      const batch: SeenBatch = { id: `batch_${this.batches.length + 1}`, inputFileId: request.input_file_id, lines, status: 'in_progress', retrieves: 0, outputFileId: null, errorFileId: null };
+      if (input === undefined || request.endpoint !== '/v1/chat/completions' || request.completion_window !== '24h')
+        return this.json(res, 400, {
+          error: { message: 'bad batch request', type: 'invalid_request_error', code: null },
+        });
+      const lines = input
+        .split('\n')
+        .filter((l) => l.trim() !== '')
+        .map((l) => JSON.parse(l) as { custom_id: string; body: ChatBody });
+      const batch: SeenBatch = {
+        id: `batch_${this.batches.length + 1}`,
+        inputFileId: request.input_file_id,
+        lines,
+        status: 'in_progress',
+        retrieves: 0,
+        outputFileId: null,
+        errorFileId: null,
+      };
       const output: string[] = [];
       const errors: string[] = [];
       lines.forEach((line, index) => {
         const fault = this.options.batchFault?.(line.custom_id, index) ?? null;
         if (fault === 'missing') return;
         if (fault === 'error_file') {
-          errors.push(JSON.stringify({ id: `batch_req_${index}`, custom_id: line.custom_id, response: null, error: { code: 'batch_expired', message: 'This request could not be executed before the completion window expired.' } }));
+          errors.push(
+            JSON.stringify({
+              id: `batch_req_${index}`,
+              custom_id: line.custom_id,
+              response: null,
+              error: {
+                code: 'batch_expired',
+                message: 'This request could not be executed before the completion window expired.',
+              },
+            }),
+          );
           return;
         }
         if (fault === 'server_error') {
-          output.push(JSON.stringify({ id: `batch_req_${index}`, custom_id: line.custom_id, response: { status_code: 500, request_id: `req_${index}`, body: { error: { message: 'internal error', type: 'server_error' } } }, error: null }));
+          output.push(
+            JSON.stringify({
+              id: `batch_req_${index}`,
+              custom_id: line.custom_id,
+              response: {
+                status_code: 500,
+                request_id: `req_${index}`,
+                body: { error: { message: 'internal error', type: 'server_error' } },
+              },
+              error: null,
+            }),
+          );
           return;
         }
         const user = [...line.body.messages].reverse().find((m) => m.role === 'user')?.content ?? '';
-        output.push(JSON.stringify({ id: `batch_req_${index}`, custom_id: line.custom_id, response: { status_code: 200, request_id: `req_${index}`, body: this.completion(line.body, user, `chatcmpl-batch-${index}`, null) }, error: null }));
+        output.push(
+          JSON.stringify({
+            id: `batch_req_${index}`,
+            custom_id: line.custom_id,
+            response: {
+              status_code: 200,
+              request_id: `req_${index}`,
+              body: this.completion(line.body, user, `chatcmpl-batch-${index}`, null),
+            },
+            error: null,
+          }),
+        );
       });
       if (output.length > 0) {
         batch.outputFileId = `file-${this.files.size + 1}`;
@@ -285,17 +420,27 @@ export class OpenAIServer {
     const retrieve = /^\/v1\/batches\/([^/]+)$/.exec(url.pathname);
     if (req.method === 'GET' && retrieve !== null) {
       const batch = this.batches.find((b) => b.id === retrieve[1]);
-      if (batch === undefined) return this.json(res, 404, { error: { message: 'no such batch', type: 'invalid_request_error', code: 'not_found' } });
+      if (batch === undefined)
+        return this.json(res, 404, {
+          error: { message: 'no such batch', type: 'invalid_request_error', code: 'not_found' },
+        });
       batch.retrieves += 1;
-      if (batch.retrieves > (this.options.batchPolls ?? 1)) batch.status = this.options.batchExpires === true ? 'expired' : 'completed';
+      if (batch.retrieves > (this.options.batchPolls ?? 1))
+        batch.status = this.options.batchExpires === true ? 'expired' : 'completed';
       return this.json(res, 200, this.batchObject(batch));
     }
-    this.json(res, 404, { error: { message: `no route ${req.method} ${url.pathname}`, type: 'invalid_request_error', code: 'not_found' } });
+    this.json(res, 404, {
+      error: { message: `no route ${req.method} ${url.pathname}`, type: 'invalid_request_error', code: 'not_found' },
+    });
   }
 
   private batchObject(batch: SeenBatch): Record<string, unknown> {
     const done = batch.status !== 'in_progress';
-    const failed = batch.lines.length - (done && batch.outputFileId !== null ? (this.files.get(batch.outputFileId) ?? '').split('\n').filter((l) => l.includes('"status_code":200')).length : 0);
+    const failed =
+      batch.lines.length -
+      (done && batch.outputFileId !== null
+        ? (this.files.get(batch.outputFileId) ?? '').split('\n').filter((l) => l.includes('"status_code":200')).length
+        : 0);
     return {
       id: batch.id,
       object: 'batch',
@@ -306,7 +451,11 @@ export class OpenAIServer {
       output_file_id: done ? batch.outputFileId : null,
       error_file_id: done ? batch.errorFileId : null,
       created_at: 1_700_000_000,
-      request_counts: { total: batch.lines.length, completed: done ? batch.lines.length - failed : 0, failed: done ? failed : 0 },
+      request_counts: {
+        total: batch.lines.length,
+        completed: done ? batch.lines.length - failed : 0,
+        failed: done ? failed : 0,
+      },
       errors: null,
     };
   }

@@ -19,7 +19,9 @@ export async function referenceProbabilities(
     contextSize: options.contextSize,
     batchSize: options.contextSize,
     sequences: 1,
-    ...(options.lora !== undefined && options.lora.length > 0 ? { lora: { adapters: options.lora.map((a) => ({ ...a })) } } : {}),
+    ...(options.lora !== undefined && options.lora.length > 0
+      ? { lora: { adapters: options.lora.map((a) => ({ ...a })) } }
+      : {}),
   });
   try {
     const logProbabilities: number[] = [];
@@ -30,7 +32,12 @@ export async function referenceProbabilities(
         // Ask for the next-token distribution at the last prompt token and after each answer token but the last.
         type Input = Parameters<typeof sequence.controlledEvaluate>[0];
         const input: Input = [...prompt, ...label.slice(0, -1)].map((token, i) =>
-          i >= prompt.length - 1 ? ([token, { generateNext: { probabilities: true } }] as [Token, { generateNext: { probabilities: boolean } }]) : token,
+          i >= prompt.length - 1
+            ? ([token, { generateNext: { probabilities: true } }] as [
+                Token,
+                { generateNext: { probabilities: boolean } },
+              ])
+            : token,
         );
         const output = await sequence.controlledEvaluate(input);
         let logProbability = 0;

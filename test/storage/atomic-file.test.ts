@@ -28,10 +28,12 @@ describe('writeFileAtomic', () => {
     await withTempDir(async (dir) => {
       const target = path.join(dir, 'x.json');
       await writeFileAtomic(target, async (handle) => void (await handle.writeFile('old')));
-      await assert.rejects(writeFileAtomic(target, async (handle) => {
-        await handle.writeFile('half');
-        throw new Error('crash');
-      }));
+      await assert.rejects(
+        writeFileAtomic(target, async (handle) => {
+          await handle.writeFile('half');
+          throw new Error('crash');
+        }),
+      );
       assert.deepEqual(await readdir(dir), ['x.json']);
       assert.equal(await readFile(target, 'utf8'), 'old');
       await writeFileAtomic(target, async (handle) => void (await handle.writeFile('new')));

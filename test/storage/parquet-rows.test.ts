@@ -9,7 +9,14 @@ import { isRescaleError } from '../../contracts/errors.js';
 import type { CorpusFile, ShardSpec } from '../../contracts/shard.js';
 import { resolveCorpus } from '../../coordinator/corpus.js';
 import { planShards } from '../../coordinator/shard-planner.js';
-import { RowGroupCache, idArrowType, readParquetFooter, readShardDocuments, readShardRows, type DocumentBatch } from '../../storage/parquet-rows.js';
+import {
+  RowGroupCache,
+  idArrowType,
+  readParquetFooter,
+  readShardDocuments,
+  readShardRows,
+  type DocumentBatch,
+} from '../../storage/parquet-rows.js';
 import { withTempDir, writeParquetWithDuckDB, type DuckDBCodec } from '../../scripts/harness/parquet.js';
 
 const ROWS = 6000;
@@ -26,7 +33,9 @@ function expectedText(i: number): string | null {
   return `document ${i}`;
 }
 
-async function collect(batches: AsyncIterable<DocumentBatch>): Promise<{ rows: number[]; ids: unknown[]; texts: (string | null)[] }> {
+async function collect(
+  batches: AsyncIterable<DocumentBatch>,
+): Promise<{ rows: number[]; ids: unknown[]; texts: (string | null)[] }> {
   const out = { rows: [] as number[], ids: [] as unknown[], texts: [] as (string | null)[] };
   for await (const batch of batches) {
     out.rows.push(...batch.rows);
@@ -56,7 +65,11 @@ function hadoopLz4(input: Uint8Array): Uint8Array {
   return framed;
 }
 
-async function planOne(file: string, maxRowsPerShard: number, idColumn: string | null = 'id'): Promise<{ corpus: CorpusFile[]; shards: readonly ShardSpec[] }> {
+async function planOne(
+  file: string,
+  maxRowsPerShard: number,
+  idColumn: string | null = 'id',
+): Promise<{ corpus: CorpusFile[]; shards: readonly ShardSpec[] }> {
   const corpus = await resolveCorpus(file);
   const plan = planShards(corpus, { codebookHash: 'cb', maxRowsPerShard, idColumn, textColumn: 'text' });
   return { corpus, shards: plan.shards };
@@ -71,15 +84,27 @@ describe('readShardRows', () => {
       const encodings = parquetVersion === 'V1' ? 'PLAIN/dictionary' : 'delta';
       it(`reads a DuckDB ${codec} file with ${encodings} encodings: only the shard's rows, with nulls and 100k-char strings`, async () => {
         await withTempDir(async (dir) => {
-          const file = await writeParquetWithDuckDB(CORPUS_QUERY, path.join(dir, `c.parquet`), { codec, parquetVersion, rowGroupSize: 2048 });
+          const file = await writeParquetWithDuckDB(CORPUS_QUERY, path.join(dir, `c.parquet`), {
+            codec,
+            parquetVersion,
+            rowGroupSize: 2048,
+          });
           const { shards } = await planOne(file, 1500);
           // A shard in the middle of a split row group and one spanning into the last group.
           for (const shard of [shards[1], shards.at(-1)]) {
             assert.ok(shard);
-            const got = await collect(readShardDocuments(shard, { idColumn: 'id', textColumn: 'text', batchSize: 500 }));
+            const got = await collect(
+              readShardDocuments(shard, { idColumn: 'id', textColumn: 'text', batchSize: 500 }),
+            );
             const range = Array.from({ length: shard.rowEnd - shard.rowStart }, (_, k) => shard.rowStart + k);
-            assert.deepEqual(got.rows, range.map((i) => shard.corpusRowStart + (i - shard.rowStart)));
-            assert.deepEqual(got.ids, range.map((i) => BigInt(i)));
+            assert.deepEqual(
+              got.rows,
+              range.map((i) => shard.corpusRowStart + (i - shard.rowStart)),
+            );
+            assert.deepEqual(
+              got.ids,
+              range.map((i) => BigInt(i)),
+            );
             assert.deepEqual(got.texts, range.map(expectedText));
           }
         });
@@ -131,13 +156,19 @@ describe('readShardRows', () => {
       const disabled = new CountingCache(0);
       const read = async (options: { cache?: RowGroupCache }): Promise<unknown[]> => {
         const out: unknown[] = [];
-        for (const shard of shards) out.push(...(await collect(readShardDocuments(shard, { idColumn: 'id', textColumn: 'text', ...options }))).texts);
+        for (const shard of shards)
+          out.push(
+            ...(await collect(readShardDocuments(shard, { idColumn: 'id', textColumn: 'text', ...options }))).texts,
+          );
         return out;
       };
       const plain = await read({});
       assert.deepEqual(await read({ cache }), plain);
       assert.deepEqual(await read({ cache: disabled }), plain);
-      assert.deepEqual(plain, Array.from({ length: ROWS }, (_, i) => expectedText(i)));
+      assert.deepEqual(
+        plain,
+        Array.from({ length: ROWS }, (_, i) => expectedText(i)),
+      );
       // 3 row groups split into 3 shards each: the 2nd and 3rd shard of each group hit the cache.
       assert.equal(cache.hits, shards.length - 3);
       assert.equal(disabled.hits, 0);
@@ -151,14 +182,21 @@ describe('readShardRows', () => {
       try {
         const { metadata } = await readParquetFooter(handle, file);
         const topic = metadata.row_groups[0]?.columns[2]?.meta_data;
-        assert.ok(topic?.encodings.some((encoding) => encoding.endsWith('DICTIONARY')), `encodings: ${topic?.encodings.join(',')}`);
+        assert.ok(
+          topic?.encodings.some((encoding) => encoding.endsWith('DICTIONARY')),
+          `encodings: ${topic?.encodings.join(',')}`,
+        );
       } finally {
         await handle.close();
       }
       const { shards } = await planOne(file, 10_000);
       const values: unknown[] = [];
-      for await (const batch of readShardRows(shards[0]!, ['topic'])) values.push(...(batch.columns.get('topic') ?? []));
-      assert.deepEqual(values, Array.from({ length: ROWS }, (_, i) => `topic ${i % 4}`));
+      for await (const batch of readShardRows(shards[0]!, ['topic']))
+        values.push(...(batch.columns.get('topic') ?? []));
+      assert.deepEqual(
+        values,
+        Array.from({ length: ROWS }, (_, i) => `topic ${i % 4}`),
+      );
     });
   });
 
@@ -175,7 +213,10 @@ describe('readShardRows', () => {
         ],
       });
       // And a BLOB (BYTE_ARRAY without annotation) written by DuckDB.
-      const blob = await writeParquetWithDuckDB(`SELECT 1 AS id, '\\xC3\\x28abc'::BLOB AS text`, path.join(dir, 'blob.parquet'));
+      const blob = await writeParquetWithDuckDB(
+        `SELECT 1 AS id, '\\xC3\\x28abc'::BLOB AS text`,
+        path.join(dir, 'blob.parquet'),
+      );
       const first = await planOne(file, 100);
       const second = await planOne(blob, 100);
       const got = await collect(readShardDocuments(first.shards[0]!, { idColumn: 'id', textColumn: 'text' }));
@@ -187,7 +228,10 @@ describe('readShardRows', () => {
 
   it('reports a corrupt data page as INPUT_INVALID naming the file and rows', async () => {
     await withTempDir(async (dir) => {
-      const file = await writeParquetWithDuckDB(CORPUS_QUERY, path.join(dir, 'c.parquet'), { codec: 'snappy', rowGroupSize: 2048 });
+      const file = await writeParquetWithDuckDB(CORPUS_QUERY, path.join(dir, 'c.parquet'), {
+        codec: 'snappy',
+        rowGroupSize: 2048,
+      });
       const { shards } = await planOne(file, 10_000);
       const handle = await open(file);
       const { metadata } = await readParquetFooter(handle, file).finally(() => handle.close());
@@ -197,19 +241,36 @@ describe('readShardRows', () => {
       const start = Number(text.dictionary_page_offset ?? text.data_page_offset);
       bytes.fill(0xff, start + 40, start + Number(text.total_compressed_size) - 40);
       await writeFile(file, bytes);
-      await assert.rejects(collect(readShardDocuments(shards[0]!, { idColumn: 'id', textColumn: 'text' })), (error: unknown) =>
-        isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file) && error.message.includes('rows 2048'));
+      await assert.rejects(
+        collect(readShardDocuments(shards[0]!, { idColumn: 'id', textColumn: 'text' })),
+        (error: unknown) =>
+          isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file) && error.message.includes('rows 2048'),
+      );
     });
   });
 
   it('uses the corpus row index as the id when there is no id column', async () => {
     await withTempDir(async (dir) => {
-      const a = await writeParquetWithDuckDB('SELECT \'a\' || i AS text FROM range(30) t(i)', path.join(dir, 'a.parquet'));
-      const b = await writeParquetWithDuckDB('SELECT \'b\' || i AS text FROM range(20) t(i)', path.join(dir, 'b.parquet'));
-      const plan = planShards(await resolveCorpus([a, b]), { codebookHash: 'cb', maxRowsPerShard: 25, textColumn: 'text' });
+      const a = await writeParquetWithDuckDB(
+        "SELECT 'a' || i AS text FROM range(30) t(i)",
+        path.join(dir, 'a.parquet'),
+      );
+      const b = await writeParquetWithDuckDB(
+        "SELECT 'b' || i AS text FROM range(20) t(i)",
+        path.join(dir, 'b.parquet'),
+      );
+      const plan = planShards(await resolveCorpus([a, b]), {
+        codebookHash: 'cb',
+        maxRowsPerShard: 25,
+        textColumn: 'text',
+      });
       const ids: unknown[] = [];
-      for (const shard of plan.shards) ids.push(...(await collect(readShardDocuments(shard, { idColumn: null, textColumn: 'text' }))).ids);
-      assert.deepEqual(ids, Array.from({ length: 50 }, (_, i) => i));
+      for (const shard of plan.shards)
+        ids.push(...(await collect(readShardDocuments(shard, { idColumn: null, textColumn: 'text' }))).ids);
+      assert.deepEqual(
+        ids,
+        Array.from({ length: 50 }, (_, i) => i),
+      );
     });
   });
 
@@ -218,8 +279,13 @@ describe('readShardRows', () => {
       const file = await writeParquetWithDuckDB(CORPUS_QUERY, path.join(dir, 'c.parquet'));
       const { shards } = await planOne(file, 10_000);
       await writeParquetWithDuckDB(CORPUS_QUERY.replace("'document '", "'doc '"), file);
-      await assert.rejects(collect(readShardDocuments(shards[0]!, { idColumn: 'id', textColumn: 'text' })), (error: unknown) =>
-        isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file) && error.message.includes('plan the corpus again'));
+      await assert.rejects(
+        collect(readShardDocuments(shards[0]!, { idColumn: 'id', textColumn: 'text' })),
+        (error: unknown) =>
+          isRescaleError(error, 'INPUT_INVALID') &&
+          error.message.includes(file) &&
+          error.message.includes('plan the corpus again'),
+      );
     });
   });
 
@@ -227,8 +293,13 @@ describe('readShardRows', () => {
     await withTempDir(async (dir) => {
       const file = await writeParquetWithDuckDB(CORPUS_QUERY, path.join(dir, 'c.parquet'));
       const { shards } = await planOne(file, 10_000);
-      await assert.rejects(collect(readShardDocuments(shards[0]!, { idColumn: 'doc_id', textColumn: 'text' })), (error: unknown) =>
-        isRescaleError(error, 'COLUMN_MISSING') && error.message.includes('"doc_id"') && error.message.includes('id, text, topic'));
+      await assert.rejects(
+        collect(readShardDocuments(shards[0]!, { idColumn: 'doc_id', textColumn: 'text' })),
+        (error: unknown) =>
+          isRescaleError(error, 'COLUMN_MISSING') &&
+          error.message.includes('"doc_id"') &&
+          error.message.includes('id, text, topic'),
+      );
     });
   });
 
@@ -240,7 +311,10 @@ describe('readShardRows', () => {
       let batches = 0;
       await assert.rejects(
         (async () => {
-          for await (const _batch of readShardRows(shards[0]!, ['text'], { signal: controller.signal, batchSize: 100 })) {
+          for await (const _batch of readShardRows(shards[0]!, ['text'], {
+            signal: controller.signal,
+            batchSize: 100,
+          })) {
             batches += 1;
             controller.abort();
           }
@@ -261,9 +335,21 @@ describe('idArrowType', () => {
         path.join(dir, 'types.parquet'),
       );
       const [corpus] = await resolveCorpus(file);
-      const types = Object.fromEntries((corpus?.columns ?? []).map((column) => [column.name, String(idArrowType(column))]));
+      const types = Object.fromEntries(
+        (corpus?.columns ?? []).map((column) => [column.name, String(idArrowType(column))]),
+      );
       assert.deepEqual(types, {
-        i32: 'Int32', i64: 'Int64', i8: 'Int8', u16: 'Uint16', u64: 'Uint64', f64: 'Float64', f32: 'Float32', s: 'Utf8', u: 'Utf8', d: 'Utf8', text: 'Utf8',
+        i32: 'Int32',
+        i64: 'Int64',
+        i8: 'Int8',
+        u16: 'Uint16',
+        u64: 'Uint64',
+        f64: 'Float64',
+        f32: 'Float32',
+        s: 'Utf8',
+        u: 'Utf8',
+        d: 'Utf8',
+        text: 'Utf8',
       });
       assert.ok(DataType.isInt(idArrowType(corpus!.columns[0]!)));
     });

@@ -19,16 +19,39 @@ const LABELS = [...SENTIMENT];
 
 async function twoShards(dir: string) {
   await mkdir(path.join(dir, 'in'), { recursive: true });
-  await writeParquetWithDuckDB(`SELECT i::BIGINT AS id, 'text ' || i AS text FROM range(8) t(i)`, path.join(dir, 'in', 'a.parquet'));
-  return planShards(await resolveCorpus(path.join(dir, 'in')), { codebookHash: 'cb', maxRowsPerShard: 4, idColumn: 'id', textColumn: 'text' });
+  await writeParquetWithDuckDB(
+    `SELECT i::BIGINT AS id, 'text ' || i AS text FROM range(8) t(i)`,
+    path.join(dir, 'in', 'a.parquet'),
+  );
+  return planShards(await resolveCorpus(path.join(dir, 'in')), {
+    codebookHash: 'cb',
+    maxRowsPerShard: 4,
+    idColumn: 'id',
+    textColumn: 'text',
+  });
 }
 
 function rowsFor(shard: { id: string; corpusRowStart: number }, withFallback: boolean): ResultRow[] {
   return Array.from({ length: 4 }, (_, k) => {
-    const row = { ...scoredRow(shard.corpusRowStart + k, 'neutral', 0.4, shard.id), id: BigInt(shard.corpusRowStart + k) };
+    const row = {
+      ...scoredRow(shard.corpusRowStart + k, 'neutral', 0.4, shard.id),
+      id: BigInt(shard.corpusRowStart + k),
+    };
     if (!withFallback) return row;
-    if (k === 0) return { ...row, label: 'positive', source: 'fallback' as const, localLabel: 'neutral', fallback: { status: 'ok' as const, label: 'positive', confidence: 0.9, error: null } };
-    if (k === 1) return { ...row, localLabel: 'neutral', fallback: { status: 'over_budget' as const, label: null, confidence: null, error: 'fallback budget reached' } };
+    if (k === 0)
+      return {
+        ...row,
+        label: 'positive',
+        source: 'fallback' as const,
+        localLabel: 'neutral',
+        fallback: { status: 'ok' as const, label: 'positive', confidence: 0.9, error: null },
+      };
+    if (k === 1)
+      return {
+        ...row,
+        localLabel: 'neutral',
+        fallback: { status: 'over_budget' as const, label: null, confidence: null, error: 'fallback budget reached' },
+      };
     return { ...row, localLabel: 'neutral', fallback: null };
   });
 }
@@ -47,10 +70,20 @@ describe('fallback result columns', () => {
       assert.deepEqual(back[1]?.fallback, rows[1]?.fallback);
       assert.equal(back[2]?.fallback, undefined);
 
-      const invented = rows.map((r, i) => (i === 0 ? { ...r, label: 'mixed', fallback: { status: 'ok' as const, label: 'mixed', confidence: null, error: null } } : r));
-      await assert.rejects(writeShardResult({ dir, shard, labels: LABELS, idType: plan.idType, rows: invented }), /not a codebook label/);
+      const invented = rows.map((r, i) =>
+        i === 0
+          ? { ...r, label: 'mixed', fallback: { status: 'ok' as const, label: 'mixed', confidence: null, error: null } }
+          : r,
+      );
+      await assert.rejects(
+        writeShardResult({ dir, shard, labels: LABELS, idType: plan.idType, rows: invented }),
+        /not a codebook label/,
+      );
       const unsourced = rows.map((r, i) => (i === 0 ? { ...r, source: 'local' as const } : r));
-      await assert.rejects(writeShardResult({ dir, shard, labels: LABELS, idType: plan.idType, rows: unsourced }), /source local but fallback status ok/);
+      await assert.rejects(
+        writeShardResult({ dir, shard, labels: LABELS, idType: plan.idType, rows: unsourced }),
+        /source local but fallback status ok/,
+      );
     });
   });
 
@@ -59,24 +92,65 @@ describe('fallback result columns', () => {
       const plan = await twoShards(dir);
       const shardDir = path.join(dir, 'shards');
       const [fresh, old] = plan.shards;
-      await writeShardResult({ dir: shardDir, shard: fresh!, labels: LABELS, idType: plan.idType, rows: rowsFor(fresh!, true) });
-      await writeShardResult({ dir: shardDir, shard: old!, labels: LABELS, idType: plan.idType, rows: rowsFor(old!, false) });
+      await writeShardResult({
+        dir: shardDir,
+        shard: fresh!,
+        labels: LABELS,
+        idType: plan.idType,
+        rows: rowsFor(fresh!, true),
+      });
+      await writeShardResult({
+        dir: shardDir,
+        shard: old!,
+        labels: LABELS,
+        idType: plan.idType,
+        rows: rowsFor(old!, false),
+      });
       // Rewrite the second shard file without the six new columns, as the previous version wrote it.
       const file = shardResultPath(shardDir, old!.id);
       const table = tableFromIPC(await readFile(file));
       const keep = table.schema.fields.map((f) => f.name).filter((name) => !/^(local_|fallback_)/.test(name));
       const legacy = table.select(keep);
       const legacySchema = new Schema(legacy.schema.fields, table.schema.metadata);
-      await writeFile(file, tableToIPC(new Table(legacySchema, legacy.batches.map((batch) => new RecordBatch(legacySchema, batch.data))), 'file'));
-      assert.equal(tableFromIPC(await readFile(file)).schema.fields.some((f) => f.name === 'local_label'), false);
+      await writeFile(
+        file,
+        tableToIPC(
+          new Table(
+            legacySchema,
+            legacy.batches.map((batch) => new RecordBatch(legacySchema, batch.data)),
+          ),
+          'file',
+        ),
+      );
+      assert.equal(
+        tableFromIPC(await readFile(file)).schema.fields.some((f) => f.name === 'local_label'),
+        false,
+      );
 
       const output = path.join(dir, 'merged.parquet');
       const summary = await mergeShards({ plan, shardDir, output, labels: LABELS, manifest: {} });
       assert.deepEqual(summary.sourceCounts, { local: 7, fallback: 1 });
-      assert.deepEqual(summary.fallbackStatusCounts, { ok: 1, fallback_invalid: 0, over_budget: 1, fallback_failed: 0 });
-      const rows = await queryDuckDB(`SELECT "row"::INT AS r, label, local_label, local_confidence, fallback_status FROM read_parquet('${sqlString(output)}') ORDER BY "row"`);
-      assert.deepEqual(rows.slice(0, 2).map((r) => [r.label, r.local_label, r.fallback_status]), [['positive', 'neutral', 'ok'], ['neutral', 'neutral', 'over_budget']]);
-      for (const row of rows.slice(4)) assert.deepEqual([row.label, row.local_label, row.local_confidence, row.fallback_status], ['neutral', 'neutral', 0.4, null]);
+      assert.deepEqual(summary.fallbackStatusCounts, {
+        ok: 1,
+        fallback_invalid: 0,
+        over_budget: 1,
+        fallback_failed: 0,
+      });
+      const rows = await queryDuckDB(
+        `SELECT "row"::INT AS r, label, local_label, local_confidence, fallback_status FROM read_parquet('${sqlString(output)}') ORDER BY "row"`,
+      );
+      assert.deepEqual(
+        rows.slice(0, 2).map((r) => [r.label, r.local_label, r.fallback_status]),
+        [
+          ['positive', 'neutral', 'ok'],
+          ['neutral', 'neutral', 'over_budget'],
+        ],
+      );
+      for (const row of rows.slice(4))
+        assert.deepEqual(
+          [row.label, row.local_label, row.local_confidence, row.fallback_status],
+          ['neutral', 'neutral', 0.4, null],
+        );
     });
   });
 });

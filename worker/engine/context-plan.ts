@@ -42,8 +42,13 @@ export interface ContextPlan {
 /** Plans the context; fails with CONTEXT_TOO_SMALL when a configured context cannot hold any document at all. */
 export function planContext(codebook: Codebook, measure: PromptMeasure, overrides: ContextOverrides = {}): ContextPlan {
   const sequences = resolveSequences(codebook, overrides.sequences);
-  const { sharedPrefixTokens: prefixLength, templateTokens: templateOverhead, longestLabelTokens: longestLabel } = measure;
-  const needed = prefixLength + codebook.model.maxDocumentTokens + templateOverhead + longestLabel + CONTEXT_SLACK_TOKENS;
+  const {
+    sharedPrefixTokens: prefixLength,
+    templateTokens: templateOverhead,
+    longestLabelTokens: longestLabel,
+  } = measure;
+  const needed =
+    prefixLength + codebook.model.maxDocumentTokens + templateOverhead + longestLabel + CONTEXT_SLACK_TOKENS;
   const contextSize = codebook.model.contextSize ?? needed;
   const minimum = prefixLength + templateOverhead + longestLabel + 1;
   if (contextSize < minimum) {

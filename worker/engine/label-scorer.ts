@@ -15,7 +15,14 @@ import { planContext } from './context-plan.js';
 import type { DecodeStrategy } from './decode-strategy.js';
 import { labelDistribution } from './label-distribution.js';
 import { LabelTrieScorer, type TrieScore } from './label-trie-scorer.js';
-import { assertLoraAdapter, getRuntime, loadModel, runtimeInfo, type BuildPreference, type RuntimeInfo } from './llama-runtime.js';
+import {
+  assertLoraAdapter,
+  getRuntime,
+  loadModel,
+  runtimeInfo,
+  type BuildPreference,
+  type RuntimeInfo,
+} from './llama-runtime.js';
 import { PromptBuilder } from './prompt-builder.js';
 import { SequencePool } from './sequence-pool.js';
 import { serialDecode } from './serial-decode.js';
@@ -67,7 +74,8 @@ export class LabelScorer implements DocumentScorer {
     const question = singleQuestion(codebook);
     const llama = options.model?.llama ?? (await getRuntime({ build: options.build ?? 'auto', logger }));
     const info = await runtimeInfo(llama);
-    for (const [i, adapter] of codebook.model.adapters.entries()) await assertLoraAdapter(adapter.path, `model.adapters[${i}].path`);
+    for (const [i, adapter] of codebook.model.adapters.entries())
+      await assertLoraAdapter(adapter.path, `model.adapters[${i}].path`);
     const model = options.model ?? (await loadModel(llama, codebook.model.path, codebook.model.gpuLayers));
     const ownsModel = options.model === undefined;
     try {
@@ -99,7 +107,14 @@ export class LabelScorer implements DocumentScorer {
       });
       const { build, gpu, llamaCppRelease: llamaCpp } = info;
       const labels = question.labels.length;
-      logger.log('info', 'label scorer ready', { build, gpu, llamaCpp, ...settings, labels, innerTrieNodes: trie.inner.length });
+      logger.log('info', 'label scorer ready', {
+        build,
+        gpu,
+        llamaCpp,
+        ...settings,
+        labels,
+        innerTrieNodes: trie.inner.length,
+      });
       return new LabelScorer(codebook, info, settings, model, ownsModel, pool, prompts, trie, serialDecode, logger);
     } catch (error) {
       if (ownsModel) await model.dispose();
@@ -147,7 +162,12 @@ export class LabelScorer implements DocumentScorer {
       }
       const rendered = this.prompts.render(doc, this.settings.maxDocumentTokens);
       if (rendered.tokens.length > capacity) {
-        results[index] = unscored('error', `prompt is ${rendered.tokens.length} tokens, more than the context holds (${capacity}); raise model.context_size or lower model.max_document_tokens`, 0, rendered.truncated);
+        results[index] = unscored(
+          'error',
+          `prompt is ${rendered.tokens.length} tokens, more than the context holds (${capacity}); raise model.context_size or lower model.max_document_tokens`,
+          0,
+          rendered.truncated,
+        );
         continue;
       }
       pending.push({ index, tokens: rendered.tokens, truncated: rendered.truncated });
@@ -170,14 +190,18 @@ export class LabelScorer implements DocumentScorer {
       return group.map((doc, slot) => this.finish(scores[slot] as TrieScore, doc.truncated));
     } catch (cause) {
       this.pool.invalidate();
-      throw new RescaleError('ENGINE_FAILED', `llama.cpp evaluation failed: ${errorMessage(cause)}`, { cause, retryable: true });
+      throw new RescaleError('ENGINE_FAILED', `llama.cpp evaluation failed: ${errorMessage(cause)}`, {
+        cause,
+        retryable: true,
+      });
     }
   }
 
   private finish(score: TrieScore, truncated: boolean): DocumentScore {
     const { tokens } = score;
     const distribution = labelDistribution(score.logProbabilities);
-    if (distribution === null) return unscored('error', 'every label has probability 0 under the model', tokens, truncated);
+    if (distribution === null)
+      return unscored('error', 'every label has probability 0 under the model', tokens, truncated);
     const { probabilities, top, confidence, margin, entropy } = distribution;
     return {
       status: truncated ? 'truncated' : 'ok',
@@ -207,5 +231,15 @@ export class LabelScorer implements DocumentScorer {
 }
 
 function unscored(status: RowStatus, error: string, tokens: number, truncated: boolean): DocumentScore {
-  return { status, label: null, probabilities: null, confidence: null, margin: null, entropy: null, tokens, truncated, error };
+  return {
+    status,
+    label: null,
+    probabilities: null,
+    confidence: null,
+    margin: null,
+    entropy: null,
+    tokens,
+    truncated,
+    error,
+  };
 }

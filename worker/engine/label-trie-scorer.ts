@@ -67,12 +67,23 @@ export class LabelTrieScorer {
     const answerTokens = question.labels.map((label, i) => {
       const tokens = model.tokenize(codebook.prompt.answerPrefix + label.answer, false, 'trimLeadingSpace');
       if (tokens.length === 0) {
-        throw new RescaleError('LABEL_INVALID', `${codebook.source ?? 'codebook'}: label "${label.name}" (field "labels[${i}]") tokenises to nothing; give it a visible "answer" text`);
+        throw new RescaleError(
+          'LABEL_INVALID',
+          `${codebook.source ?? 'codebook'}: label "${label.name}" (field "labels[${i}]") tokenises to nothing; give it a visible "answer" text`,
+        );
       }
       return tokens;
     });
-    if (terminator === null && answerTokens.some((a, i) => answerTokens.some((b, j) => i !== j && a.length < b.length && a.every((t, k) => b[k] === t)))) {
-      throw new RescaleError('LABEL_INVALID', `${codebook.source ?? 'codebook'}: one label's answer is a prefix of another's and the model has no end-of-text token to tell them apart; rename the labels' "answer" texts`);
+    if (
+      terminator === null &&
+      answerTokens.some((a, i) =>
+        answerTokens.some((b, j) => i !== j && a.length < b.length && a.every((t, k) => b[k] === t)),
+      )
+    ) {
+      throw new RescaleError(
+        'LABEL_INVALID',
+        `${codebook.source ?? 'codebook'}: one label's answer is a prefix of another's and the model has no end-of-text token to tell them apart; rename the labels' "answer" texts`,
+      );
     }
     const trie = buildLabelTrie(answerTokens, terminator ?? (0 as Token));
     return new LabelTrieScorer(model, trie.root, trie.sequences);
@@ -112,7 +123,11 @@ export class LabelTrieScorer {
       const anchors = await decode.each(group, (_, slot) => this.evaluateGreedy(pool.sequence(slot), path));
       await Promise.all(group.map((doc, slot) => pool.rewind(slot, doc.tokens.length)));
       const relative = await decode.each(group, (_, slot) =>
-        this.evaluateWithNext(pool.sequence(slot), path, this.restriction([...node.children.keys(), (anchors[slot] as Anchor).token])),
+        this.evaluateWithNext(
+          pool.sequence(slot),
+          path,
+          this.restriction([...node.children.keys(), (anchors[slot] as Anchor).token]),
+        ),
       );
       for (const [slot, doc] of group.entries()) {
         const anchor = anchors[slot] as Anchor;
@@ -155,9 +170,14 @@ export class LabelTrieScorer {
   private async evaluateGreedy(sequence: LlamaContextSequence, tokens: readonly Token[]): Promise<Anchor> {
     const last = tokens.length - 1;
     const generateNext = { token: true, confidence: true, options: { temperature: 0 } };
-    const output = await sequence.controlledEvaluate(tokens.map((t, i) => (i === last ? ([t, { generateNext }] as [Token, { generateNext: typeof generateNext }]) : t)));
+    const output = await sequence.controlledEvaluate(
+      tokens.map((t, i) =>
+        i === last ? ([t, { generateNext }] as [Token, { generateNext: typeof generateNext }]) : t,
+      ),
+    );
     const next = output[last]?.next;
-    if (next?.token == null || next.confidence === undefined) throw new RescaleError('ENGINE_FAILED', 'llama.cpp returned no next token', { retryable: true });
+    if (next?.token == null || next.confidence === undefined)
+      throw new RescaleError('ENGINE_FAILED', 'llama.cpp returned no next token', { retryable: true });
     return { token: next.token, probability: next.confidence };
   }
 
@@ -181,17 +201,38 @@ export class LabelTrieScorer {
    * back — all the root needs, at a fraction of the cost of the full vocabulary — or null when a label token was
    * still outside the top-k. Without, the full distribution (needed below the root, where normalisation matters).
    */
-  private async evaluateWithNext(sequence: LlamaContextSequence, tokens: readonly Token[], restriction: TokenRestriction | null): Promise<Map<Token, number> | null> {
+  private async evaluateWithNext(
+    sequence: LlamaContextSequence,
+    tokens: readonly Token[],
+    restriction: TokenRestriction | null,
+  ): Promise<Map<Token, number> | null> {
     const generateNext =
       restriction === null
         ? { probabilities: true }
-        : { probabilities: true, options: { temperature: 1, topK: restriction.tokens.length, topP: 1, minP: 0, seed: 0, tokenBias: restriction.bias } };
+        : {
+            probabilities: true,
+            options: {
+              temperature: 1,
+              topK: restriction.tokens.length,
+              topP: 1,
+              minP: 0,
+              seed: 0,
+              tokenBias: restriction.bias,
+            },
+          };
     const last = tokens.length - 1;
-    const input = tokens.map((t, i) => (i === last ? ([t, { generateNext }] as [Token, { generateNext: typeof generateNext }]) : t));
+    const input = tokens.map((t, i) =>
+      i === last ? ([t, { generateNext }] as [Token, { generateNext: typeof generateNext }]) : t,
+    );
     const output = await sequence.controlledEvaluate(input);
     const probabilities = output[last]?.next.probabilities;
-    if (probabilities === undefined) throw new RescaleError('ENGINE_FAILED', 'llama.cpp returned no next-token distribution', { retryable: true });
-    if (restriction !== null && (probabilities.size !== restriction.tokens.length || restriction.tokens.some((t) => !probabilities.has(t)))) return null;
+    if (probabilities === undefined)
+      throw new RescaleError('ENGINE_FAILED', 'llama.cpp returned no next-token distribution', { retryable: true });
+    if (
+      restriction !== null &&
+      (probabilities.size !== restriction.tokens.length || restriction.tokens.some((t) => !probabilities.has(t)))
+    )
+      return null;
     return probabilities;
   }
 }

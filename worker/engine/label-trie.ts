@@ -22,8 +22,12 @@ interface MutableNode {
  * Builds the trie. A label whose tokens are a strict prefix of another label's gets `terminator` appended (the
  * end-of-turn / end-of-text token), so "pos" and "positive" are told apart by whether the answer stops.
  */
-export function buildLabelTrie(sequences: readonly (readonly Token[])[], terminator: Token): { root: TrieNode; sequences: Token[][] } {
-  const isStrictPrefix = (a: readonly Token[], b: readonly Token[]): boolean => a.length < b.length && a.every((t, i) => b[i] === t);
+export function buildLabelTrie(
+  sequences: readonly (readonly Token[])[],
+  terminator: Token,
+): { root: TrieNode; sequences: Token[][] } {
+  const isStrictPrefix = (a: readonly Token[], b: readonly Token[]): boolean =>
+    a.length < b.length && a.every((t, i) => b[i] === t);
   const resolved = sequences.map((seq, i) =>
     sequences.some((other, j) => j !== i && isStrictPrefix(seq, other)) ? [...seq, terminator] : [...seq],
   );

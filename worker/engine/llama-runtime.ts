@@ -56,12 +56,20 @@ export async function getRuntime(options: RuntimeOptions): Promise<Llama> {
     logger: (level, message) => {
       const text = message.trim();
       if (text === '') return;
-      runtimeLogger.log(level === LlamaLogLevel.error || level === LlamaLogLevel.fatal ? 'error' : 'warn', 'llama.cpp', { message: text });
+      runtimeLogger.log(
+        level === LlamaLogLevel.error || level === LlamaLogLevel.fatal ? 'error' : 'warn',
+        'llama.cpp',
+        { message: text },
+      );
     },
   }).catch((cause: unknown) => {
     llamaPromise = null;
     loadedPreference = null;
-    throw new RescaleError('ENGINE_FAILED', `cannot load llama.cpp: ${errorMessage(cause)}; reinstall with "npm ci" or rebuild with "npm run build:llama"`, { cause });
+    throw new RescaleError(
+      'ENGINE_FAILED',
+      `cannot load llama.cpp: ${errorMessage(cause)}; reinstall with "npm ci" or rebuild with "npm run build:llama"`,
+      { cause },
+    );
   });
   return llamaPromise;
 }
@@ -75,7 +83,9 @@ export function nodeLlamaCppRoot(): string {
 }
 
 export async function runtimeInfo(llama: Llama): Promise<RuntimeInfo> {
-  packageVersion ??= (JSON.parse(await readFile(path.join(nodeLlamaCppRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+  packageVersion ??= (
+    JSON.parse(await readFile(path.join(nodeLlamaCppRoot(), 'package.json'), 'utf8')) as { version: string }
+  ).version;
   return {
     build: llama.buildType,
     gpu: llama.gpu,
@@ -94,13 +104,20 @@ export async function assertGgufFile(file: string, what: 'model' | 'adapter', fi
   try {
     handle = await open(file, 'r');
   } catch (cause) {
-    throw new RescaleError(missing, `${what} file not found: ${file} (codebook field "${field}"); check the path, which is relative to the codebook file`, { cause });
+    throw new RescaleError(
+      missing,
+      `${what} file not found: ${file} (codebook field "${field}"); check the path, which is relative to the codebook file`,
+      { cause },
+    );
   }
   try {
     const head = Buffer.alloc(4);
     const { bytesRead } = await handle.read(head, 0, 4, 0);
     if (bytesRead < 4 || !head.equals(GGUF_MAGIC)) {
-      throw new RescaleError(bad, `${file} is not a GGUF file (codebook field "${field}"); convert the ${what} with llama.cpp's convert scripts first`);
+      throw new RescaleError(
+        bad,
+        `${file} is not a GGUF file (codebook field "${field}"); convert the ${what} with llama.cpp's convert scripts first`,
+      );
     }
   } finally {
     await handle.close();
@@ -115,10 +132,17 @@ export async function assertLoraAdapter(file: string, field: string): Promise<vo
     const info = await readGgufFileInfo(file, { readTensorInfo: false });
     type = (info.metadata as { general?: { type?: unknown } }).general?.type;
   } catch (cause) {
-    throw new RescaleError('ADAPTER_INVALID', `${file} (codebook field "${field}") cannot be read as GGUF: ${errorMessage(cause)}`, { cause });
+    throw new RescaleError(
+      'ADAPTER_INVALID',
+      `${file} (codebook field "${field}") cannot be read as GGUF: ${errorMessage(cause)}`,
+      { cause },
+    );
   }
   if (type !== 'adapter') {
-    throw new RescaleError('ADAPTER_INVALID', `${file} (codebook field "${field}") is not a LoRA adapter (general.type is ${JSON.stringify(type ?? null)}, expected "adapter"); convert it with llama.cpp's convert_lora_to_gguf.py`);
+    throw new RescaleError(
+      'ADAPTER_INVALID',
+      `${file} (codebook field "${field}") is not a LoRA adapter (general.type is ${JSON.stringify(type ?? null)}, expected "adapter"); convert it with llama.cpp's convert_lora_to_gguf.py`,
+    );
   }
 }
 
@@ -127,6 +151,10 @@ export async function loadModel(llama: Llama, file: string, gpuLayers: number | 
   try {
     return await llama.loadModel({ modelPath: file, gpuLayers, useMmap: true });
   } catch (cause) {
-    throw new RescaleError('MODEL_INVALID', `llama.cpp could not load model ${file} (codebook field "model.path"): ${errorMessage(cause)}`, { cause });
+    throw new RescaleError(
+      'MODEL_INVALID',
+      `llama.cpp could not load model ${file} (codebook field "model.path"): ${errorMessage(cause)}`,
+      { cause },
+    );
   }
 }

@@ -2,7 +2,16 @@
 // own chat template (or raw), tokenised whole so tokens match what a fine-tuned adapter saw in training.
 // It also finds the shared prefix (system prompt, instructions) that the scorer evaluates once and reuses.
 
-import { LlamaText, SpecialToken, SpecialTokensText, resolveChatWrapper, type ChatHistoryItem, type ChatWrapper, type LlamaModel, type Token } from 'node-llama-cpp';
+import {
+  LlamaText,
+  SpecialToken,
+  SpecialTokensText,
+  resolveChatWrapper,
+  type ChatHistoryItem,
+  type ChatWrapper,
+  type LlamaModel,
+  type Token,
+} from 'node-llama-cpp';
 import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Question } from '../../contracts/codebook.js';
 import { promptVariables } from '../../contracts/prompt-text.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
@@ -90,7 +99,8 @@ export class PromptBuilder {
     if (system !== null) values.push(new SpecialTokensText(system));
     for (const part of parseTemplate(prompt.template)) {
       if (part.kind === 'text') values.push(new SpecialTokensText(part.text));
-      else if ((CODEBOOK_VARIABLES as readonly string[]).includes(part.name)) values.push(new SpecialTokensText(this.variable(part.name, doc)));
+      else if ((CODEBOOK_VARIABLES as readonly string[]).includes(part.name))
+        values.push(new SpecialTokensText(this.variable(part.name, doc)));
       else values.push(this.variable(part.name, doc));
     }
     return LlamaText(values);

@@ -24,7 +24,12 @@ export class SequencePool {
   }
 
   /** Creates the context the plan describes, with the codebook's adapters; errors name the model and what to change. */
-  static async create(model: LlamaModel, spec: ModelSpec, plan: ContextPlan, sharedPrefix: readonly Token[]): Promise<SequencePool> {
+  static async create(
+    model: LlamaModel,
+    spec: ModelSpec,
+    plan: ContextPlan,
+    sharedPrefix: readonly Token[],
+  ): Promise<SequencePool> {
     const { contextSize, sequences, batchSize, threads } = plan;
     let context: LlamaContext;
     try {
@@ -33,17 +38,21 @@ export class SequencePool {
         sequences,
         batchSize,
         threads,
-        ...(spec.adapters.length > 0 ? { lora: { adapters: spec.adapters.map((a) => ({ filePath: a.path, scale: a.scale })) } } : {}),
+        ...(spec.adapters.length > 0
+          ? { lora: { adapters: spec.adapters.map((a) => ({ filePath: a.path, scale: a.scale })) } }
+          : {}),
       });
     } catch (cause) {
       const adapters = spec.adapters.map((a) => a.path).join(', ');
       const reason = errorMessage(cause);
       if (adapters !== '' && /lora|adapter|tensor/i.test(reason)) {
-        const message = `llama.cpp rejected adapter(s) ${adapters} for model ${spec.path}: ${reason}; ` +
+        const message =
+          `llama.cpp rejected adapter(s) ${adapters} for model ${spec.path}: ${reason}; ` +
           'an adapter only fits the base model it was trained on';
         throw new RescaleError('ADAPTER_MISMATCH', message, { cause });
       }
-      const message = `cannot create a context of ${contextSize} tokens × ${sequences} sequences for ${spec.path}: ${reason}; ` +
+      const message =
+        `cannot create a context of ${contextSize} tokens × ${sequences} sequences for ${spec.path}: ${reason}; ` +
         'lower model.context_size or model.sequences';
       throw new RescaleError('ENGINE_FAILED', message, { cause });
     }
@@ -69,7 +78,8 @@ export class SequencePool {
 
   sequence(slot: number): LlamaContextSequence {
     const sequence = this.sequences[slot];
-    if (sequence === undefined) throw new RescaleError('INTERNAL', `sequence slot ${slot} is outside the pool of ${this.size}`);
+    if (sequence === undefined)
+      throw new RescaleError('INTERNAL', `sequence slot ${slot} is outside the pool of ${this.size}`);
     return sequence;
   }
 
@@ -101,7 +111,8 @@ export class SequencePool {
   /** Erases everything after the first `position` tokens (only ever the tail, so nothing is shifted). */
   async rewind(slot: number, position: number): Promise<void> {
     const sequence = this.sequence(slot);
-    if (sequence.nextTokenIndex > position) await sequence.eraseContextTokenRanges([{ start: position, end: sequence.nextTokenIndex }]);
+    if (sequence.nextTokenIndex > position)
+      await sequence.eraseContextTokenRanges([{ start: position, end: sequence.nextTokenIndex }]);
   }
 
   /** After a failed evaluation no cache is trusted: every slot re-evaluates the prefix next time. */

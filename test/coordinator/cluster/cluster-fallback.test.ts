@@ -12,7 +12,16 @@ import { runLocalMode } from '../../../cli/local-mode.js';
 import { ControlClient } from '../../../cli/control-client.js';
 import { isRescaleError } from '../../../contracts/errors.js';
 import type { SubmitRunRequest } from '../../../coordinator/control-proto.js';
-import { client, clusterFixture, shardsDone, startCoordinator, startWorker, type ClusterFixture, type CoordinatorProcess, type ServiceProcess } from '../../../scripts/harness/cluster.js';
+import {
+  client,
+  clusterFixture,
+  shardsDone,
+  startCoordinator,
+  startWorker,
+  type ClusterFixture,
+  type CoordinatorProcess,
+  type ServiceProcess,
+} from '../../../scripts/harness/cluster.js';
 import { auditRecords, fallbackSection, filesContaining } from '../../helpers/fallback.js';
 import { keywordLabel, OpenAIServer } from '../../helpers/openai-server.js';
 import { queryDuckDB, sqlString } from '../../../scripts/harness/parquet.js';
@@ -30,21 +39,71 @@ async function fallbackCodebook(fixture: ClusterFixture, name: string, fallback:
   return file;
 }
 
-function request(fixture: ClusterFixture, codebook: string, output: string, options: Partial<SubmitRunRequest['options']> = {}): SubmitRunRequest {
-  return { codebook, inputs: [fixture.corpus], output, options: { shardRows: SHARD_ROWS, limit: ROWS, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false, ...options } };
+function request(
+  fixture: ClusterFixture,
+  codebook: string,
+  output: string,
+  options: Partial<SubmitRunRequest['options']> = {},
+): SubmitRunRequest {
+  return {
+    codebook,
+    inputs: [fixture.corpus],
+    output,
+    options: {
+      shardRows: SHARD_ROWS,
+      limit: ROWS,
+      sequences: 0,
+      overwrite: false,
+      noFallback: false,
+      fallbackOffline: false,
+      ...options,
+    },
+  };
 }
 
 /** Why a run failed, for assertion messages: its shard failures and the services' error lines. */
-function why(final: { error: string; failures?: readonly { shardId: string; reason: string }[] }, services: readonly ServiceProcess[]): string {
-  const errors = services.flatMap((s) => s.logs().filter((l) => l.level === 'error' || l.level === 'warn').map((l) => `${s.name}: ${JSON.stringify(l)}`));
-  return [final.error, ...(final.failures ?? []).slice(0, 3).map((f) => `${f.shardId}: ${f.reason}`), ...errors.slice(-10)].join('\n');
+function why(
+  final: { error: string; failures?: readonly { shardId: string; reason: string }[] },
+  services: readonly ServiceProcess[],
+): string {
+  const errors = services.flatMap((s) =>
+    s
+      .logs()
+      .filter((l) => l.level === 'error' || l.level === 'warn')
+      .map((l) => `${s.name}: ${JSON.stringify(l)}`),
+  );
+  return [
+    final.error,
+    ...(final.failures ?? []).slice(0, 3).map((f) => `${f.shardId}: ${f.reason}`),
+    ...errors.slice(-10),
+  ].join('\n');
 }
 
 /** `promise`, or a failure after `ms` carrying the services' last log lines (a hang becomes a diagnosable failure). */
-async function within<T>(promise: Promise<T>, ms: number, what: string, services: readonly ServiceProcess[]): Promise<T> {
+async function within<T>(
+  promise: Promise<T>,
+  ms: number,
+  what: string,
+  services: readonly ServiceProcess[],
+): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result within ${ms} ms\n${services.flatMap((s) => s.logs().slice(-12).map((l) => `${s.name}: ${JSON.stringify(l)}`)).join('\n')}`)), ms);
+    timer = setTimeout(
+      () =>
+        reject(
+          new Error(
+            `${what}: no result within ${ms} ms\n${services
+              .flatMap((s) =>
+                s
+                  .logs()
+                  .slice(-12)
+                  .map((l) => `${s.name}: ${JSON.stringify(l)}`),
+              )
+              .join('\n')}`,
+          ),
+        ),
+      ms,
+    );
   });
   try {
     return await Promise.race([promise, timeout]);
@@ -54,7 +113,9 @@ async function within<T>(promise: Promise<T>, ms: number, what: string, services
 }
 
 async function fallbackColumns(output: string): Promise<Record<string, unknown>[]> {
-  return queryDuckDB(`SELECT id::INT AS id, label, local_label, source, fallback_label, fallback_status FROM read_parquet('${sqlString(output)}') ORDER BY id`);
+  return queryDuckDB(
+    `SELECT id::INT AS id, label, local_label, source, fallback_label, fallback_status FROM read_parquet('${sqlString(output)}') ORDER BY id`,
+  );
 }
 
 describe('cluster mode with the closed-model fallback', () => {
@@ -71,7 +132,11 @@ describe('cluster mode with the closed-model fallback', () => {
     redis = await startRedisServer();
     // The closed model reads the unsure tweets as positive, so its answers are visible in the output.
     server = await OpenAIServer.start({ label: (user) => (/not sure/.test(user) ? 'positive' : keywordLabel(user)) });
-    codebook = await fallbackCodebook(fixture, 'hybrid', fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, concurrency: 4 }));
+    codebook = await fallbackCodebook(
+      fixture,
+      'hybrid',
+      fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, concurrency: 4 }),
+    );
     // Only the coordinator gets the key: workers never need it.
     coordinator = await startCoordinator(redis.url, fixture, [], 0, { [KEY_VARIABLE]: server.apiKey });
     workers = await Promise.all([startWorker(redis.url, 'w1'), startWorker(redis.url, 'w2')]);
@@ -88,26 +153,43 @@ describe('cluster mode with the closed-model fallback', () => {
 
   it('answers routed documents on the coordinator: both opinions, the bytes local mode writes, nothing paid twice', async () => {
     const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
-    await runLocalMode({ codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS, limit: ROWS, env: { [KEY_VARIABLE]: server.apiKey } });
+    await runLocalMode({
+      codebook,
+      input: [fixture.corpus],
+      output: localOutput,
+      shardRows: SHARD_ROWS,
+      limit: ROWS,
+      env: { [KEY_VARIABLE]: server.apiKey },
+    });
     const local = await fallbackColumns(localOutput);
     const routed = local.filter((row) => row.fallback_status !== null).length;
     assert.ok(routed >= 20, `the unsure quarter of the corpus is routed (${routed})`);
-    assert.ok(local.some((row) => row.source === 'fallback' && row.label === 'positive' && row.local_label !== 'positive'));
+    assert.ok(
+      local.some((row) => row.source === 'fallback' && row.label === 'positive' && row.local_label !== 'positive'),
+    );
 
     const before = server.requests.length;
     const output = path.join(fixture.dir, 'cluster', 'results.parquet');
     const submitted = await control.submit(request(fixture, codebook, output));
     const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
     assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
-    assert.equal(server.requests.length - before, routed, 'one request per routed document, whichever worker routed it');
+    assert.equal(
+      server.requests.length - before,
+      routed,
+      'one request per routed document, whichever worker routed it',
+    );
     assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
     assert.equal(new Set(shardsDone(workers).map(([worker]) => worker)).size, 2, 'both workers took shards');
 
     // The coordinator's audit and cache sit beside the output, as in local mode.
     const calls = (await auditRecords(`${output}.fallback-audit.jsonl`)).filter((r) => r.event === 'call');
     assert.equal(calls.length, routed);
-    assert.ok(calls.every((r) => r.outcome === 'label' && typeof r.shard_id === 'string' && typeof r.document_id === 'string'));
-    const manifest = JSON.parse(await readFile(final.manifest, 'utf8')) as { fallback: { active: boolean; mode: string; stats: { routed: number; answered: number } } };
+    assert.ok(
+      calls.every((r) => r.outcome === 'label' && typeof r.shard_id === 'string' && typeof r.document_id === 'string'),
+    );
+    const manifest = JSON.parse(await readFile(final.manifest, 'utf8')) as {
+      fallback: { active: boolean; mode: string; stats: { routed: number; answered: number } };
+    };
     assert.equal(manifest.fallback.active, true);
     assert.equal(manifest.fallback.stats.answered, routed);
 
@@ -135,7 +217,16 @@ describe('cluster mode with the closed-model fallback', () => {
   });
 
   it('keeps one hard budget across workers: exactly the cap is paid, the other routed documents are over_budget, no row lost', async () => {
-    const capped = await fallbackCodebook(fixture, 'capped', fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, concurrency: 4, budget: { requests: 7 }, seed: 7 }));
+    const capped = await fallbackCodebook(
+      fixture,
+      'capped',
+      fallbackSection(server.baseUrl, {
+        routing: { confidence_below: 0.6 },
+        concurrency: 4,
+        budget: { requests: 7 },
+        seed: 7,
+      }),
+    );
     const before = server.requests.length;
     const output = path.join(fixture.dir, 'capped', 'results.parquet');
     const submitted = await control.submit(request(fixture, capped, output));
@@ -148,13 +239,26 @@ describe('cluster mode with the closed-model fallback', () => {
     for (const row of rows) statuses.set(row.fallback_status, (statuses.get(row.fallback_status) ?? 0) + 1);
     assert.equal(statuses.get('ok'), 7);
     assert.ok((statuses.get('over_budget') ?? 0) >= 13);
-    assert.ok(rows.filter((r) => r.fallback_status === 'over_budget').every((r) => r.label === r.local_label && r.source === 'local'));
+    assert.ok(
+      rows
+        .filter((r) => r.fallback_status === 'over_budget')
+        .every((r) => r.label === r.local_label && r.source === 'local'),
+    );
   });
 
   it('fails the run at once when the endpoint refuses the key, naming where the key comes from', async () => {
-    server.setResponder(() => ({ kind: 'status', status: 401, code: 'invalid_api_key', message: 'Incorrect API key provided' }));
+    server.setResponder(() => ({
+      kind: 'status',
+      status: 401,
+      code: 'invalid_api_key',
+      message: 'Incorrect API key provided',
+    }));
     try {
-      const refused = await fallbackCodebook(fixture, 'refused', fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, seed: 401 }));
+      const refused = await fallbackCodebook(
+        fixture,
+        'refused',
+        fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, seed: 401 }),
+      );
       const output = path.join(fixture.dir, 'refused', 'results.parquet');
       const submitted = await control.submit(request(fixture, refused, output));
       const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
@@ -176,10 +280,23 @@ describe('cluster mode with the closed-model fallback', () => {
     const output = path.join(fixture.dir, 'keyless', 'results.parquet');
     await assert.rejects(
       within(control.submit(request(fixture, codebook, output)), 30_000, 'refused submit', [coordinator]),
-      (error) => isRescaleError(error, 'CONFIG_INVALID') && error.message.includes(KEY_VARIABLE) && /--no-fallback/.test(error.message),
+      (error) =>
+        isRescaleError(error, 'CONFIG_INVALID') &&
+        error.message.includes(KEY_VARIABLE) &&
+        /--no-fallback/.test(error.message),
     );
-    const submitted = await within(control.submit(request(fixture, codebook, output, { noFallback: true })), 30_000, 'local-only submit', [coordinator]);
-    const final = await within(control.watch(submitted.runId, () => undefined, { intervalMs: 250 }), 60_000, 'local-only run', [coordinator, ...workers]);
+    const submitted = await within(
+      control.submit(request(fixture, codebook, output, { noFallback: true })),
+      30_000,
+      'local-only submit',
+      [coordinator],
+    );
+    const final = await within(
+      control.watch(submitted.runId, () => undefined, { intervalMs: 250 }),
+      60_000,
+      'local-only run',
+      [coordinator, ...workers],
+    );
     assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
     const rows = await fallbackColumns(output);
     assert.ok(rows.every((r) => r.fallback_status === null && r.source === 'local'));
@@ -187,10 +304,23 @@ describe('cluster mode with the closed-model fallback', () => {
     // A finished study replays offline from the cache on a coordinator without any key, bit for bit.
     const before = server.requests.length;
     const replayed = path.join(fixture.dir, 'cluster', 'results.parquet');
-    const replay = await within(control.submit(request(fixture, codebook, replayed, { overwrite: true, fallbackOffline: true })), 30_000, 'offline submit', [coordinator]);
-    const done = await within(control.watch(replay.runId, () => undefined, { intervalMs: 250 }), 60_000, 'offline replay', [coordinator, ...workers]);
+    const replay = await within(
+      control.submit(request(fixture, codebook, replayed, { overwrite: true, fallbackOffline: true })),
+      30_000,
+      'offline submit',
+      [coordinator],
+    );
+    const done = await within(
+      control.watch(replay.runId, () => undefined, { intervalMs: 250 }),
+      60_000,
+      'offline replay',
+      [coordinator, ...workers],
+    );
     assert.equal(done.state, 'RUN_STATE_SUCCEEDED', why(done, [coordinator, ...workers]));
     assert.equal(server.requests.length, before, 'nothing sent');
-    assert.ok((await readFile(replayed)).equals(await readFile(path.join(fixture.dir, 'local', 'results.parquet'))), 'the offline replay differs from the live run');
+    assert.ok(
+      (await readFile(replayed)).equals(await readFile(path.join(fixture.dir, 'local', 'results.parquet'))),
+      'the offline replay differs from the live run',
+    );
   });
 });

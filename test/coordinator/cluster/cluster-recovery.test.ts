@@ -45,7 +45,13 @@ let localOutput: string;
 before(async () => {
   fixture = await clusterFixture(ROWS, { rowGroupRows: SHARD_ROWS });
   localOutput = path.join(fixture.dir, 'local', 'results.parquet');
-  await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows: SHARD_ROWS, env: {} });
+  await runLocalMode({
+    codebook: fixture.codebook,
+    input: [fixture.corpus],
+    output: localOutput,
+    shardRows: SHARD_ROWS,
+    env: {},
+  });
 });
 
 after(async () => {
@@ -53,46 +59,87 @@ after(async () => {
 });
 
 /** A fresh Redis (AOF on), a coordinator and `workers` workers; everything stopped afterwards, whatever happens. */
-async function withCluster(name: string, workerArgs: readonly string[], workers: number, body: (cluster: Cluster) => Promise<void>): Promise<void> {
+async function withCluster(
+  name: string,
+  workerArgs: readonly string[],
+  workers: number,
+  body: (cluster: Cluster) => Promise<void>,
+): Promise<void> {
   const redis = await startRedisServer({ appendonly: true, password: 'recovery' });
   const started: ServiceProcess[] = [];
   let cluster: Cluster | undefined;
   try {
     const coordinator = await startCoordinator(redis.url, fixture);
     started.push(coordinator);
-    const list = await Promise.all(Array.from({ length: workers }, (_, i) => startWorker(redis.url, `${name}-w${i + 1}`, workerArgs)));
+    const list = await Promise.all(
+      Array.from({ length: workers }, (_, i) => startWorker(redis.url, `${name}-w${i + 1}`, workerArgs)),
+    );
     started.push(...list);
-    cluster = { redis, coordinator, workers: list, control: client(coordinator, fixture), output: path.join(fixture.dir, name, 'results.parquet') };
+    cluster = {
+      redis,
+      coordinator,
+      workers: list,
+      control: client(coordinator, fixture),
+      output: path.join(fixture.dir, name, 'results.parquet'),
+    };
     await body(cluster);
   } finally {
     cluster?.control.close();
-    await Promise.all([...started, ...(cluster?.workers ?? []), ...(cluster ? [cluster.coordinator] : [])].map((service) => service.stop()));
+    await Promise.all(
+      [...started, ...(cluster?.workers ?? []), ...(cluster ? [cluster.coordinator] : [])].map((service) =>
+        service.stop(),
+      ),
+    );
     await redis.stop();
   }
 }
 
 function submitRequest(output: string): SubmitRunRequest {
-  return { codebook: fixture.codebook, inputs: [fixture.corpus], output, options: { shardRows: SHARD_ROWS, limit: 0, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false } };
+  return {
+    codebook: fixture.codebook,
+    inputs: [fixture.corpus],
+    output,
+    options: {
+      shardRows: SHARD_ROWS,
+      limit: 0,
+      sequences: 0,
+      overwrite: false,
+      noFallback: false,
+      fallbackOffline: false,
+    },
+  };
 }
 
 async function assertSameAsLocal(output: string): Promise<void> {
   assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
-  const [stats] = await queryDuckDB(`SELECT count(*)::INT AS n, count(DISTINCT "row")::INT AS rows, count(DISTINCT id)::INT AS ids FROM read_parquet('${sqlString(output)}')`);
+  const [stats] = await queryDuckDB(
+    `SELECT count(*)::INT AS n, count(DISTINCT "row")::INT AS rows, count(DISTINCT id)::INT AS ids FROM read_parquet('${sqlString(output)}')`,
+  );
   assert.deepEqual(stats, { n: ROWS, rows: ROWS, ids: ROWS }, 'every document exactly once');
 }
 
-const isStart = (shardId?: string) => (line: LogLine) => line.msg === 'shard started' && (shardId === undefined || line.shardId === shardId);
+const isStart = (shardId?: string) => (line: LogLine) =>
+  line.msg === 'shard started' && (shardId === undefined || line.shardId === shardId);
 
 /** Waits until `worker` starts a shard after having finished `after` shards; returns that shard's id. */
 async function nextShardOf(worker: ServiceProcess, after = 1): Promise<string> {
-  await worker.waitForLog(() => worker.logs().filter((l) => l.msg === 'shard done').length >= after, 60_000, `${after} finished shard(s)`);
+  await worker.waitForLog(
+    () => worker.logs().filter((l) => l.msg === 'shard done').length >= after,
+    60_000,
+    `${after} finished shard(s)`,
+  );
   const starts = worker.logs().filter(isStart()).length;
   await worker.waitForLog(() => worker.logs().filter(isStart()).length > starts, 60_000, 'the next shard');
   return String(worker.logs().filter(isStart()).at(-1)?.shardId);
 }
 
 /** When another worker started `shardId` after `since` (ms), and which. */
-async function restartedElsewhere(workers: () => readonly ServiceProcess[], shardId: string, since: number, timeoutMs = 60_000): Promise<{ at: number; worker: ServiceProcess }> {
+async function restartedElsewhere(
+  workers: () => readonly ServiceProcess[],
+  shardId: string,
+  since: number,
+  timeoutMs = 60_000,
+): Promise<{ at: number; worker: ServiceProcess }> {
   return eventually(
     () => {
       for (const worker of workers()) {
@@ -113,63 +160,89 @@ async function finish(cluster: Cluster, runId: string): Promise<void> {
 }
 
 describe('cluster recovery', () => {
-  it('finishes with every document exactly once when the same shard loses its worker to SIGKILL twice', { timeout: 240_000 }, async (t: TestContext) => {
-    await withCluster('sigkill', FAST_RECOVERY_ARGS, 3, async (cluster) => {
-      const { runId } = await cluster.control.submit(submitRequest(cluster.output));
-      const [first] = cluster.workers as [ServiceProcess];
-      const shardId = await nextShardOf(first);
-      await sleep(100);
-      const killedAt = [Date.now()];
-      first.kill('SIGKILL');
-      // A replacement, as SLURM would start for a requeued array task.
-      const replacement = startWorker(cluster.redis.url, 'sigkill-w4', FAST_RECOVERY_ARGS).then((w) => (cluster.workers.push(w), w));
-      const second = await restartedElsewhere(() => cluster.workers.filter((w) => w !== first), shardId, killedAt[0] as number);
-      await sleep(100);
-      killedAt.push(Date.now());
-      second.worker.kill('SIGKILL');
-      await replacement;
-      const third = await restartedElsewhere(() => cluster.workers.filter((w) => w !== first && w !== second.worker), shardId, killedAt[1] as number);
-      await finish(cluster, runId);
+  it(
+    'finishes with every document exactly once when the same shard loses its worker to SIGKILL twice',
+    { timeout: 240_000 },
+    async (t: TestContext) => {
+      await withCluster('sigkill', FAST_RECOVERY_ARGS, 3, async (cluster) => {
+        const { runId } = await cluster.control.submit(submitRequest(cluster.output));
+        const [first] = cluster.workers as [ServiceProcess];
+        const shardId = await nextShardOf(first);
+        await sleep(100);
+        const killedAt = [Date.now()];
+        first.kill('SIGKILL');
+        // A replacement, as SLURM would start for a requeued array task.
+        const replacement = startWorker(cluster.redis.url, 'sigkill-w4', FAST_RECOVERY_ARGS).then(
+          (w) => (cluster.workers.push(w), w),
+        );
+        const second = await restartedElsewhere(
+          () => cluster.workers.filter((w) => w !== first),
+          shardId,
+          killedAt[0] as number,
+        );
+        await sleep(100);
+        killedAt.push(Date.now());
+        second.worker.kill('SIGKILL');
+        await replacement;
+        const third = await restartedElsewhere(
+          () => cluster.workers.filter((w) => w !== first && w !== second.worker),
+          shardId,
+          killedAt[1] as number,
+        );
+        await finish(cluster, runId);
 
-      const recoveries = [second.at - (killedAt[0] as number), third.at - (killedAt[1] as number)];
-      t.diagnostic(`SIGKILL recovery (lock ${FAST_RECOVERY_ARGS[1]} s, stall check every ${FAST_RECOVERY_ARGS[3]} s): ${recoveries.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')}`);
-      await assertSameAsLocal(cluster.output);
-      const done = shardsDone(cluster.workers);
-      assert.equal(done.filter(([, id]) => id === shardId).length, 1, 'the twice-orphaned shard was written once');
-      assert.equal(new Set(done.map(([, id]) => id)).size, SHARDS);
-      const status = await cluster.control.getRun(runId);
-      assert.equal(status.shardsFailed, 0);
-    });
-  });
+        const recoveries = [second.at - (killedAt[0] as number), third.at - (killedAt[1] as number)];
+        t.diagnostic(
+          `SIGKILL recovery (lock ${FAST_RECOVERY_ARGS[1]} s, stall check every ${FAST_RECOVERY_ARGS[3]} s): ${recoveries.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')}`,
+        );
+        await assertSameAsLocal(cluster.output);
+        const done = shardsDone(cluster.workers);
+        assert.equal(done.filter(([, id]) => id === shardId).length, 1, 'the twice-orphaned shard was written once');
+        assert.equal(new Set(done.map(([, id]) => id)).size, SHARDS);
+        const status = await cluster.control.getRun(runId);
+        assert.equal(status.shardsFailed, 0);
+      });
+    },
+  );
 
-  it('hands the shard back at once on SIGTERM and exits 0, with the default lock settings', { timeout: 180_000 }, async (t: TestContext) => {
-    await withCluster('sigterm', [], 2, async (cluster) => {
-      const { runId } = await cluster.control.submit(submitRequest(cluster.output));
-      const [first, other] = cluster.workers as [ServiceProcess, ServiceProcess];
-      const shardId = await nextShardOf(first);
-      await sleep(100);
-      const termAt = Date.now();
-      first.kill('SIGTERM');
-      const requeued = await first.waitForLog((l) => l.msg === 'shard requeued for shutdown', 10_000, 'requeue');
-      const { code } = await first.exited;
-      const exitedAt = Date.now();
-      assert.equal(code, 0);
-      const restarted = await restartedElsewhere(() => [other], shardId, termAt, 30_000);
-      await finish(cluster, runId);
-      const requeueMs = Date.parse(requeued.time) - termAt;
-      t.diagnostic(`SIGTERM: shard back in the queue after ${requeueMs} ms, worker exited after ${exitedAt - termAt} ms, shard restarted elsewhere after ${restarted.at - termAt} ms (the other worker finished its own shard first)`);
-      assert.ok(requeueMs < 2_000, `requeue took ${requeueMs} ms`);
-      // Far below the 20 s lock: the shard did not wait for the stall check.
-      assert.ok(restarted.at - termAt < 10_000, `restart took ${restarted.at - termAt} ms`);
-      await assertSameAsLocal(cluster.output);
-      assert.equal((await cluster.control.workers()).workers.length, 1, 'the stopped worker deregistered');
-    });
-  });
+  it(
+    'hands the shard back at once on SIGTERM and exits 0, with the default lock settings',
+    { timeout: 180_000 },
+    async (t: TestContext) => {
+      await withCluster('sigterm', [], 2, async (cluster) => {
+        const { runId } = await cluster.control.submit(submitRequest(cluster.output));
+        const [first, other] = cluster.workers as [ServiceProcess, ServiceProcess];
+        const shardId = await nextShardOf(first);
+        await sleep(100);
+        const termAt = Date.now();
+        first.kill('SIGTERM');
+        const requeued = await first.waitForLog((l) => l.msg === 'shard requeued for shutdown', 10_000, 'requeue');
+        const { code } = await first.exited;
+        const exitedAt = Date.now();
+        assert.equal(code, 0);
+        const restarted = await restartedElsewhere(() => [other], shardId, termAt, 30_000);
+        await finish(cluster, runId);
+        const requeueMs = Date.parse(requeued.time) - termAt;
+        t.diagnostic(
+          `SIGTERM: shard back in the queue after ${requeueMs} ms, worker exited after ${exitedAt - termAt} ms, shard restarted elsewhere after ${restarted.at - termAt} ms (the other worker finished its own shard first)`,
+        );
+        assert.ok(requeueMs < 2_000, `requeue took ${requeueMs} ms`);
+        // Far below the 20 s lock: the shard did not wait for the stall check.
+        assert.ok(restarted.at - termAt < 10_000, `restart took ${restarted.at - termAt} ms`);
+        await assertSameAsLocal(cluster.output);
+        assert.equal((await cluster.control.workers()).workers.length, 1, 'the stopped worker deregistered');
+      });
+    },
+  );
 
   it('finishes when Redis crashes mid-run and restarts from its AOF', { timeout: 180_000 }, async () => {
     await withCluster('redis-restart', FAST_RECOVERY_ARGS, 2, async (cluster) => {
       const { runId } = await cluster.control.submit(submitRequest(cluster.output));
-      await eventually(async () => ((await cluster.control.getRun(runId)).shardsDone >= 5 ? true : undefined), 90_000, 'five shards done');
+      await eventually(
+        async () => ((await cluster.control.getRun(runId)).shardsDone >= 5 ? true : undefined),
+        90_000,
+        'five shards done',
+      );
       await cluster.redis.restart({ signal: 'SIGKILL', downtimeMs: 1_500 });
       await finish(cluster, runId);
       await assertSameAsLocal(cluster.output);
@@ -179,7 +252,11 @@ describe('cluster recovery', () => {
   it('finishes when the coordinator is killed mid-run and started again', { timeout: 180_000 }, async () => {
     await withCluster('coordinator-restart', FAST_RECOVERY_ARGS, 2, async (cluster) => {
       const { runId } = await cluster.control.submit(submitRequest(cluster.output));
-      await eventually(async () => ((await cluster.control.getRun(runId)).shardsDone >= 5 ? true : undefined), 90_000, 'five shards done');
+      await eventually(
+        async () => ((await cluster.control.getRun(runId)).shardsDone >= 5 ? true : undefined),
+        90_000,
+        'five shards done',
+      );
       cluster.coordinator.kill('SIGKILL');
       await cluster.coordinator.exited;
       cluster.control.close();
@@ -193,32 +270,37 @@ describe('cluster recovery', () => {
     });
   });
 
-  it('keeps failed shards visible with their reason, and runs them again on retry once the cause is fixed', { timeout: 180_000 }, async () => {
-    await withCluster('failed', FAST_RECOVERY_ARGS, 0, async (cluster) => {
-      // Planned against one file, which then changes under the run: every shard fails, without retries.
-      const corpus = path.join(fixture.dir, 'failed-corpus.parquet');
-      await copyFile(fixture.corpus, corpus);
-      const { runId } = await cluster.control.submit({ ...submitRequest(cluster.output), inputs: [corpus] });
-      const original = await readFile(corpus);
-      await writeCorpus(corpus, 50, { rowGroupRows: 50 });
-      cluster.workers.push(await startWorker(cluster.redis.url, 'failed-w1', FAST_RECOVERY_ARGS));
-      const failed = await cluster.control.watch(runId, () => undefined, { intervalMs: 250 });
-      assert.equal(failed.state, 'RUN_STATE_FAILED');
-      assert.equal(failed.shardsFailed, SHARDS);
-      assert.equal(failed.failures.length, 20, 'the status lists the first 20');
-      assert.match(failed.error, new RegExp(`${SHARDS} of ${SHARDS} shards failed.*rescale retry`));
-      for (const failure of failed.failures) assert.match(failure.reason, /^INPUT_INVALID: Corpus file .* changed since the shard plan was made/);
-      // Not retried: the error says no retry can help.
-      assert.equal(cluster.workers[0]?.logs().filter((l) => l.msg === 'shard started').length, SHARDS);
+  it(
+    'keeps failed shards visible with their reason, and runs them again on retry once the cause is fixed',
+    { timeout: 180_000 },
+    async () => {
+      await withCluster('failed', FAST_RECOVERY_ARGS, 0, async (cluster) => {
+        // Planned against one file, which then changes under the run: every shard fails, without retries.
+        const corpus = path.join(fixture.dir, 'failed-corpus.parquet');
+        await copyFile(fixture.corpus, corpus);
+        const { runId } = await cluster.control.submit({ ...submitRequest(cluster.output), inputs: [corpus] });
+        const original = await readFile(corpus);
+        await writeCorpus(corpus, 50, { rowGroupRows: 50 });
+        cluster.workers.push(await startWorker(cluster.redis.url, 'failed-w1', FAST_RECOVERY_ARGS));
+        const failed = await cluster.control.watch(runId, () => undefined, { intervalMs: 250 });
+        assert.equal(failed.state, 'RUN_STATE_FAILED');
+        assert.equal(failed.shardsFailed, SHARDS);
+        assert.equal(failed.failures.length, 20, 'the status lists the first 20');
+        assert.match(failed.error, new RegExp(`${SHARDS} of ${SHARDS} shards failed.*rescale retry`));
+        for (const failure of failed.failures)
+          assert.match(failure.reason, /^INPUT_INVALID: Corpus file .* changed since the shard plan was made/);
+        // Not retried: the error says no retry can help.
+        assert.equal(cluster.workers[0]?.logs().filter((l) => l.msg === 'shard started').length, SHARDS);
 
-      await writeFile(corpus, original);
-      const retried = await cluster.control.retryFailed(runId);
-      assert.equal(retried.retried, SHARDS);
-      assert.equal(retried.status?.state, 'RUN_STATE_RUNNING');
-      await finish(cluster, runId);
-      await assertSameAsLocal(cluster.output);
-    });
-  });
+        await writeFile(corpus, original);
+        const retried = await cluster.control.retryFailed(runId);
+        assert.equal(retried.retried, SHARDS);
+        assert.equal(retried.status?.state, 'RUN_STATE_RUNNING');
+        await finish(cluster, runId);
+        await assertSameAsLocal(cluster.output);
+      });
+    },
+  );
 
   it('gives up with a non-zero exit when Redis stays unreachable past the bound', { timeout: 60_000 }, async () => {
     const redis = await startRedisServer();
@@ -227,7 +309,7 @@ describe('cluster recovery', () => {
       const stoppedAt = Date.now();
       await redis.stop();
       const { code } = await worker.exited;
-      assert.equal(code, 9, "the documented exit code for an unreachable Redis");
+      assert.equal(code, 9, 'the documented exit code for an unreachable Redis');
       assert.ok(Date.now() - stoppedAt < 15_000);
       assert.ok(worker.logs().some((l) => l.msg === 'redis unreachable; waiting for it'));
       assert.ok(worker.logs().some((l) => /giving up: redis unreachable/.test(l.msg)));

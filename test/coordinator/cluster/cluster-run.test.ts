@@ -31,7 +31,19 @@ const ROWS = 600;
 const SHARD_ROWS = 50;
 
 function request(fixture: ClusterFixture, output: string, rows = 0, corpus = fixture.corpus): SubmitRunRequest {
-  return { codebook: fixture.codebook, inputs: [corpus], output, options: { shardRows: SHARD_ROWS, limit: rows, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false } };
+  return {
+    codebook: fixture.codebook,
+    inputs: [corpus],
+    output,
+    options: {
+      shardRows: SHARD_ROWS,
+      limit: rows,
+      sequences: 0,
+      overwrite: false,
+      noFallback: false,
+      fallbackOffline: false,
+    },
+  };
 }
 
 describe('cluster mode', () => {
@@ -76,10 +88,16 @@ describe('cluster mode', () => {
     assert.equal(final.documentsDone, ROWS);
 
     assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
-    const [stats] = await queryDuckDB(`SELECT count(*)::INT AS n, count(DISTINCT "row")::INT AS rows, count(DISTINCT shard_id)::INT AS shards FROM read_parquet('${sqlString(output)}')`);
+    const [stats] = await queryDuckDB(
+      `SELECT count(*)::INT AS n, count(DISTINCT "row")::INT AS rows, count(DISTINCT shard_id)::INT AS shards FROM read_parquet('${sqlString(output)}')`,
+    );
     assert.deepEqual(stats, { n: ROWS, rows: ROWS, shards: ROWS / SHARD_ROWS });
 
-    const manifest = JSON.parse(await readFile(final.manifest, 'utf8')) as { mode: string; run: { id: string }; software: { engines: { settings?: { sequences?: number } }[] } };
+    const manifest = JSON.parse(await readFile(final.manifest, 'utf8')) as {
+      mode: string;
+      run: { id: string };
+      software: { engines: { settings?: { sequences?: number } }[] };
+    };
     assert.equal(manifest.mode, 'cluster');
     assert.equal(manifest.run.id, submitted.runId);
     assert.ok(manifest.software.engines.length >= 1);
@@ -92,9 +110,14 @@ describe('cluster mode', () => {
 
     // JSON logs carry run, shard and worker ids, and never document text or secrets.
     const lines = [...coordinator.logs(), ...workers.flatMap((w) => w.logs())];
-    assert.ok(lines.filter((l) => l.msg === 'shard done').every((l) => l.runId === submitted.runId && typeof l.workerId === 'string' && typeof l.shardId === 'string'));
+    assert.ok(
+      lines
+        .filter((l) => l.msg === 'shard done')
+        .every((l) => l.runId === submitted.runId && typeof l.workerId === 'string' && typeof l.shardId === 'string'),
+    );
     const text = JSON.stringify(lines);
-    for (const secret of ['I love this', 'awful service', 'cluster-test-password', fixture.token]) assert.ok(!text.includes(secret), `a log line contains "${secret}"`);
+    for (const secret of ['I love this', 'awful service', 'cluster-test-password', fixture.token])
+      assert.ok(!text.includes(secret), `a log line contains "${secret}"`);
   });
 
   it('serves Prometheus metrics from the coordinator and from a worker', async () => {
@@ -123,9 +146,15 @@ describe('cluster mode', () => {
 
   it('returns the same run for a repeated submit and queues no work twice', async () => {
     const output = path.join(fixture.dir, 'twice', 'results.parquet');
-    const corpus = await writeCorpus(path.join(fixture.dir, 'other-corpus.parquet'), 300, { rowGroupRows: SHARD_ROWS, offset: 100_000 });
+    const corpus = await writeCorpus(path.join(fixture.dir, 'other-corpus.parquet'), 300, {
+      rowGroupRows: SHARD_ROWS,
+      offset: 100_000,
+    });
     const before = shardsDone(workers).length;
-    const [first, second] = await Promise.all([control.submit(request(fixture, output, 300, corpus)), control.submit(request(fixture, output, 300, corpus))]);
+    const [first, second] = await Promise.all([
+      control.submit(request(fixture, output, 300, corpus)),
+      control.submit(request(fixture, output, 300, corpus)),
+    ]);
     assert.equal(first.runId, second.runId);
     assert.deepEqual([first.created, second.created].sort(), [false, true]);
     const final = await control.watch(first.runId, () => undefined, { intervalMs: 250 });
@@ -142,8 +171,13 @@ describe('cluster mode', () => {
   });
 
   it('reuses the finished shards of an identical run written to another output instead of scoring them again', async () => {
-    const corpus = await writeCorpus(path.join(fixture.dir, 'reused-corpus.parquet'), 200, { rowGroupRows: SHARD_ROWS, offset: 200_000 });
-    const first = await control.submit(request(fixture, path.join(fixture.dir, 'reused-a', 'results.parquet'), 0, corpus));
+    const corpus = await writeCorpus(path.join(fixture.dir, 'reused-corpus.parquet'), 200, {
+      rowGroupRows: SHARD_ROWS,
+      offset: 200_000,
+    });
+    const first = await control.submit(
+      request(fixture, path.join(fixture.dir, 'reused-a', 'results.parquet'), 0, corpus),
+    );
     assert.equal((await control.watch(first.runId, () => undefined, { intervalMs: 250 })).state, 'RUN_STATE_SUCCEEDED');
     const started = workers.flatMap((w) => w.logs()).filter((l) => l.msg === 'shard started').length;
     const reused = coordinator.logs().filter((l) => l.msg === 'reused a shard result of an identical run').length;
@@ -153,32 +187,73 @@ describe('cluster mode', () => {
     assert.notEqual(second.runId, first.runId);
     const final = await control.watch(second.runId, () => undefined, { intervalMs: 250 });
     assert.equal(final.state, 'RUN_STATE_SUCCEEDED', final.error);
-    assert.equal(workers.flatMap((w) => w.logs()).filter((l) => l.msg === 'shard started').length, started, 'no shard went to a worker');
-    assert.equal(coordinator.logs().filter((l) => l.msg === 'reused a shard result of an identical run').length - reused, 200 / SHARD_ROWS);
+    assert.equal(
+      workers.flatMap((w) => w.logs()).filter((l) => l.msg === 'shard started').length,
+      started,
+      'no shard went to a worker',
+    );
+    assert.equal(
+      coordinator.logs().filter((l) => l.msg === 'reused a shard result of an identical run').length - reused,
+      200 / SHARD_ROWS,
+    );
     assert.ok((await readFile(output)).equals(await readFile(path.join(fixture.dir, 'reused-a', 'results.parquet'))));
   });
 
   it('cancels a run: queued shards leave the queue and the workers drop its shards at once', async () => {
     const output = path.join(fixture.dir, 'cancelled', 'results.parquet');
     // Big shards (several seconds each), so both workers are surely in the middle of one when the cancel comes.
-    const submitted = await control.submit({ ...request(fixture, output, 2_000), options: { shardRows: 250, limit: 2_000, sequences: 0, overwrite: false, noFallback: false, fallbackOffline: false } });
+    const submitted = await control.submit({
+      ...request(fixture, output, 2_000),
+      options: {
+        shardRows: 250,
+        limit: 2_000,
+        sequences: 0,
+        overwrite: false,
+        noFallback: false,
+        fallbackOffline: false,
+      },
+    });
     const shardDir = `${output}.parts/shards`;
-    await Promise.all(workers.map((w) => w.waitForLog((l) => l.msg === 'shard started' && l.runId === submitted.runId, 30_000, 'a shard of the run')));
+    await Promise.all(
+      workers.map((w) =>
+        w.waitForLog((l) => l.msg === 'shard started' && l.runId === submitted.runId, 30_000, 'a shard of the run'),
+      ),
+    );
     await new Promise((resolve) => setTimeout(resolve, 300));
     const cancelledAt = Date.now();
     const cancelled = await control.cancel(submitted.runId);
     assert.equal(cancelled.state, 'RUN_STATE_CANCELLED');
     // Both workers are told through the control channel and stop their shard at the next document.
-    const stops = await Promise.all(workers.map((w) => w.waitForLog((l) => l.msg === 'shard stopped: run cancelled' && l.runId === submitted.runId, 10_000, 'the cancelled shard stopping')));
-    for (const stop of stops) assert.ok(Date.parse(stop.time) - cancelledAt < 3_000, `a worker took ${Date.parse(stop.time) - cancelledAt} ms to drop the shard`);
-    await eventually(async () => {
-      const { workers: live } = await control.workers();
-      return live.length === 2 && live.every((w) => w.state === 'idle') ? true : undefined;
-    }, 15_000, 'workers idle after cancel');
+    const stops = await Promise.all(
+      workers.map((w) =>
+        w.waitForLog(
+          (l) => l.msg === 'shard stopped: run cancelled' && l.runId === submitted.runId,
+          10_000,
+          'the cancelled shard stopping',
+        ),
+      ),
+    );
+    for (const stop of stops)
+      assert.ok(
+        Date.parse(stop.time) - cancelledAt < 3_000,
+        `a worker took ${Date.parse(stop.time) - cancelledAt} ms to drop the shard`,
+      );
+    await eventually(
+      async () => {
+        const { workers: live } = await control.workers();
+        return live.length === 2 && live.every((w) => w.state === 'idle') ? true : undefined;
+      },
+      15_000,
+      'workers idle after cancel',
+    );
     const files = (await readdir(shardDir)).filter((f) => f.endsWith('.arrow')).length;
     assert.ok(files < 2_000 / 250, `${files} shard files: the run went on`);
     await new Promise((resolve) => setTimeout(resolve, 2_000));
-    assert.equal((await readdir(shardDir)).filter((f) => f.endsWith('.arrow')).length, files, 'no shard finished after the cancel');
+    assert.equal(
+      (await readdir(shardDir)).filter((f) => f.endsWith('.arrow')).length,
+      files,
+      'no shard finished after the cancel',
+    );
     const waiting = await redisCommand(redis, 'LLEN', 'rescale:shards:wait');
     assert.equal(waiting, 0, 'queued shards removed');
     const status: RunStatusMessage = await control.getRun(submitted.runId);
@@ -188,41 +263,84 @@ describe('cluster mode', () => {
   it('refuses calls with a wrong token as UNAUTHENTICATED, unary and streaming', async () => {
     const intruder = new ControlClient({ address: coordinator.address, token: 'not-the-token-at-all' });
     try {
-      await assert.rejects(intruder.listRuns(), (error) => isRescaleError(error, 'AUTH_FAILED') && /token/.test(error.message));
-      await assert.rejects(intruder.submit(request(fixture, path.join(fixture.dir, 'x.parquet'))), (error) => isRescaleError(error, 'AUTH_FAILED'));
-      await assert.rejects(intruder.watch('anything', () => undefined), (error) => isRescaleError(error, 'AUTH_FAILED'));
+      await assert.rejects(
+        intruder.listRuns(),
+        (error) => isRescaleError(error, 'AUTH_FAILED') && /token/.test(error.message),
+      );
+      await assert.rejects(intruder.submit(request(fixture, path.join(fixture.dir, 'x.parquet'))), (error) =>
+        isRescaleError(error, 'AUTH_FAILED'),
+      );
+      await assert.rejects(
+        intruder.watch('anything', () => undefined),
+        (error) => isRescaleError(error, 'AUTH_FAILED'),
+      );
     } finally {
       intruder.close();
     }
   });
 
-  it('serves the control API over TLS when given a certificate, and refuses plaintext clients', { skip: spawnSync('openssl', ['version']).status === 0 ? false : 'openssl not installed' }, async () => {
-    const cert = path.join(fixture.dir, 'tls.crt');
-    const key = path.join(fixture.dir, 'tls.key');
-    const made = spawnSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost', '-keyout', key, '-out', cert]);
-    assert.equal(made.status, 0, made.stderr.toString());
-    const secure = await startCoordinator(redis.url, fixture, ['--tls-cert', cert, '--tls-key', key]);
-    // By name: TLS clients check the certificate against the host name (an IP as server name is deprecated in Node).
-    const trusted = new ControlClient({ address: secure.address.replace('127.0.0.1', 'localhost'), token: fixture.token, tls: { ca: await readFile(cert) } });
-    const plaintext = new ControlClient({ address: secure.address, token: fixture.token, deadlineMs: 3_000 });
-    try {
-      assert.equal((await trusted.workers()).workers.length, 2);
-      await assert.rejects(plaintext.listRuns(), (error) => isRescaleError(error, 'SERVICE_UNAVAILABLE'));
-    } finally {
-      trusted.close();
-      plaintext.close();
-      await secure.stop();
-    }
-  });
+  it(
+    'serves the control API over TLS when given a certificate, and refuses plaintext clients',
+    { skip: spawnSync('openssl', ['version']).status === 0 ? false : 'openssl not installed' },
+    async () => {
+      const cert = path.join(fixture.dir, 'tls.crt');
+      const key = path.join(fixture.dir, 'tls.key');
+      const made = spawnSync('openssl', [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1,DNS:localhost',
+        '-keyout',
+        key,
+        '-out',
+        cert,
+      ]);
+      assert.equal(made.status, 0, made.stderr.toString());
+      const secure = await startCoordinator(redis.url, fixture, ['--tls-cert', cert, '--tls-key', key]);
+      // By name: TLS clients check the certificate against the host name (an IP as server name is deprecated in Node).
+      const trusted = new ControlClient({
+        address: secure.address.replace('127.0.0.1', 'localhost'),
+        token: fixture.token,
+        tls: { ca: await readFile(cert) },
+      });
+      const plaintext = new ControlClient({ address: secure.address, token: fixture.token, deadlineMs: 3_000 });
+      try {
+        assert.equal((await trusted.workers()).workers.length, 2);
+        await assert.rejects(plaintext.listRuns(), (error) => isRescaleError(error, 'SERVICE_UNAVAILABLE'));
+      } finally {
+        trusted.close();
+        plaintext.close();
+        await secure.stop();
+      }
+    },
+  );
 
   it('stops a worker and a coordinator given a wrong Redis password, saying so', async () => {
     const wrong = redis.url.replace(encodeURIComponent('cluster-test-password'), 'wrong-password');
     const worker = spawnRescale('bad-worker', ['worker', '--redis', wrong]);
-    const coordinatorProcess = spawnRescale('bad-coordinator', ['coordinator', '--redis', wrong, '--listen', '127.0.0.1:0', '--token-file', fixture.tokenFile]);
+    const coordinatorProcess = spawnRescale('bad-coordinator', [
+      'coordinator',
+      '--redis',
+      wrong,
+      '--listen',
+      '127.0.0.1:0',
+      '--token-file',
+      fixture.tokenFile,
+    ]);
     for (const service of [worker, coordinatorProcess]) {
       const { code } = await service.exited;
       assert.equal(code, 8, `${service.name} exit code`);
-      const message = service.logs().map((l) => l.msg).join('\n');
+      const message = service
+        .logs()
+        .map((l) => l.msg)
+        .join('\n');
       assert.match(message, /rejected the password \(WRONGPASS\)/);
       assert.doesNotMatch(message + service.stdout(), /wrong-password/, 'the password is never printed');
     }

@@ -5,7 +5,12 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { isRescaleError } from '../../../contracts/errors.js';
-import { batchStatePathFor, readBatchState, writeBatchState, type BatchRecord } from '../../../fallback/batch/batch-state.js';
+import {
+  batchStatePathFor,
+  readBatchState,
+  writeBatchState,
+  type BatchRecord,
+} from '../../../fallback/batch/batch-state.js';
 import { withTempDir } from '../../../scripts/harness/parquet.js';
 
 const record: BatchRecord = {

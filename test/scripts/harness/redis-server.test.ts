@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { afterEach, describe, it } from 'node:test';
-import { canListen, redisCommand, redisCommands, RedisReplyError, startRedisServer, type RedisServerHandle } from '../../../scripts/harness/redis-server.js';
+import {
+  canListen,
+  redisCommand,
+  redisCommands,
+  RedisReplyError,
+  startRedisServer,
+  type RedisServerHandle,
+} from '../../../scripts/harness/redis-server.js';
 
 describe('startRedisServer', () => {
   const started: RedisServerHandle[] = [];
@@ -21,7 +28,10 @@ describe('startRedisServer', () => {
     assert.equal(await redisCommand(server, 'PING'), 'PONG');
     assert.deepEqual(await redisCommand(server, 'CONFIG', 'GET', 'dir'), ['dir', server.dir]);
     assert.deepEqual(await redisCommand(server, 'CONFIG', 'GET', 'save'), ['save', '']);
-    assert.deepEqual(await redisCommand(server, 'CONFIG', 'GET', 'maxmemory-policy'), ['maxmemory-policy', 'noeviction']);
+    assert.deepEqual(await redisCommand(server, 'CONFIG', 'GET', 'maxmemory-policy'), [
+      'maxmemory-policy',
+      'noeviction',
+    ]);
     assert.deepEqual(await redisCommand(server, 'CONFIG', 'GET', 'appendonly'), ['appendonly', 'no']);
     assert.equal(await redisCommand(server, 'DBSIZE'), 0);
   });

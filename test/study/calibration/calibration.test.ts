@@ -49,11 +49,21 @@ describe('expectedCalibrationError', () => {
 
   it('rejects confidences outside [0, 1] naming the item, and a bad bin count', () => {
     assert.throws(
-      () => expectedCalibrationError([{ confidence: 0.5, correct: true }, { confidence: 1.2, correct: false }]),
+      () =>
+        expectedCalibrationError([
+          { confidence: 0.5, correct: true },
+          { confidence: 1.2, correct: false },
+        ]),
       (e: unknown) => isRescaleError(e, 'INPUT_INVALID') && /item 1 has confidence 1.2/.test(e.message),
     );
-    assert.throws(() => expectedCalibrationError(items(0.5, 2, 1), { bins: 0 }), (e: unknown) => isRescaleError(e, 'CONFIG_INVALID'));
-    assert.throws(() => expectedCalibrationError([]), (e: unknown) => isRescaleError(e, 'INPUT_INVALID'));
+    assert.throws(
+      () => expectedCalibrationError(items(0.5, 2, 1), { bins: 0 }),
+      (e: unknown) => isRescaleError(e, 'CONFIG_INVALID'),
+    );
+    assert.throws(
+      () => expectedCalibrationError([]),
+      (e: unknown) => isRescaleError(e, 'INPUT_INVALID'),
+    );
   });
 });
 
@@ -79,7 +89,10 @@ describe('reliabilityBins', () => {
 
   it('uses right-closed bins (lower, upper] with 0 in the first bin, exactly at the edges', () => {
     const edges = [0, 0.1, 0.3, 0.7, 0.9, 1];
-    const bins = reliabilityBins(edges.map((confidence) => ({ confidence, correct: true })), { bins: 10 });
+    const bins = reliabilityBins(
+      edges.map((confidence) => ({ confidence, correct: true })),
+      { bins: 10 },
+    );
     const counts = bins.map((b) => b.count);
     // 0 and 0.1 → bin 0; 0.3 → bin 2; 0.7 → bin 6; 0.9 → bin 8; 1 → bin 9.
     assert.deepEqual(counts, [2, 0, 1, 0, 0, 0, 1, 0, 1, 1]);
@@ -158,15 +171,26 @@ describe('thresholdSweep', () => {
     const random = createSeededRandom(31);
     const data: RoutingItem[] = Array.from({ length: 300 }, () => {
       const confidence = Math.round(random.nextFloat() * 50) / 50; // ties on purpose
-      return { confidence, correct: random.nextFloat() < confidence, margin: random.nextFloat(), fallbackCorrect: random.nextFloat() < 0.8 };
+      return {
+        confidence,
+        correct: random.nextFloat() < confidence,
+        margin: random.nextFloat(),
+        fallbackCorrect: random.nextFloat() < 0.8,
+      };
     });
     for (const rule of ['confidence', 'margin'] as const) {
-      for (const p of thresholdSweep(data, { ...OPTIONS, rule, fallbackAccuracy: 'from-items', localCostPerDocument: 0.001 })) {
+      for (const p of thresholdSweep(data, {
+        ...OPTIONS,
+        rule,
+        fallbackAccuracy: 'from-items',
+        localCostPerDocument: 0.001,
+      })) {
         const score = (d: RoutingItem): number => (rule === 'confidence' ? d.confidence : (d.margin as number));
         const kept = data.filter((d) => score(d) >= p.threshold);
         const routed = data.filter((d) => score(d) < p.threshold);
         assert.equal(p.kept, kept.length);
-        const hybrid = (kept.filter((d) => d.correct).length + routed.filter((d) => d.fallbackCorrect).length) / data.length;
+        const hybrid =
+          (kept.filter((d) => d.correct).length + routed.filter((d) => d.fallbackCorrect).length) / data.length;
         close(p.hybridAccuracy, hybrid);
         close(p.expectedCost, 1_000_000 * (0.001 + (routed.length / data.length) * 0.02), 1e-6);
       }
@@ -190,7 +214,10 @@ describe('thresholdSweep', () => {
       () => thresholdSweep(ROUTING, { ...OPTIONS, fallbackCostPerDocument: -1 }),
       (e: unknown) => isRescaleError(e, 'CONFIG_INVALID') && /fallbackCostPerDocument/.test(e.message),
     );
-    assert.throws(() => thresholdSweep([], OPTIONS), (e: unknown) => isRescaleError(e, 'INPUT_INVALID'));
+    assert.throws(
+      () => thresholdSweep([], OPTIONS),
+      (e: unknown) => isRescaleError(e, 'INPUT_INVALID'),
+    );
   });
 });
 

@@ -73,7 +73,10 @@ describe('calibrateRouting', () => {
       assert.equal(result.documents, N);
       close(result.localAccuracy, expectedAccuracy(0, 0));
       const used = result.bins.filter((b) => b.count > 0);
-      assert.deepEqual(used.map((b) => b.count), GROUPS.map(() => PER_GROUP));
+      assert.deepEqual(
+        used.map((b) => b.count),
+        GROUPS.map(() => PER_GROUP),
+      );
       used.forEach((b, g) => close(b.accuracy ?? Number.NaN, GROUPS[g] as number));
     });
   });
@@ -133,12 +136,19 @@ describe('calibrateRouting', () => {
         path.join(dir, 'fallback.parquet'),
         data.gold.map((g) => ({ id: g.id, label: g.id < 2 * PER_GROUP ? g.gold : g.gold === 'yes' ? 'no' : 'yes' })),
       );
-      const perDocument = calibrateRouting(gold, predictions, base({ fallback: { kind: 'predictions', predictions: await readPredictions(all) } }));
+      const perDocument = calibrateRouting(
+        gold,
+        predictions,
+        base({ fallback: { kind: 'predictions', predictions: await readPredictions(all) } }),
+      );
       assert.equal(perDocument.fallback.source, 'per-document');
       close(perDocument.fallback.accuracy, 2 / 6);
       // Routing two groups: those documents all become right.
       const two = perDocument.sweep[2];
-      close(two?.hybridAccuracy ?? Number.NaN, (2 * PER_GROUP + Math.round((0.65 + 0.75 + 0.85 + 0.95) * PER_GROUP)) / N);
+      close(
+        two?.hybridAccuracy ?? Number.NaN,
+        (2 * PER_GROUP + Math.round((0.65 + 0.75 + 0.85 + 0.95) * PER_GROUP)) / N,
+      );
       // A hybrid run's file: fallback_label only where it routed (here 100 documents, 75 right).
       const sample = await writePredictions(
         path.join(dir, 'hybrid.parquet'),
@@ -149,7 +159,11 @@ describe('calibrateRouting', () => {
           fallback_status: g.id < 100 ? 'ok' : null,
         })),
       );
-      const measured = calibrateRouting(gold, predictions, base({ fallback: { kind: 'predictions', predictions: await readPredictions(sample) } }));
+      const measured = calibrateRouting(
+        gold,
+        predictions,
+        base({ fallback: { kind: 'predictions', predictions: await readPredictions(sample) } }),
+      );
       assert.equal(measured.fallback.source, 'sample');
       assert.equal(measured.fallback.documents, 100);
       close(measured.fallback.accuracy, 0.75);
@@ -160,10 +174,18 @@ describe('calibrateRouting', () => {
   it('rejects a rule the file has no scores for and a fallback accuracy outside [0, 1]', async () => {
     await withTempDir(async (dir) => {
       const { gold } = await setup(dir);
-      const bare = await readPredictions(await writePredictions(path.join(dir, 'bare.parquet'), [{ id: 0, label: 'yes', confidence: 0.9 }]));
-      assert.throws(() => calibrateRouting(gold, bare, base({ rule: 'margin' })), (e: unknown) => isRescaleError(e, 'INPUT_INVALID'));
+      const bare = await readPredictions(
+        await writePredictions(path.join(dir, 'bare.parquet'), [{ id: 0, label: 'yes', confidence: 0.9 }]),
+      );
+      assert.throws(
+        () => calibrateRouting(gold, bare, base({ rule: 'margin' })),
+        (e: unknown) => isRescaleError(e, 'INPUT_INVALID'),
+      );
       const { predictions } = await setup(dir);
-      assert.throws(() => calibrateRouting(gold, predictions, base({ fallback: { kind: 'assumed', accuracy: 1.5 } })), (e: unknown) => isRescaleError(e, 'CONFIG_INVALID') && e.message.includes('--fallback-accuracy'));
+      assert.throws(
+        () => calibrateRouting(gold, predictions, base({ fallback: { kind: 'assumed', accuracy: 1.5 } })),
+        (e: unknown) => isRescaleError(e, 'CONFIG_INVALID') && e.message.includes('--fallback-accuracy'),
+      );
     });
   });
 });
@@ -173,14 +195,30 @@ describe('rescale calibrate (CLI)', () => {
     await withTempDir(async (dir) => {
       const { goldFile, predictionsFile } = await setup(dir);
       const result = await runCli([
-        'calibrate', '--predictions', predictionsFile, '--gold', goldFile, '--fallback-accuracy', '0.9',
-        '--corpus-size', '1000000', '--cost-per-document', '0.001', '--target-accuracy', '0.85', '--resamples', '200',
+        'calibrate',
+        '--predictions',
+        predictionsFile,
+        '--gold',
+        goldFile,
+        '--fallback-accuracy',
+        '0.9',
+        '--corpus-size',
+        '1000000',
+        '--cost-per-document',
+        '0.001',
+        '--target-accuracy',
+        '0.85',
+        '--resamples',
+        '200',
       ]);
       assert.equal(result.code, 0, result.stderr);
       assert.match(result.stdout, /expected calibration error \(10 equal-width bins\): 0\.000 \[/);
       assert.match(result.stdout, /\(0\.40, 0\.50\]\s+200\s+0\.450\s+0\.450/);
       assert.match(result.stdout, /0\.750 \*\s+600\s+50\.0%\s+0\.850\s+0\.875\s+500000\s+500/);
-      assert.match(result.stdout, /recommended threshold: confidence 0\.7500 — routes 50\.0% \(500000 of 1000000 documents\), expected accuracy 0\.875, expected cost 500/);
+      assert.match(
+        result.stdout,
+        /recommended threshold: confidence 0\.7500 — routes 50\.0% \(500000 of 1000000 documents\), expected accuracy 0\.875, expected cost 500/,
+      );
     });
   });
 

@@ -43,12 +43,24 @@ describe('confusionMatrix', () => {
   });
 
   it('names a label outside the label list and where it is', () => {
-    throwsCode(() => confusionMatrix(['pos', 'neg', 'pos'], ['pos', 'neg', 'neutral'], ['pos', 'neg']), 'INPUT_INVALID', /predicted\[2\] is "neutral"/);
-    throwsCode(() => confusionMatrix(['pos', 'x'], ['pos', 'pos'], ['pos', 'neg']), 'INPUT_INVALID', /gold\[1\] is "x"/);
+    throwsCode(
+      () => confusionMatrix(['pos', 'neg', 'pos'], ['pos', 'neg', 'neutral'], ['pos', 'neg']),
+      'INPUT_INVALID',
+      /predicted\[2\] is "neutral"/,
+    );
+    throwsCode(
+      () => confusionMatrix(['pos', 'x'], ['pos', 'pos'], ['pos', 'neg']),
+      'INPUT_INVALID',
+      /gold\[1\] is "x"/,
+    );
   });
 
   it('rejects unequal lengths, an empty label list and duplicated labels', () => {
-    throwsCode(() => confusionMatrix(['a'], ['a', 'a'], ['a']), 'INPUT_INVALID', /gold has 1 labels but predicted has 2/);
+    throwsCode(
+      () => confusionMatrix(['a'], ['a', 'a'], ['a']),
+      'INPUT_INVALID',
+      /gold has 1 labels but predicted has 2/,
+    );
     throwsCode(() => confusionMatrix(['a'], ['a'], []), 'CONFIG_INVALID', /label list is empty/);
     throwsCode(() => confusionMatrix(['a'], ['a'], ['a', 'b', 'a']), 'CONFIG_INVALID', /"a" twice/);
   });
@@ -192,7 +204,17 @@ describe('cohenKappa', () => {
   });
 
   it('computes from a confusion matrix directly and rejects a malformed one', () => {
-    close(kappaFromConfusion({ labels: ['0', '1'], counts: [[20, 20], [10, 50]], total: 100 }), 8 / 23);
+    close(
+      kappaFromConfusion({
+        labels: ['0', '1'],
+        counts: [
+          [20, 20],
+          [10, 50],
+        ],
+        total: 100,
+      }),
+      8 / 23,
+    );
     throwsCode(() => kappaFromConfusion({ labels: ['0', '1'], counts: [[1, 2]], total: 3 }), 'INPUT_INVALID', /2 × 2/);
   });
 });

@@ -24,15 +24,17 @@ function pairs(n: number, accuracy: number, seed: number): Pair[] {
   });
 }
 
-const accuracyOf = (sample: readonly Pair[]): number => sample.filter((p) => p.gold === p.predicted).length / sample.length;
+const accuracyOf = (sample: readonly Pair[]): number =>
+  sample.filter((p) => p.gold === p.predicted).length / sample.length;
 
 describe('createSeededRandom', () => {
   it('is the xoshiro128** stream (splitmix32-seeded) frozen for seed 42', () => {
     // Checked against the reference C xoshiro128** next() seeded the same way; a change here changes every CI.
     const r = createSeededRandom(42);
-    assert.deepEqual([r.nextUint32(), r.nextUint32(), r.nextUint32(), r.nextUint32(), r.nextUint32()], [
-      660444221, 3652823732, 77672526, 910233633, 2297337756,
-    ]);
+    assert.deepEqual(
+      [r.nextUint32(), r.nextUint32(), r.nextUint32(), r.nextUint32(), r.nextUint32()],
+      [660444221, 3652823732, 77672526, 910233633, 2297337756],
+    );
   });
 
   it('draws integers uniformly', () => {
@@ -44,7 +46,10 @@ describe('createSeededRandom', () => {
 
   it('rejects seeds that are not 32-bit unsigned integers', () => {
     for (const seed of [-1, 1.5, 2 ** 32, Number.NaN]) {
-      assert.throws(() => createSeededRandom(seed), (e: unknown) => isRescaleError(e, 'CONFIG_INVALID'));
+      assert.throws(
+        () => createSeededRandom(seed),
+        (e: unknown) => isRescaleError(e, 'CONFIG_INVALID'),
+      );
     }
   });
 
@@ -53,7 +58,10 @@ describe('createSeededRandom', () => {
     const a = shuffled(items, createSeededRandom(3));
     assert.deepEqual(a, shuffled(items, createSeededRandom(3)));
     assert.notDeepEqual(a, items);
-    assert.deepEqual([...a].sort((x, y) => x - y), items);
+    assert.deepEqual(
+      [...a].sort((x, y) => x - y),
+      items,
+    );
   });
 });
 
@@ -89,7 +97,12 @@ describe('bootstrapCi', () => {
 
   it('contains the point estimate', () => {
     const units = pairs(500, 0.75, 2);
-    const macroF1 = (s: readonly Pair[]): number => agreementMetrics(s.map((p) => p.gold), s.map((p) => p.predicted), LABELS).macroF1;
+    const macroF1 = (s: readonly Pair[]): number =>
+      agreementMetrics(
+        s.map((p) => p.gold),
+        s.map((p) => p.predicted),
+        LABELS,
+      ).macroF1;
     for (const metric of [accuracyOf, macroF1]) {
       const ci = bootstrapCi(units, metric, { seed: 9 });
       assert.ok(ci.lower <= ci.estimate && ci.estimate <= ci.upper, JSON.stringify(ci));
@@ -103,7 +116,10 @@ describe('bootstrapCi', () => {
     assert.ok(large.upper - large.lower < (small.upper - small.lower) / 2);
     const p = large.estimate;
     const normalWidth = 2 * 1.959964 * Math.sqrt((p * (1 - p)) / 2000);
-    assert.ok(Math.abs(large.upper - large.lower - normalWidth) / normalWidth < 0.1, `${large.upper - large.lower} vs ${normalWidth}`);
+    assert.ok(
+      Math.abs(large.upper - large.lower - normalWidth) / normalWidth < 0.1,
+      `${large.upper - large.lower} vs ${normalWidth}`,
+    );
   });
 
   it('honours resamples and confidence', () => {
@@ -121,7 +137,12 @@ describe('bootstrapCi', () => {
       { gold: 'a', predicted: 'a' },
       { gold: 'b', predicted: 'b' },
     ];
-    const kappa = (s: readonly Pair[]): number => cohenKappa(s.map((p) => p.gold), s.map((p) => p.predicted), ['a', 'b']);
+    const kappa = (s: readonly Pair[]): number =>
+      cohenKappa(
+        s.map((p) => p.gold),
+        s.map((p) => p.predicted),
+        ['a', 'b'],
+      );
     const ci = bootstrapCi(units, kappa, { seed: 8, resamples: 500 });
     assert.ok(ci.undefinedResamples > 0 && ci.undefinedResamples < 500);
     assert.equal(ci.lower, 1);
@@ -136,7 +157,10 @@ describe('bootstrapCi', () => {
       return Array.from({ length: coders }, () => (random.nextFloat() < 0.85 ? truth : 1 + random.nextInt(4)));
     });
     const alpha = (s: readonly ReliabilityValue[][]): number =>
-      krippendorffAlpha(Array.from({ length: coders }, (_, c) => s.map((u) => u[c] ?? null)), { level: 'nominal' }).alpha;
+      krippendorffAlpha(
+        Array.from({ length: coders }, (_, c) => s.map((u) => u[c] ?? null)),
+        { level: 'nominal' },
+      ).alpha;
     const ci = bootstrapCi(units, alpha, { seed: 2024, resamples: 1000 });
     assert.ok(ci.lower <= ci.estimate && ci.estimate <= ci.upper);
     assert.ok(ci.estimate > 0.6 && ci.estimate < 0.9, String(ci.estimate));
@@ -155,7 +179,12 @@ describe('bootstrapCi', () => {
 describe('bootstrapCis', () => {
   it('gives each metric the interval bootstrapCi gives it alone, bit for bit', () => {
     const units = pairs(250, 0.7, 6);
-    const macroF1 = (s: readonly Pair[]): number => agreementMetrics(s.map((p) => p.gold), s.map((p) => p.predicted), LABELS).macroF1;
+    const macroF1 = (s: readonly Pair[]): number =>
+      agreementMetrics(
+        s.map((p) => p.gold),
+        s.map((p) => p.predicted),
+        LABELS,
+      ).macroF1;
     const [a, f] = bootstrapCis(units, (s) => [accuracyOf(s), macroF1(s)], { seed: 31, resamples: 400 });
     assert.deepEqual(a, bootstrapCi(units, accuracyOf, { seed: 31, resamples: 400 }));
     assert.deepEqual(f, bootstrapCi(units, macroF1, { seed: 31, resamples: 400 }));
@@ -167,6 +196,9 @@ describe('bootstrapCis', () => {
     assert.ok(Number.isFinite(defined?.lower));
     assert.ok(Number.isNaN(never?.lower) && Number.isNaN(never?.upper));
     assert.equal(never?.undefinedResamples, 100);
-    assert.throws(() => bootstrapCi(units, () => Number.NaN, { seed: 2, resamples: 100 }), (e: unknown) => isRescaleError(e) && e.code === 'INPUT_INVALID');
+    assert.throws(
+      () => bootstrapCi(units, () => Number.NaN, { seed: 2, resamples: 100 }),
+      (e: unknown) => isRescaleError(e) && e.code === 'INPUT_INVALID',
+    );
   });
 });

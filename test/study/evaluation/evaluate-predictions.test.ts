@@ -7,7 +7,12 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import { isRescaleError } from '../../../contracts/errors.js';
 import { evaluatePredictions } from '../../../study/evaluation/evaluate-predictions.js';
-import { joinByIds, readGoldLabels, readPredictions, resolveLabelOrder } from '../../../study/evaluation/labelled-predictions.js';
+import {
+  joinByIds,
+  readGoldLabels,
+  readPredictions,
+  resolveLabelOrder,
+} from '../../../study/evaluation/labelled-predictions.js';
 import { agreementMetrics, cohenKappa } from '../../../study/evaluation/agreement-metrics.js';
 import { bootstrapCi } from '../../../study/evaluation/bootstrap.js';
 import { krippendorffAlpha } from '../../../study/evaluation/krippendorff-alpha.js';
@@ -17,16 +22,47 @@ import { withTempDir } from '../../../scripts/harness/parquet.js';
 
 const LABELS = ['negative', 'neutral', 'positive'];
 // Rows gold, columns predicted: [[2,1,0],[0,3,1],[1,0,2]].
-const GOLD = ['negative', 'negative', 'negative', 'neutral', 'neutral', 'neutral', 'neutral', 'positive', 'positive', 'positive'];
-const PRED = ['negative', 'negative', 'neutral', 'neutral', 'neutral', 'positive', 'neutral', 'positive', 'negative', 'positive'];
+const GOLD = [
+  'negative',
+  'negative',
+  'negative',
+  'neutral',
+  'neutral',
+  'neutral',
+  'neutral',
+  'positive',
+  'positive',
+  'positive',
+];
+const PRED = [
+  'negative',
+  'negative',
+  'neutral',
+  'neutral',
+  'neutral',
+  'positive',
+  'neutral',
+  'positive',
+  'negative',
+  'positive',
+];
 
 async function handExample(dir: string): Promise<{ gold: string; predictions: string }> {
-  const gold = await writeGold(path.join(dir, 'gold.parquet'), GOLD.map((g, i) => ({ id: i + 1, gold: g })), 'INTEGER');
-  const predictions = await writePredictions(path.join(dir, 'results.parquet'), PRED.map((p, i) => ({ id: i + 1, label: p, confidence: 0.9 })), LABELS);
+  const gold = await writeGold(
+    path.join(dir, 'gold.parquet'),
+    GOLD.map((g, i) => ({ id: i + 1, gold: g })),
+    'INTEGER',
+  );
+  const predictions = await writePredictions(
+    path.join(dir, 'results.parquet'),
+    PRED.map((p, i) => ({ id: i + 1, label: p, confidence: 0.9 })),
+    LABELS,
+  );
   return { gold, predictions };
 }
 
-const close = (actual: number, expected: number, tolerance = 1e-12): void => assert.ok(Math.abs(actual - expected) <= tolerance, `${actual} vs ${expected}`);
+const close = (actual: number, expected: number, tolerance = 1e-12): void =>
+  assert.ok(Math.abs(actual - expected) <= tolerance, `${actual} vs ${expected}`);
 
 describe('evaluatePredictions', () => {
   it('reproduces hand-computed accuracy, F1, kappa and alpha on a 10-document example', async () => {
@@ -39,7 +75,11 @@ describe('evaluatePredictions', () => {
       const result = evaluatePredictions(gold, [predictions], { labels, seed: 3, resamples: 200, ordered: true });
       const s = result.systems[0];
       assert.ok(s !== undefined);
-      assert.deepEqual(s.confusion.counts, [[2, 1, 0], [0, 3, 1], [1, 0, 2]]);
+      assert.deepEqual(s.confusion.counts, [
+        [2, 1, 0],
+        [0, 3, 1],
+        [1, 0, 2],
+      ]);
       close(s.accuracy.estimate, 0.7);
       close(s.macroF1.estimate, 25 / 36); // (2/3 + 3/4 + 2/3) / 3
       close(s.weightedF1.estimate, 0.7);
@@ -47,7 +87,14 @@ describe('evaluatePredictions', () => {
       close(s.alphaNominal.estimate, 25 / 44); // 1 − 19·6/264
       close(s.alphaOrdinal?.estimate ?? Number.NaN, 0.525); // 1 − 19·588/23520
       close(s.kappaQuadratic?.estimate ?? Number.NaN, 0.5); // 1 − 6/12
-      assert.deepEqual(s.perClass.map((c) => [c.label, c.support, c.predicted]), [['negative', 3, 3], ['neutral', 4, 4], ['positive', 3, 3]]);
+      assert.deepEqual(
+        s.perClass.map((c) => [c.label, c.support, c.predicted]),
+        [
+          ['negative', 3, 3],
+          ['neutral', 4, 4],
+          ['positive', 3, 3],
+        ],
+      );
       close(s.perClass[1]?.precision.estimate ?? Number.NaN, 0.75);
       close(s.perClass[2]?.f1.estimate ?? Number.NaN, 2 / 3);
       assert.equal(result.documents, 10);
@@ -61,8 +108,17 @@ describe('evaluatePredictions', () => {
       const n = 400;
       const gold = Array.from({ length: n }, () => LABELS[random.nextInt(3)] as string);
       const pred = gold.map((g) => (random.nextFloat() < 0.7 ? g : (LABELS[random.nextInt(3)] as string)));
-      await writeGold(path.join(dir, 'g.parquet'), gold.map((g, i) => ({ id: `doc-${i}`, gold: g })), 'VARCHAR');
-      await writePredictions(path.join(dir, 'p.parquet'), pred.map((p, i) => ({ id: `doc-${i}`, label: p })), LABELS, 'VARCHAR');
+      await writeGold(
+        path.join(dir, 'g.parquet'),
+        gold.map((g, i) => ({ id: `doc-${i}`, gold: g })),
+        'VARCHAR',
+      );
+      await writePredictions(
+        path.join(dir, 'p.parquet'),
+        pred.map((p, i) => ({ id: `doc-${i}`, label: p })),
+        LABELS,
+        'VARCHAR',
+      );
       const g = await readGoldLabels(path.join(dir, 'g.parquet'), { idColumn: 'id', labelColumn: 'gold' });
       const p = await readPredictions(path.join(dir, 'p.parquet'));
       const result = evaluatePredictions(g, [p], { labels: LABELS, seed: 11, resamples: 300, ordered: true });
@@ -75,14 +131,24 @@ describe('evaluatePredictions', () => {
       close(s.cohenKappa.estimate, cohenKappa(gold, pred, LABELS));
       close(s.kappaQuadratic?.estimate ?? Number.NaN, cohenKappa(gold, pred, LABELS, { weights: 'quadratic' }));
       close(s.alphaNominal.estimate, krippendorffAlpha([gold, pred], { level: 'nominal' }).alpha);
-      close(s.alphaOrdinal?.estimate ?? Number.NaN, krippendorffAlpha([gold, pred], { level: 'ordinal', valueOrder: LABELS }).alpha);
+      close(
+        s.alphaOrdinal?.estimate ?? Number.NaN,
+        krippendorffAlpha([gold, pred], { level: 'ordinal', valueOrder: LABELS }).alpha,
+      );
       m.perClass.forEach((c, i) => close(s.perClass[i]?.recall.estimate ?? Number.NaN, c.recall));
 
       // The same seed resamples the same documents as bootstrapCi over (gold, predicted) pairs: identical intervals.
       const pairs = gold.map((label, i) => ({ gold: label, predicted: pred[i] as string }));
       const options = { seed: 11, resamples: 300 };
-      assert.deepEqual(s.accuracy, bootstrapCi(pairs, (x) => x.filter((q) => q.gold === q.predicted).length / x.length, options));
-      const alpha = bootstrapCi(pairs, (x) => krippendorffAlpha([x.map((q) => q.gold), x.map((q) => q.predicted)], { level: 'nominal' }).alpha, options);
+      assert.deepEqual(
+        s.accuracy,
+        bootstrapCi(pairs, (x) => x.filter((q) => q.gold === q.predicted).length / x.length, options),
+      );
+      const alpha = bootstrapCi(
+        pairs,
+        (x) => krippendorffAlpha([x.map((q) => q.gold), x.map((q) => q.predicted)], { level: 'nominal' }).alpha,
+        options,
+      );
       close(s.alphaNominal.lower, alpha.lower, 1e-9);
       close(s.alphaNominal.upper, alpha.upper, 1e-9);
       assert.ok(s.accuracy.lower < s.accuracy.estimate && s.accuracy.estimate < s.accuracy.upper);
@@ -100,7 +166,13 @@ describe('evaluatePredictions', () => {
       );
       const gold = await readGoldLabels(goldFile, { idColumn: 'id', labelColumn: 'gold' });
       const files = [await readPredictions(first), await readPredictions(second)];
-      const result = evaluatePredictions(gold, files, { labels: LABELS, seed: 5, resamples: 200, names: ['base', 'better'], trainingSizes: [0, 100] });
+      const result = evaluatePredictions(gold, files, {
+        labels: LABELS,
+        seed: 5,
+        resamples: 200,
+        names: ['base', 'better'],
+        trainingSizes: [0, 100],
+      });
       assert.equal(result.documents, 8);
       const [base, better] = result.systems;
       assert.ok(base !== undefined && better !== undefined);
@@ -121,13 +193,22 @@ describe('evaluatePredictions', () => {
 describe('the id join', () => {
   it('counts ids missing on either side and unscored rows, and joins integer ids across widths and text', async () => {
     await withTempDir(async (dir) => {
-      await writeGold(path.join(dir, 'g.parquet'), [...[1, 2, 3, 4].map((id) => ({ id, gold: 'a' as string | null })), { id: 5, gold: null }], 'INTEGER');
-      await writePredictions(path.join(dir, 'p.parquet'), [
-        { id: '1', label: 'a' },
-        { id: '2', label: null, status: 'empty_text' },
-        { id: '4', label: 'b' },
-        { id: '77', label: 'a' },
-      ], undefined, 'VARCHAR');
+      await writeGold(
+        path.join(dir, 'g.parquet'),
+        [...[1, 2, 3, 4].map((id) => ({ id, gold: 'a' as string | null })), { id: 5, gold: null }],
+        'INTEGER',
+      );
+      await writePredictions(
+        path.join(dir, 'p.parquet'),
+        [
+          { id: '1', label: 'a' },
+          { id: '2', label: null, status: 'empty_text' },
+          { id: '4', label: 'b' },
+          { id: '77', label: 'a' },
+        ],
+        undefined,
+        'VARCHAR',
+      );
       const gold = await readGoldLabels(path.join(dir, 'g.parquet'), { idColumn: 'id', labelColumn: 'gold' });
       const join = joinByIds(gold, await readPredictions(path.join(dir, 'p.parquet')));
       assert.equal(gold.unlabelled, 1);
@@ -143,10 +224,26 @@ describe('the id join', () => {
 
   it('refuses a duplicated id, naming the file, the id and both rows', async () => {
     await withTempDir(async (dir) => {
-      const predictions = await writePredictions(path.join(dir, 'dup.parquet'), [{ id: 1, label: 'a' }, { id: 2, label: 'a' }, { id: 1, label: 'b' }]);
-      await assert.rejects(readPredictions(predictions), (e: unknown) => isRescaleError(e, 'INPUT_INVALID') && e.message.includes('dup.parquet') && e.message.includes('"1" appears twice (rows 0 and 2)'));
-      const gold = await writeGold(path.join(dir, 'gold-dup.parquet'), [{ id: 4, gold: 'a' }, { id: 4, gold: 'a' }]);
-      await assert.rejects(readGoldLabels(gold, { idColumn: 'id', labelColumn: 'gold' }), (e: unknown) => isRescaleError(e, 'INPUT_INVALID') && e.message.includes('gold-dup.parquet'));
+      const predictions = await writePredictions(path.join(dir, 'dup.parquet'), [
+        { id: 1, label: 'a' },
+        { id: 2, label: 'a' },
+        { id: 1, label: 'b' },
+      ]);
+      await assert.rejects(
+        readPredictions(predictions),
+        (e: unknown) =>
+          isRescaleError(e, 'INPUT_INVALID') &&
+          e.message.includes('dup.parquet') &&
+          e.message.includes('"1" appears twice (rows 0 and 2)'),
+      );
+      const gold = await writeGold(path.join(dir, 'gold-dup.parquet'), [
+        { id: 4, gold: 'a' },
+        { id: 4, gold: 'a' },
+      ]);
+      await assert.rejects(
+        readGoldLabels(gold, { idColumn: 'id', labelColumn: 'gold' }),
+        (e: unknown) => isRescaleError(e, 'INPUT_INVALID') && e.message.includes('gold-dup.parquet'),
+      );
     });
   });
 
@@ -155,11 +252,19 @@ describe('the id join', () => {
       const { gold, predictions } = await handExample(dir);
       await assert.rejects(
         readGoldLabels(gold, { idColumn: 'id', labelColumn: 'human' }),
-        (e: unknown) => isRescaleError(e, 'COLUMN_MISSING') && e.message.includes('--label-column') && e.message.includes('"human"') && e.message.includes('gold.parquet'),
+        (e: unknown) =>
+          isRescaleError(e, 'COLUMN_MISSING') &&
+          e.message.includes('--label-column') &&
+          e.message.includes('"human"') &&
+          e.message.includes('gold.parquet'),
       );
       const g = await readGoldLabels(gold, { idColumn: 'id', labelColumn: 'gold' });
       const p = await readPredictions(predictions);
-      assert.throws(() => resolveLabelOrder(g, [p], ['negative', 'positive']), (e: unknown) => isRescaleError(e, 'INPUT_INVALID') && e.message.includes('"neutral"') && e.message.includes('--labels'));
+      assert.throws(
+        () => resolveLabelOrder(g, [p], ['negative', 'positive']),
+        (e: unknown) =>
+          isRescaleError(e, 'INPUT_INVALID') && e.message.includes('"neutral"') && e.message.includes('--labels'),
+      );
     });
   });
 });
@@ -169,12 +274,29 @@ describe('rescale evaluate (CLI)', () => {
     await withTempDir(async (dir) => {
       const { gold, predictions } = await handExample(dir);
       const json = path.join(dir, 'eval.json');
-      const result = await runCli(['evaluate', '--predictions', predictions, '--gold', gold, '--resamples', '200', '--seed', '4', '--ordered', '--json', json]);
+      const result = await runCli([
+        'evaluate',
+        '--predictions',
+        predictions,
+        '--gold',
+        gold,
+        '--resamples',
+        '200',
+        '--seed',
+        '4',
+        '--ordered',
+        '--json',
+        json,
+      ]);
       assert.equal(result.code, 0, result.stderr);
       assert.match(result.stdout, /accuracy\s+0\.700 \[/);
       assert.match(result.stdout, /Krippendorff's alpha \(ordinal\)\s+0\.525 \[/);
       assert.match(result.stdout, /gold \\ predicted\s+negative\s+neutral\s+positive\s+total/);
-      const written = JSON.parse(await readFile(json, 'utf8')) as { kind: string; bootstrap: { seed: number }; systems: { cohenKappa: { estimate: number } }[] };
+      const written = JSON.parse(await readFile(json, 'utf8')) as {
+        kind: string;
+        bootstrap: { seed: number };
+        systems: { cohenKappa: { estimate: number } }[];
+      };
       assert.equal(written.kind, 'rescale.evaluation');
       assert.equal(written.bootstrap.seed, 4);
       close(written.systems[0]?.cohenKappa.estimate ?? Number.NaN, 6 / 11, 1e-12);
@@ -183,12 +305,31 @@ describe('rescale evaluate (CLI)', () => {
 
   it('reports missing ids by default and fails with --strict-ids; exit code 3 for bad input', async () => {
     await withTempDir(async (dir) => {
-      const gold = await writeGold(path.join(dir, 'gold.parquet'), [1, 2, 3].map((id) => ({ id, gold: 'a' })));
-      const predictions = await writePredictions(path.join(dir, 'r.parquet'), [{ id: 1, label: 'a' }, { id: 2, label: 'b' }], ['a', 'b']);
+      const gold = await writeGold(
+        path.join(dir, 'gold.parquet'),
+        [1, 2, 3].map((id) => ({ id, gold: 'a' })),
+      );
+      const predictions = await writePredictions(
+        path.join(dir, 'r.parquet'),
+        [
+          { id: 1, label: 'a' },
+          { id: 2, label: 'b' },
+        ],
+        ['a', 'b'],
+      );
       const lenient = await runCli(['evaluate', '--predictions', predictions, '--gold', gold, '--resamples', '100']);
       assert.equal(lenient.code, 0, lenient.stderr);
       assert.match(lenient.stdout, /note: r\.parquet: 1 gold ids without a prediction row \(e\.g\. "3"\)/);
-      const strict = await runCli(['evaluate', '--predictions', predictions, '--gold', gold, '--resamples', '100', '--strict-ids']);
+      const strict = await runCli([
+        'evaluate',
+        '--predictions',
+        predictions,
+        '--gold',
+        gold,
+        '--resamples',
+        '100',
+        '--strict-ids',
+      ]);
       assert.equal(strict.code, 3);
       assert.match(strict.stderr, /r\.parquet does not match the gold file .*1 gold ids have no prediction row/);
       const missing = await runCli(['evaluate', '--predictions', path.join(dir, 'nope.parquet'), '--gold', gold]);

@@ -77,7 +77,8 @@ function alphaPairwise(data: ReliabilityData, level: MeasurementLevel, order?: r
   for (const values of units) {
     let s = 0;
     for (let i = 0; i < values.length; i++) {
-      for (let j = 0; j < values.length; j++) if (i !== j) s += delta(values[i] as ReliabilityValue, values[j] as ReliabilityValue);
+      for (let j = 0; j < values.length; j++)
+        if (i !== j) s += delta(values[i] as ReliabilityValue, values[j] as ReliabilityValue);
     }
     dO += s / (values.length - 1);
   }
@@ -107,7 +108,12 @@ describe('krippendorffAlpha', () => {
   });
 
   it('reproduces Krippendorff (2011) C data to the published three decimals', () => {
-    const published: Record<MeasurementLevel, number> = { nominal: 0.743, ordinal: 0.815, interval: 0.849, ratio: 0.797 };
+    const published: Record<MeasurementLevel, number> = {
+      nominal: 0.743,
+      ordinal: 0.815,
+      interval: 0.849,
+      ratio: 0.797,
+    };
     for (const level of Object.keys(published) as MeasurementLevel[]) {
       const alpha = krippendorffAlpha(KRIPPENDORFF_C, { level }).alpha;
       assert.equal(Math.round(alpha * 1000) / 1000, published[level], `${level}: ${alpha}`);
@@ -136,7 +142,9 @@ describe('krippendorffAlpha', () => {
 
   it('orders string values by valueOrder for ordinal alpha (same 0.815 as the numeric C data)', () => {
     const names = ['very low', 'low', 'mid', 'high', 'very high'];
-    const asText = KRIPPENDORFF_C.map((row) => row.map((v) => (v === null || v === undefined ? null : (names[(v as number) - 1] as string))));
+    const asText = KRIPPENDORFF_C.map((row) =>
+      row.map((v) => (v === null || v === undefined ? null : (names[(v as number) - 1] as string))),
+    );
     const r = krippendorffAlpha(asText, { level: 'ordinal', valueOrder: names });
     close(r.alpha, krippendorffAlpha(KRIPPENDORFF_C, { level: 'ordinal' }).alpha, 1e-12);
   });
@@ -155,7 +163,8 @@ describe('krippendorffAlpha', () => {
       [0, 1, 2],
       [0, 1, 2],
     ];
-    for (const level of ['nominal', 'ordinal', 'interval', 'ratio'] as const) assert.equal(krippendorffAlpha(data, { level }).alpha, 1);
+    for (const level of ['nominal', 'ordinal', 'interval', 'ratio'] as const)
+      assert.equal(krippendorffAlpha(data, { level }).alpha, 1);
   });
 
   it('treats NaN and undefined as missing like null', () => {
@@ -166,19 +175,99 @@ describe('krippendorffAlpha', () => {
   });
 
   it('returns NaN when every pairable value is the same (alpha undefined)', () => {
-    assert.ok(Number.isNaN(krippendorffAlpha([[1, 1, _], [1, 1, 2]], { level: 'nominal' }).alpha));
+    assert.ok(
+      Number.isNaN(
+        krippendorffAlpha(
+          [
+            [1, 1, _],
+            [1, 1, 2],
+          ],
+          { level: 'nominal' },
+        ).alpha,
+      ),
+    );
   });
 
   it('rejects data with nothing to compare, ragged rows and values that do not fit the level', () => {
     throwsCode(() => krippendorffAlpha([], { level: 'nominal' }), 'INPUT_INVALID', /empty/);
-    throwsCode(() => krippendorffAlpha([[1, _], [_, 2]], { level: 'nominal' }), 'INPUT_INVALID', /at least two coders/);
+    throwsCode(
+      () =>
+        krippendorffAlpha(
+          [
+            [1, _],
+            [_, 2],
+          ],
+          { level: 'nominal' },
+        ),
+      'INPUT_INVALID',
+      /at least two coders/,
+    );
     throwsCode(() => krippendorffAlpha([[1, 2], [1]], { level: 'nominal' }), 'INPUT_INVALID', /coder 1 has 1 units/);
-    throwsCode(() => krippendorffAlpha([['a', 'b'], ['a', 'a']], { level: 'interval' }), 'INPUT_INVALID', /needs numbers/);
-    throwsCode(() => krippendorffAlpha([['a', 'b'], ['a', 'a']], { level: 'ordinal' }), 'CONFIG_INVALID', /valueOrder/);
-    throwsCode(() => krippendorffAlpha([[1, -2], [1, 1]], { level: 'ratio' }), 'INPUT_INVALID', /non-negative/);
-    throwsCode(() => krippendorffAlpha([[1, '1'], [1, 1]], { level: 'nominal' }), 'INPUT_INVALID', /mixes numbers and strings/);
-    throwsCode(() => krippendorffAlpha([['a', 'b'], ['a', 'c']], { level: 'ordinal', valueOrder: ['a', 'b'] }), 'INPUT_INVALID', /"c"/);
-    throwsCode(() => krippendorffAlpha([[1]], { level: 'cardinal' as MeasurementLevel }), 'CONFIG_INVALID', /level must be/);
+    throwsCode(
+      () =>
+        krippendorffAlpha(
+          [
+            ['a', 'b'],
+            ['a', 'a'],
+          ],
+          { level: 'interval' },
+        ),
+      'INPUT_INVALID',
+      /needs numbers/,
+    );
+    throwsCode(
+      () =>
+        krippendorffAlpha(
+          [
+            ['a', 'b'],
+            ['a', 'a'],
+          ],
+          { level: 'ordinal' },
+        ),
+      'CONFIG_INVALID',
+      /valueOrder/,
+    );
+    throwsCode(
+      () =>
+        krippendorffAlpha(
+          [
+            [1, -2],
+            [1, 1],
+          ],
+          { level: 'ratio' },
+        ),
+      'INPUT_INVALID',
+      /non-negative/,
+    );
+    throwsCode(
+      () =>
+        krippendorffAlpha(
+          [
+            [1, '1'],
+            [1, 1],
+          ],
+          { level: 'nominal' },
+        ),
+      'INPUT_INVALID',
+      /mixes numbers and strings/,
+    );
+    throwsCode(
+      () =>
+        krippendorffAlpha(
+          [
+            ['a', 'b'],
+            ['a', 'c'],
+          ],
+          { level: 'ordinal', valueOrder: ['a', 'b'] },
+        ),
+      'INPUT_INVALID',
+      /"c"/,
+    );
+    throwsCode(
+      () => krippendorffAlpha([[1]], { level: 'cardinal' as MeasurementLevel }),
+      'CONFIG_INVALID',
+      /level must be/,
+    );
   });
 });
 
@@ -194,7 +283,7 @@ describe('alphaFromCoincidences', () => {
     assert.equal(Math.round(alphaFromCoincidences(c.coincidences, c.values, 'ordinal').alpha * 1000) / 1000, 0.815);
   });
 
-  it('gives two coders\' alpha from C + Cᵀ of their confusion matrix', () => {
+  it("gives two coders' alpha from C + Cᵀ of their confusion matrix", () => {
     const a = ['x', 'x', 'y', 'z', 'y', 'x', 'z', 'z', 'y', 'x'];
     const b = ['x', 'y', 'y', 'z', 'y', 'x', 'x', 'z', 'z', 'x'];
     const values = ['x', 'y', 'z'];

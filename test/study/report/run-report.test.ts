@@ -27,7 +27,10 @@ before(async () => {
 /** 90 TweetEval tweets scored in 3 shards; the corpus doubles as the gold file (column gold). */
 async function realRun(dir: string): Promise<{ results: string; gold: string }> {
   const { texts, labels } = await readTweetEvalSplit(defaultTweetEvalDir(), 'sentiment', 'val');
-  const gold = await writeGold(path.join(dir, 'tweets.parquet'), texts.slice(0, 90).map((text, i) => ({ id: i, text, gold: labels[i] ?? null })));
+  const gold = await writeGold(
+    path.join(dir, 'tweets.parquet'),
+    texts.slice(0, 90).map((text, i) => ({ id: i, text, gold: labels[i] ?? null })),
+  );
   const codebook = path.join(dir, 'codebook.yaml');
   await writeFile(
     codebook,
@@ -49,14 +52,31 @@ model: { path: ${JSON.stringify(model)}, max_document_tokens: 64, threads: 2 }
 async function learningCurve(dir: string): Promise<string> {
   const n = 300;
   const truth = Array.from({ length: n }, (_, i) => LABELS[i % 3] as string);
-  const goldFile = await writeGold(path.join(dir, 'lc-gold.parquet'), truth.map((gold, id) => ({ id, gold })));
+  const goldFile = await writeGold(
+    path.join(dir, 'lc-gold.parquet'),
+    truth.map((gold, id) => ({ id, gold })),
+  );
   const files = [];
   for (const [k, accuracy] of [0.5, 0.65, 0.8].entries()) {
-    files.push(await writePredictions(path.join(dir, `lc-${k}.parquet`), truth.map((g, id) => ({ id, label: (id * 7919) % 100 < accuracy * 100 ? g : (LABELS[(id + 1) % 3] as string) })), LABELS));
+    files.push(
+      await writePredictions(
+        path.join(dir, `lc-${k}.parquet`),
+        truth.map((g, id) => ({
+          id,
+          label: (id * 7919) % 100 < accuracy * 100 ? g : (LABELS[(id + 1) % 3] as string),
+        })),
+        LABELS,
+      ),
+    );
   }
   const gold = await readGoldLabels(goldFile, { idColumn: 'id', labelColumn: 'gold' });
   const predictions = await Promise.all(files.map((f) => readPredictions(f)));
-  const evaluation = evaluatePredictions(gold, predictions, { labels: LABELS, seed: 2, resamples: 200, trainingSizes: [0, 100, 1000] });
+  const evaluation = evaluatePredictions(gold, predictions, {
+    labels: LABELS,
+    seed: 2,
+    resamples: 200,
+    trainingSizes: [0, 100, 1000],
+  });
   return writeJsonFile(path.join(dir, 'learning-curve.json'), evaluation);
 }
 
@@ -67,7 +87,15 @@ describe('rescale report', () => {
       const calibration = calibrateRouting(
         await readGoldLabels(gold, { idColumn: 'id', labelColumn: 'gold' }),
         await readPredictions(results),
-        { fallback: { kind: 'assumed', accuracy: 0.9 }, labelCount: 3, seed: 1, resamples: 200, corpusSize: 100_000, costPerDocument: 0.0005, goal: { targetAccuracy: 0.7 } },
+        {
+          fallback: { kind: 'assumed', accuracy: 0.9 },
+          labelCount: 3,
+          seed: 1,
+          resamples: 200,
+          corpusSize: 100_000,
+          costPerDocument: 0.0005,
+          goal: { targetAccuracy: 0.7 },
+        },
       );
       const calibrationFile = await writeJsonFile(path.join(dir, 'calibration.json'), calibration);
       const out = await runReport({
@@ -83,13 +111,15 @@ describe('rescale report', () => {
       });
       const html = await readFile(out, 'utf8');
       assert.match(html, /<title>rescale report — report-test<\/title>/);
-      for (const id of ['run', 'labels', 'confidence', 'throughput', 'evaluation', 'calibration', 'learning-curve']) assert.match(html, new RegExp(`<section id="${id}">`));
+      for (const id of ['run', 'labels', 'confidence', 'throughput', 'evaluation', 'calibration', 'learning-curve'])
+        assert.match(html, new RegExp(`<section id="${id}">`));
       assert.equal((html.match(/<svg /g) ?? []).length >= 7, true, 'one inline SVG per plot');
       // Self-contained: nothing fetched, nothing run.
       assert.doesNotMatch(html, /<script|<link|<img|src=|url\(|href="(?!#)/i);
       // No document text in the page.
       const { texts } = await readTweetEvalSplit(defaultTweetEvalDir(), 'sentiment', 'val');
-      for (const text of texts.slice(0, 90)) if (text.length > 30) assert.ok(!html.includes(text.slice(0, 30)), 'document text leaked into the report');
+      for (const text of texts.slice(0, 90))
+        if (text.length > 30) assert.ok(!html.includes(text.slice(0, 30)), 'document text leaked into the report');
 
       const chromium = await findChromium();
       if ('reason' in chromium) {
@@ -128,10 +158,24 @@ describe('rescale report', () => {
         LABELS,
       );
       const start = Date.parse('2025-01-01T00:00:00Z');
-      const audit = Array.from({ length: 8 }, (_, i) => JSON.stringify({ event: 'call', time: new Date(start + (i + 1) * 15_000).toISOString(), cost_usd: 0.0015, document_id: String(i) }));
+      const audit = Array.from({ length: 8 }, (_, i) =>
+        JSON.stringify({
+          event: 'call',
+          time: new Date(start + (i + 1) * 15_000).toISOString(),
+          cost_usd: 0.0015,
+          document_id: String(i),
+        }),
+      );
       audit.push(JSON.stringify({ event: 'skipped', time: new Date(start + 200_000).toISOString(), document_id: '9' }));
       await writeFile(`${results}.fallback-audit.jsonl`, `${audit.join('\n')}\n`);
-      await writeFile(`${results}.manifest.json`, JSON.stringify({ startedAt: new Date(start).toISOString(), endedAt: new Date(start + 240_000).toISOString(), codebook: { content: { task: 'hybrid-test' } } }));
+      await writeFile(
+        `${results}.manifest.json`,
+        JSON.stringify({
+          startedAt: new Date(start).toISOString(),
+          endedAt: new Date(start + 240_000).toISOString(),
+          codebook: { content: { task: 'hybrid-test' } },
+        }),
+      );
       const result = await runCli(['report', results, '--out', path.join(dir, 'hybrid.html')]);
       assert.equal(result.code, 0, result.stderr);
       const html = await readFile(path.join(dir, 'hybrid.html'), 'utf8');

@@ -7,7 +7,11 @@ import { createSeededRandom, shuffled } from '../../../study/evaluation/seeded-r
 
 /** 600 'a', 300 'b', 100 'c' in a mixed order. */
 function corpus(): string[] {
-  const labels = [...new Array<string>(600).fill('a'), ...new Array<string>(300).fill('b'), ...new Array<string>(100).fill('c')];
+  const labels = [
+    ...new Array<string>(600).fill('a'),
+    ...new Array<string>(300).fill('b'),
+    ...new Array<string>(100).fill('c'),
+  ];
   return shuffled(labels, createSeededRandom(77));
 }
 
@@ -41,7 +45,8 @@ describe('nestedStratifiedSubsets', () => {
       assert.equal(new Set(s.indices).size, s.size);
       if (k > 0) {
         const larger = new Set(s.indices);
-        for (const i of subsets[k - 1]!.indices) assert.ok(larger.has(i), `subset ${k - 1} item ${i} missing from subset ${k}`);
+        for (const i of subsets[k - 1]!.indices)
+          assert.ok(larger.has(i), `subset ${k - 1} item ${i} missing from subset ${k}`);
       }
     }
   });
@@ -102,7 +107,10 @@ describe('nestedStratifiedSubsets', () => {
     const firstOfEach = a.heldOut.counts.flatMap(({ label, count }) =>
       labels.flatMap((l, i) => (l === label ? [i] : [])).slice(0, count),
     );
-    assert.notDeepEqual(a.heldOut.indices, firstOfEach.sort((x, y) => x - y));
+    assert.notDeepEqual(
+      a.heldOut.indices,
+      firstOfEach.sort((x, y) => x - y),
+    );
   });
 
   it('accepts a held-out count, or none', () => {
@@ -116,13 +124,19 @@ describe('nestedStratifiedSubsets', () => {
   it('rejects sizes larger than the pool, duplicate sizes, a bad held-out value and a bad seed', () => {
     const labels = corpus();
     const config = (pattern: RegExp) => (e: unknown) => isRescaleError(e, 'CONFIG_INVALID') && pattern.test(e.message);
-    assert.throws(() => nestedStratifiedSubsets(labels, [900], 1, { heldOut: 0.2 }), config(/size 900 exceeds the 800 items/));
+    assert.throws(
+      () => nestedStratifiedSubsets(labels, [900], 1, { heldOut: 0.2 }),
+      config(/size 900 exceeds the 800 items/),
+    );
     assert.throws(() => nestedStratifiedSubsets(labels, [10, 10], 1, { heldOut: 0.2 }), config(/lists 10 twice/));
     assert.throws(() => nestedStratifiedSubsets(labels, [10], 1, { heldOut: 1.5 }), config(/heldOut must be/));
     assert.throws(() => nestedStratifiedSubsets(labels, [0], 1, { heldOut: 0.2 }), config(/positive whole number/));
     assert.throws(() => nestedStratifiedSubsets(labels, [], 1, { heldOut: 0.2 }), config(/sizes is empty/));
     assert.throws(() => nestedStratifiedSubsets(labels, [10], -1, { heldOut: 0.2 }), config(/seed/));
-    assert.throws(() => nestedStratifiedSubsets([], [10], 1, { heldOut: 0 }), (e: unknown) => isRescaleError(e, 'INPUT_INVALID'));
+    assert.throws(
+      () => nestedStratifiedSubsets([], [10], 1, { heldOut: 0 }),
+      (e: unknown) => isRescaleError(e, 'INPUT_INVALID'),
+    );
   });
 });
 
@@ -133,7 +147,11 @@ describe('proportionalAllocation', () => {
       const counts = Array.from({ length: 1 + random.nextInt(6) }, () => 1 + random.nextInt(40));
       const pool = counts.reduce((a, b) => a + b, 0);
       const total = random.nextInt(pool + 1);
-      assert.deepEqual(proportionalAllocation(counts, total), hamilton(counts, total), `counts ${counts} total ${total}`);
+      assert.deepEqual(
+        proportionalAllocation(counts, total),
+        hamilton(counts, total),
+        `counts ${counts} total ${total}`,
+      );
     }
   });
 
@@ -145,7 +163,10 @@ describe('proportionalAllocation', () => {
       let previous: number[] | undefined;
       for (let total = 1; total <= pool; total += 1 + random.nextInt(4)) {
         const allocation = proportionalAllocation(counts, total, previous);
-        assert.equal(allocation.reduce((a, b) => a + b, 0), total);
+        assert.equal(
+          allocation.reduce((a, b) => a + b, 0),
+          total,
+        );
         allocation.forEach((a, c) => {
           const quota = (total * (counts[c] as number)) / pool;
           assert.ok(a >= (previous?.[c] ?? 0) && a <= (counts[c] as number));

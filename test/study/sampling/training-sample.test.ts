@@ -36,25 +36,61 @@ function codebook(modelPath = '/nonexistent/model.gguf') {
 }
 
 async function goldFile(dir: string, n = 300): Promise<string> {
-  return writeGold(path.join(dir, 'labelled.parquet'), Array.from({ length: n }, (_, i) => ({ id: 1000 + i, gold: LABEL_OF(i), text: `tweet number ${i} about {braces}` })));
+  return writeGold(
+    path.join(dir, 'labelled.parquet'),
+    Array.from({ length: n }, (_, i) => ({
+      id: 1000 + i,
+      gold: LABEL_OF(i),
+      text: `tweet number ${i} about {braces}`,
+    })),
+  );
 }
 
 async function jsonl(file: string): Promise<{ messages: ChatMessage[] }[]> {
-  return (await readFile(file, 'utf8')).trimEnd().split('\n').map((line) => JSON.parse(line) as { messages: ChatMessage[] });
+  return (await readFile(file, 'utf8'))
+    .trimEnd()
+    .split('\n')
+    .map((line) => JSON.parse(line) as { messages: ChatMessage[] });
 }
 
-const idOf = (example: { messages: ChatMessage[] }): string => /tweet number (\d+)/.exec(example.messages[1]?.content ?? '')?.[1] ?? '';
+const idOf = (example: { messages: ChatMessage[] }): string =>
+  /tweet number (\d+)/.exec(example.messages[1]?.content ?? '')?.[1] ?? '';
 
 describe('writeTrainingSample', () => {
   it('writes nested, stratified subsets disjoint from the held-out split, as chat JSONL and Parquet', async () => {
     await withTempDir(async (dir) => {
       const out = path.join(dir, 'sample');
-      const sample = await writeTrainingSample({ gold: await goldFile(dir), idColumn: 'id', textColumn: 'text', labelColumn: 'gold', sizes: [120, 30, 60], seed: 9, heldOut: 0.2, outDir: out, codebook: codebook() });
+      const sample = await writeTrainingSample({
+        gold: await goldFile(dir),
+        idColumn: 'id',
+        textColumn: 'text',
+        labelColumn: 'gold',
+        sizes: [120, 30, 60],
+        seed: 9,
+        heldOut: 0.2,
+        outDir: out,
+        codebook: codebook(),
+      });
       const m = sample.manifest;
-      assert.deepEqual(m.subsets.map((s) => [s.size, s.jsonl]), [[30, 'train-030.jsonl'], [60, 'train-060.jsonl'], [120, 'train-120.jsonl']]);
+      assert.deepEqual(
+        m.subsets.map((s) => [s.size, s.jsonl]),
+        [
+          [30, 'train-030.jsonl'],
+          [60, 'train-060.jsonl'],
+          [120, 'train-120.jsonl'],
+        ],
+      );
       assert.equal(m.heldOut.size, 60);
-      assert.deepEqual(m.heldOut.counts, [{ label: 'negative', count: 20 }, { label: 'neutral', count: 30 }, { label: 'positive', count: 10 }]);
-      assert.deepEqual(m.subsets[0]?.counts, [{ label: 'negative', count: 10 }, { label: 'neutral', count: 15 }, { label: 'positive', count: 5 }]);
+      assert.deepEqual(m.heldOut.counts, [
+        { label: 'negative', count: 20 },
+        { label: 'neutral', count: 30 },
+        { label: 'positive', count: 10 },
+      ]);
+      assert.deepEqual(m.subsets[0]?.counts, [
+        { label: 'negative', count: 10 },
+        { label: 'neutral', count: 15 },
+        { label: 'positive', count: 5 },
+      ]);
       assert.equal(m.poolSize, 240);
 
       const sets = [];
@@ -64,15 +100,22 @@ describe('writeTrainingSample', () => {
         sets.push(new Set(examples.map(idOf)));
         const counts = new Map<string, number>();
         for (const e of examples) {
-          assert.deepEqual(e.messages.map((x) => x.role), ['system', 'user', 'assistant']);
+          assert.deepEqual(
+            e.messages.map((x) => x.role),
+            ['system', 'user', 'assistant'],
+          );
           counts.set(e.messages[2]?.content ?? '', (counts.get(e.messages[2]?.content ?? '') ?? 0) + 1);
         }
         // Answers are the codebook's answer texts ("neg" for negative), in the manifest's proportions.
         assert.deepEqual([...counts.keys()].sort(), ['neg', 'neutral', 'positive']);
         assert.equal(counts.get('neg'), subset.counts.find((c) => c.label === 'negative')?.count);
       }
-      for (let i = 1; i < sets.length; i++) for (const id of sets[i - 1] ?? []) assert.ok(sets[i]?.has(id), `subset ${i - 1} id ${id} missing from the next subset`);
-      const heldOut = await queryDuckDB(`SELECT id, text, gold FROM read_parquet('${sqlString(path.join(out, 'held-out.parquet'))}') ORDER BY id`);
+      for (let i = 1; i < sets.length; i++)
+        for (const id of sets[i - 1] ?? [])
+          assert.ok(sets[i]?.has(id), `subset ${i - 1} id ${id} missing from the next subset`);
+      const heldOut = await queryDuckDB(
+        `SELECT id, text, gold FROM read_parquet('${sqlString(path.join(out, 'held-out.parquet'))}') ORDER BY id`,
+      );
       assert.equal(heldOut.length, 60);
       assert.equal(typeof heldOut[0]?.id, 'bigint');
       for (const row of heldOut) {
@@ -80,18 +123,33 @@ describe('writeTrainingSample', () => {
         assert.ok(!(sets[2]?.has(n) ?? false), `held-out document ${n} is in a training subset`);
         assert.equal(row.gold, LABEL_OF(Number(n)));
       }
-      const train = await queryDuckDB(`SELECT count(*) AS n FROM read_parquet('${sqlString(path.join(out, 'train-060.parquet'))}')`);
+      const train = await queryDuckDB(
+        `SELECT count(*) AS n FROM read_parquet('${sqlString(path.join(out, 'train-060.parquet'))}')`,
+      );
       assert.equal(Number(train[0]?.n), 60);
       const first = (await jsonl(path.join(out, 'train-030.jsonl')))[0];
       assert.equal(first?.messages[0]?.content, 'Answer with one of: neg, neutral, positive.');
-      assert.match(first?.messages[1]?.content ?? '', /^Labels:\n- neg: Bad\.\n- neutral: Neither\.\n- positive\n\nTweet: tweet number \d+ about \{braces\}$/);
+      assert.match(
+        first?.messages[1]?.content ?? '',
+        /^Labels:\n- neg: Bad\.\n- neutral: Neither\.\n- positive\n\nTweet: tweet number \d+ about \{braces\}$/,
+      );
     });
   });
 
   it('is deterministic for a seed and changes with it', async () => {
     await withTempDir(async (dir) => {
       const gold = await goldFile(dir);
-      const run = (seed: number, name: string) => writeTrainingSample({ gold, idColumn: 'id', textColumn: 'text', labelColumn: 'gold', sizes: [50], seed, heldOut: 30, outDir: path.join(dir, name) });
+      const run = (seed: number, name: string) =>
+        writeTrainingSample({
+          gold,
+          idColumn: 'id',
+          textColumn: 'text',
+          labelColumn: 'gold',
+          sizes: [50],
+          seed,
+          heldOut: 30,
+          outDir: path.join(dir, name),
+        });
       const a = await run(4, 'a');
       const b = await run(4, 'b');
       const c = await run(5, 'c');
@@ -105,14 +163,27 @@ describe('writeTrainingSample', () => {
     await withTempDir(async (dir) => {
       const modelPath = await fixtureModel('keyword');
       const book = codebook(modelPath);
-      const sample = await writeTrainingSample({ gold: await goldFile(dir, 60), idColumn: 'id', textColumn: 'text', labelColumn: 'gold', sizes: [10], seed: 1, heldOut: 0.5, outDir: path.join(dir, 's'), codebook: book });
+      const sample = await writeTrainingSample({
+        gold: await goldFile(dir, 60),
+        idColumn: 'id',
+        textColumn: 'text',
+        labelColumn: 'gold',
+        sizes: [10],
+        seed: 1,
+        heldOut: 0.5,
+        outDir: path.join(dir, 's'),
+        codebook: book,
+      });
       const example = (await jsonl(path.join(dir, 's', sample.manifest.subsets[0]?.jsonl ?? '')))[0];
       const doc = sample.subsets[0]?.documents[0];
       assert.ok(example !== undefined && doc !== undefined);
       const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
       const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
       try {
-        const scorerTokens = PromptBuilder.create(model, book, singleQuestion(book)).render({ text: doc.text }, 256).tokens;
+        const scorerTokens = PromptBuilder.create(model, book, singleQuestion(book)).render(
+          { text: doc.text },
+          256,
+        ).tokens;
         const wrapper = resolveChatWrapper(model);
         assert.ok(wrapper !== null);
         const { contextText } = wrapper.generateContextState({
@@ -131,9 +202,22 @@ describe('writeTrainingSample', () => {
 
   it('refuses gold labels the codebook does not know, naming them', async () => {
     await withTempDir(async (dir) => {
-      const gold = await writeGold(path.join(dir, 'g.parquet'), [{ id: 1, gold: 'negative', text: 'x' }, { id: 2, gold: 'angry', text: 'y' }]);
+      const gold = await writeGold(path.join(dir, 'g.parquet'), [
+        { id: 1, gold: 'negative', text: 'x' },
+        { id: 2, gold: 'angry', text: 'y' },
+      ]);
       await assert.rejects(
-        writeTrainingSample({ gold, idColumn: 'id', textColumn: 'text', labelColumn: 'gold', sizes: [1], seed: 1, heldOut: 0, outDir: path.join(dir, 'o'), codebook: codebook() }),
+        writeTrainingSample({
+          gold,
+          idColumn: 'id',
+          textColumn: 'text',
+          labelColumn: 'gold',
+          sizes: [1],
+          seed: 1,
+          heldOut: 0,
+          outDir: path.join(dir, 'o'),
+          codebook: codebook(),
+        }),
         (e: unknown) => isRescaleError(e, 'INPUT_INVALID') && e.message.includes('"angry"'),
       );
     });
@@ -149,7 +233,10 @@ describe('rescale sample (CLI)', () => {
       assert.equal(ok.code, 0, ok.stderr);
       assert.match(ok.stdout, /held-out\s+60\s+20\s+30\s+10\s+held-out\.parquet/);
       assert.match(ok.stdout, /train 60\s+60\s+20\s+30\s+10\s+train-60\.jsonl/);
-      const manifest = JSON.parse(await readFile(path.join(out, 'sample.json'), 'utf8')) as { seed: number; kind: string };
+      const manifest = JSON.parse(await readFile(path.join(out, 'sample.json'), 'utf8')) as {
+        seed: number;
+        kind: string;
+      };
       assert.equal(manifest.seed, 3);
       const noSeed = await runCli(['sample', '--gold', gold, '--sizes', '30', '--out', out]);
       assert.equal(noSeed.code, 2);

@@ -18,7 +18,12 @@ function codebook(model: Partial<CodebookInput['model']> = {}): Codebook {
   );
 }
 
-const measure: PromptMeasure = { sharedPrefixTokens: 40, templateTokens: 6, longestLabelTokens: 2, trainContextSize: 4096 };
+const measure: PromptMeasure = {
+  sharedPrefixTokens: 40,
+  templateTokens: 6,
+  longestLabelTokens: 2,
+  trainContextSize: 4096,
+};
 const needed = 40 + 100 + 6 + 2 + CONTEXT_SLACK_TOKENS;
 
 describe('planContext', () => {
@@ -52,13 +57,19 @@ describe('planContext', () => {
   it('keeps a configured context size and warns when longer documents will not fit', () => {
     const plan = planContext(codebook({ context_size: 120 }), measure);
     assert.equal(plan.contextSize, 120);
-    assert.deepEqual(plan.warnings.map((w) => w.meta), [{ contextSize: 120, needed }]);
+    assert.deepEqual(
+      plan.warnings.map((w) => w.meta),
+      [{ contextSize: 120, needed }],
+    );
     assert.match(plan.warnings[0]?.message ?? '', /longer documents get status "error"/);
   });
 
   it('warns when the context exceeds the model training context', () => {
     const plan = planContext(codebook(), { ...measure, trainContextSize: 128 });
-    assert.deepEqual(plan.warnings.map((w) => w.meta), [{ contextSize: needed, trainContextSize: 128 }]);
+    assert.deepEqual(
+      plan.warnings.map((w) => w.meta),
+      [{ contextSize: needed, trainContextSize: 128 }],
+    );
   });
 
   it('accepts the smallest context that leaves one token for a document', () => {
@@ -68,7 +79,10 @@ describe('planContext', () => {
   it('refuses a context with no room for a document, naming the field and the size to set', () => {
     assert.throws(
       () => planContext(codebook({ context_size: 48 }), measure),
-      (e: unknown) => e instanceof RescaleError && e.code === 'CONTEXT_TOO_SMALL' && /cb\.yaml.*"model\.context_size" is 48.*at least 212/.test(e.message),
+      (e: unknown) =>
+        e instanceof RescaleError &&
+        e.code === 'CONTEXT_TOO_SMALL' &&
+        /cb\.yaml.*"model\.context_size" is 48.*at least 212/.test(e.message),
     );
   });
 });

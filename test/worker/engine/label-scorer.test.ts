@@ -42,7 +42,9 @@ after(async () => {
 
 type ModelOverrides = Partial<CodebookInput['model']>;
 
-function sentimentCodebook(overrides: Omit<Partial<CodebookInput>, 'model'> & { model?: ModelOverrides } = {}): Codebook {
+function sentimentCodebook(
+  overrides: Omit<Partial<CodebookInput>, 'model'> & { model?: ModelOverrides } = {},
+): Codebook {
   const { model, ...rest } = overrides;
   return parseCodebook(
     {
@@ -69,7 +71,11 @@ const docs: DocumentInput[] = [
   { text: 'Hopefully the peace talks finish this week' },
 ];
 
-async function score(codebook: Codebook, input: readonly DocumentInput[], options: { sequences?: number } = {}): Promise<DocumentScore[]> {
+async function score(
+  codebook: Codebook,
+  input: readonly DocumentInput[],
+  options: { sequences?: number } = {},
+): Promise<DocumentScore[]> {
   const scorer = await LabelScorer.create(codebook, options);
   try {
     return await scorer.score(input);
@@ -80,7 +86,9 @@ async function score(codebook: Codebook, input: readonly DocumentInput[], option
 
 function maxDifference(a: readonly DocumentScore[], b: readonly DocumentScore[]): number {
   let max = 0;
-  a.forEach((x, i) => x.probabilities?.forEach((p, j) => (max = Math.max(max, Math.abs(p - (b[i]?.probabilities?.[j] ?? NaN))))));
+  a.forEach((x, i) =>
+    x.probabilities?.forEach((p, j) => (max = Math.max(max, Math.abs(p - (b[i]?.probabilities?.[j] ?? NaN))))),
+  );
   return max;
 }
 
@@ -107,7 +115,10 @@ describe('LabelScorer', () => {
 
   it('labels documents as the keyword model was built to', async () => {
     const results = await score(sentimentCodebook(), docs.slice(0, 3));
-    assert.deepEqual(results.map((r) => r.label), ['positive', 'negative', 'neutral']);
+    assert.deepEqual(
+      results.map((r) => r.label),
+      ['positive', 'negative', 'neutral'],
+    );
   });
 
   it('equals an independent one-document-at-a-time reference within the layout tolerance', async () => {
@@ -120,7 +131,12 @@ describe('LabelScorer', () => {
       for (const [i, doc] of docs.entries()) {
         const prompt = scorer.promptTokens(doc).tokens;
         const expected = await referenceProbabilities(model, prompt, scorer.labelTokens, { contextSize: 512 });
-        expected.forEach((p, j) => assert.ok(Math.abs(p - (results[i]?.probabilities?.[j] ?? NaN)) < LAYOUT_TOLERANCE, `doc ${i} label ${j}: ${p} vs ${results[i]?.probabilities?.[j]}`));
+        expected.forEach((p, j) =>
+          assert.ok(
+            Math.abs(p - (results[i]?.probabilities?.[j] ?? NaN)) < LAYOUT_TOLERANCE,
+            `doc ${i} label ${j}: ${p} vs ${results[i]?.probabilities?.[j]}`,
+          ),
+        );
       }
     } finally {
       await model.dispose();
@@ -130,18 +146,32 @@ describe('LabelScorer', () => {
 
   it('scores multi-token labels that share a prefix exactly (trie walk vs plain enumeration)', async () => {
     const codebook = sentimentCodebook({
-      labels: [{ name: 'very_negative', answer: 'very negative' }, { name: 'very_positive', answer: 'very positive' }, { name: 'neutral' }],
+      labels: [
+        { name: 'very_negative', answer: 'very negative' },
+        { name: 'very_positive', answer: 'very positive' },
+        { name: 'neutral' },
+      ],
       model: { path: multitoken },
     });
     const scorer = await LabelScorer.create(codebook);
     const results = await scorer.score(docs);
-    assert.ok(scorer.labelTokens.some((t) => t.length > 1), 'fixture labels should span several tokens');
+    assert.ok(
+      scorer.labelTokens.some((t) => t.length > 1),
+      'fixture labels should span several tokens',
+    );
     const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
     const model = await loadModel(llama, multitoken, 0);
     try {
       for (const [i, doc] of docs.entries()) {
-        const expected = await referenceProbabilities(model, scorer.promptTokens(doc).tokens, scorer.labelTokens, { contextSize: 512 });
-        expected.forEach((p, j) => assert.ok(Math.abs(p - (results[i]?.probabilities?.[j] ?? NaN)) < LAYOUT_TOLERANCE, `doc ${i} label ${j}: ${p} vs ${results[i]?.probabilities?.[j]}`));
+        const expected = await referenceProbabilities(model, scorer.promptTokens(doc).tokens, scorer.labelTokens, {
+          contextSize: 512,
+        });
+        expected.forEach((p, j) =>
+          assert.ok(
+            Math.abs(p - (results[i]?.probabilities?.[j] ?? NaN)) < LAYOUT_TOLERANCE,
+            `doc ${i} label ${j}: ${p} vs ${results[i]?.probabilities?.[j]}`,
+          ),
+        );
       }
     } finally {
       await model.dispose();
@@ -174,7 +204,10 @@ describe('LabelScorer', () => {
     const again = await score(codebook, docs, { sequences: 3 });
     assert.deepEqual(bits(again), bits(grouped));
     assert.ok(maxDifference(single, grouped) < LAYOUT_TOLERANCE, `difference ${maxDifference(single, grouped)}`);
-    assert.deepEqual(grouped.map((r) => r.label), single.map((r) => r.label));
+    assert.deepEqual(
+      grouped.map((r) => r.label),
+      single.map((r) => r.label),
+    );
   });
 
   it('applies adapters: scale 0 equals the base model, scale 1 adds the learned keywords', async () => {
@@ -198,7 +231,10 @@ describe('LabelScorer', () => {
 
   it('gives empty and null texts the empty_text status without evaluating them', async () => {
     const results = await score(sentimentCodebook(), [{ text: null }, { text: '   ' }, { text: 'great' }]);
-    assert.deepEqual(results.map((r) => r.status), ['empty_text', 'empty_text', 'ok']);
+    assert.deepEqual(
+      results.map((r) => r.status),
+      ['empty_text', 'empty_text', 'ok'],
+    );
     assert.equal(results[0]?.probabilities, null);
   });
 
@@ -216,11 +252,18 @@ describe('LabelScorer', () => {
 
 describe('LabelScorer errors', () => {
   async function rejectsWith(codebook: Codebook, code: string, pattern: RegExp): Promise<void> {
-    await assert.rejects(LabelScorer.create(codebook), (e: unknown) => e instanceof RescaleError && e.code === code && pattern.test(e.message));
+    await assert.rejects(
+      LabelScorer.create(codebook),
+      (e: unknown) => e instanceof RescaleError && e.code === code && pattern.test(e.message),
+    );
   }
 
   it('names a missing model file', async () => {
-    await rejectsWith(sentimentCodebook({ model: { path: path.join(dir, 'nope.gguf') } }), 'MODEL_NOT_FOUND', /nope\.gguf.*model\.path/);
+    await rejectsWith(
+      sentimentCodebook({ model: { path: path.join(dir, 'nope.gguf') } }),
+      'MODEL_NOT_FOUND',
+      /nope\.gguf.*model\.path/,
+    );
   });
 
   it('names a model file that is not GGUF', async () => {
@@ -230,13 +273,21 @@ describe('LabelScorer errors', () => {
   });
 
   it('rejects an adapter made for another base model', async () => {
-    await rejectsWith(sentimentCodebook({ model: { adapters: [{ path: smallAdapter, scale: 1 }] } }), 'ADAPTER_MISMATCH', /small-adapter|adapter/);
+    await rejectsWith(
+      sentimentCodebook({ model: { adapters: [{ path: smallAdapter, scale: 1 }] } }),
+      'ADAPTER_MISMATCH',
+      /small-adapter|adapter/,
+    );
   });
 
   it('rejects a base model given as an adapter', async () => {
     const copy = path.join(dir, 'model-as-adapter.gguf');
     await copyFile(small, copy);
-    await rejectsWith(sentimentCodebook({ model: { adapters: [{ path: copy, scale: 1 }] } }), 'ADAPTER_INVALID', /not a LoRA adapter/);
+    await rejectsWith(
+      sentimentCodebook({ model: { adapters: [{ path: copy, scale: 1 }] } }),
+      'ADAPTER_INVALID',
+      /not a LoRA adapter/,
+    );
   });
 
   it('says when the context cannot hold the prompt and a label', async () => {

@@ -16,13 +16,19 @@ describe('buildLabelTrie', () => {
   it('walks shared prefixes and multi-token labels', () => {
     const { root } = buildLabelTrie([t(5, 1), t(5, 2), t(7)], END);
     const inner = innerNodes(root);
-    assert.deepEqual(inner.map((n) => n.path), [t(5)]);
+    assert.deepEqual(
+      inner.map((n) => n.path),
+      [t(5)],
+    );
     assert.equal(root.children.get(7 as Token)?.labelIndex, 2);
   });
 
   it('appends the terminator to a label that is a prefix of another', () => {
     const { sequences, root } = buildLabelTrie([t(4), t(4, 6), t(8, 9, 10)], END);
     assert.deepEqual(sequences, [t(4, END), t(4, 6), t(8, 9, 10)]);
-    assert.deepEqual(innerNodes(root).map((n) => n.path), [t(4), t(8), t(8, 9)]);
+    assert.deepEqual(
+      innerNodes(root).map((n) => n.path),
+      [t(4), t(8), t(8, 9)],
+    );
   });
 });

@@ -13,7 +13,8 @@ function recordingLogger(): Logger & { readonly lines: { level: LogLevel; messag
   const lines: { level: LogLevel; message: string; meta?: LogMeta }[] = [];
   const logger = {
     lines,
-    log: (level: LogLevel, message: string, meta?: LogMeta) => void lines.push({ level, message, ...(meta ? { meta } : {}) }),
+    log: (level: LogLevel, message: string, meta?: LogMeta) =>
+      void lines.push({ level, message, ...(meta ? { meta } : {}) }),
     child: () => logger,
   };
   return logger;
@@ -25,7 +26,10 @@ describe('getRuntime', () => {
     const first = await getRuntime({ build });
     assert.equal(await getRuntime({ build }), first);
     const other = build === 'auto' ? 'prebuilt' : 'auto';
-    await assert.rejects(getRuntime({ build: other }), (e: unknown) => e instanceof RescaleError && /already loaded as/.test(e.message));
+    await assert.rejects(
+      getRuntime({ build: other }),
+      (e: unknown) => e instanceof RescaleError && /already loaded as/.test(e.message),
+    );
   });
 
   it("sends llama.cpp's messages to the latest caller's logger", async () => {
@@ -36,7 +40,10 @@ describe('getRuntime', () => {
     const llama = await getRuntime({ build, logger: latest });
     // An adapter is a GGUF file without the model's tensors: llama.cpp logs an error while refusing it.
     await assert.rejects(llama.loadModel({ modelPath: await fixtureModel('keyword-adapter'), gpuLayers: 0 }));
-    assert.ok(latest.lines.some((l) => l.message === 'llama.cpp' && l.level === 'error'), JSON.stringify(latest.lines));
+    assert.ok(
+      latest.lines.some((l) => l.message === 'llama.cpp' && l.level === 'error'),
+      JSON.stringify(latest.lines),
+    );
     assert.equal(first.lines.length, 0);
   });
 });
