@@ -7,7 +7,8 @@ import { isRescaleError } from '../../contracts/errors.js';
 import { globToRegExp, readCorpusFile, resolveCorpus } from '../../coordinator/corpus.js';
 import { withTempDir, writeParquetWithDuckDB } from '../../scripts/harness/parquet.js';
 
-const QUERY = `SELECT i::BIGINT AS id, CASE WHEN i % 5 = 0 THEN NULL ELSE 'doc ' || i END AS text FROM range(5000) t(i)`;
+const QUERY =
+  `SELECT i::BIGINT AS id, CASE WHEN i % 5 = 0 THEN NULL ELSE 'doc ' || i ` + `END AS text FROM range(5000) t(i)`;
 
 describe('resolveCorpus', () => {
   it('reads a file footer: rows, row groups, columns and a sha256 fingerprint', async () => {
@@ -30,22 +31,31 @@ describe('resolveCorpus', () => {
     });
   });
 
-  it('expands a directory to every *.parquet below it, sorted, skipping hidden, _-prefixed and other files', async () => {
-    await withTempDir(async (dir) => {
-      await mkdir(path.join(dir, 'year=2024'));
-      await mkdir(path.join(dir, '_temporary'));
-      for (const name of ['b.parquet', 'a.parquet', 'year=2024/c.parquet', '_temporary/x.parquet', '.hidden.parquet']) {
-        await writeParquetWithDuckDB("SELECT 1 AS id, 't' AS text", path.join(dir, name));
-      }
-      await writeFile(path.join(dir, '_SUCCESS'), '');
-      await writeFile(path.join(dir, 'README.txt'), 'not parquet');
-      const files = await resolveCorpus(dir);
-      assert.deepEqual(
-        files.map((file) => path.relative(dir, file.path)),
-        ['a.parquet', 'b.parquet', 'year=2024/c.parquet'],
-      );
-    });
-  });
+  it(
+    'expands a directory to every *.parquet below it, sorted, ' + 'skipping hidden, _-prefixed and other files',
+    async () => {
+      await withTempDir(async (dir) => {
+        await mkdir(path.join(dir, 'year=2024'));
+        await mkdir(path.join(dir, '_temporary'));
+        for (const name of [
+          'b.parquet',
+          'a.parquet',
+          'year=2024/c.parquet',
+          '_temporary/x.parquet',
+          '.hidden.parquet',
+        ]) {
+          await writeParquetWithDuckDB("SELECT 1 AS id, 't' AS text", path.join(dir, name));
+        }
+        await writeFile(path.join(dir, '_SUCCESS'), '');
+        await writeFile(path.join(dir, 'README.txt'), 'not parquet');
+        const files = await resolveCorpus(dir);
+        assert.deepEqual(
+          files.map((file) => path.relative(dir, file.path)),
+          ['a.parquet', 'b.parquet', 'year=2024/c.parquet'],
+        );
+      });
+    },
+  );
 
   it('expands globs with *, ** and {a,b}, keeping input order and dropping repeats', async () => {
     await withTempDir(async (dir) => {
@@ -70,24 +80,27 @@ describe('resolveCorpus', () => {
     });
   });
 
-  it('reports a missing path, an empty directory and a glob without matches as INPUT_NOT_FOUND naming the input', async () => {
-    await withTempDir(async (dir) => {
-      const missing = path.join(dir, 'nope.parquet');
-      await assert.rejects(
-        resolveCorpus(missing),
-        (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes(missing),
-      );
-      await assert.rejects(
-        resolveCorpus(dir),
-        (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes('no *.parquet'),
-      );
-      await assert.rejects(
-        resolveCorpus(path.join(dir, '*.parquet')),
-        (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes('matched no files'),
-      );
-      await assert.rejects(resolveCorpus([]), (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND'));
-    });
-  });
+  it(
+    'reports a missing path, an empty directory and a glob without matches ' + 'as INPUT_NOT_FOUND naming the input',
+    async () => {
+      await withTempDir(async (dir) => {
+        const missing = path.join(dir, 'nope.parquet');
+        await assert.rejects(
+          resolveCorpus(missing),
+          (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes(missing),
+        );
+        await assert.rejects(
+          resolveCorpus(dir),
+          (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes('no *.parquet'),
+        );
+        await assert.rejects(
+          resolveCorpus(path.join(dir, '*.parquet')),
+          (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND') && error.message.includes('matched no files'),
+        );
+        await assert.rejects(resolveCorpus([]), (error: unknown) => isRescaleError(error, 'INPUT_NOT_FOUND'));
+      });
+    },
+  );
 
   it('rejects a file that is not Parquet with INPUT_INVALID naming the file', async () => {
     await withTempDir(async (dir) => {

@@ -153,50 +153,53 @@ describe('rescale run (local mode)', () => {
     });
   });
 
-  it('resumes after SIGKILL without recomputing or duplicating, and writes the same output as an uninterrupted run', async () => {
-    await withTempDir(async (dir) => {
-      const input = await writeParquetWithDuckDB(corpusQuery(400), path.join(dir, 'corpus.parquet'), {
-        rowGroupSize: 100,
+  it(
+    'resumes after SIGKILL without recomputing or duplicating, ' + 'and writes the same output as an uninterrupted run',
+    async () => {
+      await withTempDir(async (dir) => {
+        const input = await writeParquetWithDuckDB(corpusQuery(400), path.join(dir, 'corpus.parquet'), {
+          rowGroupSize: 100,
+        });
+        const codebookFile = path.join(dir, 'codebook.yaml');
+        await writeFile(codebookFile, codebookYaml(model));
+        const args = (out: string): string[] => [
+          'run',
+          '--codebook',
+          codebookFile,
+          '--input',
+          input,
+          '--output',
+          out,
+          '--shard-rows',
+          '50',
+        ];
+
+        const clean = path.join(dir, 'clean', 'results.parquet');
+        const first = await runCli(args(clean));
+        assert.equal(first.code, 0, first.stderr);
+
+        const killed = path.join(dir, 'killed', 'results.parquet');
+        const shardDir = path.join(killed + '.parts', 'shards');
+        const countShards = (): number =>
+          existsSync(shardDir) ? readdirSync(shardDir).filter((f) => f.endsWith('.arrow')).length : 0;
+        const interrupted = await runCli(args(killed), { killWhen: () => countShards() >= 2 });
+        assert.equal(interrupted.code, null, 'the run was killed');
+        assert.equal(existsSync(killed), false, 'no final output after a kill');
+        const doneBefore = countShards();
+        assert.ok(doneBefore >= 2 && doneBefore < 8);
+        assert.ok(
+          (await readdir(shardDir)).every((f) => f.endsWith('.arrow')),
+          'no partial shard file is left looking complete',
+        );
+
+        const resumed = await runCli(args(killed));
+        assert.equal(resumed.code, 0, resumed.stderr);
+        assert.match(resumed.stdout, new RegExp(`${doneBefore} reused`));
+        assert.deepEqual(await readOutput(killed), await readOutput(clean));
+        assert.deepEqual(await readFile(killed), await readFile(clean), 'the merged Parquet files are byte-identical');
       });
-      const codebookFile = path.join(dir, 'codebook.yaml');
-      await writeFile(codebookFile, codebookYaml(model));
-      const args = (out: string): string[] => [
-        'run',
-        '--codebook',
-        codebookFile,
-        '--input',
-        input,
-        '--output',
-        out,
-        '--shard-rows',
-        '50',
-      ];
-
-      const clean = path.join(dir, 'clean', 'results.parquet');
-      const first = await runCli(args(clean));
-      assert.equal(first.code, 0, first.stderr);
-
-      const killed = path.join(dir, 'killed', 'results.parquet');
-      const shardDir = path.join(killed + '.parts', 'shards');
-      const countShards = (): number =>
-        existsSync(shardDir) ? readdirSync(shardDir).filter((f) => f.endsWith('.arrow')).length : 0;
-      const interrupted = await runCli(args(killed), { killWhen: () => countShards() >= 2 });
-      assert.equal(interrupted.code, null, 'the run was killed');
-      assert.equal(existsSync(killed), false, 'no final output after a kill');
-      const doneBefore = countShards();
-      assert.ok(doneBefore >= 2 && doneBefore < 8);
-      assert.ok(
-        (await readdir(shardDir)).every((f) => f.endsWith('.arrow')),
-        'no partial shard file is left looking complete',
-      );
-
-      const resumed = await runCli(args(killed));
-      assert.equal(resumed.code, 0, resumed.stderr);
-      assert.match(resumed.stdout, new RegExp(`${doneBefore} reused`));
-      assert.deepEqual(await readOutput(killed), await readOutput(clean));
-      assert.deepEqual(await readFile(killed), await readFile(clean), 'the merged Parquet files are byte-identical');
-    });
-  });
+    },
+  );
 
   it('stops cleanly on Ctrl-C (SIGINT) with exit code 130, no final output, and resumes', async () => {
     await withTempDir(async (dir) => {
@@ -313,30 +316,33 @@ describe('rescale run (local mode)', () => {
     });
   });
 
-  it('turns an empty corpus into an empty result file, and scores non-UTF-8 text with replacement characters', async () => {
-    await withTempDir(async (dir) => {
-      const codebookFile = path.join(dir, 'codebook.yaml');
-      await writeFile(codebookFile, codebookYaml(model));
-      const empty = await writeParquetWithDuckDB(
-        `SELECT i::BIGINT AS id, 'x' AS text FROM range(0) t(i)`,
-        path.join(dir, 'empty.parquet'),
-      );
-      const emptyOut = path.join(dir, 'empty-out.parquet');
-      const summary = await runLocalMode({ codebook: codebookFile, input: [empty], output: emptyOut, env: {} });
-      assert.equal(summary.rows, 0);
-      assert.equal((await readOutput(emptyOut)).length, 0);
+  it(
+    'turns an empty corpus into an empty result file, ' + 'and scores non-UTF-8 text with replacement characters',
+    async () => {
+      await withTempDir(async (dir) => {
+        const codebookFile = path.join(dir, 'codebook.yaml');
+        await writeFile(codebookFile, codebookYaml(model));
+        const empty = await writeParquetWithDuckDB(
+          `SELECT i::BIGINT AS id, 'x' AS text FROM range(0) t(i)`,
+          path.join(dir, 'empty.parquet'),
+        );
+        const emptyOut = path.join(dir, 'empty-out.parquet');
+        const summary = await runLocalMode({ codebook: codebookFile, input: [empty], output: emptyOut, env: {} });
+        assert.equal(summary.rows, 0);
+        assert.equal((await readOutput(emptyOut)).length, 0);
 
-      const binary = await writeParquetWithDuckDB(
-        `SELECT 1::BIGINT AS id, '\\xFF\\xFEgreat'::BLOB AS text`,
-        path.join(dir, 'binary.parquet'),
-      );
-      const binaryOut = path.join(dir, 'binary-out.parquet');
-      await runLocalMode({ codebook: codebookFile, input: [binary], output: binaryOut, env: {} });
-      const [row] = await readOutput(binaryOut);
-      assert.equal(row?.status, 'ok');
-      assert.equal(row?.label, 'positive');
-    });
-  });
+        const binary = await writeParquetWithDuckDB(
+          `SELECT 1::BIGINT AS id, '\\xFF\\xFEgreat'::BLOB AS text`,
+          path.join(dir, 'binary.parquet'),
+        );
+        const binaryOut = path.join(dir, 'binary-out.parquet');
+        await runLocalMode({ codebook: codebookFile, input: [binary], output: binaryOut, env: {} });
+        const [row] = await readOutput(binaryOut);
+        assert.equal(row?.status, 'ok');
+        assert.equal(row?.label, 'positive');
+      });
+    },
+  );
 
   it('runs a trial with --limit and starts over with --overwrite', async () => {
     await withTempDir(async (dir) => {

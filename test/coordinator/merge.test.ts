@@ -128,7 +128,8 @@ describe('mergeShards', () => {
       assert.equal(String(codecRow?.compression), summary.codec);
 
       const shardIds = await queryDuckDB(
-        `SELECT shard_id, min("row")::INT AS first, count(*)::INT AS n FROM read_parquet('${file}') GROUP BY shard_id ORDER BY first`,
+        `SELECT shard_id, min("row")::INT AS first, count(*)::INT AS n ` +
+          `FROM read_parquet('${file}') GROUP BY shard_id ORDER BY first`,
       );
       assert.deepEqual(
         shardIds,

@@ -13,7 +13,8 @@ const TIMEOUT_MS = 5 * 60_000;
 
 const skip =
   process.env.RESCALE_SKIP_SLURM === '1'
-    ? 'RESCALE_SKIP_SLURM=1: skipping the SLURM cluster smoke test (unset it to run deploy/slurm/test/smoke.sh; needs root)'
+    ? 'RESCALE_SKIP_SLURM=1: skipping the SLURM cluster smoke test ' +
+      '(unset it to run deploy/slurm/test/smoke.sh; needs root)'
     : false;
 
 describe('deploy/slurm/test/smoke.sh', { skip }, () => {

@@ -19,9 +19,8 @@ async function prepare(dir: string, rows: number, shardRows: number): Promise<vo
   const started = performance.now();
   await runLocalMode({ codebook: fixture.codebook, input: [fixture.corpus], output: localOutput, shardRows, env: {} });
   const localMs = Math.round(performance.now() - started);
-  process.stdout.write(
-    `${JSON.stringify({ dir: fixture.dir, codebook: fixture.codebook, corpus: fixture.corpus, localOutput, localMs })}\n`,
-  );
+  const result = { dir: fixture.dir, codebook: fixture.codebook, corpus: fixture.corpus, localOutput, localMs };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
 }
 
 /** Same bytes, or else a description of how the rows differ (for the failure message). */
@@ -33,8 +32,10 @@ async function compare(cluster: string, local: string): Promise<number> {
     `SELECT (SELECT count(*) FROM read_parquet('${a}'))::INT AS cluster_rows,
             (SELECT count(*) FROM read_parquet('${b}'))::INT AS local_rows,
             (SELECT count(DISTINCT "row") FROM read_parquet('${a}'))::INT AS cluster_distinct_rows,
-            (SELECT count(*) FROM (SELECT * FROM read_parquet('${a}') EXCEPT ALL SELECT * FROM read_parquet('${b}')))::INT AS only_cluster,
-            (SELECT count(*) FROM (SELECT * FROM read_parquet('${b}') EXCEPT ALL SELECT * FROM read_parquet('${a}')))::INT AS only_local`,
+            (SELECT count(*) FROM (SELECT * FROM read_parquet('${a}') ` +
+      `EXCEPT ALL SELECT * FROM read_parquet('${b}')))::INT AS only_cluster,
+            (SELECT count(*) FROM (SELECT * FROM read_parquet('${b}') ` +
+      `EXCEPT ALL SELECT * FROM read_parquet('${a}')))::INT AS only_local`,
   );
   const summary = { sameBytes: same, ...stats };
   process.stdout.write(`${JSON.stringify(summary)}\n`);

@@ -19,7 +19,8 @@ const skip =
 
 describe('deploy/slurm/test/e2e.sh', { skip }, () => {
   it(
-    'classifies a corpus with the head job and a worker array, survives a preempted worker and a requeued head, and matches local mode',
+    'classifies a corpus with the head job and a worker array, ' +
+      'survives a preempted worker and a requeued head, and matches local mode',
     { timeout: TIMEOUT_MS + 45_000 },
     async (t) => {
       const { code, signal, timedOut, stdout, stderr } = await runShellScript(e2eScript, TIMEOUT_MS, 40_000);

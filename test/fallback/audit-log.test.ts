@@ -42,20 +42,23 @@ describe('readAuditLog', () => {
 });
 
 describe('readLedger', () => {
-  it('counts settled costs, reservations without a call at their worst case, and no request for one never sent', async () => {
-    await withTempDir(async (dir) => {
-      const file = path.join(dir, 'audit.jsonl');
-      const lines = [
-        reserve('a', 0.5),
-        call('a', 0.1),
-        reserve('b', 0.5),
-        reserve('c', 0.5),
-        call('c', 0, { not_sent: true }),
-      ];
-      await writeFile(file, `${lines.join('\n')}\n`);
-      const ledger = await readLedger(file);
-      assert.equal(ledger.requests, 2);
-      assert.ok(Math.abs(ledger.nanoUsd / 1e9 - 0.6) < 1e-9);
-    });
-  });
+  it(
+    'counts settled costs, reservations without a call at their worst case, ' + 'and no request for one never sent',
+    async () => {
+      await withTempDir(async (dir) => {
+        const file = path.join(dir, 'audit.jsonl');
+        const lines = [
+          reserve('a', 0.5),
+          call('a', 0.1),
+          reserve('b', 0.5),
+          reserve('c', 0.5),
+          call('c', 0, { not_sent: true }),
+        ];
+        await writeFile(file, `${lines.join('\n')}\n`);
+        const ledger = await readLedger(file);
+        assert.equal(ledger.requests, 2);
+        assert.ok(Math.abs(ledger.nanoUsd / 1e9 - 0.6) < 1e-9);
+      });
+    },
+  );
 });

@@ -34,31 +34,36 @@ describe('FallbackPrompt', () => {
     );
     assert.equal(
       messages[1]?.content,
-      'Classify the tweet as one of: negative, neutral, positive.\n\nTweet: so {good}\n\nAnswer with a JSON object {"label": "<label>"} where <label> is exactly one of: "negative", "neutral", "positive".',
+      'Classify the tweet as one of: negative, neutral, positive.\n\nTweet: so {good}\n\n' +
+        'Answer with a JSON object {"label": "<label>"} where <label> ' +
+        'is exactly one of: "negative", "neutral", "positive".',
     );
   });
 
-  it('maps an answer to the label it belongs to, exactly or by a unique case-insensitive match, and nothing else', () => {
-    const p = prompt();
-    assert.deepEqual(p.parse('{"label":"positive"}'), { kind: 'label', label: p.labels[2], span: [10, 18] });
-    assert.equal(p.parse('{"label": "Negative"}').kind, 'label');
-    for (const content of [
-      '{"label":"positiv"}',
-      '{"label":"pos"}',
-      '{"label":["positive"]}',
-      '["positive"]',
-      'positive',
-      '{"label":"positive',
-      '',
-      null,
-    ]) {
-      assert.equal(p.parse(content).kind, 'invalid', String(content));
-    }
-    const text = prompt('text');
-    assert.equal(text.parse(' neutral.\n').kind, 'label');
-    assert.equal(text.parse('"positive"').kind, 'label');
-    assert.equal(text.parse('neutral, I think').kind, 'invalid');
-  });
+  it(
+    'maps an answer to the label it belongs to, exactly or by a unique case-insensitive match, ' + 'and nothing else',
+    () => {
+      const p = prompt();
+      assert.deepEqual(p.parse('{"label":"positive"}'), { kind: 'label', label: p.labels[2], span: [10, 18] });
+      assert.equal(p.parse('{"label": "Negative"}').kind, 'label');
+      for (const content of [
+        '{"label":"positiv"}',
+        '{"label":"pos"}',
+        '{"label":["positive"]}',
+        '["positive"]',
+        'positive',
+        '{"label":"positive',
+        '',
+        null,
+      ]) {
+        assert.equal(p.parse(content).kind, 'invalid', String(content));
+      }
+      const text = prompt('text');
+      assert.equal(text.parse(' neutral.\n').kind, 'label');
+      assert.equal(text.parse('"positive"').kind, 'label');
+      assert.equal(text.parse('neutral, I think').kind, 'invalid');
+    },
+  );
 
   it('computes the label’s probability from the logprobs of its tokens only', () => {
     const content = '{"label":"positive"}';
@@ -77,27 +82,30 @@ describe('FallbackPrompt', () => {
 });
 
 describe('InProcessBudget', () => {
-  it('never commits more than the cap under concurrent reservations, and refuses for good once it cannot fit', async () => {
-    const budget = new InProcessBudget({ nanoUsd: 1000, requests: null });
-    let settledTotal = 0;
-    const results = await Promise.all(
-      Array.from({ length: 50 }, async (_, i) => {
-        const reservation = await budget.reserve(100);
-        if (reservation === null) return false;
-        assert.ok(budget.snapshot().committedNanoUsd <= 1000);
-        await new Promise((resolve) => setTimeout(resolve, i % 5));
-        const spent = 30 + (i % 3) * 10;
-        settledTotal += spent;
-        budget.settle(reservation, spent);
-        return true;
-      }),
-    );
-    const granted = results.filter(Boolean).length;
-    assert.ok(settledTotal <= 1000, `spent ${settledTotal}`);
-    assert.ok(granted > 10, `only ${granted} reservations granted: settling must free budget for waiters`);
-    assert.equal(budget.snapshot().exhausted, true);
-    assert.equal(await budget.reserve(1), null);
-  });
+  it(
+    'never commits more than the cap under concurrent reservations, ' + 'and refuses for good once it cannot fit',
+    async () => {
+      const budget = new InProcessBudget({ nanoUsd: 1000, requests: null });
+      let settledTotal = 0;
+      const results = await Promise.all(
+        Array.from({ length: 50 }, async (_, i) => {
+          const reservation = await budget.reserve(100);
+          if (reservation === null) return false;
+          assert.ok(budget.snapshot().committedNanoUsd <= 1000);
+          await new Promise((resolve) => setTimeout(resolve, i % 5));
+          const spent = 30 + (i % 3) * 10;
+          settledTotal += spent;
+          budget.settle(reservation, spent);
+          return true;
+        }),
+      );
+      const granted = results.filter(Boolean).length;
+      assert.ok(settledTotal <= 1000, `spent ${settledTotal}`);
+      assert.ok(granted > 10, `only ${granted} reservations granted: settling must free budget for waiters`);
+      assert.equal(budget.snapshot().exhausted, true);
+      assert.equal(await budget.reserve(1), null);
+    },
+  );
 
   it('starts from what earlier runs spent, and counts requests', async () => {
     const budget = new InProcessBudget({ nanoUsd: null, requests: 3 }, { nanoUsd: 5, requests: 2 });

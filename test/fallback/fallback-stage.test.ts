@@ -220,25 +220,28 @@ describe('FallbackStage.resolve', () => {
     await assertKeyNowhere(run);
   });
 
-  it('retries 500s with backoff, then answers; after the retries it keeps the local label as fallback_failed', async () => {
-    server.setResponder(failFirst(2, { kind: 'status', status: 500 }));
-    const recovered = await runStage(routedBatch(1));
-    assert.equal(recovered.requests.length, 3);
-    assert.equal(recovered.rows[0]?.fallback?.status, 'ok');
+  it(
+    'retries 500s with backoff, then answers; ' + 'after the retries it keeps the local label as fallback_failed',
+    async () => {
+      server.setResponder(failFirst(2, { kind: 'status', status: 500 }));
+      const recovered = await runStage(routedBatch(1));
+      assert.equal(recovered.requests.length, 3);
+      assert.equal(recovered.rows[0]?.fallback?.status, 'ok');
 
-    server.setResponder(() => ({ kind: 'status', status: 503 }));
-    const failed = await runStage(routedBatch(2), { max_retries: 2 });
-    assert.equal(failed.requests.length, 6, 'each document: one request plus two retries');
-    for (const row of failed.rows) {
-      assert.equal(row.fallback?.status, 'fallback_failed');
-      assert.match(row.fallback?.error ?? '', /HTTP 503.*3 requests/);
-      assert.equal(row.label, 'neutral');
-      assert.equal(row.source, 'local');
-      assert.equal(row.fallback?.label, null);
-    }
-    assert.equal(failed.stage.stats().costUsd, 0, 'refused requests are not billed');
-    await assertKeyNowhere(failed);
-  });
+      server.setResponder(() => ({ kind: 'status', status: 503 }));
+      const failed = await runStage(routedBatch(2), { max_retries: 2 });
+      assert.equal(failed.requests.length, 6, 'each document: one request plus two retries');
+      for (const row of failed.rows) {
+        assert.equal(row.fallback?.status, 'fallback_failed');
+        assert.match(row.fallback?.error ?? '', /HTTP 503.*3 requests/);
+        assert.equal(row.label, 'neutral');
+        assert.equal(row.source, 'local');
+        assert.equal(row.fallback?.label, null);
+      }
+      assert.equal(failed.stage.stats().costUsd, 0, 'refused requests are not billed');
+      await assertKeyNowhere(failed);
+    },
+  );
 
   it('times out a request that hangs, counts it as possibly billed, and retries', async () => {
     server.setResponder(failFirst(1, { kind: 'hang' }));
@@ -267,36 +270,39 @@ describe('FallbackStage.resolve', () => {
     );
   });
 
-  it('never invents a label: an answer outside the set is retried with a correction, then kept as fallback_invalid', async () => {
-    server.setResponder(failFirst(1, { kind: 'answer', content: '{"label":"mixed"}' }));
-    const corrected = await runStage(routedBatch(1));
-    assert.equal(corrected.requests.length, 2);
-    assert.equal(corrected.rows[0]?.fallback?.status, 'ok');
-    const retry = corrected.requests[1]?.body.messages ?? [];
-    assert.deepEqual(
-      retry.slice(-2).map((m) => m.role),
-      ['assistant', 'user'],
-    );
-    assert.equal(retry.at(-2)?.content, '{"label":"mixed"}');
-    assert.match(retry.at(-1)?.content ?? '', /not one of the allowed labels/);
+  it(
+    'never invents a label: an answer outside the set is retried with a correction, ' + 'then kept as fallback_invalid',
+    async () => {
+      server.setResponder(failFirst(1, { kind: 'answer', content: '{"label":"mixed"}' }));
+      const corrected = await runStage(routedBatch(1));
+      assert.equal(corrected.requests.length, 2);
+      assert.equal(corrected.rows[0]?.fallback?.status, 'ok');
+      const retry = corrected.requests[1]?.body.messages ?? [];
+      assert.deepEqual(
+        retry.slice(-2).map((m) => m.role),
+        ['assistant', 'user'],
+      );
+      assert.equal(retry.at(-2)?.content, '{"label":"mixed"}');
+      assert.match(retry.at(-1)?.content ?? '', /not one of the allowed labels/);
 
-    server.setResponder(() => ({ kind: 'answer', content: '{"label":"very positive"}' }));
-    const invalid = await runStage(routedBatch(3), { invalid_retries: 2 });
-    assert.equal(invalid.requests.length, 9);
-    for (const row of invalid.rows) {
-      assert.equal(row.fallback?.status, 'fallback_invalid');
-      assert.equal(row.fallback?.label, null);
-      assert.equal(row.label, 'neutral');
-      assert.equal(row.source, 'local');
-    }
-    const outcomes = (await auditRecords(invalid.auditFile)).filter((r) => r.event === 'call').map((c) => c.outcome);
-    assert.deepEqual([...new Set(outcomes)], ['invalid_label']);
+      server.setResponder(() => ({ kind: 'answer', content: '{"label":"very positive"}' }));
+      const invalid = await runStage(routedBatch(3), { invalid_retries: 2 });
+      assert.equal(invalid.requests.length, 9);
+      for (const row of invalid.rows) {
+        assert.equal(row.fallback?.status, 'fallback_invalid');
+        assert.equal(row.fallback?.label, null);
+        assert.equal(row.label, 'neutral');
+        assert.equal(row.source, 'local');
+      }
+      const outcomes = (await auditRecords(invalid.auditFile)).filter((r) => r.event === 'call').map((c) => c.outcome);
+      assert.deepEqual([...new Set(outcomes)], ['invalid_label']);
 
-    server.setResponder(() => ({ kind: 'answer', content: 'positive, probably' }));
-    const notJson = await runStage(routedBatch(1), { invalid_retries: 0 });
-    assert.equal(notJson.rows[0]?.fallback?.status, 'fallback_invalid');
-    assert.match(notJson.rows[0]?.fallback?.error ?? '', /not valid JSON/);
-  });
+      server.setResponder(() => ({ kind: 'answer', content: 'positive, probably' }));
+      const notJson = await runStage(routedBatch(1), { invalid_retries: 0 });
+      assert.equal(notJson.rows[0]?.fallback?.status, 'fallback_invalid');
+      assert.match(notJson.rows[0]?.fallback?.error ?? '', /not valid JSON/);
+    },
+  );
 
   it('parses plain-text answers strictly when the server has no structured outputs', async () => {
     const run = await runStage(routedBatch(3), { response_format: 'text', logprobs: false });
@@ -343,38 +349,42 @@ describe('FallbackStage.resolve', () => {
     );
   });
 
-  it('never exceeds the budget: routed documents beyond it keep their local label as over_budget, none dropped', async (t) => {
-    const budgetUsd = 0.01;
-    const batch = routedBatch(40);
-    const run = await runStage(batch, { budget: { usd: budgetUsd }, concurrency: 8 });
-    assert.equal(run.rows.length, 40);
-    const statuses = run.rows.map((r) => r.fallback?.status);
-    const ok = statuses.filter((s) => s === 'ok').length;
-    const over = statuses.filter((s) => s === 'over_budget').length;
-    assert.equal(ok + over, 40);
-    assert.ok(ok >= 5 && over >= 5, `answered ${ok}, over budget ${over}`);
-    // What the provider would bill, from its own token counts.
-    const billed = server.billed
-      .filter((r) => run.requests.includes(r))
-      .reduce((sum, r) => sum + r.promptTokens * 2.5e-6 + r.completionTokens * 10e-6, 0);
-    assert.ok(billed <= budgetUsd, `billed $${billed}`);
-    const stats = run.stage.stats();
-    assert.ok(stats.budgetCommittedUsd <= budgetUsd);
-    assert.ok(Math.abs(stats.costUsd - billed) < 1e-9, `ledger $${stats.costUsd} vs billed $${billed}`);
-    t.diagnostic(
-      `budget $${budgetUsd}: ${ok} answered, ${over} over budget, billed $${billed.toFixed(6)}, committed $${stats.budgetCommittedUsd.toFixed(6)}`,
-    );
-    for (const row of run.rows.filter((r) => r.fallback?.status === 'over_budget')) {
-      assert.equal(row.label, 'neutral');
-      assert.equal(row.source, 'local');
-      assert.match(row.fallback?.error ?? '', /budget reached \(\$0\.01\)/);
-    }
-    assert.ok(run.lines.some((line) => line.includes('fallback budget reached')));
+  it(
+    'never exceeds the budget: ' + 'routed documents beyond it keep their local label as over_budget, none dropped',
+    async (t) => {
+      const budgetUsd = 0.01;
+      const batch = routedBatch(40);
+      const run = await runStage(batch, { budget: { usd: budgetUsd }, concurrency: 8 });
+      assert.equal(run.rows.length, 40);
+      const statuses = run.rows.map((r) => r.fallback?.status);
+      const ok = statuses.filter((s) => s === 'ok').length;
+      const over = statuses.filter((s) => s === 'over_budget').length;
+      assert.equal(ok + over, 40);
+      assert.ok(ok >= 5 && over >= 5, `answered ${ok}, over budget ${over}`);
+      // What the provider would bill, from its own token counts.
+      const billed = server.billed
+        .filter((r) => run.requests.includes(r))
+        .reduce((sum, r) => sum + r.promptTokens * 2.5e-6 + r.completionTokens * 10e-6, 0);
+      assert.ok(billed <= budgetUsd, `billed $${billed}`);
+      const stats = run.stage.stats();
+      assert.ok(stats.budgetCommittedUsd <= budgetUsd);
+      assert.ok(Math.abs(stats.costUsd - billed) < 1e-9, `ledger $${stats.costUsd} vs billed $${billed}`);
+      t.diagnostic(
+        `budget $${budgetUsd}: ${ok} answered, ${over} over budget, billed $${billed.toFixed(6)}, ` +
+          `committed $${stats.budgetCommittedUsd.toFixed(6)}`,
+      );
+      for (const row of run.rows.filter((r) => r.fallback?.status === 'over_budget')) {
+        assert.equal(row.label, 'neutral');
+        assert.equal(row.source, 'local');
+        assert.match(row.fallback?.error ?? '', /budget reached \(\$0\.01\)/);
+      }
+      assert.ok(run.lines.some((line) => line.includes('fallback budget reached')));
 
-    const capped = await runStage(routedBatch(9), { budget: { requests: 4 } });
-    assert.equal(capped.requests.length, 4);
-    assert.equal(capped.rows.filter((r) => r.fallback?.status === 'over_budget').length, 5);
-  });
+      const capped = await runStage(routedBatch(9), { budget: { requests: 4 } });
+      assert.equal(capped.requests.length, 4);
+      assert.equal(capped.rows.filter((r) => r.fallback?.status === 'over_budget').length, 5);
+    },
+  );
 
   it('counts retries against the budget: a storm of 500s cannot send more requests than the cap', async () => {
     server.setResponder(() => ({ kind: 'status', status: 500 }));
@@ -419,36 +429,39 @@ describe('FallbackStage.resolve', () => {
     assert.equal(run.stage.stats().cacheHits, 3);
   });
 
-  it('replays offline from the cache, with no key and no server; a request never answered gets over_budget', async () => {
-    const batch = routedBatch(6);
-    const live = await runStage(batch);
-    const liveDir = dir;
-    const codebook = sentimentCodebook(fallbackSection('http://127.0.0.1:9/v1'));
-    const config = codebook.fallback;
-    assert.ok(config !== null);
-    const { logger, lines } = capturingLogger();
-    const stage = await FallbackStage.open({
-      codebook,
-      config: { ...config, baseUrl: server.baseUrl },
-      mode: 'offline',
-      apiKey: null,
-      cacheDir: path.join(liveDir, 'cache'),
-      auditFile: path.join(liveDir, 'replay.jsonl'),
-      logger,
-    });
-    const before = server.requests.length;
-    const extra = {
-      rows: [...batch.rows, scoredRow(6, 'neutral', 0.3)],
-      docs: [...batch.docs, { text: 'never asked before' }],
-    };
-    const rows = await stage.resolve(extra.rows, extra.docs, { shardId: 'shard-0' });
-    await stage.close();
-    assert.equal(server.requests.length, before);
-    assert.deepEqual(rows.slice(0, 6), live.rows);
-    assert.equal(rows[6]?.fallback?.status, 'over_budget');
-    assert.match(rows[6]?.fallback?.error ?? '', /offline replay/);
-    assert.equal(lines.filter((l) => l.includes(server.apiKey)).length, 0);
-  });
+  it(
+    'replays offline from the cache, with no key and no server; ' + 'a request never answered gets over_budget',
+    async () => {
+      const batch = routedBatch(6);
+      const live = await runStage(batch);
+      const liveDir = dir;
+      const codebook = sentimentCodebook(fallbackSection('http://127.0.0.1:9/v1'));
+      const config = codebook.fallback;
+      assert.ok(config !== null);
+      const { logger, lines } = capturingLogger();
+      const stage = await FallbackStage.open({
+        codebook,
+        config: { ...config, baseUrl: server.baseUrl },
+        mode: 'offline',
+        apiKey: null,
+        cacheDir: path.join(liveDir, 'cache'),
+        auditFile: path.join(liveDir, 'replay.jsonl'),
+        logger,
+      });
+      const before = server.requests.length;
+      const extra = {
+        rows: [...batch.rows, scoredRow(6, 'neutral', 0.3)],
+        docs: [...batch.docs, { text: 'never asked before' }],
+      };
+      const rows = await stage.resolve(extra.rows, extra.docs, { shardId: 'shard-0' });
+      await stage.close();
+      assert.equal(server.requests.length, before);
+      assert.deepEqual(rows.slice(0, 6), live.rows);
+      assert.equal(rows[6]?.fallback?.status, 'over_budget');
+      assert.match(rows[6]?.fallback?.error ?? '', /offline replay/);
+      assert.equal(lines.filter((l) => l.includes(server.apiKey)).length, 0);
+    },
+  );
 
   it('counts a request whose reservation was logged but never settled (a crash) at its worst case', async () => {
     const first = await runStage(routedBatch(2), { budget: { usd: 1 } });

@@ -29,46 +29,49 @@ after(async () => {
 });
 
 describe('RedisBudget', () => {
-  it('never lets reservations from several processes pass the cap, and refuses for good once it cannot fit', async () => {
-    const limits = { nanoUsd: 10_000, requests: null };
-    const budgets = await Promise.all(
-      [0, 1, 2].map(() => RedisBudget.open(connect(), 'run-cap', limits, { nanoUsd: 0, requests: 0 }, { pollMs: 5 })),
-    );
-    let spent = 0;
-    let granted = 0;
-    let refused = 0;
-    let firstRefusal = Infinity;
-    let order = 0;
-    // 3 processes x 40 callers, each reserving 500 and settling at a random cost up to the reservation.
-    await Promise.all(
-      budgets.flatMap((budget) =>
-        Array.from({ length: 40 }, async () => {
-          const reservation = await budget.reserve(500);
-          const at = order++;
-          if (reservation === null) {
-            refused++;
-            firstRefusal = Math.min(firstRefusal, at);
-            return;
-          }
-          granted++;
-          assert.ok(granted - refused >= 0);
-          await sleep(Math.random() * 20);
-          const cost = Math.floor(Math.random() * 501);
-          spent += cost;
-          await budget.settle(reservation, cost);
-        }),
-      ),
-    );
-    assert.equal(granted + refused, 120);
-    assert.ok(spent <= limits.nanoUsd, `spent ${spent} > cap ${limits.nanoUsd}`);
-    assert.ok(granted >= 20, `at least the cap's worth of reservations is granted (${granted})`);
-    assert.ok(refused > 0);
-    const snapshot = await budgets[0]!.refresh();
-    assert.equal(snapshot.committedNanoUsd, spent, 'the ledger holds exactly what was settled');
-    assert.equal(snapshot.exhausted, true);
-    assert.equal(await budgets[1]!.reserve(1), null, 'exhausted for good');
-    assert.ok(Number.isFinite(firstRefusal));
-  });
+  it(
+    'never lets reservations from several processes pass the cap, ' + 'and refuses for good once it cannot fit',
+    async () => {
+      const limits = { nanoUsd: 10_000, requests: null };
+      const budgets = await Promise.all(
+        [0, 1, 2].map(() => RedisBudget.open(connect(), 'run-cap', limits, { nanoUsd: 0, requests: 0 }, { pollMs: 5 })),
+      );
+      let spent = 0;
+      let granted = 0;
+      let refused = 0;
+      let firstRefusal = Infinity;
+      let order = 0;
+      // 3 processes x 40 callers, each reserving 500 and settling at a random cost up to the reservation.
+      await Promise.all(
+        budgets.flatMap((budget) =>
+          Array.from({ length: 40 }, async () => {
+            const reservation = await budget.reserve(500);
+            const at = order++;
+            if (reservation === null) {
+              refused++;
+              firstRefusal = Math.min(firstRefusal, at);
+              return;
+            }
+            granted++;
+            assert.ok(granted - refused >= 0);
+            await sleep(Math.random() * 20);
+            const cost = Math.floor(Math.random() * 501);
+            spent += cost;
+            await budget.settle(reservation, cost);
+          }),
+        ),
+      );
+      assert.equal(granted + refused, 120);
+      assert.ok(spent <= limits.nanoUsd, `spent ${spent} > cap ${limits.nanoUsd}`);
+      assert.ok(granted >= 20, `at least the cap's worth of reservations is granted (${granted})`);
+      assert.ok(refused > 0);
+      const snapshot = await budgets[0]!.refresh();
+      assert.equal(snapshot.committedNanoUsd, spent, 'the ledger holds exactly what was settled');
+      assert.equal(snapshot.exhausted, true);
+      assert.equal(await budgets[1]!.reserve(1), null, 'exhausted for good');
+      assert.ok(Number.isFinite(firstRefusal));
+    },
+  );
 
   it('starts from what the audit says was already spent, and counts requests against a request cap', async () => {
     const budget = await RedisBudget.open(
@@ -98,44 +101,47 @@ describe('RedisBudget', () => {
     assert.equal((await joined.refresh()).requests, 3);
   });
 
-  it('counts a dead process’s reservation as spent once stale, so waiting callers go on and the cap holds', async () => {
-    const limits = { nanoUsd: 1_000, requests: null };
-    const dead = await RedisBudget.open(
-      connect(),
-      'run-stale',
-      limits,
-      { nanoUsd: 0, requests: 0 },
-      { staleMs: 300, pollMs: 10 },
-    );
-    const orphan = await dead.reserve(800); // never settled: its process "died"
-    assert.ok(orphan !== null);
-    const live = await RedisBudget.open(
-      connect(),
-      'run-stale',
-      limits,
-      { nanoUsd: 0, requests: 0 },
-      { staleMs: 300, pollMs: 10 },
-    );
-    const started = performance.now();
-    const waited = await live.reserve(300); // 800 open + 300 > 1000: waits for the orphan to settle or go stale
-    const ms = performance.now() - started;
-    assert.equal(waited, null, 'the stale reservation counts as spent: 800 + 300 > 1000');
-    assert.ok(ms >= 250 && ms < 5_000, `waited ${ms.toFixed(0)} ms`);
-    assert.equal((await live.refresh()).committedNanoUsd, 800);
-    const small = await RedisBudget.open(
-      connect(),
-      'run-stale-2',
-      limits,
-      { nanoUsd: 0, requests: 0 },
-      { staleMs: 300, pollMs: 10 },
-    );
-    const held = await small.reserve(800);
-    assert.ok(held !== null);
-    const pending = small.reserve(300);
-    await sleep(50);
-    await small.settle(held, 100); // settles for less: the waiting caller fits
-    assert.ok((await pending) !== null);
-  });
+  it(
+    'counts a dead process’s reservation as spent once stale, ' + 'so waiting callers go on and the cap holds',
+    async () => {
+      const limits = { nanoUsd: 1_000, requests: null };
+      const dead = await RedisBudget.open(
+        connect(),
+        'run-stale',
+        limits,
+        { nanoUsd: 0, requests: 0 },
+        { staleMs: 300, pollMs: 10 },
+      );
+      const orphan = await dead.reserve(800); // never settled: its process "died"
+      assert.ok(orphan !== null);
+      const live = await RedisBudget.open(
+        connect(),
+        'run-stale',
+        limits,
+        { nanoUsd: 0, requests: 0 },
+        { staleMs: 300, pollMs: 10 },
+      );
+      const started = performance.now();
+      const waited = await live.reserve(300); // 800 open + 300 > 1000: waits for the orphan to settle or go stale
+      const ms = performance.now() - started;
+      assert.equal(waited, null, 'the stale reservation counts as spent: 800 + 300 > 1000');
+      assert.ok(ms >= 250 && ms < 5_000, `waited ${ms.toFixed(0)} ms`);
+      assert.equal((await live.refresh()).committedNanoUsd, 800);
+      const small = await RedisBudget.open(
+        connect(),
+        'run-stale-2',
+        limits,
+        { nanoUsd: 0, requests: 0 },
+        { staleMs: 300, pollMs: 10 },
+      );
+      const held = await small.reserve(800);
+      assert.ok(held !== null);
+      const pending = small.reserve(300);
+      await sleep(50);
+      await small.settle(held, 100); // settles for less: the waiting caller fits
+      assert.ok((await pending) !== null);
+    },
+  );
 });
 
 describe('RedisRateLimiter', () => {

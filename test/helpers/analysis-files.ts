@@ -33,7 +33,8 @@ export async function writeRowsParquet(
   try {
     await withDuckDB(async (connection) => {
       await connection.run(
-        `COPY (SELECT * FROM read_json('${sqlString(json)}', columns={${spec}}, format='array')) TO '${sqlString(file)}' (FORMAT parquet${kv ? `, KV_METADATA {${kv}}` : ''})`,
+        `COPY (SELECT * FROM read_json('${sqlString(json)}', columns={${spec}}, format='array')) ` +
+          `TO '${sqlString(file)}' (FORMAT parquet${kv ? `, KV_METADATA {${kv}}` : ''})`,
       );
     });
   } finally {

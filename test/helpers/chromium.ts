@@ -43,9 +43,12 @@ export function findChromium(): Promise<{ path: string } | { reason: string }> {
         : update;
     const p = which('chromium');
     if (p !== null) return { path: p };
-    return {
-      reason: `apt-get could not install chromium: ${(install.stderr || install.stdout || String(install.error ?? '')).trim().split('\n').slice(-2).join(' ')}`,
-    };
+    const tail = (install.stderr || install.stdout || String(install.error ?? ''))
+      .trim()
+      .split('\n')
+      .slice(-2)
+      .join(' ');
+    return { reason: `apt-get could not install chromium: ${tail}` };
   })();
   return found;
 }

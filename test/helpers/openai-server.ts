@@ -72,7 +72,10 @@ export interface OpenAIServerOptions {
   readonly apiKey?: string;
   /** Faults per request; null answers normally. Default: always normal. */
   readonly respond?: Responder;
-  /** The label for a user message. Default: keyword rules (good/love/great → positive, bad/hate/awful → negative, else neutral). */
+  /**
+   * The label for a user message. Default: keyword rules (good/love/great → positive, bad/hate/awful → negative,
+   * else neutral).
+   */
   readonly label?: (user: string) => string;
   /** Batch items' fates, by position in the input file. Default: all answered. */
   readonly batchFault?: (customId: string, index: number) => BatchItemFault;
@@ -287,7 +290,10 @@ export class OpenAIServer {
     };
   }
 
-  /** The Batch API: upload, create (items answered at once, reported after `batchPolls` retrieves), retrieve, download. */
+  /**
+   * The Batch API: upload, create (items answered at once, reported after `batchPolls` retrieves), retrieve,
+   * download.
+   */
   private async handleBatchApi(req: http.IncomingMessage, res: http.ServerResponse, raw: Buffer): Promise<void> {
     const presented =
       req.headers.authorization?.replace(/^Bearer /, '') ?? (req.headers['api-key'] as string | undefined) ?? null;

@@ -82,33 +82,37 @@ describe('readShardRows', () => {
       // DuckDB's V2 means V2 encodings (DELTA_BINARY_PACKED, DELTA_LENGTH_BYTE_ARRAY) in v1 page headers;
       // DATA_PAGE_V2 headers are covered by the hyparquet-writer files below.
       const encodings = parquetVersion === 'V1' ? 'PLAIN/dictionary' : 'delta';
-      it(`reads a DuckDB ${codec} file with ${encodings} encodings: only the shard's rows, with nulls and 100k-char strings`, async () => {
-        await withTempDir(async (dir) => {
-          const file = await writeParquetWithDuckDB(CORPUS_QUERY, path.join(dir, `c.parquet`), {
-            codec,
-            parquetVersion,
-            rowGroupSize: 2048,
+      it(
+        `reads a DuckDB ${codec} file with ${encodings} encodings: ` +
+          `only the shard's rows, with nulls and 100k-char strings`,
+        async () => {
+          await withTempDir(async (dir) => {
+            const file = await writeParquetWithDuckDB(CORPUS_QUERY, path.join(dir, `c.parquet`), {
+              codec,
+              parquetVersion,
+              rowGroupSize: 2048,
+            });
+            const { shards } = await planOne(file, 1500);
+            // A shard in the middle of a split row group and one spanning into the last group.
+            for (const shard of [shards[1], shards.at(-1)]) {
+              assert.ok(shard);
+              const got = await collect(
+                readShardDocuments(shard, { idColumn: 'id', textColumn: 'text', batchSize: 500 }),
+              );
+              const range = Array.from({ length: shard.rowEnd - shard.rowStart }, (_, k) => shard.rowStart + k);
+              assert.deepEqual(
+                got.rows,
+                range.map((i) => shard.corpusRowStart + (i - shard.rowStart)),
+              );
+              assert.deepEqual(
+                got.ids,
+                range.map((i) => BigInt(i)),
+              );
+              assert.deepEqual(got.texts, range.map(expectedText));
+            }
           });
-          const { shards } = await planOne(file, 1500);
-          // A shard in the middle of a split row group and one spanning into the last group.
-          for (const shard of [shards[1], shards.at(-1)]) {
-            assert.ok(shard);
-            const got = await collect(
-              readShardDocuments(shard, { idColumn: 'id', textColumn: 'text', batchSize: 500 }),
-            );
-            const range = Array.from({ length: shard.rowEnd - shard.rowStart }, (_, k) => shard.rowStart + k);
-            assert.deepEqual(
-              got.rows,
-              range.map((i) => shard.corpusRowStart + (i - shard.rowStart)),
-            );
-            assert.deepEqual(
-              got.ids,
-              range.map((i) => BigInt(i)),
-            );
-            assert.deepEqual(got.texts, range.map(expectedText));
-          }
-        });
-      });
+        },
+      );
     }
   }
 

@@ -137,7 +137,8 @@ describe('fallback result columns', () => {
         fallback_failed: 0,
       });
       const rows = await queryDuckDB(
-        `SELECT "row"::INT AS r, label, local_label, local_confidence, fallback_status FROM read_parquet('${sqlString(output)}') ORDER BY "row"`,
+        `SELECT "row"::INT AS r, label, local_label, local_confidence, fallback_status ` +
+          `FROM read_parquet('${sqlString(output)}') ORDER BY "row"`,
       );
       assert.deepEqual(
         rows.slice(0, 2).map((r) => [r.label, r.local_label, r.fallback_status]),

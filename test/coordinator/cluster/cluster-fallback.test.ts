@@ -31,7 +31,10 @@ const KEY_VARIABLE = 'RESCALE_TEST_FALLBACK_KEY';
 const ROWS = 200;
 const SHARD_ROWS = 25;
 
-/** The fixture's codebook with a fallback section (the tweets "not sure about it, good and bad" are the unsure ones). */
+/**
+ * The fixture's codebook with a fallback section (the tweets "not sure about it, good and bad" are the unsure
+ * ones).
+ */
 async function fallbackCodebook(fixture: ClusterFixture, name: string, fallback: object): Promise<string> {
   const codebook = parse(await readFile(fixture.codebook, 'utf8')) as Record<string, unknown>;
   const file = path.join(fixture.dir, `${name}.codebook.yaml`);
@@ -114,7 +117,8 @@ async function within<T>(
 
 async function fallbackColumns(output: string): Promise<Record<string, unknown>[]> {
   return queryDuckDB(
-    `SELECT id::INT AS id, label, local_label, source, fallback_label, fallback_status FROM read_parquet('${sqlString(output)}') ORDER BY id`,
+    `SELECT id::INT AS id, label, local_label, source, fallback_label, fallback_status ` +
+      `FROM read_parquet('${sqlString(output)}') ORDER BY id`,
   );
 }
 
@@ -151,100 +155,109 @@ describe('cluster mode with the closed-model fallback', () => {
     await fixture?.cleanup();
   });
 
-  it('answers routed documents on the coordinator: both opinions, the bytes local mode writes, nothing paid twice', async () => {
-    const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
-    await runLocalMode({
-      codebook,
-      input: [fixture.corpus],
-      output: localOutput,
-      shardRows: SHARD_ROWS,
-      limit: ROWS,
-      env: { [KEY_VARIABLE]: server.apiKey },
-    });
-    const local = await fallbackColumns(localOutput);
-    const routed = local.filter((row) => row.fallback_status !== null).length;
-    assert.ok(routed >= 20, `the unsure quarter of the corpus is routed (${routed})`);
-    assert.ok(
-      local.some((row) => row.source === 'fallback' && row.label === 'positive' && row.local_label !== 'positive'),
-    );
+  it(
+    'answers routed documents on the coordinator: both opinions, ' + 'the bytes local mode writes, nothing paid twice',
+    async () => {
+      const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
+      await runLocalMode({
+        codebook,
+        input: [fixture.corpus],
+        output: localOutput,
+        shardRows: SHARD_ROWS,
+        limit: ROWS,
+        env: { [KEY_VARIABLE]: server.apiKey },
+      });
+      const local = await fallbackColumns(localOutput);
+      const routed = local.filter((row) => row.fallback_status !== null).length;
+      assert.ok(routed >= 20, `the unsure quarter of the corpus is routed (${routed})`);
+      assert.ok(
+        local.some((row) => row.source === 'fallback' && row.label === 'positive' && row.local_label !== 'positive'),
+      );
 
-    const before = server.requests.length;
-    const output = path.join(fixture.dir, 'cluster', 'results.parquet');
-    const submitted = await control.submit(request(fixture, codebook, output));
-    const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
-    assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
-    assert.equal(
-      server.requests.length - before,
-      routed,
-      'one request per routed document, whichever worker routed it',
-    );
-    assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
-    assert.equal(new Set(shardsDone(workers).map(([worker]) => worker)).size, 2, 'both workers took shards');
+      const before = server.requests.length;
+      const output = path.join(fixture.dir, 'cluster', 'results.parquet');
+      const submitted = await control.submit(request(fixture, codebook, output));
+      const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
+      assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
+      assert.equal(
+        server.requests.length - before,
+        routed,
+        'one request per routed document, whichever worker routed it',
+      );
+      assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
+      assert.equal(new Set(shardsDone(workers).map(([worker]) => worker)).size, 2, 'both workers took shards');
 
-    // The coordinator's audit and cache sit beside the output, as in local mode.
-    const calls = (await auditRecords(`${output}.fallback-audit.jsonl`)).filter((r) => r.event === 'call');
-    assert.equal(calls.length, routed);
-    assert.ok(
-      calls.every((r) => r.outcome === 'label' && typeof r.shard_id === 'string' && typeof r.document_id === 'string'),
-    );
-    const manifest = JSON.parse(await readFile(final.manifest, 'utf8')) as {
-      fallback: { active: boolean; mode: string; stats: { routed: number; answered: number } };
-    };
-    assert.equal(manifest.fallback.active, true);
-    assert.equal(manifest.fallback.stats.answered, routed);
+      // The coordinator's audit and cache sit beside the output, as in local mode.
+      const calls = (await auditRecords(`${output}.fallback-audit.jsonl`)).filter((r) => r.event === 'call');
+      assert.equal(calls.length, routed);
+      assert.ok(
+        calls.every(
+          (r) => r.outcome === 'label' && typeof r.shard_id === 'string' && typeof r.document_id === 'string',
+        ),
+      );
+      const manifest = JSON.parse(await readFile(final.manifest, 'utf8')) as {
+        fallback: { active: boolean; mode: string; stats: { routed: number; answered: number } };
+      };
+      assert.equal(manifest.fallback.active, true);
+      assert.equal(manifest.fallback.stats.answered, routed);
 
-    // The run's fallback queue (which held document texts) is gone from Redis once the run succeeded.
-    const { Redis } = await import('ioredis');
-    const redisClient = new Redis(redis.url);
-    try {
-      assert.deepEqual(await redisClient.keys(`rescale:fallback-${submitted.runId}:*`), []);
-    } finally {
-      redisClient.disconnect();
-    }
+      // The run's fallback queue (which held document texts) is gone from Redis once the run succeeded.
+      const { Redis } = await import('ioredis');
+      const redisClient = new Redis(redis.url);
+      try {
+        assert.deepEqual(await redisClient.keys(`rescale:fallback-${submitted.runId}:*`), []);
+      } finally {
+        redisClient.disconnect();
+      }
 
-    // Submitted again from scratch: every answer comes from the cache, nothing is paid.
-    const again = await control.submit(request(fixture, codebook, output, { overwrite: true }));
-    const second = await control.watch(again.runId, () => undefined, { intervalMs: 250 });
-    assert.equal(second.state, 'RUN_STATE_SUCCEEDED', why(second, [coordinator, ...workers]));
-    assert.equal(server.requests.length - before, routed, 'the re-run paid nothing');
-    assert.ok((await readFile(output)).equals(await readFile(localOutput)));
+      // Submitted again from scratch: every answer comes from the cache, nothing is paid.
+      const again = await control.submit(request(fixture, codebook, output, { overwrite: true }));
+      const second = await control.watch(again.runId, () => undefined, { intervalMs: 250 });
+      assert.equal(second.state, 'RUN_STATE_SUCCEEDED', why(second, [coordinator, ...workers]));
+      assert.equal(server.requests.length - before, routed, 'the re-run paid nothing');
+      assert.ok((await readFile(output)).equals(await readFile(localOutput)));
 
-    // The key is in no log line of any process and in no file the run wrote; workers never had it.
-    const lines = JSON.stringify([...coordinator.logs(), ...workers.flatMap((w) => w.logs())]);
-    assert.ok(!lines.includes(server.apiKey), 'a log line contains the API key');
-    assert.deepEqual(await filesContaining(fixture.dir, server.apiKey), []);
-    assert.ok(!lines.includes('not sure about it'), 'document text in a log line');
-  });
+      // The key is in no log line of any process and in no file the run wrote; workers never had it.
+      const lines = JSON.stringify([...coordinator.logs(), ...workers.flatMap((w) => w.logs())]);
+      assert.ok(!lines.includes(server.apiKey), 'a log line contains the API key');
+      assert.deepEqual(await filesContaining(fixture.dir, server.apiKey), []);
+      assert.ok(!lines.includes('not sure about it'), 'document text in a log line');
+    },
+  );
 
-  it('keeps one hard budget across workers: exactly the cap is paid, the other routed documents are over_budget, no row lost', async () => {
-    const capped = await fallbackCodebook(
-      fixture,
-      'capped',
-      fallbackSection(server.baseUrl, {
-        routing: { confidence_below: 0.6 },
-        concurrency: 4,
-        budget: { requests: 7 },
-        seed: 7,
-      }),
-    );
-    const before = server.requests.length;
-    const output = path.join(fixture.dir, 'capped', 'results.parquet');
-    const submitted = await control.submit(request(fixture, capped, output));
-    const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
-    assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
-    assert.equal(server.requests.length - before, 7, 'the request cap holds across both workers');
-    const rows = await fallbackColumns(output);
-    assert.equal(rows.length, ROWS);
-    const statuses = new Map<unknown, number>();
-    for (const row of rows) statuses.set(row.fallback_status, (statuses.get(row.fallback_status) ?? 0) + 1);
-    assert.equal(statuses.get('ok'), 7);
-    assert.ok((statuses.get('over_budget') ?? 0) >= 13);
-    assert.ok(
-      rows
-        .filter((r) => r.fallback_status === 'over_budget')
-        .every((r) => r.label === r.local_label && r.source === 'local'),
-    );
-  });
+  it(
+    'keeps one hard budget across workers: exactly the cap is paid, ' +
+      'the other routed documents are over_budget, no row lost',
+    async () => {
+      const capped = await fallbackCodebook(
+        fixture,
+        'capped',
+        fallbackSection(server.baseUrl, {
+          routing: { confidence_below: 0.6 },
+          concurrency: 4,
+          budget: { requests: 7 },
+          seed: 7,
+        }),
+      );
+      const before = server.requests.length;
+      const output = path.join(fixture.dir, 'capped', 'results.parquet');
+      const submitted = await control.submit(request(fixture, capped, output));
+      const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
+      assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
+      assert.equal(server.requests.length - before, 7, 'the request cap holds across both workers');
+      const rows = await fallbackColumns(output);
+      assert.equal(rows.length, ROWS);
+      const statuses = new Map<unknown, number>();
+      for (const row of rows) statuses.set(row.fallback_status, (statuses.get(row.fallback_status) ?? 0) + 1);
+      assert.equal(statuses.get('ok'), 7);
+      assert.ok((statuses.get('over_budget') ?? 0) >= 13);
+      assert.ok(
+        rows
+          .filter((r) => r.fallback_status === 'over_budget')
+          .every((r) => r.label === r.local_label && r.source === 'local'),
+      );
+    },
+  );
 
   it('fails the run at once when the endpoint refuses the key, naming where the key comes from', async () => {
     server.setResponder(() => ({
@@ -271,56 +284,60 @@ describe('cluster mode with the closed-model fallback', () => {
     }
   });
 
-  it('refuses a fallback codebook when the coordinator has no key; --no-fallback gives local labels, --fallback-offline replays the study from the cache', async () => {
-    // One coordinator per Redis: the keyed one stops, a keyless one takes over.
-    control.close();
-    await within(coordinator.stop(), 30_000, 'keyed coordinator stop', [coordinator]);
-    coordinator = await startCoordinator(redis.url, fixture);
-    control = client(coordinator, fixture);
-    const output = path.join(fixture.dir, 'keyless', 'results.parquet');
-    await assert.rejects(
-      within(control.submit(request(fixture, codebook, output)), 30_000, 'refused submit', [coordinator]),
-      (error) =>
-        isRescaleError(error, 'CONFIG_INVALID') &&
-        error.message.includes(KEY_VARIABLE) &&
-        /--no-fallback/.test(error.message),
-    );
-    const submitted = await within(
-      control.submit(request(fixture, codebook, output, { noFallback: true })),
-      30_000,
-      'local-only submit',
-      [coordinator],
-    );
-    const final = await within(
-      control.watch(submitted.runId, () => undefined, { intervalMs: 250 }),
-      60_000,
-      'local-only run',
-      [coordinator, ...workers],
-    );
-    assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
-    const rows = await fallbackColumns(output);
-    assert.ok(rows.every((r) => r.fallback_status === null && r.source === 'local'));
+  it(
+    'refuses a fallback codebook when the coordinator has no key; ' +
+      '--no-fallback gives local labels, --fallback-offline replays the study from the cache',
+    async () => {
+      // One coordinator per Redis: the keyed one stops, a keyless one takes over.
+      control.close();
+      await within(coordinator.stop(), 30_000, 'keyed coordinator stop', [coordinator]);
+      coordinator = await startCoordinator(redis.url, fixture);
+      control = client(coordinator, fixture);
+      const output = path.join(fixture.dir, 'keyless', 'results.parquet');
+      await assert.rejects(
+        within(control.submit(request(fixture, codebook, output)), 30_000, 'refused submit', [coordinator]),
+        (error) =>
+          isRescaleError(error, 'CONFIG_INVALID') &&
+          error.message.includes(KEY_VARIABLE) &&
+          /--no-fallback/.test(error.message),
+      );
+      const submitted = await within(
+        control.submit(request(fixture, codebook, output, { noFallback: true })),
+        30_000,
+        'local-only submit',
+        [coordinator],
+      );
+      const final = await within(
+        control.watch(submitted.runId, () => undefined, { intervalMs: 250 }),
+        60_000,
+        'local-only run',
+        [coordinator, ...workers],
+      );
+      assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
+      const rows = await fallbackColumns(output);
+      assert.ok(rows.every((r) => r.fallback_status === null && r.source === 'local'));
 
-    // A finished study replays offline from the cache on a coordinator without any key, bit for bit.
-    const before = server.requests.length;
-    const replayed = path.join(fixture.dir, 'cluster', 'results.parquet');
-    const replay = await within(
-      control.submit(request(fixture, codebook, replayed, { overwrite: true, fallbackOffline: true })),
-      30_000,
-      'offline submit',
-      [coordinator],
-    );
-    const done = await within(
-      control.watch(replay.runId, () => undefined, { intervalMs: 250 }),
-      60_000,
-      'offline replay',
-      [coordinator, ...workers],
-    );
-    assert.equal(done.state, 'RUN_STATE_SUCCEEDED', why(done, [coordinator, ...workers]));
-    assert.equal(server.requests.length, before, 'nothing sent');
-    assert.ok(
-      (await readFile(replayed)).equals(await readFile(path.join(fixture.dir, 'local', 'results.parquet'))),
-      'the offline replay differs from the live run',
-    );
-  });
+      // A finished study replays offline from the cache on a coordinator without any key, bit for bit.
+      const before = server.requests.length;
+      const replayed = path.join(fixture.dir, 'cluster', 'results.parquet');
+      const replay = await within(
+        control.submit(request(fixture, codebook, replayed, { overwrite: true, fallbackOffline: true })),
+        30_000,
+        'offline submit',
+        [coordinator],
+      );
+      const done = await within(
+        control.watch(replay.runId, () => undefined, { intervalMs: 250 }),
+        60_000,
+        'offline replay',
+        [coordinator, ...workers],
+      );
+      assert.equal(done.state, 'RUN_STATE_SUCCEEDED', why(done, [coordinator, ...workers]));
+      assert.equal(server.requests.length, before, 'nothing sent');
+      assert.ok(
+        (await readFile(replayed)).equals(await readFile(path.join(fixture.dir, 'local', 'results.parquet'))),
+        'the offline replay differs from the live run',
+      );
+    },
+  );
 });

@@ -113,7 +113,8 @@ function submitRequest(output: string): SubmitRunRequest {
 async function assertSameAsLocal(output: string): Promise<void> {
   assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
   const [stats] = await queryDuckDB(
-    `SELECT count(*)::INT AS n, count(DISTINCT "row")::INT AS rows, count(DISTINCT id)::INT AS ids FROM read_parquet('${sqlString(output)}')`,
+    `SELECT count(*)::INT AS n, count(DISTINCT "row")::INT AS rows, ` +
+      `count(DISTINCT id)::INT AS ids FROM read_parquet('${sqlString(output)}')`,
   );
   assert.deepEqual(stats, { n: ROWS, rows: ROWS, ids: ROWS }, 'every document exactly once');
 }
@@ -193,7 +194,8 @@ describe('cluster recovery', () => {
 
         const recoveries = [second.at - (killedAt[0] as number), third.at - (killedAt[1] as number)];
         t.diagnostic(
-          `SIGKILL recovery (lock ${FAST_RECOVERY_ARGS[1]} s, stall check every ${FAST_RECOVERY_ARGS[3]} s): ${recoveries.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')}`,
+          `SIGKILL recovery (lock ${FAST_RECOVERY_ARGS[1]} s, stall check every ${FAST_RECOVERY_ARGS[3]} s): ` +
+            `${recoveries.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')}`,
         );
         await assertSameAsLocal(cluster.output);
         const done = shardsDone(cluster.workers);
@@ -224,7 +226,9 @@ describe('cluster recovery', () => {
         await finish(cluster, runId);
         const requeueMs = Date.parse(requeued.time) - termAt;
         t.diagnostic(
-          `SIGTERM: shard back in the queue after ${requeueMs} ms, worker exited after ${exitedAt - termAt} ms, shard restarted elsewhere after ${restarted.at - termAt} ms (the other worker finished its own shard first)`,
+          `SIGTERM: shard back in the queue after ${requeueMs} ms, worker exited after ${exitedAt - termAt} ms, ` +
+            `shard restarted elsewhere after ${restarted.at - termAt} ms ` +
+            `(the other worker finished its own shard first)`,
         );
         assert.ok(requeueMs < 2_000, `requeue took ${requeueMs} ms`);
         // Far below the 20 s lock: the shard did not wait for the stall check.

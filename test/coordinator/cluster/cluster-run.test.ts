@@ -89,7 +89,8 @@ describe('cluster mode', () => {
 
     assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
     const [stats] = await queryDuckDB(
-      `SELECT count(*)::INT AS n, count(DISTINCT "row")::INT AS rows, count(DISTINCT shard_id)::INT AS shards FROM read_parquet('${sqlString(output)}')`,
+      `SELECT count(*)::INT AS n, count(DISTINCT "row")::INT AS rows, ` +
+        `count(DISTINCT shard_id)::INT AS shards FROM read_parquet('${sqlString(output)}')`,
     );
     assert.deepEqual(stats, { n: ROWS, rows: ROWS, shards: ROWS / SHARD_ROWS });
 
@@ -170,34 +171,40 @@ describe('cluster mode', () => {
     assert.equal(workers.flatMap((w) => w.logs()).filter((l) => l.msg === 'shard already complete; skipped').length, 0);
   });
 
-  it('reuses the finished shards of an identical run written to another output instead of scoring them again', async () => {
-    const corpus = await writeCorpus(path.join(fixture.dir, 'reused-corpus.parquet'), 200, {
-      rowGroupRows: SHARD_ROWS,
-      offset: 200_000,
-    });
-    const first = await control.submit(
-      request(fixture, path.join(fixture.dir, 'reused-a', 'results.parquet'), 0, corpus),
-    );
-    assert.equal((await control.watch(first.runId, () => undefined, { intervalMs: 250 })).state, 'RUN_STATE_SUCCEEDED');
-    const started = workers.flatMap((w) => w.logs()).filter((l) => l.msg === 'shard started').length;
-    const reused = coordinator.logs().filter((l) => l.msg === 'reused a shard result of an identical run').length;
+  it(
+    'reuses the finished shards of an identical run ' + 'written to another output instead of scoring them again',
+    async () => {
+      const corpus = await writeCorpus(path.join(fixture.dir, 'reused-corpus.parquet'), 200, {
+        rowGroupRows: SHARD_ROWS,
+        offset: 200_000,
+      });
+      const first = await control.submit(
+        request(fixture, path.join(fixture.dir, 'reused-a', 'results.parquet'), 0, corpus),
+      );
+      assert.equal(
+        (await control.watch(first.runId, () => undefined, { intervalMs: 250 })).state,
+        'RUN_STATE_SUCCEEDED',
+      );
+      const started = workers.flatMap((w) => w.logs()).filter((l) => l.msg === 'shard started').length;
+      const reused = coordinator.logs().filter((l) => l.msg === 'reused a shard result of an identical run').length;
 
-    const output = path.join(fixture.dir, 'reused-b', 'results.parquet');
-    const second = await control.submit(request(fixture, output, 0, corpus));
-    assert.notEqual(second.runId, first.runId);
-    const final = await control.watch(second.runId, () => undefined, { intervalMs: 250 });
-    assert.equal(final.state, 'RUN_STATE_SUCCEEDED', final.error);
-    assert.equal(
-      workers.flatMap((w) => w.logs()).filter((l) => l.msg === 'shard started').length,
-      started,
-      'no shard went to a worker',
-    );
-    assert.equal(
-      coordinator.logs().filter((l) => l.msg === 'reused a shard result of an identical run').length - reused,
-      200 / SHARD_ROWS,
-    );
-    assert.ok((await readFile(output)).equals(await readFile(path.join(fixture.dir, 'reused-a', 'results.parquet'))));
-  });
+      const output = path.join(fixture.dir, 'reused-b', 'results.parquet');
+      const second = await control.submit(request(fixture, output, 0, corpus));
+      assert.notEqual(second.runId, first.runId);
+      const final = await control.watch(second.runId, () => undefined, { intervalMs: 250 });
+      assert.equal(final.state, 'RUN_STATE_SUCCEEDED', final.error);
+      assert.equal(
+        workers.flatMap((w) => w.logs()).filter((l) => l.msg === 'shard started').length,
+        started,
+        'no shard went to a worker',
+      );
+      assert.equal(
+        coordinator.logs().filter((l) => l.msg === 'reused a shard result of an identical run').length - reused,
+        200 / SHARD_ROWS,
+      );
+      assert.ok((await readFile(output)).equals(await readFile(path.join(fixture.dir, 'reused-a', 'results.parquet'))));
+    },
+  );
 
   it('cancels a run: queued shards leave the queue and the workers drop its shards at once', async () => {
     const output = path.join(fixture.dir, 'cancelled', 'results.parquet');

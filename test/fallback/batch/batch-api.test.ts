@@ -19,7 +19,9 @@ import { queryDuckDB, sqlString, withTempDir } from '../../../scripts/harness/pa
 
 const KEY_VARIABLE = 'RESCALE_TEST_FALLBACK_KEY';
 /** 40 tweets; the fixture model is unsure (0.45) about the ten "hmm maybe tomorrow" ones. */
-const CORPUS_SQL = `SELECT i::BIGINT AS id, CASE i % 4 WHEN 0 THEN 'I love this great day ' || i WHEN 1 THEN 'what a terrible awful thing ' || i
+const CORPUS_SQL =
+  `SELECT i::BIGINT AS id, CASE i % 4 WHEN 0 THEN 'I love this great day ' || i ` +
+  `WHEN 1 THEN 'what a terrible awful thing ' || i
   WHEN 2 THEN 'the meeting is scheduled ' || i ELSE 'hmm maybe tomorrow ' || i END AS text FROM range(40) t(i)`;
 const PRICE = { input_per_million: 2.5, output_per_million: 10 };
 
@@ -126,7 +128,8 @@ describe('the fallback through the Batch API', () => {
       assert.equal(summary.fallback.active && summary.fallback.stats?.cacheHits, 7);
       assert.equal(summary.fallback.active && summary.fallback.stats?.answered, 10);
       const rows = await queryDuckDB(
-        `SELECT id::INT AS id, label, source, fallback_status FROM read_parquet('${sqlString(files.output)}') WHERE fallback_status IS NOT NULL ORDER BY id`,
+        `SELECT id::INT AS id, label, source, fallback_status ` +
+          `FROM read_parquet('${sqlString(files.output)}') WHERE fallback_status IS NOT NULL ORDER BY id`,
       );
       assert.equal(rows.length, 10);
       assert.ok(rows.every((r) => r.label === 'positive' && r.source === 'fallback' && r.fallback_status === 'ok'));
@@ -141,36 +144,40 @@ describe('the fallback through the Batch API', () => {
     });
   });
 
-  it('submits only what the budget covers at the batch price, and releases the reservations of a batch the endpoint refused', async () => {
-    await withTempDir(async (dir) => {
-      const files = await setup(dir, fallbackSection(server.baseUrl, { price: PRICE, budget: { requests: 4 } }));
-      const capped = await submitFallbackBatch({
-        ...files,
-        input: [files.input],
-        shardRows: 16,
-        env: { [KEY_VARIABLE]: server.apiKey },
-      });
-      assert.deepEqual({ submitted: capped.submitted, leftOut: capped.leftOut }, { submitted: 4, leftOut: 6 });
+  it(
+    'submits only what the budget covers at the batch price, ' +
+      'and releases the reservations of a batch the endpoint refused',
+    async () => {
+      await withTempDir(async (dir) => {
+        const files = await setup(dir, fallbackSection(server.baseUrl, { price: PRICE, budget: { requests: 4 } }));
+        const capped = await submitFallbackBatch({
+          ...files,
+          input: [files.input],
+          shardRows: 16,
+          env: { [KEY_VARIABLE]: server.apiKey },
+        });
+        assert.deepEqual({ submitted: capped.submitted, leftOut: capped.leftOut }, { submitted: 4, leftOut: 6 });
 
-      const wrong = dummyApiKey();
-      const other = path.join(dir, 'other');
-      await mkdir(other);
-      const refused = await setup(other, fallbackSection(server.baseUrl, { price: PRICE }));
-      await assert.rejects(
-        submitFallbackBatch({ ...refused, input: [refused.input], shardRows: 16, env: { [KEY_VARIABLE]: wrong } }),
-        (error) => {
-          assert.ok(isRescaleError(error, 'FALLBACK_REJECTED'));
-          assert.ok(!error.message.includes(wrong), 'the error quotes the key');
-          assert.match(error.message, /fallback\.base_url/);
-          return true;
-        },
-      );
-      assert.deepEqual(
-        await readLedger(`${refused.output}.fallback-audit.jsonl`),
-        { nanoUsd: 0, requests: 0 },
-        'reservations released: nothing counted as spent or sent',
-      );
-      assert.deepEqual(await filesContaining(dir, wrong), []);
-    });
-  });
+        const wrong = dummyApiKey();
+        const other = path.join(dir, 'other');
+        await mkdir(other);
+        const refused = await setup(other, fallbackSection(server.baseUrl, { price: PRICE }));
+        await assert.rejects(
+          submitFallbackBatch({ ...refused, input: [refused.input], shardRows: 16, env: { [KEY_VARIABLE]: wrong } }),
+          (error) => {
+            assert.ok(isRescaleError(error, 'FALLBACK_REJECTED'));
+            assert.ok(!error.message.includes(wrong), 'the error quotes the key');
+            assert.match(error.message, /fallback\.base_url/);
+            return true;
+          },
+        );
+        assert.deepEqual(
+          await readLedger(`${refused.output}.fallback-audit.jsonl`),
+          { nanoUsd: 0, requests: 0 },
+          'reservations released: nothing counted as spent or sent',
+        );
+        assert.deepEqual(await filesContaining(dir, wrong), []);
+      });
+    },
+  );
 });

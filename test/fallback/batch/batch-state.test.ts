@@ -1,4 +1,5 @@
-// The Batch API's state file: parsed through its schema, so a damaged file names its field instead of misleading collect.
+// The Batch API's state file: parsed through its schema, so a damaged file names its field instead of misleading
+// collect.
 
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';

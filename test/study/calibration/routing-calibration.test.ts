@@ -96,24 +96,28 @@ describe('calibrateRouting', () => {
     });
   });
 
-  it('recommends the cheapest threshold that meets a target, the best within a budget, else the most accurate', async () => {
-    await withTempDir(async (dir) => {
-      const { gold, predictions } = await setup(dir);
-      // Routing 0, 1, 2, 3, 4, 5, 6 groups gives 0.700, 0.775, 0.833, 0.875, 0.900, 0.908, 0.900.
-      const target = calibrateRouting(gold, predictions, base({ goal: { targetAccuracy: 0.85 } })).recommendation.point;
-      assert.equal(target?.threshold, 0.75);
-      close(target?.routedShare ?? Number.NaN, 0.5);
-      close(target?.expectedCost ?? Number.NaN, 500);
-      const budget = calibrateRouting(gold, predictions, base({ goal: { budget: 700 } })).recommendation.point;
-      assert.equal(budget?.threshold, 0.85);
-      close(budget?.hybridAccuracy ?? Number.NaN, 0.9);
-      const best = calibrateRouting(gold, predictions, base()).recommendation.point;
-      assert.equal(best?.threshold, 0.95);
-      close(best?.hybridAccuracy ?? Number.NaN, expectedAccuracy(5, 0.9));
-      const impossible = calibrateRouting(gold, predictions, base({ goal: { targetAccuracy: 0.95 } }));
-      assert.equal(impossible.recommendation.point, null);
-    });
-  });
+  it(
+    'recommends the cheapest threshold that meets a target, ' + 'the best within a budget, else the most accurate',
+    async () => {
+      await withTempDir(async (dir) => {
+        const { gold, predictions } = await setup(dir);
+        // Routing 0, 1, 2, 3, 4, 5, 6 groups gives 0.700, 0.775, 0.833, 0.875, 0.900, 0.908, 0.900.
+        const target = calibrateRouting(gold, predictions, base({ goal: { targetAccuracy: 0.85 } })).recommendation
+          .point;
+        assert.equal(target?.threshold, 0.75);
+        close(target?.routedShare ?? Number.NaN, 0.5);
+        close(target?.expectedCost ?? Number.NaN, 500);
+        const budget = calibrateRouting(gold, predictions, base({ goal: { budget: 700 } })).recommendation.point;
+        assert.equal(budget?.threshold, 0.85);
+        close(budget?.hybridAccuracy ?? Number.NaN, 0.9);
+        const best = calibrateRouting(gold, predictions, base()).recommendation.point;
+        assert.equal(best?.threshold, 0.95);
+        close(best?.hybridAccuracy ?? Number.NaN, expectedAccuracy(5, 0.9));
+        const impossible = calibrateRouting(gold, predictions, base({ goal: { targetAccuracy: 0.95 } }));
+        assert.equal(impossible.recommendation.point, null);
+      });
+    },
+  );
 
   it('routes by margin and entropy in the right direction', async () => {
     await withTempDir(async (dir) => {

@@ -38,7 +38,8 @@ const KRIPPENDORFF_C: ReliabilityData = [
 
 /**
  * Independent computation by pairwise differences (no coincidence matrix):
- * D_o = Σ_u Σ_{i≠j in u} δ(v_i, v_j) / (m_u − 1) / n,  D_e = Σ_{i≠j over all pairable values} δ(v_i, v_j) / (n (n − 1)).
+ * D_o = Σ_u Σ_{i≠j in u} δ(v_i, v_j) / (m_u − 1) / n,
+ * D_e = Σ_{i≠j over all pairable values} δ(v_i, v_j) / (n (n − 1)).
  * Ordinal δ uses the frequencies of the pairable values between the two ranks.
  */
 function alphaPairwise(data: ReliabilityData, level: MeasurementLevel, order?: readonly ReliabilityValue[]): number {
