@@ -240,7 +240,8 @@ export function parseCodebook(raw: unknown, options: { source?: string; baseDir?
     throw invalid(
       source,
       'prompt.system',
-      `the system prompt may only use ${CODEBOOK_VARIABLES.map((n) => `{${n}}`).join(', ')}; put document variables in prompt.template`,
+      `the system prompt may only use ${CODEBOOK_VARIABLES.map((n) => `{${n}}`).join(', ')}; put document variables ` +
+        'in prompt.template',
     );
   }
   if (value.prompt.format === 'chat' && value.prompt.answer_prefix !== '') {
@@ -291,7 +292,8 @@ export async function loadCodebook(file: string): Promise<Codebook> {
   } catch (cause) {
     throw new RescaleError(
       'CODEBOOK_INVALID',
-      `cannot read codebook ${file}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the --codebook path`,
+      `cannot read codebook ${file}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the --codebook ` +
+        'path',
       { cause },
     );
   }
@@ -320,7 +322,8 @@ export function singleQuestion(codebook: Codebook): Question {
   if (question === undefined || rest.length > 0 || question.type !== 'single_label') {
     throw new RescaleError(
       'CODEBOOK_INVALID',
-      `${codebook.source ?? 'codebook'}: field "questions": this version scores one single-label question per codebook; split multi-question or multi-label codebooks into one codebook per question`,
+      `${codebook.source ?? 'codebook'}: field "questions": this version scores one single-label question per ` +
+        'codebook; split multi-question or multi-label codebooks into one codebook per question',
     );
   }
   return question;

@@ -1,5 +1,6 @@
 // The DocumentScorer port: what the shard path, the local run and cluster workers need of a scorer (label
-// distributions for documents, the layout the manifest records, disposal), free of model types so anything can stand in.
+// distributions for documents, the layout the manifest records, disposal), free of model types so anything can stand
+// in.
 
 import type { Codebook } from './codebook.js';
 import type { DocumentInput } from './document-input.js';
@@ -47,7 +48,10 @@ export interface ScorerSettings {
 export interface DocumentScorer extends AsyncDisposable {
   readonly codebook: Codebook;
   readonly settings: ScorerSettings;
-  /** One score per document, in the order given; an unscorable document gets a status and an error text (engine failures throw). */
+  /**
+   * One score per document, in the order given; an unscorable document gets a status and an error text (engine failures
+   * throw).
+   */
   score(docs: readonly DocumentInput[], options?: ScoreOptions): Promise<DocumentScore[]>;
   dispose(): Promise<void>;
 }

@@ -1,5 +1,6 @@
 // The codebook's `fallback` section (closed-model fallback for low-confidence documents): raw YAML → zod schema
-// with defaults → compiled, frozen FallbackConfig. The routing rules' logic is fallback/routing.ts, pricing fallback/pricing.ts.
+// with defaults → compiled, frozen FallbackConfig. The routing rules' logic is fallback/routing.ts, pricing
+// fallback/pricing.ts.
 
 import { createHash } from 'node:crypto';
 import path from 'node:path';
@@ -150,7 +151,8 @@ export function parseFallbackConfig(
     if (name in record) {
       fail(
         `fallback.${name}`,
-        'never put an API key in the codebook (it is shared and copied into manifests); name an environment variable with api_key_env, or a file with api_key_file',
+        'never put an API key in the codebook (it is shared and copied into manifests); name an environment variable ' +
+          'with api_key_env, or a file with api_key_file',
       );
     }
   }
@@ -240,5 +242,7 @@ export function fallbackIdentity(config: FallbackConfig): string {
 export type FallbackMode =
   /** Calls the API for routed documents not in the cache. */
   | 'live'
-  /** Replays from the cache only: no network, no key needed; routed documents without a cached answer get over_budget. */
+  /**
+   * Replays from the cache only: no network, no key needed; routed documents without a cached answer get over_budget.
+   */
   | 'offline';

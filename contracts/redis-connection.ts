@@ -118,7 +118,8 @@ export function redisError(target: RedisTarget, cause: unknown, waitedMs?: numbe
   const waited = waitedMs === undefined ? '' : ` for ${Math.round(waitedMs / 1000)} s`;
   return new RescaleError(
     'SERVICE_UNAVAILABLE',
-    `cannot reach Redis at ${target.display}${waited} (${message}); check that redis-server runs there and that --redis is right`,
+    `cannot reach Redis at ${target.display}${waited} (${message}); check that redis-server runs there and that ` +
+      '--redis is right',
     { cause, retryable: true },
   );
 }
@@ -211,7 +212,8 @@ async function checkEvictionPolicy(client: Redis, target: RedisTarget, logger: L
   if (policy !== undefined && policy !== 'noeviction') {
     throw new RescaleError(
       'CONFIG_INVALID',
-      `Redis at ${target.display} has maxmemory-policy ${policy}: it may evict queued shards; start redis-server with --maxmemory-policy noeviction`,
+      `Redis at ${target.display} has maxmemory-policy ${policy}: it may evict queued shards; start redis-server ` +
+        'with --maxmemory-policy noeviction',
     );
   }
 }

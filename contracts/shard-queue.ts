@@ -116,7 +116,10 @@ const runSpecSchema = z.strictObject({
   limit: z.number().int().positive().nullable(),
   inputs: z.array(z.string()),
   output: z.string(),
-  /** outputLayout(output).shardDir (storage/output-layout.ts): where workers write shard result files (shared filesystem). */
+  /**
+   * outputLayout(output).shardDir (storage/output-layout.ts): where workers write shard result files (shared
+   * filesystem).
+   */
   resultDir: z.string(),
   idColumn: z.string().nullable(),
   idType: z.enum(ID_TYPES),

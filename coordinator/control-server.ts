@@ -58,7 +58,8 @@ export class ControlServer implements Closeable {
     if (options.token.length < MIN_TOKEN_LENGTH) {
       throw new RescaleError(
         'CONFIG_INVALID',
-        `the coordinator token must be at least ${MIN_TOKEN_LENGTH} characters; generate one with: openssl rand -hex 32 > token`,
+        `the coordinator token must be at least ${MIN_TOKEN_LENGTH} characters; generate one with: openssl rand -hex ` +
+          '32 > token',
       );
     }
     const logger = options.logger ?? silentLogger;

@@ -24,7 +24,8 @@ export async function resolveCorpus(input: string | readonly string[]): Promise<
   if (inputs.length === 0) {
     throw new RescaleError(
       'INPUT_NOT_FOUND',
-      'No corpus input given: pass a Parquet file, a directory of *.parquet files, or a glob such as "data/**/*.parquet".',
+      'No corpus input given: pass a Parquet file, a directory of *.parquet files, or a glob such as ' +
+        '"data/**/*.parquet".',
     );
   }
   const paths: string[] = [];

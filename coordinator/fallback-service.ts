@@ -78,7 +78,8 @@ export class FallbackService {
     if (!plan.active) {
       throw new RescaleError(
         'CONFIG_INVALID',
-        `run ${runId} needs the closed-model fallback, but this coordinator cannot run it: ${plan.reason}; start the coordinator with the key available, or submit with --no-fallback`,
+        `run ${runId} needs the closed-model fallback, but this coordinator cannot run it: ${plan.reason}; start the ` +
+          'coordinator with the key available, or submit with --no-fallback',
       );
     }
     const { config } = plan;
@@ -157,7 +158,9 @@ export class FallbackService {
     }
   }
 
-  /** What this process's fallback did for the run so far (null when it has none), budget committed over all processes. */
+  /**
+   * What this process's fallback did for the run so far (null when it has none), budget committed over all processes.
+   */
   async stats(runId: string): Promise<FallbackStats | null> {
     const run = await this.runs.get(runId)?.catch(() => undefined);
     if (run === undefined) return null;

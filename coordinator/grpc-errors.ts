@@ -36,14 +36,16 @@ export function fromGrpcError(error: ServiceError, coordinator: string): Rescale
     case status.UNAUTHENTICATED:
       return new RescaleError(
         'AUTH_FAILED',
-        `the coordinator at ${coordinator} rejected the token (${error.details}); pass the coordinator's token with --token-file or RESCALE_TOKEN`,
+        `the coordinator at ${coordinator} rejected the token (${error.details}); pass the coordinator's token with ` +
+          '--token-file or RESCALE_TOKEN',
         { cause: error },
       );
     case status.UNAVAILABLE:
     case status.DEADLINE_EXCEEDED:
       return new RescaleError(
         'SERVICE_UNAVAILABLE',
-        `cannot reach the coordinator at ${coordinator} (${error.details}); check --coordinator (or RESCALE_COORDINATOR) and that \`rescale coordinator\` runs there`,
+        `cannot reach the coordinator at ${coordinator} (${error.details}); check --coordinator (or ` +
+          `RESCALE_COORDINATOR) and that \`rescale coordinator\` runs there`,
         { cause: error, retryable: true },
       );
     default:

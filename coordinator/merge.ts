@@ -50,7 +50,9 @@ export interface MergeShardsOptions {
   readonly manifest: object;
   /** Default: ZSTD when available, else GZIP (logged). An explicit ZSTD without the package is an error. */
   readonly codec?: ResultCodec;
-  /** Minimum rows per Parquet row group (default 100,000): whole shards are added until it is reached. Bounds memory. */
+  /**
+   * Minimum rows per Parquet row group (default 100,000): whole shards are added until it is reached. Bounds memory.
+   */
   readonly rowGroupRows?: number;
   readonly logger?: Logger;
 }
@@ -159,7 +161,8 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     if (isSystemError(cause)) throw notWritable(output, cause);
     throw new RescaleError(
       'INTERNAL',
-      `Encoding the merged Parquet ${output} failed (${errorMessage(cause)}); nothing was written. Report this with the run manifest.`,
+      `Encoding the merged Parquet ${output} failed (${errorMessage(cause)}); nothing was written. Report this with ` +
+        'the run manifest.',
       { cause },
     );
   }
@@ -199,10 +202,12 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
   };
   const manifest = { ...options.manifest, merge };
   try {
-    await writeBytesAtomic(
-      manifestPath,
-      `${JSON.stringify(manifest, (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n`,
+    const json = JSON.stringify(
+      manifest,
+      (_key, value: unknown) => (typeof value === 'bigint' ? value.toString() : value),
+      2,
     );
+    await writeBytesAtomic(manifestPath, `${json}\n`);
   } catch (cause) {
     throw notWritable(manifestPath, cause);
   }
@@ -251,7 +256,8 @@ async function checkAllPresent(shards: readonly ShardSpec[], shardDir: string): 
   const more = missing.length > MISSING_LISTED ? ` and ${missing.length - MISSING_LISTED} more` : '';
   throw new RescaleError(
     'SHARD_INCOMPLETE',
-    `${missing.length} of ${shards.length} shards have no result file in ${shardDir}: ${listed}${more}. Run the remaining shards (resume the run), then merge again.`,
+    `${missing.length} of ${shards.length} shards have no result file in ${shardDir}: ${listed}${more}. Run the ` +
+      'remaining shards (resume the run), then merge again.',
   );
 }
 

@@ -35,7 +35,9 @@ export interface RunCoordinatorOptions {
   readonly reconcileIntervalMs?: number;
   /** Redis unreachable this long → `lost` resolves (default 60 s). */
   readonly redisTimeoutMs?: number;
-  /** Where the fallback's API key variable is looked up (the CLI's parsed environment): only the coordinator needs it. */
+  /**
+   * Where the fallback's API key variable is looked up (the CLI's parsed environment): only the coordinator needs it.
+   */
   readonly env: Readonly<Record<string, string | undefined>>;
 }
 

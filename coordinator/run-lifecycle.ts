@@ -171,7 +171,10 @@ export interface MergeRunInput extends ManifestInput {
   readonly logger: Logger;
 }
 
-/** The end of every run: the manifest, then all shard results merged into the output (which fails naming missing shards). */
+/**
+ * The end of every run: the manifest, then all shard results merged into the output (which fails naming missing
+ * shards).
+ */
 export async function mergeRun(input: MergeRunInput): Promise<MergeSummary> {
   const manifest = await buildManifest(input);
   return mergeShards({

@@ -48,7 +48,8 @@ async function fingerprintOrThrow(file: string, field: string): Promise<string> 
     const what = field.startsWith('model.adapters') ? 'ADAPTER_NOT_FOUND' : 'MODEL_NOT_FOUND';
     throw new RescaleError(
       what,
-      `cannot read ${file} (codebook field "${field}"): ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; check the path, which is relative to the codebook file`,
+      `cannot read ${file} (codebook field "${field}"): ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; ` +
+        'check the path, which is relative to the codebook file',
       { cause },
     );
   }

@@ -131,14 +131,17 @@ function checkColumns(file: CorpusFile, textColumn: string, idColumn: string | n
   if (missing.length > 0) {
     throw new RescaleError(
       'COLUMN_MISSING',
-      `Column ${missing.map((name) => `"${name}"`).join(' and ')} not found in ${file.path}; its columns are: ${names.join(', ')}. Set the codebook's text/id column to one of these, or drop the file from the corpus.`,
+      `Column ${missing.map((name) => `"${name}"`).join(' and ')} not found in ${file.path}; its columns are: ` +
+        `${names.join(', ')}. Set the codebook's text/id column to one of these, or drop the file from the corpus.`,
     );
   }
   const text = file.columns.find((column) => column.name === textColumn);
   if (text !== undefined && text.physicalType !== 'BYTE_ARRAY' && text.physicalType !== 'FIXED_LEN_BYTE_ARRAY') {
     throw new RescaleError(
       'INPUT_INVALID',
-      `Text column "${textColumn}" in ${file.path} is ${text.physicalType}${text.logicalType === null ? '' : ` (${text.logicalType})`}, not a string column; point the codebook at the column that holds the document text.`,
+      `Text column "${textColumn}" in ${file.path} is ` +
+        `${text.physicalType}${text.logicalType === null ? '' : ` (${text.logicalType})`}, not a string column; ` +
+        'point the codebook at the column that holds the document text.',
     );
   }
   const id = idColumn === null ? undefined : file.columns.find((column) => column.name === idColumn);
@@ -165,7 +168,8 @@ function planIdType(files: readonly CorpusFile[], idColumn: string): IdType {
     if (widened === undefined) {
       throw new RescaleError(
         'INPUT_INVALID',
-        `Id column "${idColumn}" is ${chosen.type} in ${chosen.file} but ${type} in ${file.path}; rewrite the files with one id type.`,
+        `Id column "${idColumn}" is ${chosen.type} in ${chosen.file} but ${type} in ${file.path}; rewrite the files ` +
+          'with one id type.',
       );
     }
     chosen = { type: widened, file: chosen.file };

@@ -98,7 +98,8 @@ export async function readAuditLog(file: string): Promise<AuditEntry[]> {
     const why = (cause as NodeJS.ErrnoException).code ?? errorMessage(cause);
     throw new RescaleError(
       'OUTPUT_NOT_WRITABLE',
-      `cannot read the fallback audit ${file} (${why}); fix its permissions — it is the budget's ledger, so nothing is sent without it`,
+      `cannot read the fallback audit ${file} (${why}); fix its permissions — it is the budget's ledger, so nothing ` +
+        'is sent without it',
       { cause },
     );
   }

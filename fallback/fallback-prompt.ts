@@ -140,7 +140,10 @@ export class FallbackPrompt {
     const answers = this.labels.map((l) => l.answer);
     if (this.config.responseFormat === 'text')
       return `Answer with exactly one of: ${answers.join(', ')} — and nothing else.`;
-    return `Answer with a JSON object {"label": "<label>"} where <label> is exactly one of: ${answers.map((a) => JSON.stringify(a)).join(', ')}.`;
+    return (
+      'Answer with a JSON object {"label": "<label>"} where <label> is exactly one of: ' +
+      `${answers.map((a) => JSON.stringify(a)).join(', ')}.`
+    );
   }
 
   private fill(template: string, doc: DocumentInput): string {

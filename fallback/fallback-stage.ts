@@ -387,7 +387,9 @@ export class FallbackStage implements ShardFallback, Closeable {
       if (failure.retryAfterMs !== null && failure.retryAfterMs > MAX_RETRY_AFTER_MS) {
         return {
           kind: 'failed',
-          reason: `${failure.message}: the server asked to wait ${Math.round(failure.retryAfterMs / 1000)} s; the local label is kept`,
+          reason:
+            `${failure.message}: the server asked to wait ${Math.round(failure.retryAfterMs / 1000)} s; the ` +
+            'local label is kept',
         };
       }
       const delay = backoffDelay(attempt, failure.retryAfterMs, this.backoff, this.random);
@@ -467,7 +469,8 @@ export class FallbackStage implements ShardFallback, Closeable {
       if (costNano > reservation.nanoUsd) {
         this.logger.log(
           'warn',
-          'a fallback response cost more than its worst-case reservation; check max_output_tokens is honoured by the server',
+          'a fallback response cost more than its worst-case reservation; check max_output_tokens is honoured by the ' +
+            'server',
           {
             reservedUsd: fromNanoUsd(reservation.nanoUsd),
             costUsd: fromNanoUsd(costNano),
@@ -510,7 +513,8 @@ export class FallbackStage implements ShardFallback, Closeable {
       // Paid for and audited, but not stored: using it would break "stored before used", so the run stops.
       throw new RescaleError(
         'OUTPUT_NOT_WRITABLE',
-        `cannot write the fallback cache ${this.cache.dir} (${errorMessage(unstored)}); free space or fix its permissions, then re-run`,
+        `cannot write the fallback cache ${this.cache.dir} (${errorMessage(unstored)}); free space or fix its ` +
+          'permissions, then re-run',
         { cause: unstored, retryable: true },
       );
     }
@@ -550,22 +554,27 @@ export class FallbackStage implements ShardFallback, Closeable {
     if (failure.kind === 'auth') {
       this.fatal = new RescaleError(
         'FALLBACK_AUTH',
-        `the fallback endpoint ${where} refused the API key from ${describeKeySource(config.apiKey)} (HTTP ${failure.httpStatus}); set a valid key there, or run with --no-fallback`,
+        `the fallback endpoint ${where} refused the API key from ${describeKeySource(config.apiKey)} (HTTP ` +
+          `${failure.httpStatus}); set a valid key there, or run with --no-fallback`,
       );
     } else if (failure.kind === 'not_found') {
       this.fatal = new RescaleError(
         'FALLBACK_REJECTED',
-        `the fallback endpoint ${where} has no model "${config.model}" (${failure.message}); check fallback.model and fallback.base_url`,
+        `the fallback endpoint ${where} has no model "${config.model}" (${failure.message}); check fallback.model ` +
+          'and fallback.base_url',
       );
     } else if (failure.kind === 'quota') {
       this.fatal = new RescaleError(
         'FALLBACK_REJECTED',
-        `the fallback account behind ${where} has no quota left (${failure.message}); add credit or lower the budget, then re-run (answers so far are cached)`,
+        `the fallback account behind ${where} has no quota left (${failure.message}); add credit or lower the ` +
+          'budget, then re-run (answers so far are cached)',
       );
     } else {
       this.fatal = new RescaleError(
         'FALLBACK_REJECTED',
-        `the fallback endpoint ${where} rejected the first ${this.badRequestsInARow} requests (${failure.message}); check fallback.model, fallback.response_format (try json_object or text for servers without JSON-schema outputs), fallback.logprobs and fallback.max_tokens_field`,
+        `the fallback endpoint ${where} rejected the first ${this.badRequestsInARow} requests (${failure.message}); ` +
+          'check fallback.model, fallback.response_format (try json_object or text for servers without JSON-schema ' +
+          'outputs), fallback.logprobs and fallback.max_tokens_field',
       );
     }
     return this.fatal;

@@ -4,7 +4,9 @@
 import type { FallbackConfig } from '../contracts/fallback-config.js';
 import type { ChatRequestBody } from './fallback-prompt.js';
 
-/** Slack over the request body's UTF-8 bytes for chat-format tokens (role markers, separators) per message and overall. */
+/**
+ * Slack over the request body's UTF-8 bytes for chat-format tokens (role markers, separators) per message and overall.
+ */
 const TOKENS_PER_MESSAGE = 16;
 const TOKENS_PER_REQUEST = 64;
 
@@ -25,7 +27,10 @@ export function priceNanoUsd(
   );
 }
 
-/** The most a request can cost: every body byte a token (true of byte-level BPE tokenizers), chat-format tokens, the output cap. */
+/**
+ * The most a request can cost: every body byte a token (true of byte-level BPE tokenizers), chat-format tokens, the
+ * output cap.
+ */
 export function worstCaseNanoUsd(config: FallbackConfig, body: ChatRequestBody, factor = 1): number {
   const bodyBytes = Buffer.byteLength(JSON.stringify(body), 'utf8');
   const inputBound = bodyBytes + TOKENS_PER_MESSAGE * body.messages.length + TOKENS_PER_REQUEST;

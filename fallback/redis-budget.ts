@@ -13,9 +13,11 @@ import type { LedgerTotals } from './audit-log.js';
 import type { BudgetLimits, BudgetSnapshot, FallbackBudget, Reservation } from './budget.js';
 
 /** Returns 1 (reserved), 0 (wait: open reservations may settle for less), -1 (exhausted for good). */
-const RESERVE = `
+const RESERVE =
+  `
 local budget, reservations = KEYS[1], KEYS[2]
-local id, amount, capUsd, capRequests, staleMs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local id, amount, capUsd, capRequests, staleMs = ` +
+  `ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- A reservation resent after a reconnect is already held: reserving it twice would leak its amount.
@@ -57,7 +59,9 @@ end
 return 0
 `;
 
-/** Moves a reservation from open to spent at its billed cost; unknown ids (already settled or reclaimed) are ignored. */
+/**
+ * Moves a reservation from open to spent at its billed cost; unknown ids (already settled or reclaimed) are ignored.
+ */
 const SETTLE = `
 local budget, reservations = KEYS[1], KEYS[2]
 local id, spentNow = ARGV[1], tonumber(ARGV[2])
@@ -108,7 +112,8 @@ export class RedisBudget implements FallbackBudget {
     const budget = new RedisBudget(redis, runId, limits, options);
     const [key] = budget.keys;
     await redis.eval(
-      `if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'open', 0, 'requests', ARGV[2], 'exhausted', 0) end return 1`,
+      `if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'open', 0, ` +
+        `'requests', ARGV[2], 'exhausted', 0) end return 1`,
       1,
       key,
       String(already.nanoUsd),

@@ -163,7 +163,8 @@ function tensorBytes(tensor: GgufTensorSpec): Buffer {
   const values = typeof tensor.data === 'function' ? tensor.data() : tensor.data;
   if (values.length !== elementCount(tensor)) {
     throw new RangeError(
-      `GGUF tensor '${tensor.name}': shape [${tensor.shape.join(', ')}] needs ${elementCount(tensor)} values, got ${values.length}`,
+      `GGUF tensor '${tensor.name}': shape [${tensor.shape.join(', ')}] needs ${elementCount(tensor)} values, got ` +
+        `${values.length}`,
     );
   }
   // GGUF is little-endian, as are the typed arrays on every platform llama.cpp runs on.

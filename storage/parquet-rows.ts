@@ -215,14 +215,16 @@ export async function* readShardRows(
     if (fingerprint !== shard.fingerprint) {
       throw new RescaleError(
         'INPUT_INVALID',
-        `Corpus file ${shard.file} changed since the shard plan was made (fingerprint ${fingerprint.slice(0, 12)}, planned ${shard.fingerprint.slice(0, 12)}); plan the corpus again.`,
+        `Corpus file ${shard.file} changed since the shard plan was made (fingerprint ${fingerprint.slice(0, 12)}, ` +
+          `planned ${shard.fingerprint.slice(0, 12)}); plan the corpus again.`,
       );
     }
     checkColumns(metadata, wanted, shard.file);
     if (shard.rowEnd > Number(metadata.num_rows)) {
       throw new RescaleError(
         'INPUT_INVALID',
-        `Shard ${shard.id} ends at row ${shard.rowEnd} but ${shard.file} has ${metadata.num_rows} rows; plan the corpus again.`,
+        `Shard ${shard.id} ends at row ${shard.rowEnd} but ${shard.file} has ${metadata.num_rows} rows; plan the ` +
+          'corpus again.',
       );
     }
     const file = fileAsyncBuffer(handle, size);
@@ -295,7 +297,8 @@ async function readRange(
   } catch (cause) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `Cannot decode rows ${rowStart}-${rowEnd} of ${filePath} (${errorMessage(cause)}); the file is corrupt or uses an unsupported encoding.`,
+      `Cannot decode rows ${rowStart}-${rowEnd} of ${filePath} (${errorMessage(cause)}); the file is corrupt or uses ` +
+        'an unsupported encoding.',
       { cause },
     );
   }
@@ -314,7 +317,8 @@ async function readRange(
     if (filled !== length) {
       throw new RescaleError(
         'INPUT_INVALID',
-        `Decoded ${filled} values instead of ${length} for column "${name}", rows ${rowStart}-${rowEnd} of ${filePath}; the file is corrupt.`,
+        `Decoded ${filled} values instead of ${length} for column "${name}", rows ${rowStart}-${rowEnd} of ` +
+          `${filePath}; the file is corrupt.`,
       );
     }
     decoded.set(name, values);
@@ -328,7 +332,8 @@ function checkColumns(metadata: FileMetaData, wanted: readonly string[], filePat
   if (missing.length > 0) {
     throw new RescaleError(
       'COLUMN_MISSING',
-      `Column ${missing.map((name) => `"${name}"`).join(', ')} not found in ${filePath}; it has: ${present.join(', ')}. Fix the column name in the codebook.`,
+      `Column ${missing.map((name) => `"${name}"`).join(', ')} not found in ${filePath}; it has: ` +
+        `${present.join(', ')}. Fix the column name in the codebook.`,
     );
   }
 }

@@ -45,7 +45,8 @@ export async function readParquetTable(
   } catch (cause) {
     throw new RescaleError(
       'INPUT_NOT_FOUND',
-      `${role} ${absolute}: cannot open it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check the path`,
+      `${role} ${absolute}: cannot open it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check ` +
+        'the path',
       { cause },
     );
   }
@@ -86,7 +87,8 @@ export async function readParquetTable(
       } catch (cause) {
         throw new RescaleError(
           'INPUT_INVALID',
-          `${role} ${absolute}: cannot read columns ${names.join(', ')} (${errorMessage(cause)}); is the file complete?`,
+          `${role} ${absolute}: cannot read columns ${names.join(', ')} (${errorMessage(cause)}); is the file ` +
+            'complete?',
           { cause },
         );
       }

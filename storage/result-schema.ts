@@ -191,7 +191,9 @@ export class ResultSchema {
     return [{ name: 'schema', num_children: this.columns.length }, ...this.columns.map((column) => column.parquet)];
   }
 
-  /** The merged file's key-value metadata: the label order and the id type, for readers that do not know the codebook. */
+  /**
+   * The merged file's key-value metadata: the label order and the id type, for readers that do not know the codebook.
+   */
   parquetKeyValue(): { key: string; value: string }[] {
     const labels = this.questions[0]?.labels ?? [];
     return [
@@ -497,7 +499,8 @@ function idData(idType: IdType, rows: readonly ResultRow[]): Data {
     if (!fits) {
       throw new RescaleError(
         'INTERNAL',
-        `Row ${row.row}: id ${String(row.id)} does not fit the id column type ${idType}; the id type must come from the plan.`,
+        `Row ${row.row}: id ${String(row.id)} does not fit the id column type ${idType}; the id type must come from ` +
+          'the plan.',
       );
     }
   });

@@ -80,7 +80,8 @@ export async function writeShardResult(options: WriteShardResultOptions): Promis
   } catch (cause) {
     throw new RescaleError(
       'OUTPUT_NOT_WRITABLE',
-      `Cannot write shard result ${target} (${errorMessage(cause)}); check that the results directory is writable and has free space.`,
+      `Cannot write shard result ${target} (${errorMessage(cause)}); check that the results directory is writable ` +
+        'and has free space.',
       {
         cause,
         retryable: true,
@@ -117,7 +118,8 @@ export async function readShardResult(filePath: string): Promise<ShardResultFile
   } catch (cause) {
     throw new RescaleError(
       'SHARD_INCOMPLETE',
-      `Shard result ${filePath} is not a valid rescale result file (${errorMessage(cause)}); delete it and run the shard again.`,
+      `Shard result ${filePath} is not a valid rescale result file (${errorMessage(cause)}); delete it and run the ` +
+        'shard again.',
       { cause },
     );
   }
@@ -138,7 +140,9 @@ function parseMetadata(json: string | undefined): ShardResultMetadata {
   return value as ShardResultMetadata;
 }
 
-/** Decodes a result table back into ResultRows (tests, fallback re-scoring, inspection); the id keeps the file's type. */
+/**
+ * Decodes a result table back into ResultRows (tests, fallback re-scoring, inspection); the id keeps the file's type.
+ */
 export function resultRowsOf(table: Table, labels: readonly string[]): ResultRow[] {
   const idField = table.schema.fields.find((field) => field.name === 'id');
   const idType = ID_TYPES.find((type) => idField !== undefined && String(arrowIdType(type)) === String(idField.type));
@@ -156,7 +160,8 @@ function checkRows(shard: ShardSpec, labels: readonly string[], idType: IdType, 
   const fail = (problem: string): never => {
     throw new RescaleError(
       'INTERNAL',
-      `Refusing to write shard ${shard.id}: ${problem}. This is a bug in the caller; the shard was not marked complete.`,
+      `Refusing to write shard ${shard.id}: ${problem}. This is a bug in the caller; the shard was not marked ` +
+        'complete.',
     );
   };
   if (rows.length !== expected) fail(`got ${rows.length} result rows for ${expected} input rows`);

@@ -141,7 +141,8 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
   if (rows.length !== expected) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `shard ${shard.id} of ${shard.file} yielded ${rows.length} rows, expected ${expected}; the file may have changed since planning — re-run to re-plan`,
+      `shard ${shard.id} of ${shard.file} yielded ${rows.length} rows, expected ${expected}; the file may have ` +
+        'changed since planning — re-run to re-plan',
     );
   }
   context.signal?.throwIfAborted();

@@ -214,7 +214,10 @@ async function forceClose(opened: readonly (Queue | QueueEvents)[]): Promise<voi
   await Promise.allSettled(opened.map((item) => item.getBackend().close(true)));
 }
 
-/** A failed fallback job as the shard's error: final when the coordinator's failure says so (contracts/fallback-queue.ts). */
+/**
+ * A failed fallback job as the shard's error: final when the coordinator's failure says so
+ * (contracts/fallback-queue.ts).
+ */
 function failureOf(jobId: string, reason: string): RescaleError {
   const failure = parseFallbackJobFailure(reason);
   if (failure?.final === true) return new RescaleError(failure.code, failure.message);

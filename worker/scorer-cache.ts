@@ -88,7 +88,9 @@ export class ScorerCache implements ScorerProvider {
     if (hash !== request.codebookHash) {
       throw new RescaleError(
         'CONFIG_INVALID',
-        `the model or an adapter of ${codebook.source ?? 'the codebook'} (${codebook.model.path}) differs on this node from when the run was submitted (codebook hash ${hash.slice(0, 12)}, run ${request.codebookHash.slice(0, 12)}); restore the files or submit a new run`,
+        `the model or an adapter of ${codebook.source ?? 'the codebook'} (${codebook.model.path}) differs on this ` +
+          `node from when the run was submitted (codebook hash ${hash.slice(0, 12)}, run ` +
+          `${request.codebookHash.slice(0, 12)}); restore the files or submit a new run`,
       );
     }
     const scorerKey = createHash('sha256')
@@ -154,7 +156,9 @@ async function fingerprintsOf(codebook: Codebook): Promise<{ model: string; adap
       const code = field.startsWith('model.adapters') ? 'ADAPTER_NOT_FOUND' : 'MODEL_NOT_FOUND';
       throw new RescaleError(
         code,
-        `cannot read ${file} (codebook field "${field}") on this node: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; workers need the same paths as the coordinator (shared filesystem)`,
+        `cannot read ${file} (codebook field "${field}") on this node: ` +
+          `${(cause as NodeJS.ErrnoException).code ?? String(cause)}; workers need the same paths as the coordinator ` +
+          '(shared filesystem)',
         { cause },
       );
     }

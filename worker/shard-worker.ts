@@ -44,7 +44,9 @@ export interface ShardWorkerOptions {
   readonly maxStalledCount?: number;
   /** How long close() waits for the active shard to go back to the queue (default 20 s). */
   readonly shutdownGraceMs?: number;
-  /** Redis unreachable this long (at start or later) → give up, so a scheduler can restart the worker (default 60 s). */
+  /**
+   * Redis unreachable this long (at start or later) → give up, so a scheduler can restart the worker (default 60 s).
+   */
   readonly redisTimeoutMs?: number;
   /** Least time between two progress reports of a shard (default 2 s). */
   readonly progressIntervalMs?: number;
@@ -310,7 +312,8 @@ export class ShardWorker {
   ): Promise<{ shardJob: ShardJob; loaded: LoadedScorer; fallback?: ShardFallback }> {
     const run = await this.runs.get(data.runId);
     const state = await this.runs.state(data.runId);
-    // A failed run's queued shards wait for "rescale retry"; one that a worker picked up just as it failed is not started.
+    // A failed run's queued shards wait for "rescale retry"; one that a worker picked up just as it failed is not
+    // started.
     if (state === 'cancelled' || state === 'failed') throw cancelledError(data.runId, state);
     this.heartbeat.update({
       state: this.scorers.loadedModel === run.codebook.model.path ? 'busy' : 'loading',

@@ -67,7 +67,9 @@ export async function planSubmission(
   } catch (cause) {
     throw new RescaleError(
       'CODEBOOK_INVALID',
-      `the coordinator cannot read codebook ${codebookPath}: ${(cause as NodeJS.ErrnoException).code ?? String(cause)}; it must be on the filesystem the coordinator and workers share`,
+      `the coordinator cannot read codebook ${codebookPath}: ` +
+        `${(cause as NodeJS.ErrnoException).code ?? String(cause)}; it must be on the filesystem the coordinator and ` +
+        'workers share',
       { cause },
     );
   }
@@ -79,7 +81,9 @@ export async function planSubmission(
     // Local mode would go on with local labels only and a warning; a remote submitter would not see the warning.
     throw new RescaleError(
       'CONFIG_INVALID',
-      `${codebookPath} enables the closed-model fallback, but the coordinator has ${fallbackPlan.reason}; the coordinator alone calls the fallback, so start it with the key available (workers do not need it), or submit with --no-fallback for local labels only`,
+      `${codebookPath} enables the closed-model fallback, but the coordinator has ${fallbackPlan.reason}; the ` +
+        'coordinator alone calls the fallback, so start it with the key available (workers do not need it), or ' +
+        'submit with --no-fallback for local labels only',
     );
   }
   // "auto" would let each worker pick by its hardware and change the batch layout (and the shard ids) with it.
@@ -132,7 +136,8 @@ function absolute(value: string, what: string): string {
   if (value === '' || !path.isAbsolute(value)) {
     throw new RescaleError(
       'CONFIG_INVALID',
-      `the ${what} path must be absolute (got "${value}"): the coordinator and workers resolve it on a shared filesystem; the rescale CLI makes paths absolute for you`,
+      `the ${what} path must be absolute (got "${value}"): the coordinator and workers resolve it on a shared ` +
+        'filesystem; the rescale CLI makes paths absolute for you',
     );
   }
   return path.normalize(value);

@@ -49,7 +49,8 @@ export class RunControl {
     if (existing !== null && (existing.state === 'running' || existing.state === 'merging')) {
       throw new RescaleError(
         'RUN_CONFLICT',
-        `run ${runId} is ${existing.state}; cancel it ("rescale cancel ${runId}") before submitting it again with overwrite`,
+        `run ${runId} is ${existing.state}; cancel it ("rescale cancel ${runId}") before submitting it again with ` +
+          'overwrite',
       );
     }
     const others = await this.enqueuer.foreignJobs(runId, plan.shards);

@@ -32,7 +32,9 @@ export class RunFinisher {
       return;
     }
     if (run.failed.size > 0 && run.done.size + run.failed.size === totalShards) {
-      const error = `${run.failed.size} of ${totalShards} shards failed after all attempts; see "rescale status ${runId}", fix the cause and run "rescale retry ${runId}"`;
+      const error =
+        `${run.failed.size} of ${totalShards} shards failed after all attempts; see "rescale status ` +
+        `${runId}", fix the cause and run "rescale retry ${runId}"`;
       if (await this.store.transition(runId, ['running'], 'failed', { finishedAt: new Date().toISOString(), error })) {
         this.logger.log('error', 'run failed', { runId, failedShards: run.failed.size });
         this.runs.deactivate(runId);

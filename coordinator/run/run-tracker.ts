@@ -102,7 +102,10 @@ export class RunTracker {
     run.inFlight.delete(shardId);
     if (run.done.has(shardId)) return;
     if (!(await fileExists(shardResultPath(resultDir, shardId)))) {
-      const reason = `INTERNAL: worker ${workerId ?? '?'} reported the shard done, but ${shardResultPath(resultDir, shardId)} is not visible to the coordinator; workers and coordinator must share that filesystem path`;
+      const reason =
+        `INTERNAL: worker ${workerId ?? '?'} reported the shard done, but ` +
+        `${shardResultPath(resultDir, shardId)} is not visible to the coordinator; workers and coordinator must ` +
+        'share that filesystem path';
       this.logger.log('error', 'shard result file missing', { runId, shardId, workerId, resultDir });
       run.failed.set(shardId, reason);
       await this.store.markFailed(runId, shardId, reason);

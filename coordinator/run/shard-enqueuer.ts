@@ -42,7 +42,8 @@ export class ShardEnqueuer {
         if (ownerState === 'running' || ownerState === 'merging' || state === 'active') {
           throw new RescaleError(
             'RUN_CONFLICT',
-            `shard ${id} of this run is being classified for run ${owner} (the same corpus and codebook into another output); wait for that run or cancel it, then submit again`,
+            `shard ${id} of this run is being classified for run ${owner} (the same corpus and codebook into another ` +
+              'output); wait for that run or cancel it, then submit again',
           );
         }
       }

@@ -133,7 +133,8 @@ export class BatchApiClient {
         ),
       );
     } catch (error) {
-      // An HTTP error status means the server refused; no status (timeout, connection lost) means it may have created it.
+      // An HTTP error status means the server refused; no status (timeout, connection lost) means it may have created
+      // it.
       throw this.submitError(error, !(error instanceof OpenAI.APIError && typeof error.status === 'number'));
     }
   }

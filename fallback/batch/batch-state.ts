@@ -62,7 +62,8 @@ export async function readBatchState(output: string): Promise<BatchRecord[]> {
   } catch (cause) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `${file} is not valid JSON (${errorMessage(cause)}); restore it from a backup — it lists the batches submitted for ${output}`,
+      `${file} is not valid JSON (${errorMessage(cause)}); restore it from a backup — it lists the batches submitted ` +
+        `for ${output}`,
       { cause },
     );
   }
@@ -73,7 +74,8 @@ export async function readBatchState(output: string): Promise<BatchRecord[]> {
       .join('; ');
     throw new RescaleError(
       'INPUT_INVALID',
-      `${file} is not a list of batches (${issues}); restore it from a backup — it lists the batches submitted for ${output}`,
+      `${file} is not a list of batches (${issues}); restore it from a backup — it lists the batches submitted for ` +
+        `${output}`,
     );
   }
   return parsed.data;

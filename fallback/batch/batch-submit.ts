@@ -60,7 +60,8 @@ export interface SubmitCollectedOptions {
 export async function submitCollectedRequests(options: SubmitCollectedOptions): Promise<BatchSubmitSummary> {
   const { output, config, apiKey, previous, collected } = options;
   const logger = options.logger ?? silentLogger;
-  // Within the budget, in corpus order: what earlier runs and batches spent or reserved, plus each request's worst case.
+  // Within the budget, in corpus order: what earlier runs and batches spent or reserved, plus each request's worst
+  // case.
   const ledger = await readLedger(options.auditFile);
   const limits = budgetLimits(config);
   let committed = ledger.nanoUsd;
@@ -147,7 +148,8 @@ export async function submitCollectedRequests(options: SubmitCollectedOptions): 
         throw new RescaleError(
           'FALLBACK_REJECTED',
           `the Batch API at ${config.baseUrl} did not answer the request that creates the batch (${error.detail}); ` +
-            `it may have been created: run "rescale batch collect", which looks it up by its tag ${tag}, before submitting again`,
+            `it may have been created: run "rescale batch collect", which looks it up by its tag ${tag}, before ` +
+            'submitting again',
         );
       }
       // Not submitted: release every reservation (nothing can have been billed).

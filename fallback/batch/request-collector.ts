@@ -36,7 +36,9 @@ export class RequestCollector implements ShardFallback {
     this.endpoint = fallbackEndpoint(config);
   }
 
-  /** Every row back with its local label only: the batch's answers reach the results through the cache, in the real run. */
+  /**
+   * Every row back with its local label only: the batch's answers reach the results through the cache, in the real run.
+   */
   async resolve(
     rows: readonly ResultRow[],
     docs: readonly DocumentInput[],

@@ -54,7 +54,9 @@ export function planContext(codebook: Codebook, measure: PromptMeasure, override
   if (contextSize < minimum) {
     throw new RescaleError(
       'CONTEXT_TOO_SMALL',
-      `${codebook.source ?? 'codebook'}: field "model.context_size" is ${contextSize} tokens, but the shared prompt (${prefixLength}) + template (${templateOverhead}) + longest label (${longestLabel}) leave no room for a document; raise model.context_size to at least ${needed} or shorten the prompt`,
+      `${codebook.source ?? 'codebook'}: field "model.context_size" is ${contextSize} tokens, but the shared prompt ` +
+        `(${prefixLength}) + template (${templateOverhead}) + longest label (${longestLabel}) leave no room for a ` +
+        `document; raise model.context_size to at least ${needed} or shorten the prompt`,
     );
   }
   const warnings: { message: string; meta: LogMeta }[] = [];

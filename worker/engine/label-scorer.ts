@@ -164,7 +164,8 @@ export class LabelScorer implements DocumentScorer {
       if (rendered.tokens.length > capacity) {
         results[index] = unscored(
           'error',
-          `prompt is ${rendered.tokens.length} tokens, more than the context holds (${capacity}); raise model.context_size or lower model.max_document_tokens`,
+          `prompt is ${rendered.tokens.length} tokens, more than the context holds (${capacity}); raise ` +
+            'model.context_size or lower model.max_document_tokens',
           0,
           rendered.truncated,
         );

@@ -69,7 +69,8 @@ export class LabelTrieScorer {
       if (tokens.length === 0) {
         throw new RescaleError(
           'LABEL_INVALID',
-          `${codebook.source ?? 'codebook'}: label "${label.name}" (field "labels[${i}]") tokenises to nothing; give it a visible "answer" text`,
+          `${codebook.source ?? 'codebook'}: label "${label.name}" (field "labels[${i}]") tokenises to nothing; give ` +
+            'it a visible "answer" text',
         );
       }
       return tokens;
@@ -82,7 +83,8 @@ export class LabelTrieScorer {
     ) {
       throw new RescaleError(
         'LABEL_INVALID',
-        `${codebook.source ?? 'codebook'}: one label's answer is a prefix of another's and the model has no end-of-text token to tell them apart; rename the labels' "answer" texts`,
+        `${codebook.source ?? 'codebook'}: one label's answer is a prefix of another's and the model has no ` +
+          `end-of-text token to tell them apart; rename the labels' "answer" texts`,
       );
     }
     const trie = buildLabelTrie(answerTokens, terminator ?? (0 as Token));

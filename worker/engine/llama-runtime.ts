@@ -106,7 +106,8 @@ export async function assertGgufFile(file: string, what: 'model' | 'adapter', fi
   } catch (cause) {
     throw new RescaleError(
       missing,
-      `${what} file not found: ${file} (codebook field "${field}"); check the path, which is relative to the codebook file`,
+      `${what} file not found: ${file} (codebook field "${field}"); check the path, which is relative to the ` +
+        'codebook file',
       { cause },
     );
   }
@@ -116,7 +117,8 @@ export async function assertGgufFile(file: string, what: 'model' | 'adapter', fi
     if (bytesRead < 4 || !head.equals(GGUF_MAGIC)) {
       throw new RescaleError(
         bad,
-        `${file} is not a GGUF file (codebook field "${field}"); convert the ${what} with llama.cpp's convert scripts first`,
+        `${file} is not a GGUF file (codebook field "${field}"); convert the ${what} with llama.cpp's convert ` +
+          'scripts first',
       );
     }
   } finally {
@@ -141,7 +143,8 @@ export async function assertLoraAdapter(file: string, field: string): Promise<vo
   if (type !== 'adapter') {
     throw new RescaleError(
       'ADAPTER_INVALID',
-      `${file} (codebook field "${field}") is not a LoRA adapter (general.type is ${JSON.stringify(type ?? null)}, expected "adapter"); convert it with llama.cpp's convert_lora_to_gguf.py`,
+      `${file} (codebook field "${field}") is not a LoRA adapter (general.type is ${JSON.stringify(type ?? null)}, ` +
+        `expected "adapter"); convert it with llama.cpp's convert_lora_to_gguf.py`,
     );
   }
 }

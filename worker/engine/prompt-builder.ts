@@ -22,7 +22,9 @@ export interface RenderedPrompt {
   readonly truncated: boolean;
 }
 
-/** Tokens of the shared prefix kept back from the end, so a document's first word tokenises as it would in one piece. */
+/**
+ * Tokens of the shared prefix kept back from the end, so a document's first word tokenises as it would in one piece.
+ */
 const PREFIX_SAFETY_TOKENS = 2;
 
 export class PromptBuilder {
