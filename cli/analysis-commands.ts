@@ -7,7 +7,8 @@ import { RescaleError } from '../contracts/errors.js';
 import type { RoutingRule } from '../study/calibration/calibration.js';
 import { DEFAULT_BOOTSTRAP_RESAMPLES } from '../study/evaluation/bootstrap.js';
 
-export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--predictions R2.parquet ...] --gold G.parquet [options]
+export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--predictions R2.parquet ...] \
+--gold G.parquet [options]
       Accuracy, macro/weighted F1, per-class P/R/F1, confusion matrix, Cohen's kappa and Krippendorff's alpha,
       each with a seeded bootstrap 95% CI; several files side by side, on the documents all of them labelled.
         --id-column C      id column of the gold file (default id); result files use "id"
@@ -19,7 +20,8 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
         --training-sizes 100,250   training-set size per --predictions: prints the learning curve
         --strict-ids       fail when any id is missing on either side (default: count and report)
         --json F           write everything as JSON (for rescale report)
-  rescale calibrate --predictions VAL.parquet --gold G.parquet (--fallback-accuracy A | --fallback-predictions F) [options]
+  rescale calibrate --predictions VAL.parquet --gold G.parquet (--fallback-accuracy A | --fallback-predictions F) \
+[options]
       ECE and reliability diagram; for each routing threshold the share routed, the expected hybrid accuracy and
       cost; the recommended threshold.
         --corpus-size N --cost-per-document X   price the threshold for the full corpus
@@ -207,7 +209,8 @@ export async function runAnalysisCommand(
       if (predictions.length !== 1)
         throw new RescaleError(
           'CONFIG_INVALID',
-          `calibrate takes exactly one --predictions file (the local run on the labelled validation set), got ${predictions.length}`,
+          `calibrate takes exactly one --predictions file (the local run on the labelled validation set), got ` +
+            `${predictions.length}`,
         );
       const fallbackAccuracy = numberOption(
         'fallback-accuracy',

@@ -41,13 +41,15 @@ export async function runCalibrate(options: CalibrateCommandOptions): Promise<Ca
   if ((options.fallbackAccuracy === undefined) === (options.fallbackPredictions === undefined)) {
     throw new RescaleError(
       'CONFIG_INVALID',
-      'pass exactly one of --fallback-accuracy A (the accuracy you assume for the fallback model, e.g. 0.9) or --fallback-predictions FILE (its labels for the validation documents)',
+      'pass exactly one of --fallback-accuracy A (the accuracy you assume for the fallback model, e.g. 0.9) or ' +
+        '--fallback-predictions FILE (its labels for the validation documents)',
     );
   }
   if (options.targetAccuracy !== undefined && options.budget !== undefined) {
     throw new RescaleError(
       'CONFIG_INVALID',
-      'pass --target-accuracy or --budget, not both: the first buys accuracy at the lowest cost, the second the best accuracy for a cost',
+      'pass --target-accuracy or --budget, not both: the first buys accuracy at the lowest cost, the second the ' +
+        'best accuracy for a cost',
     );
   }
   const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: options.labelColumn });
@@ -104,7 +106,8 @@ export function formatThresholdTable(result: CalibrationResult, markdown = false
   ];
   const chosen = result.recommendation.point;
   const rows = result.table.map((p: ThresholdPoint) => [
-    `${Number.isFinite(p.threshold) ? fixed(p.threshold, 3) : 'route all'}${chosen !== null && p.threshold === chosen.threshold ? ' *' : ''}`,
+    `${Number.isFinite(p.threshold) ? fixed(p.threshold, 3) : 'route all'}` +
+      `${chosen !== null && p.threshold === chosen.threshold ? ' *' : ''}`,
     String(p.routed),
     percent(p.routedShare),
     p.keptAccuracy === null ? 'n/a' : fixed(p.keptAccuracy),
@@ -158,7 +161,8 @@ export function formatCalibration(result: CalibrationResult): string {
   if (note !== null) out.push(`note: ${note}`);
   out.push(`labelled documents: ${result.documents}; local accuracy ${fixed(result.localAccuracy)}`);
   out.push(
-    `expected calibration error (${result.bins.length} equal-width bins): ${withInterval(result.ece)} (95% CI, seed ${result.ece.seed})`,
+    `expected calibration error (${result.bins.length} equal-width bins): ${withInterval(result.ece)} (95% CI, ` +
+      `seed ${result.ece.seed})`,
   );
   out.push('', 'reliability diagram:', formatReliabilityTable(result));
   const f = result.fallback;
@@ -167,12 +171,15 @@ export function formatCalibration(result: CalibrationResult): string {
     f.source === 'assumed'
       ? `fallback accuracy: ${fixed(f.accuracy)} (assumed)`
       : f.source === 'per-document'
-        ? `fallback accuracy: ${fixed(f.accuracy)} measured on all ${f.documents} labelled documents; each routed document counts with the fallback's own answer`
-        : `fallback accuracy: ${fixed(f.accuracy)} measured on the ${f.documents} labelled documents it answered (of ${result.documents})`,
+        ? `fallback accuracy: ${fixed(f.accuracy)} measured on all ${f.documents} labelled documents; each routed ` +
+          `document counts with the fallback's own answer`
+        : `fallback accuracy: ${fixed(f.accuracy)} measured on the ${f.documents} labelled documents it answered ` +
+          `(of ${result.documents})`,
   );
   out.push(
     result.costPerDocument === null
-      ? `cost: counted in documents sent to the fallback (pass --cost-per-document for money), corpus of ${result.corpusSize} documents`
+      ? `cost: counted in documents sent to the fallback (pass --cost-per-document for money), corpus of ` +
+          `${result.corpusSize} documents`
       : `cost: ${result.costPerDocument} per fallback document, corpus of ${result.corpusSize} documents`,
   );
   out.push(
@@ -185,8 +192,11 @@ export function formatCalibration(result: CalibrationResult): string {
   if (p === null) out.push(`no recommendation: ${result.recommendation.reason}`);
   else {
     out.push(
-      `recommended threshold: ${result.rule} ${Number.isFinite(p.threshold) ? fixed(p.threshold, 4) : '(route everything)'} — routes ${percent(p.routedShare)} ` +
-        `(${p.expectedFallbackDocuments.toFixed(0)} of ${result.corpusSize} documents), expected accuracy ${fixed(p.hybridAccuracy)}` +
+      `recommended threshold: ${result.rule} ` +
+        `${Number.isFinite(p.threshold) ? fixed(p.threshold, 4) : '(route everything)'} — routes ` +
+        `${percent(p.routedShare)} ` +
+        `(${p.expectedFallbackDocuments.toFixed(0)} of ${result.corpusSize} documents), expected accuracy ` +
+        `${fixed(p.hybridAccuracy)}` +
         (result.costPerDocument === null ? '' : `, expected cost ${money(p.expectedCost)}`),
     );
     out.push(`why: ${result.recommendation.reason}`);

@@ -313,8 +313,9 @@ async function runClientCommand(
         if (json) process.stdout.write(`${JSON.stringify(response)}\n`);
         else {
           const s = response.status;
+          const counts = s ? ` (${s.shardsTotal} shards, ${s.documentsTotal} documents, ${stateName(s.state)})` : '';
           process.stdout.write(
-            `${response.created ? 'submitted' : 'already submitted:'} run ${response.runId}${s ? ` (${s.shardsTotal} shards, ${s.documentsTotal} documents, ${stateName(s.state)})` : ''}\n`,
+            `${response.created ? 'submitted' : 'already submitted:'} run ${response.runId}${counts}\n`,
           );
         }
         if (values.watch !== true) return 0;
@@ -347,7 +348,8 @@ async function runClientCommand(
         process.stdout.write(
           json
             ? `${JSON.stringify({ retried, status })}\n`
-            : `queued ${retried} shard(s) again; run ${status?.runId ?? ''} is ${status ? stateName(status.state) : '?'}\n`,
+            : `queued ${retried} shard(s) again; run ${status?.runId ?? ''} is ` +
+                `${status ? stateName(status.state) : '?'}\n`,
         );
         return 0;
       }
@@ -424,21 +426,28 @@ function progressLine(status: RunStatusMessage): string {
       : width;
   return (
     `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${status.documentsDone}/${status.documentsTotal} docs  ` +
-    `shards ${status.shardsDone}/${status.shardsTotal} (${status.shardsActive} active, ${status.shardsFailed} failed)  ` +
+    `shards ${status.shardsDone}/${status.shardsTotal} (${status.shardsActive} active, ${status.shardsFailed} ` +
+    `failed)  ` +
     `${status.documentsPerSecond.toFixed(1)} docs/s  ETA ${duration(status.etaSeconds)}  ${stateName(status.state)}`
   );
 }
 
 function runLine(status: RunStatusMessage): string {
-  return `${status.runId}  ${stateName(status.state).padEnd(9)}  ${status.task}  ${status.shardsDone}/${status.shardsTotal} shards  ${status.documentsDone}/${status.documentsTotal} docs  ${status.createdAt}  ${status.output}`;
+  return (
+    `${status.runId}  ${stateName(status.state).padEnd(9)}  ${status.task}  ` +
+    `${status.shardsDone}/${status.shardsTotal} shards  ${status.documentsDone}/${status.documentsTotal} docs  ` +
+    `${status.createdAt}  ${status.output}`
+  );
 }
 
 function describeRun(status: RunStatusMessage): string {
   const lines = [
     `run ${status.runId} (${status.task}): ${stateName(status.state)}`,
     `  output     ${status.output}`,
-    `  shards     ${status.shardsDone}/${status.shardsTotal} done, ${status.shardsActive} active, ${status.shardsFailed} failed`,
-    `  documents  ${status.documentsDone}/${status.documentsTotal}  ${status.documentsPerSecond.toFixed(1)} docs/s  ETA ${duration(status.etaSeconds)}`,
+    `  shards     ${status.shardsDone}/${status.shardsTotal} done, ${status.shardsActive} active, ` +
+      `${status.shardsFailed} failed`,
+    `  documents  ${status.documentsDone}/${status.documentsTotal}  ${status.documentsPerSecond.toFixed(1)} docs/s ` +
+      ` ETA ${duration(status.etaSeconds)}`,
     `  created    ${status.createdAt}${status.finishedAt !== '' ? `  finished ${status.finishedAt}` : ''}`,
   ];
   if (status.manifest !== '') lines.push(`  manifest   ${status.manifest}`);
@@ -450,5 +459,9 @@ function describeRun(status: RunStatusMessage): string {
 function workerLine(worker: WorkerMessage): string {
   const age = Math.max(0, (Date.now() - Date.parse(worker.heartbeatAt)) / 1000);
   const doing = worker.shardId !== '' ? `${worker.runId}/${worker.shardId}` : '-';
-  return `${worker.id}  ${worker.state.padEnd(8)}  ${worker.host}  ${worker.gpu === '' ? 'cpu' : worker.gpu}  ${worker.model === '' ? '-' : path.basename(worker.model)}  ${doing}  ${worker.shardsDone} shards  ${worker.documentsDone} docs  seen ${age.toFixed(0)}s ago`;
+  return (
+    `${worker.id}  ${worker.state.padEnd(8)}  ${worker.host}  ${worker.gpu === '' ? 'cpu' : worker.gpu}  ` +
+    `${worker.model === '' ? '-' : path.basename(worker.model)}  ${doing}  ${worker.shardsDone} shards  ` +
+    `${worker.documentsDone} docs  seen ${age.toFixed(0)}s ago`
+  );
 }

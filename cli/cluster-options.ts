@@ -61,7 +61,8 @@ export function token(fileFlag: string | undefined, env: Environment): string {
   if (value === undefined || value === '') {
     throw new RescaleError(
       'CONFIG_INVALID',
-      `no token: pass --token-file F, or set ${ENV.tokenFile} or ${ENV.token} (create one with: openssl rand -hex 32 > token)`,
+      `no token: pass --token-file F, or set ${ENV.tokenFile} or ${ENV.token} (create one with: openssl rand -hex ` +
+        `32 > token)`,
     );
   }
   return value;

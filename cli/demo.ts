@@ -104,7 +104,8 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   const say = (line: string): boolean => process.stdout.write(line + '\n');
 
   say(
-    'rescale demo: TweetEval sentiment (test split) with the fixture keyword model + adapter learned from the val split',
+    'rescale demo: TweetEval sentiment (test split) with the fixture keyword model + adapter learned from the val ' +
+      'split',
   );
   const models = { model: await ensureFixtureModel('keyword'), adapter: await ensureFixtureModel('keyword-adapter') };
   const corpus = await tweetEvalParquet(
@@ -162,18 +163,22 @@ export async function runDemo(options: DemoOptions): Promise<void> {
   say(`results:  ${summary.output}`);
   say(`manifest: ${summary.manifest}`);
   say(
-    `documents: ${summary.rows} (${summary.documentsScored} scored now, ${summary.shardsSkipped}/${summary.shards} shards reused)`,
+    `documents: ${summary.rows} (${summary.documentsScored} scored now, ${summary.shardsSkipped}/${summary.shards} ` +
+      `shards reused)`,
   );
   say(`labels:   ${[...counts.entries()].map(([l, n]) => `${l} ${n}`).join(', ')}`);
   say(
-    `accuracy against TweetEval gold: ${metrics.accuracy.toFixed(4)}  macro-F1 ${metrics.macroF1.toFixed(4)}  Cohen's kappa ${metrics.cohenKappa.toFixed(4)}  (n=${goldLabels.length})`,
+    `accuracy against TweetEval gold: ${metrics.accuracy.toFixed(4)}  macro-F1 ${metrics.macroF1.toFixed(4)}  ` +
+      `Cohen's kappa ${metrics.cohenKappa.toFixed(4)}  (n=${goldLabels.length})`,
   );
   say(`speed:    ${summary.documentsPerSecond.toFixed(1)} docs/s over ${summary.seconds.toFixed(1)} s`);
 }
 
 /** The TweetEval sentiment codebook the demo and the learning curve score with (adapter optional). */
 export function sentimentCodebookYaml(model: string, adapter: string | null): string {
-  return `# TweetEval sentiment, scored by the fixture keyword model${adapter === null ? '' : ' with an adapter learned from labelled tweets'}.
+  const adapterNote = adapter === null ? '' : ' with an adapter learned from labelled tweets';
+  const adapterYaml = adapter === null ? '' : `  adapters:\n    - path: ${JSON.stringify(adapter)}\n      scale: 1.0\n`;
+  return `# TweetEval sentiment, scored by the fixture keyword model${adapterNote}.
 task: tweeteval-sentiment
 description: Sentiment of English tweets (TweetEval).
 input:
@@ -196,7 +201,7 @@ prompt:
     Tweet: {text}
 model:
   path: ${JSON.stringify(model)}
-${adapter === null ? '' : `  adapters:\n    - path: ${JSON.stringify(adapter)}\n      scale: 1.0\n`}  max_document_tokens: 256
+${adapterYaml}  max_document_tokens: 256
   # The fixture model is tiny: each decode takes well under a millisecond, so a second thread adds only
   # synchronisation (prebuilt binary, 2 cores: 177 docs/s with 1 thread, 59 with 2). Real models want more threads.
   threads: 1

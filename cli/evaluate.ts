@@ -133,19 +133,23 @@ export function formatEvaluation(result: EvaluationResult): string {
   const { bootstrap } = result;
   const out: string[] = [];
   out.push(
-    `gold: ${result.gold.file} (column "${result.gold.labelColumn}", ${result.gold.rows} rows${result.gold.unlabelled > 0 ? `, ${result.gold.unlabelled} without a label` : ''})`,
+    `gold: ${result.gold.file} (column "${result.gold.labelColumn}", ${result.gold.rows} ` +
+      `rows${result.gold.unlabelled > 0 ? `, ${result.gold.unlabelled} without a label` : ''})`,
   );
   out.push(`labels: ${result.labels.join(', ')}${result.ordered ? ' (ordered)' : ''}`);
   out.push(
-    `documents evaluated: ${result.documents}${result.systems.length > 1 ? ' (labelled in every predictions file)' : ''}; ` +
-      `${percent(bootstrap.confidence, 0)} CIs from ${bootstrap.resamples} percentile bootstrap resamples, seed ${bootstrap.seed}`,
+    `documents evaluated: ` +
+      `${result.documents}${result.systems.length > 1 ? ' (labelled in every predictions file)' : ''}; ` +
+      `${percent(bootstrap.confidence, 0)} CIs from ${bootstrap.resamples} percentile bootstrap resamples, seed ` +
+      `${bootstrap.seed}`,
   );
   for (const s of result.systems) {
     const note = describeCoverage(s.coverage);
     if (note !== null) out.push(`note: ${note}`);
     if (s.coverage.evaluated > result.documents)
       out.push(
-        `note: ${s.name}: ${s.coverage.evaluated - result.documents} documents it labelled are left out because another file did not label them`,
+        `note: ${s.name}: ${s.coverage.evaluated - result.documents} documents it labelled are left out because ` +
+          `another file did not label them`,
       );
   }
   out.push('', formatSummaryTable(result));
@@ -172,5 +176,8 @@ export function formatEvaluation(result: EvaluationResult): string {
 
 /** One-line summary, e.g. for logs: "accuracy 0.612 [0.595, 0.630], macro-F1 …". */
 export function summaryLine(system: SystemEvaluation): string {
-  return `${path.basename(system.file)}: accuracy ${withInterval(system.accuracy)}, macro-F1 ${withInterval(system.macroF1)}, kappa ${fixed(system.cohenKappa.estimate)}`;
+  return (
+    `${path.basename(system.file)}: accuracy ${withInterval(system.accuracy)}, macro-F1 ` +
+    `${withInterval(system.macroF1)}, kappa ${fixed(system.cohenKappa.estimate)}`
+  );
 }

@@ -19,12 +19,14 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
   for (const file of files) {
     out(`\n${file.path}`);
     out(
-      `  ${file.rows} rows in ${file.rowGroups.length} row group(s), ${(file.size / 1e6).toFixed(1)} MB, fingerprint ${file.fingerprint.slice(0, 16)}`,
+      `  ${file.rows} rows in ${file.rowGroups.length} row group(s), ${(file.size / 1e6).toFixed(1)} MB, ` +
+        `fingerprint ${file.fingerprint.slice(0, 16)}`,
     );
     out('  columns:');
     for (const c of file.columns)
       out(
-        `    ${c.name}: ${c.physicalType}${c.logicalType ? ` (${c.logicalType})` : ''}${c.nullable ? ', nullable' : ''}`,
+        `    ${c.name}: ` +
+          `${c.physicalType}${c.logicalType ? ` (${c.logicalType})` : ''}${c.nullable ? ', nullable' : ''}`,
       );
   }
   const first = files[0];
@@ -57,11 +59,14 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
     const doc = { text: row[codebook.textColumn] ?? null, columns: row };
     const { tokens, truncated } = scorer.promptTokens(doc);
     out(
-      `\nprompt for the first row (${tokens.length} tokens, ${scorer.settings.sharedPrefixTokens} shared and evaluated once${truncated ? ', text truncated' : ''}; chat template: ${scorer.settings.chatWrapper ?? 'raw'}):`,
+      `\nprompt for the first row (${tokens.length} tokens, ${scorer.settings.sharedPrefixTokens} shared and ` +
+        `evaluated once${truncated ? ', text truncated' : ''}; chat template: ` +
+        `${scorer.settings.chatWrapper ?? 'raw'}):`,
     );
     out(scorer.previewPrompt(doc));
     out(
-      `\nanswers scored: ${scorer.labels.map((l, i) => `${l.name} → ${scorer.labelTokens[i]?.length ?? 0} token(s)`).join(', ')}`,
+      `\nanswers scored: ` +
+        `${scorer.labels.map((l, i) => `${l.name} → ${scorer.labelTokens[i]?.length ?? 0} token(s)`).join(', ')}`,
     );
   } finally {
     await scorer.dispose();

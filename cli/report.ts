@@ -41,7 +41,8 @@ export async function runReport(options: ReportCommandOptions): Promise<string> 
   if (learningCurve !== undefined && !learningCurve.systems.some((s) => s.trainingSize !== null)) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `--learning-curve ${options.learningCurve}: its files carry no training sizes; run rescale evaluate with --training-sizes`,
+      `--learning-curve ${options.learningCurve}: its files carry no training sizes; run rescale evaluate with ` +
+        `--training-sizes`,
     );
   }
   const calibration =

@@ -118,7 +118,8 @@ async function main(argv: string[]): Promise<number> {
     interrupts++;
     if (interrupts > 1) process.exit(130);
     process.stderr.write(
-      `\n${signal}: stopping after the current documents; finished shards are kept — run the same command again to resume (press Ctrl-C again to quit at once)\n`,
+      `\n${signal}: stopping after the current documents; finished shards are kept — run the same command again to ` +
+        `resume (press Ctrl-C again to quit at once)\n`,
     );
     controller.abort(new RescaleError('ABORTED', `interrupted by ${signal}`));
   };
@@ -145,12 +146,23 @@ async function main(argv: string[]): Promise<number> {
         environment.llamaBuild,
       );
       const { fallback } = summary;
+      const fallbackStats = fallback.active ? fallback.stats : null;
+      const fallbackCounts =
+        fallbackStats === null
+          ? 'nothing to route (all shards reused)'
+          : `${fallbackStats.routed} routed, ${fallbackStats.answered} answered, ` +
+            `${fallbackStats.cacheHits} from cache, ${fallbackStats.invalid} invalid, ` +
+            `${fallbackStats.overBudget} over budget, ${fallbackStats.failed} failed; ` +
+            `$${fallbackStats.costUsd.toFixed(4)} this run, ` +
+            `$${fallbackStats.budgetCommittedUsd.toFixed(4)} of the budget committed`;
       const fallbackLine = !fallback.active
         ? `fallback: off (${fallback.reason})\n`
-        : `fallback (${fallback.mode}): ${fallback.stats === null ? 'nothing to route (all shards reused)' : `${fallback.stats.routed} routed, ${fallback.stats.answered} answered, ${fallback.stats.cacheHits} from cache, ${fallback.stats.invalid} invalid, ${fallback.stats.overBudget} over budget, ${fallback.stats.failed} failed; $${fallback.stats.costUsd.toFixed(4)} this run, $${fallback.stats.budgetCommittedUsd.toFixed(4)} of the budget committed`}; audit ${fallback.auditFile}\n`;
+        : `fallback (${fallback.mode}): ${fallbackCounts}; audit ${fallback.auditFile}\n`;
       process.stdout.write(
-        `wrote ${summary.output} (${summary.rows} rows, ${summary.shards} shards, ${summary.shardsSkipped} reused) and ${summary.manifest}\n` +
-          `scored ${summary.documentsScored} documents in ${summary.seconds.toFixed(1)} s (${summary.documentsPerSecond.toFixed(1)} docs/s)\n` +
+        `wrote ${summary.output} (${summary.rows} rows, ${summary.shards} shards, ${summary.shardsSkipped} reused) ` +
+          `and ${summary.manifest}\n` +
+          `scored ${summary.documentsScored} documents in ${summary.seconds.toFixed(1)} s ` +
+          `(${summary.documentsPerSecond.toFixed(1)} docs/s)\n` +
           `statuses: ${Object.entries(summary.merge.statusCounts)
             .filter(([, n]) => n > 0)
             .map(([s, n]) => `${s} ${n}`)
@@ -215,12 +227,14 @@ async function main(argv: string[]): Promise<number> {
           signal: controller.signal,
         });
         process.stdout.write(
-          `${summary.routed} documents routed: ${summary.cached} already answered in the cache, ${summary.submitted} requests submitted` +
+          `${summary.routed} documents routed: ${summary.cached} already answered in the cache, ` +
+            `${summary.submitted} requests submitted` +
             (summary.leftOut > 0
               ? `, ${summary.leftOut} left out (the budget cannot cover their worst case; the run decides them)`
               : '') +
             (summary.batch !== null
-              ? `\nbatch ${summary.batch.batchId} (worst case $${summary.reservedUsd.toFixed(4)} reserved); collect it with "rescale batch collect --codebook … --output …"\n`
+              ? `\nbatch ${summary.batch.batchId} (worst case $${summary.reservedUsd.toFixed(4)} reserved); ` +
+                `collect it with "rescale batch collect --codebook … --output …"\n`
               : '\nnothing to submit\n'),
         );
         return 0;
@@ -242,12 +256,14 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(
           `${summary.answered} answers stored in the cache, ${summary.failed} failed, ${summary.missing} missing` +
             (summary.pending > 0
-              ? `; ${summary.pending} batch${summary.pending === 1 ? '' : 'es'} still running (collect again later, or add --wait)`
+              ? `; ${summary.pending} batch${summary.pending === 1 ? '' : 'es'} still running (collect again ` +
+                `later, or add --wait)`
               : '') +
             '\n' +
             (reasons !== '' ? `${reasons}\n` : '') +
             (summary.failed + summary.missing > 0
-              ? 'failed and missing items are not cached: "rescale run" sends them live, or "rescale batch submit" puts them in a new batch\n'
+              ? 'failed and missing items are not cached: "rescale run" sends them live, or "rescale batch submit" ' +
+                'puts them in a new batch\n'
               : ''),
         );
         return summary.pending > 0 ? 75 : 0;

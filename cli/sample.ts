@@ -14,9 +14,11 @@ export function formatSample(sample: TrainingSample): string {
       `note: left out ${manifest.skipped.noLabel} rows without a label and ${manifest.skipped.noText} without text`,
     );
   }
-  out.push(
-    `prompt: ${manifest.prompt.source === 'codebook' ? `from the codebook ${manifest.prompt.codebook ?? ''}` : 'the default (pass --codebook so training prompts match scoring prompts)'}`,
-  );
+  const prompt =
+    manifest.prompt.source === 'codebook'
+      ? `from the codebook ${manifest.prompt.codebook ?? ''}`
+      : 'the default (pass --codebook so training prompts match scoring prompts)';
+  out.push(`prompt: ${prompt}`);
   const header = ['split', 'documents', ...manifest.labels, 'file'];
   const countsOf = (counts: readonly { label: string; count: number }[]): string[] =>
     manifest.labels.map((label) => String(counts.find((c) => c.label === label)?.count ?? 0));
@@ -27,7 +29,8 @@ export function formatSample(sample: TrainingSample): string {
   out.push('', formatTable(header, rows, ['left', ...header.slice(1, -1).map(() => 'right' as const), 'left']));
   out.push(
     '',
-    `each training subset contains the smaller ones; none touches the held-out split (${manifest.poolSize} documents were available for training)`,
+    `each training subset contains the smaller ones; none touches the held-out split (${manifest.poolSize} ` +
+      `documents were available for training)`,
   );
   out.push(`wrote ${dir}/ (sample.json, held-out.parquet, train-*.jsonl, train-*.parquet)`);
   return out.join('\n') + '\n';

@@ -99,7 +99,9 @@ async function runPart(
     const scores = await scorer.score(inputs);
     const seconds = (performance.now() - t0) / 1000;
     const tokens = scores.reduce((n, s) => n + s.tokens, 0);
-    const note = `shared prefix ${scorer.settings.sharedPrefixTokens} tokens evaluated once; ${(tokens / docs.length).toFixed(0)} tokens evaluated per document; sequences ${sequences}`;
+    const note =
+      `shared prefix ${scorer.settings.sharedPrefixTokens} tokens evaluated once; ` +
+      `${(tokens / docs.length).toFixed(0)} tokens evaluated per document; sequences ${sequences}`;
     await scorer.dispose();
     return {
       part: `engine (sequences ${sequences})`,
@@ -208,7 +210,8 @@ async function main(): Promise<void> {
     const to = Math.floor(((round + 1) * DOCUMENTS) / ROUNDS);
     for (const [part, build, sequences] of plan) {
       process.stderr.write(
-        `bench:engine: round ${round + 1}/${ROUNDS}: ${part} (sequences ${sequences}) on the ${build === 'auto' ? 'local' : 'prebuilt'} build...\n`,
+        `bench:engine: round ${round + 1}/${ROUNDS}: ${part} (sequences ${sequences}) on the ` +
+          `${build === 'auto' ? 'local' : 'prebuilt'} build...\n`,
       );
       const child = spawnSync(
         process.execPath,
@@ -278,18 +281,22 @@ async function main(): Promise<void> {
   const md = [
     `# bench:engine — ${out.date}`,
     '',
-    `${out.host.cpu} (${out.host.cores} cores), ${THREADS} threads, model ${out.model}, ${DOCUMENTS} documents of ~${DOC_TOKENS} tokens behind a ~150-token shared instruction.`,
+    `${out.host.cpu} (${out.host.cores} cores), ${THREADS} threads, model ${out.model}, ${DOCUMENTS} documents of ` +
+      `~${DOC_TOKENS} tokens behind a ~150-token shared instruction.`,
     '',
     '| part | build | docs/s | tokens evaluated/s | tokens evaluated | seconds | peak RSS MB | note |',
     '|---|---|---:|---:|---:|---:|---:|---|',
     ...results.map(
       (r) =>
-        `| ${r.part} | ${r.build} | ${r.documentsPerSecond.toFixed(2)} | ${r.tokensPerSecond.toFixed(0)} | ${r.tokensEvaluated} | ${r.seconds.toFixed(1)} | ${r.peakRssMB.toFixed(0)} | ${r.note} |`,
+        `| ${r.part} | ${r.build} | ${r.documentsPerSecond.toFixed(2)} | ${r.tokensPerSecond.toFixed(0)} | ` +
+        `${r.tokensEvaluated} | ${r.seconds.toFixed(1)} | ${r.peakRssMB.toFixed(0)} | ${r.note} |`,
     ),
     '',
-    `- engine ÷ naive docs/s: **${ratios.engineVsNaiveDocsPerSecond?.toFixed(2)}×** (engine on the ${hasLocal ? 'local' : 'prebuilt'} build; naive on the prebuilt binary)`,
+    `- engine ÷ naive docs/s: **${ratios.engineVsNaiveDocsPerSecond?.toFixed(2)}×** (engine on the ` +
+      `${hasLocal ? 'local' : 'prebuilt'} build; naive on the prebuilt binary)`,
     `- engine ÷ naive docs/s, both prebuilt: **${ratios.enginePrebuiltVsNaiveDocsPerSecond?.toFixed(2)}×**`,
-    `- engine tokens/s ÷ ceiling tokens/s (same build): **${((ratios.engineTokensVsCeiling ?? NaN) * 100).toFixed(1)}%**`,
+    `- engine tokens/s ÷ ceiling tokens/s (same build): ` +
+      `**${((ratios.engineTokensVsCeiling ?? NaN) * 100).toFixed(1)}%**`,
     '',
   ].join('\n');
   await writeFile(path.join(dir, 'engine.md'), md);

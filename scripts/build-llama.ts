@@ -27,7 +27,8 @@ if (build.status !== 0) {
 }
 const llama = await getLlama({ build: 'never', skipDownload: true });
 console.log(
-  `build:llama: done in ${((Date.now() - started) / 1000).toFixed(0)} s; the engine now loads the ${llama.buildType} build ` +
+  `build:llama: done in ${((Date.now() - started) / 1000).toFixed(0)} s; the engine now loads the ` +
+    `${llama.buildType} build ` +
     `(gpu: ${llama.gpu === false ? 'none' : llama.gpu}, llama.cpp ${llama.llamaCppRelease.release})`,
 );
 await llama.dispose();

@@ -139,7 +139,8 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
   const sampleDir = path.dirname(sample.manifestPath);
   const heldOut = path.join(sampleDir, sample.manifest.heldOut.parquet);
   say(
-    `sample: ${sample.manifest.heldOut.size} held out, subsets ${sample.manifest.subsets.map((s) => s.size).join(', ')} (seed ${options.seed})`,
+    `sample: ${sample.manifest.heldOut.size} held out, subsets ` +
+      `${sample.manifest.subsets.map((s) => s.size).join(', ')} (seed ${options.seed})`,
   );
 
   // 2. "Fine-tune": one keyword adapter per training subset, read back from the subset's Parquet file.
@@ -203,9 +204,10 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
       ...(options.threads !== undefined ? { threads: options.threads } : {}),
     });
     runs.push({ size: entry.size, results, adapter: entry.adapter, keywords: entry.keywords });
-    say(
-      `scored ${summary.rows} held-out tweets with ${entry.adapter === null ? 'the base model' : `the ${entry.size}-example adapter`} (${summary.documentsScored === 0 ? 'reused from an earlier run' : `${summary.documentsPerSecond.toFixed(0)} docs/s`})`,
-    );
+    const scoredWith = entry.adapter === null ? 'the base model' : `the ${entry.size}-example adapter`;
+    const speed =
+      summary.documentsScored === 0 ? 'reused from an earlier run' : `${summary.documentsPerSecond.toFixed(0)} docs/s`;
+    say(`scored ${summary.rows} held-out tweets with ${scoredWith} (${speed})`);
   }
 
   // 4. rescale evaluate, every run side by side on the same held-out documents.
@@ -300,7 +302,8 @@ async function main(argv: string[]): Promise<void> {
   });
   say('');
   say(
-    `learning curve on ${result.evaluation.documents} held-out tweets (95% bootstrap CI, seed ${result.evaluation.bootstrap.seed}):`,
+    `learning curve on ${result.evaluation.documents} held-out tweets (95% bootstrap CI, seed ` +
+      `${result.evaluation.bootstrap.seed}):`,
   );
   say(formatLearningCurveTable(result.evaluation) ?? '');
   say('');

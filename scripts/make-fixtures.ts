@@ -25,7 +25,8 @@ async function main(): Promise<void> {
       const action = result.skipped ? 'up to date' : 'wrote';
       const seconds = (result.milliseconds / 1000).toFixed(2);
       console.log(
-        `${action.padEnd(10)} ${relative(REPO_ROOT, result.path).padEnd(40)} ${formatBytes(result.bytes).padStart(10)}  ${seconds}s`,
+        `${action.padEnd(10)} ${relative(REPO_ROOT, result.path).padEnd(40)} ` +
+          `${formatBytes(result.bytes).padStart(10)}  ${seconds}s`,
       );
       for (const note of result.notes) console.log(`           ${note}`);
     },

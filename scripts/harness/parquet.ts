@@ -48,7 +48,8 @@ export async function writeParquetWithDuckDB(
   const { codec = 'snappy', rowGroupSize = 122_880, parquetVersion = 'V1' } = options;
   await withDuckDB(async (connection) => {
     await connection.run(
-      `COPY (${query}) TO '${sqlString(file)}' (FORMAT parquet, COMPRESSION ${codec}, ROW_GROUP_SIZE ${rowGroupSize}, PARQUET_VERSION ${parquetVersion})`,
+      `COPY (${query}) TO '${sqlString(file)}' (FORMAT parquet, COMPRESSION ${codec}, ROW_GROUP_SIZE ` +
+        `${rowGroupSize}, PARQUET_VERSION ${parquetVersion})`,
     );
   });
   return file;

@@ -172,7 +172,8 @@ class RedisServer implements RedisServerHandle {
       if (exitInfo !== undefined) {
         if (portInUse) throw new PortInUseError(`port ${port} is in use`);
         throw new Error(
-          `redis-server (${binary}) exited during startup (${exitInfo}); is the redis-server package installed? Log:\n${this.log()}`,
+          `redis-server (${binary}) exited during startup (${exitInfo}); is the redis-server package installed? ` +
+            `Log:\n${this.log()}`,
         );
       }
       const reply = await this.ping().catch(() => undefined);
@@ -180,7 +181,8 @@ class RedisServer implements RedisServerHandle {
       if (Date.now() > deadline) {
         await this.kill('SIGKILL');
         throw new Error(
-          `redis-server on port ${port} did not answer PING within ${this.options.startTimeoutMs ?? 10_000} ms (last reply: ${String(reply)}). Log:\n${this.log()}`,
+          `redis-server on port ${port} did not answer PING within ${this.options.startTimeoutMs ?? 10_000} ms ` +
+            `(last reply: ${String(reply)}). Log:\n${this.log()}`,
         );
       }
       await sleep(25);
@@ -318,7 +320,8 @@ export function redisCommands(
       if (replies.length < commands.length)
         finish(
           new Error(
-            `Redis at ${target.host}:${target.port} closed the connection after ${replies.length} of ${commands.length} replies`,
+            `Redis at ${target.host}:${target.port} closed the connection after ${replies.length} of ` +
+              `${commands.length} replies`,
           ),
         );
     });
