@@ -8,7 +8,9 @@ import { writeBytesAtomic } from '../storage/atomic-file.js';
 
 /** Pretty JSON with NaN and ±Infinity as null (JSON has neither) and bigints as strings. */
 export function toJson(value: unknown): string {
-  return `${JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : typeof v === 'number' && !Number.isFinite(v) ? null : v), 2)}\n`;
+  const replacer = (_key: string, v: unknown): unknown =>
+    typeof v === 'bigint' ? v.toString() : typeof v === 'number' && !Number.isFinite(v) ? null : v;
+  return `${JSON.stringify(value, replacer, 2)}\n`;
 }
 
 export async function writeJsonFile(file: string, value: unknown): Promise<string> {
@@ -19,7 +21,8 @@ export async function writeJsonFile(file: string, value: unknown): Promise<strin
   } catch (cause) {
     throw new RescaleError(
       'OUTPUT_NOT_WRITABLE',
-      `cannot write ${absolute}: ${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}; choose a folder you can write to`,
+      `cannot write ${absolute}: ${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}; choose a folder ` +
+        `you can write to`,
       { cause },
     );
   }
@@ -34,7 +37,8 @@ export async function readJsonFile(file: string, option: string, kind?: string):
   } catch (cause) {
     throw new RescaleError(
       'INPUT_NOT_FOUND',
-      `${option} ${file}: cannot read it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check the path`,
+      `${option} ${file}: cannot read it (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); check ` +
+        `the path`,
       { cause },
     );
   }

@@ -92,7 +92,9 @@ export function reliabilityBins(items: readonly CalibrationItem[], options: Cali
   }));
 }
 
-/** ECE = Σ_b (n_b / N) · |accuracy_b − mean confidence_b| over equal-width bins (Naeini et al. 2015; Guo et al. 2017). */
+/**
+ * ECE = Σ_b (n_b / N) · |accuracy_b − mean confidence_b| over equal-width bins (Naeini et al. 2015; Guo et al. 2017).
+ */
 export function expectedCalibrationError(items: readonly CalibrationItem[], options: CalibrationOptions = {}): number {
   const bins = reliabilityBins(items, options);
   let sum = 0;
@@ -227,7 +229,8 @@ export function thresholdSweep(items: readonly RoutingItem[], options: Threshold
     if (fromItems && typeof item.fallbackCorrect !== 'boolean') {
       throw new RescaleError(
         'INPUT_INVALID',
-        `item ${i} has no fallbackCorrect, which fallbackAccuracy 'from-items' needs; run the fallback on every labelled item or pass its accuracy as a number`,
+        `item ${i} has no fallbackCorrect, which fallbackAccuracy 'from-items' needs; run the fallback on every ` +
+          `labelled item or pass its accuracy as a number`,
       );
     }
     return { score: certainty(item, rule, i), correct: item.correct, fallbackCorrect: item.fallbackCorrect === true };
@@ -335,7 +338,9 @@ export function recommendThreshold(points: readonly ThresholdPoint[], goal: Thre
     }
     return {
       point: best,
-      reason: `lowest expected cost (${best.expectedCost}) with expected hybrid accuracy ${best.hybridAccuracy} ≥ ${target}`,
+      reason:
+        `lowest expected cost (${best.expectedCost}) with expected hybrid accuracy ${best.hybridAccuracy} ≥ ` +
+        `${target}`,
     };
   }
   const budget = nonNegative(goal.budget, 'budget');
@@ -358,6 +363,8 @@ export function recommendThreshold(points: readonly ThresholdPoint[], goal: Thre
   }
   return {
     point: best,
-    reason: `highest expected hybrid accuracy (${best.hybridAccuracy}) at expected cost ${best.expectedCost} ≤ ${budget}`,
+    reason:
+      `highest expected hybrid accuracy (${best.hybridAccuracy}) at expected cost ` +
+      `${best.expectedCost} ≤ ${budget}`,
   };
 }

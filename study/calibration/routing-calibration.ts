@@ -43,7 +43,10 @@ export interface CalibrateOptions {
 }
 
 export interface FallbackAccuracyUsed {
-  /** assumed: a given number; per-document: the fallback's own label for every labelled document; sample: its accuracy on those it labelled. */
+  /**
+   * assumed: a given number; per-document: the fallback's own label for every labelled document; sample: its accuracy
+   * on those it labelled.
+   */
   readonly source: 'assumed' | 'per-document' | 'sample';
   readonly accuracy: number;
   /** Labelled documents the fallback's accuracy was measured on (0 when assumed). */
@@ -75,7 +78,9 @@ export interface CalibrationResult {
   readonly sweep: readonly ThresholdPoint[];
 }
 
-/** Default table thresholds: steps of 0.05 over [0, 1] for confidence and margin, 20 steps over [0, ln k] for entropy. */
+/**
+ * Default table thresholds: steps of 0.05 over [0, 1] for confidence and margin, 20 steps over [0, ln k] for entropy.
+ */
 export function defaultTableThresholds(rule: RoutingRule, labelCount: number): number[] {
   if (rule === 'entropy') {
     const max = Math.log(Math.max(2, labelCount));
@@ -95,7 +100,8 @@ export function calibrateRouting(
   if (scores === null) {
     throw new RescaleError(
       'COLUMN_MISSING',
-      `--predictions ${predictions.file} has no "${rule}" column, which --rule ${rule} needs; pass a rescale result file`,
+      `--predictions ${predictions.file} has no "${rule}" column, which --rule ${rule} needs; pass a rescale ` +
+        `result file`,
     );
   }
   const join = joinByIds(gold, predictions, (p) => p.localLabels);
@@ -124,7 +130,8 @@ export function calibrateRouting(
   if (items.length === 0) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `no labelled document of ${gold.file} has a scored prediction in ${predictions.file}; check the ids (--id-column) and that the run finished`,
+      `no labelled document of ${gold.file} has a scored prediction in ${predictions.file}; check the ids ` +
+        `(--id-column) and that the run finished`,
     );
   }
   if (missingScore > 0 && missingScore === join.goldRows.length) {
@@ -198,7 +205,8 @@ function fallbackLabelsFor(evidence: FallbackEvidence, gold: GoldLabels): Map<st
   if (out.size === 0) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `--fallback-predictions ${p.file} labels none of the gold documents (by id); run the fallback on (a sample of) the labelled documents first`,
+      `--fallback-predictions ${p.file} labels none of the gold documents (by id); run the fallback on (a sample ` +
+        `of) the labelled documents first`,
     );
   }
   return out;
@@ -241,11 +249,15 @@ function recommend(
       return point === null
         ? {
             point,
-            reason: `no threshold reaches the target accuracy ${goal.targetAccuracy}; the best expected hybrid accuracy is ${short(best)}`,
+            reason:
+              `no threshold reaches the target accuracy ${goal.targetAccuracy}; the best expected hybrid accuracy ` +
+              `is ${short(best)}`,
           }
         : {
             point,
-            reason: `the cheapest threshold whose expected accuracy (${short(point.hybridAccuracy)}) reaches the target ${goal.targetAccuracy}`,
+            reason:
+              `the cheapest threshold whose expected accuracy (${short(point.hybridAccuracy)}) reaches the target ` +
+              `${goal.targetAccuracy}`,
           };
     }
     const cheapest = Math.min(...sweep.map((p) => p.expectedCost));
@@ -256,7 +268,9 @@ function recommend(
         }
       : {
           point,
-          reason: `the most accurate threshold (expected accuracy ${short(point.hybridAccuracy)}) whose expected cost (${short(point.expectedCost)}) stays within the budget ${goal.budget}`,
+          reason:
+            `the most accurate threshold (expected accuracy ${short(point.hybridAccuracy)}) whose expected cost ` +
+            `(${short(point.expectedCost)}) stays within the budget ${goal.budget}`,
         };
   }
   // No goal: the most accurate point, the least routing among ties (routing beyond it stops paying off).
@@ -265,6 +279,8 @@ function recommend(
   const point = best as ThresholdPoint;
   return {
     point,
-    reason: `no --target-accuracy or --budget given: the highest expected hybrid accuracy (${short(point.hybridAccuracy)}), with the least routing among equals`,
+    reason:
+      `no --target-accuracy or --budget given: the highest expected hybrid accuracy ` +
+      `(${short(point.hybridAccuracy)}), with the least routing among equals`,
   };
 }

@@ -1,5 +1,6 @@
 // Agreement between gold (human) labels and predicted labels: accuracy, precision/recall/F1, confusion matrix and
-// Cohen's kappa. Zero-division conventions follow scikit-learn (zero_division=0) so every number can be re-checked there.
+// Cohen's kappa. Zero-division conventions follow scikit-learn (zero_division=0) so every number can be re-checked
+// there.
 
 import { RescaleError } from '../../contracts/errors.js';
 
@@ -96,7 +97,8 @@ function encode(
     if (position === undefined) {
       throw new RescaleError(
         'INPUT_INVALID',
-        `${side}[${i}] is ${JSON.stringify(value ?? null)}, which is not in the label list (${describeLabels(labels)}); ` +
+        `${side}[${i}] is ${JSON.stringify(value ?? null)}, which is not in the label list (` +
+          `${describeLabels(labels)}); ` +
           'fix the value or add the label to the codebook',
       );
     }
@@ -115,7 +117,8 @@ export function confusionMatrix(
   if (gold.length !== predicted.length) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `gold has ${gold.length} labels but predicted has ${predicted.length}; pass one predicted label per gold-labelled unit, in the same order`,
+      `gold has ${gold.length} labels but predicted has ${predicted.length}; pass one predicted label per ` +
+        `gold-labelled unit, in the same order`,
     );
   }
   if (gold.length === 0) {

@@ -1,5 +1,6 @@
 // `rescale evaluate`: agreement of one or more prediction files with gold labels — accuracy, F1, kappa and
-// Krippendorff's alpha, each with a seeded bootstrap CI — on the documents every file labelled, so files compare fairly.
+// Krippendorff's alpha, each with a seeded bootstrap CI — on the documents every file labelled, so files compare
+// fairly.
 
 import path from 'node:path';
 import { RescaleError } from '../../contracts/errors.js';
@@ -103,13 +104,15 @@ export function evaluatePredictions(
   if (options.names !== undefined && options.names.length !== predictions.length) {
     throw new RescaleError(
       'CONFIG_INVALID',
-      `--names gives ${options.names.length} names for ${predictions.length} predictions files; give one per --predictions`,
+      `--names gives ${options.names.length} names for ${predictions.length} predictions files; give one per ` +
+        `--predictions`,
     );
   }
   if (options.trainingSizes !== undefined && options.trainingSizes.length !== predictions.length) {
     throw new RescaleError(
       'CONFIG_INVALID',
-      `--training-sizes gives ${options.trainingSizes.length} sizes for ${predictions.length} predictions files; give one per --predictions`,
+      `--training-sizes gives ${options.trainingSizes.length} sizes for ${predictions.length} predictions files; ` +
+        `give one per --predictions`,
     );
   }
   const code = new Map(labels.map((l, i) => [l, i]));
@@ -126,7 +129,9 @@ export function evaluatePredictions(
   if (common.length === 0) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `no document has both a gold label in ${gold.file} and a predicted label in ${predictions.length === 1 ? 'the predictions file' : 'every predictions file'}; check that the ids match (--id-column) and the runs finished`,
+      `no document has both a gold label in ${gold.file} and a predicted label in ` +
+        `${predictions.length === 1 ? 'the predictions file' : 'every predictions file'}; check that the ids match ` +
+        `(--id-column) and the runs finished`,
     );
   }
   const n = common.length;

@@ -68,7 +68,8 @@ function valueDomain(data: ReliabilityData, options: KrippendorffAlphaOptions): 
         if (level === 'interval' || level === 'ratio') {
           throw new RescaleError(
             'INPUT_INVALID',
-            `coder ${coder}, unit ${unit} holds the string ${JSON.stringify(value)}; the ${level} metric needs numbers, so map labels to their scale values first`,
+            `coder ${coder}, unit ${unit} holds the string ${JSON.stringify(value)}; the ${level} metric needs ` +
+              `numbers, so map labels to their scale values first`,
           );
         }
         kinds |= 2;
@@ -84,7 +85,8 @@ function valueDomain(data: ReliabilityData, options: KrippendorffAlphaOptions): 
   if (kinds === 3) {
     throw new RescaleError(
       'INPUT_INVALID',
-      'reliability data mixes numbers and strings; code every value the same way (1 and "1" would count as different values)',
+      'reliability data mixes numbers and strings; code every value the same way (1 and "1" would count as ' +
+        'different values)',
     );
   }
 
@@ -98,7 +100,8 @@ function valueDomain(data: ReliabilityData, options: KrippendorffAlphaOptions): 
       if (!order.has(value)) {
         throw new RescaleError(
           'INPUT_INVALID',
-          `value ${JSON.stringify(value)} occurs in the data but not in valueOrder; add it in its place or fix the data`,
+          `value ${JSON.stringify(value)} occurs in the data but not in valueOrder; add it in its place or fix the ` +
+            `data`,
         );
       }
     }
@@ -205,8 +208,9 @@ function differenceMatrix(
 
 /**
  * Alpha from a coincidence matrix over `values` (in the level's order; numbers for interval and ratio); n, the
- * pairable values, is the sum of its cells unless given exactly. For two coders without missing values the coincidence matrix is C + Cᵀ of their confusion matrix,
- * which is how repeated evaluations (bootstrap resamples) get alpha without rebuilding the reliability data.
+ * pairable values, is the sum of its cells unless given exactly. For two coders without missing values the coincidence
+ * matrix is C + Cᵀ of their confusion matrix, which is how repeated evaluations (bootstrap resamples) get alpha without
+ * rebuilding the reliability data.
  */
 export function alphaFromCoincidences(
   coincidences: readonly (readonly number[])[],

@@ -63,7 +63,8 @@ function indexIds(
     if (earlier !== undefined) {
       throw new RescaleError(
         'INPUT_INVALID',
-        `${role} ${file}: id ${JSON.stringify(key)} appears twice (rows ${earlier} and ${row}) in column "${idColumn}"; ids must be unique — deduplicate the file or choose another --id-column`,
+        `${role} ${file}: id ${JSON.stringify(key)} appears twice (rows ${earlier} and ${row}) in column ` +
+          `"${idColumn}"; ids must be unique — deduplicate the file or choose another --id-column`,
       );
     }
     index.set(key, row);
@@ -136,7 +137,10 @@ export interface Predictions {
   readonly entropy: readonly (number | null)[] | null;
   /** The fallback's label per row where the file records one (`fallback_label`), else null. */
   readonly fallbackLabels: readonly (string | null)[] | null;
-  /** What became of a routed document's fallback request (`fallback_status`: ok, fallback_invalid, ...); null when not routed. */
+  /**
+   * What became of a routed document's fallback request (`fallback_status`: ok, fallback_invalid, ...); null when not
+   * routed.
+   */
   readonly fallbackStatuses: readonly (string | null)[] | null;
   /** Which model gave the final label (`source`: local or fallback). */
   readonly sources: readonly (string | null)[] | null;
@@ -282,18 +286,21 @@ export function assertCompleteJoin(coverage: JoinCoverage, goldFile: string): vo
   const problems: string[] = [];
   if (coverage.missingPredictions > 0) {
     problems.push(
-      `${coverage.missingPredictions} gold ids have no prediction row (e.g. ${listIds(coverage.examples.missingPredictions)})`,
+      `${coverage.missingPredictions} gold ids have no prediction row (e.g. ` +
+        `${listIds(coverage.examples.missingPredictions)})`,
     );
   }
   if (coverage.notInGold > 0)
     problems.push(
-      `${coverage.notInGold} prediction ids are not in ${path.basename(goldFile)} (e.g. ${listIds(coverage.examples.notInGold)})`,
+      `${coverage.notInGold} prediction ids are not in ${path.basename(goldFile)} (e.g. ` +
+        `${listIds(coverage.examples.notInGold)})`,
     );
   if (coverage.nullIds > 0) problems.push(`${coverage.nullIds} prediction rows have a null id`);
   if (problems.length > 0) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `${coverage.file} does not match the gold file ${goldFile} id for id: ${problems.join('; ')}; check that both come from the same corpus and the same --id-column`,
+      `${coverage.file} does not match the gold file ${goldFile} id for id: ${problems.join('; ')}; check that ` +
+        `both come from the same corpus and the same --id-column`,
     );
   }
 }
@@ -303,7 +310,8 @@ export function describeCoverage(coverage: JoinCoverage): string | null {
   const parts: string[] = [];
   if (coverage.missingPredictions > 0)
     parts.push(
-      `${coverage.missingPredictions} gold ids without a prediction row (e.g. ${listIds(coverage.examples.missingPredictions)})`,
+      `${coverage.missingPredictions} gold ids without a prediction row (e.g. ` +
+        `${listIds(coverage.examples.missingPredictions)})`,
     );
   if (coverage.notInGold > 0)
     parts.push(
@@ -313,7 +321,8 @@ export function describeCoverage(coverage: JoinCoverage): string | null {
   const unscored = Object.entries(coverage.unscored);
   if (unscored.length > 0)
     parts.push(
-      `${unscored.reduce((n, [, c]) => n + c, 0)} gold documents not scored (${unscored.map(([s, c]) => `${s} ${c}`).join(', ')})`,
+      `${unscored.reduce((n, [, c]) => n + c, 0)} gold documents not scored ` +
+        `(${unscored.map(([s, c]) => `${s} ${c}`).join(', ')})`,
     );
   return parts.length === 0 ? null : `${path.basename(coverage.file)}: ${parts.join('; ')} — left out of the metrics`;
 }
@@ -351,7 +360,8 @@ export function resolveLabelOrder(
       const list = [...unknown].map(([v, n]) => `${JSON.stringify(v)} (${n} rows)`).join(', ');
       throw new RescaleError(
         'INPUT_INVALID',
-        `${what} holds labels that are not in ${source} (${labels.map((l) => JSON.stringify(l)).join(', ')}): ${list}; map them to codebook labels or pass --labels`,
+        `${what} holds labels that are not in ${source} (${labels.map((l) => JSON.stringify(l)).join(', ')}): ` +
+          `${list}; map them to codebook labels or pass --labels`,
       );
     }
   };

@@ -19,7 +19,8 @@ export function assertSeed(seed: number, option = 'seed'): void {
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
     throw new RescaleError(
       'CONFIG_INVALID',
-      `${option} must be an integer between 0 and 4294967295 (got ${String(seed)}); record the seed you pass so results can be reproduced`,
+      `${option} must be an integer between 0 and 4294967295 (got ${String(seed)}); record the seed you pass so ` +
+        `results can be reproduced`,
     );
   }
 }

@@ -91,7 +91,10 @@ async function readManifest(results: string): Promise<Manifest | null> {
  */
 export interface Throughput {
   readonly points: readonly ThroughputPoint[];
-  /** run-start: seconds since the manifest's start; first-shard: the run reused every shard, so since the first shard file. */
+  /**
+   * run-start: seconds since the manifest's start; first-shard: the run reused every shard, so since the first shard
+   * file.
+   */
   readonly origin: 'run-start' | 'first-shard';
 }
 
@@ -250,16 +253,23 @@ export async function collectRunReport(options: RunReportOptions): Promise<RunRe
 // ---- rendering ----
 
 function table(header: readonly string[], rows: readonly (readonly string[])[], className = ''): string {
-  return `<table${className ? ` class="${className}"` : ''}><thead><tr>${header.map((h) => `<th>${escapeXml(h)}</th>`).join('')}</tr></thead><tbody>${rows
-    .map(
-      (row) =>
-        `<tr>${row.map((cell, i) => (i === 0 ? `<th scope="row">${escapeXml(cell)}</th>` : `<td>${escapeXml(cell)}</td>`)).join('')}</tr>`,
-    )
-    .join('')}</tbody></table>`;
+  const headCells = header.map((h) => `<th>${escapeXml(h)}</th>`).join('');
+  const cells = (row: readonly string[]): string =>
+    row
+      .map((cell, i) => (i === 0 ? `<th scope="row">${escapeXml(cell)}</th>` : `<td>${escapeXml(cell)}</td>`))
+      .join('');
+  const body = rows.map((row) => `<tr>${cells(row)}</tr>`).join('');
+  return (
+    `<table${className ? ` class="${className}"` : ''}><thead><tr>${headCells}</tr></thead><tbody>${body}</tbody>` +
+    `</table>`
+  );
 }
 
 function section(id: string, title: string, body: string, intro?: string): string {
-  return `<section id="${id}"><h2>${escapeXml(title)}</h2>${intro ? `<p class="intro">${escapeXml(intro)}</p>` : ''}${body}</section>`;
+  return (
+    `<section id="${id}"><h2>${escapeXml(title)}</h2>${intro ? `<p class="intro">${escapeXml(intro)}</p>` : ''}` +
+    `${body}</section>`
+  );
 }
 
 function figure(svg: string, caption: string): string {
@@ -299,7 +309,8 @@ function runSummary(data: RunReportData): string {
       const seconds = (Date.parse(m.endedAt) - Date.parse(m.startedAt)) / 1000;
       rows.push([
         'time',
-        `${m.startedAt} → ${m.endedAt} (${duration(seconds)}${seconds > 0 ? `, ${(p.rows / seconds).toFixed(1)} documents/s overall` : ''})`,
+        `${m.startedAt} → ${m.endedAt} (${duration(seconds)}` +
+          `${seconds > 0 ? `, ${(p.rows / seconds).toFixed(1)} documents/s overall` : ''})`,
       ]);
     }
     if (m.host?.hostname)
@@ -335,7 +346,8 @@ function labelDistribution(data: RunReportData): string {
   return section(
     'labels',
     'Label distribution',
-    `<div class="row">${figure(svg, 'Final label per document (the fallback’s where it answered).')}${table(['label', 'documents', 'share'], rows)}</div>`,
+    `<div class="row">${figure(svg, 'Final label per document (the fallback’s where it answered).')}` +
+      `${table(['label', 'documents', 'share'], rows)}</div>`,
   );
 }
 
@@ -374,7 +386,8 @@ function confidenceHistogram(data: RunReportData): string {
   });
   const caption =
     data.gold !== null
-      ? `Local model confidence on the ${data.gold.items.length.toLocaleString('en-US')} gold-labelled documents, split by whether its label was right.`
+      ? `Local model confidence on the ${data.gold.items.length.toLocaleString('en-US')} gold-labelled documents, ` +
+        `split by whether its label was right.`
       : `Local model confidence on ${scored.length.toLocaleString('en-US')} scored documents (mean ${fixed(mean)}).`;
   return section('confidence', 'Confidence', figure(svg, caption));
 }
@@ -407,7 +420,8 @@ function fallbackSection(data: RunReportData): string {
   if (f.audit !== null) {
     rows.push([
       'cost (audit)',
-      `$${f.audit.costUsd.toFixed(4)} for ${f.audit.requests} requests; ${f.audit.cacheHits} answered from the cache; ${f.audit.skipped} skipped over budget`,
+      `$${f.audit.costUsd.toFixed(4)} for ${f.audit.requests} requests; ${f.audit.cacheHits} answered from the ` +
+        `cache; ${f.audit.skipped} skipped over budget`,
     ]);
     if (f.routed > 0) rows.push(['cost per routed document', `$${(f.audit.costUsd / f.routed).toFixed(6)}`]);
     if (f.audit.timeline.length > 1) {
@@ -433,7 +447,8 @@ function fallbackSection(data: RunReportData): string {
   return section(
     'fallback',
     'Fallback routing and cost',
-    `<div class="row">${figure(svg, 'Documents kept local vs routed, by what the fallback returned.')}${table(['', ''], rows, 'kv')}</div>${cost}`,
+    `<div class="row">${figure(svg, 'Documents kept local vs routed, by what the fallback returned.')}` +
+      `${table(['', ''], rows, 'kv')}</div>${cost}`,
     'Routed documents left the machine (their text was sent to the fallback endpoint); the others never did.',
   );
 }
@@ -450,7 +465,8 @@ function throughputSection(data: RunReportData): string {
   for (let i = 1; i < t.length; i++) {
     const p = t[i] as ThroughputPoint;
     const previous = t[i - 1] as ThroughputPoint;
-    const label = `${(previous.seconds / 60).toFixed(2)}–${(p.seconds / 60).toFixed(2)} min: ${p.rate.toFixed(1)} docs/s`;
+    const label =
+      `${(previous.seconds / 60).toFixed(2)}–${(p.seconds / 60).toFixed(2)} min: ` + `${p.rate.toFixed(1)} docs/s`;
     steps.push({ x: previous.seconds / 60, y: p.rate, label }, { x: p.seconds / 60, y: p.rate, label });
   }
   const svg = lineChart({
@@ -468,9 +484,11 @@ function throughputSection(data: RunReportData): string {
     figure(
       svg,
       `Each step is one shard, from the times its result file and the previous one were finished. ` +
-        `${(last.documents - first.documents).toLocaleString('en-US')} documents in ${duration(last.seconds)}: ${rate.toFixed(1)} documents/s` +
+        `${(last.documents - first.documents).toLocaleString('en-US')} documents in ${duration(last.seconds)}: ` +
+        `${rate.toFixed(1)} documents/s` +
         (resumed
-          ? `. The last run found every shard done: these are the times of the shard files, the first shard (${first.documents.toLocaleString('en-US')} documents) counted as done at 0.`
+          ? `. The last run found every shard done: these are the times of the shard files, the first shard ` +
+            `(${first.documents.toLocaleString('en-US')} documents) counted as done at 0.`
           : first.documents > 0
             ? `; ${first.documents.toLocaleString('en-US')} reused from an earlier run.`
             : '.'),
@@ -505,7 +523,8 @@ function metricsTable(evaluation: EvaluationResult): string {
 
 function confusionTable(system: SystemEvaluation): string {
   const { labels, counts } = system.confusion;
-  const head = `<tr><th>gold \\ predicted</th>${labels.map((l) => `<th>${escapeXml(l)}</th>`).join('')}<th>recall</th></tr>`;
+  const headCells = labels.map((l) => `<th>${escapeXml(l)}</th>`).join('');
+  const head = `<tr><th>gold \\ predicted</th>${headCells}<th>recall</th></tr>`;
   const body = labels
     .map((label, i) => {
       const row = counts[i] ?? [];
@@ -514,9 +533,16 @@ function confusionTable(system: SystemEvaluation): string {
         const share = c / total;
         const color =
           i === j ? `rgba(58,154,91,${(0.1 + share * 0.8).toFixed(3)})` : `rgba(196,60,60,${(share * 0.9).toFixed(3)})`;
-        return `<td style="background:${color};${share > 0.55 ? 'color:#fff;' : ''}" title="${escapeXml(`${label} → ${labels[j] ?? ''}: ${c} (${percent(share)} of gold ${label})`)}">${c.toLocaleString('en-US')}</td>`;
+        return (
+          `<td style="background:${color};${share > 0.55 ? 'color:#fff;' : ''}" ` +
+          `title="${escapeXml(`${label} → ${labels[j] ?? ''}: ${c} (${percent(share)} of gold ${label})`)}">` +
+          `${c.toLocaleString('en-US')}</td>`
+        );
       });
-      return `<tr><th scope="row">${escapeXml(label)}</th>${cells.join('')}<td>${fixed((row[i] ?? 0) / total)}</td></tr>`;
+      return (
+        `<tr><th scope="row">${escapeXml(label)}</th>${cells.join('')}` +
+        `<td>${fixed((row[i] ?? 0) / total)}</td></tr>`
+      );
     })
     .join('');
   return `<table class="confusion"><thead>${head}</thead><tbody>${body}</tbody></table>`;
@@ -534,11 +560,13 @@ function goldSectionHtml(data: RunReportData): string {
   const unscored = Object.entries(coverage.unscored);
   if (unscored.length > 0)
     left.push(
-      `${unscored.reduce((n, [, c]) => n + c, 0)} gold documents were not scored (${unscored.map(([s, c]) => `${s} ${c}`).join(', ')})`,
+      `${unscored.reduce((n, [, c]) => n + c, 0)} gold documents were not scored ` +
+        `(${unscored.map(([s, c]) => `${s} ${c}`).join(', ')})`,
     );
   const intro =
-    `${e.documents.toLocaleString('en-US')} documents with gold labels from ${path.basename(e.gold.file)} (column "${e.gold.labelColumn}"). ` +
-    `95% percentile bootstrap CIs, ${e.bootstrap.resamples} resamples, seed ${e.bootstrap.seed}.${left.length > 0 ? ` Left out: ${left.join('; ')}.` : ''}`;
+    `${e.documents.toLocaleString('en-US')} documents with gold labels from ${path.basename(e.gold.file)} (column ` +
+    `"${e.gold.labelColumn}"). 95% percentile bootstrap CIs, ${e.bootstrap.resamples} resamples, seed ` +
+    `${e.bootstrap.seed}.${left.length > 0 ? ` Left out: ${left.join('; ')}.` : ''}`;
   const perClass = table(
     ['label', 'support', 'predicted', 'precision', 'recall', 'F1'],
     system.perClass.map((c) => [
@@ -568,7 +596,9 @@ function goldSectionHtml(data: RunReportData): string {
           points: sweep.map((p) => ({
             x: p.routedShare * 100,
             y: p.keptAccuracy as number,
-            label: `confidence ≥ ${fixed(p.threshold)}: ${percent(p.routedShare)} routed, kept accuracy ${fixed(p.keptAccuracy)}`,
+            label:
+              `confidence ≥ ${fixed(p.threshold)}: ${percent(p.routedShare)} routed, kept accuracy ` +
+              `${fixed(p.keptAccuracy)}`,
           })),
         },
       ],
@@ -579,9 +609,15 @@ function goldSectionHtml(data: RunReportData): string {
       dots: sweep.length <= 60,
       breakGap: 5,
     });
+    const reliabilityCaption =
+      `Expected calibration error ${fixed(g.ece)} (10 equal-width bins). ` +
+      'Bars: accuracy per confidence bin; dashed: perfect calibration.';
+    const keptCaption =
+      'Routing the least confident documents away: the accuracy of those kept rises if confidence is informative. ' +
+      'Breaks in the line: many documents share one confidence, so no threshold lies between.';
     calibration =
-      `<h3>Calibration of the local model</h3><div class="row">${figure(reliabilityDiagram(g.bins), `Expected calibration error ${fixed(g.ece)} (10 equal-width bins). Bars: accuracy per confidence bin; dashed: perfect calibration.`)}` +
-      `${figure(kept, 'Routing the least confident documents away: the accuracy of those kept rises if confidence is informative. Breaks in the line: many documents share one confidence, so no threshold lies between.')}</div>`;
+      `<h3>Calibration of the local model</h3><div class="row">` +
+      `${figure(reliabilityDiagram(g.bins), reliabilityCaption)}${figure(kept, keptCaption)}</div>`;
   }
   return section(
     'evaluation',
@@ -598,7 +634,9 @@ function calibrationSection(data: RunReportData): string {
   const points = c.sweep.map((p) => ({
     x: p.routedShare * 100,
     y: p.hybridAccuracy,
-    label: `${c.rule} threshold ${fixed(p.threshold)}: ${percent(p.routedShare)} routed, expected accuracy ${fixed(p.hybridAccuracy)}`,
+    label:
+      `${c.rule} threshold ${fixed(p.threshold)}: ${percent(p.routedShare)} routed, expected accuracy ` +
+      `${fixed(p.hybridAccuracy)}`,
   }));
   const svg = lineChart({
     title: 'Expected hybrid accuracy by routed share',
@@ -612,7 +650,8 @@ function calibrationSection(data: RunReportData): string {
   });
   const priced = c.costPerDocument !== null;
   const rows = c.table.map((p) => [
-    `${Number.isFinite(p.threshold) ? fixed(p.threshold, 3) : 'route all'}${chosen !== null && p.threshold === chosen.threshold ? ' (recommended)' : ''}`,
+    `${Number.isFinite(p.threshold) ? fixed(p.threshold, 3) : 'route all'}` +
+      `${chosen !== null && p.threshold === chosen.threshold ? ' (recommended)' : ''}`,
     percent(p.routedShare),
     p.keptAccuracy === null ? 'n/a' : fixed(p.keptAccuracy),
     fixed(p.hybridAccuracy),
@@ -622,11 +661,19 @@ function calibrationSection(data: RunReportData): string {
   const fallback =
     c.fallback.source === 'assumed'
       ? `an assumed fallback accuracy of ${fixed(c.fallback.accuracy)}`
-      : `the fallback’s accuracy measured on ${c.fallback.documents} labelled documents (${fixed(c.fallback.accuracy)})`;
+      : `the fallback’s accuracy measured on ${c.fallback.documents} labelled documents ` +
+        `(${fixed(c.fallback.accuracy)})`;
+  const recommendation =
+    chosen === null
+      ? c.recommendation.reason
+      : `Recommended ${c.rule} threshold ${fixed(chosen.threshold, 4)}: routes ${percent(chosen.routedShare)}, ` +
+        `expected accuracy ${fixed(chosen.hybridAccuracy)}.`;
+  const caption =
+    `From ${path.basename(c.predictions)} against ${path.basename(c.gold)}, ` + `with ${fallback}. ${recommendation}`;
   return section(
     'calibration',
     'Routing threshold',
-    `${figure(svg, `From ${path.basename(c.predictions)} against ${path.basename(c.gold)}, with ${fallback}. ${chosen === null ? c.recommendation.reason : `Recommended ${c.rule} threshold ${fixed(chosen.threshold, 4)}: routes ${percent(chosen.routedShare)}, expected accuracy ${fixed(chosen.hybridAccuracy)}.`}`)}` +
+    `${figure(svg, caption)}` +
       table(
         [
           `threshold (keep ${c.rule === 'entropy' ? '≤' : '≥'})`,
@@ -697,38 +744,55 @@ function learningCurveSection(data: RunReportData): string {
     'Learning curve',
     figure(
       svg,
-      `${lc.documents.toLocaleString('en-US')} held-out documents from ${path.basename(lc.gold.file)}; shaded: 95% bootstrap CI (seed ${lc.bootstrap.seed}); 0 training examples = the base model without adapter.`,
+      `${lc.documents.toLocaleString('en-US')} held-out documents from ${path.basename(lc.gold.file)}; shaded: 95% ` +
+        `bootstrap CI (seed ${lc.bootstrap.seed}); 0 training examples = the base model without adapter.`,
     ) + table(['training examples', 'accuracy', 'macro-F1', "Cohen's kappa", "Krippendorff's alpha"], rows),
   );
 }
 
-const STYLE = `
+const STYLE =
+  `
 :root { color-scheme: light; }
 * { box-sizing: border-box; }
-body { font-family: "DejaVu Sans", Helvetica, Arial, sans-serif; margin: 0; color: #1d2329; background: #f5f6f8; line-height: 1.45; }
-header { background: #1f3550; color: #fff; padding: 20px 32px; }
-header h1 { margin: 0 0 4px; font-size: 22px; font-weight: 600; }
+body { font-family: "DejaVu Sans", Helvetica, ` +
+  `Arial, sans-serif; margin: 0; color: #1d2329; background: #f5f6f8; line-height: 1.45; }
+header { background: ` +
+  `#1f3550; color: #fff; padding: 20px 32px; }
+header h1 { margin: 0 0 4px; font-size: 22px; font-weight: 600; ` +
+  `}
 header p { margin: 0; color: #c9d4e2; font-size: 13px; }
-nav { padding: 8px 32px; background: #e8ecf1; font-size: 13px; }
+nav { padding: 8px 32px; background: #e8ecf1; ` +
+  `font-size: 13px; }
 nav a { margin-right: 14px; color: #1f3550; }
-main { max-width: 1160px; margin: 0 auto; padding: 8px 24px 40px; }
-section { background: #fff; border: 1px solid #dde2e8; border-radius: 6px; padding: 14px 20px 18px; margin: 18px 0; }
+main { max-width: 1160px; margin: 0 auto; ` +
+  `padding: 8px 24px 40px; }
+section { background: #fff; border: 1px solid #dde2e8; border-radius: 6px; padding: ` +
+  `14px 20px 18px; margin: 18px 0; }
 h2 { font-size: 18px; margin: 4px 0 8px; }
-h3 { font-size: 15px; margin: 18px 0 6px; }
+h3 { font-size: 15px; margin: 18px ` +
+  `0 6px; }
 p.intro { margin: 0 0 10px; color: #444; font-size: 13px; }
-.row { display: flex; flex-wrap: wrap; gap: 20px; align-items: flex-start; }
+.row { display: flex; flex-wrap: wrap; ` +
+  `gap: 20px; align-items: flex-start; }
 figure { margin: 6px 0; }
-figure svg { max-width: 100%; height: auto; display: block; }
+figure svg { max-width: 100%; height: auto; ` +
+  `display: block; }
 figcaption { font-size: 12px; color: #555; max-width: 640px; margin-top: 4px; }
-table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
-th, td { border-bottom: 1px solid #e3e6ea; padding: 4px 10px; text-align: right; white-space: nowrap; }
-th:first-child, thead th { text-align: left; }
+table { ` +
+  `border-collapse: collapse; font-size: 13px; margin: 6px 0; }
+th, td { border-bottom: 1px solid #e3e6ea; ` +
+  `padding: 4px 10px; text-align: right; white-space: nowrap; }
+th:first-child, thead th { text-align: left; ` +
+  `}
 thead th { background: #f0f2f5; font-weight: 600; }
 table.kv thead { display: none; }
-table.kv td { text-align: left; white-space: normal; max-width: 620px; overflow-wrap: anywhere; }
-table.kv th { color: #555; font-weight: 500; }
+table.kv td { ` +
+  `text-align: left; white-space: normal; max-width: 620px; overflow-wrap: anywhere; }
+table.kv th { color: #555; ` +
+  `font-weight: 500; }
 table.confusion td { text-align: center; min-width: 72px; }
-footer { color: #666; font-size: 12px; text-align: center; padding: 12px; }
+footer { color: #666; ` +
+  `font-size: 12px; text-align: center; padding: 12px; }
 `;
 
 export function renderRunReport(data: RunReportData): string {
@@ -749,25 +813,33 @@ export function renderRunReport(data: RunReportData): string {
     .filter((m): m is RegExpExecArray => m !== null)
     .map((m) => `<a href="#${m[1]}">${m[2]}</a>`)
     .join('');
-  return `<!DOCTYPE html>
+  return (
+    `<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="generator" content="rescale ${escapeXml(RESCALE_VERSION)}">
+<meta name="viewport" ` +
+    `content="width=device-width, initial-scale=1">
+<meta name="generator" content="rescale ` +
+    `${escapeXml(RESCALE_VERSION)}">
 <title>${escapeXml(title)}</title>
 <style>${STYLE}</style>
 </head>
 <body>
-<header><h1>${escapeXml(title)}</h1><p>${escapeXml(data.results)} · generated ${escapeXml(data.generatedAt.toISOString())} by rescale ${escapeXml(RESCALE_VERSION)}</p></header>
-<nav>${nav}</nav>
+` +
+    `<header><h1>${escapeXml(title)}</h1><p>${escapeXml(data.results)} · generated ` +
+    `${escapeXml(data.generatedAt.toISOString())} by rescale ${escapeXml(RESCALE_VERSION)}</p></header>
+<nav>${nav}` +
+    `</nav>
 <main>
 ${sections.join('\n')}
 </main>
-<footer>Self-contained report: no external assets, no scripts. Document texts are not included.</footer>
+<footer>Self-contained report: no external assets, no scripts. ` +
+    `Document texts are not included.</footer>
 </body>
 </html>
-`;
+`
+  );
 }
 
 export async function buildRunReport(options: RunReportOptions): Promise<string> {

@@ -79,7 +79,11 @@ function frame(width = WIDTH, height = HEIGHT, m: Margins = MARGINS): Frame {
 }
 
 function open(f: Frame, label: string): string {
-  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${f.width} ${f.height}" width="${f.width}" height="${f.height}" role="img" aria-label="${escapeXml(label)}" font-family="DejaVu Sans, Helvetica, Arial, sans-serif" font-size="12">`;
+  return (
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${f.width} ${f.height}" width="${f.width}" ` +
+    `height="${f.height}" role="img" aria-label="${escapeXml(label)}" font-family="DejaVu Sans, Helvetica, Arial, ` +
+    `sans-serif" font-size="12">`
+  );
 }
 
 /** Axis titles and the y grid with labels. */
@@ -93,22 +97,28 @@ function yAxis(
   const parts = ticks.map((t) => {
     const py = r(y(t));
     return (
-      `<line x1="${f.m.left}" x2="${f.m.left + f.plotWidth}" y1="${py}" y2="${py}" stroke="#e3e6ea"/>` +
-      `<text x="${f.m.left - 6}" y="${py}" text-anchor="end" dominant-baseline="middle" fill="#444">${escapeXml(format(t))}</text>`
+      `<line x1="${f.m.left}" x2="${f.m.left + f.plotWidth}" y1="${py}" y2="${py}" stroke="#e3e6ea"/><text ` +
+      `x="${f.m.left - 6}" y="${py}" text-anchor="end" dominant-baseline="middle" fill="#444">` +
+      `${escapeXml(format(t))}</text>`
     );
   });
   parts.push(
-    `<text transform="translate(14 ${r(f.m.top + f.plotHeight / 2)}) rotate(-90)" text-anchor="middle" fill="#222">${escapeXml(title)}</text>`,
+    `<text transform="translate(14 ${r(f.m.top + f.plotHeight / 2)}) rotate(-90)" text-anchor="middle" fill="#222">` +
+      `${escapeXml(title)}</text>`,
   );
   parts.push(`<line x1="${f.m.left}" x2="${f.m.left}" y1="${f.m.top}" y2="${f.m.top + f.plotHeight}" stroke="#888"/>`);
   parts.push(
-    `<line x1="${f.m.left}" x2="${f.m.left + f.plotWidth}" y1="${f.m.top + f.plotHeight}" y2="${f.m.top + f.plotHeight}" stroke="#888"/>`,
+    `<line x1="${f.m.left}" x2="${f.m.left + f.plotWidth}" y1="${f.m.top + f.plotHeight}" ` +
+      `y2="${f.m.top + f.plotHeight}" stroke="#888"/>`,
   );
   return parts.join('');
 }
 
 function xTitle(f: Frame, title: string): string {
-  return `<text x="${r(f.m.left + f.plotWidth / 2)}" y="${f.height - 8}" text-anchor="middle" fill="#222">${escapeXml(title)}</text>`;
+  return (
+    `<text x="${r(f.m.left + f.plotWidth / 2)}" y="${f.height - 8}" text-anchor="middle" fill="#222">` +
+    `${escapeXml(title)}</text>`
+  );
 }
 
 function legend(f: Frame, entries: readonly { name: string; color: string }[]): string {
@@ -116,7 +126,9 @@ function legend(f: Frame, entries: readonly { name: string; color: string }[]): 
   let x = f.m.left;
   return entries
     .map((e) => {
-      const out = `<rect x="${r(x)}" y="8" width="10" height="10" fill="${e.color}"/><text x="${r(x + 14)}" y="17" fill="#222">${escapeXml(e.name)}</text>`;
+      const out =
+        `<rect x="${r(x)}" y="8" width="10" height="10" fill="${e.color}"/><text x="${r(x + 14)}" y="17" ` +
+        `fill="#222">${escapeXml(e.name)}</text>`;
       x += 24 + e.name.length * 7;
       return out;
     })
@@ -149,9 +161,11 @@ export function barChart(options: BarChartOptions): string {
     const color = options.colors?.[i] ?? PALETTE[0];
     const label = category.length > 18 ? `${category.slice(0, 17)}…` : category;
     return (
-      `<rect x="${r(x)}" y="${r(y(v))}" width="${r(barWidth)}" height="${r(f.m.top + f.plotHeight - y(v))}" fill="${color}"><title>${escapeXml(`${category}: ${format(v)}`)}</title></rect>` +
-      `<text x="${r(x + barWidth / 2)}" y="${r(y(v) - 4)}" text-anchor="middle" fill="#222">${escapeXml(format(v))}</text>` +
-      `<text x="${r(x + barWidth / 2)}" y="${r(f.m.top + f.plotHeight + 16)}" text-anchor="middle" fill="#222">${escapeXml(label)}</text>`
+      `<rect x="${r(x)}" y="${r(y(v))}" width="${r(barWidth)}" height="${r(f.m.top + f.plotHeight - y(v))}" ` +
+      `fill="${color}"><title>${escapeXml(`${category}: ${format(v)}`)}</title></rect><text ` +
+      `x="${r(x + barWidth / 2)}" y="${r(y(v) - 4)}" text-anchor="middle" fill="#222">${escapeXml(format(v))}` +
+      `</text><text x="${r(x + barWidth / 2)}" y="${r(f.m.top + f.plotHeight + 16)}" text-anchor="middle" ` +
+      `fill="#222">${escapeXml(label)}</text>`
     );
   });
   return `${open(f, options.title)}${yAxis(f, ticks, y, tickLabel, options.yTitle)}${bars.join('')}</svg>`;
@@ -187,7 +201,10 @@ export function stackedHistogram(options: HistogramOptions): string {
       const c = s.counts[b] ?? 0;
       if (c > 0) {
         rects.push(
-          `<rect x="${r(x0)}" y="${r(y(base + c))}" width="${r(Math.max(0.5, x1 - x0))}" height="${r(y(base) - y(base + c))}" fill="${s.color}"><title>${escapeXml(`${s.name}, ${options.edges[b]?.toFixed(2)}–${options.edges[b + 1]?.toFixed(2)}: ${c}`)}</title></rect>`,
+          `<rect x="${r(x0)}" y="${r(y(base + c))}" width="${r(Math.max(0.5, x1 - x0))}" ` +
+            `height="${r(y(base) - y(base + c))}" fill="${s.color}"><title>` +
+            `${escapeXml(`${s.name}, ${options.edges[b]?.toFixed(2)}–${options.edges[b + 1]?.toFixed(2)}: ${c}`)}` +
+            `</title></rect>`,
         );
       }
       base += c;
@@ -195,9 +212,13 @@ export function stackedHistogram(options: HistogramOptions): string {
   }
   const xTicks = niceTicks(lo, hi, 10).map(
     (t) =>
-      `<text x="${r(x(t))}" y="${r(f.m.top + f.plotHeight + 16)}" text-anchor="middle" fill="#444">${escapeXml(tickLabel(t))}</text>`,
+      `<text x="${r(x(t))}" y="${r(f.m.top + f.plotHeight + 16)}" text-anchor="middle" fill="#444">` +
+      `${escapeXml(tickLabel(t))}</text>`,
   );
-  return `${open(f, options.title)}${yAxis(f, ticks, y, tickLabel, options.yTitle)}${rects.join('')}${xTicks.join('')}${xTitle(f, options.xTitle)}${legend(f, options.series)}</svg>`;
+  return (
+    `${open(f, options.title)}${yAxis(f, ticks, y, tickLabel, options.yTitle)}${rects.join('')}${xTicks.join('')}` +
+    `${xTitle(f, options.xTitle)}${legend(f, options.series)}</svg>`
+  );
 }
 
 export interface LinePoint {
@@ -285,7 +306,8 @@ export function lineChart(options: LineChartOptions): string {
     for (const run of runs) {
       if (run.length > 1) {
         parts.push(
-          `<polyline points="${run.map((p) => `${r(x(p.x))},${r(clipY(p.y))}`).join(' ')}" fill="none" stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
+          `<polyline points="${run.map((p) => `${r(x(p.x))},${r(clipY(p.y))}`).join(' ')}" fill="none" ` +
+            `stroke="${s.color}" stroke-width="2"${s.dashed ? ' stroke-dasharray="6 4"' : ''}/>`,
         );
       }
       if (options.dots === false && runs.length > 1) {
@@ -297,11 +319,13 @@ export function lineChart(options: LineChartOptions): string {
       for (const p of pts) {
         const tip = p.label ?? `${tickLabel(p.x)}: ${(options.yFormat ?? tickLabel)(p.y)}`;
         parts.push(
-          `<circle cx="${r(x(p.x))}" cy="${r(clipY(p.y))}" r="3.5" fill="${s.color}"><title>${escapeXml(tip)}</title></circle>`,
+          `<circle cx="${r(x(p.x))}" cy="${r(clipY(p.y))}" r="3.5" fill="${s.color}"><title>${escapeXml(tip)}` +
+            `</title></circle>`,
         );
         if (banded.includes(p)) {
           parts.push(
-            `<line x1="${r(x(p.x))}" x2="${r(x(p.x))}" y1="${r(clipY(p.lower as number))}" y2="${r(clipY(p.upper as number))}" stroke="${s.color}" stroke-width="1.2"/>`,
+            `<line x1="${r(x(p.x))}" x2="${r(x(p.x))}" y1="${r(clipY(p.lower as number))}" ` +
+              `y2="${r(clipY(p.upper as number))}" stroke="${s.color}" stroke-width="1.2"/>`,
           );
         }
       }
@@ -310,10 +334,12 @@ export function lineChart(options: LineChartOptions): string {
   for (const marker of options.markers ?? []) {
     const mx = r(x(marker.x));
     parts.push(
-      `<line x1="${mx}" x2="${mx}" y1="${f.m.top}" y2="${f.m.top + f.plotHeight}" stroke="#555" stroke-dasharray="3 3"/>`,
+      `<line x1="${mx}" x2="${mx}" y1="${f.m.top}" y2="${f.m.top + f.plotHeight}" stroke="#555" ` +
+        `stroke-dasharray="3 3"/>`,
     );
     parts.push(
-      `<text x="${mx}" y="${f.m.top + f.plotHeight - 6}" text-anchor="start" dx="4" fill="#333">${escapeXml(marker.label)}</text>`,
+      `<text x="${mx}" y="${f.m.top + f.plotHeight - 6}" text-anchor="start" dx="4" fill="#333">` +
+        `${escapeXml(marker.label)}</text>`,
     );
   }
   let xTickValues: number[];
@@ -330,9 +356,14 @@ export function lineChart(options: LineChartOptions): string {
   }
   const xTicks = xTickValues.map(
     (t) =>
-      `<line x1="${r(x(t))}" x2="${r(x(t))}" y1="${f.m.top + f.plotHeight}" y2="${f.m.top + f.plotHeight + 4}" stroke="#888"/><text x="${r(x(t))}" y="${r(f.m.top + f.plotHeight + 16)}" text-anchor="middle" fill="#444">${escapeXml(tickLabel(t))}</text>`,
+      `<line x1="${r(x(t))}" x2="${r(x(t))}" y1="${f.m.top + f.plotHeight}" y2="${f.m.top + f.plotHeight + 4}" ` +
+      `stroke="#888"/><text x="${r(x(t))}" y="${r(f.m.top + f.plotHeight + 16)}" text-anchor="middle" fill="#444">` +
+      `${escapeXml(tickLabel(t))}</text>`,
   );
-  return `${open(f, options.title)}${yAxis(f, yTicks, y, options.yFormat ?? tickLabel, options.yTitle)}${parts.join('')}${xTicks.join('')}${xTitle(f, options.xTitle)}${legend(f, options.series)}</svg>`;
+  return (
+    `${open(f, options.title)}${yAxis(f, yTicks, y, options.yFormat ?? tickLabel, options.yTitle)}${parts.join('')}` +
+    `${xTicks.join('')}${xTitle(f, options.xTitle)}${legend(f, options.series)}</svg>`
+  );
 }
 
 export interface ReliabilityBinPoint {
@@ -354,19 +385,25 @@ export function reliabilityDiagram(bins: readonly ReliabilityBinPoint[], title =
     if (b.count === 0 || b.accuracy === null || b.meanConfidence === null) continue;
     const x0 = x(b.lower) + 1;
     const w = x(b.upper) - x(b.lower) - 2;
+    const tip =
+      `(${b.lower.toFixed(2)}, ${b.upper.toFixed(2)}]: ${b.count} documents, accuracy ${b.accuracy.toFixed(3)}, ` +
+      `mean confidence ${b.meanConfidence.toFixed(3)}`;
     parts.push(
-      `<rect x="${r(x0)}" y="${r(y(b.accuracy))}" width="${r(w)}" height="${r(y(0) - y(b.accuracy))}" fill="${PALETTE[0]}"><title>${escapeXml(`(${b.lower.toFixed(2)}, ${b.upper.toFixed(2)}]: ${b.count} documents, accuracy ${b.accuracy.toFixed(3)}, mean confidence ${b.meanConfidence.toFixed(3)}`)}</title></rect>`,
+      `<rect x="${r(x0)}" y="${r(y(b.accuracy))}" width="${r(w)}" height="${r(y(0) - y(b.accuracy))}" ` +
+        `fill="${PALETTE[0]}"><title>${escapeXml(tip)}</title></rect>`,
     );
     const top = Math.max(b.accuracy, b.meanConfidence);
     const bottom = Math.min(b.accuracy, b.meanConfidence);
     parts.push(
-      `<rect x="${r(x0)}" y="${r(y(top))}" width="${r(w)}" height="${r(y(bottom) - y(top))}" fill="#c43c3c" fill-opacity="0.35"/>`,
+      `<rect x="${r(x0)}" y="${r(y(top))}" width="${r(w)}" height="${r(y(bottom) - y(top))}" fill="#c43c3c" ` +
+        `fill-opacity="0.35"/>`,
     );
     parts.push(`<circle cx="${r(x(b.meanConfidence))}" cy="${r(y(b.meanConfidence))}" r="2.5" fill="#222"/>`);
     // The bin's size: inside the bar's foot when there is room, else just above the bin.
     const inside = y(0) - y(b.accuracy) >= 18;
     parts.push(
-      `<text x="${r(x0 + w / 2)}" y="${r(inside ? y(0) - 5 : y(top) - 4)}" text-anchor="middle" font-size="9" fill="${inside ? '#fff' : '#555'}">n=${b.count}</text>`,
+      `<text x="${r(x0 + w / 2)}" y="${r(inside ? y(0) - 5 : y(top) - 4)}" text-anchor="middle" font-size="9" ` +
+        `fill="${inside ? '#fff' : '#555'}">n=${b.count}</text>`,
     );
   }
   parts.push(
@@ -376,8 +413,13 @@ export function reliabilityDiagram(bins: readonly ReliabilityBinPoint[], title =
     (t) => `<text x="${r(x(t))}" y="${r(f.m.top + f.plotHeight + 16)}" text-anchor="middle" fill="#444">${t}</text>`,
   );
   const key =
-    `<rect x="${f.m.left}" y="8" width="10" height="10" fill="${PALETTE[0]}"/><text x="${f.m.left + 14}" y="17" fill="#222">accuracy</text>` +
-    `<rect x="${f.m.left + 84}" y="8" width="10" height="10" fill="#c43c3c" fill-opacity="0.35"/><text x="${f.m.left + 98}" y="17" fill="#222">gap to confidence</text>` +
-    `<circle cx="${f.m.left + 228}" cy="13" r="2.5" fill="#222"/><text x="${f.m.left + 236}" y="17" fill="#222">mean confidence</text>`;
-  return `${open(f, title)}${yAxis(f, ticks, y, (v) => String(v), 'accuracy')}${parts.join('')}${xTicks.join('')}${xTitle(f, 'confidence (bin)')}${key}</svg>`;
+    `<rect x="${f.m.left}" y="8" width="10" height="10" fill="${PALETTE[0]}"/><text x="${f.m.left + 14}" y="17" ` +
+    `fill="#222">accuracy</text><rect x="${f.m.left + 84}" y="8" width="10" height="10" fill="#c43c3c" ` +
+    `fill-opacity="0.35"/><text x="${f.m.left + 98}" y="17" fill="#222">gap to confidence</text><circle ` +
+    `cx="${f.m.left + 228}" cy="13" r="2.5" fill="#222"/><text x="${f.m.left + 236}" y="17" fill="#222">mean ` +
+    `confidence</text>`;
+  return (
+    `${open(f, title)}${yAxis(f, ticks, y, (v) => String(v), 'accuracy')}${parts.join('')}${xTicks.join('')}` +
+    `${xTitle(f, 'confidence (bin)')}${key}</svg>`
+  );
 }

@@ -133,7 +133,8 @@ export function nestedStratifiedSubsets(
     if (size > poolSize) {
       throw new RescaleError(
         'CONFIG_INVALID',
-        `size ${size} exceeds the ${poolSize} items left after holding out ${labels.length - poolSize}; lower the size or the held-out share`,
+        `size ${size} exceeds the ${poolSize} items left after holding out ${labels.length - poolSize}; lower the ` +
+          `size or the held-out share`,
       );
     }
     if (seen.has(size)) throw new RescaleError('CONFIG_INVALID', `sizes lists ${size} twice`);

@@ -149,7 +149,9 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
     if (unknown.length > 0) {
       throw new RescaleError(
         'INPUT_INVALID',
-        `column "${options.labelColumn}" of ${gold.file} holds ${unknown.map((l) => JSON.stringify(l)).join(', ')}, not labels of the codebook ${codebook.source ?? ''} (${question.labels.map((l) => l.name).join(', ')}); map them to codebook labels first`,
+        `column "${options.labelColumn}" of ${gold.file} holds ` +
+          `${unknown.map((l) => JSON.stringify(l)).join(', ')}, not labels of the codebook ${codebook.source ?? ''} ` +
+          `(${question.labels.map((l) => l.name).join(', ')}); map them to codebook labels first`,
       );
     }
     const otherVariables = codebook.prompt.variables.filter(
@@ -158,7 +160,9 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
     if (otherVariables.length > 0) {
       throw new RescaleError(
         'CONFIG_INVALID',
-        `the codebook template uses ${otherVariables.map((v) => `{${v}}`).join(', ')} besides {text}; rescale sample renders {text} and the label variables only — write the training file with your own script for multi-column prompts`,
+        `the codebook template uses ${otherVariables.map((v) => `{${v}}`).join(', ')} besides {text}; rescale ` +
+          `sample renders {text} and the label variables only — write the training file with your own script for ` +
+          `multi-column prompts`,
       );
     }
     labels = question.labels.map((l) => l.name);
