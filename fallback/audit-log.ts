@@ -6,6 +6,7 @@
 import { open, readFile, type FileHandle } from 'node:fs/promises';
 import { errorMessage, RescaleError } from '../contracts/errors.js';
 import { toNanoUsd } from './budget.js';
+import type { FailureKind } from './retry-policy.js';
 
 interface AuditBase {
   readonly time: string;
@@ -24,19 +25,7 @@ export interface ReserveRecord extends AuditBase {
   readonly reserved_usd: number;
 }
 
-export type CallOutcome =
-  | 'label'
-  | 'invalid_label'
-  | 'rate_limited'
-  | 'server_error'
-  | 'timeout'
-  | 'connection'
-  | 'malformed'
-  | 'auth'
-  | 'quota'
-  | 'not_found'
-  | 'bad_request'
-  | 'aborted';
+export type CallOutcome = 'label' | 'invalid_label' | FailureKind;
 
 /** One HTTP request and what came of it. */
 export interface CallRecord extends AuditBase {
