@@ -17,6 +17,12 @@ export interface DocumentScore {
   readonly margin: number | null;
   /** Shannon entropy of the label distribution, in nats. */
   readonly entropy: number | null;
+  /**
+   * The probability the model puts, right after the prompt, on the labels' first tokens (Σ over those distinct
+   * tokens, normalised over the whole vocabulary): near 1 when the model answers with a label, near 0 when it does
+   * not see the prompt as this task. Null when not scored.
+   */
+  readonly labelMass: number | null;
   /** Tokens evaluated for this document beyond the shared prefix (document, template tail, label paths). */
   readonly tokens: number;
   readonly truncated: boolean;

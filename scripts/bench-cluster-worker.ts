@@ -34,6 +34,7 @@ function instantScorer(codebook: Codebook): DocumentScorer {
       confidence: 0.7,
       margin: 0.7 - 0.3 / (labels.length - 1),
       entropy: 0.8,
+      labelMass: 1,
       tokens: 0,
       truncated: false,
       error: null,

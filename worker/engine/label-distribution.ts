@@ -41,3 +41,41 @@ export function labelDistribution(logProbabilities: readonly number[]): LabelDis
   const confidence = probabilities[top] as number;
   return { probabilities, top, confidence, margin: confidence - second, entropy };
 }
+
+/**
+ * What llama.cpp returns for one decoded position when asked for a logits filter and the total logit weight: the
+ * chosen tokens' raw logits (the filter's tokens plus the greedily selected, i.e. largest-logit, token) and
+ * W = Σ over the whole vocabulary of exp(logit − maxLogit).
+ */
+export interface FilteredLogits {
+  readonly logits: ReadonlyMap<number, number>;
+  readonly totalLogitWeight: number;
+}
+
+/**
+ * Each wanted token's probability over the FULL vocabulary at one position: exp(logit − maxLogit) / W. The largest
+ * logit is among the returned ones (the greedy choice is always included), so maxLogit is their maximum. A token
+ * missing from the filter output gets probability 0 (it cannot happen for a token that is in the vocabulary).
+ */
+export function fullVocabularyProbabilities(read: FilteredLogits, tokens: readonly number[]): Map<number, number> {
+  const { logits, totalLogitWeight } = read;
+  let maxLogit = -Infinity;
+  for (const logit of logits.values()) if (logit > maxLogit) maxLogit = logit;
+  if (!(totalLogitWeight >= 1) || !Number.isFinite(totalLogitWeight) || !Number.isFinite(maxLogit)) {
+    // W includes exp(0) for the largest logit, so it is at least 1; anything else is not a valid read.
+    throw new RangeError(`invalid next-token read: total logit weight ${totalLogitWeight}, max logit ${maxLogit}`);
+  }
+  const probabilities = new Map<number, number>();
+  for (const token of tokens) {
+    const logit = logits.get(token);
+    probabilities.set(token, logit === undefined ? 0 : Math.exp(logit - maxLogit) / totalLogitWeight);
+  }
+  return probabilities;
+}
+
+/** Σ of the given tokens' probabilities: the mass the model puts on the labels' first tokens at the root. */
+export function probabilityMass(probabilities: ReadonlyMap<number, number>): number {
+  let mass = 0;
+  for (const p of probabilities.values()) mass += p;
+  return mass;
+}

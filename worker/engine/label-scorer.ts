@@ -202,7 +202,7 @@ export class LabelScorer implements DocumentScorer {
     const { tokens } = score;
     const distribution = labelDistribution(score.logProbabilities);
     if (distribution === null)
-      return unscored('error', 'every label has probability 0 under the model', tokens, truncated);
+      return unscored('error', 'every label has probability 0 under the model', tokens, truncated, score.labelMass);
     const { probabilities, top, confidence, margin, entropy } = distribution;
     return {
       status: truncated ? 'truncated' : 'ok',
@@ -211,6 +211,7 @@ export class LabelScorer implements DocumentScorer {
       confidence,
       margin,
       entropy,
+      labelMass: score.labelMass,
       tokens,
       truncated,
       error: null,
@@ -231,7 +232,13 @@ export class LabelScorer implements DocumentScorer {
   }
 }
 
-function unscored(status: RowStatus, error: string, tokens: number, truncated: boolean): DocumentScore {
+function unscored(
+  status: RowStatus,
+  error: string,
+  tokens: number,
+  truncated: boolean,
+  labelMass: number | null = null,
+): DocumentScore {
   return {
     status,
     label: null,
@@ -239,6 +246,7 @@ function unscored(status: RowStatus, error: string, tokens: number, truncated: b
     confidence: null,
     margin: null,
     entropy: null,
+    labelMass,
     tokens,
     truncated,
     error,

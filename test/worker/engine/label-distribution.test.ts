@@ -2,7 +2,11 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { labelDistribution } from '../../../worker/engine/label-distribution.js';
+import {
+  fullVocabularyProbabilities,
+  labelDistribution,
+  probabilityMass,
+} from '../../../worker/engine/label-distribution.js';
 
 function softmax(logits: readonly number[]): number[] {
   const exps = logits.map((x) => Math.exp(x));
@@ -61,5 +65,33 @@ describe('labelDistribution', () => {
   it('returns null when every label has probability 0 (or the model gave no number)', () => {
     assert.equal(labelDistribution([-Infinity, -Infinity]), null);
     assert.equal(labelDistribution([NaN, -1]), null);
+  });
+});
+
+describe('fullVocabularyProbabilities', () => {
+  it('normalises the chosen tokens over the whole vocabulary from their logits and the total logit weight', () => {
+    // A vocabulary of five tokens; only tokens 1 and 3 are wanted, token 4 is the greedy (largest) one.
+    const vocabulary = [0.5, -1, 2, 1.5, 3];
+    const max = Math.max(...vocabulary);
+    const total = vocabulary.reduce((sum, l) => sum + Math.exp(l - max), 0);
+    const read = {
+      logits: new Map([
+        [4, 3],
+        [3, 1.5],
+        [1, -1],
+      ]),
+      totalLogitWeight: total,
+    };
+    const p = fullVocabularyProbabilities(read, [1, 3]);
+    const softmax = vocabulary.map((l) => Math.exp(l - max) / total);
+    assert.ok(Math.abs((p.get(1) as number) - (softmax[1] as number)) < 1e-15);
+    assert.ok(Math.abs((p.get(3) as number) - (softmax[3] as number)) < 1e-15);
+    assert.deepEqual([...p.keys()], [1, 3]);
+    assert.ok(Math.abs(probabilityMass(p) - ((softmax[1] as number) + (softmax[3] as number))) < 1e-15);
+  });
+
+  it('refuses a read whose total weight cannot include the largest logit', () => {
+    assert.throws(() => fullVocabularyProbabilities({ logits: new Map([[1, 0]]), totalLogitWeight: 0.5 }, [1]), /0\.5/);
+    assert.throws(() => fullVocabularyProbabilities({ logits: new Map(), totalLogitWeight: 2 }, [1]), /max logit/);
   });
 });

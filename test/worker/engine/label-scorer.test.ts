@@ -92,6 +92,13 @@ function maxDifference(a: readonly DocumentScore[], b: readonly DocumentScore[])
   return max;
 }
 
+/** Tokens the trie walk evaluates beyond the prompt: each inner node's path once (distinct strict prefixes). */
+function innerPathTokens(labelTokens: readonly (readonly number[])[]): number {
+  const prefixes = new Set<string>();
+  for (const tokens of labelTokens) for (let n = 1; n < tokens.length; n++) prefixes.add(tokens.slice(0, n).join(','));
+  return [...prefixes].reduce((sum, key) => sum + key.split(',').length, 0);
+}
+
 function bits(scores: readonly DocumentScore[]): string[] {
   return scores.map((s) => (s.probabilities === null ? 'null' : Buffer.from(s.probabilities.buffer).toString('hex')));
 }
@@ -159,6 +166,13 @@ describe('LabelScorer', () => {
       scorer.labelTokens.some((t) => t.length > 1),
       'fixture labels should span several tokens',
     );
+    // One decode per inner trie node: the prompt once, then each inner node's path once.
+    const inner = innerPathTokens(scorer.labelTokens);
+    assert.ok(inner > 0);
+    for (const [i, doc] of docs.entries()) {
+      const prompt = scorer.promptTokens(doc).tokens.length - scorer.settings.sharedPrefixTokens;
+      assert.equal(results[i]?.tokens, prompt + inner, `doc ${i}`);
+    }
     const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
     const model = await loadModel(llama, multitoken, 0);
     try {
@@ -177,6 +191,43 @@ describe('LabelScorer', () => {
       await model.dispose();
       await scorer.dispose();
     }
+  });
+
+  it('scores labels the model gives almost no probability in one pass, exactly, with a small label mass', async () => {
+    // The sentiment keyword model answers negative/neutral/positive with ~32 logits over every other token; a stance
+    // codebook's first tokens (none/against/favor) are ordinary tokens to it. Each document is still evaluated
+    // once (no rescoring with the full distribution), and the probabilities are exact over the full vocabulary.
+    const codebook = sentimentCodebook({
+      task: 'stance',
+      labels: [{ name: 'none' }, { name: 'against' }, { name: 'favor' }],
+      prompt: {
+        system: 'You are a careful annotator. Answer with one label.',
+        template: 'What is the stance of the tweet: {labels}?\n\nTweet: {text}',
+      },
+    });
+    const scorer = await LabelScorer.create(codebook);
+    const results = await scorer.score(docs);
+    const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
+    const model = await loadModel(llama, keyword, 0);
+    try {
+      assert.equal(innerPathTokens(scorer.labelTokens), 0, 'stance labels should be one token each');
+      for (const [i, doc] of docs.entries()) {
+        const prompt = scorer.promptTokens(doc).tokens;
+        const r = results[i] as DocumentScore;
+        assert.equal(r.status, 'ok');
+        assert.equal(r.tokens, prompt.length - scorer.settings.sharedPrefixTokens, `doc ${i} evaluated once`);
+        assert.ok((r.labelMass ?? NaN) > 0 && (r.labelMass ?? NaN) < 1e-6, `doc ${i} label mass ${r.labelMass}`);
+        const expected = await referenceProbabilities(model, prompt, scorer.labelTokens, { contextSize: 512 });
+        expected.forEach((p, j) =>
+          assert.ok(Math.abs(p - (r.probabilities?.[j] ?? NaN)) < LAYOUT_TOLERANCE, `doc ${i} label ${j}: ${p}`),
+        );
+      }
+    } finally {
+      await model.dispose();
+      await scorer.dispose();
+    }
+    const sentiment = await score(sentimentCodebook(), docs);
+    for (const r of sentiment) assert.ok((r.labelMass ?? NaN) > 0.999, `sentiment label mass ${r.labelMass}`);
   });
 
   it('gives bit-identical results across runs, call patterns and thread counts', async () => {
