@@ -11,14 +11,18 @@ import { RescaleError } from './errors.js';
 export type ApiKeySource =
   { readonly kind: 'env'; readonly name: string } | { readonly kind: 'file'; readonly path: string };
 
-/** Route when any given rule fires: confidence < t, margin < t, entropy > t (same orientation as `thresholdSweep`). */
+/**
+ * Route when any given rule fires: confidence < t, margin < t, entropy > t (same orientation as `thresholdSweep`),
+ * label mass < t (the model puts little probability on any label: it does not see the document as this task).
+ */
 export interface RoutingRules {
   readonly confidenceBelow: number | null;
   readonly marginBelow: number | null;
   readonly entropyAbove: number | null;
+  readonly labelMassBelow: number | null;
 }
 
-export type RouteReason = 'confidence' | 'margin' | 'entropy';
+export type RouteReason = 'confidence' | 'margin' | 'entropy' | 'label_mass';
 
 export type FallbackResponseFormat = 'json_schema' | 'json_object' | 'text';
 
@@ -97,10 +101,15 @@ const rawSchema = z
         confidence_below: probability.optional(),
         margin_below: probability.optional(),
         entropy_above: z.number().finite().nonnegative().optional(),
+        label_mass_below: probability.optional(),
       })
       .refine(
-        (r) => r.confidence_below !== undefined || r.margin_below !== undefined || r.entropy_above !== undefined,
-        'give at least one of confidence_below, margin_below, entropy_above',
+        (r) =>
+          r.confidence_below !== undefined ||
+          r.margin_below !== undefined ||
+          r.entropy_above !== undefined ||
+          r.label_mass_below !== undefined,
+        'give at least one of confidence_below, margin_below, entropy_above, label_mass_below',
       ),
     timeout_seconds: z.number().finite().positive().default(60),
     max_retries: z.number().int().nonnegative().max(20).default(6),
@@ -199,6 +208,7 @@ export function parseFallbackConfig(
       confidenceBelow: value.routing.confidence_below ?? null,
       marginBelow: value.routing.margin_below ?? null,
       entropyAbove: value.routing.entropy_above ?? null,
+      labelMassBelow: value.routing.label_mass_below ?? null,
     }),
     timeoutMs: Math.round(value.timeout_seconds * 1000),
     maxRetries: value.max_retries,
@@ -221,11 +231,13 @@ export function parseFallbackConfig(
  * rate limits, concurrency, timeouts and retries only decide whether and when a call is made, so they are left out.
  */
 export function fallbackIdentity(config: FallbackConfig): string {
+  // Without a label-mass rule the routing part is as before that rule existed: earlier runs keep their identity.
+  const { labelMassBelow, ...earlierRules } = config.routing;
   const identity = {
     model: config.model,
     baseUrl: config.baseUrl,
     apiVersion: config.apiVersion,
-    routing: config.routing,
+    routing: labelMassBelow === null ? earlierRules : config.routing,
     invalidRetries: config.invalidRetries,
     maxOutputTokens: config.maxOutputTokens,
     maxTokensField: config.maxTokensField,

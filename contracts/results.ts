@@ -90,6 +90,11 @@ export interface ResultRow {
   readonly localLabel?: string | null;
   /** The fallback's opinion; null or absent when the document was not routed or the fallback is off. */
   readonly fallback?: FallbackOutcome | null;
+  /**
+   * The local model's probability on the labels' first tokens right after the prompt (full vocabulary): how much it
+   * sees the prompt as this task. Absent or null when not scored (and in files written before the column existed).
+   */
+  readonly labelMass?: number | null;
 }
 
 /** Column name of a label's probability in result files: `p_<label>`. */

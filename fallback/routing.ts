@@ -12,6 +12,8 @@ export function routeReason(
     readonly confidence: number | null;
     readonly margin: number | null;
     readonly entropy: number | null;
+    /** Absent or null: not known (e.g. rows from files written before label_mass); the rule then does not fire. */
+    readonly labelMass?: number | null | undefined;
   },
 ): RouteReason | null {
   if (score.status !== 'ok' && score.status !== 'truncated') return null;
@@ -19,6 +21,8 @@ export function routeReason(
     return 'confidence';
   if (rules.marginBelow !== null && score.margin !== null && score.margin < rules.marginBelow) return 'margin';
   if (rules.entropyAbove !== null && score.entropy !== null && score.entropy > rules.entropyAbove) return 'entropy';
+  const mass = score.labelMass ?? null;
+  if (rules.labelMassBelow !== null && mass !== null && mass < rules.labelMassBelow) return 'label_mass';
   return null;
 }
 

@@ -67,7 +67,7 @@ export interface NullColumn {
 /** The part of a ResultRow that belongs to one question; today a row answers one question, so it is the row itself. */
 type QuestionAnswer = Pick<
   ResultRow,
-  'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities' | 'localLabel' | 'fallback'
+  'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities' | 'localLabel' | 'fallback' | 'labelMass'
 >;
 
 /** Reads a column's value at the row being decoded. */
@@ -79,6 +79,9 @@ interface QuestionColumns {
   readonly opinions: readonly ResultColumn[];
   decodeScores(cell: Cell): Pick<QuestionAnswer, 'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities'>;
   decodeOpinions(cell: Cell): Pick<QuestionAnswer, 'localLabel' | 'fallback'>;
+  /** Columns added after the opinions (read as nulls from older files). */
+  readonly added: readonly ResultColumn[];
+  decodeAdded(cell: Cell): Pick<QuestionAnswer, 'labelMass'>;
 }
 
 export class ResultSchema {
@@ -92,7 +95,7 @@ export class ResultSchema {
     private readonly question: QuestionColumns,
     private readonly tail: RowColumns['tail'],
   ) {
-    this.columns = [...head.columns, ...question.scores, ...tail.columns, ...question.opinions];
+    this.columns = [...head.columns, ...question.scores, ...tail.columns, ...question.opinions, ...question.added];
     const seen = new Set<string>();
     for (const column of this.columns) {
       if (seen.has(column.name)) {
@@ -181,6 +184,7 @@ export class ResultSchema {
         ...question.decodeScores(cell),
         ...tail.decode(cell),
         ...question.decodeOpinions(cell),
+        ...question.decodeAdded(cell),
       });
     }
     return rows;
@@ -289,9 +293,17 @@ function questionColumns(
   );
   const fallbackStatus = utf8Column(name('fallback_status'), true, (r) => answer(r).fallback?.status ?? null, 'nulls');
   const fallbackError = utf8Column(name('fallback_error'), true, (r) => answer(r).fallback?.error ?? null, 'nulls');
+  // Added with the one-pass exact scorer, after the opinions: the probability on the labels' first tokens.
+  const labelMass = float64Column(name('label_mass'), (r) => answer(r).labelMass ?? null, 'nulls');
   return {
     scores: [label, confidence, margin, entropy, ...probabilities],
     opinions: [localLabel, localConfidence, fallbackLabel, fallbackConfidence, fallbackStatus, fallbackError],
+    added: [labelMass],
+    decodeAdded: (cell) => {
+      const mass = cell(labelMass) as number | null;
+      // Absent when null, so rows without it read back exactly as written.
+      return mass === null ? {} : { labelMass: mass };
+    },
     decodeScores: (cell) => {
       const p = probabilities.map((column) => cell(column) as number | null);
       return {

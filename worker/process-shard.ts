@@ -121,6 +121,7 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
         shardId: shard.id,
         localLabel: score.label,
         fallback: null,
+        ...(score.labelMass !== null ? { labelMass: score.labelMass } : {}),
       });
     });
     // Per read batch, so document texts are held for one batch only.

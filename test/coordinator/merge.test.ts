@@ -103,6 +103,7 @@ describe('mergeShards', () => {
         fallback_confidence: 'DOUBLE',
         fallback_status: 'VARCHAR',
         fallback_error: 'VARCHAR',
+        label_mass: 'DOUBLE',
       });
       const file = sqlString(output);
       const [stats] = await queryDuckDB(`

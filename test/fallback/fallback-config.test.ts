@@ -39,7 +39,12 @@ describe('parseFallbackConfig', () => {
     assert.equal(config.cacheDir, '/study/cache');
     assert.equal(config.baseUrl, 'https://api.openai.com/v1');
     assert.deepEqual(config.budget, { usd: 20, requests: null });
-    assert.deepEqual(config.routing, { confidenceBelow: 0.7, marginBelow: null, entropyAbove: null });
+    assert.deepEqual(config.routing, {
+      confidenceBelow: 0.7,
+      marginBelow: null,
+      entropyAbove: null,
+      labelMassBelow: null,
+    });
     assert.deepEqual(
       [config.timeoutMs, config.maxRetries, config.invalidRetries, config.concurrency, config.maxOutputTokens],
       [60_000, 6, 1, 8, 64],
@@ -93,7 +98,7 @@ describe('parseFallbackConfig', () => {
 });
 
 describe('routeReason', () => {
-  const rules = { confidenceBelow: 0.6, marginBelow: 0.2, entropyAbove: 0.9 };
+  const rules = { confidenceBelow: 0.6, marginBelow: 0.2, entropyAbove: 0.9, labelMassBelow: null };
   const score = (confidence: number, margin: number, entropy: number, status = 'ok') => ({
     status,
     confidence,
@@ -107,6 +112,41 @@ describe('routeReason', () => {
     assert.equal(routeReason(rules, score(0.8, 0.5, 0.91)), 'entropy');
     assert.equal(routeReason(rules, score(0.5, 0.1, 1.0, 'truncated')), 'confidence');
   });
+  it('routes on label mass below its threshold, and not on rows that have none', () => {
+    const massRules = { confidenceBelow: null, marginBelow: null, entropyAbove: null, labelMassBelow: 0.5 };
+    assert.equal(routeReason(massRules, { ...score(0.99, 0.98, 0.05), labelMass: 1e-9 }), 'label_mass');
+    assert.equal(routeReason(massRules, { ...score(0.99, 0.98, 0.05), labelMass: 0.5 }), null);
+    assert.equal(routeReason(massRules, { ...score(0.99, 0.98, 0.05), labelMass: null }), null);
+    assert.equal(routeReason(massRules, score(0.99, 0.98, 0.05)), null);
+    assert.equal(routeReason(massRules, { ...score(0.99, 0.98, 0.05, 'error'), labelMass: 0 }), null);
+    // Any rule fires: a confident document the model does not see as this task still goes.
+    assert.equal(
+      routeReason({ ...rules, labelMassBelow: 0.5 }, { ...score(0.9, 0.8, 0.1), labelMass: 0.01 }),
+      'label_mass',
+    );
+  });
+
+  it("parses label_mass_below, alone or with the others, and keeps earlier configs' identity", () => {
+    const alone = parseFallbackConfig(fallbackSection('http://127.0.0.1:1/v1', { routing: { label_mass_below: 0.2 } }));
+    assert.deepEqual(alone?.routing, {
+      confidenceBelow: null,
+      marginBelow: null,
+      entropyAbove: null,
+      labelMassBelow: 0.2,
+    });
+    invalid({ ...minimal, routing: { label_mass_below: 2 } }, /fallback\.routing\.label_mass_below/);
+    const without = parseFallbackConfig(
+      fallbackSection('http://127.0.0.1:1/v1', { routing: { confidence_below: 0.5 } }),
+    );
+    const withMass = parseFallbackConfig(
+      fallbackSection('http://127.0.0.1:1/v1', { routing: { confidence_below: 0.5, label_mass_below: 0.2 } }),
+    );
+    assert.ok(without && withMass);
+    assert.notEqual(fallbackIdentity(without), fallbackIdentity(withMass));
+    // The identity of a config without the rule, as computed before label_mass_below existed.
+    assert.equal(fallbackIdentity(without), '0c1e251260d140b83f8910bda33f38c3099060d84038f3351d929d60d20bea8e');
+  });
+
   it('never routes rows the local model did not score', () => {
     assert.equal(routeReason(rules, { status: 'empty_text', confidence: null, margin: null, entropy: null }), null);
     assert.equal(routeReason(rules, { status: 'error', confidence: null, margin: null, entropy: null }), null);

@@ -36,6 +36,7 @@ function rowsFor(shard: { id: string; corpusRowStart: number }, withFallback: bo
     const row = {
       ...scoredRow(shard.corpusRowStart + k, 'neutral', 0.4, shard.id),
       id: BigInt(shard.corpusRowStart + k),
+      ...(k === 3 ? {} : { labelMass: 0.5 + k / 8 }),
     };
     if (!withFallback) return row;
     if (k === 0)
@@ -69,6 +70,10 @@ describe('fallback result columns', () => {
       assert.equal(back[0]?.label, 'positive');
       assert.deepEqual(back[1]?.fallback, rows[1]?.fallback);
       assert.equal(back[2]?.fallback, undefined);
+      assert.deepEqual(
+        back.map((r) => r.labelMass),
+        [0.5, 0.625, 0.75, undefined],
+      );
 
       const invented = rows.map((r, i) =>
         i === 0
@@ -87,7 +92,7 @@ describe('fallback result columns', () => {
     });
   });
 
-  it('merge shard files written before the fallback columns as local-only rows', async () => {
+  it('merge shard files written before the fallback and label_mass columns as local-only rows', async () => {
     await withTempDir(async (dir) => {
       const plan = await twoShards(dir);
       const shardDir = path.join(dir, 'shards');
@@ -106,10 +111,12 @@ describe('fallback result columns', () => {
         idType: plan.idType,
         rows: rowsFor(old!, false),
       });
-      // Rewrite the second shard file without the six new columns, as the previous version wrote it.
+      // Rewrite the second shard file without the seven new columns, as the previous versions wrote it.
       const file = shardResultPath(shardDir, old!.id);
       const table = tableFromIPC(await readFile(file));
-      const keep = table.schema.fields.map((f) => f.name).filter((name) => !/^(local_|fallback_)/.test(name));
+      const keep = table.schema.fields
+        .map((f) => f.name)
+        .filter((name) => !/^(local_|fallback_|label_mass$)/.test(name));
       const legacy = table.select(keep);
       const legacySchema = new Schema(legacy.schema.fields, table.schema.metadata);
       await writeFile(
@@ -137,7 +144,7 @@ describe('fallback result columns', () => {
         fallback_failed: 0,
       });
       const rows = await queryDuckDB(
-        `SELECT "row"::INT AS r, label, local_label, local_confidence, fallback_status ` +
+        `SELECT "row"::INT AS r, label, local_label, local_confidence, fallback_status, label_mass ` +
           `FROM read_parquet('${sqlString(output)}') ORDER BY "row"`,
       );
       assert.deepEqual(
@@ -147,10 +154,14 @@ describe('fallback result columns', () => {
           ['neutral', 'neutral', 'over_budget'],
         ],
       );
+      assert.deepEqual(
+        rows.slice(0, 4).map((r) => r.label_mass),
+        [0.5, 0.625, 0.75, null],
+      );
       for (const row of rows.slice(4))
         assert.deepEqual(
-          [row.label, row.local_label, row.local_confidence, row.fallback_status],
-          ['neutral', 'neutral', 0.4, null],
+          [row.label, row.local_label, row.local_confidence, row.fallback_status, row.label_mass],
+          ['neutral', 'neutral', 0.4, null, null],
         );
     });
   });

@@ -67,6 +67,7 @@ describe('writeShardResult', () => {
         fallback_confidence: 'Float64?',
         fallback_status: 'Utf8?',
         fallback_error: 'Utf8?',
+        label_mass: 'Float64?',
       });
       assert.deepEqual(resultRowsOf(result.table, LABELS), rows);
     });
