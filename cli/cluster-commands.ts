@@ -24,8 +24,10 @@ import { createPinoLogger } from './pino-logger.js';
 
 export const CLUSTER_USAGE = `Cluster mode (see docs/cluster.md):
   rescale coordinator --redis URL --listen HOST:PORT [--token-file F] [--tls-cert F --tls-key F]
-                      [--metrics HOST:PORT] [--address-file F] [--redis-timeout S]
+                      [--metrics HOST:PORT] [--address-file F] [--redis-timeout S] [--worker-silence S]
       The long-running service: plans runs, queues shards in Redis, merges finished runs, serves the gRPC API.
+      A dead worker's shard goes back to the queue at once (its Redis connections closed), or when its
+      heartbeat is older than --worker-silence (default 20 s: a node gone without closing them).
   rescale worker --redis URL [--threads N] [--name NAME] [--metrics HOST:PORT] [--grace S] [--redis-timeout S]
       Takes shards from the queue and scores them. SIGTERM hands the current shard back and exits 0.
   rescale submit --codebook C --input P [--input P2 ...] --output O [--shard-rows N] [--limit N]
@@ -62,6 +64,7 @@ const OPTIONS = {
     'address-file': { type: 'string' },
     'redis-timeout': { type: 'string' },
     'reconcile-interval': { type: 'string' },
+    'worker-silence': { type: 'string' },
   },
   worker: {
     ...common,
@@ -150,6 +153,7 @@ async function runCoordinator(values: Values, env: Environment): Promise<number>
       : undefined;
   const redisTimeout = positiveNumber('redis-timeout', str(values, 'redis-timeout'));
   const reconcile = positiveNumber('reconcile-interval', str(values, 'reconcile-interval'));
+  const workerSilence = positiveNumber('worker-silence', str(values, 'worker-silence'));
 
   const { RunCoordinator } = await import('../coordinator/run-coordinator.js');
   const { ControlServer } = await import('../coordinator/control-server.js');
@@ -161,6 +165,7 @@ async function runCoordinator(values: Values, env: Environment): Promise<number>
     env: env.variables,
     ...(redisTimeout !== undefined ? { redisTimeoutMs: redisTimeout * 1000 } : {}),
     ...(reconcile !== undefined ? { reconcileIntervalMs: reconcile * 1000 } : {}),
+    ...(workerSilence !== undefined ? { workerSilenceMs: workerSilence * 1000 } : {}),
   });
   await using server = await ControlServer.start({
     coordinator,

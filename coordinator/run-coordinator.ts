@@ -23,6 +23,7 @@ import { RunReconciler } from './run/run-reconciler.js';
 import { RunStatusReader, type RunStatus } from './run/run-status-reader.js';
 import { RunTracker } from './run/run-tracker.js';
 import { ShardEnqueuer } from './run/shard-enqueuer.js';
+import { WorkerWatch } from './run/worker-watch.js';
 
 export { runIdFor, type SubmitRequest } from './run/plan-submission.js';
 export type { SubmitResult } from './run/run-control.js';
@@ -36,6 +37,11 @@ export interface RunCoordinatorOptions {
   /** Redis unreachable this long → `lost` resolves (default 60 s). */
   readonly redisTimeoutMs?: number;
   /**
+   * A worker holding a shard whose heartbeat is older than this is taken for dead and its shard handed back (default
+   * 20 s, the shard lock). A worker whose connections to Redis all closed (the process died) is found within ~2 s.
+   */
+  readonly workerSilenceMs?: number;
+  /**
    * Where the fallback's API key variable is looked up (the CLI's parsed environment): only the coordinator needs it.
    */
   readonly env: Readonly<Record<string, string | undefined>>;
@@ -43,6 +49,7 @@ export interface RunCoordinatorOptions {
 
 type CompiledOptions = Required<Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env'>> & {
   redis: RedisTarget;
+  workerSilenceMs?: number;
 };
 
 export class RunCoordinator implements Closeable {
@@ -59,6 +66,7 @@ export class RunCoordinator implements Closeable {
   private readonly control: RunControl;
   private readonly statuses: RunStatusReader;
   private readonly watchdog: RedisWatchdog;
+  private readonly workerWatch: WorkerWatch;
   private closed = false;
   private resolveLost: (error: RescaleError) => void = () => undefined;
 
@@ -139,6 +147,9 @@ export class RunCoordinator implements Closeable {
       logger,
     );
     this.statuses = new RunStatusReader(redis, store, this.runs, logger);
+    this.workerWatch = new WorkerWatch(redis, queue, this.metrics, logger, {
+      ...(options.workerSilenceMs !== undefined ? { silenceMs: options.workerSilenceMs } : {}),
+    });
     this.watchdog = new RedisWatchdog(options.redis, {
       timeoutMs: options.redisTimeoutMs,
       logger,
@@ -172,6 +183,7 @@ export class RunCoordinator implements Closeable {
         reconcileIntervalMs: options.reconcileIntervalMs ?? 30_000,
         redisTimeoutMs,
         env: options.env,
+        ...(options.workerSilenceMs !== undefined ? { workerSilenceMs: options.workerSilenceMs } : {}),
       };
       coordinator = new RunCoordinator(redis, queue, events, compiled, logger);
       await coordinator.begin();
@@ -193,6 +205,7 @@ export class RunCoordinator implements Closeable {
     await this.chain.exclusive(() => this.reconciler.recover());
     this.watchdog.start();
     this.reconciler.start();
+    this.workerWatch.start();
   }
 
   submit(request: SubmitRequest): Promise<SubmitResult> {
@@ -231,6 +244,7 @@ export class RunCoordinator implements Closeable {
     this.closed = true;
     this.finisher.stop();
     this.reconciler.stop();
+    await this.workerWatch.stop();
     this.watchdog.close();
     await this.events.close();
     await this.chain.settled();

@@ -112,6 +112,8 @@ interface ActiveShard {
   readonly shardId: string;
   /** Aborted when the shard's run is cancelled. */
   readonly cancel: AbortController;
+  /** Aborted when the shard's lock was lost: the coordinator took this worker for dead and handed the shard back. */
+  readonly lost: AbortController;
 }
 
 export class ShardWorker {
@@ -172,9 +174,14 @@ export class ShardWorker {
       },
     );
     this.worker.on('error', (error) => this.logThrottled('bullmq worker error', error));
-    this.worker.on('lockRenewalFailed', (jobIds) =>
-      logger.log('warn', 'shard lock not renewed; another worker may take the shard over', { jobIds }),
-    );
+    this.worker.on('lockRenewalFailed', (jobIds) => {
+      logger.log('warn', 'shard lock not renewed; another worker may take the shard over', { jobIds });
+      // The lock belongs to someone else now (a token mismatch, not a Redis error): the shard is being done
+      // elsewhere, so stop scoring it; the queue would refuse this worker's completion anyway.
+      const active = this.active;
+      if (active !== null && jobIds.includes(active.shardId) && !active.lost.signal.aborted)
+        active.lost.abort(new RescaleError('ABORTED', `the lock of shard ${active.shardId} was lost`));
+    });
   }
 
   /** Connects (bounded retries; a wrong password fails at once), registers and starts taking shards. */
@@ -247,10 +254,11 @@ export class ShardWorker {
     signal: AbortSignal | undefined,
   ): Promise<ShardJobResult> {
     const cancel = new AbortController();
+    const lost = new AbortController();
     let active: ActiveShard | null = null;
     try {
       const data = parseShardJobData(job.data);
-      active = { runId: data.runId, shardId: data.shard.id, cancel };
+      active = { runId: data.runId, shardId: data.shard.id, cancel, lost };
       this.active = active;
       const logger = this.logger.child({ runId: data.runId, shardId: data.shard.id, attempt: job.attemptsMade + 1 });
       logger.log('info', 'shard started');
@@ -263,7 +271,12 @@ export class ShardWorker {
         logger,
         cache: this.rowGroups,
         ...(fallback !== undefined ? { fallback } : {}),
-        signal: AbortSignal.any([cancel.signal, this.stopping.signal, ...(signal !== undefined ? [signal] : [])]),
+        signal: AbortSignal.any([
+          cancel.signal,
+          lost.signal,
+          this.stopping.signal,
+          ...(signal !== undefined ? [signal] : []),
+        ]),
         onProgress: progress,
       });
       const seconds = (performance.now() - started) / 1000;
@@ -281,6 +294,15 @@ export class ShardWorker {
         engine: outcome.skipped ? null : loaded.engine,
       };
     } catch (error) {
+      if (lost.signal.aborted) {
+        // Handed back by the coordinator (this worker looked dead): another worker has the shard.
+        this.metrics.shards.inc({ outcome: 'lost' });
+        this.logger.log('warn', 'shard dropped: its lock was lost to another worker', {
+          runId: active?.runId,
+          shardId: active?.shardId,
+        });
+        throw toQueueError(lost.signal.reason);
+      }
       if (this.stopping.signal.aborted && !cancel.signal.aborted && token !== undefined) {
         // SIGTERM: hand the shard back now instead of leaving it to the stall check; no attempt is used up.
         await job.moveToWait(token);

@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
+import { Redis } from 'ioredis';
 import { runLocalMode } from '../../../cli/local-mode.js';
 import type { ControlClient } from '../../../cli/control-client.js';
 import type { SubmitRunRequest } from '../../../coordinator/control-proto.js';
@@ -64,12 +65,13 @@ async function withCluster(
   workerArgs: readonly string[],
   workers: number,
   body: (cluster: Cluster) => Promise<void>,
+  coordinatorArgs: readonly string[] = [],
 ): Promise<void> {
   const redis = await startRedisServer({ appendonly: true, password: 'recovery' });
   const started: ServiceProcess[] = [];
   let cluster: Cluster | undefined;
   try {
-    const coordinator = await startCoordinator(redis.url, fixture);
+    const coordinator = await startCoordinator(redis.url, fixture, coordinatorArgs);
     started.push(coordinator);
     const list = await Promise.all(
       Array.from({ length: workers }, (_, i) => startWorker(redis.url, `${name}-w${i + 1}`, workerArgs)),
@@ -162,10 +164,12 @@ async function finish(cluster: Cluster, runId: string): Promise<void> {
 
 describe('cluster recovery', () => {
   it(
-    'finishes with every document exactly once when the same shard loses its worker to SIGKILL twice',
+    "hands a SIGKILLed worker's shard back within 5 s (default lock settings), twice for the same shard",
     { timeout: 240_000 },
     async (t: TestContext) => {
-      await withCluster('sigkill', FAST_RECOVERY_ARGS, 3, async (cluster) => {
+      // Default lock settings (20 s lock, 5 s stall check): recovery comes from the coordinator seeing the dead
+      // worker's Redis connections close, not from the lock expiring.
+      await withCluster('sigkill', [], 3, async (cluster) => {
         const { runId } = await cluster.control.submit(submitRequest(cluster.output));
         const [first] = cluster.workers as [ServiceProcess];
         const shardId = await nextShardOf(first);
@@ -173,9 +177,7 @@ describe('cluster recovery', () => {
         const killedAt = [Date.now()];
         first.kill('SIGKILL');
         // A replacement, as SLURM would start for a requeued array task.
-        const replacement = startWorker(cluster.redis.url, 'sigkill-w4', FAST_RECOVERY_ARGS).then(
-          (w) => (cluster.workers.push(w), w),
-        );
+        const replacement = startWorker(cluster.redis.url, 'sigkill-w4').then((w) => (cluster.workers.push(w), w));
         const second = await restartedElsewhere(
           () => cluster.workers.filter((w) => w !== first),
           shardId,
@@ -194,8 +196,18 @@ describe('cluster recovery', () => {
 
         const recoveries = [second.at - (killedAt[0] as number), third.at - (killedAt[1] as number)];
         t.diagnostic(
-          `SIGKILL recovery (lock ${FAST_RECOVERY_ARGS[1]} s, stall check every ${FAST_RECOVERY_ARGS[3]} s): ` +
+          `SIGKILL recovery (default lock 20 s; coordinator checks workers every 1 s): ` +
             `${recoveries.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')}`,
+        );
+        for (const ms of recoveries) assert.ok(ms <= 5_000, `shard restarted ${ms} ms after SIGKILL`);
+        const handBacks = cluster.coordinator.logs().filter((l) => l.msg === 'shard handed back: its worker is gone');
+        assert.deepEqual(
+          handBacks.map((l) => [l.shardId, l.reason]),
+          [
+            [shardId, 'connections closed'],
+            [shardId, 'connections closed'],
+          ],
+          "exactly the two dead workers' shard was handed back, nothing else",
         );
         await assertSameAsLocal(cluster.output);
         const done = shardsDone(cluster.workers);
@@ -203,7 +215,69 @@ describe('cluster recovery', () => {
         assert.equal(new Set(done.map(([, id]) => id)).size, SHARDS);
         const status = await cluster.control.getRun(runId);
         assert.equal(status.shardsFailed, 0);
+        const workers = (await cluster.control.workers()).workers.map((w) => w.id);
+        assert.equal(workers.length, 2, `dead workers deregistered: ${workers.join(', ')}`);
       });
+    },
+  );
+
+  it(
+    'hands back the shard of a frozen worker whose heartbeat went silent; its late completion changes nothing',
+    { timeout: 240_000 },
+    async (t: TestContext) => {
+      await withCluster(
+        'frozen',
+        [],
+        2,
+        async (cluster) => {
+          const { runId } = await cluster.control.submit(submitRequest(cluster.output));
+          const [first, other] = cluster.workers as [ServiceProcess, ServiceProcess];
+          const shardId = await nextShardOf(first);
+          // A frozen process keeps its sockets open: only the heartbeat tells.
+          const frozenAt = Date.now();
+          first.kill('SIGSTOP');
+          const restarted = await restartedElsewhere(() => [other], shardId, frozenAt, 60_000);
+          const handBack = await cluster.coordinator.waitForLog(
+            (l) => l.msg === 'shard handed back: its worker is gone',
+            5_000,
+            'hand-back',
+          );
+          assert.equal(handBack.shardId, shardId);
+          assert.equal(handBack.reason, 'heartbeat silent');
+          t.diagnostic(`frozen worker's shard restarted elsewhere ${restarted.at - frozenAt} ms after SIGSTOP`);
+          // Far below the 20 s lock plus a stall check.
+          assert.ok(restarted.at - frozenAt < 15_000, `restart took ${restarted.at - frozenAt} ms`);
+          await other.waitForLog(
+            (l) => l.msg === 'shard done' && l.shardId === shardId,
+            30_000,
+            'the handed-back shard done',
+          );
+          // Back to life: it finishes the shard it held, but its lock is gone, so the queue refuses its completion.
+          first.kill('SIGCONT');
+          await finish(cluster, runId);
+          await sleep(3_000);
+          await assertSameAsLocal(cluster.output);
+          const status = await cluster.control.getRun(runId);
+          assert.equal(status.shardsDone, SHARDS);
+          assert.equal(status.shardsFailed, 0);
+          // The queue kept the completion of the worker that took over; the late one dropped the shard or found
+          // it done.
+          const redis = new Redis(cluster.redis.url);
+          try {
+            const returned = await redis.hget(`rescale:shards:${shardId}`, 'returnvalue');
+            assert.match(String(returned), new RegExp(`"workerId":"${other.name}-`));
+          } finally {
+            redis.disconnect();
+          }
+          const late = first.logs().filter((l) => Date.parse(l.time) >= frozenAt && l.shardId === shardId);
+          t.diagnostic(`frozen worker after SIGCONT: ${late.map((l) => l.msg).join(' | ')}`);
+          assert.ok(
+            late.some((l) => /shard dropped: its lock was lost|shard already complete/.test(l.msg)),
+            late.map((l) => l.msg).join(' | '),
+          );
+        },
+        ['--worker-silence', '8'],
+      );
     },
   );
 
@@ -235,6 +309,10 @@ describe('cluster recovery', () => {
         assert.ok(restarted.at - termAt < 10_000, `restart took ${restarted.at - termAt} ms`);
         await assertSameAsLocal(cluster.output);
         assert.equal((await cluster.control.workers()).workers.length, 1, 'the stopped worker deregistered');
+        assert.ok(
+          !cluster.coordinator.logs().some((l) => l.msg === 'shard handed back: its worker is gone'),
+          'a worker stopping cleanly is not taken for dead',
+        );
       });
     },
   );
