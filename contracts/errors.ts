@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'TEMPLATE_INVALID'
   | 'CONTEXT_TOO_SMALL'
   | 'INPUT_NOT_FOUND'
+  | 'INPUT_NOT_READABLE'
   | 'INPUT_INVALID'
   | 'COLUMN_MISSING'
   | 'OUTPUT_NOT_WRITABLE'
@@ -59,6 +60,8 @@ export const ERROR_CODES = {
   TEMPLATE_INVALID: { grpcStatus: 'INVALID_ARGUMENT', exitCode: 2, retryable: false },
   CONTEXT_TOO_SMALL: { grpcStatus: 'INVALID_ARGUMENT', exitCode: 2, retryable: false },
   INPUT_NOT_FOUND: { grpcStatus: 'NOT_FOUND', exitCode: 3, retryable: false },
+  // The file is there but this process may not read it (permissions): the message names the user.
+  INPUT_NOT_READABLE: { grpcStatus: 'FAILED_PRECONDITION', exitCode: 3, retryable: false },
   INPUT_INVALID: { grpcStatus: 'INVALID_ARGUMENT', exitCode: 3, retryable: false },
   COLUMN_MISSING: { grpcStatus: 'INVALID_ARGUMENT', exitCode: 3, retryable: false },
   SHARD_INCOMPLETE: { grpcStatus: 'FAILED_PRECONDITION', exitCode: 3, retryable: false },

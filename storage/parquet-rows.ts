@@ -19,6 +19,7 @@ import {
 } from 'apache-arrow';
 import { parquetMetadata, parquetRead, type AsyncBuffer, type ColumnData, type FileMetaData } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
+import { processUser } from '../contracts/process-user.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { idTypeOf, type DocumentId, type IdType } from '../contracts/results.js';
 import { corpusFingerprint, type CorpusColumn, type ShardSpec } from '../contracts/shard.js';
@@ -362,6 +363,16 @@ async function openCorpusFile(filePath: string): Promise<FileHandle> {
   try {
     return await open(filePath, 'r');
   } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code === 'EACCES' || code === 'EPERM') {
+      // There, but not for this process (on a cluster: the worker's user, not the submitter's).
+      throw new RescaleError(
+        'INPUT_NOT_READABLE',
+        `Cannot read corpus file ${filePath}: permission denied (${code}) for ${processUser()}; give that user ` +
+          'read access to the file and its folders.',
+        { cause },
+      );
+    }
     throw new RescaleError(
       'INPUT_NOT_FOUND',
       `Cannot open corpus file ${filePath} (${errorMessage(cause)}); it was moved or deleted after planning.`,

@@ -21,6 +21,8 @@ export interface ScorerRequest {
   readonly sequences: number;
   /** The active fallback's identity (part of the run's codebook hash), or null/absent when the fallback is off. */
   readonly fallbackIdentity?: string | null;
+  /** Aborts a model load in progress (the worker is stopping); the request then rejects with ABORTED. */
+  readonly signal?: AbortSignal;
 }
 
 export interface LoadedScorer {
@@ -78,6 +80,7 @@ export class ScorerCache implements ScorerProvider {
 
   private async load(request: ScorerRequest): Promise<LoadedScorer> {
     const { codebook } = request;
+    request.signal?.throwIfAborted();
     const fingerprints = await fingerprintsOf(codebook);
     const hash = codebookResultHash(
       codebook,
@@ -106,7 +109,7 @@ export class ScorerCache implements ScorerProvider {
     if (this.model === null) {
       const started = performance.now();
       const llama = await getRuntime({ build: this.options.build ?? 'auto', logger: this.logger });
-      const model = await loadModel(llama, codebook.model.path, codebook.model.gpuLayers);
+      const model = await loadModel(llama, codebook.model.path, codebook.model.gpuLayers, request.signal);
       this.model = { key: modelKey, path: codebook.model.path, model };
       const seconds = (performance.now() - started) / 1000;
       this.logger.log('info', 'model loaded', { model: codebook.model.path, seconds: Number(seconds.toFixed(3)) });

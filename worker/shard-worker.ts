@@ -28,6 +28,7 @@ import { processShard, type ShardFallback, type ShardJob } from './process-shard
 import { toQueueError } from './queue-error.js';
 import { RunSpecReader, type RunContext } from './run-spec-reader.js';
 import { ScorerCache, type LoadedScorer, type ScorerProvider } from './scorer-cache.js';
+import { assertShardDirWritable } from './shard-dir-check.js';
 import { WorkerHeartbeat } from './worker-heartbeat.js';
 import { WorkerMetrics } from './worker-metrics.js';
 
@@ -122,6 +123,8 @@ export class ShardWorker {
   private readonly heartbeat: WorkerHeartbeat;
   private readonly watchdog: RedisWatchdog;
   private readonly rowGroups = new RowGroupCache();
+  /** Shard folders this worker has written to (checked once per folder). */
+  private readonly writableDirs = new Set<string>();
   /** Aborted by close(): the active shard stops at the next document and goes back to the queue. */
   private readonly stopping = new AbortController();
   private active: ActiveShard | null = null;
@@ -337,6 +340,11 @@ export class ShardWorker {
     // A failed run's queued shards wait for "rescale retry"; one that a worker picked up just as it failed is not
     // started.
     if (state === 'cancelled' || state === 'failed') throw cancelledError(data.runId, state);
+    // Before the model load and the scoring: a folder this worker cannot write fails the shard at once, unretried.
+    if (!this.writableDirs.has(run.spec.resultDir)) {
+      await assertShardDirWritable(run.spec.resultDir, this.id);
+      this.writableDirs.add(run.spec.resultDir);
+    }
     this.heartbeat.update({
       state: this.scorers.loadedModel === run.codebook.model.path ? 'busy' : 'loading',
       runId: data.runId,
@@ -348,6 +356,8 @@ export class ShardWorker {
       codebookHash: run.spec.codebookHash,
       sequences: run.spec.sequences,
       fallbackIdentity: fallback === null ? null : fallbackIdentity(fallback),
+      // SIGTERM during a model load: abort the load and hand the shard back, instead of waiting for it.
+      signal: this.stopping.signal,
     });
     this.heartbeat.update({ state: 'busy', model: this.scorers.loadedModel, gpu: loaded.engine.gpu });
     const { spec } = run;

@@ -149,11 +149,27 @@ export async function assertLoraAdapter(file: string, field: string): Promise<vo
   }
 }
 
-export async function loadModel(llama: Llama, file: string, gpuLayers: number | 'auto' | 'max'): Promise<LlamaModel> {
+/** Loads a model; `signal` aborts the load midway (a worker told to stop must not wait for a slow load). */
+export async function loadModel(
+  llama: Llama,
+  file: string,
+  gpuLayers: number | 'auto' | 'max',
+  signal?: AbortSignal,
+): Promise<LlamaModel> {
   await assertGgufFile(file, 'model', 'model.path');
+  signal?.throwIfAborted();
   try {
-    return await llama.loadModel({ modelPath: file, gpuLayers, useMmap: true });
+    return await llama.loadModel({
+      modelPath: file,
+      gpuLayers,
+      useMmap: true,
+      ...(signal !== undefined ? { loadSignal: signal } : {}),
+    });
   } catch (cause) {
+    if (signal?.aborted === true)
+      throw new RescaleError('ABORTED', `loading model ${file} was aborted (${errorMessage(signal.reason)})`, {
+        cause,
+      });
     throw new RescaleError(
       'MODEL_INVALID',
       `llama.cpp could not load model ${file} (codebook field "model.path"): ${errorMessage(cause)}`,
