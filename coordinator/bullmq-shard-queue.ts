@@ -2,6 +2,7 @@
 // never makes two jobs), attempts with exponential backoff, completed jobs kept a day and failed ones until retried.
 
 import { Queue, type Job, type JobState } from 'bullmq';
+import type { Redis } from 'ioredis';
 import type { Logger } from '../contracts/logger.js';
 import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
 import {
@@ -76,6 +77,14 @@ export class ShardQueue {
       completed: counts.completed ?? 0,
       failed: counts.failed ?? 0,
     };
+  }
+
+  /** Jobs completed since `since` (ms) → their completion time (the queue's completed set is scored by it). */
+  async completedSince(redis: Redis, since: number): Promise<Map<string, number>> {
+    const flat = (await redis.zrangebyscore(this.queue.toKey('completed'), since, '+inf', 'WITHSCORES')) as string[];
+    const times = new Map<string, number>();
+    for (let i = 0; i + 1 < flat.length; i += 2) times.set(flat[i] as string, Number(flat[i + 1]));
+    return times;
   }
 
   async close(): Promise<void> {

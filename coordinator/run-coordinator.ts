@@ -5,7 +5,7 @@
 import { QueueEvents } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Closeable } from '../contracts/closeable.js';
-import type { RescaleError } from '../contracts/errors.js';
+import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import { connectRedis, redisOptions, RedisWatchdog, type RedisTarget } from '../contracts/redis-connection.js';
 import { clusterKeys, QUEUE_PREFIX, SHARD_QUEUE_NAME, type WorkerRecord } from '../contracts/shard-queue.js';
@@ -52,6 +52,10 @@ type CompiledOptions = Required<Pick<RunCoordinatorOptions, 'reconcileIntervalMs
   workerSilenceMs?: number;
 };
 
+/** ioredis's and BullMQ's words for a request that could not reach Redis. */
+const REDIS_CONNECTION_ERROR =
+  /Connection is closed|max retries per request|Stream isn't writeable|ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|LOADING/i;
+
 export class RunCoordinator implements Closeable {
   readonly metrics: CoordinatorMetrics;
   /** Resolves with an error when Redis stayed unreachable past the bound. */
@@ -70,6 +74,8 @@ export class RunCoordinator implements Closeable {
   private closed = false;
   private resolveLost: (error: RescaleError) => void = () => undefined;
 
+  private readonly target: RedisTarget;
+
   private constructor(
     private readonly redis: Redis,
     private readonly queue: ShardQueue,
@@ -77,6 +83,7 @@ export class RunCoordinator implements Closeable {
     options: CompiledOptions,
     logger: Logger,
   ) {
+    this.target = options.redis;
     const store = new RunStore(redis);
     this.lost = new Promise((resolve) => (this.resolveLost = resolve));
     this.metrics = new CoordinatorMetrics({
@@ -100,7 +107,9 @@ export class RunCoordinator implements Closeable {
         if (outcome.status === 'ok') this.metrics.fallbackDocuments.inc();
       },
     });
-    this.runs = new RunTracker(store, this.fallbackService, this.metrics, logger);
+    this.runs = new RunTracker(store, this.fallbackService, this.metrics, logger, (since) =>
+      this.queue.completedSince(redis, since),
+    );
     this.finisher = new RunFinisher(store, this.runs, this.fallbackService, this.metrics, logger);
     this.fallbacks = new FallbackSupervisor(
       this.fallbackService,
@@ -133,6 +142,7 @@ export class RunCoordinator implements Closeable {
       this.chain,
       this.metrics,
       logger,
+      (runId, error) => this.control.failNow(runId, error),
     );
     const enqueuer = new ShardEnqueuer(store, queue, this.runs, logger);
     this.control = new RunControl(
@@ -209,33 +219,58 @@ export class RunCoordinator implements Closeable {
   }
 
   submit(request: SubmitRequest): Promise<SubmitResult> {
-    return this.chain.exclusive(() => this.control.submit(request));
+    return this.answer(() => this.chain.exclusive(() => this.control.submit(request)));
   }
 
   cancel(runId: string): Promise<RunStatus> {
-    return this.chain.exclusive(async () => {
-      await this.control.cancel(runId);
-      return this.statuses.status(runId);
-    });
+    return this.answer(() =>
+      this.chain.exclusive(async () => {
+        await this.control.cancel(runId);
+        return this.statuses.status(runId);
+      }),
+    );
   }
 
   retryFailed(runId: string): Promise<{ retried: number; status: RunStatus }> {
-    return this.chain.exclusive(async () => {
-      const retried = await this.control.retryFailed(runId);
-      return { retried, status: await this.statuses.status(runId) };
-    });
+    return this.answer(() =>
+      this.chain.exclusive(async () => {
+        const retried = await this.control.retryFailed(runId);
+        return { retried, status: await this.statuses.status(runId) };
+      }),
+    );
   }
 
   status(runId: string): Promise<RunStatus> {
-    return this.statuses.status(runId);
+    return this.answer(() => this.statuses.status(runId));
   }
 
   list(limit: number): Promise<RunStatus[]> {
-    return this.statuses.list(limit);
+    return this.answer(() => this.statuses.list(limit));
   }
 
   workers(): Promise<WorkerRecord[]> {
-    return this.statuses.workers();
+    return this.answer(() => this.statuses.workers());
+  }
+
+  /**
+   * Runs a control request; a failure while Redis is unreachable is reported as that (SERVICE_UNAVAILABLE, naming
+   * Redis), not as an internal error.
+   */
+  private async answer<T>(request: () => Promise<T>): Promise<T> {
+    try {
+      return await request();
+    } catch (error) {
+      if (error instanceof RescaleError) throw error;
+      if (this.redis.status !== 'ready' || REDIS_CONNECTION_ERROR.test(errorMessage(error))) {
+        throw new RescaleError(
+          'SERVICE_UNAVAILABLE',
+          `the coordinator cannot reach Redis at ${this.target.display} (${errorMessage(error)}); it keeps ` +
+            'retrying and goes on where it was once Redis is back: check redis-server, then ask again',
+          { cause: error, retryable: true },
+        );
+      }
+      throw error;
+    }
   }
 
   /** Stops following events; merges in progress finish first (they are atomic, but a restart would redo them). */

@@ -11,7 +11,7 @@ import type { CoordinatorMetrics } from '../coordinator-metrics.js';
 import type { RunStore } from '../run-store.js';
 import type { MutationChain } from './mutation-chain.js';
 import type { RunFinisher } from './run-finisher.js';
-import { documentsDone, type RunTracker } from './run-tracker.js';
+import type { RunTracker } from './run-tracker.js';
 
 const LAST_EVENT_SAVE_MS = 250;
 
@@ -28,6 +28,8 @@ export class QueueEventFollower {
     private readonly chain: MutationChain,
     private readonly metrics: CoordinatorMetrics,
     private readonly logger: Logger,
+    /** Fails a run at once (inside the chain), for a shard failure every shard of the run would repeat. */
+    private readonly failRunNow: (runId: string, error: string) => Promise<void>,
   ) {}
 
   /** Starts reading events (from after the last one handled before a restart); resolves once reading. */
@@ -53,25 +55,27 @@ export class QueueEventFollower {
       this.logger.log('warn', 'queue event reader error', { error: error.message });
     });
     this.events.on('completed', ({ jobId, returnvalue }, id) =>
-      this.handle(id, () => this.onCompleted(jobId, returnvalue)),
+      this.handle(id, () => this.onCompleted(jobId, returnvalue, eventTime(id))),
     );
     this.events.on('failed', ({ jobId, failedReason }, id) =>
       this.handle(id, () => this.onFailed(jobId, failedReason)),
     );
-    this.events.on('active', ({ jobId }) => this.runs.track(jobId, (run) => run.inFlight.set(jobId, 0)));
-    this.events.on('progress', ({ jobId, data }) =>
+    this.events.on('active', ({ jobId }) => this.runs.track(jobId, (run) => this.runs.startShard(run, jobId)));
+    this.events.on('progress', ({ jobId, data }, id) =>
       this.runs.track(jobId, (run) => {
-        if (typeof data !== 'number' || !run.inFlight.has(jobId)) return;
-        run.inFlight.set(jobId, data);
-        run.rate.add(documentsDone(run));
+        if (typeof data === 'number') this.runs.progress(run, jobId, data, eventTime(id));
       }),
     );
-    this.events.on('waiting', ({ jobId, prev }) => {
-      if (prev === 'active') this.runs.track(jobId, (run) => run.inFlight.delete(jobId));
-    });
+    // A shard that leaves the active state other than by completing is no longer in flight: handed back, retried
+    // later (delayed), failed. Without this a run retrying failures showed more active shards than workers.
+    for (const event of ['waiting', 'delayed', 'failed', 'removed'] as const) {
+      this.events.on(event, ({ jobId }: { jobId: string }) =>
+        this.runs.track(jobId, (run) => this.runs.leaveShard(run, jobId)),
+      );
+    }
     this.events.on('stalled', ({ jobId }) =>
       this.runs.track(jobId, (run) => {
-        run.inFlight.delete(jobId);
+        this.runs.leaveShard(run, jobId);
         this.metrics.stalls.inc();
         this.logger.log('warn', 'shard stalled (its worker died or froze); back in the queue', {
           runId: run.spec.runId,
@@ -106,7 +110,7 @@ export class QueueEventFollower {
     });
   }
 
-  private async onCompleted(shardId: string, returnvalue: unknown): Promise<void> {
+  private async onCompleted(shardId: string, returnvalue: unknown, at: number): Promise<void> {
     let result;
     try {
       result = parseShardJobResult(returnvalue);
@@ -124,7 +128,7 @@ export class QueueEventFollower {
         await this.store.markDone(result.runId, shardId, result.engine);
       return;
     }
-    await this.runs.recordDone(run, shardId, result.engine, result.workerId);
+    await this.runs.recordDone(run, shardId, result.engine, result.workerId, at);
     await this.finisher.maybeFinish(run);
   }
 
@@ -133,7 +137,7 @@ export class QueueEventFollower {
     if (run === undefined || run.done.has(shardId)) return;
     // Replayed events (after a restart) may describe a job that has been retried since.
     if ((await this.queue.queue.getJobState(shardId)) !== 'failed') return;
-    run.inFlight.delete(shardId);
+    this.runs.leaveShard(run, shardId);
     run.failed.set(shardId, failedReason);
     await this.store.markFailed(run.spec.runId, shardId, failedReason);
     this.metrics.failures.inc();
@@ -142,6 +146,23 @@ export class QueueEventFollower {
       shardId,
       reason: failedReason,
     });
+    if (failedReason.startsWith('OUTPUT_NOT_WRITABLE:')) {
+      // Every other shard of the run writes to the same folder: stop them all now instead of one by one.
+      await this.failRunNow(
+        run.spec.runId,
+        `${failedReason} (the run stopped at once: every shard writes there)`.replace(
+          '"rescale retry RUN"',
+          `"rescale retry ${run.spec.runId}"`,
+        ),
+      );
+      return;
+    }
     await this.finisher.maybeFinish(run);
   }
+}
+
+/** When a queue event happened: its stream id starts with the milliseconds Redis added it at. */
+function eventTime(eventId: string): number {
+  const ms = Number.parseInt(eventId, 10);
+  return Number.isFinite(ms) && ms > 0 ? ms : Date.now();
 }

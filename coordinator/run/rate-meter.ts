@@ -1,24 +1,38 @@
 // The document rate of a followed run: documents done over the last minute, for its status, its ETA and the
-// coordinator's docs/s metric.
+// coordinator's docs/s metric. Built from when documents were done (a shard's completion time in the queue, a
+// progress event's time), never from when the coordinator learnt of them: a restarted coordinator that finds
+// minutes of completions at once rebuilds the same rate instead of a burst.
 
 const RATE_WINDOW_MS = 60_000;
 
-/** Documents done over time, for docs/s over the last minute (decaying to 0 when nothing moves). */
 export class RateMeter {
-  private samples: [number, number][] = [];
+  /** [time (ms), documents] increments, possibly negative (progress of a shard that went back to the queue). */
+  private increments: [number, number][] = [];
 
-  add(documents: number, now = Date.now()): void {
-    this.samples.push([now, documents]);
-    // Keep one sample older than the window as the baseline.
-    while (this.samples.length > 2 && (this.samples[1] as [number, number])[0] < now - RATE_WINDOW_MS)
-      this.samples.shift();
+  /** @param origin when counting started (the run's activation): the rate's span never starts before it. */
+  constructor(private readonly origin = Date.now()) {}
+
+  /** Documents done at `at` (ms). */
+  add(documents: number, at = Date.now()): void {
+    if (documents === 0) return;
+    this.increments.push([at, documents]);
+    const horizon = Date.now() - RATE_WINDOW_MS;
+    if (this.increments.length > 64 && (this.increments[0] as [number, number])[0] < horizon)
+      this.increments = this.increments.filter(([time]) => time >= horizon);
   }
 
   perSecond(now = Date.now()): number {
-    const first = this.samples[0];
-    const last = this.samples[this.samples.length - 1];
-    if (first === undefined || last === undefined || first === last) return 0;
-    const seconds = (now - first[0]) / 1000;
-    return seconds >= 1 ? Math.max(0, last[1] - first[1]) / seconds : 0;
+    const windowStart = now - RATE_WINDOW_MS;
+    let total = 0;
+    let earliest = now;
+    for (const [time, documents] of this.increments) {
+      if (time <= windowStart || time > now) continue;
+      total += documents;
+      earliest = Math.min(earliest, time);
+    }
+    // Over the last minute, or since counting started when that is later (unless earlier completions are known).
+    const start = Math.max(windowStart, Math.min(this.origin, earliest));
+    const seconds = (now - start) / 1000;
+    return seconds >= 1 ? Math.max(0, total) / seconds : 0;
   }
 }

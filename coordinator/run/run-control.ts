@@ -94,6 +94,27 @@ export class RunControl {
       throw new RescaleError('RUN_CONFLICT', `run ${runId} is merging its results; nothing is left to cancel`);
     if (record.state !== 'running') return;
     await this.store.transition(runId, ['running'], 'cancelled', { finishedAt: new Date().toISOString() });
+    const { removed, active } = await this.withdraw(runId);
+    await this.fallbacks.stop(runId);
+    this.runs.deactivate(runId);
+    this.logger.log('info', 'run cancelled', { runId, removedJobs: removed, activeJobs: active });
+  }
+
+  /**
+   * Fails a running run at once, for a shard failure every other shard would repeat (an output folder the workers
+   * cannot write): its queued shards are removed and its active ones stopped instead of each failing in turn.
+   * `rescale retry` queues them all again. Runs inside the mutation chain.
+   */
+  async failNow(runId: string, error: string): Promise<void> {
+    if (!(await this.store.transition(runId, ['running'], 'failed', { finishedAt: new Date().toISOString(), error })))
+      return;
+    const { removed, active } = await this.withdraw(runId);
+    this.runs.deactivate(runId);
+    this.logger.log('error', 'run failed at once', { runId, removedJobs: removed, activeJobs: active, error });
+  }
+
+  /** Tells workers to drop the run's active shards and removes its queued ones; counts both. */
+  private async withdraw(runId: string): Promise<{ removed: number; active: number }> {
     await this.redis.publish(clusterKeys.control, JSON.stringify({ type: 'cancel', runId }));
     const run = await this.runs.activate(runId);
     const outstanding = run.plan.shards.filter((s) => !run.done.has(s.id)).map((s) => s.id);
@@ -110,13 +131,7 @@ export class RunControl {
         if (await this.queue.remove(id)) removed += 1;
       }
     }
-    await this.fallbacks.stop(runId);
-    this.runs.deactivate(runId);
-    this.logger.log('info', 'run cancelled', {
-      runId,
-      removedJobs: removed,
-      activeJobs: [...states.values()].filter((s) => s === 'active').length,
-    });
+    return { removed, active: [...states.values()].filter((s) => s === 'active').length };
   }
 
   /** Queues a failed or running run's failed shards again; returns how many (0 when the run is in no such state). */

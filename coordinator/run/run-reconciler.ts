@@ -78,7 +78,7 @@ export class RunReconciler {
       if (state === 'completed' || (state === 'unknown' && written.has(resultFileName(shard.id)))) {
         const job = state === 'completed' ? await this.queue.job(shard.id) : undefined;
         const engine = job?.returnvalue !== undefined && job.returnvalue !== null ? safeEngine(job.returnvalue) : null;
-        await this.runs.recordDone(run, shard.id, engine, null);
+        await this.runs.recordDone(run, shard.id, engine, null, job?.finishedOn ?? Date.now());
       } else if (state === 'failed') {
         const job = await this.queue.job(shard.id);
         const reason = job?.failedReason ?? 'failed';

@@ -36,6 +36,8 @@ export class RunTracker {
     private readonly fallbacks: FallbackService,
     private readonly metrics: CoordinatorMetrics,
     private readonly logger: Logger,
+    /** Shards completed in the queue since a time (ms) → their completion time, to rebuild a run's rate. */
+    private readonly completedSince: (since: number) => Promise<Map<string, number>> = async () => new Map(),
   ) {}
 
   get(runId: string): ActiveRun | undefined {
@@ -77,7 +79,9 @@ export class RunTracker {
       rowsDone: sum([...done].map((id) => rowsOf.get(id) ?? 0)),
       rate: new RateMeter(),
     };
-    run.rate.add(run.rowsDone);
+    // The rate of the last minute from the queue's completion times (a restarted coordinator resumes it).
+    const recent = await this.completedSince(Date.now() - 60_000).catch(() => new Map<string, number>());
+    for (const [shardId, at] of recent) if (done.has(shardId)) run.rate.add(rowsOf.get(shardId) ?? 0, at);
     this.runs.set(runId, run);
     for (const shard of plan.shards) this.shardRun.set(shard.id, runId);
     return run;
@@ -96,11 +100,47 @@ export class RunTracker {
     for (const shard of run.plan.shards) if (this.shardRun.get(shard.id) === runId) this.shardRun.delete(shard.id);
   }
 
-  /** Records a finished shard once its result file is visible here; a missing file fails the shard instead. */
-  async recordDone(run: ActiveRun, shardId: string, engine: ShardEngine, workerId: string | null): Promise<void> {
-    const { runId, resultDir } = run.spec;
+  /** A worker took the shard. */
+  startShard(run: ActiveRun, shardId: string): void {
+    this.leaveShard(run, shardId);
+    if (run.done.has(shardId)) return; // a replayed event, or a duplicate delivery that will skip
+    run.inFlight.set(shardId, 0);
+  }
+
+  /** A worker reported `documents` done in the shard at `at`. */
+  progress(run: ActiveRun, shardId: string, documents: number, at: number): void {
+    const counted = run.inFlight.get(shardId);
+    if (counted === undefined || documents <= counted) return;
+    run.inFlight.set(shardId, documents);
+    run.rate.add(documents - counted, at);
+  }
+
+  /** The shard left its worker without completing (handed back, stalled, delayed, failed): its progress is void. */
+  leaveShard(run: ActiveRun, shardId: string): void {
+    const counted = run.inFlight.get(shardId);
+    if (counted === undefined) return;
     run.inFlight.delete(shardId);
-    if (run.done.has(shardId)) return;
+    run.rate.add(-counted);
+  }
+
+  /**
+   * Records a finished shard once its result file is visible here; a missing file fails the shard instead. `at`:
+   * when the shard completed (the queue's time), for the rate.
+   */
+  async recordDone(
+    run: ActiveRun,
+    shardId: string,
+    engine: ShardEngine,
+    workerId: string | null,
+    at = Date.now(),
+  ): Promise<void> {
+    const { runId, resultDir } = run.spec;
+    const counted = run.inFlight.get(shardId) ?? 0;
+    run.inFlight.delete(shardId);
+    if (run.done.has(shardId)) {
+      run.rate.add(-counted); // its rows are counted already
+      return;
+    }
     if (!(await fileExists(shardResultPath(resultDir, shardId)))) {
       const reason =
         `INTERNAL: worker ${workerId ?? '?'} reported the shard done, but ` +
@@ -116,7 +156,7 @@ export class RunTracker {
     run.failed.delete(shardId);
     const rows = run.rowsOf.get(shardId) ?? 0;
     run.rowsDone += rows;
-    run.rate.add(documentsDone(run));
+    run.rate.add(rows - counted, at);
     this.metrics.completions.inc();
     this.metrics.documents.inc(rows);
   }

@@ -116,8 +116,20 @@ export function spawnRescale(
   name: string,
   args: readonly string[],
   env: Readonly<Record<string, string>> = {},
+  runAs?: RunAs,
 ): ServiceProcess {
-  return spawnTsx(name, CLI, args, env);
+  return spawnTsx(name, CLI, args, env, runAs);
+}
+
+/** A user id and group id to run a service as (needs root and setpriv), e.g. to test what another user may not do. */
+export interface RunAs {
+  readonly uid: number;
+  readonly gid: number;
+}
+
+/** Whether services can be started as another user here (root with setpriv). */
+export function canRunAsAnotherUser(): boolean {
+  return process.getuid?.() === 0 && hasSetpriv();
 }
 
 /** Spawns a TypeScript entry point under tsx, logging JSON lines on stderr like the rescale services. */
@@ -126,11 +138,16 @@ export function spawnTsx(
   script: string,
   args: readonly string[],
   env: Readonly<Record<string, string>> = {},
+  runAs?: RunAs,
 ): ServiceProcess {
   const nodeArgs = ['--import', 'tsx', script, ...args];
+  if (runAs !== undefined && !canRunAsAnotherUser())
+    throw new Error(`cannot start ${name} as uid ${runAs.uid}: needs root and setpriv`);
+  const user =
+    runAs === undefined ? [] : ['--reuid', String(runAs.uid), '--regid', String(runAs.gid), '--clear-groups'];
   // Without setpriv, signals go straight to node: the pid is the service's own.
   const [command, commandArgs] = hasSetpriv()
-    ? ['setpriv', ['--pdeathsig', 'KILL', '--', process.execPath, ...nodeArgs]]
+    ? ['setpriv', ['--pdeathsig', 'KILL', ...user, '--', process.execPath, ...nodeArgs]]
     : [process.execPath, nodeArgs];
   const child = spawn(command, commandArgs, {
     cwd: PACKAGE_ROOT,
@@ -269,10 +286,14 @@ export async function startWorker(
   redisUrl: string,
   name: string,
   extraArgs: readonly string[] = [],
+  runAs?: RunAs,
 ): Promise<ServiceProcess> {
-  const service = spawnRescale(name, ['worker', '--name', name, '--threads', '1', ...extraArgs], {
-    RESCALE_REDIS_URL: redisUrl,
-  });
+  const service = spawnRescale(
+    name,
+    ['worker', '--name', name, '--threads', '1', ...extraArgs],
+    { RESCALE_REDIS_URL: redisUrl },
+    runAs,
+  );
   await service.waitForLog((line) => line.msg === 'worker ready', 60_000, 'ready worker');
   return service;
 }
