@@ -355,7 +355,7 @@ describe('cluster recovery', () => {
         const rates: string[] = [];
         for (let i = 0; i < 8; i++) {
           const status = await cluster.control.getRun(runId);
-          if (status.state !== 'RUN_STATE_RUNNING') break;
+          if (status.state !== 'RUN_STATE_RUNNING' && status.state !== 'RUN_STATE_MERGING') break;
           const now = Date.now();
           const since = Math.max(now - 60_000, submittedAt);
           const rows = cluster.workers
