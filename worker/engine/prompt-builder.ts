@@ -22,11 +22,6 @@ export interface RenderedPrompt {
   readonly truncated: boolean;
 }
 
-/**
- * Tokens of the shared prefix kept back from the end, so a document's first word tokenises as it would in one piece.
- */
-const PREFIX_SAFETY_TOKENS = 2;
-
 export class PromptBuilder {
   readonly chatWrapperName: string | null;
   /** Tokens every prompt starts with; evaluated once per sequence. */
@@ -115,9 +110,9 @@ export class PromptBuilder {
   }
 
   /**
-   * The longest token prefix shared by any two documents, found by rendering two probes that differ from their
-   * first character, minus a few plain-text tokens so a document's first word never changes how the prefix's
-   * last tokens merge. The scorer still checks every document against it.
+   * The longest token prefix shared by two documents, found by rendering two probes that differ from their first
+   * character. Every prompt is tokenised whole, so a document whose first characters merge with the prefix's last
+   * tokens simply shares fewer of them: the sequence pool reuses each prompt's longest common prefix with it.
    */
   private computeSharedPrefix(): Token[] {
     const probe = (text: string): Token[] => {
@@ -129,8 +124,6 @@ export class PromptBuilder {
     const b = probe('Q 7');
     let common = 0;
     while (common < a.length && common < b.length && a[common] === b[common]) common++;
-    let cut = common;
-    for (let kept = 0; kept < PREFIX_SAFETY_TOKENS && cut > 0 && !this.model.isSpecialToken(a[cut - 1]); kept++) cut--;
-    return a.slice(0, cut);
+    return a.slice(0, common);
   }
 }

@@ -84,28 +84,26 @@ export class SequencePool {
   }
 
   /**
-   * Brings a slot back to "shared prefix evaluated, nothing after it" and returns how many of the document's
-   * tokens are already in the cache. The prefix is always evaluated alone, from an empty sequence, so its cached
-   * state is the same whichever documents came before.
+   * Brings a slot back to "the prompt's longest common prefix with the shared prefix evaluated, nothing after it"
+   * and returns that length: how many of the prompt's tokens are already in the cache (at most all but the last).
+   * The shared prefix is always evaluated alone, from an empty sequence, so the cached state a prompt starts from
+   * depends only on that prompt, never on the documents before it. A prompt that diverges inside the prefix (its
+   * document's first characters merge with the prefix's last tokens) rewinds into it.
    */
   async prepare(slot: number, tokens: readonly Token[]): Promise<number> {
     const sequence = this.sequence(slot);
     const prefix = this.sharedPrefix;
-    const matchesPrefix = prefix.every((t, i) => tokens[i] === t);
-    if (!matchesPrefix) {
-      // A document whose start merges with the prompt's last tokens: evaluate its prompt from scratch.
-      await sequence.clearHistory();
-      this.prefixIntact[slot] = false;
-      return 0;
-    }
+    let common = 0;
+    const limit = Math.min(prefix.length, tokens.length - 1);
+    while (common < limit && tokens[common] === prefix[common]) common++;
     if (!this.prefixIntact[slot]) {
       await sequence.clearHistory();
       if (prefix.length > 0) await sequence.controlledEvaluate([...prefix]);
       this.prefixIntact[slot] = true;
-    } else {
-      await this.rewind(slot, prefix.length);
     }
-    return prefix.length;
+    await this.rewind(slot, common);
+    if (common < prefix.length) this.prefixIntact[slot] = false;
+    return common;
   }
 
   /** Erases everything after the first `position` tokens (only ever the tail, so nothing is shifted). */
