@@ -155,7 +155,7 @@ function writeValue(out: ByteWriter, value: GgufValue, key: string): void {
   else writeScalar(out, value.type, value.value, key);
 }
 
-function elementCount(tensor: GgufTensorSpec): number {
+function elementCount(tensor: GgufTensorLayoutSpec): number {
   return tensor.shape.reduce((product, dim) => product * dim, 1);
 }
 
@@ -174,8 +174,14 @@ function tensorBytes(tensor: GgufTensorSpec): Buffer {
   return Buffer.from(half.buffer);
 }
 
+/** A tensor's place in the file, without its values. */
+export type GgufTensorLayoutSpec = Pick<GgufTensorSpec, 'name' | 'shape' | 'type'>;
+
 /** Builds everything before the tensor data: header, metadata, tensor infos, padding. */
-function encodeHeader(file: GgufFileSpec, alignment: number): { header: Buffer; offsets: number[] } {
+function encodeHeader(
+  file: { readonly metadata: GgufMetadata; readonly tensors: readonly GgufTensorLayoutSpec[] },
+  alignment: number,
+): { header: Buffer; offsets: number[]; dataBytes: number } {
   const metadata: GgufMetadata = new Map(file.metadata);
   if (!metadata.has('general.alignment')) metadata.set('general.alignment', { type: 'u32', value: alignment });
 
@@ -204,7 +210,26 @@ function encodeHeader(file: GgufFileSpec, alignment: number): { header: Buffer; 
     offset = alignUp(offset + elementCount(tensor) * GGML_TYPE_SIZES[tensor.type], alignment);
   }
   out.padTo(alignment);
-  return { header: out.bytes(), offsets };
+  return { header: out.bytes(), offsets, dataBytes: offset };
+}
+
+export interface GgufLayout {
+  /** Everything before the tensor data (magic, metadata, tensor infos, padding). */
+  readonly header: Buffer;
+  /** Each tensor's data offset from the end of the header, in `tensors` order. */
+  readonly offsets: readonly number[];
+  /** Length of the data section, the last tensor padded to the alignment: the file is header + dataBytes long. */
+  readonly dataBytes: number;
+}
+
+/**
+ * The header of a GGUF file and where each tensor's data goes, for writers that fill the data section themselves
+ * (models too large to pass through Float32Arrays). Same bytes and offsets as `writeGguf` produces.
+ */
+export function ggufLayout(metadata: GgufMetadata, tensors: readonly GgufTensorLayoutSpec[]): GgufLayout {
+  const alignmentValue = metadata.get('general.alignment');
+  const alignment = alignmentValue?.type === 'u32' ? alignmentValue.value : GGUF_DEFAULT_ALIGNMENT;
+  return encodeHeader({ metadata, tensors }, alignment);
 }
 
 /** Writes a GGUF v3 file; `general.alignment` is added (32) unless the metadata sets it. */
