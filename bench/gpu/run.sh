@@ -167,9 +167,9 @@ build_llama() {
   # The prebuilt addon loads its backends as shared libraries (GGML_BACKEND_DL): this build makes the same
   # libggml-cuda.so from the same source, for sm_90 only, plus llama-batched-bench and its CPU backend.
   cmake -S "$src" -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_BACKEND_DL=ON \
-    -DGGML_NATIVE=ON -DGGML_CUDA="$cuda" -DCMAKE_CUDA_ARCHITECTURES=90-real -DGGML_CCACHE=OFF -DLLAMA_CURL=OFF \
+    -DGGML_NATIVE=OFF -DGGML_CUDA="$cuda" -DCMAKE_CUDA_ARCHITECTURES=90-real -DGGML_CCACHE=OFF -DLLAMA_CURL=OFF \
     -DLLAMA_HTTPLIB=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF \
-    -DLLAMA_BUILD_EXAMPLES=OFF -DGGML_BUILD_NUMBER=1 >"$work/cmake.log" 2>&1 || {
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF -DGGML_BUILD_NUMBER=1 >"$work/cmake.log" 2>&1 || {
     tail -40 "$work/cmake.log"
     return 1
   }

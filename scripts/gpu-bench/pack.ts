@@ -22,7 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BULK_MODEL_SHAPES, bulkRandomModelParts, type BulkModelShape } from '../../gguf/fixtures/bulk-random-model.js';
 import { llamaCppBundlePath, openVocabTokenizer } from '../../gguf/fixtures/vocab.js';
-import { nodeLlamaCppRoot } from '../../worker/engine/llama-runtime.js';
+import { getRuntime, nodeLlamaCppRoot } from '../../worker/engine/llama-runtime.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const PACK_DIR = path.join(ROOT, '.gpu-pack');
@@ -122,15 +122,23 @@ async function packNode(target: string): Promise<void> {
 async function benchDocuments(): Promise<string[]> {
   const tweets = (await readFile(TWEETS, 'utf8')).split('\n').filter((t) => t.trim() !== '');
   if (tweets.length === 0) throw new Error(`${TWEETS} holds no tweets; the documents are made from it`);
-  await using tokenizer = await openVocabTokenizer('llama-bpe');
-  const docs: string[] = [];
-  let next = 0;
-  while (docs.length < DOCUMENTS) {
-    let doc = '';
-    while (tokenizer.tokenize(doc).length < DOC_TOKENS) doc += (doc === '' ? '' : ' ') + tweets[next++ % tweets.length];
-    docs.push(doc);
+  // The prebuilt binary: a local build being compiled beside this checkout would hold getLlama on its lock.
+  const llama = await getRuntime({ build: 'prebuilt' });
+  const tokenizer = await openVocabTokenizer('llama-bpe', { llama });
+  try {
+    const docs: string[] = [];
+    let next = 0;
+    while (docs.length < DOCUMENTS) {
+      let doc = '';
+      while (tokenizer.tokenize(doc).length < DOC_TOKENS)
+        doc += (doc === '' ? '' : ' ') + tweets[next++ % tweets.length];
+      docs.push(doc);
+    }
+    return docs;
+  } finally {
+    await tokenizer.dispose();
+    await llama.dispose();
   }
-  return docs;
 }
 
 async function packRuntime(target: string): Promise<void> {
