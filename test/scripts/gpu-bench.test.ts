@@ -149,7 +149,7 @@ describe('bench/gpu/run.sh --cpu', () => {
     const steps = (await readFile(path.join(out, 'steps.tsv'), 'utf8')).trim().split('\n').slice(1);
     assert.deepEqual(
       steps.map((l) => l.split('\t')[0]),
-      ['environment', 'unpack', 'fill-tiny', 'engine-tiny'],
+      ['environment', 'unpack', 'fill-models', 'engine-tiny'],
     );
     for (const line of steps) assert.equal(line.split('\t')[2], '0', line);
     const results = JSON.parse(await readFile(path.join(out, 'results.json'), 'utf8'));
