@@ -197,9 +197,25 @@ async function main(): Promise<void> {
     progressLogs: false,
     logLevel: LlamaLogLevel.warn,
   });
+  // Without its CUDA backend the addon would quietly run on the CPU, for far longer than the call may take.
+  if (gpuOption === 'cuda' && (llama.gpu !== 'cuda' || (await llama.getVramState()).total === 0)) {
+    process.stderr.write(
+      `engine-bench: --gpu cuda, but llama.cpp loaded with gpu ${String(llama.gpu)} and no VRAM: ` +
+        'libggml-cuda.so is missing from the prebuilt folder or failed to load (see the build step)\n',
+    );
+    process.exit(1);
+  }
   const t0 = performance.now();
   const model = await llama.loadModel({ modelPath: values.model, gpuLayers: gpuOption === 'cuda' ? 'max' : 0 });
   const loadSeconds = (performance.now() - t0) / 1000;
+  if (gpuOption === 'cuda' && model.gpuLayers === 0) {
+    process.stderr.write(`engine-bench: ${values.model} loaded with no layer on the GPU\n`);
+    process.exit(1);
+  }
+  process.stderr.write(
+    `engine-bench: ${path.basename(values.model)} loaded in ${loadSeconds.toFixed(1)} s, gpu ${String(llama.gpu)}, ` +
+      `${model.gpuLayers} layers offloaded, build ${llama.buildType}\n`,
+  );
   const codebook = benchCodebook(values.model, threads);
   const parts: EnginePart[] = [];
   const log = (part: EnginePart): void => {

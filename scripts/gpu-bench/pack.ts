@@ -11,7 +11,7 @@
 //   models.tar.xz      GGUF headers and fill plans of the tiny, 1B-shaped and 8B-shaped random models
 //   manifest.json      sizes, sha256 and what made each part
 //
-// Each part is rebuilt only when missing or when --force is given.
+// Each part is rebuilt only when missing or when --force is given; the runtime also when the bundle changed.
 
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -26,6 +26,7 @@ import { getRuntime, nodeLlamaCppRoot } from '../../worker/engine/llama-runtime.
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const PACK_DIR = path.join(ROOT, '.gpu-pack');
+const BUNDLE = path.join(PACK_DIR, 'engine-bench.mjs');
 export const PACK_LIMIT_BYTES = 64 * 1024 * 1024;
 const DOCUMENTS = 2000;
 const DOC_TOKENS = 200;
@@ -141,23 +142,28 @@ async function benchDocuments(): Promise<string[]> {
   }
 }
 
+/** The bench entry and rescale's engine as one ES module (node-llama-cpp stays a package of its own). */
+function bundleEngineBench(outfile: string): void {
+  const esbuild = path.join(ROOT, 'node_modules', '.bin', 'esbuild');
+  run(esbuild, [
+    path.join(ROOT, 'scripts', 'gpu-bench', 'engine-bench.ts'),
+    '--bundle',
+    '--platform=node',
+    '--format=esm',
+    '--target=node20',
+    '--external:node-llama-cpp',
+    // Bundled CommonJS packages (yaml) call require(): give the ES module one.
+    "--banner:js=import { createRequire as __rescaleCreateRequire } from 'node:module'; " +
+      'const require = __rescaleCreateRequire(import.meta.url);',
+    `--outfile=${outfile}`,
+    '--log-level=warning',
+  ]);
+}
+
 async function packRuntime(target: string): Promise<void> {
   const stage = await mkdtemp(path.join(tmpdir(), 'rescale-gpu-runtime-'));
   try {
-    const esbuild = path.join(ROOT, 'node_modules', '.bin', 'esbuild');
-    run(esbuild, [
-      path.join(ROOT, 'scripts', 'gpu-bench', 'engine-bench.ts'),
-      '--bundle',
-      '--platform=node',
-      '--format=esm',
-      '--target=node20',
-      '--external:node-llama-cpp',
-      // Bundled CommonJS packages (yaml) call require(): give the ES module one.
-      "--banner:js=import { createRequire as __rescaleCreateRequire } from 'node:module'; " +
-        'const require = __rescaleCreateRequire(import.meta.url);',
-      `--outfile=${path.join(stage, 'engine-bench.mjs')}`,
-      '--log-level=warning',
-    ]);
+    await cp(BUNDLE, path.join(stage, 'engine-bench.mjs'));
     const manifest = JSON.parse(await readFile(path.join(ROOT, 'package.json'), 'utf8')) as { version: string };
     // contracts/package-root.ts finds rescale's package.json above the bundle.
     await writeFile(
@@ -235,6 +241,13 @@ async function packModels(target: string): Promise<void> {
 async function main(): Promise<void> {
   const force = process.argv.includes('--force');
   await mkdir(PACK_DIR, { recursive: true });
+  // The bundle is cheap to make; when it differs from the one packed (the engine changed), the runtime is remade.
+  bundleEngineBench(BUNDLE);
+  const bundleSha256 = await sha256(BUNDLE);
+  const previous = existsSync(path.join(PACK_DIR, 'manifest.json'))
+    ? (JSON.parse(await readFile(path.join(PACK_DIR, 'manifest.json'), 'utf8')) as { bundleSha256?: string })
+    : {};
+  const staleRuntime = previous.bundleSha256 !== bundleSha256;
   const parts: [string, (target: string) => Promise<void>, string][] = [
     ['node.xz', packNode, `Node.js ${process.version} (${process.execPath})`],
     ['runtime.tar.xz', packRuntime, 'engine-bench.mjs, docs.json, node-llama-cpp runtime packages'],
@@ -246,7 +259,7 @@ async function main(): Promise<void> {
   for (const [name, make, what] of parts) {
     const target = path.join(PACK_DIR, name);
     const t0 = performance.now();
-    if (force || !existsSync(target)) {
+    if (force || !existsSync(target) || (name === 'runtime.tar.xz' && staleRuntime)) {
       process.stderr.write(`bench:gpu:pack: ${name}...\n`);
       await make(target);
     }
@@ -256,8 +269,9 @@ async function main(): Promise<void> {
   }
   await writeFile(
     path.join(PACK_DIR, 'manifest.json'),
-    JSON.stringify({ node: process.version, totalBytes: total, parts: manifest }, null, 2) + '\n',
+    JSON.stringify({ node: process.version, bundleSha256, totalBytes: total, parts: manifest }, null, 2) + '\n',
   );
+  await rm(BUNDLE);
   const mib = (total / 1024 / 1024).toFixed(1);
   if (total > PACK_LIMIT_BYTES - 2 * 1024 * 1024) {
     throw new Error(`.gpu-pack holds ${mib} MiB; the device tool carries at most 64 MiB with the working tree`);
