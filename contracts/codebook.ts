@@ -26,9 +26,22 @@ const questionSchema = z.strictObject({
   labels: z.array(labelSchema).min(2, 'a question needs at least two labels'),
 });
 
+/** The largest adapter scale (in absolute value) a codebook may set. */
+export const MAX_ADAPTER_SCALE = 4;
+const ADAPTER_SCALE_MESSAGE =
+  `the scale multiplies the adapter's trained update (1 = as trained, 0 = off); use a value between ` +
+  `-${MAX_ADAPTER_SCALE} and ${MAX_ADAPTER_SCALE}: far outside it the model's label probabilities go flat`;
+
 const adapterSchema = z.strictObject({
   path: z.string().min(1),
-  scale: z.number().finite().default(1),
+  // 1 applies the adapter as trained, 0 switches it off; far beyond that the update swamps the model and every label
+  // becomes equally likely, which would be scored as `ok`.
+  scale: z
+    .number()
+    .finite()
+    .min(-MAX_ADAPTER_SCALE, ADAPTER_SCALE_MESSAGE)
+    .max(MAX_ADAPTER_SCALE, ADAPTER_SCALE_MESSAGE)
+    .default(1),
 });
 
 const modelSchema = z.strictObject({

@@ -14,6 +14,8 @@ export interface CorpusColumn {
    */
   readonly logicalType: string | null;
   readonly nullable: boolean;
+  /** A top-level REPEATED field (a legacy list without a LIST group): each row holds several values. */
+  readonly repeated?: true;
 }
 
 export interface CorpusFile {
@@ -25,6 +27,8 @@ export interface CorpusFile {
   readonly rows: number;
   readonly rowGroups: readonly { readonly rowStart: number; readonly rows: number }[];
   readonly columns: readonly CorpusColumn[];
+  /** What was tolerated in reading the file (e.g. a footer row count of 0 over row groups that hold rows). */
+  readonly warnings?: readonly string[];
 }
 
 export interface ShardSpec {
@@ -53,6 +57,11 @@ export interface ShardPlan {
   readonly idType: IdType;
   /** The trial-run limit the plan was cut to (first N corpus rows), or null for the whole corpus. */
   readonly limit: number | null;
+  /**
+   * What planning found that a user should know before scoring (files reached twice, identical files, duplicate or
+   * missing ids); the run logs each as a warning. Absent when there is nothing to say.
+   */
+  readonly warnings?: readonly string[];
 }
 
 /**

@@ -54,7 +54,7 @@ export async function readCorpusFile(filePath: string): Promise<CorpusFile> {
     );
   }
   try {
-    const { size, metadata, fingerprint } = await readParquetFooter(handle, absolute);
+    const { size, metadata, fingerprint, warnings } = await readParquetFooter(handle, absolute);
     let rowStart = 0;
     const rowGroups = metadata.row_groups.map((group) => {
       const rows = Number(group.num_rows);
@@ -62,7 +62,16 @@ export async function readCorpusFile(filePath: string): Promise<CorpusFile> {
       rowStart += rows;
       return entry;
     });
-    return { path: absolute, size, fingerprint, rows: rowStart, rowGroups, columns: corpusColumns(metadata, absolute) };
+    const columns = corpusColumns(metadata, absolute);
+    return {
+      path: absolute,
+      size,
+      fingerprint,
+      rows: rowStart,
+      rowGroups,
+      columns,
+      ...(warnings.length > 0 ? { warnings } : {}),
+    };
   } finally {
     await handle.close();
   }
@@ -75,6 +84,7 @@ function corpusColumns(metadata: FileMetaData, filePath: string): CorpusColumn[]
       physicalType: children.length > 0 ? 'GROUP' : (element.type ?? 'GROUP'),
       logicalType: logicalTypeName(element),
       nullable: element.repetition_type !== 'REQUIRED',
+      ...(element.repetition_type === 'REPEATED' ? { repeated: true as const } : {}),
     }));
   } catch (cause) {
     throw new RescaleError(

@@ -15,6 +15,8 @@ export interface PlanShardsOptions {
   readonly textColumn: string;
   /** Trial run: plan only the first `limit` rows of the corpus. */
   readonly limit?: number;
+  /** Further input columns the prompt template names (`{party}`): they must exist and hold strings, like the text. */
+  readonly promptColumns?: readonly string[];
 }
 
 const SHARD_ID_LENGTH = 24;
@@ -41,7 +43,8 @@ export function planShards(files: readonly CorpusFile[], options: PlanShardsOpti
     throw new RescaleError('CONFIG_INVALID', 'planShards needs the codebook hash; it is part of every shard id.');
   if (files.length === 0)
     throw new RescaleError('INPUT_NOT_FOUND', 'The corpus has no files to plan; pass at least one Parquet file.');
-  for (const file of files) checkColumns(file, textColumn, idColumn);
+  const promptColumns = (options.promptColumns ?? []).filter((name) => name !== textColumn);
+  for (const file of files) checkColumns(file, textColumn, idColumn, promptColumns);
   const idType = idColumn === null ? 'int64' : planIdType(files, idColumn);
 
   const remaining = limit ?? Number.POSITIVE_INFINITY;
@@ -124,9 +127,14 @@ function fileRanges(file: CorpusFile, maxRows: number): [number, number][] {
   return ranges;
 }
 
-function checkColumns(file: CorpusFile, textColumn: string, idColumn: string | null): void {
+function checkColumns(
+  file: CorpusFile,
+  textColumn: string,
+  idColumn: string | null,
+  promptColumns: readonly string[],
+): void {
   const names = file.columns.map((column) => column.name);
-  const wanted = idColumn === null ? [textColumn] : [idColumn, textColumn];
+  const wanted = [...(idColumn === null ? [textColumn] : [idColumn, textColumn]), ...promptColumns];
   const missing = wanted.filter((name) => !names.includes(name));
   if (missing.length > 0) {
     throw new RescaleError(
@@ -135,13 +143,13 @@ function checkColumns(file: CorpusFile, textColumn: string, idColumn: string | n
         `${names.join(', ')}. Set the codebook's text/id column to one of these, or drop the file from the corpus.`,
     );
   }
-  const text = file.columns.find((column) => column.name === textColumn);
-  if (text !== undefined && text.physicalType !== 'BYTE_ARRAY' && text.physicalType !== 'FIXED_LEN_BYTE_ARRAY') {
-    throw new RescaleError(
-      'INPUT_INVALID',
-      `Text column "${textColumn}" in ${file.path} is ` +
-        `${text.physicalType}${text.logicalType === null ? '' : ` (${text.logicalType})`}, not a string column; ` +
-        'point the codebook at the column that holds the document text.',
+  checkStringColumn(file, textColumn, 'Text column', 'point the codebook at the column that holds the document text');
+  for (const name of promptColumns) {
+    checkStringColumn(
+      file,
+      name,
+      'Column',
+      `the prompt template names {${name}}; name a string column there, or convert it to text in the corpus`,
     );
   }
   const id = idColumn === null ? undefined : file.columns.find((column) => column.name === idColumn);
@@ -151,6 +159,30 @@ function checkColumns(file: CorpusFile, textColumn: string, idColumn: string | n
       `Id column "${idColumn}" in ${file.path} is a nested column; choose a scalar id column.`,
     );
   }
+}
+
+/**
+ * Logical types whose values are text: strings, enums, JSON (read as its text) and unannotated BYTE_ARRAY (decoded as
+ * UTF-8). Everything else (geometry, geography, UUID, decimal, BSON, variant, lists, structs, a repeated field) would
+ * reach the model as "[object Object]" or comma-joined values and be scored as if it were a document.
+ */
+const TEXT_LOGICAL_TYPES: readonly (string | null)[] = ['STRING', 'ENUM', 'JSON', null];
+
+function checkStringColumn(file: CorpusFile, name: string, what: string, remedy: string): void {
+  const column = file.columns.find((candidate) => candidate.name === name);
+  if (column === undefined) return;
+  const isText =
+    column.physicalType === 'BYTE_ARRAY'
+      ? TEXT_LOGICAL_TYPES.includes(column.logicalType)
+      : column.physicalType === 'FIXED_LEN_BYTE_ARRAY' && column.logicalType === null;
+  if (isText && column.repeated !== true) return;
+  const type =
+    `${column.repeated === true ? 'a repeated ' : ''}${column.physicalType}` +
+    `${column.logicalType === null ? '' : ` (${column.logicalType})`}`;
+  throw new RescaleError(
+    'INPUT_INVALID',
+    `${what} "${name}" in ${file.path} is ${type}, not a string column; ${remedy}.`,
+  );
 }
 
 /** One IdType for the whole corpus: integer widths widen to the largest; any other mix is an error. */

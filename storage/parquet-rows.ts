@@ -17,7 +17,15 @@ import {
   Utf8,
   type DataType,
 } from 'apache-arrow';
-import { parquetMetadata, parquetRead, type AsyncBuffer, type ColumnData, type FileMetaData } from 'hyparquet';
+import {
+  parquetMetadata,
+  parquetRead,
+  snappyUncompress,
+  type AsyncBuffer,
+  type ColumnData,
+  type Compressors,
+  type FileMetaData,
+} from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { processUser } from '../contracts/process-user.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
@@ -34,6 +42,8 @@ export interface ParquetFooter {
   readonly footer: Uint8Array;
   readonly metadata: FileMetaData;
   readonly fingerprint: string;
+  /** What the reader tolerated and how it read the file anyway (e.g. a footer row count of 0), for the run log. */
+  readonly warnings: readonly string[];
 }
 
 /**
@@ -83,12 +93,25 @@ export async function readParquetFooter(handle: FileHandle, filePath: string): P
       cause,
     );
   }
-  checkRowGroups(metadata, size - 8 - metadataLength, filePath);
-  return { size, footer, metadata, fingerprint: corpusFingerprint(size, footer) };
+  const groupRows = checkRowGroups(metadata, size - 8 - metadataLength, filePath);
+  const warnings: string[] = [];
+  if (metadata.num_rows === 0n && groupRows > 0n) {
+    // Some writers leave the footer's total at 0; other readers follow the row groups, and so does rescale.
+    warnings.push(
+      `Corpus file ${filePath} says it has 0 rows in its footer but its row groups hold ${groupRows}; rescale ` +
+        'reads the row groups, as other Parquet readers do',
+    );
+    metadata = { ...metadata, num_rows: groupRows };
+  }
+  return { size, footer, metadata, fingerprint: corpusFingerprint(size, footer), warnings };
 }
 
-/** Row counts must add up and every column chunk must lie inside the data section, or reads would fail later. */
-function checkRowGroups(metadata: FileMetaData, dataEnd: number, filePath: string): void {
+/**
+ * Row counts must add up and every column chunk must lie inside the data section, or reads would fail later. A footer
+ * total of 0 over row groups that hold rows is the one mismatch tolerated (the caller follows the row groups).
+ * Returns the rows the row groups hold.
+ */
+function checkRowGroups(metadata: FileMetaData, dataEnd: number, filePath: string): bigint {
   let rows = 0n;
   for (const group of metadata.row_groups) {
     rows += group.num_rows;
@@ -107,7 +130,7 @@ function checkRowGroups(metadata: FileMetaData, dataEnd: number, filePath: strin
       }
     }
   }
-  if (rows !== metadata.num_rows) {
+  if (rows !== metadata.num_rows && metadata.num_rows !== 0n) {
     throw invalidInput(
       filePath,
       `says it has ${metadata.num_rows} rows but its row groups hold ${rows}: it is corrupt`,
@@ -116,6 +139,25 @@ function checkRowGroups(metadata: FileMetaData, dataEnd: number, filePath: strin
   if (rows > BigInt(Number.MAX_SAFE_INTEGER)) {
     throw invalidInput(filePath, `has ${rows} rows, more than rescale can index; split the file`);
   }
+  return rows;
+}
+
+/**
+ * The decompressors, except that an empty compressed body is an empty page: a DATA_PAGE_V2 whose values are all null
+ * has a zero-byte body (its levels are stored before it, uncompressed), which writers do not run through the codec.
+ */
+const CORPUS_COMPRESSORS: Compressors = Object.fromEntries(
+  Object.entries({ SNAPPY: snappyDecompress, ...compressors }).map(([codec, decompress]) => [
+    codec,
+    (input: Uint8Array, outputLength: number): Uint8Array =>
+      input.length === 0 && outputLength === 0 ? new Uint8Array(0) : decompress(input, outputLength),
+  ]),
+);
+
+function snappyDecompress(input: Uint8Array, outputLength: number): Uint8Array {
+  const output = new Uint8Array(outputLength);
+  snappyUncompress(input, output);
+  return output;
 }
 
 /** An AsyncBuffer over an open file handle, so hyparquet reads only the byte ranges it plans. */
@@ -291,7 +333,12 @@ async function readRange(
       columns,
       rowStart,
       rowEnd,
-      compressors,
+      compressors: CORPUS_COMPRESSORS,
+      // BYTE_ARRAY without a string annotation stays bytes: ids become hex (toDocumentId), texts are decoded by
+      // toText; decoding binary ids as UTF-8 would merge distinct ids into the same replacement characters.
+      utf8: false,
+      // A JSON column used as text (or a template variable) is its text, not a parsed object.
+      parsers: { jsonFromBytes: (bytes: Uint8Array) => utf8Decoder.decode(bytes) },
       useOffsetIndex: true,
       onChunk: (chunk) => chunks.get(chunk.columnName)?.push(chunk),
     });

@@ -95,6 +95,22 @@ describe('parseCodebook', () => {
     assert.throws(() => singleQuestion(cb), /one single-label question/);
   });
 
+  it('refuses an adapter scale outside -4..4, naming the adapter (1e30 gives flat distributions scored ok)', () => {
+    for (const scale of [1e30, -1e30, 4.5, -5]) {
+      rejects(
+        { ...minimal, model: { ...minimal.model, adapters: [{ path: 'a.gguf', scale }] } },
+        /model\.adapters\[0\]\.scale.*between -4 and 4/s,
+      );
+    }
+    for (const scale of [-4, -1, 0, 0.5, 2, 4]) {
+      const cb = parseCodebook(
+        { ...minimal, model: { ...minimal.model, adapters: [{ path: 'a.gguf', scale }] } },
+        { source: 'cb.yaml', baseDir: '/data' },
+      );
+      assert.equal(cb.model.adapters[0]?.scale, scale);
+    }
+  });
+
   it('rejects answer_prefix outside raw format', () => {
     rejects({ ...minimal, prompt: { template: '{text}', answer_prefix: ' ' } }, /answer_prefix/);
   });

@@ -185,3 +185,64 @@ describe('planShards', () => {
     });
   });
 });
+
+describe('planShards: what a text column may be', () => {
+  const withText = (column: Omit<CorpusColumn, 'name'>): CorpusFile =>
+    corpusFile('a', [10], [COLUMNS[0]!, { name: 'body', ...column }]);
+  const refused = (file: CorpusFile, type: string, options: Parameters<typeof planShards>[1] = OPTIONS): void =>
+    assert.throws(
+      () => planShards([file], options),
+      (error: unknown) =>
+        isRescaleError(error, 'INPUT_INVALID') &&
+        error.message.includes('"body"') &&
+        error.message.includes(file.path) &&
+        error.message.includes(type) &&
+        error.message.includes('not a string column'),
+    );
+
+  it('refuses geometry, geography and nested columns as text, naming the column and its type', async () => {
+    await withTempDir(async (dir) => {
+      const geometry = await writeParquetWithDuckDB(
+        "SELECT i AS doc_id, 'POINT(1 2)'::GEOMETRY AS body FROM range(3) t(i)",
+        path.join(dir, 'geometry.parquet'),
+      );
+      refused((await resolveCorpus(geometry))[0]!, 'GEOMETRY');
+      const list = await writeParquetWithDuckDB(
+        "SELECT i AS doc_id, ['a', 'b'] AS body FROM range(3) t(i)",
+        path.join(dir, 'list.parquet'),
+      );
+      refused((await resolveCorpus(list))[0]!, 'LIST');
+    });
+    refused(withText({ physicalType: 'BYTE_ARRAY', logicalType: 'GEOGRAPHY', nullable: true }), 'GEOGRAPHY');
+    refused(withText({ physicalType: 'FIXED_LEN_BYTE_ARRAY', logicalType: 'UUID', nullable: true }), 'UUID');
+    refused(withText({ physicalType: 'BYTE_ARRAY', logicalType: 'DECIMAL', nullable: true }), 'DECIMAL');
+    // A legacy list: a top-level repeated string field, each row several strings.
+    refused(withText({ physicalType: 'BYTE_ARRAY', logicalType: 'STRING', nullable: true, repeated: true }), 'repeated');
+  });
+
+  it('accepts string, enum, JSON and unannotated binary text columns', () => {
+    for (const logicalType of ['STRING', 'ENUM', 'JSON', null]) {
+      const plan = planShards([withText({ physicalType: 'BYTE_ARRAY', logicalType, nullable: true })], OPTIONS);
+      assert.equal(plan.shards.length, 1);
+    }
+  });
+
+  it('checks the columns the prompt template names the same way, before any scoring', () => {
+    const file = corpusFile('a', [10], [
+      ...COLUMNS,
+      { name: 'place', physicalType: 'BYTE_ARRAY', logicalType: 'GEOMETRY', nullable: true },
+    ]);
+    assert.throws(
+      () => planShards([file], { ...OPTIONS, promptColumns: ['place'] }),
+      (error: unknown) =>
+        isRescaleError(error, 'INPUT_INVALID') &&
+        error.message.includes('"place"') &&
+        error.message.includes('GEOMETRY') &&
+        error.message.includes('prompt'),
+    );
+    assert.throws(
+      () => planShards([file], { ...OPTIONS, promptColumns: ['party'] }),
+      (error: unknown) => isRescaleError(error, 'COLUMN_MISSING') && error.message.includes('"party"'),
+    );
+  });
+});

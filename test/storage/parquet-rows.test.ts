@@ -65,6 +65,27 @@ function hadoopLz4(input: Uint8Array): Uint8Array {
   return framed;
 }
 
+/** Snappy as one literal run (valid for any decoder): the length as a varint, then a literal tag and the bytes. */
+function literalSnappy(input: Uint8Array): Uint8Array {
+  const head: number[] = [];
+  for (let n = input.length; ; n >>>= 7) {
+    if (n < 0x80) {
+      head.push(n);
+      break;
+    }
+    head.push((n & 0x7f) | 0x80);
+  }
+  const n = input.length - 1;
+  if (n < 60) head.push(n << 2);
+  else if (n < 0x100) head.push(60 << 2, n);
+  else if (n < 0x10000) head.push(61 << 2, n & 0xff, n >> 8);
+  else head.push(62 << 2, n & 0xff, (n >> 8) & 0xff, n >> 16);
+  const out = new Uint8Array(head.length + input.length);
+  out.set(head);
+  out.set(input, head.length);
+  return out;
+}
+
 async function planOne(
   file: string,
   maxRowsPerShard: number,
@@ -356,6 +377,92 @@ describe('idArrowType', () => {
         text: 'Utf8',
       });
       assert.ok(DataType.isInt(idArrowType(corpus!.columns[0]!)));
+    });
+  });
+});
+
+describe('corpus values that must not be mistaken', () => {
+  it('keeps BYTE_ARRAY ids without a string annotation as hex, so distinct binary ids never merge', async () => {
+    await withTempDir(async (dir) => {
+      // Two ids that decode to the same text as UTF-8 ("\ufffd\u0001"): 0xFE01 and 0xFF01, plus a valid UTF-8 one.
+      const file = await writeParquetWithDuckDB(
+        `SELECT * FROM (VALUES ('\\xFE\\x01'::BLOB, 'one'), ('\\xFF\\x01'::BLOB, 'two'), ('ab'::BLOB, 'three'))
+           t(id, text)`,
+        path.join(dir, 'binary-ids.parquet'),
+      );
+      const { shards } = await planOne(file, 100);
+      const got = await collect(readShardDocuments(shards[0]!, { idColumn: 'id', textColumn: 'text' }));
+      assert.deepEqual(got.ids, ['fe01', 'ff01', '6162']);
+      assert.deepEqual(got.texts, ['one', 'two', 'three']);
+    });
+  });
+
+  it('reads a JSON text column as its text, not as a parsed object', async () => {
+    await withTempDir(async (dir) => {
+      const file = await writeParquetWithDuckDB(
+        `SELECT 1 AS id, '{"a": [1, 2]}'::JSON AS text`,
+        path.join(dir, 'json.parquet'),
+      );
+      const { shards } = await planOne(file, 100);
+      const got = await collect(readShardDocuments(shards[0]!, { idColumn: 'id', textColumn: 'text' }));
+      assert.deepEqual(got.texts, ['{"a": [1, 2]}']);
+    });
+  });
+});
+
+describe('Parquet that real writers produce', () => {
+  it('reads a DATA_PAGE_V2 page whose compressed body is zero bytes (all values null) without decompressing it', async () => {
+    await withTempDir(async (dir) => {
+      const file = path.join(dir, 'empty-body.parquet');
+      // As parquet-mr and arrow-rs do: a v2 page with no values has an empty body, which is never compressed.
+      const snappyOrEmpty = (input: Uint8Array): Uint8Array =>
+        input.length === 0 ? new Uint8Array(0) : literalSnappy(input);
+      parquetWriteFile({
+        filename: file,
+        codec: 'SNAPPY',
+        compressors: { SNAPPY: snappyOrEmpty },
+        columnData: [
+          { name: 'id', data: [1, 2, 3], type: 'INT32' },
+          { name: 'text', data: ['a', 'b', 'c'], type: 'STRING' },
+          { name: 'note', data: [null, null, null], type: 'STRING' },
+        ],
+      });
+      const handle = await open(file);
+      try {
+        const { metadata } = await readParquetFooter(handle, file);
+        const note = metadata.row_groups[0]?.columns[2]?.meta_data;
+        assert.ok(note?.encoding_stats?.some((stat) => stat.page_type === 'DATA_PAGE_V2'));
+      } finally {
+        await handle.close();
+      }
+      const { shards } = await planOne(file, 100);
+      const values: unknown[] = [];
+      for await (const batch of readShardRows(shards[0]!, ['text', 'note'])) values.push(...batch.columns.get('note')!);
+      assert.deepEqual(values, [null, null, null]);
+    });
+  });
+
+  it('follows the row groups of a footer that says 0 rows while its row groups hold rows, and says so', async () => {
+    await withTempDir(async (dir) => {
+      const file = await writeParquetWithDuckDB(
+        "SELECT i AS id, 'doc ' || i AS text FROM range(50) t(i)",
+        path.join(dir, 'zero-rows.parquet'),
+      );
+      // FileMetaData field 3 (num_rows, i64) follows the schema list: compact header 0x16, zigzag varint 100 = 0x64.
+      const bytes = await readFile(file);
+      const footerLength = bytes.readUInt32LE(bytes.length - 8);
+      const footerStart = bytes.length - 8 - footerLength;
+      const at = bytes.subarray(footerStart).indexOf(Buffer.from([0x16, 0x64]));
+      assert.ok(at > 0);
+      bytes[footerStart + at + 1] = 0x00;
+      await writeFile(file, bytes);
+      const [corpus] = await resolveCorpus(file);
+      assert.equal(corpus?.rows, 50);
+      assert.ok(corpus?.warnings?.some((w) => w.includes(file) && w.includes('0 rows') && w.includes('50')));
+      const { shards } = await planOne(file, 100);
+      const got = await collect(readShardDocuments(shards[0]!, { idColumn: 'id', textColumn: 'text' }));
+      assert.equal(got.texts.length, 50);
+      assert.equal(got.texts[49], 'doc 49');
     });
   });
 });
