@@ -2,7 +2,7 @@
 // classify, reading each footer once: rows, row groups, columns and a fingerprint of the content.
 
 import type { Dirent } from 'node:fs';
-import { open, readdir, stat } from 'node:fs/promises';
+import { open, readdir, realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parquetSchema, type FileMetaData, type SchemaElement } from 'hyparquet';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
@@ -16,10 +16,16 @@ const FOOTER_CONCURRENCY = 8;
  * Expands each input in order and reads every file's footer. A directory means every *.parquet file
  * below it (recursively, skipping hidden and `_`-prefixed entries such as Spark's `_SUCCESS` and
  * `_temporary`); a glob supports `*`, `?`, `**`, `[abc]` and `{a,b}`. Files are sorted by path
- * (code-point order, so the order and the row indexes never depend on locale); a file named twice is
- * kept once, at its first position.
+ * (code-point order, so the order and the row indexes never depend on locale). Symlinks are followed, but a file is
+ * counted once by its real path (at its first position, under the name it was first reached by), a folder reached
+ * twice is listed once and a symlink loop is not entered. What was skipped, and files with the same content
+ * fingerprint (copies whose documents would be classified twice), go to `options.warnings`.
  */
-export async function resolveCorpus(input: string | readonly string[]): Promise<CorpusFile[]> {
+export async function resolveCorpus(
+  input: string | readonly string[],
+  options: { readonly warnings?: string[] } = {},
+): Promise<CorpusFile[]> {
+  const warnings = options.warnings ?? [];
   const inputs = typeof input === 'string' ? [input] : [...input];
   if (inputs.length === 0) {
     throw new RescaleError(
@@ -29,15 +35,35 @@ export async function resolveCorpus(input: string | readonly string[]): Promise<
     );
   }
   const paths: string[] = [];
-  const seen = new Set<string>();
+  const seen = new Map<string, string>();
   for (const item of inputs) {
-    for (const filePath of await expandInput(item)) {
-      if (seen.has(filePath)) continue;
-      seen.add(filePath);
+    for (const filePath of await expandInput(item, warnings)) {
+      const real = await realpath(filePath).catch(() => filePath);
+      const first = seen.get(real);
+      if (first !== undefined) {
+        if (first !== filePath) {
+          warnings.push(`Corpus file ${filePath} is the same file as ${first} (a symlink); it is counted once`);
+        }
+        continue;
+      }
+      seen.set(real, filePath);
       paths.push(filePath);
     }
   }
-  return mapConcurrent(paths, FOOTER_CONCURRENCY, readCorpusFile);
+  const files = await mapConcurrent(paths, FOOTER_CONCURRENCY, readCorpusFile);
+  const byFingerprint = new Map<string, string>();
+  for (const file of files) {
+    warnings.push(...(file.warnings ?? []));
+    const first = byFingerprint.get(file.fingerprint);
+    if (first === undefined) byFingerprint.set(file.fingerprint, file.path);
+    else {
+      warnings.push(
+        `Corpus files ${first} and ${file.path} have the same content fingerprint (byte-identical copies?): the ` +
+          'documents of both are classified; drop one from the corpus if that is not intended',
+      );
+    }
+  }
+  return files;
 }
 
 /** Reads one file's footer into a CorpusFile; INPUT_INVALID names the file if it is not complete Parquet. */
@@ -106,12 +132,12 @@ function logicalTypeName(element: SchemaElement): string | null {
   return element.converted_type === 'UTF8' ? 'STRING' : element.converted_type;
 }
 
-async function expandInput(input: string): Promise<string[]> {
+async function expandInput(input: string, warnings: string[]): Promise<string[]> {
   const absolute = path.resolve(input);
   const info = await stat(absolute).catch(() => undefined);
   if (info === undefined) {
     // A literal path wins over a glob reading, so files named with brackets still work.
-    if (GLOB_MAGIC.test(input)) return expandGlob(input, absolute);
+    if (GLOB_MAGIC.test(input)) return expandGlob(input, absolute, warnings);
     throw new RescaleError(
       'INPUT_NOT_FOUND',
       `Corpus input ${input} does not exist (resolved to ${absolute}); check the path.`,
@@ -124,7 +150,12 @@ async function expandInput(input: string): Promise<string[]> {
       `Corpus input ${absolute} is neither a file nor a directory; pass Parquet files, directories or globs.`,
     );
   }
-  const files = await walk(absolute, (relative, isFile) => !isFile || relative.endsWith('.parquet'), Infinity);
+  const files = await walk(
+    absolute,
+    (relative, isFile) => !isFile || relative.endsWith('.parquet'),
+    Infinity,
+    warnings,
+  );
   if (files.length === 0) {
     throw new RescaleError(
       'INPUT_NOT_FOUND',
@@ -134,7 +165,7 @@ async function expandInput(input: string): Promise<string[]> {
   return files;
 }
 
-async function expandGlob(input: string, absolute: string): Promise<string[]> {
+async function expandGlob(input: string, absolute: string, warnings: string[]): Promise<string[]> {
   const segments = absolute.split(path.sep);
   const firstMagic = segments.findIndex((segment) => GLOB_MAGIC.test(segment));
   const base = segments.slice(0, firstMagic).join(path.sep) || path.sep;
@@ -144,7 +175,7 @@ async function expandGlob(input: string, absolute: string): Promise<string[]> {
   const baseInfo = await stat(base).catch(() => undefined);
   const files =
     baseInfo?.isDirectory() === true
-      ? await walk(base, (relative, isFile) => !isFile || matcher.test(relative), depth)
+      ? await walk(base, (relative, isFile) => !isFile || matcher.test(relative), depth, warnings)
       : [];
   if (files.length === 0) {
     throw new RescaleError(
@@ -155,14 +186,33 @@ async function expandGlob(input: string, absolute: string): Promise<string[]> {
   return files;
 }
 
-/** Files below `root` accepted by `keep`, as absolute paths sorted by their relative path in code-point order. */
+/**
+ * Files below `root` accepted by `keep`, as absolute paths sorted by their relative path in code-point order. Folders
+ * are followed through symlinks but listed once by real path; a folder that is its own ancestor (a loop) is skipped.
+ */
 async function walk(
   root: string,
   keep: (relative: string, isFile: boolean) => boolean,
   maxDepth: number,
+  warnings: string[],
 ): Promise<string[]> {
   const found: string[] = [];
-  const visit = async (dir: string, relative: string, depth: number): Promise<void> => {
+  /** Real paths of the folders listed so far → the path they were first reached by. */
+  const walked = new Map<string, string>();
+  const visit = async (dir: string, relative: string, depth: number, ancestors: readonly string[]): Promise<void> => {
+    const real = await realpath(dir).catch(() => dir);
+    if (ancestors.includes(real)) {
+      warnings.push(`Corpus folder ${dir} is a symlink loop (it leads back to ${real}); it is not entered`);
+      return;
+    }
+    const first = walked.get(real);
+    if (first !== undefined) {
+      warnings.push(
+        `Corpus folder ${real} is reached twice (as ${first} and ${dir}); its files are counted once, under ${first}`,
+      );
+      return;
+    }
+    walked.set(real, dir);
     let entries: Dirent[];
     try {
       entries = await readdir(dir, { withFileTypes: true });
@@ -184,11 +234,11 @@ async function walk(
       if (info?.isFile() === true) {
         if (keep(rel, true)) found.push(full);
       } else if (info?.isDirectory() === true && depth > 1) {
-        await visit(full, rel, depth - 1);
+        await visit(full, rel, depth - 1, [...ancestors, real]);
       }
     }
   };
-  await visit(root, '', maxDepth);
+  await visit(root, '', maxDepth, []);
   return found;
 }
 

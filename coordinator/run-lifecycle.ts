@@ -129,6 +129,7 @@ export async function openRun(
   }
   const identity = fallback.active ? fallback.identity : null;
   const plan = await planRun(codebook, request.input, sequences, shardRows, request.limit, identity);
+  for (const warning of plan.warnings ?? []) logger.log('warn', warning);
   if (scoring !== null) await writePlanFile(layout, plan);
   return { codebook, layout, plan, sequences, shardRows, fallback, fallbackPaths, startedAt };
 }

@@ -2,13 +2,14 @@
 // ids carry the codebook's result hash, and a finished run is described by a manifest. No model runtime here.
 
 import os from 'node:os';
-import { codebookResultHash, type Codebook } from '../contracts/codebook.js';
+import { CODEBOOK_VARIABLES, codebookResultHash, type Codebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import { quickFingerprint, sha256File } from '../contracts/file-digest.js';
 import { RESCALE_VERSION } from '../contracts/package-root.js';
 import type { RunManifestHead } from '../contracts/run-manifest.js';
 import type { ShardPlan } from '../contracts/shard.js';
 import { resolveCorpus } from './corpus.js';
+import { checkCorpusIds, idCheckWarnings } from './id-check.js';
 import { planShards } from './shard-planner.js';
 
 export const DEFAULT_SHARD_ROWS = 2000;
@@ -31,14 +32,26 @@ export async function planRun(
       codebook.model.adapters.map((a, i) => fingerprintOrThrow(a.path, `model.adapters[${i}].path`)),
     ),
   };
-  const files = await resolveCorpus(input);
-  return planShards(files, {
+  const warnings: string[] = [];
+  const files = await resolveCorpus(input, { warnings });
+  const plan = planShards(files, {
     codebookHash: codebookResultHash(codebook, fingerprints, { sequences }, fallbackIdentity),
     maxRowsPerShard: shardRows,
     idColumn: codebook.idColumn,
     textColumn: codebook.textColumn,
+    promptColumns: promptInputColumns(codebook),
     ...(limit !== undefined ? { limit } : {}),
   });
+  warnings.push(...idCheckWarnings(await checkCorpusIds(plan)));
+  return warnings.length > 0 ? { ...plan, warnings } : plan;
+}
+
+/** Input columns the prompt template names besides the text (`{party}`); the codebook's own variables excluded. */
+export function promptInputColumns(codebook: Codebook): string[] {
+  const own: readonly string[] = CODEBOOK_VARIABLES;
+  return codebook.prompt.variables.filter(
+    (name) => name !== 'text' && name !== codebook.textColumn && !own.includes(name),
+  );
 }
 
 async function fingerprintOrThrow(file: string, field: string): Promise<string> {

@@ -68,6 +68,7 @@ export class RunControl {
       alreadyDone: run.done.size,
       output,
     });
+    for (const warning of plan.warnings ?? []) this.logger.log('warn', warning, { runId });
     await this.finisher.maybeFinish(run);
     return { runId, created: true };
   }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { mkdir, readFile, truncate, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, symlink, truncate, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 
@@ -180,5 +180,61 @@ describe('globToRegExp', () => {
     assert.ok(globToRegExp('{a,b}/*.parquet').test('b/x.parquet'));
     assert.ok(!globToRegExp('a.parquet').test('aXparquet'));
     assert.ok(globToRegExp('(x)+.parquet').test('(x)+.parquet'));
+  });
+});
+
+describe('resolveCorpus: symlinks and copies', () => {
+  it('counts a file reached through a symlinked folder once and names the link', async () => {
+    await withTempDir(async (dir) => {
+      await mkdir(path.join(dir, 'v1'));
+      await writeParquetWithDuckDB("SELECT 1 AS id, 'a' AS text", path.join(dir, 'v1', 'a.parquet'));
+      await writeParquetWithDuckDB("SELECT 2 AS id, 'b' AS text", path.join(dir, 'v1', 'b.parquet'));
+      await symlink('v1', path.join(dir, 'latest'));
+      const warnings: string[] = [];
+      const files = await resolveCorpus(dir, { warnings });
+      assert.deepEqual(
+        files.map((file) => path.relative(dir, file.path)),
+        ['latest/a.parquet', 'latest/b.parquet'],
+      );
+      assert.ok(
+        warnings.some((w) => w.includes(path.join(dir, 'v1')) && w.includes('once')),
+        warnings.join('\n'),
+      );
+    });
+  });
+
+  it('stops at a symlink loop instead of multiplying the corpus', async () => {
+    await withTempDir(async (dir) => {
+      await mkdir(path.join(dir, 'data'));
+      await writeParquetWithDuckDB("SELECT 1 AS id, 'a' AS text", path.join(dir, 'data', 'a.parquet'));
+      await symlink('..', path.join(dir, 'data', 'loop'));
+      const warnings: string[] = [];
+      const files = await resolveCorpus(path.join(dir, 'data'), { warnings });
+      assert.deepEqual(
+        files.map((file) => path.relative(dir, file.path)),
+        ['data/a.parquet'],
+      );
+      assert.ok(
+        warnings.some((w) => w.includes('loop')),
+        warnings.join('\n'),
+      );
+      // The same through a glob.
+      const globbed = await resolveCorpus(path.join(dir, 'data', '**', '*.parquet'));
+      assert.equal(globbed.length, 1);
+    });
+  });
+
+  it('warns when two corpus files have the same content fingerprint', async () => {
+    await withTempDir(async (dir) => {
+      const a = await writeParquetWithDuckDB("SELECT 1 AS id, 'a' AS text", path.join(dir, 'a.parquet'));
+      await copyFile(a, path.join(dir, 'copy-of-a.parquet'));
+      const warnings: string[] = [];
+      const files = await resolveCorpus(dir, { warnings });
+      assert.equal(files.length, 2);
+      assert.ok(
+        warnings.some((w) => w.includes('a.parquet') && w.includes('copy-of-a.parquet') && w.includes('same content')),
+        warnings.join('\n'),
+      );
+    });
   });
 });

@@ -217,7 +217,10 @@ describe('planShards: what a text column may be', () => {
     refused(withText({ physicalType: 'FIXED_LEN_BYTE_ARRAY', logicalType: 'UUID', nullable: true }), 'UUID');
     refused(withText({ physicalType: 'BYTE_ARRAY', logicalType: 'DECIMAL', nullable: true }), 'DECIMAL');
     // A legacy list: a top-level repeated string field, each row several strings.
-    refused(withText({ physicalType: 'BYTE_ARRAY', logicalType: 'STRING', nullable: true, repeated: true }), 'repeated');
+    refused(
+      withText({ physicalType: 'BYTE_ARRAY', logicalType: 'STRING', nullable: true, repeated: true }),
+      'repeated',
+    );
   });
 
   it('accepts string, enum, JSON and unannotated binary text columns', () => {
@@ -228,10 +231,11 @@ describe('planShards: what a text column may be', () => {
   });
 
   it('checks the columns the prompt template names the same way, before any scoring', () => {
-    const file = corpusFile('a', [10], [
-      ...COLUMNS,
-      { name: 'place', physicalType: 'BYTE_ARRAY', logicalType: 'GEOMETRY', nullable: true },
-    ]);
+    const file = corpusFile(
+      'a',
+      [10],
+      [...COLUMNS, { name: 'place', physicalType: 'BYTE_ARRAY', logicalType: 'GEOMETRY', nullable: true }],
+    );
     assert.throws(
       () => planShards([file], { ...OPTIONS, promptColumns: ['place'] }),
       (error: unknown) =>
