@@ -144,6 +144,12 @@ export function formatEvaluation(result: EvaluationResult): string {
       `${bootstrap.seed}`,
   );
   for (const s of result.systems) {
+    if (s.coverage.key !== 'id') {
+      out.push(
+        `note: ${s.name}: joined by ${s.coverage.key} (its corpus files reuse ids; the corpus file of each result ` +
+          'row comes from its manifest)',
+      );
+    }
     const note = describeCoverage(s.coverage);
     if (note !== null) out.push(`note: ${note}`);
     if (s.coverage.evaluated > result.documents)

@@ -1,8 +1,12 @@
 // Gold labels and result files joined by document id: what every evaluation and calibration starts from. Ids missing
-// on either side are counted and reported, never silently dropped; a duplicated id is an error naming the file.
+// on either side are counted and reported, never silently dropped; a duplicated id is an error naming the file. A
+// multi-file run whose corpus files reuse ids is joined by corpus file and id (the manifest maps each result row's
+// shard to its file).
 
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { RescaleError } from '../../contracts/errors.js';
+import { outputLayout } from '../../storage/output-layout.js';
 import { readParquetTable, type ParquetTable } from '../../storage/parquet-table.js';
 
 /** How many example ids an error or a coverage report lists. */
@@ -10,13 +14,14 @@ const EXAMPLE_IDS = 5;
 
 /**
  * The join key of an id value: integers of any width (number or bigint) and their decimal text join equally, so a
- * gold file written with INT32 ids joins a result file with INT64 ids. null for a null id.
+ * gold file written with INT32 ids joins a result file with INT64 ids. null for a null id; NaN, Infinity, -Infinity
+ * and -0 keep their own keys (never null, and -0 is not 0), as the result file keeps them.
  */
 export function idKey(value: unknown): string | null {
   if (value === null || value === undefined) return null;
   if (typeof value === 'string') return value;
   if (typeof value === 'bigint') return value.toString();
-  if (typeof value === 'number') return Number.isFinite(value) ? String(value) : null;
+  if (typeof value === 'number') return Object.is(value, -0) ? '-0' : String(value);
   if (value instanceof Date) return value.toISOString();
   if (value instanceof Uint8Array) return Buffer.from(value).toString('utf8');
   return String(value);
@@ -72,8 +77,18 @@ function indexIds(
   return index;
 }
 
+/** What a join pairs rows by: the id, or (for a run whose corpus files reuse ids) the corpus file and the id. */
+export type JoinKey = 'id' | 'file and id';
+
+/** The column a gold file may name each row's corpus file in, for a run keyed by file and id. */
+export const GOLD_FILE_COLUMN = 'file';
+
 export interface GoldLabels {
   readonly file: string;
+  /** Values of the gold file's "file" column (each row's corpus file: a path or a file name), when it has one. */
+  readonly files: readonly (string | null)[] | null;
+  /** False when ids repeat across the corpus files the "file" column names (joinable by file and id only). */
+  readonly idsUnique: boolean;
   readonly idColumn: string;
   readonly labelColumn: string;
   readonly rows: number;
@@ -103,13 +118,33 @@ export async function readGoldLabels(file: string, options: ReadGoldOptions): Pr
   const table = await readParquetTable(file, role, [
     { name: options.idColumn, option: '--id-column' },
     { name: options.labelColumn, option: '--label-column' },
+    { name: GOLD_FILE_COLUMN, optional: true },
     ...extra,
   ]);
   const keys = (table.columns.get(options.idColumn) ?? []).map(idKey);
-  const index = indexIds(keys, table.file, role, options.idColumn, false);
+  const files = table.columns.get(GOLD_FILE_COLUMN)?.map(labelText) ?? null;
+  let index: Map<string, number>;
+  if (files !== null && hasDuplicates(keys)) {
+    // Ids that repeat across the corpus files a "file" column names: unique per file and id is what counts.
+    indexIds(
+      keys.map((key, row) => (key === null ? null : `${files[row] ?? ''}\0${key}`)),
+      table.file,
+      role,
+      `${GOLD_FILE_COLUMN}" and "${options.idColumn}`,
+      false,
+    );
+    index = new Map();
+    keys.forEach((key, row) => {
+      if (key !== null && !index.has(key)) index.set(key, row);
+    });
+  } else {
+    index = indexIds(keys, table.file, role, options.idColumn, false);
+  }
   const labels = (table.columns.get(options.labelColumn) ?? []).map(labelText);
   return {
     file: table.file,
+    files,
+    idsUnique: index.size === keys.length,
     idColumn: options.idColumn,
     labelColumn: options.labelColumn,
     rows: table.rows,
@@ -124,7 +159,12 @@ export async function readGoldLabels(file: string, options: ReadGoldOptions): Pr
 export interface Predictions {
   readonly file: string;
   readonly rows: number;
+  /** Join key per row: the id key, or `<corpus file>\0<id key>` when keyedBy is 'file and id'. */
   readonly keys: readonly (string | null)[];
+  /** 'file and id' when the run's corpus files reuse ids (read from the manifest beside the result file). */
+  readonly keyedBy: JoinKey;
+  /** The run's corpus files (absolute paths) when keyedBy is 'file and id', else null. */
+  readonly corpusFiles: readonly string[] | null;
   /** The final label (`label`), null when the row was not scored. */
   readonly labels: readonly (string | null)[];
   /** The local model's label: `local_label` when the file has it (a run with fallback), else `label`. */
@@ -168,8 +208,16 @@ export async function readPredictions(file: string, role = '--predictions'): Pro
     { name: 'fallback_label', optional: true },
     { name: 'fallback_status', optional: true },
     { name: 'source', optional: true },
+    { name: 'shard_id', optional: true },
   ]);
-  const keys = (table.columns.get('id') ?? []).map(idKey);
+  let keys = (table.columns.get('id') ?? []).map(idKey);
+  let keyedBy: JoinKey = 'id';
+  let corpusFiles: string[] | null = null;
+  const byFile = hasDuplicates(keys) ? keysByFile(table, keys) : null;
+  if (byFile !== null) {
+    ({ keys, corpusFiles } = byFile);
+    keyedBy = 'file and id';
+  }
   const index = indexIds(keys, table.file, role, 'id', true);
   const labels = column(table, 'label', labelText) ?? [];
   let labelOrder: string[] | null = null;
@@ -186,6 +234,8 @@ export async function readPredictions(file: string, role = '--predictions'): Pro
     file: table.file,
     rows: table.rows,
     keys,
+    keyedBy,
+    corpusFiles,
     labels,
     localLabels: column(table, 'local_label', labelText)?.map((l, i) => l ?? labels[i] ?? null) ?? labels,
     statuses: column(table, 'status', labelText),
@@ -201,8 +251,79 @@ export async function readPredictions(file: string, role = '--predictions'): Pro
   };
 }
 
+function hasDuplicates(keys: readonly (string | null)[]): boolean {
+  const seen = new Set<string>();
+  for (const key of keys) {
+    if (key === null) continue;
+    if (seen.has(key)) return true;
+    seen.add(key);
+  }
+  return false;
+}
+
+/**
+ * Keys of a result file whose ids repeat: `<corpus file>\0<id>`, the corpus file of each row from its shard_id and
+ * the run's manifest. Null when the file has no shard_id column or no readable manifest (the duplicate is then
+ * reported as such).
+ */
+function keysByFile(
+  table: ParquetTable,
+  keys: readonly (string | null)[],
+): { keys: (string | null)[]; corpusFiles: string[] } | null {
+  const shardIds = table.columns.get('shard_id');
+  if (shardIds === undefined) return null;
+  let shards: unknown;
+  try {
+    shards = (JSON.parse(readFileSync(outputLayout(table.file).manifestFile, 'utf8')) as { shards?: unknown }).shards;
+  } catch {
+    return null;
+  }
+  if (!Array.isArray(shards)) return null;
+  const fileOf = new Map<string, string>();
+  for (const shard of shards as { id?: unknown; file?: unknown }[]) {
+    if (typeof shard.id === 'string' && typeof shard.file === 'string') fileOf.set(shard.id, shard.file);
+  }
+  const out: (string | null)[] = [];
+  for (const [row, key] of keys.entries()) {
+    const file = fileOf.get(labelText(shardIds[row]) ?? '');
+    if (file === undefined) return null;
+    out.push(key === null ? null : `${file}\0${key}`);
+  }
+  return { keys: out, corpusFiles: [...new Set(fileOf.values())] };
+}
+
+/**
+ * The corpus file of a gold row for a join by file and id: its "file" column value matched to one of the run's corpus
+ * files (the same absolute path, or the same trailing path such as a file name), else the gold file itself when it is
+ * one of them (a labelled corpus file).
+ */
+function goldCorpusFile(gold: GoldLabels, row: number, corpusFiles: readonly string[], results: string): string {
+  const named = gold.files?.[row] ?? null;
+  if (named !== null) {
+    const matches = corpusFiles.filter(
+      (file) => file === named || file === path.resolve(named) || file.endsWith(`/${named.replace(/^\.\//, '')}`),
+    );
+    if (matches.length === 1) return matches[0] as string;
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `${gold.file}: row ${row} names the corpus file ${JSON.stringify(named)} in its "${GOLD_FILE_COLUMN}" column, ` +
+        `which ${matches.length === 0 ? 'is not one' : 'matches several'} of the corpus files of ${results} ` +
+        `(${corpusFiles.map((f) => path.basename(f)).join(', ')}); name the file by its path`,
+    );
+  }
+  if (corpusFiles.includes(gold.file)) return gold.file;
+  throw new RescaleError(
+    'INPUT_INVALID',
+    `${results} is keyed by corpus file and id (its corpus files reuse ids), but the gold file ${gold.file} is not one ` +
+      `of those files and has no "${GOLD_FILE_COLUMN}" column: add a "${GOLD_FILE_COLUMN}" column naming each gold ` +
+      "row's corpus file (its path or file name)",
+  );
+}
+
 export interface JoinCoverage {
   readonly file: string;
+  /** What rows were paired by. */
+  readonly key: JoinKey;
   readonly predictionRows: number;
   /** Gold rows with a label. */
   readonly goldLabelled: number;
@@ -233,19 +354,37 @@ export function joinByIds(
   labelOf: (p: Predictions) => readonly (string | null)[] = (p) => p.labels,
 ): JoinedPredictions {
   const labels = labelOf(predictions);
+  let goldKeys = gold.keys;
+  let goldIndex = gold.index;
+  if (predictions.keyedBy === 'file and id') {
+    const files = predictions.corpusFiles ?? [];
+    goldKeys = gold.keys.map((key, g) => `${goldCorpusFile(gold, g, files, predictions.file)}\0${key}`);
+    goldIndex = new Map(goldKeys.map((key, g) => [key, g]));
+  } else if (!gold.idsUnique) {
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `${gold.file} repeats ids across the corpus files of its "${GOLD_FILE_COLUMN}" column, but the ids of ` +
+        `${predictions.file} are unique and it is joined by id; evaluate against a gold file with unique ids, or ` +
+        "keep the result file's manifest beside it when its corpus files reuse ids",
+    );
+  }
+  const shown = (key: string): string => {
+    const cut = key.indexOf('\0');
+    return cut < 0 ? key : `${path.basename(key.slice(0, cut))}:${key.slice(cut + 1)}`;
+  };
   const goldRows: number[] = [];
   const predictionRows: number[] = [];
   const missing: string[] = [];
   const unscored: Record<string, number> = {};
   let missingPredictions = 0;
   let goldLabelled = 0;
-  gold.keys.forEach((key, g) => {
+  goldKeys.forEach((key, g) => {
     if (gold.labels[g] === null) return;
     goldLabelled++;
     const p = predictions.index.get(key);
     if (p === undefined) {
       missingPredictions++;
-      if (missing.length < EXAMPLE_IDS) missing.push(key);
+      if (missing.length < EXAMPLE_IDS) missing.push(shown(key));
       return;
     }
     if (labels[p] === null || labels[p] === undefined) {
@@ -259,14 +398,15 @@ export function joinByIds(
   let notInGold = 0;
   const extra: string[] = [];
   for (const key of predictions.index.keys()) {
-    if (!gold.index.has(key)) {
+    if (!goldIndex.has(key)) {
       notInGold++;
-      if (extra.length < EXAMPLE_IDS) extra.push(key);
+      if (extra.length < EXAMPLE_IDS) extra.push(shown(key));
     }
   }
   return {
     coverage: {
       file: predictions.file,
+      key: predictions.keyedBy,
       predictionRows: predictions.rows,
       goldLabelled,
       evaluated: goldRows.length,

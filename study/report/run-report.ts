@@ -566,7 +566,9 @@ function goldSectionHtml(data: RunReportData): string {
   const intro =
     `${e.documents.toLocaleString('en-US')} documents with gold labels from ${path.basename(e.gold.file)} (column ` +
     `"${e.gold.labelColumn}"). 95% percentile bootstrap CIs, ${e.bootstrap.resamples} resamples, seed ` +
-    `${e.bootstrap.seed}.${left.length > 0 ? ` Left out: ${left.join('; ')}.` : ''}`;
+    `${e.bootstrap.seed}. Joined by ${coverage.key}` +
+    `${coverage.key === 'id' ? '' : ' (the corpus files reuse ids)'}.` +
+    `${left.length > 0 ? ` Left out: ${left.join('; ')}.` : ''}`;
   const perClass = table(
     ['label', 'support', 'predicted', 'precision', 'recall', 'F1'],
     system.perClass.map((c) => [

@@ -2,7 +2,7 @@
 // files side by side, and the CLI. Inputs are Parquet files written by DuckDB.
 
 import assert from 'node:assert/strict';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { isRescaleError } from '../../../contracts/errors.js';
@@ -17,8 +17,14 @@ import { agreementMetrics, cohenKappa } from '../../../study/evaluation/agreemen
 import { bootstrapCi } from '../../../study/evaluation/bootstrap.js';
 import { krippendorffAlpha } from '../../../study/evaluation/krippendorff-alpha.js';
 import { createSeededRandom } from '../../../study/evaluation/seeded-random.js';
-import { runCli, writeGold, writePredictions, type PredictionRow } from '../../helpers/analysis-files.js';
-import { withTempDir } from '../../../scripts/harness/parquet.js';
+import {
+  runCli,
+  writeGold,
+  writePredictions,
+  writeRowsParquet,
+  type PredictionRow,
+} from '../../helpers/analysis-files.js';
+import { withTempDir, writeParquetWithDuckDB } from '../../../scripts/harness/parquet.js';
 
 const LABELS = ['negative', 'neutral', 'positive'];
 // Rows gold, columns predicted: [[2,1,0],[0,3,1],[1,0,2]].
@@ -244,6 +250,82 @@ describe('the id join', () => {
         readGoldLabels(gold, { idColumn: 'id', labelColumn: 'gold' }),
         (e: unknown) => isRescaleError(e, 'INPUT_INVALID') && e.message.includes('gold-dup.parquet'),
       );
+    });
+  });
+
+  it('keys a multi-file run whose files reuse ids by file and id (from the manifest), and says so', async () => {
+    await withTempDir(async (dir) => {
+      // The corpus: two files with ids 1 and 2 each; b.parquet also holds gold labels (a labelled split).
+      const a = await writeGold(path.join(dir, 'a.parquet'), [
+        { id: 1, gold: null },
+        { id: 2, gold: null },
+      ]);
+      const b = await writeGold(path.join(dir, 'b.parquet'), [
+        { id: 1, gold: 'x' },
+        { id: 2, gold: 'y' },
+      ]);
+      const results = path.join(dir, 'results.parquet');
+      await writeRowsParquet(results, { id: 'BIGINT', label: 'VARCHAR', status: 'VARCHAR', shard_id: 'VARCHAR' }, [
+        { id: 1, label: 'y', status: 'ok', shard_id: 'sa' },
+        { id: 2, label: 'y', status: 'ok', shard_id: 'sa' },
+        { id: 1, label: 'x', status: 'ok', shard_id: 'sb' },
+        { id: 2, label: 'x', status: 'ok', shard_id: 'sb' },
+      ]);
+      await writeFile(
+        `${results}.manifest.json`,
+        JSON.stringify({
+          shards: [
+            { id: 'sa', file: a, rowStart: 0, rowEnd: 2 },
+            { id: 'sb', file: b, rowStart: 0, rowEnd: 2 },
+          ],
+        }),
+      );
+      const predictions = await readPredictions(results);
+      assert.equal(predictions.keyedBy, 'file and id');
+      // The gold file is one of the corpus files: its rows are keyed by it.
+      const gold = await readGoldLabels(b, { idColumn: 'id', labelColumn: 'gold' });
+      const join = joinByIds(gold, predictions);
+      assert.equal(join.coverage.key, 'file and id');
+      assert.equal(join.coverage.evaluated, 2);
+      assert.deepEqual([...join.predictionRows], [2, 3]);
+      assert.equal(join.coverage.notInGold, 2);
+      // A gold file outside the corpus names each row's corpus file in a "file" column (a path or a file name).
+      const named = path.join(dir, 'gold-named.parquet');
+      await writeRowsParquet(named, { file: 'VARCHAR', id: 'BIGINT', gold: 'VARCHAR' }, [
+        { file: 'a.parquet', id: 2, gold: 'y' },
+        { file: b, id: 1, gold: 'x' },
+      ]);
+      const both = joinByIds(await readGoldLabels(named, { idColumn: 'id', labelColumn: 'gold' }), predictions);
+      assert.equal(both.coverage.evaluated, 2);
+      assert.deepEqual([...both.predictionRows], [1, 2]);
+      // Without either, the join cannot be made and says what to add.
+      const plain = await writeGold(path.join(dir, 'gold-plain.parquet'), [{ id: 1, gold: 'x' }]);
+      assert.throws(
+        () => joinByIds(gold.file === plain ? gold : { ...gold, file: plain, files: null }, predictions),
+        (e: unknown) => isRescaleError(e, 'INPUT_INVALID') && e.message.includes('"file" column'),
+      );
+      const cli = await runCli(['evaluate', '--predictions', results, '--gold', b]);
+      assert.equal(cli.code, 0, cli.stderr);
+      assert.match(cli.stdout, /joined by file and id/);
+    });
+  });
+
+  it('keeps NaN, infinite and -0 float ids apart from null and from 0', async () => {
+    await withTempDir(async (dir) => {
+      const ids = "('nan'::DOUBLE), ('inf'::DOUBLE), ('-inf'::DOUBLE), (-0.0::DOUBLE), (0.0::DOUBLE)";
+      const results = await writeParquetWithDuckDB(
+        `SELECT id, CASE WHEN id = 0 AND sign(id) >= 0 THEN 'x' ELSE 'y' END AS label FROM (VALUES ${ids}) t(id)`,
+        path.join(dir, 'results.parquet'),
+      );
+      const gold = await writeParquetWithDuckDB(
+        `SELECT id, 'y' AS gold FROM (VALUES ${ids}) t(id)`,
+        path.join(dir, 'gold.parquet'),
+      );
+      const predictions = await readPredictions(results);
+      assert.equal(predictions.nullIds, 0);
+      assert.deepEqual([...predictions.keys], ['NaN', 'Infinity', '-Infinity', '-0', '0']);
+      const join = joinByIds(await readGoldLabels(gold, { idColumn: 'id', labelColumn: 'gold' }), predictions);
+      assert.equal(join.coverage.evaluated, 5);
     });
   });
 
