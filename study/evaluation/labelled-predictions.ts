@@ -314,9 +314,9 @@ function goldCorpusFile(gold: GoldLabels, row: number, corpusFiles: readonly str
   if (corpusFiles.includes(gold.file)) return gold.file;
   throw new RescaleError(
     'INPUT_INVALID',
-    `${results} is keyed by corpus file and id (its corpus files reuse ids), but the gold file ${gold.file} is not one ` +
-      `of those files and has no "${GOLD_FILE_COLUMN}" column: add a "${GOLD_FILE_COLUMN}" column naming each gold ` +
-      "row's corpus file (its path or file name)",
+    `${results} is keyed by corpus file and id (its corpus files reuse ids), but the gold file ${gold.file} is not ` +
+      `one of those files and has no "${GOLD_FILE_COLUMN}" column: add a "${GOLD_FILE_COLUMN}" column naming ` +
+      "each gold row's corpus file (its path or file name)",
   );
 }
 

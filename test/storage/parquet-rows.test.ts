@@ -411,7 +411,7 @@ describe('corpus values that must not be mistaken', () => {
 });
 
 describe('Parquet that real writers produce', () => {
-  it('reads a DATA_PAGE_V2 page whose compressed body is zero bytes (all values null) without decompressing it', async () => {
+  it('reads a DATA_PAGE_V2 page with a zero-byte body (all values null) without decompressing it', async () => {
     await withTempDir(async (dir) => {
       const file = path.join(dir, 'empty-body.parquet');
       // As parquet-mr and arrow-rs do: a v2 page with no values has an empty body, which is never compressed.
