@@ -33,6 +33,17 @@ let loadedPreference: BuildPreference | null = null;
  * logger rather than keeping the first one's (a test's or a probe's silent logger would otherwise mute a worker).
  */
 let runtimeLogger: Logger = silentLogger;
+/**
+ * llama.cpp's latest error lines. Its own messages go to the log at debug level only (a new user reads "error loading
+ * model" as a failure of the run); when a load does fail, loadModel puts these lines into its error instead.
+ */
+const recentErrors: string[] = [];
+const RECENT_ERRORS = 4;
+
+/** Takes (and clears) the error lines llama.cpp logged since the last call. */
+function takeRecentErrors(): string[] {
+  return recentErrors.splice(0, recentErrors.length);
+}
 
 /** One llama.cpp binding per process, shared by every model and context; one build per process. */
 export async function getRuntime(options: RuntimeOptions): Promise<Llama> {
@@ -56,11 +67,12 @@ export async function getRuntime(options: RuntimeOptions): Promise<Llama> {
     logger: (level, message) => {
       const text = message.trim();
       if (text === '') return;
-      runtimeLogger.log(
-        level === LlamaLogLevel.error || level === LlamaLogLevel.fatal ? 'error' : 'warn',
-        'llama.cpp',
-        { message: text },
-      );
+      const isError = level === LlamaLogLevel.error || level === LlamaLogLevel.fatal;
+      if (isError) {
+        recentErrors.push(text);
+        if (recentErrors.length > RECENT_ERRORS) recentErrors.shift();
+      }
+      runtimeLogger.log('debug', 'llama.cpp', { level: isError ? 'error' : 'warn', message: text });
     },
   }).catch((cause: unknown) => {
     llamaPromise = null;
@@ -158,6 +170,7 @@ export async function loadModel(
 ): Promise<LlamaModel> {
   await assertGgufFile(file, 'model', 'model.path');
   signal?.throwIfAborted();
+  takeRecentErrors();
   try {
     return await llama.loadModel({
       modelPath: file,
@@ -166,13 +179,15 @@ export async function loadModel(
       ...(signal !== undefined ? { loadSignal: signal } : {}),
     });
   } catch (cause) {
+    const said = takeRecentErrors();
     if (signal?.aborted === true)
       throw new RescaleError('ABORTED', `loading model ${file} was aborted (${errorMessage(signal.reason)})`, {
         cause,
       });
     throw new RescaleError(
       'MODEL_INVALID',
-      `llama.cpp could not load model ${file} (codebook field "model.path"): ${errorMessage(cause)}`,
+      `llama.cpp could not load model ${file} (codebook field "model.path"): ${errorMessage(cause)}` +
+        `${said.length > 0 ? ` (llama.cpp: ${said.join('; ')})` : ''}`,
       { cause },
     );
   }

@@ -4,9 +4,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { llamaBuildFromEnvironment } from '../../../contracts/environment.js';
-import { RescaleError } from '../../../contracts/errors.js';
+import { RescaleError, isRescaleError } from '../../../contracts/errors.js';
 import type { LogLevel, Logger, LogMeta } from '../../../contracts/logger.js';
-import { getRuntime } from '../../../worker/engine/llama-runtime.js';
+import { getRuntime, loadModel } from '../../../worker/engine/llama-runtime.js';
 import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
 
 function recordingLogger(): Logger & { readonly lines: { level: LogLevel; message: string; meta?: LogMeta }[] } {
@@ -32,18 +32,39 @@ describe('getRuntime', () => {
     );
   });
 
-  it("sends llama.cpp's messages to the latest caller's logger", async () => {
+  it("sends llama.cpp's messages to the latest caller's logger, at debug level only", async () => {
     const build = llamaBuildFromEnvironment();
     const first = recordingLogger();
     const latest = recordingLogger();
     await getRuntime({ build, logger: first });
     const llama = await getRuntime({ build, logger: latest });
-    // An adapter is a GGUF file without the model's tensors: llama.cpp logs an error while refusing it.
+    // An adapter is a GGUF file without a model's keys and tensors: llama.cpp logs errors while refusing it.
     await assert.rejects(llama.loadModel({ modelPath: await fixtureModel('keyword-adapter'), gpuLayers: 0 }));
     assert.ok(
-      latest.lines.some((l) => l.message === 'llama.cpp' && l.level === 'error'),
+      latest.lines.some((l) => l.message === 'llama.cpp' && l.level === 'debug'),
       JSON.stringify(latest.lines),
     );
+    // What llama.cpp says on its own is not a failure of the run: nothing above debug reaches the terminal.
+    assert.deepEqual(
+      latest.lines.filter((l) => l.level !== 'debug'),
+      [],
+    );
     assert.equal(first.lines.length, 0);
+  });
+
+  it("puts llama.cpp's error lines into the error of a load that fails", async () => {
+    const build = llamaBuildFromEnvironment();
+    const logger = recordingLogger();
+    const llama = await getRuntime({ build, logger });
+    const adapter = await fixtureModel('keyword-adapter');
+    await assert.rejects(
+      loadModel(llama, adapter, 0),
+      (e: unknown) =>
+        isRescaleError(e, 'MODEL_INVALID') && e.message.includes(adapter) && e.message.includes('error loading model'),
+    );
+    assert.deepEqual(
+      logger.lines.filter((l) => l.level !== 'debug'),
+      [],
+    );
   });
 });
