@@ -383,8 +383,9 @@ export function codebookResultHash(
  * Documents decoded together (the batch layout, part of the result hash and of the shard ids): the override
  * (`--sequences`), else the codebook's `model.sequences`, where "auto" is 1. "auto" is resolved once, when a run is
  * planned, and never by the machine: cluster workers differ, and one picking by its hardware would change the
- * layout under the run. 1 because several sequences gain nothing while the engine decodes a group's documents one
- * after another (worker/engine/serial-decode.ts), on CPU (measured) and GPU alike.
+ * layout under the run. 1 because one sequence is what every machine runs well: several sequences decode a group's
+ * documents together (worker/engine/batched-decode.ts), meant for GPUs (set it there; unmeasured here), and it showed
+ * no reliable gain on the shared 2-core CPU it was measured on.
  */
 export function resolveSequences(codebook: Codebook, override?: number): number {
   if (override !== undefined) return override;

@@ -38,6 +38,8 @@ export interface ScoreOptions {
 /** How the engine was laid out; recorded in the manifest (`software.engines[].settings`). */
 export interface ScorerSettings {
   readonly sequences: number;
+  /** How a group's documents reach llama.cpp: "batched" (one decode per group) or "serial" (one per document). */
+  readonly decode: string;
   readonly contextSize: number;
   readonly batchSize: number;
   readonly threads: number;

@@ -18,7 +18,7 @@ const ENGINE: EngineReport = { nodeLlamaCpp: 'none', llamaCpp: 'instant (benchma
 function instantSettings(codebook: Codebook): ScorerSettings {
   const { maxDocumentTokens } = codebook.model;
   const none = { contextSize: 0, batchSize: 0, threads: 0, sharedPrefixTokens: 0 };
-  return { sequences: 1, ...none, flashAttention: false, chatWrapper: null, maxDocumentTokens };
+  return { sequences: 1, decode: 'serial', ...none, flashAttention: false, chatWrapper: null, maxDocumentTokens };
 }
 
 /** Answers every document at once with the same distribution: the port, with nothing behind it. */

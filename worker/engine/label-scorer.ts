@@ -11,8 +11,9 @@ import type { DocumentScore, DocumentScorer, ScoreOptions, ScorerSettings } from
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
 import type { RowStatus } from '../../contracts/results.js';
+import { BatchedDecode } from './batched-decode.js';
 import { planContext } from './context-plan.js';
-import type { DecodeStrategy } from './decode-strategy.js';
+import type { DecodeStrategy, DecodeStrategyName } from './decode-strategy.js';
 import { labelDistribution } from './label-distribution.js';
 import { LabelTrieScorer, type TrieScore } from './label-trie-scorer.js';
 import {
@@ -31,6 +32,11 @@ export interface ScorerOptions {
   readonly logger?: Logger;
   /** Overrides codebook model.sequences (documents decoded together). */
   readonly sequences?: number;
+  /**
+   * How a group's documents reach llama.cpp (default "batched": one decode per group; "serial": one decode per
+   * document, in order, each as with sequences: 1). For benchmarks and tests; not part of the result hash.
+   */
+  readonly decode?: DecodeStrategyName;
   /** Overrides codebook model.threads. */
   readonly threads?: number;
   /** Reuse an already loaded model (cluster workers cache models across shards); its llama.cpp binding is used. */
@@ -95,8 +101,10 @@ export class LabelScorer implements DocumentScorer {
       );
       for (const warning of plan.warnings) logger.log('warn', warning.message, warning.meta);
       const pool = await SequencePool.create(model, codebook.model, plan, prompts.sharedPrefix);
+      const decode = (options.decode ?? 'batched') === 'batched' ? new BatchedDecode(pool) : serialDecode;
       const settings: ScorerSettings = Object.freeze({
         sequences: plan.sequences,
+        decode: decode.name,
         contextSize: pool.contextSize,
         batchSize: pool.batchSize,
         threads: pool.threads,
@@ -115,11 +123,16 @@ export class LabelScorer implements DocumentScorer {
         labels,
         innerTrieNodes: trie.inner.length,
       });
-      return new LabelScorer(codebook, info, settings, model, ownsModel, pool, prompts, trie, serialDecode, logger);
+      return new LabelScorer(codebook, info, settings, model, ownsModel, pool, prompts, trie, decode, logger);
     } catch (error) {
       if (ownsModel) await model.dispose();
       throw error;
     }
+  }
+
+  /** llama.cpp decode calls made so far (prefix evaluations included): batched decoding makes one per group. */
+  get decodeCalls(): number {
+    return this.pool.dispatches.decodeCalls;
   }
 
   /** The rendered prompt for a document, special tokens shown; for inspection. */
@@ -182,10 +195,13 @@ export class LabelScorer implements DocumentScorer {
     return results;
   }
 
-  /** One group: every document on its own sequence, each phase laid out by the decode strategy. */
+  /**
+   * One group: every document on its own sequence, each phase laid out by the decode strategy. The shared prefix is
+   * always evaluated alone (serially), so its cached state never depends on the documents or the strategy.
+   */
   private async scoreGroup(group: readonly PendingDocument[]): Promise<DocumentScore[]> {
-    const starts = await this.decode.each(group, (doc, slot) => this.pool.prepare(slot, doc.tokens));
     try {
+      const starts = await serialDecode.each(group, (doc, slot) => this.pool.prepare(slot, doc.tokens));
       const documents = group.map((doc, slot) => ({ tokens: doc.tokens, start: starts[slot] as number }));
       const scores = await this.trie.scoreGroup(this.pool, documents, this.decode);
       return group.map((doc, slot) => this.finish(scores[slot] as TrieScore, doc.truncated));

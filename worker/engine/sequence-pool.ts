@@ -5,6 +5,7 @@ import type { LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node
 import type { ModelSpec } from '../../contracts/codebook.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import type { ContextPlan } from './context-plan.js';
+import { DispatchLog } from './dispatch-log.js';
 
 export class SequencePool {
   readonly size: number;
@@ -17,6 +18,8 @@ export class SequencePool {
     private readonly context: LlamaContext,
     private readonly sharedPrefix: readonly Token[],
     size: number,
+    /** What the context's batching did (decode strategies check their layout with it). */
+    readonly dispatches: DispatchLog,
   ) {
     this.size = size;
     this.sequences = Array.from({ length: size }, () => context.getSequence());
@@ -32,12 +35,14 @@ export class SequencePool {
   ): Promise<SequencePool> {
     const { contextSize, sequences, batchSize, threads } = plan;
     let context: LlamaContext;
+    const dispatches = new DispatchLog();
     try {
       context = await model.createContext({
         contextSize,
         sequences,
         batchSize,
         threads,
+        batching: dispatches.batching,
         ...(spec.adapters.length > 0
           ? { lora: { adapters: spec.adapters.map((a) => ({ filePath: a.path, scale: a.scale })) } }
           : {}),
@@ -56,7 +61,7 @@ export class SequencePool {
         'lower model.context_size or model.sequences';
       throw new RescaleError('ENGINE_FAILED', message, { cause });
     }
-    return new SequencePool(context, sharedPrefix, sequences);
+    return new SequencePool(context, sharedPrefix, sequences, dispatches);
   }
 
   /** The context as llama.cpp sized it (it may round the context size up). */
@@ -111,6 +116,14 @@ export class SequencePool {
     const sequence = this.sequence(slot);
     if (sequence.nextTokenIndex > position)
       await sequence.eraseContextTokenRanges([{ start: position, end: sequence.nextTokenIndex }]);
+  }
+
+  /**
+   * Resolves once no decode is running on the context (it waits for the context's lock, as erasing tokens does), so
+   * evaluations queued next are laid out in a decode of their own.
+   */
+  async settled(): Promise<void> {
+    await this.sequence(0).eraseContextTokenRanges([]);
   }
 
   /** After a failed evaluation no cache is trusted: every slot re-evaluates the prefix next time. */

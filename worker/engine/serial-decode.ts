@@ -1,12 +1,11 @@
-// Today's decode strategy: the documents of a group are evaluated one after another, each in its own decode call.
+// The serial decode strategy: the documents of a group are evaluated one after another, each in its own decode call.
 
 import type { DecodeStrategy } from './decode-strategy.js';
 
 /**
- * Runs one evaluation per sequence, one after another. Evaluations submitted together on several sequences of
- * one context are batched by node-llama-cpp into one decode — the point of several sequences — but under load
- * (measured: 2 cores, load average 9) a document then received another sequence's next-token distribution, so
- * until that is fixed each document is decoded alone, in order: always correct and deterministic.
+ * Runs one evaluation per sequence, one after another: every document is decoded alone, exactly as with
+ * `sequences: 1`, whatever the group. Used for the shared prefix, and for groups where the caller asks for it
+ * (benchmarks, the parity test); batched-decode.ts is the default for several sequences.
  */
 export const serialDecode: DecodeStrategy = {
   name: 'serial',
