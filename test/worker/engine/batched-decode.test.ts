@@ -22,19 +22,19 @@ import { referenceProbabilities } from '../../helpers/reference-scorer.js';
 
 /**
  * Largest |Δp| allowed between batched and serial decoding of the same document (README, "Determinism": measured 0
- * on the keyword model and at most 1.3e-4 on the random-weight models: another summation order, never another
+ * on the keyword model, 1.9e-4 on the small and 1.3e-4 on the medium random-weight model: another summation order, never another
  * document's distribution, which would move probabilities by tenths).
  */
 const BATCH_TOLERANCE = 1e-3;
 /**
  * Largest |Δp| allowed between the engine and the one-document reference (the whole prompt in one call instead of
- * prefix + document): measured at most 3.8e-4 (small model); the scorer tests' layout tolerance.
+ * prefix + document): measured 2.0e-6 (keyword) and 3.8e-4 (small model); the scorer tests' layout tolerance.
  */
 const REFERENCE_TOLERANCE = 2e-3;
 /** Group sizes tried; 13 documents leave a partial last group for each. */
 const GROUP_SIZES = [2, 3, 4] as const;
 /** Busy processes competing with llama.cpp's thread and the sampling threads (the machine has 2 cores in CI). */
-const BURNERS = 3;
+const BURNERS = 2;
 
 // Keyword documents of varied lengths (so the rows of a batch are uneven) with the keyword model's known labels.
 const FILLER = ' We walked along the harbour for a while, talked about the trip and the weather, and then went home.';
@@ -191,11 +191,9 @@ describe('batched decoding under load', () => {
       for (const sequences of GROUP_SIZES) {
         assertBurning();
         const batched = await score(fixture, { sequences, decode: 'batched' });
-        const again = await score(fixture, { sequences, decode: 'batched' });
         const where = `${fixture.name}, ${sequences} sequences`;
         // One decode per group (the last one partial), nothing else: the documents really were decoded together.
         assert.equal(batched.decodes, Math.ceil(docs.length / sequences), `${where}: decode calls`);
-        assert.deepEqual(bits(again.scores), bits(batched.scores), `${where}: bits differ between runs`);
         assert.deepEqual(
           batched.scores.map((s) => s.label),
           labels,
@@ -213,8 +211,11 @@ describe('batched decoding under load', () => {
           batchedReference <= BATCH_TOLERANCE + REFERENCE_TOLERANCE,
           `${where}: batched vs reference max |Δp| ${batchedReference}`,
         );
-        // Serial decoding on several sequences decodes each document alone: the same bits as one sequence.
         if (sequences === GROUP_SIZES[GROUP_SIZES.length - 1]) {
+          // A fresh scorer gives the same bits (each score() call already ran twice on its scorer).
+          const again = await score(fixture, { sequences, decode: 'batched' });
+          assert.deepEqual(bits(again.scores), bits(batched.scores), `${where}: bits differ between runs`);
+          // Serial decoding on several sequences decodes each document alone: the same bits as one sequence.
           const serialGrouped = await score(fixture, { sequences, decode: 'serial' });
           assert.deepEqual(bits(serialGrouped.scores), bits(serial.scores), `${where}: serial on several sequences`);
           assert.equal(serialGrouped.decodes, docs.length);
