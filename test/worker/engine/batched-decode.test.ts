@@ -22,8 +22,8 @@ import { referenceProbabilities } from '../../helpers/reference-scorer.js';
 
 /**
  * Largest |Δp| allowed between batched and serial decoding of the same document (README, "Determinism": measured 0
- * on the keyword model, 1.9e-4 on the small and 1.3e-4 on the medium random-weight model: another summation order, never another
- * document's distribution, which would move probabilities by tenths).
+ * on the keyword model, 1.9e-4 on the small and 1.3e-4 on the medium random-weight model: another summation order,
+ * never another document's distribution, which would move probabilities by tenths).
  */
 const BATCH_TOLERANCE = 1e-3;
 /**
