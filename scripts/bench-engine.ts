@@ -1,27 +1,52 @@
-// `npm run bench:engine`: the label scorer against the naive approach and 512-token decodes through node-llama-cpp
-// (the ceiling itself is llama-bench's: bench/results/engine.md),
-// side by side in one run, on the medium fixture model (300 documents of ~200 tokens of real tweets behind a
-// ~150-token shared instruction, 2 threads). Each measurement runs in its own process so each can load its own
-// llama.cpp build and report its own peak RSS. Results go to bench/results/engine.{json,md}.
+// `npm run bench:engine`: the engine against llama.cpp's own tools, built from the same bundled llama.cpp source
+// (scripts/llama-tools.ts), on the same model and the same prompt tokens, interleaved in rounds:
+// - the engine, serial (1 sequence) and batched, on the prebuilt binary and on `npm run build:llama`'s local build;
+// - llama-server at 1, 2, 4 and 8 slots, each with as many concurrent /completion requests, sent the engine's own
+//   prompt tokens as token arrays (cache_prompt on, so the shared prefix stays in each slot);
+// - llama-bench pp<tokens per document> at depth <shared prefix>: the ceiling for the engine's tokens/s.
+// Two corpora: unique documents, and the same slices with 30% exact duplicates. Every engine measurement runs in
+// its own process (its own build, its own peak RSS). Results go to bench/results/engine.{json,md}.
+//
+//   npm run bench:engine [-- --documents 240 --rounds 3 --threads 2 --slots 1,2,4,8 --sequences 4
+//                            --duplicates 0.3 --corpora unique,duplicates --builds prebuilt,local
+//                            --gpu auto|false|cuda --out bench/results]
 
-import { spawnSync } from 'node:child_process';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { LlamaChatSession, type Token } from 'node-llama-cpp';
+import { parseArgs } from 'node:util';
+import type { Token } from 'node-llama-cpp';
 import { parseCodebook, type Codebook } from '../contracts/codebook.js';
-import { LabelScorer } from '../worker/engine/label-scorer.js';
-import { llamaBuildFromEnvironment } from '../contracts/environment.js';
-import { getRuntime, loadModel, runtimeInfo, type BuildPreference } from '../worker/engine/llama-runtime.js';
-import type { DocumentInput } from '../contracts/document-input.js';
 import { ensureFixtureModel } from '../gguf/fixtures/fixture-catalog.js';
+import { LabelScorer } from '../worker/engine/label-scorer.js';
+import { getRuntime, loadModel, runtimeInfo, type BuildPreference } from '../worker/engine/llama-runtime.js';
+import {
+  best,
+  markdownTable,
+  ratio,
+  ratioLines,
+  summarise,
+  withDuplicates,
+  type Corpus,
+  type PartRow,
+  type PartRun,
+  type Ratio,
+} from './bench-engine-report.js';
+import {
+  REPOSITORY_ROOT,
+  detectBackend,
+  ensureLlamaTools,
+  llamaBenchArgs,
+  llamaServerArgs,
+  type LlamaTools,
+} from './llama-tools.js';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const DOCUMENTS = Number(process.env.BENCH_DOCUMENTS ?? 300);
 const DOC_TOKENS = 200;
-const THREADS = 2;
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const WARMUP_DOCUMENTS = 8;
 
 const INSTRUCTION = `You are an expert annotator working on a study of public opinion on social media. You will read one
 tweet and decide which sentiment it expresses towards its main subject. Follow the codebook strictly.
@@ -32,19 +57,7 @@ Positive: the author expresses joy, gratitude, admiration, excitement, support o
 attitude. Ignore hashtags unless they carry sentiment, and ignore user mentions. Answer with exactly one
 label and nothing else.`;
 
-interface PartResult {
-  readonly part: string;
-  readonly build: string;
-  readonly documents: number;
-  readonly seconds: number;
-  readonly documentsPerSecond: number;
-  readonly tokensEvaluated: number;
-  readonly tokensPerSecond: number;
-  readonly peakRssMB: number;
-  readonly note: string;
-}
-
-function codebook(modelPath: string): Codebook {
+function codebook(modelPath: string, threads: number): Codebook {
   return parseCodebook(
     {
       task: 'bench',
@@ -55,22 +68,41 @@ function codebook(modelPath: string): Codebook {
         { name: 'positive', answer: 'good' },
       ],
       prompt: { system: INSTRUCTION, template: 'Answer bad, none or good.\n\nTweet: {text}' },
-      model: { path: modelPath, max_document_tokens: 256, threads: THREADS, gpu_layers: 0 },
+      model: { path: modelPath, max_document_tokens: 256, threads, gpu_layers: 0 },
     },
     { source: 'bench' },
   );
 }
 
+interface PreparedDocument {
+  readonly text: string;
+  /** The full prompt as the engine scores it (shared prefix included): what llama-server is sent. */
+  readonly tokens: readonly Token[];
+}
+
+/** Written by the prepare process, read by every part: one tokenisation for all tools. */
+interface Prepared {
+  readonly model: string;
+  readonly threads: number;
+  readonly localBuild: boolean;
+  readonly sharedPrefixTokens: number;
+  /** The engine's tokens evaluated per document, estimated on a sample: llama-bench's -p. */
+  readonly engineTokensPerDocument: number;
+  readonly flashAttention: boolean;
+  readonly contextSize: number;
+  readonly documents: readonly PreparedDocument[];
+  readonly warmup: readonly PreparedDocument[];
+  /** Per corpus, per round: indices into `documents`. */
+  readonly slices: Record<Corpus, number[][]>;
+}
+
 /** Tweets concatenated into documents of about DOC_TOKENS tokens, measured with the model's tokenizer. */
-async function benchDocuments(tokenize: (text: string) => readonly Token[]): Promise<string[]> {
-  const tweets = (
-    await readFile(path.resolve(ROOT, '..', 'shared', 'data', 'tweeteval', 'sentiment', 'test_text.txt'), 'utf8')
-  )
-    .split('\n')
-    .filter((t) => t.trim() !== '');
+async function benchDocuments(count: number, tokenize: (text: string) => readonly Token[]): Promise<string[]> {
+  const file = path.resolve(REPOSITORY_ROOT, '..', 'shared', 'data', 'tweeteval', 'sentiment', 'test_text.txt');
+  const tweets = (await readFile(file, 'utf8')).split('\n').filter((t) => t.trim() !== '');
   const docs: string[] = [];
   let next = 0;
-  while (docs.length < DOCUMENTS) {
+  while (docs.length < count) {
     let doc = '';
     while (tokenize(doc).length < DOC_TOKENS) doc += (doc === '' ? '' : ' ') + tweets[next++ % tweets.length];
     docs.push(doc);
@@ -78,230 +110,495 @@ async function benchDocuments(tokenize: (text: string) => readonly Token[]): Pro
   return docs;
 }
 
-async function runPart(
-  part: string,
-  build: BuildPreference,
-  modelPath: string,
-  sequences: number,
-  from: number,
-  to: number,
-): Promise<PartResult> {
-  const llama = await getRuntime({ build });
+async function prepare(file: string, modelPath: string, options: Options): Promise<void> {
+  const llama = await getRuntime({ build: 'auto' });
   const info = await runtimeInfo(llama);
   const model = await loadModel(llama, modelPath, 0);
-  const docs = (await benchDocuments((t) => model.tokenize(t, false))).slice(from, to);
-  const peak = (): number => process.resourceUsage().maxRSS / 1024;
-
-  if (part === 'engine') {
-    const scorer = await LabelScorer.create(codebook(modelPath), { model, sequences });
-    const inputs: DocumentInput[] = docs.map((text) => ({ text }));
-    await scorer.score(inputs.slice(0, 2)); // warm-up: load weights into the page cache
-    const t0 = performance.now();
-    const scores = await scorer.score(inputs);
-    const seconds = (performance.now() - t0) / 1000;
-    const tokens = scores.reduce((n, s) => n + s.tokens, 0);
-    const note =
-      `shared prefix ${scorer.settings.sharedPrefixTokens} tokens evaluated once; ` +
-      `${(tokens / docs.length).toFixed(0)} tokens evaluated per document; sequences ${sequences}`;
-    await scorer.dispose();
-    return {
-      part: `engine (sequences ${sequences})`,
-      build: info.build,
-      documents: docs.length,
-      seconds,
-      documentsPerSecond: docs.length / seconds,
-      tokensEvaluated: tokens,
-      tokensPerSecond: tokens / seconds,
-      peakRssMB: peak(),
-      note,
-    };
+  const texts = await benchDocuments(options.documents + WARMUP_DOCUMENTS, (t) => model.tokenize(t, false));
+  const scorer = await LabelScorer.create(codebook(modelPath, options.threads), { model, sequences: 1 });
+  const render = (text: string): PreparedDocument => ({ text, tokens: scorer.promptTokens({ text }).tokens });
+  const documents = texts.slice(0, options.documents).map(render);
+  const warmup = texts.slice(options.documents).map(render);
+  const prefix = scorer.settings.sharedPrefixTokens;
+  // Tokens the engine evaluates beyond the prompt after the prefix (label paths, tails), from every 10th document.
+  const sample = documents.filter((_, i) => i % 10 === 0);
+  const scores = await scorer.score(sample.map((d) => ({ text: d.text })));
+  const mean = (xs: readonly number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const extra = mean(scores.map((s, i) => s.tokens - ((sample[i] as PreparedDocument).tokens.length - prefix)));
+  const engineTokensPerDocument = Math.round(mean(documents.map((d) => d.tokens.length - prefix)) + extra);
+  const slices: Record<Corpus, number[][]> = { unique: [], duplicates: [] };
+  for (let round = 0; round < options.rounds; round++) {
+    const from = Math.floor((round * options.documents) / options.rounds);
+    const to = Math.floor(((round + 1) * options.documents) / options.rounds);
+    const indices = Array.from({ length: to - from }, (_, i) => from + i);
+    slices.unique.push(indices);
+    slices.duplicates.push(withDuplicates(indices, options.duplicates, round + 1));
   }
-
-  if (part === 'naive') {
-    // What a node-llama-cpp user would write: a chat session per document, generate the label, parse it.
-    const context = await model.createContext({ contextSize: 1024, threads: THREADS });
-    const sequence = context.getSequence();
-    const labels = ['bad', 'none', 'good'];
-    const t0 = performance.now();
-    let parsed = 0;
-    let evaluated = 0;
-    for (const text of docs) {
-      const before = sequence.tokenMeter.usedInputTokens;
-      const session = new LlamaChatSession({ contextSequence: sequence, systemPrompt: INSTRUCTION });
-      const answer = await session.prompt(`Answer bad, none or good.\n\nTweet: ${text}`, {
-        maxTokens: 4,
-        temperature: 0,
-      });
-      if (labels.some((l) => answer.toLowerCase().includes(l))) parsed++;
-      evaluated += sequence.tokenMeter.usedInputTokens - before;
-      session.dispose({ disposeSequence: false });
-    }
-    const seconds = (performance.now() - t0) / 1000;
-    await context.dispose();
-    return {
-      part: 'naive (LlamaChatSession, generate + parse)',
-      build: info.build,
-      documents: docs.length,
-      seconds,
-      documentsPerSecond: docs.length / seconds,
-      tokensEvaluated: evaluated,
-      tokensPerSecond: evaluated / seconds,
-      peakRssMB: peak(),
-      note: `${parsed} answers parseable as a label (random-weight model)`,
-    };
-  }
-
-  // Ceiling: the same tokens evaluated in large 512-token decodes from an empty sequence (llama-bench "pp512").
-  const all = docs.flatMap((d) => model.tokenize(d, false));
-  const batch = 512;
-  const context = await model.createContext({ contextSize: batch, batchSize: batch, threads: THREADS });
-  const sequence = context.getSequence();
-  await sequence.controlledEvaluate(all.slice(0, batch));
-  await sequence.clearHistory();
-  const chunks = Math.floor(all.length / batch);
-  const t0 = performance.now();
-  for (let c = 0; c < chunks; c++) {
-    await sequence.controlledEvaluate(all.slice(c * batch, (c + 1) * batch));
-    await sequence.clearHistory();
-  }
-  const seconds = (performance.now() - t0) / 1000;
-  await context.dispose();
-  const tokens = chunks * batch;
-  return {
-    part: '512-token decodes through node-llama-cpp (not a ceiling: llama-bench measures that)',
-    build: info.build,
-    documents: 0,
-    seconds,
-    documentsPerSecond: 0,
-    tokensEvaluated: tokens,
-    tokensPerSecond: tokens / seconds,
-    peakRssMB: peak(),
-    note: '',
+  const prepared: Prepared = {
+    model: modelPath,
+    threads: options.threads,
+    localBuild: info.build === 'localBuild',
+    sharedPrefixTokens: prefix,
+    engineTokensPerDocument,
+    flashAttention: scorer.settings.flashAttention === true,
+    contextSize: scorer.settings.contextSize,
+    documents,
+    warmup,
+    slices,
   };
+  await scorer.dispose();
+  await model.dispose();
+  await writeFile(file, JSON.stringify(prepared));
+}
+
+interface EnginePartArgs {
+  readonly build: BuildPreference;
+  readonly sequences: number;
+  readonly corpus: Corpus;
+  readonly round: number;
+}
+
+/** One engine measurement, in a process of its own: warm up every sequence, then score the round's slice. */
+async function enginePart(prepared: Prepared, args: EnginePartArgs): Promise<PartRun> {
+  const llama = await getRuntime({ build: args.build });
+  const info = await runtimeInfo(llama);
+  const model = await loadModel(llama, prepared.model, 0);
+  const scorer = await LabelScorer.create(codebook(prepared.model, prepared.threads), {
+    model,
+    sequences: args.sequences,
+  });
+  const warmup = prepared.warmup.slice(0, Math.min(args.sequences, WARMUP_DOCUMENTS)).map((d) => ({ text: d.text }));
+  await scorer.score(warmup);
+  const docs = (prepared.slices[args.corpus][args.round] ?? []).map((i) => ({
+    text: (prepared.documents[i] as PreparedDocument).text,
+  }));
+  const t0 = performance.now();
+  const scores = await scorer.score(docs);
+  const seconds = (performance.now() - t0) / 1000;
+  await scorer.dispose();
+  await model.dispose();
+  return {
+    part: args.sequences === 1 ? 'engine serial' : 'engine batched',
+    build: info.build,
+    corpus: args.corpus,
+    round: args.round,
+    parallel: args.sequences,
+    documents: docs.length,
+    seconds,
+    tokensEvaluated: scores.reduce((n, s) => n + s.tokens, 0),
+    peakRssMB: process.resourceUsage().maxRSS / 1024,
+  };
+}
+
+function runEngineChild(preparedFile: string, args: EnginePartArgs): PartRun {
+  const child = spawnSync(
+    process.execPath,
+    [...process.execArgv, fileURLToPath(import.meta.url), '--engine-part', preparedFile, JSON.stringify(args)],
+    { encoding: 'utf8', maxBuffer: 1 << 26 },
+  );
+  const line = child.stdout.split('\n').find((l) => l.startsWith('RESULT '));
+  if (child.status !== 0 || line === undefined) {
+    throw new Error(`engine part ${JSON.stringify(args)} failed (exit ${child.status}):\n${child.stderr}`);
+  }
+  return JSON.parse(line.slice('RESULT '.length)) as PartRun;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address !== null ? resolve(address.port) : reject()));
+    });
+  });
+}
+
+/** llama-server's peak resident memory (VmHWM), read before it is stopped. */
+async function peakRssMB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
+  const kb = /VmHWM:\s+(\d+)\s+kB/.exec(status)?.[1];
+  return kb === undefined ? NaN : Number(kb) / 1024;
+}
+
+interface CompletionTimings {
+  readonly timings?: { readonly prompt_n?: number };
+}
+
+async function complete(port: number, tokens: readonly Token[]): Promise<number> {
+  const response = await fetch(`http://127.0.0.1:${port}/completion`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ prompt: tokens, n_predict: 1, cache_prompt: true, temperature: 0 }),
+  });
+  if (!response.ok) throw new Error(`llama-server /completion: HTTP ${response.status}: ${await response.text()}`);
+  const body = (await response.json()) as CompletionTimings;
+  const evaluated = body.timings?.prompt_n;
+  if (typeof evaluated !== 'number') throw new Error('llama-server /completion: no timings.prompt_n in the answer');
+  return evaluated;
+}
+
+/** llama-server with `slots` slots, sent the round's slice by as many concurrent clients, one request each. */
+async function serverPart(
+  tools: LlamaTools,
+  prepared: Prepared,
+  slots: number,
+  corpus: Corpus,
+  round: number,
+): Promise<PartRun> {
+  const port = await freePort();
+  const args = llamaServerArgs({
+    model: prepared.model,
+    threads: prepared.threads,
+    slots,
+    contextPerSlot: prepared.contextSize,
+    flashAttention: prepared.flashAttention,
+    port,
+  });
+  const server = spawn(tools.llamaServer, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  server.stderr.on('data', (chunk: Buffer) => (log = (log + chunk.toString('utf8')).slice(-20_000)));
+  const exited = new Promise<void>((resolve) => server.once('exit', () => resolve()));
+  try {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      if (server.exitCode !== null) throw new Error(`llama-server ${args.join(' ')} exited:\n${log}`);
+      const ok = await fetch(`http://127.0.0.1:${port}/health`).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (ok) break;
+      if (Date.now() > deadline) throw new Error(`llama-server did not become healthy within 120 s:\n${log}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    // One warm-up request per slot, concurrently, so each slot holds the shared prefix as the engine's sequences do.
+    await Promise.all(prepared.warmup.slice(0, Math.min(slots, WARMUP_DOCUMENTS)).map((d) => complete(port, d.tokens)));
+    const docs = (prepared.slices[corpus][round] ?? []).map((i) => prepared.documents[i] as PreparedDocument);
+    let next = 0;
+    let evaluated = 0;
+    const t0 = performance.now();
+    await Promise.all(
+      Array.from({ length: slots }, async () => {
+        while (next < docs.length) evaluated += await complete(port, (docs[next++] as PreparedDocument).tokens);
+      }),
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    return {
+      part: 'llama-server',
+      build: `bundled source, ${tools.backend}`,
+      corpus,
+      round,
+      parallel: slots,
+      documents: docs.length,
+      seconds,
+      tokensEvaluated: evaluated,
+      peakRssMB: await peakRssMB(server.pid as number),
+    };
+  } finally {
+    server.kill('SIGTERM');
+    const killer = setTimeout(() => server.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(killer);
+  }
+}
+
+interface LlamaBenchTest {
+  readonly n_prompt: number;
+  readonly n_depth: number;
+  readonly samples_ns: readonly number[];
+}
+
+/** llama-bench pp<engine tokens per document> @ d<shared prefix>, under /usr/bin/time for its peak RSS. */
+async function benchPart(
+  tools: LlamaTools,
+  prepared: Prepared,
+  round: number,
+  repetitions: number,
+  flashAttention: boolean,
+): Promise<PartRun> {
+  const args = llamaBenchArgs({
+    model: prepared.model,
+    threads: prepared.threads,
+    promptTokens: prepared.engineTokensPerDocument,
+    depth: prepared.sharedPrefixTokens,
+    repetitions,
+    flashAttention,
+  });
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'rescale-llama-bench-'));
+  try {
+    const rssFile = path.join(dir, 'rss');
+    const timed = existsSync('/usr/bin/time');
+    const [cmd, cmdArgs] = timed
+      ? ['/usr/bin/time', ['-f', '%M', '-o', rssFile, tools.llamaBench, ...args]]
+      : [tools.llamaBench, args];
+    const child = spawnSync(cmd, cmdArgs, { encoding: 'utf8', maxBuffer: 1 << 26 });
+    if (child.status !== 0) throw new Error(`llama-bench ${args.join(' ')} failed:\n${child.stderr}`);
+    const tests = JSON.parse(child.stdout) as LlamaBenchTest[];
+    const test = tests[0];
+    if (test === undefined) throw new Error(`llama-bench printed no test:\n${child.stdout}`);
+    const rssKB = timed ? Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop()) : NaN;
+    const note = flashAttention === prepared.flashAttention ? '' : `, flash attention ${flashAttention ? 'on' : 'off'}`;
+    return {
+      part: `llama-bench pp${test.n_prompt} @ d${test.n_depth}${note}`,
+      build: `bundled source, ${tools.backend}`,
+      corpus: 'unique',
+      round,
+      parallel: 1,
+      documents: test.samples_ns.length,
+      seconds: test.samples_ns.reduce((a, b) => a + b, 0) / 1e9,
+      tokensEvaluated: test.samples_ns.length * test.n_prompt,
+      peakRssMB: rssKB / 1024,
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+interface Options {
+  readonly documents: number;
+  readonly rounds: number;
+  readonly threads: number;
+  readonly slots: readonly number[];
+  readonly sequences: number;
+  readonly duplicates: number;
+  readonly gpu: 'auto' | 'false' | 'cuda';
+  readonly out: string;
+  readonly benchRepetitions: number;
+  readonly corpora: readonly Corpus[];
+  /** Engine builds: "prebuilt" and "auto" (the local build, when one exists). */
+  readonly builds: readonly BuildPreference[];
+}
+
+function parseOptions(argv: readonly string[]): Options {
+  const { values } = parseArgs({
+    args: [...argv],
+    options: {
+      documents: { type: 'string', default: '240' },
+      rounds: { type: 'string', default: '3' },
+      threads: { type: 'string', default: '2' },
+      slots: { type: 'string', default: '1,2,4,8' },
+      sequences: { type: 'string', default: '4' },
+      duplicates: { type: 'string', default: '0.3' },
+      gpu: { type: 'string', default: 'auto' },
+      out: { type: 'string', default: path.join(REPOSITORY_ROOT, 'bench', 'results') },
+      'bench-repetitions': { type: 'string', default: '20' },
+      corpora: { type: 'string', default: 'unique,duplicates' },
+      builds: { type: 'string', default: 'prebuilt,local' },
+    },
+  });
+  const integer = (name: string, value: string, min: number): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} ${value}: expected an integer ≥ ${min}`);
+    return n;
+  };
+  const gpu = values.gpu;
+  if (gpu !== 'auto' && gpu !== 'false' && gpu !== 'cuda')
+    throw new Error(`--gpu ${gpu}: expected auto, false or cuda`);
+  const rounds = integer('rounds', values.rounds, 1);
+  const documents = integer('documents', values.documents, rounds);
+  return {
+    documents,
+    rounds,
+    threads: integer('threads', values.threads, 1),
+    slots: values.slots.split(',').map((s) => integer('slots', s.trim(), 1)),
+    sequences: integer('sequences', values.sequences, 2),
+    duplicates: Number(values.duplicates),
+    gpu,
+    out: path.resolve(values.out),
+    benchRepetitions: integer('bench-repetitions', values['bench-repetitions'], 1),
+    corpora: values.corpora.split(',').map((c) => {
+      if (c !== 'unique' && c !== 'duplicates') throw new Error(`--corpora ${c}: expected unique and/or duplicates`);
+      return c;
+    }),
+    builds: values.builds.split(',').map((b) => {
+      if (b !== 'prebuilt' && b !== 'local') throw new Error(`--builds ${b}: expected prebuilt and/or local`);
+      return b === 'local' ? 'auto' : 'prebuilt';
+    }),
+  };
+}
+
+function loadAverage(): number {
+  return os.loadavg()[0] ?? NaN;
 }
 
 async function main(): Promise<void> {
-  const [, , flag, part, build, partModel, sequences, from, to] = process.argv;
-  if (flag === '--part') {
-    const result = await runPart(
-      part as string,
-      build as BuildPreference,
-      partModel as string,
-      Number(sequences ?? 1),
-      Number(from),
-      Number(to),
-    );
+  const argv = process.argv.slice(2);
+  if (argv[0] === '--engine-part') {
+    const prepared = JSON.parse(await readFile(argv[1] as string, 'utf8')) as Prepared;
+    const result = await enginePart(prepared, JSON.parse(argv[2] as string) as EnginePartArgs);
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
     process.exit(0);
   }
-  const modelPath = await ensureFixtureModel('medium');
-  const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
-  const hasLocal = llama.buildType === 'localBuild';
-  const plan: [string, BuildPreference, number][] = [
-    ['ceiling', 'prebuilt', 1],
-    ['engine', 'prebuilt', 1],
-    ['naive', 'prebuilt', 1],
-  ];
-  if (hasLocal) plan.push(['ceiling', 'auto', 1], ['engine', 'auto', 1], ['engine', 'auto', 4]);
-  // The machine is shared and noisy: parts run interleaved in rounds (A B C A B C ...) over slices of the
-  // documents, so each part sees the same mix of background load, and ratios are taken from the sums.
-  const totals = new Map<string, PartResult>();
-  for (let round = 0; round < ROUNDS; round++) {
-    const from = Math.floor((round * DOCUMENTS) / ROUNDS);
-    const to = Math.floor(((round + 1) * DOCUMENTS) / ROUNDS);
-    for (const [part, build, sequences] of plan) {
-      process.stderr.write(
-        `bench:engine: round ${round + 1}/${ROUNDS}: ${part} (sequences ${sequences}) on the ` +
-          `${build === 'auto' ? 'local' : 'prebuilt'} build...\n`,
-      );
-      const child = spawnSync(
-        process.execPath,
-        [
-          ...process.execArgv,
-          fileURLToPath(import.meta.url),
-          '--part',
-          part,
-          build,
-          modelPath,
-          String(sequences),
-          String(from),
-          String(to),
-        ],
-        { encoding: 'utf8', maxBuffer: 1 << 26 },
-      );
-      const line = child.stdout.split('\n').find((l) => l.startsWith('RESULT '));
-      if (child.status !== 0 || line === undefined) throw new Error(`bench part ${part} failed:\n${child.stderr}`);
-      const r = JSON.parse(line.slice(7)) as PartResult;
-      const key = `${r.part}|${r.build}`;
-      const t = totals.get(key);
-      totals.set(
-        key,
-        t === undefined
-          ? r
-          : {
-              ...t,
-              documents: t.documents + r.documents,
-              seconds: t.seconds + r.seconds,
-              tokensEvaluated: t.tokensEvaluated + r.tokensEvaluated,
-              peakRssMB: Math.max(t.peakRssMB, r.peakRssMB),
-              documentsPerSecond: 0,
-              tokensPerSecond: 0,
-            },
-      );
-    }
+  if (argv[0] === '--prepare') {
+    await prepare(argv[1] as string, argv[2] as string, parseOptions(argv.slice(3)));
+    process.exit(0);
   }
-  const results: PartResult[] = [...totals.values()].map((r) => ({
-    ...r,
-    documentsPerSecond: r.documents / r.seconds,
-    tokensPerSecond: r.tokensEvaluated / r.seconds,
-  }));
-  const find = (part: string, build: string): PartResult | undefined =>
-    results.find((r) => r.part.startsWith(part) && r.build === build);
-  const naive = find('naive', 'prebuilt');
-  const enginePrebuilt = find('engine', 'prebuilt');
-  const engineBest = find('engine (sequences 1)', hasLocal ? 'localBuild' : 'prebuilt');
-  const ceilingBest = find('ceiling', hasLocal ? 'localBuild' : 'prebuilt');
-  const ratios = {
-    engineVsNaiveDocsPerSecond: engineBest && naive ? engineBest.documentsPerSecond / naive.documentsPerSecond : null,
-    enginePrebuiltVsNaiveDocsPerSecond:
-      enginePrebuilt && naive ? enginePrebuilt.documentsPerSecond / naive.documentsPerSecond : null,
-    engineTokensVsCeiling: engineBest && ceilingBest ? engineBest.tokensPerSecond / ceilingBest.tokensPerSecond : null,
-  };
+  const options = parseOptions(argv);
+  const log = (line: string): void => void process.stderr.write(`bench:engine: ${line}\n`);
+  const modelPath = await ensureFixtureModel('medium');
+  const tools = await ensureLlamaTools({
+    cacheRoot: path.join(REPOSITORY_ROOT, '.cache'),
+    backend: detectBackend(options.gpu),
+    jobs: os.availableParallelism(),
+    log,
+  });
+  const work = await mkdtemp(path.join(os.tmpdir(), 'rescale-bench-engine-'));
+  try {
+    const preparedFile = path.join(work, 'prepared.json');
+    const prep = spawnSync(
+      process.execPath,
+      [...process.execArgv, fileURLToPath(import.meta.url), '--prepare', preparedFile, modelPath, ...argv],
+      { stdio: ['ignore', 'inherit', 'inherit'] },
+    );
+    if (prep.status !== 0) throw new Error(`preparing the documents failed (exit ${prep.status})`);
+    const prepared = JSON.parse(await readFile(preparedFile, 'utf8')) as Prepared;
+    log(
+      `${options.documents} documents, shared prefix ${prepared.sharedPrefixTokens} tokens, ~` +
+        `${prepared.engineTokensPerDocument} tokens evaluated per document; local build: ${prepared.localBuild}`,
+    );
+    const builds = options.builds.filter((b) => b === 'prebuilt' || prepared.localBuild);
+    const runs: PartRun[] = [];
+    const loads: number[] = [];
+    const started = new Date();
+    for (let round = 0; round < options.rounds; round++) {
+      const tasks: { readonly name: string; readonly run: () => Promise<PartRun> }[] = [];
+      for (const corpus of options.corpora) {
+        for (const build of builds) {
+          for (const sequences of [1, options.sequences]) {
+            tasks.push({
+              name: `${corpus}: engine, ${sequences} sequences, ${build === 'auto' ? 'local' : 'prebuilt'} build`,
+              run: async () => runEngineChild(preparedFile, { build, sequences, corpus, round }),
+            });
+          }
+        }
+        for (const slots of options.slots) {
+          tasks.push({
+            name: `${corpus}: llama-server, ${slots} slots`,
+            run: () => serverPart(tools, prepared, slots, corpus, round),
+          });
+        }
+      }
+      tasks.push({
+        name: 'llama-bench',
+        run: () => benchPart(tools, prepared, round, options.benchRepetitions, prepared.flashAttention),
+      });
+      // Flash attention as a reference line: whether the ceiling moves with it on this machine.
+      if (!prepared.flashAttention) {
+        tasks.push({
+          name: 'llama-bench, flash attention on',
+          run: () => benchPart(tools, prepared, round, options.benchRepetitions, true),
+        });
+      }
+      // Every other round runs the parts in reverse, so no part always runs first after a quiet or busy spell.
+      if (round % 2 === 1) tasks.reverse();
+      for (const task of tasks) {
+        log(`round ${round + 1}/${options.rounds}: ${task.name} (1-minute load ${loadAverage().toFixed(1)})`);
+        loads.push(loadAverage());
+        runs.push(await task.run());
+      }
+    }
+    loads.push(loadAverage());
+    await writeResults(options, prepared, tools, runs, loads, started);
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+async function writeResults(
+  options: Options,
+  prepared: Prepared,
+  tools: LlamaTools,
+  runs: readonly PartRun[],
+  loads: readonly number[],
+  started: Date,
+): Promise<void> {
+  const rows = summarise(runs);
+  const engineBuild = prepared.localBuild ? 'localBuild' : 'prebuilt';
+  const is =
+    (part: string, corpus: Corpus, build?: string) =>
+    (r: PartRow): boolean =>
+      r.part.startsWith(part) && r.corpus === corpus && (build === undefined || r.build === build);
+  const ratios: Ratio[] = [];
+  const server = best(rows, is('llama-server', 'unique'));
+  const engine = best(rows, is('engine', 'unique', engineBuild));
+  const ceiling = rows.find(
+    (r) => r.part === `llama-bench pp${prepared.engineTokensPerDocument} @ d${prepared.sharedPrefixTokens}`,
+  );
+  const engineSerial = rows.find((r) => is('engine serial', 'unique', engineBuild)(r));
+  if (engine && server)
+    ratios.push(ratio('engine docs/s ÷ llama-server best, unique documents', engine, server, 'documentsPerSecond', 1));
+  if (engineSerial && ceiling)
+    ratios.push(
+      ratio(
+        'engine serial tokens/s ÷ llama-bench pp at the same depth',
+        engineSerial,
+        ceiling,
+        'tokensPerSecond',
+        0.95,
+      ),
+    );
+  if (engine && ceiling && engine !== engineSerial)
+    ratios.push(
+      ratio('engine best tokens/s ÷ llama-bench pp at the same depth', engine, ceiling, 'tokensPerSecond', 0.95),
+    );
+  const serverDup = best(rows, is('llama-server', 'duplicates'));
+  const engineDup = best(rows, is('engine', 'duplicates', engineBuild));
+  if (engineDup && serverDup)
+    ratios.push(
+      ratio(
+        `engine docs/s ÷ llama-server best, ${options.duplicates * 100}% exact duplicates`,
+        engineDup,
+        serverDup,
+        'documentsPerSecond',
+        1.4,
+      ),
+    );
+  const enginePrebuilt = best(rows, is('engine serial', 'unique', 'prebuilt'));
+  if (engineSerial && enginePrebuilt && engineSerial !== enginePrebuilt)
+    ratios.push(ratio('engine serial: local build ÷ prebuilt', engineSerial, enginePrebuilt, 'documentsPerSecond', 1));
+  const maxLoad = Math.max(...loads);
   const out = {
-    date: new Date().toISOString(),
-    host: { cpu: os.cpus()[0]?.model, cores: os.cpus().length },
-    model: path.basename(modelPath),
-    documents: DOCUMENTS,
-    threads: THREADS,
-    results,
+    date: started.toISOString(),
+    finished: new Date().toISOString(),
+    host: {
+      cpu: os.cpus()[0]?.model,
+      cores: os.cpus().length,
+      loadAverage1m: { min: Math.min(...loads), max: maxLoad },
+    },
+    model: path.basename(prepared.model),
+    documents: options.documents,
+    rounds: options.rounds,
+    threads: options.threads,
+    duplicates: options.duplicates,
+    sharedPrefixTokens: prepared.sharedPrefixTokens,
+    engineTokensPerDocument: prepared.engineTokensPerDocument,
+    flashAttention: prepared.flashAttention,
+    tools: { release: tools.release, backend: tools.backend, commit: tools.commit, cmakeArgs: tools.cmakeArgs },
+    rows,
     ratios,
+    runs,
   };
-  const dir = path.join(ROOT, 'bench', 'results');
-  await mkdir(dir, { recursive: true });
-  await writeFile(path.join(dir, 'engine.json'), JSON.stringify(out, null, 2) + '\n');
+  await mkdir(options.out, { recursive: true });
+  await writeFile(path.join(options.out, 'engine.json'), JSON.stringify(out, null, 2) + '\n');
   const md = [
     `# bench:engine — ${out.date}`,
     '',
-    `${out.host.cpu} (${out.host.cores} cores), ${THREADS} threads, model ${out.model}, ${DOCUMENTS} documents of ` +
-      `~${DOC_TOKENS} tokens behind a ~150-token shared instruction.`,
+    `${out.host.cpu} (${out.host.cores} cores), ${options.threads} threads, model ${out.model}, ` +
+      `${options.documents} documents of ~${DOC_TOKENS} tokens behind a ${prepared.sharedPrefixTokens}-token shared ` +
+      `prefix, ${options.rounds} interleaved rounds; the duplicates corpus is the same slices with ` +
+      `${options.duplicates * 100}% of each replaced by exact copies of others. llama-bench and llama-server: ` +
+      `llama.cpp ${tools.release} (${tools.commit.slice(0, 7)}) from node-llama-cpp's bundled source, cmake Release, ` +
+      `GGML_NATIVE, ${tools.backend}. Same prompt tokens for every tool; flash attention ` +
+      `${prepared.flashAttention ? 'on' : 'off'} everywhere (the engine's setting) unless a row says otherwise. ` +
+      `1-minute load average ${Math.min(...loads).toFixed(1)}–${maxLoad.toFixed(1)} during the run.`,
     '',
-    '| part | build | docs/s | tokens evaluated/s | tokens evaluated | seconds | peak RSS MB | note |',
-    '|---|---|---:|---:|---:|---:|---:|---|',
-    ...results.map(
-      (r) =>
-        `| ${r.part} | ${r.build} | ${r.documentsPerSecond.toFixed(2)} | ${r.tokensPerSecond.toFixed(0)} | ` +
-        `${r.tokensEvaluated} | ${r.seconds.toFixed(1)} | ${r.peakRssMB.toFixed(0)} | ${r.note} |`,
-    ),
+    ...markdownTable(rows),
     '',
-    `- engine ÷ naive docs/s: **${ratios.engineVsNaiveDocsPerSecond?.toFixed(2)}×** (engine on the ` +
-      `${hasLocal ? 'local' : 'prebuilt'} build; naive on the prebuilt binary)`,
-    `- engine ÷ naive docs/s, both prebuilt: **${ratios.enginePrebuiltVsNaiveDocsPerSecond?.toFixed(2)}×**`,
-    `- engine tokens/s ÷ 512-token decodes through node-llama-cpp (same build; not llama-bench's ceiling): ` +
-      `**${((ratios.engineTokensVsCeiling ?? NaN) * 100).toFixed(1)}%**`,
+    ...ratioLines(ratios),
     '',
   ].join('\n');
-  await writeFile(path.join(dir, 'engine.md'), md);
+  await writeFile(path.join(options.out, 'engine.md'), md);
   process.stdout.write(md);
 }
 
-await main();
+if (process.argv[1] === fileURLToPath(import.meta.url)) await main();
