@@ -53,6 +53,33 @@ const MESSAGE_CHARS = 200;
 /** The longest wait a Retry-After may impose on one request; beyond it the request counts as failed. */
 export const MAX_RETRY_AFTER_MS = 10 * 60_000;
 
+/** A server's machine-readable error field (code, type, param) when it looks like one; anything else is dropped. */
+function errorToken(value: unknown): string | null {
+  if (typeof value !== 'string' && typeof value !== 'number') return null;
+  const text = String(value);
+  return /^[A-Za-z0-9_.:-]{1,64}$/.test(text) ? text : null;
+}
+
+/**
+ * What is stored of a server's error (the row's fallback_error, the audit file, logs, messages): the HTTP status and
+ * the error's code, type and param when they are short identifiers, never the free-text message, which a server may
+ * use to quote the prompt (document text) or part of the key.
+ */
+export function serverErrorSummary(
+  status: number | null,
+  fields: { readonly code?: unknown; readonly type?: unknown; readonly param?: unknown } = {},
+): string {
+  const parts = [status === null ? 'error' : `HTTP ${status}`];
+  for (const name of ['code', 'type', 'param'] as const) {
+    const token = errorToken(fields[name]);
+    if (token !== null && !(name === 'type' && parts.includes(`code=${token}`))) parts.push(`${name}=${token}`);
+  }
+  return parts.join(' ');
+}
+
+const isFieldRecord = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
+
 export function classifyFailure(error: unknown, apiKey: string | null, timedOut: boolean): CallFailure {
   const short = (text: string): string => {
     const clean = redactKey(text, apiKey).replace(/\s+/g, ' ').trim();
@@ -71,9 +98,14 @@ export function classifyFailure(error: unknown, apiKey: string | null, timedOut:
   if (error instanceof APIError && typeof error.status === 'number') {
     const status = error.status;
     const retryAfterMs = retryAfter(error.headers);
-    const detail = (error.error as { message?: unknown } | undefined)?.message;
-    const serverMessage = typeof detail === 'string' ? detail : error.message.replace(/^\d{3}\s*/, '');
+    const body = isFieldRecord(error.error) ? error.error : {};
     const code = typeof error.code === 'string' ? error.code : null;
+    // Status, code, type and param only: the body's message is free text and may quote the document.
+    const summary = serverErrorSummary(status, {
+      code: error.code ?? body.code,
+      type: error.type ?? body.type,
+      param: error.param ?? body.param,
+    });
     const common = { httpStatus: status, retryAfterMs, mayBeBilled: false };
     if (status === 401 || status === 403) {
       // The server's text may quote part of the key ("Incorrect API key provided: sk-...abcd"): never copied.
@@ -86,49 +118,21 @@ export function classifyFailure(error: unknown, apiKey: string | null, timedOut:
       };
     }
     if (status === 429 && (code === 'insufficient_quota' || error.type === 'insufficient_quota')) {
-      return {
-        ...common,
-        kind: 'quota',
-        retryable: false,
-        fatal: true,
-        message: `HTTP 429 insufficient_quota: ${short(serverMessage)}`,
-      };
+      return { ...common, kind: 'quota', retryable: false, fatal: true, message: summary };
     }
-    if (status === 429)
-      return {
-        ...common,
-        kind: 'rate_limited',
-        retryable: true,
-        fatal: false,
-        message: `HTTP 429: ${short(serverMessage)}`,
-      };
-    if (status === 404)
-      return {
-        ...common,
-        kind: 'not_found',
-        retryable: false,
-        fatal: true,
-        message: `HTTP 404: ${short(serverMessage)}`,
-      };
+    if (status === 429) return { ...common, kind: 'rate_limited', retryable: true, fatal: false, message: summary };
+    if (status === 404) return { ...common, kind: 'not_found', retryable: false, fatal: true, message: summary };
     if (status === 408 || status === 409 || status >= 500) {
-      return {
-        ...common,
-        kind: 'server_error',
-        retryable: true,
-        fatal: false,
-        message: `HTTP ${status}: ${short(serverMessage)}`,
-      };
+      return { ...common, kind: 'server_error', retryable: true, fatal: false, message: summary };
     }
-    return {
-      ...common,
-      kind: 'bad_request',
-      retryable: false,
-      fatal: false,
-      message: `HTTP ${status}${code ? ` ${code}` : ''}: ${short(serverMessage)}`,
-    };
+    return { ...common, kind: 'bad_request', retryable: false, fatal: false, message: summary };
   }
-  const message = error instanceof Error ? error.message : String(error);
-  return { ...base, kind: 'connection', retryable: true, mayBeBilled: false, message: short(message) };
+  // Not an answer from the server (refused connection, DNS, TLS): the local error's name and system code only.
+  const cause = error instanceof Error && isFieldRecord(error.cause) ? error.cause : {};
+  const systemCode = errorToken(cause.code) ?? (isFieldRecord(error) ? errorToken(error.code) : null);
+  const name = error instanceof Error ? (errorToken(error.name) ?? 'Error') : 'error';
+  const message = `connection failed (${name}${systemCode !== null ? ` ${systemCode}` : ''})`;
+  return { ...base, kind: 'connection', retryable: true, mayBeBilled: false, message };
 }
 
 /** Retry-After as ms: OpenAI's `retry-after-ms`, else `Retry-After` in seconds or as an HTTP date. */

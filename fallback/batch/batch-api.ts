@@ -6,10 +6,10 @@
 
 import OpenAI, { toFile } from 'openai';
 import type { Codebook } from '../../contracts/codebook.js';
-import { errorMessage, RescaleError } from '../../contracts/errors.js';
+import { RescaleError } from '../../contracts/errors.js';
 import type { FallbackConfig } from '../../contracts/fallback-config.js';
-import { redactKey } from '../api-key.js';
 import { openAIClient } from '../fallback-client.js';
+import { classifyFailure, serverErrorSummary } from '../retry-policy.js';
 import type { ChatRequestBody } from '../fallback-prompt.js';
 import { resolveFallback } from '../resolve-fallback.js';
 
@@ -83,12 +83,13 @@ export function parseBatchResults(text: string): { readonly lines: BatchResultLi
     const response = isRecord(json.response) ? json.response : null;
     const statusCode = response !== null && typeof response.status_code === 'number' ? response.status_code : null;
     const body = response !== null && isRecord(response.body) ? response.body : null;
+    // Status, code and type only: an item's error message is free text and may quote the prompt (document text).
     let error: string | null = null;
-    if (isRecord(json.error))
-      error = `${String(json.error.code ?? 'error')}: ${String(json.error.message ?? '')}`.trim();
+    if (isRecord(json.error)) error = serverErrorSummary(null, json.error);
     else if (statusCode !== 200) {
-      const inner = body !== null && isRecord(body.error) ? body.error : null;
-      error = `HTTP ${statusCode ?? '?'}${inner !== null ? `: ${String(inner.message ?? inner.code ?? '')}` : ''}`;
+      const inner = body !== null && isRecord(body.error) ? body.error : {};
+      error =
+        statusCode === null ? `${serverErrorSummary(null, inner)} (no status)` : serverErrorSummary(statusCode, inner);
     }
     lines.push({
       customId: json.custom_id,
@@ -140,7 +141,8 @@ export class BatchApiClient {
   }
 
   private submitError(error: unknown, maybeCreated: boolean): BatchSubmitError {
-    return new BatchSubmitError(this.config.baseUrl, redactKey(errorMessage(error), this.apiKey), maybeCreated);
+    // Classified like a live request: status, code and type of a refusal, never the provider's free text.
+    return new BatchSubmitError(this.config.baseUrl, classifyFailure(error, this.apiKey, false).message, maybeCreated);
   }
 
   /** The batch created with `rescale_tag` = tag, if any (after a create whose answer was lost). */
@@ -196,9 +198,11 @@ function toInfo(batch: OpenAI.Batches.Batch): BatchInfo {
       counts === undefined || counts === null
         ? null
         : { total: counts.total, completed: counts.completed, failed: counts.failed },
+    // The batch's own errors by code and line only: their messages may quote an input line.
     errors: (batch.errors?.data ?? []).map(
       (e) =>
-        `${e.code ?? 'error'}${e.line !== undefined && e.line !== null ? ` (line ${e.line})` : ''}: ${e.message ?? ''}`,
+        `${serverErrorSummary(null, { code: e.code, param: e.param })}` +
+        `${typeof e.line === 'number' ? ` (line ${e.line})` : ''}`,
     ),
   };
 }

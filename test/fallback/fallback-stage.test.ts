@@ -2,7 +2,7 @@
 // the budget never exceeded, nothing paid twice, Retry-After honoured, the key in no log line and no file.
 
 import assert from 'node:assert/strict';
-import { appendFile, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { appendFile, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, describe, it } from 'node:test';
@@ -243,6 +243,42 @@ describe('FallbackStage.resolve', () => {
     },
   );
 
+  it('stores a server error as status, code and type, never its free text (which may quote the document)', async () => {
+    const batch = routedBatch(2);
+    const quote = (request: SeenRequest): string => `could not process your message: "${request.user}"`;
+    server.setResponder((request) => ({
+      kind: 'status',
+      status: 503,
+      code: 'overloaded',
+      type: 'server_error',
+      message: quote(request),
+    }));
+    const failed = await runStage(batch, { max_retries: 1 });
+    server.setResponder((request) => ({
+      kind: 'status',
+      status: 422,
+      code: 'context_length_exceeded',
+      type: 'invalid_request_error',
+      param: 'messages',
+      message: `${quote(request)} ${'x'.repeat(5000)}`,
+    }));
+    const refused = await runStage(routedBatch(2), { max_retries: 1 });
+    for (const run of [failed, refused]) {
+      const audit = await readFile(run.auditFile, 'utf8');
+      for (const doc of batch.docs) {
+        const fragment = (doc.text ?? '').slice(0, 12);
+        assert.ok(!audit.includes(fragment), `the audit file quotes document text: ${fragment}`);
+        for (const row of run.rows) assert.ok(!(row.fallback?.error ?? '').includes(fragment));
+        assert.equal(run.lines.filter((line) => line.includes(fragment)).length, 0, 'a log line quotes the document');
+      }
+      assert.ok(!audit.includes('could not process'), "the server's free text is stored");
+      for (const row of run.rows) assert.ok((row.fallback?.error ?? '').length <= 300, 'the stored error is bounded');
+    }
+    assert.match(failed.rows[0]?.fallback?.error ?? '', /^HTTP 503 code=overloaded type=server_error/);
+    assert.match(refused.rows[0]?.fallback?.error ?? '', /HTTP 422 code=context_length_exceeded/);
+    assert.match(refused.rows[0]?.fallback?.error ?? '', /param=messages/);
+  });
+
   it('times out a request that hangs, counts it as possibly billed, and retries', async () => {
     server.setResponder(failFirst(1, { kind: 'hang' }));
     const started = performance.now();
@@ -341,11 +377,15 @@ describe('FallbackStage.resolve', () => {
     server.setResponder(() => ({
       kind: 'status',
       status: 400,
+      type: 'invalid_request_error',
+      param: 'response_format',
       message: 'response_format json_schema is not supported',
     }));
     await assert.rejects(
       runStage(routedBatch(10), { concurrency: 1 }),
-      (e: unknown) => isRescaleError(e, 'FALLBACK_REJECTED') && /json_schema is not supported/.test(e.message),
+      (e: unknown) =>
+        isRescaleError(e, 'FALLBACK_REJECTED') &&
+        /HTTP 400 type=invalid_request_error param=response_format/.test(e.message),
     );
   });
 

@@ -16,6 +16,8 @@ export type Fault =
       readonly retryAfter?: string;
       readonly code?: string;
       readonly message?: string;
+      readonly type?: string;
+      readonly param?: string;
     }
   /** Accepts the request and never answers. */
   | { readonly kind: 'hang' }
@@ -222,8 +224,9 @@ export class OpenAIServer {
           {
             error: {
               message: fault.message ?? `injected ${fault.status}`,
-              type: 'server_error',
+              type: fault.type ?? 'server_error',
               code: fault.code ?? null,
+              ...(fault.param !== undefined ? { param: fault.param } : {}),
             },
           },
           headers,

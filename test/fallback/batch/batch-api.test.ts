@@ -12,6 +12,7 @@ import { runLocalMode } from '../../../cli/local-mode.js';
 import { isRescaleError } from '../../../contracts/errors.js';
 import { readLedger } from '../../../fallback/audit-log.js';
 import { collectFallbackBatches } from '../../../fallback/batch/batch-collect.js';
+import { parseBatchResults } from '../../../fallback/batch/batch-api.js';
 import { auditRecords, fallbackSection, filesContaining, writeSentimentStudy } from '../../helpers/fallback.js';
 import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
 import { dummyApiKey, keywordLabel, OpenAIServer } from '../../helpers/openai-server.js';
@@ -180,4 +181,27 @@ describe('the fallback through the Batch API', () => {
       });
     },
   );
+});
+
+describe('parseBatchResults', () => {
+  it('keeps only the status, code and type of a failed item, never the free text (which may quote the prompt)', () => {
+    const quoted = 'Tweet: my secret diary entry';
+    const text = [
+      JSON.stringify({
+        custom_id: 'a',
+        response: {
+          status_code: 400,
+          body: { error: { message: `bad input: ${quoted}`, type: 'invalid_request_error', code: 'bad_input' } },
+        },
+        error: null,
+      }),
+      JSON.stringify({ custom_id: 'b', response: null, error: { code: 'batch_expired', message: quoted } }),
+      JSON.stringify({ custom_id: 'c', response: null, error: { code: `${quoted} `.repeat(20), message: quoted } }),
+    ].join('\n');
+    const { lines } = parseBatchResults(text);
+    assert.deepEqual(
+      lines.map((line) => line.error),
+      ['HTTP 400 code=bad_input type=invalid_request_error', 'error code=batch_expired', 'error'],
+    );
+  });
 });
