@@ -4,10 +4,11 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
 import { RescaleError } from './errors.js';
 import { parseFallbackConfig, type FallbackConfig } from './fallback-config.js';
+import { issueLines, shortExcerpt, type FieldLocator } from './validation-issues.js';
 
 const labelSchema = z.strictObject({
   name: z
@@ -184,25 +185,29 @@ export function parseTemplate(template: string): ({ kind: 'text'; text: string }
   return parts;
 }
 
-export function formatIssuePath(issuePath: readonly PropertyKey[]): string {
-  let out = '';
-  for (const key of issuePath) {
-    if (typeof key === 'number') out += `[${key}]`;
-    else out += out === '' ? String(key) : `.${String(key)}`;
-  }
-  return out === '' ? '(top level)' : out;
-}
-
 function invalid(source: string, field: string, message: string): RescaleError {
   return new RescaleError('CODEBOOK_INVALID', `${source}: field "${field}": ${message}`);
 }
 
 /** Validates a parsed YAML/JSON value; `baseDir` resolves relative model and adapter paths. */
-export function parseCodebook(raw: unknown, options: { source?: string; baseDir?: string } = {}): Codebook {
+export function parseCodebook(
+  raw: unknown,
+  options: { source?: string; baseDir?: string; locate?: FieldLocator } = {},
+): Codebook {
   const source = options.source ?? 'codebook';
+  const locate = options.locate ?? null;
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
+    // Not a mapping: most likely some other file. Its content is not echoed, only what it is.
+    const found = raw === null || raw === undefined ? 'empty' : Array.isArray(raw) ? 'a list' : `a ${typeof raw}`;
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `${source} is not a codebook: it holds ${found}, not a mapping with task, labels, prompt and model; check the ` +
+        '--codebook path',
+    );
+  }
   const parsed = codebookSchema.safeParse(raw);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => `field "${formatIssuePath(issue.path)}": ${issue.message}`);
+    const lines = issueLines(parsed.error.issues, [], locate);
     throw new RescaleError('CODEBOOK_INVALID', `${source} is not a valid codebook:\n  ${lines.join('\n  ')}`);
   }
   const value = parsed.data;
@@ -294,7 +299,12 @@ export function parseCodebook(raw: unknown, options: { source?: string; baseDir?
       variables: Object.freeze(variables),
     }),
     model,
-    fallback: parseFallbackConfig(value.fallback, { source, baseDir, promptFormat: value.prompt.format }),
+    fallback: parseFallbackConfig(value.fallback, {
+      source,
+      baseDir,
+      promptFormat: value.prompt.format,
+      ...(locate !== null ? { locate } : {}),
+    }),
   });
 }
 
@@ -313,20 +323,54 @@ export async function loadCodebook(file: string): Promise<Codebook> {
   return parseCodebookText(text, file);
 }
 
-/** A codebook from its YAML text as read from `file` (cluster workers get the text the coordinator read). */
+/**
+ * A codebook from its YAML text as read from `file` (cluster workers get the text the coordinator read). A syntax
+ * error is reported by its line, column, kind and the parser's sentence (short and escaped, cut before any quote of
+ * the file), never the file's lines: the file may not be a codebook at all.
+ */
 export function parseCodebookText(text: string, file: string): Codebook {
-  let raw: unknown;
-  try {
-    raw = parseYaml(text);
-  } catch (cause) {
-    const where = cause instanceof YAMLParseError && cause.linePos ? ` at line ${cause.linePos[0].line}` : '';
+  const lineCounter = new LineCounter();
+  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const [error] = document.errors;
+  if (error !== undefined) {
+    const position = lineCounter.linePos(error.pos[0]);
+    // The parser's sentence up to its first ": " (after which some messages quote the file).
+    const what = (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '').split(': ')[0] ?? '';
     throw new RescaleError(
       'CODEBOOK_INVALID',
-      `${file} is not valid YAML${where}: ${(cause as Error).message.split('\n')[0]}`,
-      { cause },
+      `${file} is not valid YAML at line ${position.line}, column ${position.col} (${error.code}: ` +
+        `${shortExcerpt(what)}); check the --codebook path and the file's indentation`,
     );
   }
-  return parseCodebook(raw, { source: file, baseDir: path.dirname(path.resolve(file)) });
+  let raw: unknown;
+  try {
+    raw = document.toJS({ maxAliasCount: 100 });
+  } catch {
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `${file} is not a codebook: its YAML aliases cannot be resolved (or expand too far); write the values out`,
+    );
+  }
+  return parseCodebook(raw, {
+    source: file,
+    baseDir: path.dirname(path.resolve(file)),
+    locate: yamlLocator(document, lineCounter),
+  });
+}
+
+/** The line of a field (or of one key inside it) in a parsed YAML document. */
+function yamlLocator(document: Document, lineCounter: LineCounter): FieldLocator {
+  return (fieldPath, key) => {
+    const node: unknown = fieldPath.length === 0 ? document.contents : document.getIn(fieldPath, true);
+    let offset: number | undefined;
+    if (key !== undefined && isMap(node)) {
+      const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === key);
+      offset = isScalar(pair?.key) ? pair.key.range?.[0] : undefined;
+    } else if (node !== null && typeof node === 'object' && 'range' in node) {
+      offset = (node as { range?: [number, number, number] | null }).range?.[0];
+    }
+    return offset === undefined ? null : lineCounter.linePos(offset).line;
+  };
 }
 
 /** The single question of a single-label codebook; the engine's scope today. */

@@ -6,6 +6,7 @@ import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { z } from 'zod';
 import { RescaleError } from './errors.js';
+import { issueLines, type FieldLocator } from './validation-issues.js';
 
 /** Where the API key comes from. Never the key itself: a codebook is shared, versioned and written into manifests. */
 export type ApiKeySource =
@@ -137,17 +138,13 @@ const rawSchema = z
 
 export type FallbackConfigInput = z.input<typeof rawSchema>;
 
-function issuePath(issuePath: readonly PropertyKey[]): string {
-  return ['fallback', ...issuePath.map(String)].join('.');
-}
-
 /**
  * Validates the codebook's `fallback` section. Absent, or `enabled: false` → null (the rest is then not checked,
  * so a disabled section may be a sketch). Relative `api_key_file` and `cache_dir` resolve against `baseDir`.
  */
 export function parseFallbackConfig(
   raw: unknown,
-  options: { source?: string; baseDir?: string; promptFormat?: 'chat' | 'raw' } = {},
+  options: { source?: string; baseDir?: string; promptFormat?: 'chat' | 'raw'; locate?: FieldLocator } = {},
 ): FallbackConfig | null {
   const source = options.source ?? 'codebook';
   const fail = (field: string, message: string): never => {
@@ -170,7 +167,7 @@ export function parseFallbackConfig(
 
   const parsed = rawSchema.safeParse(raw);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => `field "${issuePath(issue.path)}": ${issue.message}`);
+    const lines = issueLines(parsed.error.issues, ['fallback'], options.locate ?? null);
     throw new RescaleError('CODEBOOK_INVALID', `${source} has an invalid fallback section:\n  ${lines.join('\n  ')}`);
   }
   const value = parsed.data;

@@ -2,7 +2,8 @@
 // same numbers. One schema: the planner and the merge build it typed, readers parse it with errors naming the field.
 
 import { z } from 'zod';
-import { formatIssuePath, type Codebook } from './codebook.js';
+import type { Codebook } from './codebook.js';
+import { formatIssuePath } from './validation-issues.js';
 import { RescaleError } from './errors.js';
 import { FALLBACK_STATUSES, ID_TYPES, RESULT_SOURCES, ROW_STATUSES } from './results.js';
 

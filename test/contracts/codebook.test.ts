@@ -133,6 +133,89 @@ describe('loadCodebook', () => {
   });
 });
 
+describe('validation messages of a file that is not a codebook', () => {
+  // A submitted codebook path may name any file the coordinator can read; its messages go back to the submitter and
+  // into the coordinator's log, so they name fields and lines and never echo what the file holds.
+  const secrets = ['hunter2', 'x:0:0:root', '/bin/bash', 'sk-proj-0123456789abcdef0123', 'topsecretvalue', 's3cr3t'];
+  async function messageFor(text: string): Promise<string> {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'rescale-cb-'));
+    try {
+      const file = path.join(dir, 'not-a-codebook');
+      await writeFile(file, text);
+      const error = await loadCodebook(file).then(
+        () => assert.fail('accepted'),
+        (e: unknown) => e,
+      );
+      assert.ok(error instanceof RescaleError && error.code === 'CODEBOOK_INVALID', String(error));
+      return error.message;
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }
+  function assertNoSecret(message: string): void {
+    for (const secret of secrets) assert.ok(!message.includes(secret), `the message echoes "${secret}": ${message}`);
+  }
+
+  it('says a password-style file is not a codebook without quoting its lines', async () => {
+    const message = await messageFor('root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/bin/bash\n');
+    assertNoSecret(message);
+    assert.match(message, /is not a codebook: it holds a string/);
+  });
+
+  it('names unknown keys by field and line, never their values, and hides keys that are not field names', async () => {
+    const message = await messageFor(
+      [
+        'task: x',
+        'password: hunter2',
+        'sk-proj-0123456789abcdef0123: 1',
+        'labels: [{name: a}, {name: b}]',
+        'prompt: {template: "{text}"}',
+        'model: {path: m.gguf, gpu_layer: topsecretvalue}',
+        'fallback:',
+        '  enabled: true',
+        '  model: gpt',
+        '  price: {input_per_million: 1, output_per_million: 1}',
+        '  budget: {usd: 1}',
+        '  routing: {confidence_below: 0.5}',
+        '  extra_secret: s3cr3t',
+        '',
+      ].join('\n'),
+    );
+    assertNoSecret(message);
+    assert.match(message, /field "\(top level\)" \(line 2\): unknown key "password"/);
+    assert.match(message, /field "\(top level\)" \(line 3\): unknown key of 28 characters \(not shown\)/);
+    assert.match(message, /field "model" \(line 6\): unknown key "gpu_layer"/);
+  });
+
+  it('names the unknown key of a fallback section by line, never its value', async () => {
+    const message = await messageFor(
+      [
+        'task: x',
+        'labels: [{name: a}, {name: b}]',
+        'prompt: {template: "{text}"}',
+        'model: {path: m.gguf}',
+        'fallback:',
+        '  enabled: true',
+        '  model: gpt',
+        '  price: {input_per_million: 1, output_per_million: 1}',
+        '  budget: {usd: 1}',
+        '  routing: {confidence_below: 0.5}',
+        '  extra_secret: s3cr3t',
+        '',
+      ].join('\n'),
+    );
+    assertNoSecret(message);
+    assert.match(message, /field "fallback" \(line 11\): unknown key "extra_secret"/);
+  });
+
+  it('reports a YAML syntax error by line, column and a short escaped excerpt, not the line itself', async () => {
+    const message = await messageFor(`token: s3cr3t\nkey: |x${'s3cr3t'.repeat(40)}\n  body\n`);
+    assertNoSecret(message);
+    assert.match(message, /is not valid YAML at line 2, column \d+ \(/);
+    assert.ok(message.length < 400, message);
+  });
+});
+
 describe('templates', () => {
   it('finds variables in order and keeps escaped braces literal', () => {
     assert.deepEqual(templateVariables('A {{x}} {party}: {text} {party}'), ['party', 'text']);
