@@ -40,8 +40,21 @@ export function parseRedisUrl(url: string, option = '--redis'): RedisTarget {
       'CONFIG_INVALID',
       `${option}: the database number after the host must be a whole number, got "${dbText}"`,
     );
-  const password = parsed.password === '' ? undefined : decodeURIComponent(parsed.password);
-  const username = parsed.username === '' ? undefined : decodeURIComponent(parsed.username);
+  const decode = (text: string, part: string): string | undefined => {
+    if (text === '') return undefined;
+    try {
+      return decodeURIComponent(text);
+    } catch {
+      // Neither the value nor the decoder's message: either may hold the password.
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `${option}: the ${part} in the URL holds a "%" that is not followed by two hex digits; percent-encode it ` +
+          '(write "%" as %25, "@" as %40, ":" as %3A, "/" as %2F)',
+      );
+    }
+  };
+  const password = decode(parsed.password, 'password');
+  const username = decode(parsed.username, 'user name');
   const host = parsed.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1';
   const port = parsed.port === '' ? 6379 : Number(parsed.port);
   const auth = password === undefined ? (username === undefined ? '' : `${username}@`) : `${username ?? ''}:***@`;

@@ -69,3 +69,26 @@ describe('rescale worker', () => {
     }
   });
 });
+
+describe('the Redis URL of a cluster service', () => {
+  it('refuses a password with a bare "%" (exit 2) naming the variable, not the password, without a stack', async () => {
+    const worker = spawnRescale('worker', ['worker', '--name', 'bad-url', '--threads', '1'], {
+      RESCALE_REDIS_URL: 'redis://:pa%ss-w0rd-%zz@127.0.0.1:6379',
+    });
+    const timeout = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), 60_000).unref());
+    const exit = await Promise.race([worker.exited, timeout]);
+    if (exit === 'timeout') {
+      worker.child.kill('SIGKILL');
+      assert.fail('the worker kept running');
+    }
+    assert.equal(exit.code, 2, 'CONFIG_INVALID exits 2');
+    const text = worker
+      .logs()
+      .map((line) => JSON.stringify(line))
+      .join('\n');
+    const message = worker.logs().find((line) => line.level === 'raw' && line.msg.startsWith('rescale: '));
+    assert.match(message?.msg ?? '', /RESCALE_REDIS_URL.*password.*%25/);
+    assert.ok(!text.includes('w0rd'), `the password is in the output: ${text}`);
+    assert.ok(!/\n\s+at /.test(text) && !text.includes('URIError'), `a stack trace was printed: ${text}`);
+  });
+});
