@@ -25,9 +25,11 @@ import { createPinoLogger } from './pino-logger.js';
 export const CLUSTER_USAGE = `Cluster mode (see docs/cluster.md):
   rescale coordinator --redis URL --listen HOST:PORT [--token-file F] [--tls-cert F --tls-key F]
                       [--metrics HOST:PORT] [--address-file F] [--redis-timeout S] [--worker-silence S]
+                      [--data-root DIR ...]
       The long-running service: plans runs, queues shards in Redis, merges finished runs, serves the gRPC API.
       A dead worker's shard goes back to the queue at once (its Redis connections closed), or when its
       heartbeat is older than --worker-silence (default 20 s: a node gone without closing them).
+      --data-root (repeatable): submitted codebooks, inputs, outputs, models and adapters must lie inside these.
   rescale worker --redis URL [--threads N] [--name NAME] [--metrics HOST:PORT] [--grace S] [--redis-timeout S]
       Takes shards from the queue and scores them. SIGTERM hands the current shard back and exits 0.
   rescale submit --codebook C --input P [--input P2 ...] --output O [--shard-rows N] [--limit N]
@@ -65,6 +67,7 @@ const OPTIONS = {
     'redis-timeout': { type: 'string' },
     'reconcile-interval': { type: 'string' },
     'worker-silence': { type: 'string' },
+    'data-root': { type: 'string', multiple: true },
   },
   worker: {
     ...common,
@@ -157,12 +160,16 @@ async function runCoordinator(values: Values, env: Environment): Promise<number>
 
   const { RunCoordinator } = await import('../coordinator/run-coordinator.js');
   const { ControlServer } = await import('../coordinator/control-server.js');
+  const { DataRoots } = await import('../coordinator/data-roots.js');
+  const rootFolders = Array.isArray(values['data-root']) ? values['data-root'] : [];
+  const dataRoots = await DataRoots.open(rootFolders);
   // Closed in reverse order on every path, each even when closing the one after it failed: the coordinator
   // holds Redis connections.
   await using coordinator = await RunCoordinator.start({
     redis,
     logger,
     env: env.variables,
+    dataRoots,
     ...(redisTimeout !== undefined ? { redisTimeoutMs: redisTimeout * 1000 } : {}),
     ...(reconcile !== undefined ? { reconcileIntervalMs: reconcile * 1000 } : {}),
     ...(workerSilence !== undefined ? { workerSilenceMs: workerSilence * 1000 } : {}),

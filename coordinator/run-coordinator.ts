@@ -11,6 +11,7 @@ import { connectRedis, redisOptions, RedisWatchdog, type RedisTarget } from '../
 import { clusterKeys, QUEUE_PREFIX, SHARD_QUEUE_NAME, type WorkerRecord } from '../contracts/shard-queue.js';
 import { ShardQueue } from './bullmq-shard-queue.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';
+import { DataRoots } from './data-roots.js';
 import { FallbackService } from './fallback-service.js';
 import { RunStore } from './run-store.js';
 import { FallbackSupervisor } from './run/fallback-supervisor.js';
@@ -45,9 +46,13 @@ export interface RunCoordinatorOptions {
    * Where the fallback's API key variable is looked up (the CLI's parsed environment): only the coordinator needs it.
    */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** `--data-root`: the folders a submitted run's paths must resolve into; default: anywhere (a warning is logged). */
+  readonly dataRoots?: DataRoots;
 }
 
-type CompiledOptions = Required<Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env'>> & {
+type CompiledOptions = Required<
+  Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env' | 'dataRoots'>
+> & {
   redis: RedisTarget;
   workerSilenceMs?: number;
 };
@@ -154,6 +159,7 @@ export class RunCoordinator implements Closeable {
       this.fallbacks,
       this.finisher,
       options.env,
+      options.dataRoots,
       logger,
     );
     this.statuses = new RunStatusReader(redis, store, this.runs, logger);
@@ -194,7 +200,11 @@ export class RunCoordinator implements Closeable {
         redisTimeoutMs,
         env: options.env,
         ...(options.workerSilenceMs !== undefined ? { workerSilenceMs: options.workerSilenceMs } : {}),
+        dataRoots: options.dataRoots ?? DataRoots.unrestricted(),
       };
+      if (!compiled.dataRoots.restricted) {
+        logger.log('warn', 'no --data-root: submitted runs may read and write any path the coordinator can', {});
+      }
       coordinator = new RunCoordinator(redis, queue, events, compiled, logger);
       await coordinator.begin();
       return coordinator;

@@ -11,6 +11,7 @@ import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { ShardPlan } from '../../contracts/shard.js';
 import { outputLayout } from '../../storage/output-layout.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../../fallback/resolve-fallback.js';
+import { DataRoots } from '../data-roots.js';
 import { prepareOutput, writePlanFile } from '../run-lifecycle.js';
 import { DEFAULT_SHARD_ROWS, planRun } from '../run-plan.js';
 
@@ -51,16 +52,23 @@ export function runIdFor(plan: ShardPlan, output: string): string {
   return `r${hash.digest('hex').slice(0, 15)}`;
 }
 
-/** `env`: where the fallback's API key variable is looked up (the coordinator's environment). */
+/**
+ * `env`: where the fallback's API key variable is looked up (the coordinator's environment). `roots`: the folders
+ * every path of the run must resolve into (checked before the codebook is read or the corpus listed).
+ */
 export async function planSubmission(
   request: SubmitRequest,
   env: Readonly<Record<string, string | undefined>>,
+  roots: DataRoots = DataRoots.unrestricted(),
 ): Promise<PlannedSubmission> {
   const codebookPath = absolute(request.codebook, 'codebook');
   const output = absolute(request.output, 'output');
   if (request.inputs.length === 0)
     throw new RescaleError('CONFIG_INVALID', 'give at least one input (Parquet file, folder or glob)');
   const inputs = request.inputs.map((input) => absolute(input, 'input'));
+  await roots.check(codebookPath, 'codebook');
+  for (const input of inputs) await roots.checkInput(input);
+  await checkOutputPaths(roots, output, null);
   let codebookText: string;
   try {
     codebookText = await readFile(codebookPath, 'utf8');
@@ -75,6 +83,11 @@ export async function planSubmission(
   }
   const codebook = parseCodebookText(codebookText, codebookPath);
   singleQuestion(codebook);
+  await roots.check(codebook.model.path, 'model (codebook field "model.path")');
+  for (const [index, adapter] of codebook.model.adapters.entries()) {
+    await roots.check(adapter.path, `adapter (codebook field "model.adapters[${index}].path")`);
+  }
+  await checkOutputPaths(roots, output, codebook.fallback?.cacheDir ?? null);
   const disabled = request.noFallback === true;
   const fallbackPlan = await resolveFallback(codebook, { disabled, offline: request.fallbackOffline === true, env });
   if (codebook.fallback !== null && !fallbackPlan.active && request.noFallback !== true) {
@@ -97,6 +110,8 @@ export async function planSubmission(
     request.limit,
     fallbackPlan.active ? fallbackPlan.identity : null,
   );
+  // Folders and globs were checked above; a file found in them may still be a symlink to elsewhere.
+  for (const file of plan.files) await roots.check(file.path, 'input file');
   const runId = runIdFor(plan, output);
   return { runId, codebookPath, codebookText, codebook, inputs, output, sequences, shardRows, plan, fallbackPlan };
 }
@@ -130,6 +145,24 @@ export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boo
       ? { active: true, mode: fallbackPlan.mode, ...fallbackPathsFor(output, fallbackPlan.config) }
       : { active: false, reason: fallbackPlan.reason },
   };
+}
+
+/** The output and every file rescale writes or deletes beside it (parts, plan, manifest, fallback files). */
+async function checkOutputPaths(roots: DataRoots, output: string, cacheDir: string | null): Promise<void> {
+  const layout = outputLayout(output);
+  await roots.check(output, 'output');
+  for (const file of [
+    layout.partsDir,
+    layout.shardDir,
+    layout.planFile,
+    layout.manifestFile,
+    layout.fallbackAuditFile,
+    layout.fallbackCacheDir,
+    layout.fallbackBatchStateFile,
+  ]) {
+    await roots.check(file, `output's file`);
+  }
+  if (cacheDir !== null) await roots.check(cacheDir, 'fallback cache (codebook field "fallback.cache_dir")');
 }
 
 function absolute(value: string, what: string): string {

@@ -8,6 +8,7 @@ import { clusterKeys } from '../../contracts/shard-queue.js';
 import type { ShardQueue } from '../bullmq-shard-queue.js';
 import type { RunStore } from '../run-store.js';
 import type { FallbackSupervisor } from './fallback-supervisor.js';
+import type { DataRoots } from '../data-roots.js';
 import { planSubmission, prepareRunFiles, type SubmitRequest } from './plan-submission.js';
 import { resultFileName, resultFiles } from './result-files.js';
 import type { RunFinisher } from './run-finisher.js';
@@ -31,11 +32,13 @@ export class RunControl {
     private readonly finisher: RunFinisher,
     /** Where the fallback's API key variable is looked up. */
     private readonly env: Readonly<Record<string, string | undefined>>,
+    /** The folders a submitted run's paths must resolve into. */
+    private readonly roots: DataRoots,
     private readonly logger: Logger,
   ) {}
 
   async submit(request: SubmitRequest): Promise<SubmitResult> {
-    const planned = await planSubmission(request, this.env);
+    const planned = await planSubmission(request, this.env, this.roots);
     const { runId, plan, output } = planned;
     const existing = await this.store.record(runId);
 
