@@ -118,7 +118,7 @@ describe('a coordinator with --data-root', () => {
     let message = '';
     await assert.rejects(control.submit(request(notCodebook, corpus, path.join(root, 'e.parquet'))), (error) => {
       message = error instanceof Error ? error.message : '';
-      return isRescaleError(error, 'CODEBOOK_INVALID') && /is not a codebook/.test(message);
+      return isRescaleError(error, 'CODEBOOK_INVALID') && /is not (a codebook|valid YAML at line 1)/.test(message);
     });
     const yamlMap = path.join(root, 'config.yaml');
     await writeFile(yamlMap, 'redis_password: hunter2-secret\nsk-live-0123456789abcdef0123456789: 1\n');
