@@ -8,7 +8,7 @@
 // process needs the API key; shard workers never see it.
 
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 import type { Codebook } from '../contracts/codebook.js';
 import { RescaleError, isRescaleError } from '../contracts/errors.js';
 import {
@@ -182,7 +182,10 @@ export class FallbackService {
     if (options.purge) await FallbackService.purge(this.options.redis, runId);
   }
 
-  /** Removes a run's fallback queue (jobs hold document texts) from Redis. */
+  /**
+   * Removes a run's fallback queue (jobs hold document texts) from Redis, then has Redis rewrite its append-only file,
+   * which would otherwise keep the texts of the deleted jobs.
+   */
   static async purge(target: RedisTarget, runId: string): Promise<void> {
     const queue = new Queue(fallbackQueueName(runId), {
       connection: redisOptions(target, { blocking: false, name: 'rescale-coordinator-fallback-purge' }),
@@ -193,9 +196,33 @@ export class FallbackService {
     } finally {
       await queue.close().catch(() => undefined);
     }
+    const client = new Redis(redisOptions(target, { blocking: false, name: 'rescale-coordinator-aof-rewrite' }));
+    client.on('error', () => undefined);
+    try {
+      await rewriteAppendOnlyFile(client);
+    } finally {
+      client.disconnect();
+    }
   }
 
   async close(): Promise<void> {
     await Promise.allSettled([...this.runs.keys()].map((runId) => this.stop(runId, { purge: false })));
+  }
+}
+
+/**
+ * BGREWRITEAOF when the server keeps an append-only file: the rewritten file holds only live keys, so deleted job
+ * payloads (document texts) leave the disk too. A server that refuses CONFIG or the rewrite is left as it is; the
+ * operator's remedy is in docs/cluster.md ("Security model").
+ */
+async function rewriteAppendOnlyFile(client: {
+  config(...args: string[]): Promise<unknown>;
+  bgrewriteaof(): Promise<unknown>;
+}): Promise<void> {
+  try {
+    const reply = (await client.config('GET', 'appendonly')) as unknown as string[];
+    if (reply[1] === 'yes') await client.bgrewriteaof();
+  } catch {
+    // CONFIG renamed or disabled, or a rewrite already running (it then covers the deletion too).
   }
 }
