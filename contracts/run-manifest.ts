@@ -54,6 +54,11 @@ const mergeSectionSchema = z.object({
   output: z.string(),
   rows: count,
   bytes: count,
+  /** sha256 of the results file: a reader checks it, so results and manifest of different runs never pass as a pair. */
+  sha256: z
+    .string()
+    .regex(/^[0-9a-f]{64}$/)
+    .optional(),
   codec: z.enum(['ZSTD', 'GZIP', 'SNAPPY', 'UNCOMPRESSED']),
   rowGroups: count,
   labels: z.array(z.string()).readonly(),

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parquetSchema, type FileMetaData, type SchemaElement } from 'hyparquet';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import type { CorpusColumn, CorpusFile } from '../contracts/shard.js';
+import { isRescaleOutputName } from '../storage/output-layout.js';
 import { readParquetFooter } from '../storage/parquet-rows.js';
 
 const GLOB_MAGIC = /[*?[{]/;
@@ -15,7 +16,8 @@ const FOOTER_CONCURRENCY = 8;
 /**
  * Expands each input in order and reads every file's footer. A directory means every *.parquet file
  * below it (recursively, skipping hidden and `_`-prefixed entries such as Spark's `_SUCCESS` and
- * `_temporary`); a glob supports `*`, `?`, `**`, `[abc]` and `{a,b}`. Files are sorted by path
+ * `_temporary`, and rescale's own results: a file with its manifest, lock or parts folder beside it); a glob
+ * supports `*`, `?`, `**`, `[abc]` and `{a,b}`. Files are sorted by path
  * (code-point order, so the order and the row indexes never depend on locale). Symlinks are followed, but a file is
  * counted once by its real path (at its first position, under the name it was first reached by), a folder reached
  * twice is listed once and a symlink loop is not entered. What was skipped, and files with the same content
@@ -223,9 +225,9 @@ async function walk(
         { cause },
       );
     }
-    const names = entries
-      .map((entry) => entry.name)
-      .filter((name) => !name.startsWith('.') && !name.startsWith('_'))
+    const all = new Set(entries.map((entry) => entry.name));
+    const names = [...all]
+      .filter((name) => !name.startsWith('.') && !name.startsWith('_') && !isRescaleOutputName(name, all))
       .sort(compareCodePoints);
     for (const name of names) {
       const full = path.join(dir, name);

@@ -114,14 +114,16 @@ export interface LocalRunSummary {
 }
 
 /**
- * `rescale run`: plan → prepare output → plan file → score the pending shards in this process → manifest → merge,
- * with no Redis. Resumable: finished shard files are kept next to the output and skipped on the next run of the
- * same command. The engine comes from the caller (cli/local-mode.ts wires node-llama-cpp).
+ * `rescale run`: plan → check and lock the output → prepare it → plan file → score the pending shards in this process
+ * → manifest → merge → unlock, with no Redis. Resumable: finished shard files are kept next to the output and
+ * skipped on the next run of the same command. The engine comes from the caller (cli/local-mode.ts wires
+ * node-llama-cpp).
  */
 export async function runLocal(options: LocalRunOptions, engine: ScoringEngine): Promise<LocalRunSummary> {
   const logger = options.logger ?? silentLogger;
   const progress = options.progress ?? silentRunProgress;
   const run = await openRun(options, engine, { scoring: { overwrite: options.overwrite ?? false }, logger });
+  await using _lock = run.lock;
   const { plan, layout } = run;
   const { pending, doneRows } = await pendingShards(plan, layout.shardDir);
   const alreadyDone = plan.shards.length - pending.length;

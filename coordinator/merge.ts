@@ -1,8 +1,9 @@
 // Combines the shard result files of a finished plan into one Parquet file in input order, after checking
 // that every planned row is there exactly once, and writes the run manifest beside it.
 
+import { createHash, type Hash } from 'node:crypto';
 import { writeSync } from 'node:fs';
-import { mkdir, stat } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import type { Vector } from 'apache-arrow';
@@ -75,7 +76,8 @@ export interface MergeSummary {
  * Checks that every planned shard has its result file, then streams them in plan order into row groups
  * of one Parquet file, checking each shard's row count, row indexes, labels and id type on the way.
  * Output and manifest are written through temp files and renamed, so a failed merge leaves neither
- * (nor a previous output changed); the manifest is renamed last.
+ * (nor a previous output changed); the earlier manifest is removed just before the results are renamed into place,
+ * and the new one, with the results file's sha256, is renamed last: results and manifest are committed as a pair.
  */
 export async function mergeShards(options: MergeShardsOptions): Promise<MergeSummary> {
   const { plan, shardDir, labels, logger = silentLogger } = options;
@@ -106,10 +108,12 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
   const columnNames = columns.map((column) => column.name);
   let rowGroups = 0;
   let rows = 0;
+  const manifestPath = outputLayout(output).manifestFile;
+  const hash = createHash('sha256');
 
   try {
     await writeFileAtomic(output, async (handle) => {
-      const writer = new FileWriter(handle.fd);
+      const writer = new FileWriter(handle.fd, hash);
       const parquet = new ParquetWriter({
         writer,
         schema,
@@ -155,6 +159,9 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
         );
       }
       await parquet.finish();
+      // The earlier manifest goes before the new results are renamed into place: a kill from here on leaves results
+      // without a manifest (incomplete), never new results beside an old manifest.
+      await rm(manifestPath, { force: true });
     });
   } catch (cause) {
     if (cause instanceof RescaleError) throw cause;
@@ -168,11 +175,11 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
   }
 
   const bytes = (await stat(output)).size;
-  const manifestPath = outputLayout(output).manifestFile;
   const merge: RunManifestMerge = {
     output: path.basename(output),
     rows,
     bytes,
+    sha256: hash.digest('hex'),
     codec,
     rowGroups,
     labels,
@@ -369,7 +376,10 @@ async function loadCodec(
 
 /** hyparquet-writer's Writer over a file descriptor: 1 MiB of buffered bytes at most, written synchronously. */
 class FileWriter extends ByteWriter {
-  constructor(private readonly fd: number) {
+  constructor(
+    private readonly fd: number,
+    private readonly hash: Hash,
+  ) {
     super(FLUSH_BYTES * 2);
   }
 
@@ -379,6 +389,7 @@ class FileWriter extends ByteWriter {
   }
 
   flush(): void {
+    this.hash.update(new Uint8Array(this.buffer, 0, this.index));
     let written = 0;
     while (written < this.index)
       written += writeSync(this.fd, new Uint8Array(this.buffer, written, this.index - written));

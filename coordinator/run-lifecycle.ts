@@ -1,14 +1,16 @@
 // The run around the shards, written once for every mode: plan the corpus, prepare the output folder, write the plan
 // file, build the manifest and merge. Local mode drains the shards in between (local-runner.ts); merge-only does not.
 
-import { access, constants, mkdir, rm } from 'node:fs/promises';
+import { access, constants, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { loadCodebook, singleQuestion, type Codebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import type { Logger } from '../contracts/logger.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
 import { writeBytesAtomic } from '../storage/atomic-file.js';
+import { checkOutputDestination, removeMergeTemps, removeOwnOutput, type RunSources } from '../storage/output-guard.js';
 import { outputLayout, type OutputLayout } from '../storage/output-layout.js';
+import { acquireOutputLock, type OutputLock } from '../storage/output-lock.js';
 import { isShardComplete } from '../storage/shard-result-file.js';
 import type { FallbackStats } from '../fallback/fallback-stage.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../fallback/resolve-fallback.js';
@@ -19,34 +21,148 @@ import type { ScoringEngine } from './scoring-engine.js';
 /** Who prepares an output, for the error message: the CLI names --output, the coordinator the shared filesystem. */
 export type OutputPreparer = 'cli' | 'coordinator';
 
+/** The files a planned run reads, which its output must never write over. */
+export function runSources(
+  codebookFile: string,
+  inputs: readonly string[],
+  codebook: Codebook,
+  plan: ShardPlan,
+): RunSources {
+  return {
+    inputs: inputs.map((input) => path.resolve(input)),
+    corpusFiles: plan.files.map((file) => file.path),
+    codebook: path.resolve(codebookFile),
+    model: codebook.model.path,
+    adapters: codebook.model.adapters.map((adapter) => adapter.path),
+  };
+}
+
+export interface PrepareOutputOptions {
+  /** `--overwrite`: the earlier results rescale wrote are removed (anything else is refused by name). */
+  readonly overwrite: boolean;
+  /** The new run's plan: without `overwrite`, an output holding another run's results or plan is refused. */
+  readonly plan: ShardPlan;
+  readonly by?: OutputPreparer;
+}
+
 /**
- * Checks that the output folder is writable, removes an earlier run's results when `overwrite`, and creates the
- * shard folder; any failure is an OUTPUT_NOT_WRITABLE error naming the folder and the output.
+ * Prepares the output of a run whose destination was checked (checkOutputDestination) and whose lock is held: removes
+ * temp files a killed merge left, refuses an output holding another run's results unless `overwrite` (saying what
+ * differs), removes the earlier results with `overwrite`, and creates the shard folder. A folder that cannot be
+ * written is an OUTPUT_NOT_WRITABLE error naming the folder and the output.
  */
-export async function prepareOutput(
-  layout: OutputLayout,
-  overwrite: boolean,
-  by: OutputPreparer = 'cli',
-): Promise<void> {
+export async function prepareOutput(layout: OutputLayout, options: PrepareOutputOptions): Promise<void> {
   const { output } = layout;
-  const dir = path.dirname(output);
+  const by = options.by ?? 'cli';
+  const option = by === 'cli' ? '--output' : 'output';
+  await ensureOutputFolder(layout, by);
   try {
-    await mkdir(dir, { recursive: true });
-    await access(dir, constants.W_OK);
-    if (overwrite) {
-      await rm(layout.partsDir, { recursive: true, force: true });
-      await rm(output, { force: true });
-      await rm(layout.manifestFile, { force: true });
+    await removeMergeTemps(layout);
+    if (options.overwrite) {
+      await removeOwnOutput(layout, option);
+    } else {
+      const differences = await differencesFromEarlierRun(layout, options.plan);
+      if (differences.length > 0) {
+        throw new RescaleError(
+          'CONFIG_INVALID',
+          `${option} ${output} holds the results of another run (${differences.join('; ')}); run again with ` +
+            `--overwrite to replace them, or choose another ${option}`,
+        );
+      }
     }
     await mkdir(layout.shardDir, { recursive: true });
   } catch (cause) {
-    const reason = (cause as NodeJS.ErrnoException).code ?? String(cause);
-    const message =
-      by === 'cli'
-        ? `cannot write to ${dir} (from --output ${output}): ${reason}; choose a folder you can write to`
-        : `the coordinator cannot write to ${dir} (from output ${output}): ${reason}; ` +
-          'choose a folder on the shared filesystem it can write to';
-    throw new RescaleError('OUTPUT_NOT_WRITABLE', message, { cause });
+    if (cause instanceof RescaleError) throw cause;
+    throw notWritable(layout, by, cause);
+  }
+}
+
+/** Creates the output's folder and checks it is writable (before the lock file is created in it). */
+export async function ensureOutputFolder(layout: OutputLayout, by: OutputPreparer = 'cli'): Promise<void> {
+  const dir = path.dirname(layout.output);
+  try {
+    await mkdir(dir, { recursive: true });
+    await access(dir, constants.W_OK);
+  } catch (cause) {
+    throw notWritable(layout, by, cause);
+  }
+}
+
+function notWritable(layout: OutputLayout, by: OutputPreparer, cause: unknown): RescaleError {
+  const { output } = layout;
+  const dir = path.dirname(output);
+  const reason = (cause as NodeJS.ErrnoException).code ?? String(cause);
+  const message =
+    by === 'cli'
+      ? `cannot write to ${dir} (from --output ${output}): ${reason}; choose a folder you can write to`
+      : `the coordinator cannot write to ${dir} (from output ${output}): ${reason}; ` +
+        'choose a folder on the shared filesystem it can write to';
+  return new RescaleError('OUTPUT_NOT_WRITABLE', message, { cause });
+}
+
+interface EarlierRun {
+  readonly codebookHash?: unknown;
+  readonly limit?: unknown;
+  readonly textColumn?: unknown;
+  readonly idColumn?: unknown;
+  readonly files?: readonly { readonly path?: unknown; readonly fingerprint?: unknown }[];
+  readonly shards?: readonly { readonly id?: unknown }[];
+}
+
+/**
+ * What differs between the new plan and the run whose plan file (or, without one, whose manifest) the output holds:
+ * empty when there is no earlier run or it is the same one (a resume).
+ */
+export async function differencesFromEarlierRun(layout: OutputLayout, plan: ShardPlan): Promise<string[]> {
+  const earlier =
+    (await readJson<EarlierRun>(layout.planFile)) ??
+    (await readJson<{ merge?: EarlierRun }>(layout.manifestFile))?.merge ??
+    null;
+  if (earlier === null) return [];
+  const differences: string[] = [];
+  if (earlier.codebookHash !== plan.codebookHash) {
+    differences.push(`codebook hash ${short(earlier.codebookHash)} there, ${short(plan.codebookHash)} now`);
+  }
+  const files = (list: readonly { path?: unknown; fingerprint?: unknown }[] | undefined): string =>
+    (list ?? []).map((f) => `${String(f.path)}\0${String(f.fingerprint)}`).join('\n');
+  if (files(earlier.files) !== files(plan.files)) {
+    differences.push(
+      `corpus files or their content differ (${earlier.files?.length ?? 0} files there, ${plan.files.length} now)`,
+    );
+  }
+  if ((earlier.limit ?? null) !== plan.limit) {
+    differences.push(`--limit ${String(earlier.limit ?? 'none')} there, ${String(plan.limit ?? 'none')} now`);
+  }
+  if (earlier.textColumn !== plan.textColumn || (earlier.idColumn ?? null) !== plan.idColumn) {
+    differences.push('text or id column differs');
+  }
+  const shardIds = (list: readonly { id?: unknown }[] | undefined): string =>
+    (list ?? []).map((s) => String(s.id)).join('\n');
+  if (differences.length === 0 && shardIds(earlier.shards) !== shardIds(plan.shards)) {
+    differences.push('the shards differ (shard rows, sequences or whether the fallback is on)');
+  }
+  return differences;
+}
+
+function short(value: unknown): string {
+  return typeof value === 'string' ? value.slice(0, 12) : 'unknown';
+}
+
+async function readJson<T>(file: string): Promise<T | null> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch {
+    return null;
+  }
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `${file} is not valid JSON, so the earlier run in this output cannot be identified; run with --overwrite to ` +
+        'replace it, or choose another output',
+    );
   }
 }
 
@@ -83,6 +199,8 @@ export interface PlannedRun {
   readonly fallback: FallbackPlan;
   readonly fallbackPaths: { readonly cacheDir: string; readonly auditFile: string };
   readonly startedAt: Date;
+  /** `<output>.lock`, held from planning to the end of the merge: release it (or `await using`) when done. */
+  readonly lock: OutputLock;
 }
 
 export interface OpenRunOptions {
@@ -94,7 +212,10 @@ export interface OpenRunOptions {
   readonly logger: Logger;
 }
 
-/** Loads the codebook and plans the corpus into shards; a scoring run also prepares its output and plan file. */
+/**
+ * Loads the codebook and plans the corpus into shards, checks the output destination against the run's sources
+ * (before anything is written) and takes the output's lock; a scoring run also prepares its output and plan file.
+ */
 export async function openRun(
   request: RunRequest,
   engine: Pick<ScoringEngine, 'sequences'>,
@@ -104,7 +225,6 @@ export async function openRun(
   const startedAt = new Date();
   const codebook = await loadCodebook(request.codebook);
   const layout = outputLayout(path.resolve(request.output));
-  if (scoring !== null) await prepareOutput(layout, scoring.overwrite);
 
   const sequences = await engine.sequences(codebook, request.sequences);
   const shardRows = request.shardRows ?? DEFAULT_SHARD_ROWS;
@@ -114,24 +234,40 @@ export async function openRun(
     env: request.env,
   });
   const fallbackPaths = fallbackPathsFor(layout.output, fallback.active ? fallback.config : null);
-  if (scoring !== null) {
-    if (fallback.active) {
-      const { model, baseUrl } = fallback.config;
-      const key = fallback.mode === 'live' ? fallback.keySource : null;
-      logger.log('info', 'fallback on', { mode: fallback.mode, model, baseUrl, key, ...fallbackPaths });
-      if (fallback.warning !== null) logger.log('warn', fallback.warning);
-    } else if (codebook.fallback !== null) {
-      logger.log(
-        request.noFallback === true ? 'info' : 'warn',
-        `fallback off: ${fallback.reason}; every document keeps its local label`,
-      );
-    }
-  }
   const identity = fallback.active ? fallback.identity : null;
   const plan = await planRun(codebook, request.input, sequences, shardRows, request.limit, identity);
   for (const warning of plan.warnings ?? []) logger.log('warn', warning);
-  if (scoring !== null) await writePlanFile(layout, plan);
-  return { codebook, layout, plan, sequences, shardRows, fallback, fallbackPaths, startedAt };
+  await checkOutputDestination(layout, runSources(request.codebook, request.input, codebook, plan));
+  await ensureOutputFolder(layout);
+  const lock = await acquireOutputLock(layout).catch((cause: unknown) => {
+    if (cause instanceof RescaleError) throw cause;
+    throw notWritable(layout, 'cli', cause);
+  });
+  try {
+    if (lock.replaced !== null) {
+      const { host, pid, lockedAt, owner } = lock.replaced;
+      logger.log('warn', 'replaced a stale output lock', { lockFile: layout.lockFile, owner, host, pid, lockedAt });
+    }
+    if (scoring !== null) {
+      await prepareOutput(layout, { overwrite: scoring.overwrite, plan });
+      if (fallback.active) {
+        const { model, baseUrl } = fallback.config;
+        const key = fallback.mode === 'live' ? fallback.keySource : null;
+        logger.log('info', 'fallback on', { mode: fallback.mode, model, baseUrl, key, ...fallbackPaths });
+        if (fallback.warning !== null) logger.log('warn', fallback.warning);
+      } else if (codebook.fallback !== null) {
+        logger.log(
+          request.noFallback === true ? 'info' : 'warn',
+          `fallback off: ${fallback.reason}; every document keeps its local label`,
+        );
+      }
+      await writePlanFile(layout, plan);
+    }
+  } catch (error) {
+    await lock.release();
+    throw error;
+  }
+  return { codebook, layout, plan, sequences, shardRows, fallback, fallbackPaths, startedAt, lock };
 }
 
 /** The planned shards without a finished result file (a resume skips the others), and the rows already done. */
@@ -173,10 +309,12 @@ export interface MergeRunInput extends ManifestInput {
 }
 
 /**
- * The end of every run: the manifest, then all shard results merged into the output (which fails naming missing
- * shards).
+ * The end of every run: temp files of an interrupted merge removed, the manifest built, then all shard results merged
+ * into the output (which fails naming missing shards).
  */
 export async function mergeRun(input: MergeRunInput): Promise<MergeSummary> {
+  const removed = await removeMergeTemps(outputLayout(path.resolve(input.output)));
+  if (removed.length > 0) input.logger.log('info', 'removed temp files of an interrupted merge', { files: removed });
   const manifest = await buildManifest(input);
   return mergeShards({
     plan: input.plan,
@@ -201,7 +339,8 @@ export async function mergeOnly(
   engine: Pick<ScoringEngine, 'sequences' | 'describe'>,
 ): Promise<MergeSummary> {
   const run = await openRun(options, engine, { scoring: null, logger: options.logger });
-  return mergeRun({
+  await using _lock = run.lock;
+  return await mergeRun({
     mode: 'local',
     codebook: run.codebook,
     plan: run.plan,

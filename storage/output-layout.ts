@@ -12,8 +12,16 @@ export interface OutputLayout {
   readonly shardDir: string;
   /** `<output>.parts/plan.json`: the shard plan, for people and tools looking at a run in progress. */
   readonly planFile: string;
-  /** `<output>.manifest.json`: renamed into place last by the merge, so its presence means the run completed. */
+  /**
+   * `<output>.manifest.json`: removed when a merge starts and renamed into place last, with the results file's sha256,
+   * so its presence (with no lock file) and a matching hash mean the run completed.
+   */
   readonly manifestFile: string;
+  /**
+   * `<output>.lock`: held by the run writing this output (host, pid, start time; in cluster mode the run id and
+   * whether it is running, cancelled or failed). Present means the output is not complete.
+   */
+  readonly lockFile: string;
   /** `<output>.fallback-audit.jsonl`: every fallback call, kept across runs (money was spent). */
   readonly fallbackAuditFile: string;
   /** `<output>.fallback-cache/`: the fallback's response cache unless the codebook names another folder. */
@@ -32,6 +40,7 @@ export function outputLayout(output: string): OutputLayout {
     shardDir: path.join(partsDir, 'shards'),
     planFile: path.join(partsDir, 'plan.json'),
     manifestFile: `${output}.manifest.json`,
+    lockFile: `${output}.lock`,
     fallbackAuditFile: `${output}.fallback-audit.jsonl`,
     fallbackCacheDir: `${output}.fallback-cache`,
     fallbackBatchStateFile: `${output}.fallback-batches.json`,
@@ -57,4 +66,25 @@ export function shardResultPath(shardDir: string, shardId: string): string {
  */
 export function tempFileFor(target: string, unique: string): string {
   return path.join(path.dirname(target), `.${path.basename(target)}.${unique}.tmp`);
+}
+
+/**
+ * Whether `name`, in the folder beside `output`, is a temp file a merge of `output` left behind (the results file's or
+ * its manifest's, `.<name>.<pid>-<hex>.tmp`); the next run into that output removes them.
+ */
+export function isMergeTempOf(output: string, name: string): boolean {
+  const base = path.basename(output);
+  if (!name.startsWith(`.${base}.`) || !name.endsWith('.tmp')) return false;
+  const rest = name.slice(base.length + 2, -'.tmp'.length);
+  return /^(?:manifest\.json\.)?\d+-[0-9a-f]+$/.test(rest);
+}
+
+/**
+ * Whether the file `name` is a result file rescale wrote, judged from the names in its folder: its manifest or its
+ * parts folder lies beside it. Corpus discovery skips such files, so an output inside the input folder is never read
+ * back as corpus.
+ */
+export function isRescaleOutputName(name: string, siblings: ReadonlySet<string>): boolean {
+  const layout = outputLayout(name);
+  return siblings.has(layout.manifestFile) || siblings.has(layout.partsDir) || siblings.has(layout.lockFile);
 }

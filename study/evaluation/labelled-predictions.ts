@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { RescaleError } from '../../contracts/errors.js';
 import { outputLayout } from '../../storage/output-layout.js';
+import { checkResultsComplete } from '../../storage/complete-output.js';
 import { readParquetTable, type ParquetTable } from '../../storage/parquet-table.js';
 
 /** How many example ids an error or a coverage report lists. */
@@ -197,6 +198,7 @@ function column<T>(table: ParquetTable, name: string, convert: (value: unknown) 
 
 /** Reads a result file (docs/results-schema.md): `id` and `label`, plus the scores and fallback columns it has. */
 export async function readPredictions(file: string, role = '--predictions'): Promise<Predictions> {
+  await checkResultsComplete(file, role);
   const table = await readParquetTable(file, role, [
     { name: 'id' },
     { name: 'label' },
