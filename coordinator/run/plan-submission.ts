@@ -9,10 +9,12 @@ import { parseCodebookText, resolveSequences, singleQuestion, type Codebook } fr
 import { RescaleError } from '../../contracts/errors.js';
 import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { ShardPlan } from '../../contracts/shard.js';
-import { outputLayout } from '../../storage/output-layout.js';
+import { checkOutputDestination } from '../../storage/output-guard.js';
+import { outputLayout, type OutputLayout } from '../../storage/output-layout.js';
+import { describeLock, lockLiveness, readOutputLock, writeCoordinatorLock } from '../../storage/output-lock.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../../fallback/resolve-fallback.js';
 import { DataRoots } from '../data-roots.js';
-import { prepareOutput, writePlanFile } from '../run-lifecycle.js';
+import { ensureOutputFolder, prepareOutput, runSources, writePlanFile } from '../run-lifecycle.js';
 import { DEFAULT_SHARD_ROWS, planRun } from '../run-plan.js';
 
 export interface SubmitRequest {
@@ -112,16 +114,51 @@ export async function planSubmission(
   );
   // Folders and globs were checked above; a file found in them may still be a symlink to elsewhere.
   for (const file of plan.files) await roots.check(file.path, 'input file');
+  // Before anything is written: the output is a file on a disk and none of the run's own sources.
+  await checkOutputDestination(outputLayout(output), runSources(codebookPath, inputs, codebook, plan), 'output');
   const runId = runIdFor(plan, output);
   return { runId, codebookPath, codebookText, codebook, inputs, output, sequences, shardRows, plan, fallbackPlan };
 }
 
-/** Makes the run's result folder (emptied first with `overwrite`), writes its plan file and returns its spec. */
+/**
+ * Refuses an output another live run writes: a local `rescale run` holding its lock (or one on another host, which
+ * cannot be checked from here), or another cluster run that `isLive` says is running or merging.
+ */
+export async function checkOutputFree(
+  layout: OutputLayout,
+  runId: string,
+  isLive: (otherRunId: string) => Promise<boolean>,
+): Promise<void> {
+  const existing = await readOutputLock(layout);
+  if (existing === null) return;
+  if (existing.owner === 'coordinator') {
+    if (existing.runId === runId || existing.runId === undefined || !(await isLive(existing.runId))) return;
+    throw new RescaleError(
+      'RUN_CONFLICT',
+      `output ${layout.output} is being written by run ${existing.runId}; wait for it or cancel it ` +
+        `("rescale cancel ${existing.runId}"), or choose another output`,
+    );
+  }
+  if (existing.state !== 'running' || lockLiveness(existing) === 'stale') return;
+  throw new RescaleError(
+    'RUN_CONFLICT',
+    `output ${layout.output} is being written by ${describeLock(existing)}; wait for it or choose another output; ` +
+      `if that process is gone, delete ${layout.lockFile}`,
+  );
+}
+
+/**
+ * Lays out an accepted run's output: temp files of an interrupted merge removed, the earlier results removed with
+ * `overwrite` (or the submission refused when they are another run's), the shard folder, the plan file, and the lock
+ * file marking the output as being written by this run. Returns the run's spec.
+ */
 export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boolean): Promise<RunSpec> {
   const { runId, codebook, codebookPath, codebookText, sequences, shardRows, plan, inputs, output, fallbackPlan } =
     planned;
   const layout = outputLayout(output);
-  await prepareOutput(layout, overwrite, 'coordinator');
+  await ensureOutputFolder(layout, 'coordinator');
+  await prepareOutput(layout, { overwrite, plan, by: 'coordinator' });
+  await writeCoordinatorLock(layout, runId, 'running');
   await writePlanFile(layout, plan);
   return {
     runId,

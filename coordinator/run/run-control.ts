@@ -9,7 +9,9 @@ import type { ShardQueue } from '../bullmq-shard-queue.js';
 import type { RunStore } from '../run-store.js';
 import type { FallbackSupervisor } from './fallback-supervisor.js';
 import type { DataRoots } from '../data-roots.js';
-import { planSubmission, prepareRunFiles, type SubmitRequest } from './plan-submission.js';
+import { outputLayout } from '../../storage/output-layout.js';
+import { writeCoordinatorLock } from '../../storage/output-lock.js';
+import { checkOutputFree, planSubmission, prepareRunFiles, type SubmitRequest } from './plan-submission.js';
 import { resultFileName, resultFiles } from './result-files.js';
 import type { RunFinisher } from './run-finisher.js';
 import type { RunTracker } from './run-tracker.js';
@@ -41,9 +43,14 @@ export class RunControl {
     const planned = await planSubmission(request, this.env, this.roots);
     const { runId, plan, output } = planned;
     const existing = await this.store.record(runId);
+    const isLive = async (other: string): Promise<boolean> => {
+      const state = (await this.store.record(other))?.state;
+      return state === 'running' || state === 'merging';
+    };
 
     if (existing !== null && request.overwrite !== true) {
       if (existing.state === 'failed' || existing.state === 'cancelled') {
+        await checkOutputFree(outputLayout(output), runId, isLive);
         await this.resume(runId);
         this.logger.log('info', 'run resumed by a new submit', { runId, was: existing.state });
       }
@@ -56,6 +63,8 @@ export class RunControl {
           'overwrite',
       );
     }
+    // Another live run into this output (local or cluster) is refused before anything is written.
+    await checkOutputFree(outputLayout(output), runId, isLive);
     const others = await this.enqueuer.foreignJobs(runId, plan.shards);
     const spec = await prepareRunFiles(planned, request.overwrite === true);
     if (existing !== null) await this.fallbacks.reset(runId);
@@ -80,6 +89,7 @@ export class RunControl {
   private async resume(runId: string): Promise<void> {
     await this.store.transition(runId, ['cancelled', 'failed'], 'running', { finishedAt: '', error: '' });
     const run = await this.runs.activate(runId);
+    await writeCoordinatorLock(outputLayout(run.spec.output), runId, 'running');
     await this.fallbacks.startOrThrow(run);
     await this.enqueuer.enqueue(
       run,
@@ -98,9 +108,11 @@ export class RunControl {
       throw new RescaleError('RUN_CONFLICT', `run ${runId} is merging its results; nothing is left to cancel`);
     if (record.state !== 'running') return;
     await this.store.transition(runId, ['running'], 'cancelled', { finishedAt: new Date().toISOString() });
-    const { removed, active } = await this.withdraw(runId);
+    const { removed, active, output } = await this.withdraw(runId);
     await this.fallbacks.stop(runId);
     this.runs.deactivate(runId);
+    // The output stays marked as not complete (its lock says cancelled) until the run is resumed or overwritten.
+    await this.markOutput(output, runId, 'cancelled');
     this.logger.log('info', 'run cancelled', { runId, removedJobs: removed, activeJobs: active });
   }
 
@@ -112,13 +124,21 @@ export class RunControl {
   async failNow(runId: string, error: string): Promise<void> {
     if (!(await this.store.transition(runId, ['running'], 'failed', { finishedAt: new Date().toISOString(), error })))
       return;
-    const { removed, active } = await this.withdraw(runId);
+    const { removed, active, output } = await this.withdraw(runId);
     this.runs.deactivate(runId);
+    await this.markOutput(output, runId, 'failed');
     this.logger.log('error', 'run failed at once', { runId, removedJobs: removed, activeJobs: active, error });
   }
 
+  /** The output's lock says the run is cancelled or failed: not complete, and free for a resubmission. */
+  private async markOutput(output: string, runId: string, state: 'cancelled' | 'failed'): Promise<void> {
+    await writeCoordinatorLock(outputLayout(output), runId, state).catch((error: unknown) =>
+      this.logger.log('warn', 'output lock not updated', { runId, state, error: String(error) }),
+    );
+  }
+
   /** Tells workers to drop the run's active shards and removes its queued ones; counts both. */
-  private async withdraw(runId: string): Promise<{ removed: number; active: number }> {
+  private async withdraw(runId: string): Promise<{ removed: number; active: number; output: string }> {
     await this.redis.publish(clusterKeys.control, JSON.stringify({ type: 'cancel', runId }));
     const run = await this.runs.activate(runId);
     const outstanding = run.plan.shards.filter((s) => !run.done.has(s.id)).map((s) => s.id);
@@ -135,7 +155,7 @@ export class RunControl {
         if (await this.queue.remove(id)) removed += 1;
       }
     }
-    return { removed, active: [...states.values()].filter((s) => s === 'active').length };
+    return { removed, active: [...states.values()].filter((s) => s === 'active').length, output: run.spec.output };
   }
 
   /** Queues a failed or running run's failed shards again; returns how many (0 when the run is in no such state). */
@@ -167,6 +187,7 @@ export class RunControl {
     await this.store.clearFailed(runId, ids);
     // Running (and its fallback answering) before the shards are queued: workers refuse shards of a failed run.
     await this.store.transition(runId, ['failed'], 'running', { finishedAt: '', error: '' });
+    await writeCoordinatorLock(outputLayout(run.spec.output), runId, 'running');
     await this.fallbacks.startOrThrow(run);
     await this.queue.add(runId, shards);
     this.logger.log('info', 'failed shards queued again', { runId, shards: shards.length });

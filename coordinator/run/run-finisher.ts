@@ -7,6 +7,8 @@ import type { Logger } from '../../contracts/logger.js';
 import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { CoordinatorMetrics } from '../coordinator-metrics.js';
 import type { FallbackService } from '../fallback-service.js';
+import { outputLayout } from '../../storage/output-layout.js';
+import { removeCoordinatorLock, writeCoordinatorLock } from '../../storage/output-lock.js';
 import { mergeRun } from '../run-lifecycle.js';
 import type { RunStore } from '../run-store.js';
 import type { ActiveRun, RunTracker } from './run-tracker.js';
@@ -37,6 +39,7 @@ export class RunFinisher {
         `${runId}", fix the cause and run "rescale retry ${runId}"`;
       if (await this.store.transition(runId, ['running'], 'failed', { finishedAt: new Date().toISOString(), error })) {
         this.logger.log('error', 'run failed', { runId, failedShards: run.failed.size });
+        await this.markOutput(run.spec, 'failed');
         this.runs.deactivate(runId);
       }
     }
@@ -86,6 +89,7 @@ export class RunFinisher {
         finishedAt: new Date().toISOString(),
         manifest: summary.manifestPath,
       });
+      await removeCoordinatorLock(outputLayout(spec.output), runId);
       logger.log('info', 'run succeeded', {
         output: summary.output,
         rows: summary.rows,
@@ -101,9 +105,17 @@ export class RunFinisher {
       await this.store
         .transition(runId, ['merging'], 'failed', { finishedAt: new Date().toISOString(), error: message })
         .catch(() => undefined);
+      await this.markOutput(spec, 'failed');
     } finally {
       this.runs.deactivate(runId);
     }
+  }
+
+  /** The output's lock says the run failed: not complete, and free for a resubmission or another run. */
+  private async markOutput(spec: RunSpec, state: 'failed'): Promise<void> {
+    await writeCoordinatorLock(outputLayout(spec.output), spec.runId, state).catch((error: unknown) =>
+      this.logger.log('warn', 'output lock not updated', { runId: spec.runId, state, error: errorMessage(error) }),
+    );
   }
 
   /** The manifest's `fallback`: off and why, or on with its files and what it did (as far as this process saw). */
