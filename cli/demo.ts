@@ -100,7 +100,16 @@ export async function tweetEvalParquet(dataDir: string, task: string, split: str
 export async function runDemo(options: DemoOptions): Promise<void> {
   const dataDir = options.dataDir ?? defaultTweetEvalDir();
   const workDir = path.join(PACKAGE_ROOT, 'out', 'demo');
-  const output = path.resolve(options.output ?? path.join(workDir, 'tweeteval-sentiment.parquet'));
+  // A trial (--limit) or another shard size is another run: it gets its own default output, so running the demo
+  // again in another way never meets an output holding a different run's results.
+  const variant = [
+    options.limit !== undefined ? `limit-${options.limit}` : '',
+    options.shardRows !== undefined ? `shards-${options.shardRows}` : '',
+  ]
+    .filter((part) => part !== '')
+    .map((part) => `-${part}`)
+    .join('');
+  const output = path.resolve(options.output ?? path.join(workDir, `tweeteval-sentiment${variant}.parquet`));
   const say = (line: string): boolean => process.stdout.write(line + '\n');
 
   say(
