@@ -10,7 +10,7 @@ import type { RunStore } from '../run-store.js';
 import type { FallbackSupervisor } from './fallback-supervisor.js';
 import type { DataRoots } from '../data-roots.js';
 import { outputLayout } from '../../storage/output-layout.js';
-import { writeCoordinatorLock } from '../../storage/output-lock.js';
+import { removeCoordinatorLock, writeCoordinatorLock } from '../../storage/output-lock.js';
 import { checkOutputFree, planSubmission, prepareRunFiles, type SubmitRequest } from './plan-submission.js';
 import { resultFileName, resultFiles } from './result-files.js';
 import type { RunFinisher } from './run-finisher.js';
@@ -49,6 +49,8 @@ export class RunControl {
     };
 
     if (existing !== null && request.overwrite !== true) {
+      // A coordinator stopped between the merge and removing the lock left it behind a finished run.
+      if (existing.state === 'succeeded') await removeCoordinatorLock(outputLayout(output), runId);
       if (existing.state === 'failed' || existing.state === 'cancelled') {
         await checkOutputFree(outputLayout(output), runId, isLive);
         await this.resume(runId);
