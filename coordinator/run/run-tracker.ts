@@ -77,7 +77,9 @@ export class RunTracker {
       failed,
       inFlight: new Map(),
       rowsDone: sum([...done].map((id) => rowsOf.get(id) ?? 0)),
-      rate: new RateMeter(),
+      // The rate's span starts at the run's submission, not at this coordinator's start: after a restart, the
+      // completions found in the queue were the work of the time since the run began, not since the restart.
+      rate: new RateMeter(runOrigin(spec.createdAt)),
     };
     // The rate of the last minute from the queue's completion times (a restarted coordinator resumes it).
     const recent = await this.completedSince(Date.now() - 60_000).catch(() => new Map<string, number>());
@@ -160,6 +162,12 @@ export class RunTracker {
     this.metrics.completions.inc();
     this.metrics.documents.inc(rows);
   }
+}
+
+/** When the run began (ms), for its rate; now when the spec's time is unreadable. */
+export function runOrigin(createdAt: string, now = Date.now()): number {
+  const at = Date.parse(createdAt);
+  return Number.isFinite(at) && at <= now ? at : now;
 }
 
 /** Documents of a followed run done so far: its finished shards and the progress of those being processed. */
