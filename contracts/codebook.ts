@@ -25,6 +25,8 @@ const questionSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'use letters, digits and "_" (it becomes a column name)'),
   type: z.enum(['single_label', 'multi_label']).default('single_label'),
   labels: z.array(labelSchema).min(2, 'a question needs at least two labels'),
+  /** The labels are ordered as listed, lowest first (e.g. absent, low, medium, high); used by evaluation only. */
+  ordered: z.boolean().optional(),
 });
 
 /** The largest adapter scale (in absolute value) a codebook may set. */
@@ -76,6 +78,8 @@ const codebookSchema = z
     version: z.union([z.string(), z.number()]).optional(),
     input: inputSchema.default({ text_column: 'text' }),
     labels: z.array(labelSchema).min(2, 'a codebook needs at least two labels').optional(),
+    /** With "labels": they are ordered as listed, lowest first; used by evaluation only. */
+    ordered: z.boolean().optional(),
     questions: z.array(questionSchema).min(1).optional(),
     prompt: promptSchema,
     model: modelSchema,
@@ -88,6 +92,13 @@ const codebookSchema = z
         code: 'custom',
         path: ['labels'],
         message: 'give either "labels" (one question) or "questions", not both or neither',
+      });
+    }
+    if (value.ordered !== undefined && value.questions !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['ordered'],
+        message: 'with "questions", set "ordered" on each question instead',
       });
     }
   });
@@ -106,6 +117,8 @@ export interface Question {
   readonly name: string;
   readonly type: 'single_label' | 'multi_label';
   readonly labels: readonly Label[];
+  /** Labels ordered as listed, lowest first (codebook `ordered: true`); evaluation adds ordinal figures. */
+  readonly ordered: boolean;
 }
 
 export interface AdapterSpec {
@@ -214,9 +227,18 @@ export function parseCodebook(
   const baseDir = options.baseDir ?? process.cwd();
 
   const questions: Question[] = (
-    value.questions ?? [{ name: 'label', type: 'single_label' as const, labels: value.labels ?? [] }]
+    value.questions ?? [
+      { name: 'label', type: 'single_label' as const, labels: value.labels ?? [], ordered: value.ordered },
+    ]
   ).map((question, qi) => {
     const fieldBase = value.questions === undefined ? 'labels' : `questions[${qi}].labels`;
+    if (question.ordered === true && question.type === 'multi_label') {
+      throw invalid(
+        source,
+        value.questions === undefined ? 'ordered' : `questions[${qi}].ordered`,
+        'a multi_label question cannot be ordered; order applies to single_label questions (e.g. absent < low < high)',
+      );
+    }
     const seenNames = new Set<string>();
     const seenAnswers = new Set<string>();
     const labels = question.labels.map((label, li): Label => {
@@ -234,7 +256,12 @@ export function parseCodebook(
         examples: Object.freeze([...(label.examples ?? [])]),
       });
     });
-    return Object.freeze({ name: question.name, type: question.type, labels: Object.freeze(labels) });
+    return Object.freeze({
+      name: question.name,
+      type: question.type,
+      labels: Object.freeze(labels),
+      ordered: question.ordered ?? false,
+    });
   });
   const questionNames = new Set<string>();
   questions.forEach((question, qi) => {
@@ -412,7 +439,8 @@ export function codebookResultHash(
     task: codebook.task,
     textColumn: codebook.textColumn,
     idColumn: codebook.idColumn,
-    questions: codebook.questions,
+    // `ordered` only steers evaluation, so it stays out of the hash (results do not depend on it).
+    questions: codebook.questions.map(({ ordered: _ordered, ...question }) => question),
     prompt: { ...codebook.prompt },
     model: fingerprints.model,
     adapters: codebook.model.adapters.map((a, i) => ({ fingerprint: fingerprints.adapters[i], scale: a.scale })),

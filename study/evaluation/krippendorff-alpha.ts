@@ -219,16 +219,34 @@ export function alphaFromCoincidences(
   pairableValues?: number,
 ): { alpha: number; observedDisagreement: number; expectedDisagreement: number } {
   const marginals = coincidences.map((row) => row.reduce((a, b) => a + b, 0));
+  return alphaFromDistances(coincidences, differenceMatrix(level, values, marginals), pairableValues);
+}
+
+/**
+ * Alpha from a coincidence matrix and any difference matrix δ²_ck (zero on the diagonal): the pluggable form behind
+ * every level, and behind set-valued data with a set distance (MASI or Jaccard), where δ² is the distance itself as
+ * in NLTK's AnnotationTask.alpha. Same NaN convention as alphaFromCoincidences.
+ */
+export function alphaFromDistances(
+  coincidences: readonly (readonly number[])[],
+  delta: readonly (readonly number[])[],
+  pairableValues?: number,
+): { alpha: number; observedDisagreement: number; expectedDisagreement: number } {
+  const v = coincidences.length;
+  const marginals = coincidences.map((row) => row.reduce((a, b) => a + b, 0));
   const n = pairableValues ?? marginals.reduce((a, b) => a + b, 0);
-  const delta = differenceMatrix(level, values, marginals);
   let observed = 0;
   let expected = 0;
-  for (let c = 0; c < values.length; c++) {
-    for (let k = 0; k < values.length; k++) {
-      const d = (delta[c] as number[])[k] as number;
+  for (let c = 0; c < v; c++) {
+    const nc = marginals[c] as number;
+    if (nc === 0) continue;
+    const row = coincidences[c] as readonly number[];
+    const deltaRow = delta[c] as readonly number[];
+    for (let k = 0; k < v; k++) {
+      const d = deltaRow[k] as number;
       if (d === 0) continue;
-      observed += ((coincidences[c] as readonly number[])[k] as number) * d;
-      expected += (marginals[c] as number) * (marginals[k] as number) * d;
+      observed += (row[k] as number) * d;
+      expected += nc * (marginals[k] as number) * d;
     }
   }
   return {
@@ -236,6 +254,38 @@ export function alphaFromCoincidences(
     observedDisagreement: observed / n,
     expectedDisagreement: expected / (n * (n - 1)),
   };
+}
+
+/**
+ * Krippendorff's alpha for a coders × units matrix of values of any kind (e.g. label sets) with a distance function:
+ * values are told apart by `key` (equal keys are the same value), and δ²_ck = distance(c, k). Missing values are
+ * null or undefined. Throws INPUT_INVALID when no unit has values from two coders.
+ */
+export function krippendorffAlphaWithDistance<T>(
+  data: readonly (readonly (T | null | undefined)[])[],
+  distance: (a: T, b: T) => number,
+  key: (value: T) => string,
+): { alpha: number; observedDisagreement: number; expectedDisagreement: number; pairableUnits: number } {
+  const representative = new Map<string, T>();
+  const keyed = data.map((row) =>
+    row.map((value) => {
+      if (value === null || value === undefined) return null;
+      const k = key(value);
+      if (!representative.has(k)) representative.set(k, value);
+      return k;
+    }),
+  );
+  const keys = [...representative.keys()];
+  const { coincidences, pairableUnits, pairableValues } = coincidenceMatrix(keyed, keys);
+  if (pairableUnits === 0) {
+    throw new RescaleError(
+      'INPUT_INVALID',
+      'no unit was coded by at least two coders, so there is no agreement to measure',
+    );
+  }
+  const items = keys.map((k) => representative.get(k) as T);
+  const delta = items.map((a, c) => items.map((b, k) => (c === k ? 0 : distance(a, b))));
+  return { ...alphaFromDistances(coincidences, delta, pairableValues), pairableUnits };
 }
 
 /**

@@ -111,6 +111,44 @@ describe('parseCodebook', () => {
     }
   });
 
+  it('reads ordered: true on single-label questions (labels ordered as listed), refuses it on multi-label ones', () => {
+    const levels = [{ name: 'absent' }, { name: 'low' }, { name: 'medium' }, { name: 'high' }];
+    const single = parseCodebook({ ...minimal, ordered: true }, { source: 'cb.yaml' });
+    assert.equal(singleQuestion(single).ordered, true);
+    assert.equal(singleQuestion(parseCodebook(minimal, { source: 'cb.yaml' })).ordered, false);
+    const multi = parseCodebook(
+      {
+        ...minimal,
+        labels: undefined,
+        questions: [
+          { name: 'hope', labels: levels, ordered: true },
+          { name: 'frames', type: 'multi_label', labels: [{ name: 'risk' }, { name: 'blame' }] },
+        ],
+      },
+      { source: 'cb.yaml' },
+    );
+    assert.deepEqual(
+      multi.questions.map((q) => q.ordered),
+      [true, false],
+    );
+    assert.deepEqual(
+      multi.questions[0]?.labels.map((l) => l.name),
+      ['absent', 'low', 'medium', 'high'],
+    );
+    rejects(
+      {
+        ...minimal,
+        labels: undefined,
+        questions: [{ name: 'frames', type: 'multi_label', labels: levels, ordered: true }],
+      },
+      /questions\[0\]\.ordered.*multi_label question cannot be ordered/s,
+    );
+    rejects(
+      { ...minimal, labels: undefined, ordered: true, questions: [{ name: 'hope', labels: levels }] },
+      /ordered.*on each question/s,
+    );
+  });
+
   it('rejects answer_prefix outside raw format', () => {
     rejects({ ...minimal, prompt: { template: '{text}', answer_prefix: ' ' } }, /answer_prefix/);
   });
@@ -246,6 +284,9 @@ describe('codebookResultHash', () => {
     assert.notEqual(codebookResultHash(scaled, fp, { sequences: 1 }), h);
     assert.notEqual(codebookResultHash(base, fp, { sequences: 4 }), h);
     assert.notEqual(codebookResultHash(base, { model: 'm2', adapters: ['a1'] }, { sequences: 1 }), h);
+    // `ordered` only steers evaluation: results written before it existed keep their hash.
+    const ordered = parseCodebook({ ...minimal, ordered: true }, { source: 'cb.yaml', baseDir: '/data' });
+    assert.equal(codebookResultHash(ordered, fp, { sequences: 1 }), h);
   });
 });
 

@@ -9,6 +9,8 @@ import {
   type ReliabilityData,
   type ReliabilityValue,
 } from '../../../study/evaluation/krippendorff-alpha.js';
+import { krippendorffAlphaWithDistance } from '../../../study/evaluation/krippendorff-alpha.js';
+import { createSeededRandom } from '../../../study/evaluation/seeded-random.js';
 
 const TOL = 1e-6;
 const _ = null;
@@ -293,6 +295,56 @@ describe('alphaFromCoincidences', () => {
     for (const level of ['nominal', 'ordinal'] as const) {
       const options = level === 'ordinal' ? { level, valueOrder: values } : { level };
       close(alphaFromCoincidences(coincidences, values, level).alpha, krippendorffAlpha([a, b], options).alpha, 1e-12);
+    }
+  });
+});
+
+describe('krippendorffAlphaWithDistance', () => {
+  it('reproduces fast-krippendorff test_custom_distance_metric: |a − b| on [[1, 2, 3], [1, 2, 4]] is 0.761905', () => {
+    const r = krippendorffAlphaWithDistance(
+      [
+        [1, 2, 3],
+        [1, 2, 4],
+      ],
+      (a: number, b: number) => Math.abs(a - b),
+      String,
+    );
+    assert.equal(Math.round(r.alpha * 1e6) / 1e6, 0.761905);
+  });
+
+  it('equals the nominal and interval levels when given their difference functions (C data: .743, .849)', () => {
+    const nominal = krippendorffAlphaWithDistance(KRIPPENDORFF_C, (a, b) => (a === b ? 0 : 1), String).alpha;
+    const interval = krippendorffAlphaWithDistance(
+      KRIPPENDORFF_C,
+      (a, b) => ((a as number) - (b as number)) ** 2,
+      String,
+    ).alpha;
+    close(nominal, krippendorffAlpha(KRIPPENDORFF_C, { level: 'nominal' }).alpha, 1e-12);
+    close(interval, krippendorffAlpha(KRIPPENDORFF_C, { level: 'interval' }).alpha, 1e-12);
+    assert.equal(Math.round(nominal * 1000) / 1000, 0.743);
+    assert.equal(Math.round(interval * 1000) / 1000, 0.849);
+  });
+});
+
+describe('krippendorffAlpha on random data', () => {
+  it('agrees to 1e-9 with the pairwise-difference formulation for every level (4 coders, missing values)', () => {
+    const random = createSeededRandom(1980);
+    for (let trial = 0; trial < 15; trial++) {
+      const coders = 2 + random.nextInt(3);
+      const units = 5 + random.nextInt(40);
+      const scale = 3 + random.nextInt(4);
+      const data: ReliabilityData = Array.from({ length: coders }, () =>
+        Array.from({ length: units }, () => (random.nextFloat() < 0.15 ? null : 1 + random.nextInt(scale))),
+      );
+      for (const level of ['nominal', 'ordinal', 'interval', 'ratio'] as const) {
+        let expected: number;
+        try {
+          expected = alphaPairwise(data, level);
+        } catch {
+          continue;
+        }
+        close(krippendorffAlpha(data, { level }).alpha, expected, 1e-9);
+      }
     }
   });
 });
