@@ -18,6 +18,14 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
         --labels a,b,c     label list in order (default: the codebook order in the result file)
         --names a,b        display names, one per --predictions
         --training-sizes 100,250   training-set size per --predictions: prints the learning curve
+        --absent-label L   with --ordered: L (the lowest label) means "not present"; adds dimension accuracy and
+                           level accuracy where both present
+        --codebook C       take labels, multi_label and ordered: true from the codebook question
+        --question Q       the codebook question; multi-label results are read from column Q__labels
+        --multi-label      compare label sets (implied by a multi_label question, a list gold column or
+                           --truth-separator): any-overlap, exact match, Jaccard, Hamming, micro/macro/weighted/
+                           samples P/R/F1, per-label P/R/F1, Krippendorff's alpha (MASI and Jaccard distance)
+        --truth-separator S   the gold column is a string of labels separated by S (e.g. ";")
         --strict-ids       fail when any id is missing on either side (default: count and report)
         --json F           write everything as JSON (for rescale report)
   rescale calibrate --predictions VAL.parquet --gold G.parquet (--fallback-accuracy A | --fallback-predictions F) \
@@ -56,6 +64,10 @@ export const analysisOptions = {
   names: { type: 'string' },
   'training-sizes': { type: 'string' },
   'strict-ids': { type: 'boolean' },
+  'absent-label': { type: 'string' },
+  question: { type: 'string' },
+  'multi-label': { type: 'boolean' },
+  'truth-separator': { type: 'string' },
   json: { type: 'string' },
   'fallback-accuracy': { type: 'string' },
   'fallback-predictions': { type: 'string' },
@@ -176,7 +188,7 @@ export async function runAnalysisCommand(
   const labelColumn = values['label-column'] ?? 'gold';
   switch (command) {
     case 'evaluate': {
-      const { runEvaluate, formatEvaluation } = await import('./evaluate.js');
+      const { runEvaluate, formatEvaluation, formatMultiLabelEvaluation } = await import('./evaluate.js');
       const labels = listOption('labels', values.labels);
       const names = listOption('names', values.names);
       const trainingSizes = numberList(
@@ -198,8 +210,19 @@ export async function runAnalysisCommand(
         ...(names !== undefined ? { names } : {}),
         ...(trainingSizes !== undefined ? { trainingSizes } : {}),
         ...(values.json !== undefined ? { json: values.json } : {}),
+        ...(values.codebook !== undefined ? { codebook: await loadCodebook(values.codebook) } : {}),
+        ...(values.question !== undefined ? { question: values.question } : {}),
+        ...(values['multi-label'] === true ? { multiLabel: true } : {}),
+        ...(values['truth-separator'] !== undefined
+          ? { truthSeparator: need('truth-separator', values['truth-separator']) }
+          : {}),
+        ...(values['absent-label'] !== undefined ? { absentLabel: values['absent-label'] } : {}),
       });
-      write(formatEvaluation(result));
+      write(
+        result.kind === 'rescale.multi-label-evaluation'
+          ? formatMultiLabelEvaluation(result)
+          : formatEvaluation(result),
+      );
       if (values.json !== undefined) write(`wrote ${values.json}\n`);
       return 0;
     }

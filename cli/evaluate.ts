@@ -2,7 +2,18 @@
 // (optionally writing the full result as JSON for `rescale report`).
 
 import path from 'node:path';
+import type { Codebook, Question } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
+import { readParquetTable } from '../storage/parquet-table.js';
+import {
+  evaluateMultiLabel,
+  goldLabelSets,
+  MULTI_LABEL_SUMMARY,
+  predictedLabelSets,
+  resolveLabelSetOrder,
+  type MultiLabelEvaluationResult,
+  type MultiLabelSystemEvaluation,
+} from '../study/evaluation/evaluate-multi-label.js';
 import {
   assertCompleteJoin,
   describeCoverage,
@@ -34,24 +45,104 @@ export interface EvaluateCommandOptions {
   /** Fail instead of reporting when any id does not join. */
   readonly strictIds?: boolean;
   readonly json?: string;
+  /** The codebook: the question's labels, type (multi_label) and `ordered` apply unless options say otherwise. */
+  readonly codebook?: Codebook;
+  /** The question to evaluate (a codebook question; names the `<question>__labels` column of multi-label results). */
+  readonly question?: string;
+  /** Evaluate label sets even without a multi-label codebook question or a list gold column. */
+  readonly multiLabel?: boolean;
+  /** Splits a gold string column into labels (multi-label). */
+  readonly truthSeparator?: string;
+  /** For ordered labels: the lowest label, meaning "not present" (adds dimension and level accuracy). */
+  readonly absentLabel?: string;
 }
 
-export async function runEvaluate(options: EvaluateCommandOptions): Promise<EvaluationResult> {
+/** The codebook question to evaluate: the one named by --question, or the codebook's only question. */
+function pickQuestion(codebook: Codebook | undefined, name: string | undefined): Question | null {
+  if (codebook === undefined) return null;
+  const names = codebook.questions.map((q) => q.name).join(', ');
+  if (name !== undefined) {
+    const found = codebook.questions.find((q) => q.name === name);
+    if (found === undefined) {
+      throw new RescaleError('CONFIG_INVALID', `--question ${name} is not a question of the codebook (${names})`);
+    }
+    return found;
+  }
+  if (codebook.questions.length === 1) return codebook.questions[0] as Question;
+  throw new RescaleError('CONFIG_INVALID', `the codebook has several questions (${names}); pass --question NAME`);
+}
+
+/** Suffix of the results column holding a multi-label question's predicted label list. */
+export const LABELS_COLUMN_SUFFIX = '__labels';
+
+/** The multi-label results column: `<question>__labels`, or the file's only column ending in `__labels`. */
+async function labelSetColumn(file: string, question: string | undefined): Promise<string> {
+  if (question !== undefined) return `${question}${LABELS_COLUMN_SUFFIX}`;
+  const { columnNames } = await readParquetTable(file, '--predictions', []);
+  const candidates = columnNames.filter((c) => c.endsWith(LABELS_COLUMN_SUFFIX));
+  if (candidates.length === 1) return candidates[0] as string;
+  throw new RescaleError(
+    'CONFIG_INVALID',
+    candidates.length === 0
+      ? `--predictions ${file} has no column ending in "${LABELS_COLUMN_SUFFIX}" (multi-label results name it ` +
+          `<question>${LABELS_COLUMN_SUFFIX}); pass --question NAME or check the file`
+      : `--predictions ${file} has several label-set columns (${candidates.join(', ')}); pass --question NAME`,
+  );
+}
+
+export async function runEvaluate(
+  options: EvaluateCommandOptions,
+): Promise<EvaluationResult | MultiLabelEvaluationResult> {
   if (options.predictions.length === 0)
     throw new RescaleError('CONFIG_INVALID', '--predictions is required; see "rescale --help"');
+  const question = pickQuestion(options.codebook, options.question);
   const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: options.labelColumn });
+  const codebookLabels = question?.labels.map((l) => l.name);
+  const explicitLabels = options.labels ?? codebookLabels;
+  const multiLabel =
+    options.multiLabel === true ||
+    question?.type === 'multi_label' ||
+    options.truthSeparator !== undefined ||
+    gold.values.some((v) => Array.isArray(v));
   const predictions = [];
-  for (const file of options.predictions) predictions.push(await readPredictions(file));
+  for (const file of options.predictions) {
+    const column = multiLabel ? await labelSetColumn(file, options.question ?? question?.name) : 'label';
+    predictions.push(await readPredictions(file, '--predictions', column));
+  }
   if (options.strictIds) for (const p of predictions) assertCompleteJoin(joinByIds(gold, p).coverage, gold.file);
-  const labels = resolveLabelOrder(gold, predictions, options.labels);
-  const result = evaluatePredictions(gold, predictions, {
-    labels,
-    seed: options.seed,
-    resamples: options.resamples,
-    ordered: options.ordered,
-    ...(options.names !== undefined ? { names: options.names } : {}),
-    ...(options.trainingSizes !== undefined ? { trainingSizes: options.trainingSizes } : {}),
-  });
+  let result: EvaluationResult | MultiLabelEvaluationResult;
+  if (multiLabel) {
+    if (options.ordered || options.absentLabel !== undefined) {
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        '--ordered and --absent-label apply to single-label questions; this evaluation compares label sets',
+      );
+    }
+    const separator = options.truthSeparator ?? null;
+    const labels = resolveLabelSetOrder(
+      goldLabelSets(gold, separator),
+      predictions.map((p) => predictedLabelSets(p)),
+      explicitLabels,
+    );
+    result = evaluateMultiLabel(gold, predictions, {
+      labels,
+      seed: options.seed,
+      resamples: options.resamples,
+      separator,
+      ...(options.names !== undefined ? { names: options.names } : {}),
+    });
+  } else {
+    const labels = resolveLabelOrder(gold, predictions, explicitLabels);
+    result = evaluatePredictions(gold, predictions, {
+      labels,
+      seed: options.seed,
+      resamples: options.resamples,
+      ordered: options.ordered || question?.ordered === true,
+      ...(options.absentLabel !== undefined ? { absentLabel: options.absentLabel } : {}),
+      ...(options.names !== undefined ? { names: options.names } : {}),
+      ...(options.trainingSizes !== undefined ? { trainingSizes: options.trainingSizes } : {}),
+    });
+  }
   if (options.json !== undefined) await writeJsonFile(options.json, result);
   return result;
 }
@@ -72,6 +163,11 @@ function metricRows(result: EvaluationResult): MetricRow[] {
   if (result.ordered) {
     rows.push({ name: "Krippendorff's alpha (ordinal)", pick: (s) => s.alphaOrdinal });
     rows.push({ name: 'kappa (quadratic weights)', pick: (s) => s.kappaQuadratic });
+    rows.push({ name: "Krippendorff's alpha (interval)", pick: (s) => s.alphaInterval ?? null });
+  }
+  if (result.systems.some((s) => s.dimensionAccuracy)) {
+    rows.push({ name: 'dimension accuracy (present/absent)', pick: (s) => s.dimensionAccuracy ?? null });
+    rows.push({ name: 'level accuracy where both present', pick: (s) => s.intensityGivenPresent ?? null });
   }
   return rows;
 }
@@ -186,4 +282,59 @@ export function summaryLine(system: SystemEvaluation): string {
     `${path.basename(system.file)}: accuracy ${withInterval(system.accuracy)}, macro-F1 ` +
     `${withInterval(system.macroF1)}, kappa ${fixed(system.cohenKappa.estimate)}`
   );
+}
+
+/** The printed form of a multi-label evaluation: summary table, then per-label P/R/F1 per file. */
+export function formatMultiLabelEvaluation(result: MultiLabelEvaluationResult): string {
+  const { bootstrap } = result;
+  const out: string[] = [];
+  const separator =
+    result.gold.separator === null ? 'a list column' : `split on ${JSON.stringify(result.gold.separator)}`;
+  out.push(
+    `gold: ${result.gold.file} (column "${result.gold.labelColumn}", ${separator}, ${result.gold.rows} ` +
+      `rows${result.gold.unlabelled > 0 ? `, ${result.gold.unlabelled} without a label set` : ''})`,
+  );
+  out.push(`labels (multi-label): ${result.labels.join(', ')}`);
+  out.push(
+    `documents evaluated: ${result.documents}` +
+      `${result.systems.length > 1 ? ' (labelled in every predictions file)' : ''}; ` +
+      `${percent(bootstrap.confidence, 0)} CIs from ${bootstrap.resamples} percentile bootstrap resamples, seed ` +
+      `${bootstrap.seed}`,
+  );
+  for (const s of result.systems) {
+    const note = describeCoverage(s.coverage);
+    if (note !== null) out.push(`note: ${note}`);
+    if (s.emptyGold > 0 || s.emptyPredicted > 0)
+      out.push(
+        `note: ${s.name}: ${s.emptyGold} empty gold sets, ${s.emptyPredicted} empty predicted sets ` +
+          '(0/0 ratios count 0)',
+      );
+  }
+  const header = ['metric', ...result.systems.map((s) => `${s.name} (${s.column})`)];
+  const rows = MULTI_LABEL_SUMMARY.map((m) => [
+    m.name,
+    ...result.systems.map((s: MultiLabelSystemEvaluation) => {
+      const ci = s.metrics[m.key];
+      return ci === undefined ? 'n/a' : withInterval(ci);
+    }),
+  ]);
+  out.push('', formatTable(header, rows));
+  for (const s of result.systems) {
+    out.push(
+      '',
+      `${s.name}: per label`,
+      formatTable(
+        ['label', 'support', 'predicted', 'precision', 'recall', 'F1'],
+        s.perLabel.map((c) => [
+          c.label,
+          String(c.support),
+          String(c.predicted),
+          withInterval(c.precision),
+          withInterval(c.recall),
+          withInterval(c.f1),
+        ]),
+      ),
+    );
+  }
+  return out.join('\n') + '\n';
 }

@@ -7,8 +7,15 @@ import { RescaleError } from '../../contracts/errors.js';
 import { metricsFromConfusion, kappaFromConfusion, type ConfusionMatrix } from './agreement-metrics.js';
 import { bootstrapCis, DEFAULT_BOOTSTRAP_RESAMPLES, DEFAULT_CONFIDENCE, type BootstrapInterval } from './bootstrap.js';
 import { alphaFromCoincidences } from './krippendorff-alpha.js';
+import { presenceLevelAgreement } from './ordinal-metrics.js';
 import { assertSeed } from './seeded-random.js';
-import { joinByIds, type GoldLabels, type JoinCoverage, type Predictions } from './labelled-predictions.js';
+import {
+  joinCommonDocuments,
+  type GoldLabels,
+  type JoinCoverage,
+  type JoinedPredictions,
+  type Predictions,
+} from './labelled-predictions.js';
 
 export interface EvaluateOptions {
   /** The label list in order (resolveLabelOrder); ordinal alpha and weighted kappa follow this order. */
@@ -16,8 +23,16 @@ export interface EvaluateOptions {
   readonly seed: number;
   readonly resamples?: number;
   readonly confidence?: number;
-  /** Labels are ordered (e.g. negative < neutral < positive): add ordinal alpha and quadratic-weighted kappa. */
+  /**
+   * Labels are ordered (e.g. negative < neutral < positive): add ordinal and interval alpha (interval on the label
+   * positions 0, 1, 2, ...) and quadratic-weighted kappa.
+   */
   readonly ordered?: boolean;
+  /**
+   * For ordered labels whose lowest level means "not present" (e.g. absent < low < medium < high): that label. Adds
+   * the paper's dimension accuracy (present/absent right) and the level accuracy where both sides say present.
+   */
+  readonly absentLabel?: string;
   /** Display name per predictions file (default: the file name). */
   readonly names?: readonly string[];
   /** Training-set size per predictions file, for a learning curve. */
@@ -46,6 +61,12 @@ export interface SystemEvaluation {
   /** Only for ordered labels. */
   readonly alphaOrdinal: BootstrapInterval | null;
   readonly kappaQuadratic: BootstrapInterval | null;
+  /** Only for ordered labels: interval alpha on the label positions. */
+  readonly alphaInterval?: BootstrapInterval | null;
+  /** Only with an absent label: share of documents where present/absent agrees (flourishing's accD). */
+  readonly dimensionAccuracy?: BootstrapInterval | null;
+  /** Only with an absent label: level accuracy among documents present on both sides. */
+  readonly intensityGivenPresent?: BootstrapInterval | null;
   readonly perClass: readonly ClassEvaluation[];
   readonly confusion: ConfusionMatrix;
 }
@@ -116,28 +137,11 @@ export function evaluatePredictions(
     );
   }
   const code = new Map(labels.map((l, i) => [l, i]));
-  const joins = predictions.map((p) => joinByIds(gold, p));
-
-  // The common documents: gold rows that every file labelled, in gold order.
-  const perFile = joins.map((join, f) => {
-    const byGoldRow = new Map<number, number>();
-    join.goldRows.forEach((g, i) => byGoldRow.set(g, join.predictionRows[i] as number));
-    return { byGoldRow, predictions: predictions[f] as Predictions };
-  });
-  const common: number[] = [];
-  for (const g of joins[0]?.goldRows ?? []) if (perFile.every((f) => f.byGoldRow.has(g))) common.push(g);
-  if (common.length === 0) {
-    throw new RescaleError(
-      'INPUT_INVALID',
-      `no document has both a gold label in ${gold.file} and a predicted label in ` +
-        `${predictions.length === 1 ? 'the predictions file' : 'every predictions file'}; check that the ids match ` +
-        `(--id-column) and the runs finished`,
-    );
-  }
+  const { joins, common, predictionRow } = joinCommonDocuments(gold, predictions);
   const n = common.length;
   const goldCodes = Int32Array.from(common, (g) => code.get(gold.labels[g] as string) as number);
-  const predictedCodes = perFile.map((f) =>
-    Int32Array.from(common, (g) => code.get(f.predictions.labels[f.byGoldRow.get(g) as number] as string) as number),
+  const predictedCodes = predictions.map((p, f) =>
+    Int32Array.from(common, (g) => code.get(p.labels[predictionRow(f, g)] as string) as number),
   );
   const units = Array.from({ length: n }, (_, i) => i);
   const bootstrap = { seed: options.seed, resamples, confidence };
@@ -153,19 +157,39 @@ export function evaluatePredictions(
   };
   // Two coders, no missing values: the coincidence matrix is C + Cᵀ (Krippendorff 2011), so alpha comes from the
   // resample's confusion matrix.
-  const alphaOf = (confusion: ConfusionMatrix, level: 'nominal' | 'ordinal'): number => {
+  const positions = labels.map((_, i) => i);
+  const alphaOf = (confusion: ConfusionMatrix, level: 'nominal' | 'ordinal' | 'interval'): number => {
     const o = confusion.counts.map((row, i) =>
       row.map((c, j) => c + ((confusion.counts[j] as readonly number[])[i] as number)),
     );
-    return alphaFromCoincidences(o, labels, level).alpha;
+    return alphaFromCoincidences(o, level === 'interval' ? positions : labels, level).alpha;
   };
+  const absent = options.absentLabel === undefined ? null : code.get(options.absentLabel);
+  if (absent === undefined || (absent !== null && !ordered)) {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      absent === undefined
+        ? `--absent-label ${JSON.stringify(options.absentLabel)} is not one of the labels (${labels.join(', ')})`
+        : '--absent-label needs ordered labels; add --ordered (or ordered: true in the codebook)',
+    );
+  }
 
   const systems = predictedCodes.map((predicted, f): SystemEvaluation => {
     const metricsOf = (sample: readonly number[]): number[] => {
       const confusion = confusionOf(sample, predicted);
       const m = metricsFromConfusion(confusion);
       const values = [m.accuracy, m.macroF1, m.weightedF1, m.cohenKappa, alphaOf(confusion, 'nominal')];
-      if (ordered) values.push(alphaOf(confusion, 'ordinal'), kappaFromConfusion(confusion, 'quadratic'));
+      if (ordered) {
+        values.push(
+          alphaOf(confusion, 'ordinal'),
+          kappaFromConfusion(confusion, 'quadratic'),
+          alphaOf(confusion, 'interval'),
+        );
+      }
+      if (absent !== null) {
+        const presence = presenceLevelAgreement(goldCodes, predicted, absent, sample);
+        values.push(presence.dimensionAccuracy, presence.intensityGivenPresent);
+      }
       for (const c of m.perClass) values.push(c.precision, c.recall, c.f1);
       return values;
     };
@@ -173,12 +197,12 @@ export function evaluatePredictions(
     const at = (i: number): BootstrapInterval => intervals[i] as BootstrapInterval;
     const confusion = confusionOf(units, predicted);
     const point = metricsFromConfusion(confusion);
-    const classBase = ordered ? 7 : 5;
+    const classBase = 5 + (ordered ? 3 : 0) + (absent !== null ? 2 : 0);
     return {
       name: names[f] as string,
       file: (predictions[f] as Predictions).file,
       trainingSize: options.trainingSizes?.[f] ?? null,
-      coverage: (joins[f] as ReturnType<typeof joinByIds>).coverage,
+      coverage: (joins[f] as JoinedPredictions).coverage,
       accuracy: at(0),
       macroF1: at(1),
       weightedF1: at(2),
@@ -186,6 +210,8 @@ export function evaluatePredictions(
       alphaNominal: at(4),
       alphaOrdinal: ordered ? at(5) : null,
       kappaQuadratic: ordered ? at(6) : null,
+      ...(ordered ? { alphaInterval: at(7) } : {}),
+      ...(absent !== null ? { dimensionAccuracy: at(8), intensityGivenPresent: at(9) } : {}),
       perClass: point.perClass.map((c, i) => ({
         label: c.label,
         support: c.support,

@@ -97,6 +97,8 @@ export interface GoldLabels {
   readonly keys: readonly string[];
   /** Gold label per row; null where the row has no label (not coded). */
   readonly labels: readonly (string | null)[];
+  /** The label column as read (e.g. string arrays for a list column), for multi-label gold sets. */
+  readonly values: readonly unknown[];
   /** Rows without a label, left out of every metric. */
   readonly unlabelled: number;
   readonly index: ReadonlyMap<string, number>;
@@ -141,7 +143,8 @@ export async function readGoldLabels(file: string, options: ReadGoldOptions): Pr
   } else {
     index = indexIds(keys, table.file, role, options.idColumn, false);
   }
-  const labels = (table.columns.get(options.labelColumn) ?? []).map(labelText);
+  const values = table.columns.get(options.labelColumn) ?? [];
+  const labels = values.map(labelText);
   return {
     file: table.file,
     files,
@@ -151,6 +154,7 @@ export async function readGoldLabels(file: string, options: ReadGoldOptions): Pr
     rows: table.rows,
     keys: keys as string[],
     labels,
+    values,
     unlabelled: labels.filter((l) => l === null).length,
     index,
     extra: new Map(extra.map((c) => [c.name, table.columns.get(c.name) ?? []])),
@@ -166,8 +170,12 @@ export interface Predictions {
   readonly keyedBy: JoinKey;
   /** The run's corpus files (absolute paths) when keyedBy is 'file and id', else null. */
   readonly corpusFiles: readonly string[] | null;
-  /** The final label (`label`), null when the row was not scored. */
+  /** The final label (`label`, or the column readPredictions was asked for), null when the row was not scored. */
   readonly labels: readonly (string | null)[];
+  /** That column as read (e.g. string arrays for a `<question>__labels` list column). */
+  readonly values: readonly unknown[];
+  /** The column `labels` and `values` come from. */
+  readonly labelColumn: string;
   /** The local model's label: `local_label` when the file has it (a run with fallback), else `label`. */
   readonly localLabels: readonly (string | null)[];
   /** Row status (`status` column), or null when the file has none. */
@@ -196,12 +204,20 @@ function column<T>(table: ParquetTable, name: string, convert: (value: unknown) 
   return values === undefined ? null : values.map(convert);
 }
 
-/** Reads a result file (docs/results-schema.md): `id` and `label`, plus the scores and fallback columns it has. */
-export async function readPredictions(file: string, role = '--predictions'): Promise<Predictions> {
+/**
+ * Reads a result file (docs/results-schema.md): `id` and `label` (or `labelColumn`, e.g. a multi-label question's
+ * `<question>__labels`), plus the scores and fallback columns it has.
+ */
+export async function readPredictions(
+  file: string,
+  role = '--predictions',
+  labelColumn = 'label',
+): Promise<Predictions> {
   await checkResultsComplete(file, role);
   const table = await readParquetTable(file, role, [
     { name: 'id' },
-    { name: 'label' },
+    { name: labelColumn },
+    { name: 'label', optional: true },
     { name: 'status', optional: true },
     { name: 'confidence', optional: true },
     { name: 'margin', optional: true },
@@ -221,7 +237,8 @@ export async function readPredictions(file: string, role = '--predictions'): Pro
     keyedBy = 'file and id';
   }
   const index = indexIds(keys, table.file, role, 'id', true);
-  const labels = column(table, 'label', labelText) ?? [];
+  const values = table.columns.get(labelColumn) ?? [];
+  const labels = values.map(labelText);
   let labelOrder: string[] | null = null;
   const raw = table.keyValue.get('rescale.labels');
   if (raw !== undefined) {
@@ -239,6 +256,8 @@ export async function readPredictions(file: string, role = '--predictions'): Pro
     keyedBy,
     corpusFiles,
     labels,
+    values,
+    labelColumn,
     localLabels: column(table, 'local_label', labelText)?.map((l, i) => l ?? labels[i] ?? null) ?? labels,
     statuses: column(table, 'status', labelText),
     confidence: column(table, 'confidence', numberOrNull),
@@ -421,6 +440,33 @@ export function joinByIds(
     goldRows: Int32Array.from(goldRows),
     predictionRows: Int32Array.from(predictionRows),
   };
+}
+
+/**
+ * Joins every predictions file to the gold labels and keeps the documents all of them labelled (in gold order), so
+ * files compare on the same documents. Throws INPUT_INVALID when no document is left.
+ */
+export function joinCommonDocuments(
+  gold: GoldLabels,
+  predictions: readonly Predictions[],
+): { joins: JoinedPredictions[]; common: number[]; predictionRow: (file: number, goldRow: number) => number } {
+  const joins = predictions.map((p) => joinByIds(gold, p));
+  const byGoldRow = joins.map((join) => {
+    const rows = new Map<number, number>();
+    join.goldRows.forEach((g, i) => rows.set(g, join.predictionRows[i] as number));
+    return rows;
+  });
+  const common: number[] = [];
+  for (const g of joins[0]?.goldRows ?? []) if (byGoldRow.every((rows) => rows.has(g))) common.push(g);
+  if (common.length === 0) {
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `no document has both a gold label in ${gold.file} and a predicted label in ` +
+        `${predictions.length === 1 ? 'the predictions file' : 'every predictions file'}; check that the ids match ` +
+        `(--id-column) and the runs finished`,
+    );
+  }
+  return { joins, common, predictionRow: (f, g) => (byGoldRow[f] as Map<number, number>).get(g) as number };
 }
 
 /** Throws when any id failed to join (the --strict-ids check), naming the file, the counts and example ids. */
