@@ -40,8 +40,10 @@ import {
   REPOSITORY_ROOT,
   detectBackend,
   ensureLlamaTools,
+  llamaBatchedBenchArgs,
   llamaBenchArgs,
   llamaServerArgs,
+  type FlashAttentionMode,
   type LlamaTools,
 } from './llama-tools.js';
 
@@ -88,7 +90,10 @@ interface Prepared {
   readonly sharedPrefixTokens: number;
   /** The engine's tokens evaluated per document, estimated on a sample: llama-bench's -p. */
   readonly engineTokensPerDocument: number;
-  readonly flashAttention: boolean;
+  /** The engine's setting, given to every tool as it is ("auto" resolves the same way in all of them). */
+  readonly flashAttention: FlashAttentionMode;
+  /** What llama.cpp made of it for this model and backend (its log says), for the report. */
+  readonly flashAttentionResolved: 'on' | 'off' | 'unknown';
   readonly contextSize: number;
   readonly documents: readonly PreparedDocument[];
   readonly warmup: readonly PreparedDocument[];
@@ -140,7 +145,8 @@ async function prepare(file: string, modelPath: string, options: Options): Promi
     localBuild: info.build === 'localBuild',
     sharedPrefixTokens: prefix,
     engineTokensPerDocument,
-    flashAttention: scorer.settings.flashAttention === true,
+    flashAttention: flashAttentionMode(scorer.settings.flashAttention),
+    flashAttentionResolved: await resolvedFlashAttention(modelPath),
     contextSize: scorer.settings.contextSize,
     documents,
     warmup,
@@ -149,6 +155,45 @@ async function prepare(file: string, modelPath: string, options: Options): Promi
   await scorer.dispose();
   await model.dispose();
   await writeFile(file, JSON.stringify(prepared));
+}
+
+function flashAttentionMode(setting: boolean | 'auto'): FlashAttentionMode {
+  return setting === 'auto' ? 'auto' : setting ? 'on' : 'off';
+}
+
+/**
+ * Whether llama.cpp turned flash attention on for the engine's setting: a context made in a child process of its own
+ * (one llama.cpp binding per process) whose info-level log says "Flash Attention enabled" or "disabled".
+ */
+async function resolvedFlashAttention(modelPath: string): Promise<'on' | 'off' | 'unknown'> {
+  const child = spawnSync(
+    process.execPath,
+    [...process.execArgv, fileURLToPath(import.meta.url), '--probe-flash-attention', modelPath],
+    { encoding: 'utf8', maxBuffer: 1 << 26 },
+  );
+  const line = child.stdout.split('\n').find((l) => l.startsWith('FLASH_ATTENTION '));
+  const value = line?.slice('FLASH_ATTENTION '.length).trim();
+  return value === 'on' || value === 'off' ? value : 'unknown';
+}
+
+async function probeFlashAttention(modelPath: string): Promise<void> {
+  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+  let resolved = 'unknown';
+  const llama = await getLlama({
+    build: 'never',
+    skipDownload: true,
+    progressLogs: false,
+    logLevel: LlamaLogLevel.info,
+    logger: (_level, message) => {
+      const match = /Flash Attention (enabled|disabled)/i.exec(message);
+      if (match) resolved = match[1]?.toLowerCase() === 'enabled' ? 'on' : 'off';
+    },
+  });
+  const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+  const context = await model.createContext({ contextSize: 512, sequences: 1 });
+  await context.dispose();
+  await model.dispose();
+  process.stdout.write(`FLASH_ATTENTION ${resolved}\n`);
 }
 
 interface EnginePartArgs {
@@ -314,7 +359,7 @@ async function benchPart(
   prepared: Prepared,
   round: number,
   repetitions: number,
-  flashAttention: boolean,
+  flashAttention: FlashAttentionMode,
 ): Promise<PartRun> {
   const args = llamaBenchArgs({
     model: prepared.model,
@@ -337,7 +382,7 @@ async function benchPart(
     const test = tests[0];
     if (test === undefined) throw new Error(`llama-bench printed no test:\n${child.stdout}`);
     const rssKB = timed ? Number((await readFile(rssFile, 'utf8')).trim().split('\n').pop()) : NaN;
-    const note = flashAttention === prepared.flashAttention ? '' : `, flash attention ${flashAttention ? 'on' : 'off'}`;
+    const note = flashAttention === prepared.flashAttention ? '' : `, flash attention ${flashAttention}`;
     return {
       part: `llama-bench pp${test.n_prompt} @ d${test.n_depth}${note}`,
       build: `bundled source, ${tools.backend}`,
@@ -352,6 +397,49 @@ async function benchPart(
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+}
+
+interface BatchedBenchLine {
+  readonly pp: number;
+  readonly pl: number;
+  readonly t_pp: number;
+}
+
+/**
+ * llama-batched-bench: 1 and `sequences` sequences of the engine's per-document tokens decoded as one batch; the
+ * ceiling of the engine's serial and batched tokens/s without the shared prefix's depth (so it errs high).
+ */
+async function batchedBenchPart(
+  tools: LlamaTools,
+  prepared: Prepared,
+  round: number,
+  sequences: number,
+): Promise<PartRun[]> {
+  const args = llamaBatchedBenchArgs({
+    model: prepared.model,
+    threads: prepared.threads,
+    promptTokens: prepared.engineTokensPerDocument,
+    parallel: [1, sequences],
+    flashAttention: prepared.flashAttention,
+  });
+  const child = spawnSync(tools.llamaBatchedBench, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  if (child.status !== 0) throw new Error(`llama-batched-bench ${args.join(' ')} failed:\n${child.stderr}`);
+  const lines = `${child.stdout}\n${child.stderr}`
+    .split('\n')
+    .filter((l) => l.startsWith('{"n_kv_max"'))
+    .map((l) => JSON.parse(l) as BatchedBenchLine);
+  if (lines.length === 0) throw new Error(`llama-batched-bench printed no result:\n${child.stdout}${child.stderr}`);
+  return lines.map((line) => ({
+    part: `llama-batched-bench pp${line.pp} × ${line.pl}`,
+    build: `bundled source, ${tools.backend}`,
+    corpus: 'unique',
+    round,
+    parallel: line.pl,
+    documents: line.pl,
+    seconds: line.t_pp,
+    tokensEvaluated: line.pl * line.pp,
+    peakRssMB: NaN,
+  }));
 }
 
 interface Options {
@@ -429,6 +517,10 @@ async function main(): Promise<void> {
     process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
     process.exit(0);
   }
+  if (argv[0] === '--probe-flash-attention') {
+    await probeFlashAttention(argv[1] as string);
+    process.exit(0);
+  }
   if (argv[0] === '--prepare') {
     await prepare(argv[1] as string, argv[2] as string, parseOptions(argv.slice(3)));
     process.exit(0);
@@ -461,40 +553,45 @@ async function main(): Promise<void> {
     const loads: number[] = [];
     const started = new Date();
     for (let round = 0; round < options.rounds; round++) {
-      const tasks: { readonly name: string; readonly run: () => Promise<PartRun> }[] = [];
+      const tasks: { readonly name: string; readonly run: () => Promise<PartRun[]> }[] = [];
       for (const corpus of options.corpora) {
         for (const build of builds) {
           for (const sequences of [1, options.sequences]) {
             tasks.push({
               name: `${corpus}: engine, ${sequences} sequences, ${build === 'auto' ? 'local' : 'prebuilt'} build`,
-              run: async () => runEngineChild(preparedFile, { build, sequences, corpus, round }),
+              run: async () => [runEngineChild(preparedFile, { build, sequences, corpus, round })],
             });
           }
         }
         for (const slots of options.slots) {
           tasks.push({
             name: `${corpus}: llama-server, ${slots} slots`,
-            run: () => serverPart(tools, prepared, slots, corpus, round),
+            run: async () => [await serverPart(tools, prepared, slots, corpus, round)],
           });
         }
       }
       tasks.push({
         name: 'llama-bench',
-        run: () => benchPart(tools, prepared, round, options.benchRepetitions, prepared.flashAttention),
+        run: async () => [await benchPart(tools, prepared, round, options.benchRepetitions, prepared.flashAttention)],
       });
-      // Flash attention as a reference line: whether the ceiling moves with it on this machine.
-      if (!prepared.flashAttention) {
+      // Flash attention forced on and off as reference lines: how far the ceiling moves with it on this machine.
+      for (const mode of ['on', 'off'] as const) {
+        if (mode === prepared.flashAttention) continue;
         tasks.push({
-          name: 'llama-bench, flash attention on',
-          run: () => benchPart(tools, prepared, round, options.benchRepetitions, true),
+          name: `llama-bench, flash attention ${mode}`,
+          run: async () => [await benchPart(tools, prepared, round, options.benchRepetitions, mode)],
         });
       }
+      tasks.push({
+        name: `llama-batched-bench, 1 and ${options.sequences} sequences`,
+        run: () => batchedBenchPart(tools, prepared, round, options.sequences),
+      });
       // Every other round runs the parts in reverse, so no part always runs first after a quiet or busy spell.
       if (round % 2 === 1) tasks.reverse();
       for (const task of tasks) {
         log(`round ${round + 1}/${options.rounds}: ${task.name} (1-minute load ${loadAverage().toFixed(1)})`);
         loads.push(loadAverage());
-        runs.push(await task.run());
+        runs.push(...(await task.run()));
       }
     }
     loads.push(loadAverage());
@@ -541,6 +638,20 @@ async function writeResults(
     ratios.push(
       ratio('engine best tokens/s ÷ llama-bench pp at the same depth', engine, ceiling, 'tokensPerSecond', 0.95),
     );
+  const engineBatched = rows.find((r) => is('engine batched', 'unique', engineBuild)(r));
+  const batchedCeiling = rows.find(
+    (r) => r.part === `llama-batched-bench pp${prepared.engineTokensPerDocument} × ${options.sequences}`,
+  );
+  if (engineBatched && batchedCeiling)
+    ratios.push(
+      ratio(
+        `engine batched tokens/s ÷ llama-batched-bench, both at ${options.sequences} sequences`,
+        engineBatched,
+        batchedCeiling,
+        'tokensPerSecond',
+        0.95,
+      ),
+    );
   const serverDup = best(rows, is('llama-server', 'duplicates'));
   const engineDup = best(rows, is('engine', 'duplicates', engineBuild));
   if (engineDup && serverDup)
@@ -573,6 +684,7 @@ async function writeResults(
     sharedPrefixTokens: prepared.sharedPrefixTokens,
     engineTokensPerDocument: prepared.engineTokensPerDocument,
     flashAttention: prepared.flashAttention,
+    flashAttentionResolved: prepared.flashAttentionResolved,
     tools: { release: tools.release, backend: tools.backend, commit: tools.commit, cmakeArgs: tools.cmakeArgs },
     rows,
     ratios,
@@ -589,7 +701,9 @@ async function writeResults(
       `${options.duplicates * 100}% of each replaced by exact copies of others. llama-bench and llama-server: ` +
       `llama.cpp ${tools.release} (${tools.commit.slice(0, 7)}) from node-llama-cpp's bundled source, cmake Release, ` +
       `GGML_NATIVE, ${tools.backend}. Same prompt tokens for every tool; flash attention ` +
-      `${prepared.flashAttention ? 'on' : 'off'} everywhere (the engine's setting) unless a row says otherwise. ` +
+      `${prepared.flashAttention} everywhere (the engine's setting; llama.cpp resolved it to ` +
+      `${prepared.flashAttentionResolved} here) unless a row says otherwise. llama-batched-bench decodes its ` +
+      `sequences without the shared prefix's depth, so its ceiling errs high. ` +
       `1-minute load average ${Math.min(...loads).toFixed(1)}–${maxLoad.toFixed(1)} during the run.`,
     '',
     ...markdownTable(rows),

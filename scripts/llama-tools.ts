@@ -13,6 +13,9 @@ import { nodeLlamaCppRoot } from '../worker/engine/llama-runtime.js';
 
 export type ToolsBackend = 'cpu' | 'cuda';
 
+/** llama.cpp's flash-attention setting as every tool takes it (`-fa on|off|auto`); the engine's default is auto. */
+export type FlashAttentionMode = 'on' | 'off' | 'auto';
+
 export interface LlamaTools {
   readonly folder: string;
   readonly release: string;
@@ -21,6 +24,7 @@ export interface LlamaTools {
   readonly commit: string;
   readonly llamaBench: string;
   readonly llamaServer: string;
+  readonly llamaBatchedBench: string;
   readonly cmakeArgs: readonly string[];
 }
 
@@ -30,7 +34,7 @@ export interface BundledSource {
   readonly bundle: string;
 }
 
-const TOOL_TARGETS = ['llama-bench', 'llama-server'] as const;
+const TOOL_TARGETS = ['llama-bench', 'llama-batched-bench', 'llama-server'] as const;
 const STAMP = 'tools.json';
 
 /** `.cache/llama-tools/<release>-<backend>`; the release is used as a folder name, so it must be one. */
@@ -77,13 +81,13 @@ export function llamaServerArgs(options: {
   readonly threads: number;
   readonly slots: number;
   readonly contextPerSlot: number;
-  readonly flashAttention: boolean;
+  readonly flashAttention: FlashAttentionMode;
   readonly port: number;
 }): string[] {
   return [
     ...['-m', options.model, '-t', String(options.threads), '-tb', String(options.threads)],
     ...['-np', String(options.slots), '-c', String(options.contextPerSlot * options.slots), '-ngl', '0'],
-    ...['-fa', options.flashAttention ? 'on' : 'off', '--host', '127.0.0.1', '--port', String(options.port)],
+    ...['-fa', options.flashAttention, '--host', '127.0.0.1', '--port', String(options.port)],
     '--no-webui',
   ];
 }
@@ -95,12 +99,44 @@ export function llamaBenchArgs(options: {
   readonly promptTokens: number;
   readonly depth: number;
   readonly repetitions: number;
-  readonly flashAttention: boolean;
+  readonly flashAttention: FlashAttentionMode;
 }): string[] {
   return [
-    ...['-m', options.model, '-t', String(options.threads), '-ngl', '0', '-fa', options.flashAttention ? '1' : '0'],
+    ...['-m', options.model, '-t', String(options.threads), '-ngl', '0', '-fa', options.flashAttention],
     ...['-p', String(options.promptTokens), '-d', String(options.depth), '-n', '0'],
     ...['-r', String(options.repetitions), '-o', 'json'],
+  ];
+}
+
+/**
+ * llama-batched-bench: `parallel` sequences each evaluating a `promptTokens`-token prompt in one batch (-npp, -npl),
+ * one token generated, its prompt-processing speed (S_PP) the ceiling of the engine's batched decoding. It has no
+ * shared depth, so its attention is cheaper than the engine's behind a prefix: a ceiling that errs high.
+ */
+export function llamaBatchedBenchArgs(options: {
+  readonly model: string;
+  readonly threads: number;
+  readonly promptTokens: number;
+  readonly parallel: readonly number[];
+  readonly flashAttention: FlashAttentionMode;
+}): string[] {
+  const maxParallel = Math.max(...options.parallel);
+  // The engine decodes a group in one call with a batch (and micro-batch) that holds it whole: so does this.
+  const batch = String(options.promptTokens * maxParallel);
+  return [
+    ...['-m', options.model, '-t', String(options.threads), '-tb', String(options.threads), '-ngl', '0'],
+    ...['-fa', options.flashAttention, '-c', String((options.promptTokens + 1) * maxParallel)],
+    ...['-b', batch, '-ub', batch],
+    ...[
+      '-npp',
+      String(options.promptTokens),
+      '-ntg',
+      '1',
+      '-npl',
+      options.parallel.join(','),
+      '--output-format',
+      'jsonl',
+    ],
   ];
 }
 
@@ -165,7 +201,10 @@ export async function ensureLlamaTools(options: {
   const stamp = path.join(folder, STAMP);
   if (await exists(stamp)) {
     const tools = JSON.parse(await readFile(stamp, 'utf8')) as LlamaTools;
-    if ((await exists(tools.llamaBench)) && (await exists(tools.llamaServer))) return tools;
+    const binaries = [tools.llamaBench, tools.llamaServer, tools.llamaBatchedBench];
+    // A folder built before a tool was added is built again (incrementally: only the new target compiles).
+    if (binaries.every((b) => typeof b === 'string') && (await Promise.all(binaries.map(exists))).every(Boolean))
+      return tools;
   }
   const source = path.join(folder, 'src');
   const build = path.join(folder, 'build');
@@ -195,9 +234,10 @@ export async function ensureLlamaTools(options: {
     commit,
     llamaBench: path.join(build, 'bin', 'llama-bench'),
     llamaServer: path.join(build, 'bin', 'llama-server'),
+    llamaBatchedBench: path.join(build, 'bin', 'llama-batched-bench'),
     cmakeArgs,
   };
-  for (const binary of [tools.llamaBench, tools.llamaServer]) {
+  for (const binary of [tools.llamaBench, tools.llamaServer, tools.llamaBatchedBench]) {
     if (!(await exists(binary))) throw new Error(`the build finished but ${binary} is missing; delete ${folder}`);
   }
   await writeFile(stamp, JSON.stringify(tools, null, 2) + '\n');

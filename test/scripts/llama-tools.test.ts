@@ -8,6 +8,7 @@ import {
   bundledSource,
   cmakeBuildArgs,
   cmakeConfigureArgs,
+  llamaBatchedBenchArgs,
   llamaBenchArgs,
   llamaServerArgs,
   llamaToolsFolder,
@@ -46,7 +47,7 @@ describe('cmake arguments', () => {
     assert.ok(cmakeConfigureArgs('/s', '/b', 'cuda').includes('-DGGML_CUDA=ON'));
   });
 
-  it('build only llama-bench and llama-server', () => {
+  it('build only llama-bench, llama-batched-bench and llama-server', () => {
     assert.deepEqual(cmakeBuildArgs('/b', 2), [
       '--build',
       '/b',
@@ -54,6 +55,7 @@ describe('cmake arguments', () => {
       'Release',
       '--target',
       'llama-bench',
+      'llama-batched-bench',
       'llama-server',
       '-j',
       '2',
@@ -68,7 +70,7 @@ describe('tool command lines', () => {
       threads: 2,
       slots: 4,
       contextPerSlot: 768,
-      flashAttention: false,
+      flashAttention: 'off',
       port: 8080,
     });
     const value = (flag: string): string | undefined => args[args.indexOf(flag) + 1];
@@ -86,13 +88,33 @@ describe('tool command lines', () => {
       promptTokens: 224,
       depth: 199,
       repetitions: 20,
-      flashAttention: true,
+      flashAttention: 'auto',
     });
     const value = (flag: string): string | undefined => args[args.indexOf(flag) + 1];
     assert.equal(value('-p'), '224');
     assert.equal(value('-d'), '199');
     assert.equal(value('-n'), '0');
-    assert.equal(value('-fa'), '1');
+    // The engine's own setting, passed through: "auto" resolves the same way in both (on where the backend has it).
+    assert.equal(value('-fa'), 'auto');
     assert.equal(value('-o'), 'json');
+  });
+
+  it('ask llama-batched-bench for whole groups in one batch, one generated token, as JSON lines', () => {
+    const args = llamaBatchedBenchArgs({
+      model: 'm.gguf',
+      threads: 2,
+      promptTokens: 222,
+      parallel: [1, 4],
+      flashAttention: 'auto',
+    });
+    const value = (flag: string): string | undefined => args[args.indexOf(flag) + 1];
+    assert.equal(value('-npp'), '222');
+    assert.equal(value('-ntg'), '1');
+    assert.equal(value('-npl'), '1,4');
+    assert.equal(value('-ub'), String(4 * 222));
+    assert.equal(value('-b'), String(4 * 222));
+    assert.equal(value('-c'), String(4 * 223));
+    assert.equal(value('-fa'), 'auto');
+    assert.equal(value('--output-format'), 'jsonl');
   });
 });
