@@ -171,34 +171,44 @@ function scores(tp: number, fp: number, fn: number): AveragedScores {
 }
 
 /**
- * Alpha for two coders (gold, predicted) with a set distance, from the coincidences of the distinct sets the
+ * Alpha for two coders (gold, predicted) with each set distance, from the coincidences of the distinct sets the
  * documents use: each document adds one (gold, predicted) and one (predicted, gold) pair.
  */
-function setAlpha(data: EncodedLabelSets, docs: readonly number[], distance: SetDistanceFunction): number {
-  const compact = new Map<number, number>();
+function setAlphas(
+  data: EncodedLabelSets,
+  docs: readonly number[],
+  distances: readonly SetDistanceFunction[],
+): number[] {
+  const slotOf = new Int32Array(data.sets.length).fill(-1);
   const present: number[] = [];
   const slot = (id: number): number => {
-    let c = compact.get(id);
-    if (c === undefined) {
+    let c = slotOf[id] as number;
+    if (c < 0) {
       c = present.length;
-      compact.set(id, c);
+      slotOf[id] = c;
       present.push(id);
     }
     return c;
   };
-  const pairs: [number, number][] = docs.map((i) => [
-    slot(data.goldSet[i] as number),
-    slot(data.predictedSet[i] as number),
-  ]);
+  const g = new Int32Array(docs.length);
+  const p = new Int32Array(docs.length);
+  docs.forEach((i, d) => {
+    g[d] = slot(data.goldSet[i] as number);
+    p[d] = slot(data.predictedSet[i] as number);
+  });
   const v = present.length;
   const o = Array.from({ length: v }, () => new Array<number>(v).fill(0));
-  for (const [g, p] of pairs) {
-    (o[g] as number[])[p] = ((o[g] as number[])[p] as number) + 1;
-    (o[p] as number[])[g] = ((o[p] as number[])[g] as number) + 1;
+  for (let d = 0; d < docs.length; d++) {
+    const a = g[d] as number;
+    const b = p[d] as number;
+    (o[a] as number[])[b] = ((o[a] as number[])[b] as number) + 1;
+    (o[b] as number[])[a] = ((o[b] as number[])[a] as number) + 1;
   }
-  const between = cachedDistance(data, distance);
-  const delta = present.map((a, c) => present.map((b, k) => (c === k ? 0 : between(a, b))));
-  return alphaFromDistances(o, delta).alpha;
+  return distances.map((distance) => {
+    const between = cachedDistance(data, distance);
+    const delta = present.map((a, c) => present.map((b, k) => (c === k ? 0 : between(a, b))));
+    return alphaFromDistances(o, delta).alpha;
+  });
 }
 
 // Resamples reuse the distances between the same distinct sets; cached per data set and distance (up to
@@ -246,24 +256,37 @@ export function multiLabelMetricsOf(data: EncodedLabelSets, docs?: readonly numb
   let wrongCells = 0;
   let emptyGold = 0;
   let emptyPredicted = 0;
-  const sum = { precision: 0, recall: 0, f1: 0, jaccard: 0 };
-  for (const i of sample) {
+  let precisionSum = 0;
+  let recallSum = 0;
+  let f1Sum = 0;
+  let jaccardSum = 0;
+  const count = (into: Float64Array, labels: Int32Array): void => {
+    for (let j = 0; j < labels.length; j++) {
+      const l = labels[j] as number;
+      into[l] = (into[l] as number) + 1;
+    }
+  };
+  for (let d = 0; d < n; d++) {
+    const i = sample[d] as number;
     const g = data.goldSize[i] as number;
     const p = data.predictedSize[i] as number;
     const both = data.intersection[i] as number;
-    for (const l of data.truePositive[i] as Int32Array) tp[l] = (tp[l] as number) + 1;
-    for (const l of data.falseNegative[i] as Int32Array) fn[l] = (fn[l] as number) + 1;
-    for (const l of data.falsePositive[i] as Int32Array) fp[l] = (fp[l] as number) + 1;
+    count(tp, data.truePositive[i] as Int32Array);
+    count(fn, data.falseNegative[i] as Int32Array);
+    count(fp, data.falsePositive[i] as Int32Array);
     if (both > 0) anyOverlap++;
     if (both === g && both === p) exact++;
     wrongCells += g + p - 2 * both;
     if (g === 0) emptyGold++;
     if (p === 0) emptyPredicted++;
-    sum.precision += ratio(both, p);
-    sum.recall += ratio(both, g);
-    sum.f1 += ratio(2 * both, g + p);
-    sum.jaccard += ratio(both, g + p - both);
+    if (p > 0) precisionSum += both / p;
+    if (g > 0) recallSum += both / g;
+    if (g + p > 0) {
+      f1Sum += (2 * both) / (g + p);
+      jaccardSum += both / (g + p - both);
+    }
   }
+  const [alphaMasi, alphaJaccard] = setAlphas(data, sample, [masiDistance, jaccardDistance]) as [number, number];
   const perLabel: LabelScores[] = data.labels.map((label, l) => ({
     label,
     support: (tp[l] as number) + (fn[l] as number),
@@ -294,15 +317,10 @@ export function multiLabelMetricsOf(data: EncodedLabelSets, docs?: readonly numb
     micro: scores(total(tp), total(fp), total(fn)),
     macro: average(() => 1, k),
     weighted: average((c) => c.support, totalSupport),
-    samples: {
-      precision: sum.precision / n,
-      recall: sum.recall / n,
-      f1: sum.f1 / n,
-      jaccard: sum.jaccard / n,
-    },
+    samples: { precision: precisionSum / n, recall: recallSum / n, f1: f1Sum / n, jaccard: jaccardSum / n },
     perLabel,
-    alphaMasi: setAlpha(data, sample, masiDistance),
-    alphaJaccard: setAlpha(data, sample, jaccardDistance),
+    alphaMasi,
+    alphaJaccard,
     emptyGold,
     emptyPredicted,
   };
