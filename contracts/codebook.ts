@@ -24,7 +24,11 @@ const labelSchema = z.strictObject({
 const questionSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'use letters, digits and "_" (it becomes a column name)'),
   type: z.enum(['single_label', 'multi_label']).default('single_label'),
-  labels: z.array(labelSchema).min(2, 'a question needs at least two labels'),
+  /** The question's own text, put where the template says {question}. */
+  question: z.string().min(1).optional(),
+  labels: z
+    .array(labelSchema, { error: 'a question needs its labels: give "labels" with at least two' })
+    .min(2, 'a question needs at least two labels'),
   /** The labels are ordered as listed, lowest first (e.g. absent, low, medium, high); used by evaluation only. */
   ordered: z.boolean().optional(),
 });
@@ -114,8 +118,11 @@ export interface Label {
 }
 
 export interface Question {
+  /** The column prefix of the question's results in a multi-question codebook ("label" for `labels:`). */
   readonly name: string;
   readonly type: 'single_label' | 'multi_label';
+  /** The question's text (`{question}` in the template), or null. */
+  readonly text: string | null;
   readonly labels: readonly Label[];
   /** Labels ordered as listed, lowest first (codebook `ordered: true`); evaluation adds ordinal figures. */
   readonly ordered: boolean;
@@ -164,8 +171,8 @@ export interface Codebook {
 /** Template variables: `{name}`; `{{` and `}}` are literal braces. */
 const variablePattern = /\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}/g;
 
-/** Variables derived from the codebook itself rather than from input columns. */
-export const CODEBOOK_VARIABLES = ['labels', 'label_descriptions'] as const;
+/** Variables derived from the codebook itself rather than from input columns; each has one value per question. */
+export const CODEBOOK_VARIABLES = ['question', 'labels', 'label_descriptions'] as const;
 
 export function templateVariables(template: string): string[] {
   const names: string[] = [];
@@ -228,7 +235,13 @@ export function parseCodebook(
 
   const questions: Question[] = (
     value.questions ?? [
-      { name: 'label', type: 'single_label' as const, labels: value.labels ?? [], ordered: value.ordered },
+      {
+        name: 'label',
+        type: 'single_label' as const,
+        question: undefined,
+        labels: value.labels ?? [],
+        ordered: value.ordered,
+      },
     ]
   ).map((question, qi) => {
     const fieldBase = value.questions === undefined ? 'labels' : `questions[${qi}].labels`;
@@ -259,6 +272,7 @@ export function parseCodebook(
     return Object.freeze({
       name: question.name,
       type: question.type,
+      text: question.question ?? null,
       labels: Object.freeze(labels),
       ordered: question.ordered ?? false,
     });
@@ -287,6 +301,15 @@ export function parseCodebook(
       'prompt.system',
       `the system prompt may only use ${CODEBOOK_VARIABLES.map((n) => `{${n}}`).join(', ')}; put document variables ` +
         'in prompt.template',
+    );
+  }
+  checkQuestionPlaces(source, questions, value.prompt, value.questions !== undefined);
+  if (value.questions !== undefined && value.questions.length > 1 && isEnabled(value.fallback)) {
+    throw invalid(
+      source,
+      'fallback',
+      'the closed-model fallback routes one question per document; a codebook with several questions cannot use it ' +
+        'yet: set fallback.enabled: false, or split the questions into one codebook each',
     );
   }
   if (value.prompt.format === 'chat' && value.prompt.answer_prefix !== '') {
@@ -333,6 +356,62 @@ export function parseCodebook(
       ...(locate !== null ? { locate } : {}),
     }),
   });
+}
+
+/** The fallback section switched on: present and not `enabled: false`. */
+function isEnabled(fallback: unknown): boolean {
+  if (fallback === undefined || fallback === null) return false;
+  return !(typeof fallback === 'object' && (fallback as { enabled?: unknown }).enabled === false);
+}
+
+/**
+ * Each question's prompt must be its own: question text needs a `{question}` to go to, `{question}` needs every
+ * question's text, and several questions need some per-question variable, or their prompts would be identical.
+ */
+function checkQuestionPlaces(
+  source: string,
+  questions: readonly Question[],
+  prompt: { template: string; system?: string | undefined },
+  explicit: boolean,
+): void {
+  const used = new Set([...templateVariables(prompt.template), ...templateVariables(prompt.system ?? '')]);
+  if (used.has('question')) {
+    if (!explicit) {
+      throw invalid(
+        source,
+        'prompt.template',
+        '{question} is filled from each question\'s "question" text, and a codebook with "labels" has none; write ' +
+          'the question into the template, or use "questions" with a "question" text each',
+      );
+    }
+    const missing = questions.findIndex((q) => q.text === null);
+    if (missing >= 0) {
+      throw invalid(
+        source,
+        `questions[${missing}].question`,
+        'the template uses {question}: give every question its text ("question: ...")',
+      );
+    }
+  } else {
+    const withText = questions.findIndex((q) => q.text !== null);
+    if (withText >= 0) {
+      throw invalid(
+        source,
+        'prompt.template',
+        `questions[${withText}] has a "question" text but the template has no {question} to put it in; add ` +
+          '{question} after the document variables (e.g. "Tweet: {text}\\n\\n{question}") so each document is ' +
+          'evaluated once for all questions',
+      );
+    }
+  }
+  if (questions.length > 1 && !(CODEBOOK_VARIABLES as readonly string[]).some((name) => used.has(name))) {
+    throw invalid(
+      source,
+      'prompt.template',
+      `the ${questions.length} questions would all get the same prompt: put {question} (or {labels}, ` +
+        '{label_descriptions}) in the template, after the document variables',
+    );
+  }
 }
 
 export async function loadCodebook(file: string): Promise<Codebook> {
@@ -400,17 +479,30 @@ function yamlLocator(document: Document, lineCounter: LineCounter): FieldLocator
   };
 }
 
-/** The single question of a single-label codebook; the engine's scope today. */
-export function singleQuestion(codebook: Codebook): Question {
+/** The single question of a one-question single-label codebook, for the tools that handle one question only. */
+export function singleQuestion(codebook: Codebook, tool = 'this command'): Question {
   const [question, ...rest] = codebook.questions;
   if (question === undefined || rest.length > 0 || question.type !== 'single_label') {
     throw new RescaleError(
       'CODEBOOK_INVALID',
-      `${codebook.source ?? 'codebook'}: field "questions": this version scores one single-label question per ` +
+      `${codebook.source ?? 'codebook'}: field "questions": ${tool} handles one single-label question per ` +
         'codebook; split multi-question or multi-label codebooks into one codebook per question',
     );
   }
   return question;
+}
+
+/** The questions the engine scores: any number of single-label questions (multi-label ones are refused by name). */
+export function scoredQuestions(codebook: Codebook): readonly Question[] {
+  const multi = codebook.questions.findIndex((q) => q.type !== 'single_label');
+  if (multi >= 0) {
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `${codebook.source ?? 'codebook'}: field "questions[${multi}].type": this version scores single-label ` +
+        'questions only; set type: single_label or move the multi-label question to a codebook of its own',
+    );
+  }
+  return codebook.questions;
 }
 
 /** Stable JSON: object keys sorted, so equal codebooks hash equally whatever the YAML key order. */

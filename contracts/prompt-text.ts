@@ -6,6 +6,7 @@ import { parseTemplate, type Codebook, type Question } from './codebook.js';
 /** Values of the codebook variables ({labels}, {label_descriptions}) for a question. */
 export function promptVariables(question: Question): Readonly<Record<string, string>> {
   return {
+    question: question.text ?? '',
     labels: question.labels.map((l) => l.answer).join(', '),
     label_descriptions: question.labels
       .map((l) => `- ${l.answer}${l.description ? `: ${l.description}` : ''}`)

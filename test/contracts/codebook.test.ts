@@ -10,10 +10,12 @@ import {
   parseCodebook,
   parseTemplate,
   resolveSequences,
+  scoredQuestions,
   singleQuestion,
   templateVariables,
 } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
+import { questionLayout } from '../../contracts/question-layout.js';
 
 const minimal = {
   task: 'sentiment',
@@ -84,6 +86,7 @@ describe('parseCodebook', () => {
       {
         ...minimal,
         labels: undefined,
+        prompt: { template: '{text}\nAnswer with one of {labels}' },
         questions: [
           { name: 'topic', labels: [{ name: 'health' }, { name: 'economy' }] },
           { name: 'frames', type: 'multi_label', labels: [{ name: 'risk' }, { name: 'blame' }] },
@@ -93,6 +96,7 @@ describe('parseCodebook', () => {
     );
     assert.equal(cb.questions.length, 2);
     assert.throws(() => singleQuestion(cb), /one single-label question/);
+    assert.throws(() => scoredQuestions(cb), /field "questions\[1\]\.type": .*single-label questions only/);
   });
 
   it('refuses an adapter scale outside -4..4, naming the adapter (1e30 gives flat distributions scored ok)', () => {
@@ -306,5 +310,88 @@ describe('resolveSequences', () => {
     assert.equal(resolveSequences(withSequences(4)), 4);
     assert.equal(resolveSequences(withSequences(4), 2), 2);
     assert.equal(resolveSequences(withSequences('auto'), 3), 3);
+  });
+});
+
+describe('parseCodebook with several questions', () => {
+  const { labels: _labels, ...base } = minimal;
+  const topic = { name: 'topic', question: 'What is the topic?', labels: [{ name: 'health' }, { name: 'economy' }] };
+  const tone = { name: 'tone', question: 'What is the tone?', labels: [{ name: 'calm' }, { name: 'angry' }] };
+  const multi = (template: string, extra: object = {}): unknown => ({
+    ...base,
+    questions: [topic, tone],
+    prompt: { template },
+    ...extra,
+  });
+
+  it("reads each question's name, text and labels", () => {
+    const cb = parseCodebook(multi('Text: {text}\n{question}'), { source: 'cb.yaml' });
+    assert.deepEqual(
+      cb.questions.map((q) => [q.name, q.text, q.labels.map((l) => l.name)]),
+      [
+        ['topic', 'What is the topic?', ['health', 'economy']],
+        ['tone', 'What is the tone?', ['calm', 'angry']],
+      ],
+    );
+    assert.equal(singleQuestion(parseCodebook(minimal, { source: 'cb.yaml' })).text, null);
+  });
+
+  it('tells a document-first layout from a question-first one', () => {
+    const layout = (template: string, system?: string): string =>
+      questionLayout(parseCodebook(multi(template, { prompt: { template, system } }), { source: 'cb.yaml' })).kind;
+    assert.equal(layout('Text: {text}\n{question} ({labels})'), 'document-first');
+    assert.equal(layout('{question}\nText: {text}'), 'question-first');
+    assert.equal(layout('Text: {text}\n{question}', 'Answer with one of {labels}.'), 'question-first');
+    assert.equal(questionLayout(parseCodebook(minimal, { source: 'cb.yaml' })).kind, 'single');
+    const reason = questionLayout(parseCodebook(multi('{question}\n{text}'), { source: 'cb.yaml' })).reason;
+    assert.match(reason ?? '', /\{question\} before \{text\}/);
+  });
+
+  it('refuses a question without labels, naming it', () => {
+    rejects(
+      multi('{text} {question}', { questions: [topic, { name: 'tone', question: 'Tone?' }] }),
+      /questions\[1\]\.labels/,
+    );
+    rejects(
+      multi('{text} {question}', { questions: [topic, { name: 'tone', question: 'Tone?', labels: [] }] }),
+      /questions\[1\]\.labels.*at least two labels/,
+    );
+  });
+
+  it('refuses two questions of the same name', () => {
+    rejects(
+      multi('{text} {question}', { questions: [topic, { ...tone, name: 'topic' }] }),
+      /"questions\[1\]\.name": question "topic" appears twice/,
+    );
+  });
+
+  it('refuses question text the template has nowhere to put, naming prompt.template', () => {
+    rejects(
+      multi('{text} Answer with one of {labels}'),
+      /"prompt\.template": questions\[0\] has a "question" text but the template has no \{question\}/,
+    );
+  });
+
+  it("refuses {question} without every question's text, or without questions", () => {
+    const { question: _text, ...untold } = tone;
+    rejects(
+      multi('{text} {question}', { questions: [topic, untold] }),
+      /"questions\[1\]\.question": the template uses \{question\}/,
+    );
+    rejects({ ...minimal, prompt: { template: '{text} {question}' } }, /"prompt\.template": \{question\} is filled/);
+  });
+
+  it('refuses several questions whose prompts would be identical', () => {
+    const { question: _a, ...plainTopic } = topic;
+    const { question: _b, ...plainTone } = tone;
+    rejects(
+      multi('Classify: {text}', { questions: [plainTopic, plainTone] }),
+      /"prompt\.template": the 2 questions would all get the same prompt/,
+    );
+  });
+
+  it('refuses the closed-model fallback with several questions, naming the field', () => {
+    rejects(multi('{text} {question}', { fallback: { enabled: true } }), /field "fallback": .*several questions/);
+    parseCodebook(multi('{text} {question}', { fallback: { enabled: false } }), { source: 'cb.yaml' });
   });
 });
