@@ -4,7 +4,7 @@
 
 import type { Codebook } from './codebook.js';
 import type { DocumentInput } from './document-input.js';
-import type { RowStatus } from './results.js';
+import type { QuestionAnswer, RowStatus } from './results.js';
 
 export interface DocumentScore {
   readonly status: RowStatus;
@@ -23,10 +23,18 @@ export interface DocumentScore {
    * not see the prompt as this task. Null when not scored.
    */
   readonly labelMass: number | null;
-  /** Tokens evaluated for this document beyond the shared prefix (document, template tail, label paths). */
+  /**
+   * Tokens evaluated for this document beyond the shared prefix: the document, each question's template tail, the
+   * label paths.
+   */
   readonly tokens: number;
   readonly truncated: boolean;
   readonly error: string | null;
+  /**
+   * A codebook with several questions: one answer per question, in codebook order (the fields above that describe
+   * one label distribution are then null). Absent for a one-question codebook.
+   */
+  readonly answers?: readonly QuestionAnswer[];
 }
 
 export interface ScoreOptions {
@@ -50,7 +58,7 @@ export interface ScorerSettings {
 }
 
 /**
- * Scores documents against the codebook's single question. Implementations hold native memory: callers dispose
+ * Scores documents against the codebook's questions. Implementations hold native memory: callers dispose
  * them on every path (`dispose()` or `await using`).
  */
 export interface DocumentScorer extends AsyncDisposable {

@@ -64,6 +64,20 @@ export function idTypeOf(column: { readonly physicalType: string; readonly logic
   return 'utf8';
 }
 
+/**
+ * One question's answer for a document, in a codebook with several questions (a `<question>__` column group each).
+ * The fields mean what the row's own fields of that name mean for a one-question codebook.
+ */
+export interface QuestionAnswer {
+  readonly label: string | null;
+  readonly confidence: number | null;
+  readonly margin: number | null;
+  readonly entropy: number | null;
+  /** In the question's label order; null when not scored. */
+  readonly probabilities: Float64Array | null;
+  readonly labelMass: number | null;
+}
+
 export interface ResultRow {
   /** Value of the input id column (null only when the input value itself is null). */
   readonly id: DocumentId | null;
@@ -95,6 +109,11 @@ export interface ResultRow {
    * sees the prompt as this task. Absent or null when not scored (and in files written before the column existed).
    */
   readonly labelMass?: number | null;
+  /**
+   * A multi-question codebook's answers, one per question in codebook order; the row's own label and score fields
+   * are then null. Absent for a one-question codebook.
+   */
+  readonly answers?: readonly QuestionAnswer[];
 }
 
 /** Column name of a label's probability in result files: `p_<label>`. */

@@ -1,16 +1,17 @@
-// The label scorer: P(label | document) computed by the model exactly over the codebook's label set — the
-// probability of each label's full answer token sequence after the prompt, renormalised over the labels.
+// The label scorer: P(label | document) computed by the model exactly over each question's label set — the
+// probability of each label's full answer token sequence after the prompt, renormalised over the labels. With several
+// questions the document is evaluated once and each question's tail is decoded after it, from a checkpoint.
 // No sampling anywhere. The shared prompt prefix is evaluated once per sequence and kept in the KV cache;
 // the batch layout depends only on the documents given, never on timing (see README, "Determinism").
 // A facade over worker/engine/: context plan, sequence pool, decode strategy, label trie scorer, distribution maths.
 
 import type { LlamaModel, Token } from 'node-llama-cpp';
-import { singleQuestion, type Codebook, type Label } from '../../contracts/codebook.js';
+import { scoredQuestions, type Codebook, type Label, type Question } from '../../contracts/codebook.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
 import type { DocumentScore, DocumentScorer, ScoreOptions, ScorerSettings } from '../../contracts/document-scorer.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
-import type { RowStatus } from '../../contracts/results.js';
+import type { QuestionAnswer, RowStatus } from '../../contracts/results.js';
 import { BatchedDecode } from './batched-decode.js';
 import { planContext } from './context-plan.js';
 import type { DecodeStrategy, DecodeStrategyName } from './decode-strategy.js';
@@ -24,7 +25,7 @@ import {
   type BuildPreference,
   type RuntimeInfo,
 } from './llama-runtime.js';
-import { PromptBuilder } from './prompt-builder.js';
+import { QuestionPrompts, type DocumentPrompts } from './question-prompts.js';
 import { SequencePool } from './sequence-pool.js';
 import { serialDecode } from './serial-decode.js';
 
@@ -45,13 +46,25 @@ export interface ScorerOptions {
   readonly build?: BuildPreference;
 }
 
-interface PendingDocument {
+interface PendingDocument extends DocumentPrompts {
   readonly index: number;
-  readonly tokens: Token[];
-  readonly truncated: boolean;
+}
+
+/** What one document costs, in tokens (for `rescale inspect`). */
+export interface DocumentCost {
+  /** The shared prefix, kept in the cache across documents. */
+  readonly sharedPrefix: number;
+  /** Tokens every question's prompt shares beyond the shared prefix: the document's part, evaluated once. */
+  readonly document: number;
+  /** Each question's tail after that, in question order (its answer is read after the tail's last token). */
+  readonly tails: readonly number[];
+  /** Each question's full prompt, for comparison: what K separate prompts would cost. */
+  readonly prompts: readonly number[];
 }
 
 export class LabelScorer implements DocumentScorer {
+  readonly questions: readonly Question[];
+  /** The first question's labels (the only question's, in a one-question codebook). */
   readonly labels: readonly Label[];
   /** Each label's answer token sequence as scored (a terminator appended where one label is a prefix of another). */
   readonly labelTokens: readonly (readonly Token[])[];
@@ -66,18 +79,24 @@ export class LabelScorer implements DocumentScorer {
     private readonly model: LlamaModel,
     private readonly ownsModel: boolean,
     private readonly pool: SequencePool,
-    private readonly prompts: PromptBuilder,
-    private readonly trie: LabelTrieScorer,
+    private readonly prompts: QuestionPrompts,
+    private readonly tries: readonly LabelTrieScorer[],
     private readonly decode: DecodeStrategy,
     private readonly logger: Logger,
   ) {
-    this.labels = singleQuestion(codebook).labels;
-    this.labelTokens = trie.labelTokens;
+    this.questions = scoredQuestions(codebook);
+    this.labels = (this.questions[0] as Question).labels;
+    this.labelTokens = (tries[0] as LabelTrieScorer).labelTokens;
+  }
+
+  /** Each question's label answer token sequences, in question order. */
+  get questionLabelTokens(): readonly (readonly (readonly Token[])[])[] {
+    return this.tries.map((trie) => trie.labelTokens);
   }
 
   static async create(codebook: Codebook, options: ScorerOptions = {}): Promise<LabelScorer> {
     const logger = options.logger ?? silentLogger;
-    const question = singleQuestion(codebook);
+    const questions = scoredQuestions(codebook);
     const llama = options.model?.llama ?? (await getRuntime({ build: options.build ?? 'auto', logger }));
     const info = await runtimeInfo(llama);
     for (const [i, adapter] of codebook.model.adapters.entries())
@@ -85,16 +104,18 @@ export class LabelScorer implements DocumentScorer {
     const model = options.model ?? (await loadModel(llama, codebook.model.path, codebook.model.gpuLayers));
     const ownsModel = options.model === undefined;
     try {
-      const prompts = PromptBuilder.create(model, codebook, question);
-      const trie = LabelTrieScorer.create(model, codebook, question);
+      const prompts = QuestionPrompts.create(model, codebook, questions);
+      const tries = questions.map((question, i) => LabelTrieScorer.create(model, codebook, question, i));
       const prefixLength = prompts.sharedPrefix.length;
       const probe = prompts.render({ text: 'x' }, codebook.model.maxDocumentTokens);
+      // The cache holds one question's prompt at a time (the others are rewound), so the longest one sizes it.
+      const longestProbe = Math.max(...probe.prompts.map((p) => p.length));
       const plan = planContext(
         codebook,
         {
           sharedPrefixTokens: prefixLength,
-          templateTokens: probe.tokens.length - prefixLength - 1,
-          longestLabelTokens: trie.longestLabelTokens,
+          templateTokens: longestProbe - prefixLength - 1,
+          longestLabelTokens: Math.max(...tries.map((trie) => trie.longestLabelTokens)),
           trainContextSize: model.trainContextSize,
         },
         { sequences: options.sequences, threads: options.threads },
@@ -114,16 +135,17 @@ export class LabelScorer implements DocumentScorer {
         maxDocumentTokens: codebook.model.maxDocumentTokens,
       });
       const { build, gpu, llamaCppRelease: llamaCpp } = info;
-      const labels = question.labels.length;
+      const labels = questions.reduce((n, question) => n + question.labels.length, 0);
       logger.log('info', 'label scorer ready', {
         build,
         gpu,
         llamaCpp,
         ...settings,
+        ...(questions.length > 1 ? { questions: questions.length } : {}),
         labels,
-        innerTrieNodes: trie.inner.length,
+        innerTrieNodes: tries.reduce((n, trie) => n + trie.inner.length, 0),
       });
-      return new LabelScorer(codebook, info, settings, model, ownsModel, pool, prompts, trie, decode, logger);
+      return new LabelScorer(codebook, info, settings, model, ownsModel, pool, prompts, tries, decode, logger);
     } catch (error) {
       if (ownsModel) await model.dispose();
       throw error;
@@ -135,14 +157,31 @@ export class LabelScorer implements DocumentScorer {
     return this.pool.dispatches.decodeCalls;
   }
 
-  /** The rendered prompt for a document, special tokens shown; for inspection. */
-  previewPrompt(doc: DocumentInput): string {
-    return this.prompts.preview(doc, this.settings.maxDocumentTokens);
+  /** The rendered prompt for a document (for one question: the first by default), special tokens shown. */
+  previewPrompt(doc: DocumentInput, question = 0): string {
+    return this.prompts.preview(doc, this.settings.maxDocumentTokens, question);
   }
 
-  /** Prompt tokens for a document exactly as scored (the shared prefix included). */
-  promptTokens(doc: DocumentInput): { tokens: Token[]; truncated: boolean } {
-    return this.prompts.render(doc, this.settings.maxDocumentTokens);
+  /** Prompt tokens for a document exactly as scored (the shared prefix included), for one question. */
+  promptTokens(doc: DocumentInput, question = 0): { tokens: Token[]; truncated: boolean } {
+    const rendered = this.prompts.render(doc, this.settings.maxDocumentTokens);
+    return { tokens: rendered.prompts[question] ?? [], truncated: rendered.truncated };
+  }
+
+  /** What a document costs with this codebook's layout; the label paths come on top. */
+  documentCost(doc: DocumentInput): DocumentCost {
+    const { prompts, checkpoint } = this.prompts.render(doc, this.settings.maxDocumentTokens);
+    const sharedPrefix = this.settings.sharedPrefixTokens;
+    if (prompts.length === 1) {
+      const length = prompts[0]?.length ?? 0;
+      return { sharedPrefix, document: length - sharedPrefix, tails: [0], prompts: [length] };
+    }
+    return {
+      sharedPrefix,
+      document: checkpoint - sharedPrefix,
+      tails: prompts.map((p) => p.length - checkpoint),
+      prompts: prompts.map((p) => p.length),
+    };
   }
 
   /**
@@ -158,7 +197,8 @@ export class LabelScorer implements DocumentScorer {
   private async scoreSerially(docs: readonly DocumentInput[], options: ScoreOptions): Promise<DocumentScore[]> {
     if (this.disposed) throw new RescaleError('INTERNAL', 'the label scorer was disposed');
     const results: DocumentScore[] = new Array<DocumentScore>(docs.length);
-    const capacity = this.settings.contextSize - this.labelTokens.reduce((m, t) => Math.max(m, t.length), 0);
+    const longestLabel = Math.max(...this.tries.map((trie) => trie.longestLabelTokens));
+    const capacity = this.settings.contextSize - longestLabel;
     let pending: PendingDocument[] = [];
     const flush = async (): Promise<void> => {
       if (pending.length === 0) return;
@@ -174,17 +214,18 @@ export class LabelScorer implements DocumentScorer {
         continue;
       }
       const rendered = this.prompts.render(doc, this.settings.maxDocumentTokens);
-      if (rendered.tokens.length > capacity) {
+      const longest = Math.max(...rendered.prompts.map((p) => p.length));
+      if (longest > capacity) {
         results[index] = unscored(
           'error',
-          `prompt is ${rendered.tokens.length} tokens, more than the context holds (${capacity}); raise ` +
+          `prompt is ${longest} tokens, more than the context holds (${capacity}); raise ` +
             'model.context_size or lower model.max_document_tokens',
           0,
           rendered.truncated,
         );
         continue;
       }
-      pending.push({ index, tokens: rendered.tokens, truncated: rendered.truncated });
+      pending.push({ index, ...rendered });
       if (pending.length === this.settings.sequences) {
         await flush();
         options.onProgress?.(index + 1);
@@ -201,10 +242,20 @@ export class LabelScorer implements DocumentScorer {
    */
   private async scoreGroup(group: readonly PendingDocument[]): Promise<DocumentScore[]> {
     try {
-      const starts = await serialDecode.each(group, (doc, slot) => this.pool.prepare(slot, doc.tokens));
-      const documents = group.map((doc, slot) => ({ tokens: doc.tokens, start: starts[slot] as number }));
-      const scores = await this.trie.scoreGroup(this.pool, documents, this.decode);
-      return group.map((doc, slot) => this.finish(scores[slot] as TrieScore, doc.truncated));
+      // Only the part every question shares is matched against the cached prefix.
+      const starts = await serialDecode.each(group, (doc, slot) =>
+        this.pool.prepare(slot, (doc.prompts[0] as Token[]).slice(0, doc.checkpoint + 1)),
+      );
+      if (this.tries.length === 1) {
+        const trie = this.tries[0] as LabelTrieScorer;
+        const documents = group.map((doc, slot) => ({
+          tokens: doc.prompts[0] as Token[],
+          start: starts[slot] as number,
+        }));
+        const scores = await trie.scoreGroup(this.pool, documents, this.decode);
+        return group.map((doc, slot) => this.finish(scores[slot] as TrieScore, doc.truncated));
+      }
+      return await this.scoreQuestions(group, starts);
     } catch (cause) {
       this.pool.invalidate();
       throw new RescaleError('ENGINE_FAILED', `llama.cpp evaluation failed: ${errorMessage(cause)}`, {
@@ -212,6 +263,55 @@ export class LabelScorer implements DocumentScorer {
         retryable: true,
       });
     }
+  }
+
+  /**
+   * Several questions: the document (everything the questions' prompts share beyond the cached prefix) is evaluated
+   * once, in one phase across the group; then for each question every sequence is rewound to that checkpoint and the
+   * question's tail and label trie are decoded after it.
+   */
+  private async scoreQuestions(group: readonly PendingDocument[], starts: readonly number[]): Promise<DocumentScore[]> {
+    // A document whose part is all in the cache (a question-first layout) has nothing to evaluate in this phase.
+    const documentPart = group.flatMap((doc, slot) => {
+      const start = starts[slot] as number;
+      return start < doc.checkpoint ? [{ slot, tokens: (doc.prompts[0] as Token[]).slice(start, doc.checkpoint) }] : [];
+    });
+    if (documentPart.length > 0)
+      await this.decode.each(documentPart, (part) => this.pool.sequence(part.slot).controlledEvaluate(part.tokens));
+    const answers = group.map(() => [] as TrieScore[]);
+    for (const [q, trie] of this.tries.entries()) {
+      await Promise.all(group.map((doc, slot) => this.pool.rewind(slot, doc.checkpoint)));
+      const tails = group.map((doc) => ({ tokens: doc.prompts[q] as Token[], start: doc.checkpoint }));
+      const scores = await trie.scoreGroup(this.pool, tails, this.decode);
+      scores.forEach((score, slot) => answers[slot]?.push(score));
+    }
+    return group.map((doc, slot) =>
+      this.finishQuestions(answers[slot] as TrieScore[], doc.checkpoint - (starts[slot] as number), doc.truncated),
+    );
+  }
+
+  private finishQuestions(scores: readonly TrieScore[], documentTokens: number, truncated: boolean): DocumentScore {
+    const tokens = scores.reduce((n, score) => n + score.tokens, documentTokens);
+    const failed: string[] = [];
+    const answers = scores.map((score, q): QuestionAnswer => {
+      const question = this.questions[q] as Question;
+      const distribution = labelDistribution(score.logProbabilities);
+      if (distribution === null) {
+        failed.push(question.name);
+        const none = { label: null, probabilities: null, confidence: null, margin: null, entropy: null };
+        return { ...none, labelMass: score.labelMass };
+      }
+      const { probabilities, top, confidence, margin, entropy } = distribution;
+      const label = (question.labels[top] as Label).name;
+      return { label, probabilities, confidence, margin, entropy, labelMass: score.labelMass };
+    });
+    const error =
+      failed.length === 0 ? null : `every label of question(s) ${failed.join(', ')} has probability 0 under the model`;
+    return {
+      ...unscored(error === null ? (truncated ? 'truncated' : 'ok') : 'error', error ?? '', tokens, truncated),
+      error,
+      answers,
+    };
   }
 
   private finish(score: TrieScore, truncated: boolean): DocumentScore {

@@ -42,15 +42,16 @@ export class LabelTrieScorer {
   }
 
   /** Tokenises the labels' answers as the model will see them after the prompt and builds their trie. */
-  static create(model: LlamaModel, codebook: Codebook, question: Question): LabelTrieScorer {
+  static create(model: LlamaModel, codebook: Codebook, question: Question, questionIndex = 0): LabelTrieScorer {
     const terminator = (codebook.prompt.format === 'chat' ? model.tokens.eot : null) ?? model.tokens.eos;
+    const field = codebook.questions.length > 1 ? `questions[${questionIndex}].labels` : 'labels';
     const answerTokens = question.labels.map((label, i) => {
       const tokens = model.tokenize(codebook.prompt.answerPrefix + label.answer, false, 'trimLeadingSpace');
       if (tokens.length === 0) {
         throw new RescaleError(
           'LABEL_INVALID',
-          `${codebook.source ?? 'codebook'}: label "${label.name}" (field "labels[${i}]") tokenises to nothing; give ` +
-            'it a visible "answer" text',
+          `${codebook.source ?? 'codebook'}: label "${label.name}" (field "${field}[${i}]") tokenises to nothing; ` +
+            'give it a visible "answer" text',
         );
       }
       return tokens;

@@ -1,0 +1,61 @@
+// The prompts of all a codebook's questions for one document. Their longest common token prefix (the shared prefix,
+// then the document where the template puts it before the questions) is evaluated once; each question's tail is
+// decoded after that checkpoint.
+
+import type { LlamaModel, Token } from 'node-llama-cpp';
+import type { Codebook, Question } from '../../contracts/codebook.js';
+import type { DocumentInput } from '../../contracts/document-input.js';
+import { PromptBuilder } from './prompt-builder.js';
+
+export interface DocumentPrompts {
+  /** Each question's full prompt, in question order (the shared prefix included). */
+  readonly prompts: readonly Token[][];
+  /**
+   * How many leading tokens every prompt shares and is evaluated once: the prompts' common prefix, at most all but
+   * the shortest prompt's last token (each question's tail holds at least the token its answer is read after). For
+   * one question, all but the last token.
+   */
+  readonly checkpoint: number;
+  /** The text was cut to max_document_tokens. */
+  readonly truncated: boolean;
+}
+
+export class QuestionPrompts {
+  /** Tokens every prompt of every document starts with; evaluated once per sequence. */
+  readonly sharedPrefix: readonly Token[];
+  readonly chatWrapperName: string | null;
+
+  private constructor(private readonly builders: readonly PromptBuilder[]) {
+    const first = builders[0] as PromptBuilder;
+    this.chatWrapperName = first.chatWrapperName;
+    this.sharedPrefix = first.sharedPrefix.slice(0, commonPrefixLength(builders.map((b) => b.sharedPrefix)));
+  }
+
+  static create(model: LlamaModel, codebook: Codebook, questions: readonly Question[]): QuestionPrompts {
+    return new QuestionPrompts(questions.map((question) => PromptBuilder.create(model, codebook, question)));
+  }
+
+  render(doc: DocumentInput, maxDocumentTokens: number): DocumentPrompts {
+    const rendered = this.builders.map((builder) => builder.render(doc, maxDocumentTokens));
+    const prompts = rendered.map((r) => r.tokens);
+    const shortest = Math.min(...prompts.map((p) => p.length));
+    return {
+      prompts,
+      checkpoint: Math.min(commonPrefixLength(prompts), shortest - 1),
+      truncated: rendered[0]?.truncated ?? false,
+    };
+  }
+
+  /** One question's full prompt as text with special tokens shown. */
+  preview(doc: DocumentInput, maxDocumentTokens: number, question = 0): string {
+    return (this.builders[question] as PromptBuilder).preview(doc, maxDocumentTokens);
+  }
+}
+
+function commonPrefixLength(sequences: readonly (readonly Token[])[]): number {
+  const [first, ...rest] = sequences;
+  if (first === undefined) return 0;
+  let common = 0;
+  while (common < first.length && rest.every((s) => s[common] === first[common])) common++;
+  return common;
+}
