@@ -1,11 +1,13 @@
 // `rescale inspect`: what a corpus holds (files, rows, row groups, columns, a few rows) and, given a codebook,
-// the exact prompt the model will see for the first document, with its token counts.
+// the exact prompt the model will see for the first document, with its token counts, and for several questions the
+// layout (document evaluated once, or once per question) and what each document costs.
 
 import { loadCodebook } from '../contracts/codebook.js';
+import { questionLayout, type QuestionLayout } from '../contracts/question-layout.js';
 import type { Logger } from '../contracts/logger.js';
 import type { ShardSpec } from '../contracts/shard.js';
 import { resolveCorpus } from '../coordinator/corpus.js';
-import { LabelScorer } from '../worker/engine/label-scorer.js';
+import { LabelScorer, type DocumentCost } from '../worker/engine/label-scorer.js';
 import { readShardRows, toText } from '../storage/parquet-rows.js';
 
 const SAMPLE_ROWS = 5;
@@ -58,19 +60,66 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
   try {
     const doc = { text: row[codebook.textColumn] ?? null, columns: row };
     const { tokens, truncated } = scorer.promptTokens(doc);
+    const ofQuestion = scorer.questions.length > 1 ? ` of question ${scorer.questions[0]?.name ?? ''}` : '';
     out(
-      `\nprompt for the first row (${tokens.length} tokens, ${scorer.settings.sharedPrefixTokens} shared and ` +
-        `evaluated once${truncated ? ', text truncated' : ''}; chat template: ` +
-        `${scorer.settings.chatWrapper ?? 'raw'}):`,
+      `\nprompt${ofQuestion} for the first row (${tokens.length} tokens, ` +
+        `${scorer.settings.sharedPrefixTokens} shared and evaluated once${truncated ? ', text truncated' : ''}; ` +
+        `chat template: ${scorer.settings.chatWrapper ?? 'raw'}):`,
     );
     out(scorer.previewPrompt(doc));
-    out(
-      `\nanswers scored: ` +
-        `${scorer.labels.map((l, i) => `${l.name} → ${scorer.labelTokens[i]?.length ?? 0} token(s)`).join(', ')}`,
-    );
+    if (scorer.questions.length === 1) {
+      out(
+        `\nanswers scored: ` +
+          `${scorer.labels.map((l, i) => `${l.name} → ${scorer.labelTokens[i]?.length ?? 0} token(s)`).join(', ')}`,
+      );
+      return;
+    }
+    const layout = questionLayout(codebook);
+    for (const line of layoutLines(
+      layout,
+      scorer.documentCost(doc),
+      scorer.questions.map((q) => q.name),
+    ))
+      out(line);
+    scorer.questions.forEach((question, q) => {
+      const tokens = scorer.questionLabelTokens[q] ?? [];
+      const answers = question.labels.map((l, i) => `${l.name} → ${tokens[i]?.length ?? 0} token(s)`).join(', ');
+      out(`answers scored for ${question.name}: ${answers}`);
+    });
   } finally {
     await scorer.dispose();
   }
+}
+
+/** The layout of a multi-question codebook and the first row's cost in tokens, in words. */
+export function layoutLines(layout: QuestionLayout, cost: DocumentCost, names: readonly string[]): string[] {
+  const k = names.length;
+  const tails = cost.tails.reduce((a, b) => a + b, 0);
+  const together = cost.document + tails;
+  const separate = cost.prompts.reduce((a, p) => a + p - cost.sharedPrefix, 0);
+  const perTail = names.map((name, q) => `${name} ${cost.tails[q] ?? 0}`).join(', ');
+  const lines = [
+    '',
+    `layout: ${k} questions, ${layout.kind === 'document-first' ? 'document first' : 'question first'}`,
+    `tokens for the first row: shared prefix ${cost.sharedPrefix} (evaluated once per sequence), document part ` +
+      `${cost.document} (evaluated once), question tails ${perTail} (Σ ${tails}); ${together} per document plus ` +
+      'the label paths',
+  ];
+  if (layout.kind === 'document-first') {
+    lines.push(
+      `the document is evaluated once and each question's tail is decoded after it: ${together} tokens instead of ` +
+        `${separate} for ${k} separate prompts`,
+    );
+  } else {
+    lines.push(
+      `warning: ${layout.reason ?? 'a question comes before the document'}, so each question is a prompt of its own ` +
+        `and every document is evaluated ${k}× (${together} tokens per document). Put {question}, {labels} and ` +
+        '{label_descriptions} after the document variables (and out of prompt.system) to evaluate each document ' +
+        'once; the adapters must then be trained on that prompt layout (rescale sample --codebook writes ' +
+        "training sets with the codebook's prompt, one codebook per question).",
+    );
+  }
+  return lines;
 }
 
 function clip(text: string | null): string | null {

@@ -62,6 +62,11 @@ const mergeSectionSchema = z.object({
   codec: z.enum(['ZSTD', 'GZIP', 'SNAPPY', 'UNCOMPRESSED']),
   rowGroups: count,
   labels: z.array(z.string()).readonly(),
+  /** A codebook with several questions: each question's name and labels (then `labels` is empty). */
+  questions: z
+    .array(z.object({ name: z.string(), labels: z.array(z.string()).readonly() }))
+    .readonly()
+    .optional(),
   statusCounts: z.record(z.enum(ROW_STATUSES), count),
   sourceCounts: z.record(z.enum(RESULT_SOURCES), count),
   fallbackStatusCounts: z.record(z.enum(FALLBACK_STATUSES), count),

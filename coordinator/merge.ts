@@ -24,8 +24,13 @@ import {
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
 import { writeBytesAtomic, writeFileAtomic } from '../storage/atomic-file.js';
 import { outputLayout, shardResultPath } from '../storage/output-layout.js';
-import { labelsQuestion, resultSchemaFor, type NullColumn } from '../storage/result-schema.js';
-import { isShardComplete, readShardResult, type ShardResultFile } from '../storage/shard-result-file.js';
+import { resultSchemaFor, type NullColumn, type ResultQuestion } from '../storage/result-schema.js';
+import {
+  isShardComplete,
+  readShardResult,
+  shardQuestions,
+  type ShardResultFile,
+} from '../storage/shard-result-file.js';
 
 /** Parquet codecs the merge can write; ZSTD (the default) comes from the `@bokuweb/zstd-wasm` dependency. */
 export type ResultCodec = 'ZSTD' | 'GZIP' | 'SNAPPY' | 'UNCOMPRESSED';
@@ -42,8 +47,10 @@ export interface MergeShardsOptions {
   readonly shardDir: string;
   /** Path of the merged Parquet file; the manifest goes to outputLayout(output).manifestFile. */
   readonly output: string;
-  /** Codebook labels in order (one p_<label> column each); must match the shard files. */
+  /** Codebook labels in order (one p_<label> column each); must match the shard files. Empty with `questions`. */
   readonly labels: readonly string[];
+  /** A codebook with several questions: each with its labels, in codebook order; must match the shard files. */
+  readonly questions?: readonly ResultQuestion[];
   /**
    * Run manifest from the caller, normally buildManifest's head plus the run's `fallback` (and `run` in cluster mode);
    * written with a `merge` section added, as contracts/run-manifest.ts describes.
@@ -102,7 +109,8 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     FallbackStatus,
     number
   >;
-  const resultSchema = resultSchemaFor([labelsQuestion(labels)], plan.idType);
+  const questions = shardQuestions(options);
+  const resultSchema = resultSchemaFor(questions, plan.idType);
   const schema = resultSchema.parquetSchema();
   const columns = resultSchema.columns;
   const columnNames = columns.map((column) => column.name);
@@ -139,7 +147,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
       const fallbackStatusColumn = columnNames.indexOf('fallback_status');
       for (const shard of shards) {
         const result = await readShardResult(shardResultPath(shardDir, shard.id));
-        checkShardResult(result, shard, labels, plan.idType);
+        checkShardResult(result, shard, questions, plan.idType);
         columns.forEach((column, c) =>
           appendColumn(pending[c] ?? [], resultSchema.columnOf(result.table, column), column.name, result.path),
         );
@@ -182,7 +190,8 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     sha256: hash.digest('hex'),
     codec,
     rowGroups,
-    labels,
+    labels: questions.length > 1 ? [] : labels,
+    ...(questions.length > 1 ? { questions: questions.map((q) => ({ name: q.name, labels: [...q.labels] })) } : {}),
     statusCounts,
     sourceCounts,
     fallbackStatusCounts,
@@ -268,7 +277,12 @@ async function checkAllPresent(shards: readonly ShardSpec[], shardDir: string): 
   );
 }
 
-function checkShardResult(result: ShardResultFile, shard: ShardSpec, labels: readonly string[], idType: IdType): void {
+function checkShardResult(
+  result: ShardResultFile,
+  shard: ShardSpec,
+  questions: readonly ResultQuestion[],
+  idType: IdType,
+): void {
   const { metadata } = result;
   const fail = (problem: string): never => {
     throw new RescaleError(
@@ -277,9 +291,13 @@ function checkShardResult(result: ShardResultFile, shard: ShardSpec, labels: rea
     );
   };
   if (metadata.shardId !== shard.id) fail(`belongs to shard ${metadata.shardId}`);
-  if (metadata.labels.length !== labels.length || metadata.labels.some((label, i) => label !== labels[i])) {
-    fail(`was written for labels [${metadata.labels.join(', ')}], not [${labels.join(', ')}]`);
-  }
+  const describe = (qs: readonly ResultQuestion[]): string =>
+    qs.length === 1
+      ? `labels [${qs[0]?.labels.join(', ')}]`
+      : `questions ${qs.map((q) => `${q.name} [${q.labels.join(', ')}]`).join(', ')}`;
+  const written = shardQuestions(metadata);
+  if (describe(written) !== describe(questions))
+    fail(`was written for ${describe(written)}, not ${describe(questions)}`);
   if (metadata.idType !== idType) fail(`has id type ${metadata.idType}, the plan has ${idType}`);
   const expected = shard.rowEnd - shard.rowStart;
   if (result.rows !== expected) fail(`has ${result.rows} rows, the shard has ${expected}`);

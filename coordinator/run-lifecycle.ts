@@ -3,7 +3,7 @@
 
 import { access, constants, mkdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { loadCodebook, singleQuestion, type Codebook } from '../contracts/codebook.js';
+import { loadCodebook, scoredQuestions, type Codebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import type { Logger } from '../contracts/logger.js';
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
@@ -320,10 +320,16 @@ export async function mergeRun(input: MergeRunInput): Promise<MergeSummary> {
     plan: input.plan,
     shardDir: input.shardDir,
     output: input.output,
-    labels: singleQuestion(input.codebook).labels.map((l) => l.name),
+    ...mergeQuestions(input.codebook),
     manifest: { ...manifest, ...input.manifestExtra },
     logger: input.logger,
   });
+}
+
+/** What the merge checks the shard files against: the one question's labels, or every question's. */
+function mergeQuestions(codebook: Codebook): { labels: string[]; questions?: { name: string; labels: string[] }[] } {
+  const questions = scoredQuestions(codebook).map((q) => ({ name: q.name, labels: q.labels.map((l) => l.name) }));
+  return questions.length > 1 ? { labels: [], questions } : { labels: questions[0]?.labels ?? [] };
 }
 
 export interface MergeOnlyOptions extends RunRequest {

@@ -27,6 +27,7 @@ import {
   type FallbackOutcome,
   type FallbackStatus,
   type IdType,
+  type QuestionAnswer,
   type ResultRow,
   type ResultSource,
   type RowStatus,
@@ -42,6 +43,11 @@ export interface ResultQuestion {
 /** The question of a codebook written with `labels:` (parseCodebook names it "label"). */
 export function labelsQuestion(labels: readonly string[]): ResultQuestion {
   return { name: 'label', labels };
+}
+
+/** The column name of a question's base column in a multi-question result: `<question>__<base>`. */
+export function questionColumn(question: string, base: string): string {
+  return `${question}__${base}`;
 }
 
 /** How a shard file written before a column existed reads it: as another column's values, or as nulls. */
@@ -64,8 +70,11 @@ export interface NullColumn {
   readonly nulls: number;
 }
 
-/** The part of a ResultRow that belongs to one question; today a row answers one question, so it is the row itself. */
-type QuestionAnswer = Pick<
+/**
+ * The part of a ResultRow that belongs to one question: the row itself for a one-question codebook, an entry of its
+ * `answers` for several.
+ */
+type RowAnswer = Pick<
   ResultRow,
   'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities' | 'localLabel' | 'fallback' | 'labelMass'
 >;
@@ -77,12 +86,21 @@ type Cell = (column: ResultColumn) => unknown;
 interface QuestionColumns {
   readonly scores: readonly ResultColumn[];
   readonly opinions: readonly ResultColumn[];
-  decodeScores(cell: Cell): Pick<QuestionAnswer, 'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities'>;
-  decodeOpinions(cell: Cell): Pick<QuestionAnswer, 'localLabel' | 'fallback'>;
+  decodeScores(cell: Cell): Pick<RowAnswer, 'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities'>;
+  decodeOpinions(cell: Cell): Pick<RowAnswer, 'localLabel' | 'fallback'>;
   /** Columns added after the opinions (read as nulls from older files). */
   readonly added: readonly ResultColumn[];
-  decodeAdded(cell: Cell): Pick<QuestionAnswer, 'labelMass'>;
+  decodeAdded(cell: Cell): Pick<RowAnswer, 'labelMass'>;
 }
+
+const NO_ANSWER: QuestionAnswer = {
+  label: null,
+  confidence: null,
+  margin: null,
+  entropy: null,
+  probabilities: null,
+  labelMass: null,
+};
 
 export class ResultSchema {
   /** All columns in file order. */
@@ -92,14 +110,21 @@ export class ResultSchema {
     readonly questions: readonly ResultQuestion[],
     readonly idType: IdType,
     private readonly head: RowColumns['head'],
-    private readonly question: QuestionColumns,
+    /** One group per question: a one-question codebook's unprefixed, or each question's `<name>__` group. */
+    private readonly groups: readonly QuestionColumns[],
     private readonly tail: RowColumns['tail'],
   ) {
-    this.columns = [...head.columns, ...question.scores, ...tail.columns, ...question.opinions, ...question.added];
+    // One question: today's layout (scores, row columns, opinions, label mass). Several: each question's scores and
+    // label mass together, then the row columns; the fallback's opinions are not written (it takes one question).
+    const [single] = groups;
+    this.columns =
+      groups.length === 1 && single !== undefined
+        ? [...head.columns, ...single.scores, ...tail.columns, ...single.opinions, ...single.added]
+        : [...head.columns, ...groups.flatMap((group) => [...group.scores, ...group.added]), ...tail.columns];
     const seen = new Set<string>();
     for (const column of this.columns) {
       if (seen.has(column.name)) {
-        const fix = 'rename the label so its p_ column is unique';
+        const fix = 'rename the label (or the question) so its column is unique';
         throw new RescaleError('CODEBOOK_INVALID', `Two result columns would be named "${column.name}"; ${fix}.`);
       }
       seen.add(column.name);
@@ -107,33 +132,37 @@ export class ResultSchema {
   }
 
   /**
-   * One column group per question. Result files hold one question today, with unprefixed column names; a codebook
-   * with several questions is refused here until their groups get names (singleQuestion refuses it earlier).
+   * One column group per question: a one-question codebook's columns carry no prefix (the layout files always had);
+   * with several questions each column is `<question>__<column>`.
    */
   static build(questions: readonly ResultQuestion[], idType: IdType): ResultSchema {
-    const [question, ...rest] = questions;
-    if (question === undefined || rest.length > 0) {
-      throw new RescaleError(
-        'CODEBOOK_INVALID',
-        `Result files hold one question; got ${questions.length} (${questions.map((q) => q.name).join(', ')}). ` +
-          'Split the codebook into one codebook per question.',
-      );
-    }
+    if (questions.length === 0) throw new RescaleError('INTERNAL', 'Result columns need at least one question.');
     if (!ID_TYPES.includes(idType)) {
       throw new RescaleError('INTERNAL', `Unknown id type ${String(idType)}; the id type must come from the plan.`);
     }
     const row = rowColumns(idType);
-    return new ResultSchema(
-      questions,
-      idType,
-      row.head,
-      questionColumns(
-        question,
-        (name) => name,
-        (r) => r,
-      ),
-      row.tail,
-    );
+    const groups =
+      questions.length === 1
+        ? [
+            questionColumns(
+              questions[0] as ResultQuestion,
+              (name) => name,
+              (r) => r,
+            ),
+          ]
+        : questions.map((question, q) =>
+            questionColumns(
+              question,
+              (base) => questionColumn(question.name, base),
+              (r) => r.answers?.[q] ?? NO_ANSWER,
+            ),
+          );
+    return new ResultSchema(questions, idType, row.head, groups, row.tail);
+  }
+
+  /** Several questions, each with its own `<question>__` column group. */
+  get multiQuestion(): boolean {
+    return this.groups.length > 1;
   }
 
   /** The Arrow schema of a shard result file, with the file's metadata. */
@@ -178,14 +207,23 @@ export class ResultSchema {
     for (let i = 0; i < table.numRows; i++) {
       const cell: Cell = (column) => (readers.get(column) as (i: number) => unknown)(i);
       // Field order as the writer's callers build rows, so decoded rows print like the originals.
-      const { head, question, tail } = this;
-      rows.push({
-        ...head.decode(cell),
-        ...question.decodeScores(cell),
-        ...tail.decode(cell),
-        ...question.decodeOpinions(cell),
-        ...question.decodeAdded(cell),
-      });
+      const { head, groups, tail } = this;
+      const [single] = groups;
+      if (groups.length === 1 && single !== undefined) {
+        rows.push({
+          ...head.decode(cell),
+          ...single.decodeScores(cell),
+          ...tail.decode(cell),
+          ...single.decodeOpinions(cell),
+          ...single.decodeAdded(cell),
+        });
+        continue;
+      }
+      const answers = groups.map((group): QuestionAnswer => ({
+        ...group.decodeScores(cell),
+        labelMass: group.decodeAdded(cell).labelMass ?? null,
+      }));
+      rows.push({ ...head.decode(cell), ...NO_ANSWER_ROW, ...tail.decode(cell), answers });
     }
     return rows;
   }
@@ -199,6 +237,13 @@ export class ResultSchema {
    * The merged file's key-value metadata: the label order and the id type, for readers that do not know the codebook.
    */
   parquetKeyValue(): { key: string; value: string }[] {
+    if (this.multiQuestion) {
+      const questions = this.questions.map((q) => ({ name: q.name, labels: q.labels }));
+      return [
+        { key: 'rescale.questions', value: JSON.stringify(questions) },
+        { key: 'rescale.id_type', value: this.idType },
+      ];
+    }
     const labels = this.questions[0]?.labels ?? [];
     return [
       { key: 'rescale.labels', value: JSON.stringify(labels) },
@@ -206,6 +251,9 @@ export class ResultSchema {
     ];
   }
 }
+
+/** A multi-question row's own label and score fields: null, its answers hold them. */
+const NO_ANSWER_ROW = { label: null, confidence: null, margin: null, entropy: null, probabilities: null } as const;
 
 /** The columns of a codebook's questions with the plan's id type. */
 export function resultSchemaFor(questions: readonly ResultQuestion[], idType: IdType): ResultSchema {
@@ -262,7 +310,7 @@ function rowColumns(idType: IdType): RowColumns {
 function questionColumns(
   question: ResultQuestion,
   name: (base: string) => string,
-  answer: (row: ResultRow) => QuestionAnswer,
+  answer: (row: ResultRow) => RowAnswer,
 ): QuestionColumns {
   const label = utf8Column(name('label'), true, (r) => answer(r).label);
   const confidence = float64Column(name('confidence'), (r) => answer(r).confidence);

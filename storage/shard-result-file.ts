@@ -16,7 +16,7 @@ import type { ShardSpec } from '../contracts/shard.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { shardResultPath } from './output-layout.js';
 import { arrowIdType } from './parquet-rows.js';
-import { labelsQuestion, resultSchemaFor } from './result-schema.js';
+import { labelsQuestion, resultSchemaFor, type ResultQuestion } from './result-schema.js';
 
 /** Schema metadata key holding the shard's identity (JSON), checked by the merge. */
 export const SHARD_METADATA_KEY = 'rescale.shard';
@@ -30,15 +30,28 @@ export interface ShardResultMetadata {
   readonly rowStart: number;
   readonly rowEnd: number;
   readonly corpusRowStart: number;
+  /** The labels of a one-question codebook (empty with several questions). */
   readonly labels: readonly string[];
+  /** Several questions: each with its labels, in codebook order; absent for one question. */
+  readonly questions?: readonly ResultQuestion[];
   readonly idType: IdType;
+}
+
+/** The questions a shard file or a merge holds: several when given, else the one question of `labels`. */
+export function shardQuestions(spec: {
+  readonly labels: readonly string[];
+  readonly questions?: readonly ResultQuestion[] | undefined;
+}): readonly ResultQuestion[] {
+  return spec.questions !== undefined && spec.questions.length > 1 ? spec.questions : [labelsQuestion(spec.labels)];
 }
 
 export interface WriteShardResultOptions {
   readonly dir: string;
   readonly shard: ShardSpec;
-  /** Codebook labels in order; one `p_<label>` column each. */
+  /** Codebook labels in order; one `p_<label>` column each. Empty when `questions` are given. */
   readonly labels: readonly string[];
+  /** A codebook with several questions: each question and its labels, in codebook order. */
+  readonly questions?: readonly ResultQuestion[];
   readonly idType: IdType;
   /** Exactly one row per input row of the shard, in row order. */
   readonly rows: readonly ResultRow[];
@@ -53,7 +66,8 @@ export async function isShardComplete(dir: string, shardId: string): Promise<boo
 /** Validates the rows against the shard, encodes them and writes `<dir>/<shardId>.arrow` atomically. */
 export async function writeShardResult(options: WriteShardResultOptions): Promise<string> {
   const { dir, shard, labels, idType, rows } = options;
-  checkRows(shard, labels, idType, rows);
+  const questions = shardQuestions(options);
+  checkRows(shard, questions, idType, rows);
   const metadata: ShardResultMetadata = {
     version: 1,
     shardId: shard.id,
@@ -63,10 +77,11 @@ export async function writeShardResult(options: WriteShardResultOptions): Promis
     rowStart: shard.rowStart,
     rowEnd: shard.rowEnd,
     corpusRowStart: shard.corpusRowStart,
-    labels: [...labels],
+    labels: questions.length > 1 ? [] : [...labels],
+    ...(questions.length > 1 ? { questions: questions.map((q) => ({ name: q.name, labels: [...q.labels] })) } : {}),
     idType,
   };
-  const table = resultSchemaFor([labelsQuestion(labels)], idType).encode(
+  const table = resultSchemaFor(questions, idType).encode(
     rows,
     new Map([[SHARD_METADATA_KEY, JSON.stringify(metadata)]]),
   );
@@ -133,6 +148,7 @@ function parseMetadata(json: string | undefined): ShardResultMetadata {
     value.version !== 1 ||
     typeof value.shardId !== 'string' ||
     !Array.isArray(value.labels) ||
+    (value.questions !== undefined && !Array.isArray(value.questions)) ||
     !ID_TYPES.includes(value.idType as IdType)
   ) {
     throw new Error(`schema metadata "${SHARD_METADATA_KEY}" is malformed`);
@@ -143,7 +159,11 @@ function parseMetadata(json: string | undefined): ShardResultMetadata {
 /**
  * Decodes a result table back into ResultRows (tests, fallback re-scoring, inspection); the id keeps the file's type.
  */
-export function resultRowsOf(table: Table, labels: readonly string[]): ResultRow[] {
+export function resultRowsOf(
+  table: Table,
+  labels: readonly string[],
+  questions?: readonly ResultQuestion[],
+): ResultRow[] {
   const idField = table.schema.fields.find((field) => field.name === 'id');
   const idType = ID_TYPES.find((type) => idField !== undefined && String(arrowIdType(type)) === String(idField.type));
   if (idType === undefined)
@@ -151,11 +171,17 @@ export function resultRowsOf(table: Table, labels: readonly string[]): ResultRow
       'SHARD_INCOMPLETE',
       `Result table has no usable column "id" (${String(idField?.type ?? 'missing')}); run the shard again.`,
     );
-  return resultSchemaFor([labelsQuestion(labels)], idType).decode(table);
+  return resultSchemaFor(shardQuestions({ labels, questions }), idType).decode(table);
 }
 
 /** A final file means a complete shard, so the rows must be exactly the shard's rows, in order. */
-function checkRows(shard: ShardSpec, labels: readonly string[], idType: IdType, rows: readonly ResultRow[]): void {
+function checkRows(
+  shard: ShardSpec,
+  questions: readonly ResultQuestion[],
+  idType: IdType,
+  rows: readonly ResultRow[],
+): void {
+  const labels = questions.length === 1 ? (questions[0]?.labels ?? []) : [];
   const expected = shard.rowEnd - shard.rowStart;
   const fail = (problem: string): never => {
     throw new RescaleError(
@@ -166,7 +192,9 @@ function checkRows(shard: ShardSpec, labels: readonly string[], idType: IdType, 
   };
   if (rows.length !== expected) fail(`got ${rows.length} result rows for ${expected} input rows`);
   if (!ID_TYPES.includes(idType)) fail(`unknown id type ${String(idType)}`);
-  if (new Set(labels).size !== labels.length) fail('labels are not unique');
+  for (const question of questions)
+    if (new Set(question.labels).size !== question.labels.length) fail(`labels of ${question.name} are not unique`);
+  if (new Set(questions.map((q) => q.name)).size !== questions.length) fail('question names are not unique');
   rows.forEach((row, i) => {
     if (row.row !== shard.corpusRowStart + i)
       fail(`row ${i} has corpus index ${row.row}, expected ${shard.corpusRowStart + i}`);
@@ -174,6 +202,16 @@ function checkRows(shard: ShardSpec, labels: readonly string[], idType: IdType, 
     if (row.probabilities !== null && row.probabilities.length !== labels.length) {
       fail(`row ${row.row} has ${row.probabilities.length} probabilities for ${labels.length} labels`);
     }
+    if (questions.length > 1) {
+      if (row.answers?.length !== questions.length)
+        fail(`row ${row.row} has ${row.answers?.length ?? 0} answers for ${questions.length} questions`);
+      row.answers?.forEach((answer, q) => {
+        const count = questions[q]?.labels.length ?? 0;
+        if (answer.probabilities !== null && answer.probabilities.length !== count)
+          fail(`row ${row.row} has ${answer.probabilities.length} probabilities for ${count} labels of question ${q}`);
+      });
+      if (row.fallback != null) fail(`row ${row.row} has a fallback opinion, which several questions cannot have`);
+    } else if (row.answers !== undefined) fail(`row ${row.row} has answers for several questions`);
     if (!ROW_STATUSES.includes(row.status)) fail(`row ${row.row} has unknown status ${String(row.status)}`);
     if (!RESULT_SOURCES.includes(row.source)) fail(`row ${row.row} has unknown source ${String(row.source)}`);
     if (!Number.isInteger(row.tokens) || row.tokens < 0 || row.tokens > 0x7fffffff)

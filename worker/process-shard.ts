@@ -3,7 +3,7 @@
 // Local mode calls it from an in-process loop, cluster workers from the BullMQ processor; nothing in the
 // result depends on which.
 
-import { singleQuestion } from '../contracts/codebook.js';
+import { CODEBOOK_VARIABLES, scoredQuestions } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { DocumentId, FallbackStatus, IdType, ResultRow, RowStatus } from '../contracts/results.js';
@@ -52,6 +52,9 @@ export interface ShardOutcome {
   readonly path: string | null;
 }
 
+/** A question's answer for a document that was not scored (empty text, too long for the context). */
+const unanswered = { label: null, confidence: null, margin: null, entropy: null, probabilities: null, labelMass: null };
+
 /** Rows read and scored per step: bounds memory for large shards; the scorer groups documents within a step. */
 const READ_BATCH_ROWS = 512;
 
@@ -73,9 +76,10 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
     };
   }
   const { scorer } = context;
-  const labels = singleQuestion(scorer.codebook).labels;
+  const questions = scoredQuestions(scorer.codebook);
+  const own: readonly string[] = CODEBOOK_VARIABLES;
   const extraColumns = scorer.codebook.prompt.variables.filter(
-    (name) => name !== 'text' && name !== job.textColumn && !['labels', 'label_descriptions'].includes(name),
+    (name) => name !== 'text' && name !== job.textColumn && !own.includes(name),
   );
   const columns = [...new Set([...(job.idColumn === null ? [] : [job.idColumn]), job.textColumn, ...extraColumns])];
 
@@ -106,6 +110,25 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
     scores.forEach((score, i) => {
       statuses[score.status] = (statuses[score.status] ?? 0) + 1;
       tokens += score.tokens;
+      if (questions.length > 1) {
+        // Several questions: the answers carry the labels and scores; the fallback is refused for such codebooks.
+        scored.push({
+          id: ids[i] ?? null,
+          row: batch.rows[i] as number,
+          label: null,
+          confidence: null,
+          margin: null,
+          entropy: null,
+          probabilities: null,
+          status: score.status,
+          error: score.error,
+          tokens: score.tokens,
+          source: 'local',
+          shardId: shard.id,
+          answers: score.answers ?? questions.map(() => unanswered),
+        });
+        return;
+      }
       scored.push({
         id: ids[i] ?? null,
         row: batch.rows[i] as number,
@@ -150,7 +173,10 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
   const path = await writeShardResult({
     dir: job.resultDir,
     shard,
-    labels: labels.map((l) => l.name),
+    labels: questions.length > 1 ? [] : (questions[0]?.labels ?? []).map((l) => l.name),
+    ...(questions.length > 1
+      ? { questions: questions.map((q) => ({ name: q.name, labels: q.labels.map((l) => l.name) })) }
+      : {}),
     idType: job.idType,
     rows,
   });

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseCodebookText, resolveSequences, singleQuestion, type Codebook } from '../../contracts/codebook.js';
+import { parseCodebookText, resolveSequences, scoredQuestions, type Codebook } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
 import type { RunSpec } from '../../contracts/shard-queue.js';
 import type { ShardPlan } from '../../contracts/shard.js';
@@ -84,7 +84,7 @@ export async function planSubmission(
     );
   }
   const codebook = parseCodebookText(codebookText, codebookPath);
-  singleQuestion(codebook);
+  scoredQuestions(codebook);
   await roots.check(codebook.model.path, 'model (codebook field "model.path")');
   for (const [index, adapter] of codebook.model.adapters.entries()) {
     await roots.check(adapter.path, `adapter (codebook field "model.adapters[${index}].path")`);

@@ -216,7 +216,7 @@ export async function readPredictions(
   await checkResultsComplete(file, role);
   const table = await readParquetTable(file, role, [
     { name: 'id' },
-    { name: labelColumn },
+    { name: labelColumn, optional: true },
     { name: 'label', optional: true },
     { name: 'status', optional: true },
     { name: 'confidence', optional: true },
@@ -228,6 +228,7 @@ export async function readPredictions(
     { name: 'source', optional: true },
     { name: 'shard_id', optional: true },
   ]);
+  if (!table.columnNames.includes(labelColumn)) throw noLabelColumn(table, role, labelColumn);
   let keys = (table.columns.get('id') ?? []).map(idKey);
   let keyedBy: JoinKey = 'id';
   let corpusFiles: string[] | null = null;
@@ -270,6 +271,31 @@ export async function readPredictions(
     index,
     nullIds: keys.filter((k) => k === null).length,
   };
+}
+
+/** A results file without the label column: one of a multi-question codebook (named as such), or another file. */
+function noLabelColumn(table: ParquetTable, role: string, labelColumn: string): RescaleError {
+  const raw = table.keyValue.get('rescale.questions');
+  if (raw !== undefined && labelColumn === 'label') {
+    let names = '';
+    try {
+      names = (JSON.parse(raw) as { name: string }[]).map((q) => q.name).join(', ');
+    } catch {
+      names = 'several';
+    }
+    const first = names.split(', ')[0] ?? 'name';
+    return new RescaleError(
+      'INPUT_INVALID',
+      `${role} ${table.file} holds the answers of several questions (${names}), one "<question>__" column group ` +
+        'each; this command reads one question\'s "label" column: write that question\'s columns to a file of ' +
+        `their own (e.g. DuckDB: COPY (SELECT id, ${first}__label AS label, ${first}__confidence AS confidence, ` +
+        `status FROM '${path.basename(table.file)}') TO '${first}.parquet') and pass that file`,
+    );
+  }
+  return new RescaleError(
+    'COLUMN_MISSING',
+    `${role} ${table.file} has no column "${labelColumn}" (it has: ${table.columnNames.join(', ')})`,
+  );
 }
 
 function hasDuplicates(keys: readonly (string | null)[]): boolean {
