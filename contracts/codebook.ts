@@ -366,7 +366,7 @@ function isEnabled(fallback: unknown): boolean {
 
 /**
  * Each question's prompt must be its own: question text needs a `{question}` to go to, `{question}` needs every
- * question's text, and several questions need some per-question variable, or their prompts would be identical.
+ * question's text, and two questions with the same answers need some per-question variable to tell them apart.
  */
 function checkQuestionPlaces(
   source: string,
@@ -404,12 +404,16 @@ function checkQuestionPlaces(
       );
     }
   }
-  if (questions.length > 1 && !(CODEBOOK_VARIABLES as readonly string[]).some((name) => used.has(name))) {
+  if ((CODEBOOK_VARIABLES as readonly string[]).some((name) => used.has(name))) return;
+  const answers = questions.map((q) => q.labels.map((l) => l.answer).join('\n'));
+  const twin = answers.findIndex((a, i) => answers.indexOf(a) !== i);
+  if (twin >= 0) {
     throw invalid(
       source,
       'prompt.template',
-      `the ${questions.length} questions would all get the same prompt: put {question} (or {labels}, ` +
-        '{label_descriptions}) in the template, after the document variables',
+      `questions[${answers.indexOf(answers[twin] as string)}] and questions[${twin}] would be the same question: ` +
+        'the same prompt and the same answers; put {question} (or {labels}, {label_descriptions}) in the ' +
+        'template, after the document variables, and give each question its text',
     );
   }
 }

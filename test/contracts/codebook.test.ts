@@ -381,12 +381,12 @@ describe('parseCodebook with several questions', () => {
     rejects({ ...minimal, prompt: { template: '{text} {question}' } }, /"prompt\.template": \{question\} is filled/);
   });
 
-  it('refuses several questions whose prompts would be identical', () => {
+  it('refuses two questions that would be the same: the same prompt and the same answers', () => {
     const { question: _a, ...plainTopic } = topic;
-    const { question: _b, ...plainTone } = tone;
+    const plainTone = { name: 'tone', labels: topic.labels };
     rejects(
       multi('Classify: {text}', { questions: [plainTopic, plainTone] }),
-      /"prompt\.template": the 2 questions would all get the same prompt/,
+      /"prompt\.template": questions\[0\] and questions\[1\] would be the same question/,
     );
   });
 

@@ -7,6 +7,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { runLocalMode } from '../../cli/local-mode.js';
+import { readPredictions } from '../../study/evaluation/labelled-predictions.js';
 import { fixtureModel } from '../../scripts/harness/fixture-models.js';
 import {
   duckDBTypes,
@@ -160,6 +161,11 @@ describe('rescale run with a multi-question codebook', () => {
         merge: { questions?: unknown };
       };
       assert.equal(single.merge.questions, undefined);
+      // Tools that read one question's "label" say which questions the file holds and how to pick one.
+      await assert.rejects(
+        readPredictions(out('multi')),
+        /several questions \(sentiment, polarity\).*sentiment__label/s,
+      );
     });
   });
 });
