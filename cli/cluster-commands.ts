@@ -6,7 +6,9 @@ import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import type { Environment } from '../contracts/environment.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
+import type { Logger } from '../contracts/logger.js';
 import type { RunStatusMessage, WorkerMessage } from '../coordinator/control-proto.js';
+import type { EndpointList } from '../fallback/endpoint-list.js';
 import { ControlClient } from './control-client.js';
 import {
   coordinatorAddress,
@@ -25,11 +27,13 @@ import { createPinoLogger } from './pino-logger.js';
 export const CLUSTER_USAGE = `Cluster mode (see docs/cluster.md):
   rescale coordinator --redis URL --listen HOST:PORT [--token-file F] [--tls-cert F --tls-key F]
                       [--metrics HOST:PORT] [--address-file F] [--redis-timeout S] [--worker-silence S]
-                      [--data-root DIR ...]
+                      [--data-root DIR ...] [--endpoints FILE]
       The long-running service: plans runs, queues shards in Redis, merges finished runs, serves the gRPC API.
       A dead worker's shard goes back to the queue at once (its Redis connections closed), or when its
       heartbeat is older than --worker-silence (default 20 s: a node gone without closing them).
       --data-root (repeatable): submitted codebooks, inputs, outputs, models and adapters must lie inside these.
+      --endpoints: the closed-model endpoints runs may use (URL, allowed models, key source); a codebook's
+      fallback names one with "endpoint:". Without it, runs with the fallback on are refused.
   rescale worker --redis URL [--threads N] [--name NAME] [--metrics HOST:PORT] [--grace S] [--redis-timeout S]
       Takes shards from the queue and scores them. SIGTERM hands the current shard back and exits 0.
   rescale submit --codebook C --input P [--input P2 ...] --output O [--shard-rows N] [--limit N]
@@ -68,6 +72,7 @@ const OPTIONS = {
     'reconcile-interval': { type: 'string' },
     'worker-silence': { type: 'string' },
     'data-root': { type: 'string', multiple: true },
+    endpoints: { type: 'string' },
   },
   worker: {
     ...common,
@@ -163,6 +168,7 @@ async function runCoordinator(values: Values, env: Environment): Promise<number>
   const { DataRoots } = await import('../coordinator/data-roots.js');
   const rootFolders = Array.isArray(values['data-root']) ? values['data-root'] : [];
   const dataRoots = await DataRoots.open(rootFolders);
+  const endpoints = await openEndpointList(str(values, 'endpoints'), env, logger);
   // Closed in reverse order on every path, each even when closing the one after it failed: the coordinator
   // holds Redis connections.
   await using coordinator = await RunCoordinator.start({
@@ -170,6 +176,7 @@ async function runCoordinator(values: Values, env: Environment): Promise<number>
     logger,
     env: env.variables,
     dataRoots,
+    endpoints,
     ...(redisTimeout !== undefined ? { redisTimeoutMs: redisTimeout * 1000 } : {}),
     ...(reconcile !== undefined ? { reconcileIntervalMs: reconcile * 1000 } : {}),
     ...(workerSilence !== undefined ? { workerSilenceMs: workerSilence * 1000 } : {}),
@@ -196,6 +203,23 @@ async function runCoordinator(values: Values, env: Environment): Promise<number>
   }
   logger.log('info', 'stopping', { signal: outcome });
   return 0;
+}
+
+/** `--endpoints FILE`, validated before anything starts; a key that cannot be read now is a warning. */
+async function openEndpointList(
+  file: string | undefined,
+  env: Environment,
+  logger: Logger,
+): Promise<EndpointList | null> {
+  if (file === undefined) {
+    logger.log('warn', 'no --endpoints: runs with the closed-model fallback on are refused', {});
+    return null;
+  }
+  const { EndpointList } = await import('../fallback/endpoint-list.js');
+  const list = await EndpointList.load(file);
+  for (const warning of await list.keyWarnings(env.variables)) logger.log('warn', warning, {});
+  logger.log('info', 'closed-model endpoints', { file: list.file, endpoints: list.names });
+  return list;
 }
 
 async function runWorker(values: Values, env: Environment): Promise<number> {

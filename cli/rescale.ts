@@ -24,9 +24,10 @@ Usage:
         --threads N        CPU threads (default: codebook, else all cores)
         --no-fallback      never call the codebook's closed-model fallback (local labels only)
         --fallback-offline replay fallback answers from the cache only: no key, no network (docs/hybrid.md)
+        --endpoints FILE   an endpoint list, for a codebook whose fallback names one with "endpoint:"
   rescale inspect --input P [--codebook C]
       Rows, columns and row groups of a corpus, a sample, and with a codebook the prompt of the first document.
-  rescale merge --codebook C --input P --output O
+  rescale merge --codebook C --input P --output O [--endpoints FILE]
       Merge finished shard results of a run into O (fails naming any missing shard).
   rescale batch submit --codebook C --input P --output O [--limit N] [--shard-rows N]
   rescale batch collect --codebook C --output O [--wait] [--poll-seconds N]
@@ -38,7 +39,7 @@ Usage:
 
 ${ANALYSIS_USAGE}
 Cluster mode (docs/cluster.md; "rescale worker --help" for options):
-  rescale coordinator --redis URL --listen HOST:PORT [--token-file F]
+  rescale coordinator --redis URL --listen HOST:PORT [--token-file F] [--endpoints FILE]
   rescale worker --redis URL
   rescale submit --codebook C --input P --output O [--coordinator HOST:PORT] [--token-file F] [--watch]
   rescale status [RUN] | watch RUN | cancel RUN | retry RUN | workers
@@ -62,6 +63,7 @@ const options = {
   'no-progress': { type: 'boolean' },
   'no-fallback': { type: 'boolean' },
   'fallback-offline': { type: 'boolean' },
+  endpoints: { type: 'string' },
   wait: { type: 'boolean' },
   'poll-seconds': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -138,6 +140,7 @@ async function main(argv: string[]): Promise<number> {
           overwrite: values.overwrite ?? false,
           noFallback: values['no-fallback'] ?? false,
           fallbackOffline: values['fallback-offline'] ?? false,
+          ...(values.endpoints !== undefined ? { endpoints: values.endpoints } : {}),
           env: environment.variables,
           logger,
           progress: values['no-progress'] ? silentProgress : createProgress(),
@@ -190,6 +193,7 @@ async function main(argv: string[]): Promise<number> {
           ...optionalNumbers(values),
           noFallback: values['no-fallback'] ?? false,
           fallbackOffline: values['fallback-offline'] ?? false,
+          ...(values.endpoints !== undefined ? { endpoints: values.endpoints } : {}),
           env: environment.variables,
           logger,
         },

@@ -4,11 +4,11 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { isMap, isScalar, LineCounter, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
 import { RescaleError } from './errors.js';
 import { parseFallbackConfig, type FallbackConfig } from './fallback-config.js';
-import { issueLines, shortExcerpt, type FieldLocator } from './validation-issues.js';
+import { issueLines, type FieldLocator } from './validation-issues.js';
+import { parseYamlSource } from './yaml-source.js';
 
 const labelSchema = z.strictObject({
   name: z
@@ -439,48 +439,12 @@ export async function loadCodebook(file: string): Promise<Codebook> {
  * the file), never the file's lines: the file may not be a codebook at all.
  */
 export function parseCodebookText(text: string, file: string): Codebook {
-  const lineCounter = new LineCounter();
-  const document = parseDocument(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
-  const [error] = document.errors;
-  if (error !== undefined) {
-    const position = lineCounter.linePos(error.pos[0]);
-    // The parser's sentence up to its first ": " (after which some messages quote the file).
-    const what = (error.message.split('\n')[0] ?? '').replace(/ at line \d+, column \d+:?$/, '').split(': ')[0] ?? '';
-    throw new RescaleError(
-      'CODEBOOK_INVALID',
-      `${file} is not valid YAML at line ${position.line}, column ${position.col} (${error.code}: ` +
-        `${shortExcerpt(what)}); check the --codebook path and the file's indentation`,
-    );
-  }
-  let raw: unknown;
-  try {
-    raw = document.toJS({ maxAliasCount: 100 });
-  } catch {
-    throw new RescaleError(
-      'CODEBOOK_INVALID',
-      `${file} is not a codebook: its YAML aliases cannot be resolved (or expand too far); write the values out`,
-    );
-  }
-  return parseCodebook(raw, {
-    source: file,
-    baseDir: path.dirname(path.resolve(file)),
-    locate: yamlLocator(document, lineCounter),
+  const { raw, locate } = parseYamlSource(text, file, {
+    code: 'CODEBOOK_INVALID',
+    what: 'a codebook',
+    check: 'the --codebook path',
   });
-}
-
-/** The line of a field (or of one key inside it) in a parsed YAML document. */
-function yamlLocator(document: Document, lineCounter: LineCounter): FieldLocator {
-  return (fieldPath, key) => {
-    const node: unknown = fieldPath.length === 0 ? document.contents : document.getIn(fieldPath, true);
-    let offset: number | undefined;
-    if (key !== undefined && isMap(node)) {
-      const pair = node.items.find((item) => isScalar(item.key) && String(item.key.value) === key);
-      offset = isScalar(pair?.key) ? pair.key.range?.[0] : undefined;
-    } else if (node !== null && typeof node === 'object' && 'range' in node) {
-      offset = (node as { range?: [number, number, number] | null }).range?.[0];
-    }
-    return offset === undefined ? null : lineCounter.linePos(offset).line;
-  };
+  return parseCodebook(raw, { source: file, baseDir: path.dirname(path.resolve(file)), locate });
 }
 
 /** The single question of a one-question single-label codebook, for the tools that handle one question only. */

@@ -27,8 +27,20 @@ export type RouteReason = 'confidence' | 'margin' | 'entropy' | 'label_mass';
 
 export type FallbackResponseFormat = 'json_schema' | 'json_object' | 'text';
 
+/** The codebook fields that say where requests go and where the key comes from (a cluster run may set none). */
+export const CONNECTION_FIELDS = ['base_url', 'api_key_env', 'api_key_file', 'auth_header', 'api_version'] as const;
+export type ConnectionField = (typeof CONNECTION_FIELDS)[number];
+
 export interface FallbackConfig {
   readonly model: string;
+  /**
+   * The name of an endpoint in an operator's endpoint list (`fallback.endpoint`), which gives the URL, the key source,
+   * the header and the API version; null when the codebook gives them itself. Until the name is resolved
+   * (fallback/endpoint-list.ts, `bindEndpoint`) `baseUrl` is empty and the config can call nothing.
+   */
+  readonly endpoint: string | null;
+  /** The connection fields the codebook itself set (a cluster coordinator refuses them). */
+  readonly connectionFields: readonly ConnectionField[];
   /** OpenAI-compatible base URL, e.g. https://api.openai.com/v1, http://localhost:8000/v1 (vLLM, llama.cpp). */
   readonly baseUrl: string;
   readonly apiKey: ApiKeySource;
@@ -62,7 +74,11 @@ export interface FallbackConfig {
   readonly cacheDir: string | null;
 }
 
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+/** An endpoint's name in an endpoint list, and in a codebook's `fallback.endpoint`. */
+export const ENDPOINT_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** An http(s) URL with a host. */
+export const HTTP_URL = /^https?:\/\/[^\s/]+/;
 const FORBIDDEN_KEY_FIELDS = ['api_key', 'apiKey', 'key', 'token', 'secret', 'password'];
 
 const probability = z.number().min(0).max(1);
@@ -71,9 +87,13 @@ const rawSchema = z
   .strictObject({
     enabled: z.literal(true),
     model: z.string().min(1, 'name the model (or Azure deployment), e.g. "gpt-4o-2024-08-06"'),
+    endpoint: z
+      .string()
+      .regex(ENDPOINT_NAME, 'name an endpoint of the endpoint list, e.g. "openai" (letters, digits, _ . -)')
+      .optional(),
     base_url: z
       .string()
-      .regex(/^https?:\/\/[^\s/]+/, 'give an http(s) URL such as https://api.openai.com/v1')
+      .regex(HTTP_URL, 'give an http(s) URL such as https://api.openai.com/v1')
       .default('https://api.openai.com/v1'),
     api_key_env: z.string().regex(ENV_NAME, 'an environment variable name such as OPENAI_API_KEY').optional(),
     api_key_file: z.string().min(1).optional(),
@@ -136,6 +156,14 @@ const rawSchema = z
     }
   });
 
+/** Connection settings of a named endpoint before it is resolved: nothing can be called with them. */
+const UNBOUND = Object.freeze({
+  baseUrl: '',
+  apiKey: Object.freeze({ kind: 'env' as const, name: '' }),
+  authHeader: 'authorization' as const,
+  apiVersion: null,
+});
+
 export type FallbackConfigInput = z.input<typeof rawSchema>;
 
 /**
@@ -165,6 +193,14 @@ export function parseFallbackConfig(
   if (typeof record.enabled !== 'boolean') fail('fallback.enabled', 'say enabled: true or enabled: false');
   if (record.enabled === false) return null;
 
+  const connectionFields = CONNECTION_FIELDS.filter((name) => record[name] !== undefined);
+  if (record.endpoint !== undefined && connectionFields.length > 0) {
+    fail(
+      `fallback.${connectionFields[0]}`,
+      'the endpoint named by "endpoint" gives the URL, the key, the header and the API version; remove ' +
+        `${connectionFields.join(', ')} from the fallback section`,
+    );
+  }
   const parsed = rawSchema.safeParse(raw);
   if (!parsed.success) {
     const lines = issueLines(parsed.error.issues, ['fallback'], options.locate ?? null);
@@ -185,12 +221,20 @@ export function parseFallbackConfig(
     value.api_key_file !== undefined
       ? Object.freeze({ kind: 'file' as const, path: path.resolve(baseDir, value.api_key_file) })
       : Object.freeze({ kind: 'env' as const, name: value.api_key_env ?? 'OPENAI_API_KEY' });
+  const connection =
+    value.endpoint !== undefined
+      ? UNBOUND
+      : {
+          baseUrl: value.base_url.replace(/\/+$/, ''),
+          apiKey,
+          authHeader: value.auth_header,
+          apiVersion: value.api_version ?? null,
+        };
   return Object.freeze({
     model: value.model,
-    baseUrl: value.base_url.replace(/\/+$/, ''),
-    apiKey,
-    authHeader: value.auth_header,
-    apiVersion: value.api_version ?? null,
+    endpoint: value.endpoint ?? null,
+    connectionFields: Object.freeze(connectionFields),
+    ...connection,
     price: Object.freeze({
       inputPerMillion: value.price.input_per_million,
       outputPerMillion: value.price.output_per_million,
@@ -223,11 +267,20 @@ export function parseFallbackConfig(
 }
 
 /**
- * Hash of the settings that can change a fallback answer or which documents are routed (model, endpoint, routing,
- * prompt, request parameters); mixed into shard ids so a changed fallback never reuses finished shards. Budget,
- * rate limits, concurrency, timeouts and retries only decide whether and when a call is made, so they are left out.
+ * Hash of the settings that can change a fallback answer or which documents are routed (model, endpoint URL and API
+ * version, routing, prompt, request parameters); mixed into shard ids so a changed fallback never reuses finished
+ * shards. Budget, rate limits, concurrency, timeouts and retries only decide whether and when a call is made, so they
+ * are left out; so are the key's source and the endpoint's name (a named endpoint hashes as the URL it resolves to).
+ * A named endpoint must be resolved first: its identity depends on the URL the endpoint list gives it.
  */
 export function fallbackIdentity(config: FallbackConfig): string {
+  if (config.baseUrl === '') {
+    throw new RescaleError(
+      'INTERNAL',
+      `the fallback's endpoint "${config.endpoint ?? ''}" has no identity until it is resolved against an ` +
+        'endpoint list',
+    );
+  }
   // Without a label-mass rule the routing part is as before that rule existed: earlier runs keep their identity.
   const { labelMassBelow, ...earlierRules } = config.routing;
   const identity = {
@@ -245,6 +298,13 @@ export function fallbackIdentity(config: FallbackConfig): string {
     prompt: config.prompt,
   };
   return createHash('sha256').update(JSON.stringify(identity)).digest('hex');
+}
+
+/** The endpoint for messages: its URL and where that was set (the codebook, or a named endpoint of a list). */
+export function describeEndpoint(config: FallbackConfig): string {
+  return config.endpoint === null
+    ? `${config.baseUrl} (codebook field "fallback.base_url")`
+    : `${config.baseUrl} (endpoint "${config.endpoint}" of the endpoint list)`;
 }
 
 /** How one run uses the fallback, decided once at the edge (codebook, key, CLI flags). */

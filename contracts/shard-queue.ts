@@ -139,6 +139,12 @@ const runSpecSchema = z.strictObject({
         mode: z.enum(['live', 'offline']),
         cacheDir: z.string(),
         auditFile: z.string(),
+        /**
+         * fallbackIdentity of the fallback as resolved at submit (its endpoint's URL included), which workers mix
+         * into the codebook hash: they cannot resolve an endpoint name themselves. Absent in older specs: workers
+         * compute it from the codebook.
+         */
+        identity: z.string().optional(),
       }),
     ])
     .optional(),

@@ -42,12 +42,13 @@ export function fieldAt(issuePath: readonly PropertyKey[], locate: FieldLocator 
 /**
  * One line per zod issue, under `prefix` (e.g. ["fallback"]): the field, its line, and the schema's own message —
  * which describes what is expected, never the value found. Unknown keys are named only when they look like field
- * names, and their values never.
+ * names, and their values never. `fieldsDoc` says where the file's fields are described.
  */
 export function issueLines(
   issues: readonly z.core.$ZodIssue[],
   prefix: readonly PropertyKey[],
   locate: FieldLocator | null,
+  fieldsDoc = 'the codebook fields (README, "The codebook")',
 ): string[] {
   const lines: string[] = [];
   for (const issue of issues) {
@@ -56,7 +57,7 @@ export function issueLines(
       for (const key of issue.keys) {
         lines.push(
           `${fieldAt(at, locate, key)}: unknown key ${describeUnknownKey(key)}; remove it or check its spelling ` +
-            'against the codebook fields (README, "The codebook")',
+            `against ${fieldsDoc}`,
         );
       }
     } else {

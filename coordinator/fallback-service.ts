@@ -24,6 +24,7 @@ import { QUEUE_PREFIX, type RunSpec } from '../contracts/shard-queue.js';
 import { Queue } from 'bullmq';
 import { readLedger } from '../fallback/audit-log.js';
 import { budgetLimits } from '../fallback/budget.js';
+import type { EndpointList } from '../fallback/endpoint-list.js';
 import { FallbackStage, type FallbackStats } from '../fallback/fallback-stage.js';
 import { RedisBudget } from '../fallback/redis-budget.js';
 import { rateLimitKey, RedisRateLimiter } from '../fallback/redis-rate-limiter.js';
@@ -34,8 +35,10 @@ export interface FallbackServiceOptions {
   /** The coordinator's command connection (budget and rate-limit scripts). */
   readonly connection: Redis;
   readonly logger: Logger;
-  /** Where the fallback's key variable is looked up (the coordinator's environment). */
+  /** Where the endpoints' key variables are looked up (the coordinator's environment). */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** `--endpoints FILE`: the only URLs and key sources a run's fallback may use; null: none. */
+  readonly endpoints: EndpointList | null;
   /** Whether the run is still running (jobs of a cancelled or failed run are not answered). */
   readonly isRunning: (runId: string) => Promise<boolean>;
   /** A fallback error that stops the run (a refused key, an unknown model, an unwritable cache). */
@@ -71,15 +74,29 @@ export class FallbackService {
   private async open(
     spec: RunSpec,
     codebook: Codebook,
-    setting: { mode: 'live' | 'offline'; cacheDir: string; auditFile: string },
+    setting: { mode: 'live' | 'offline'; cacheDir: string; auditFile: string; identity?: string | undefined },
   ): Promise<RunFallback> {
     const { runId } = spec;
-    const plan = await resolveFallback(codebook, { offline: setting.mode === 'offline', env: this.options.env });
+    // Resolved again from this coordinator's own list (a run may outlive a restart): never from the codebook.
+    const plan = await resolveFallback(codebook, {
+      offline: setting.mode === 'offline',
+      env: this.options.env,
+      endpoints: this.options.endpoints,
+      endpointsOnly: true,
+    });
     if (!plan.active) {
       throw new RescaleError(
         'CONFIG_INVALID',
         `run ${runId} needs the closed-model fallback, but this coordinator cannot run it: ${plan.reason}; start the ` +
           'coordinator with the key available, or submit with --no-fallback',
+      );
+    }
+    if (setting.identity !== undefined && setting.identity !== plan.identity) {
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `run ${runId}'s fallback endpoint "${plan.config.endpoint ?? ''}" now resolves to another URL or API version ` +
+          'than when the run was submitted (the endpoint list changed); restore the entry, or submit the run again ' +
+          'with --overwrite',
       );
     }
     const { config } = plan;
@@ -119,6 +136,7 @@ export class FallbackService {
     logger.log('info', 'answering the run’s fallback queue', {
       mode: plan.mode,
       model: config.model,
+      endpoint: config.endpoint,
       baseUrl: config.baseUrl,
       key: plan.mode === 'live' ? plan.keySource : null,
       concurrency: config.concurrency,

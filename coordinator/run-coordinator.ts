@@ -12,6 +12,7 @@ import { clusterKeys, QUEUE_PREFIX, SHARD_QUEUE_NAME, type WorkerRecord } from '
 import { ShardQueue } from './bullmq-shard-queue.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';
 import { DataRoots } from './data-roots.js';
+import type { EndpointList } from '../fallback/endpoint-list.js';
 import { FallbackService } from './fallback-service.js';
 import { RunStore } from './run-store.js';
 import { FallbackSupervisor } from './run/fallback-supervisor.js';
@@ -46,12 +47,17 @@ export interface RunCoordinatorOptions {
    * Where the fallback's API key variable is looked up (the CLI's parsed environment): only the coordinator needs it.
    */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /**
+   * `--endpoints FILE`: the only places the fallback may call, with their key sources; absent or null: runs with
+   * the fallback on are refused (submit them with --no-fallback).
+   */
+  readonly endpoints?: EndpointList | null;
   /** `--data-root`: the folders a submitted run's paths must resolve into; default: anywhere (a warning is logged). */
   readonly dataRoots?: DataRoots;
 }
 
 type CompiledOptions = Required<
-  Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env' | 'dataRoots'>
+  Pick<RunCoordinatorOptions, 'reconcileIntervalMs' | 'redisTimeoutMs' | 'env' | 'dataRoots' | 'endpoints'>
 > & {
   redis: RedisTarget;
   workerSilenceMs?: number;
@@ -106,6 +112,7 @@ export class RunCoordinator implements Closeable {
       connection: redis,
       logger,
       env: options.env,
+      endpoints: options.endpoints,
       isRunning: async (runId) => (await store.record(runId))?.state === 'running',
       onFatal: (runId, error) => void this.fallbacks.fail(runId, error),
       onOutcome: (outcome) => {
@@ -158,7 +165,7 @@ export class RunCoordinator implements Closeable {
       enqueuer,
       this.fallbacks,
       this.finisher,
-      options.env,
+      { env: options.env, endpoints: options.endpoints },
       options.dataRoots,
       logger,
     );
@@ -199,6 +206,7 @@ export class RunCoordinator implements Closeable {
         reconcileIntervalMs: options.reconcileIntervalMs ?? 30_000,
         redisTimeoutMs,
         env: options.env,
+        endpoints: options.endpoints ?? null,
         ...(options.workerSilenceMs !== undefined ? { workerSilenceMs: options.workerSilenceMs } : {}),
         dataRoots: options.dataRoots ?? DataRoots.unrestricted(),
       };

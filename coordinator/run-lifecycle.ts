@@ -13,6 +13,7 @@ import { outputLayout, type OutputLayout } from '../storage/output-layout.js';
 import { acquireOutputLock, type OutputLock } from '../storage/output-lock.js';
 import { isShardComplete } from '../storage/shard-result-file.js';
 import type { FallbackStats } from '../fallback/fallback-stage.js';
+import { EndpointList } from '../fallback/endpoint-list.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../fallback/resolve-fallback.js';
 import { mergeShards, type MergeSummary } from './merge.js';
 import { buildManifest, DEFAULT_SHARD_ROWS, planRun, type ManifestInput } from './run-plan.js';
@@ -186,6 +187,8 @@ export interface RunRequest {
   readonly fallbackOffline?: boolean;
   /** Where the fallback's key variable is looked up (the CLI passes its parsed environment's variables). */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** `--endpoints FILE`: the list a codebook's `fallback.endpoint` names (local mode may also give the URL). */
+  readonly endpoints?: string | undefined;
 }
 
 /** A planned run: everything the shards are scored and merged from. */
@@ -232,6 +235,7 @@ export async function openRun(
     disabled: request.noFallback ?? false,
     offline: request.fallbackOffline ?? false,
     env: request.env,
+    endpoints: request.endpoints === undefined ? null : await EndpointList.load(request.endpoints),
   });
   const fallbackPaths = fallbackPathsFor(layout.output, fallback.active ? fallback.config : null);
   const identity = fallback.active ? fallback.identity : null;
@@ -251,9 +255,9 @@ export async function openRun(
     if (scoring !== null) {
       await prepareOutput(layout, { overwrite: scoring.overwrite, plan });
       if (fallback.active) {
-        const { model, baseUrl } = fallback.config;
+        const { model, endpoint, baseUrl } = fallback.config;
         const key = fallback.mode === 'live' ? fallback.keySource : null;
-        logger.log('info', 'fallback on', { mode: fallback.mode, model, baseUrl, key, ...fallbackPaths });
+        logger.log('info', 'fallback on', { mode: fallback.mode, model, endpoint, baseUrl, key, ...fallbackPaths });
         if (fallback.warning !== null) logger.log('warn', fallback.warning);
       } else if (codebook.fallback !== null) {
         logger.log(

@@ -3,6 +3,7 @@
 // nothing taken from the environment: base URL, key, organisation and log level are all explicit.
 
 import OpenAI from 'openai';
+import { RescaleError } from '../contracts/errors.js';
 import type { FallbackConfig } from '../contracts/fallback-config.js';
 import type { ChatRequestBody, LogprobToken } from './fallback-prompt.js';
 import { MalformedResponseError } from './retry-policy.js';
@@ -28,6 +29,10 @@ export function openAIClient(
   apiKey: string,
   options: { readonly maxRetries: number; readonly timeoutMs: number },
 ): OpenAI {
+  // A named endpoint not yet resolved has no URL; the SDK would fall back to OPENAI_BASE_URL or api.openai.com.
+  if (config.baseUrl === '') {
+    throw new RescaleError('INTERNAL', `the fallback endpoint "${config.endpoint ?? ''}" was not resolved before use`);
+  }
   return new OpenAI({
     apiKey,
     baseURL: config.baseUrl,

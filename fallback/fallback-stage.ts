@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Closeable } from '../contracts/closeable.js';
 import { singleQuestion, type Codebook } from '../contracts/codebook.js';
 import { errorMessage, RescaleError } from '../contracts/errors.js';
-import type { FallbackConfig, FallbackMode } from '../contracts/fallback-config.js';
+import { describeEndpoint, type FallbackConfig, type FallbackMode } from '../contracts/fallback-config.js';
 import { silentLogger, type Logger } from '../contracts/logger.js';
 import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
 import type { DocumentInput } from '../contracts/document-input.js';
@@ -550,7 +550,7 @@ export class FallbackStage implements ShardFallback, Closeable {
   private stopRun(failure: CallFailure): RescaleError {
     if (this.fatal !== null) return this.fatal;
     const { config } = this.options;
-    const where = `${config.baseUrl} (codebook field "fallback.base_url")`;
+    const where = describeEndpoint(config);
     if (failure.kind === 'auth') {
       this.fatal = new RescaleError(
         'FALLBACK_AUTH',
@@ -561,7 +561,7 @@ export class FallbackStage implements ShardFallback, Closeable {
       this.fatal = new RescaleError(
         'FALLBACK_REJECTED',
         `the fallback endpoint ${where} has no model "${config.model}" (${failure.message}); check fallback.model ` +
-          'and fallback.base_url',
+          (config.endpoint === null ? 'and fallback.base_url' : 'and the endpoint list'),
       );
     } else if (failure.kind === 'quota') {
       this.fatal = new RescaleError(

@@ -1,10 +1,13 @@
 // Decides once per run whether the fallback is on: the codebook must enable it and a key must be found (or the run
 // replays offline from the cache); `--no-fallback` turns it off. The reason is logged and kept in the manifest.
+// A codebook that names an endpoint gets its URL and key source from the operator's endpoint list, here.
 
 import type { Codebook } from '../contracts/codebook.js';
+import { RescaleError } from '../contracts/errors.js';
 import { fallbackIdentity, type FallbackConfig, type FallbackMode } from '../contracts/fallback-config.js';
 import { outputLayout } from '../storage/output-layout.js';
 import { describeKeySource, readApiKey } from './api-key.js';
+import type { EndpointList } from './endpoint-list.js';
 
 export type FallbackPlan =
   | { readonly active: false; readonly reason: string }
@@ -28,12 +31,19 @@ export interface ResolveFallbackOptions {
   readonly offline?: boolean;
   /** Where env-var keys are looked up (the CLI passes its parsed environment's variables). */
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** The operator's endpoints (`--endpoints FILE`), which a codebook's `fallback.endpoint` names; absent: none. */
+  readonly endpoints?: EndpointList | null;
+  /**
+   * Cluster mode: the URL and the key source come only from `endpoints`; a codebook that sets its own (or relies on
+   * the default URL and key variable) is refused, since its author is not the one whose secrets would be sent.
+   */
+  readonly endpointsOnly?: boolean;
 }
 
 export async function resolveFallback(codebook: Codebook, options: ResolveFallbackOptions): Promise<FallbackPlan> {
-  const config = codebook.fallback;
-  if (config === null) return { active: false, reason: 'not enabled in the codebook' };
+  if (codebook.fallback === null) return { active: false, reason: 'not enabled in the codebook' };
   if (options.disabled === true) return { active: false, reason: 'disabled with --no-fallback' };
+  const config = connectedConfig(codebook.source ?? 'codebook', codebook.fallback, options);
   const base = {
     active: true as const,
     config,
@@ -44,6 +54,33 @@ export async function resolveFallback(codebook: Codebook, options: ResolveFallba
   const lookup = await readApiKey(config.apiKey, options.env);
   if (!lookup.found) return { active: false, reason: `no API key: ${lookup.reason}` };
   return { ...base, mode: 'live', apiKey: lookup.key, warning: lookup.warning };
+}
+
+/** The codebook's fallback with the URL and key source it will use, or a CODEBOOK_INVALID naming the field. */
+function connectedConfig(source: string, config: FallbackConfig, options: ResolveFallbackOptions): FallbackConfig {
+  const endpoints = options.endpoints ?? null;
+  const listed =
+    endpoints === null
+      ? 'no endpoint list is given (the operator starts the coordinator with --endpoints FILE; local mode takes ' +
+        '--endpoints FILE too); until then submit with --no-fallback'
+      : `the endpoints are: ${endpoints.names.join(', ')}`;
+  if (options.endpointsOnly === true && config.endpoint === null) {
+    const [field] = config.connectionFields;
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `${source}: field "fallback.${field ?? 'endpoint'}": a cluster run's fallback URL and API key are the ` +
+        'coordinator’s: remove base_url, api_key_env, api_key_file, auth_header and api_version from the fallback ' +
+        `section and name one of the coordinator's endpoints with "endpoint:"; ${listed}`,
+    );
+  }
+  if (config.endpoint === null) return config;
+  if (endpoints === null) {
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `${source}: field "fallback.endpoint": names an endpoint, but ${listed}`,
+    );
+  }
+  return endpoints.bind(config, source);
 }
 
 /**

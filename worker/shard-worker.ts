@@ -350,12 +350,11 @@ export class ShardWorker {
       runId: data.runId,
       shardId: data.shard.id,
     });
-    const fallback = run.spec.fallback?.active === true ? run.codebook.fallback : null;
     const loaded = await this.scorers.scorerFor({
       codebook: run.codebook,
       codebookHash: run.spec.codebookHash,
       sequences: run.spec.sequences,
-      fallbackIdentity: fallback === null ? null : fallbackIdentity(fallback),
+      fallbackIdentity: runFallbackIdentity(run),
       // SIGTERM during a model load: abort the load and hand the shard back, instead of waiting for it.
       signal: this.stopping.signal,
     });
@@ -519,4 +518,14 @@ function cancelledError(runId: string, state: 'cancelled' | 'failed' = 'cancelle
       ? `run ${runId} was cancelled`
       : `run ${runId} has failed; its shards wait for "rescale retry"`,
   );
+}
+
+/**
+ * The identity of the run's fallback as the coordinator resolved it at submit (a named endpoint resolves only
+ * there); older specs without it: computed from the codebook. Null when the fallback is off.
+ */
+function runFallbackIdentity(run: RunContext): string | null {
+  const setting = run.spec.fallback;
+  if (setting?.active !== true || run.codebook.fallback === null) return null;
+  return setting.identity ?? fallbackIdentity(run.codebook.fallback);
 }

@@ -12,6 +12,7 @@ import type { ShardPlan } from '../../contracts/shard.js';
 import { checkOutputDestination } from '../../storage/output-guard.js';
 import { outputLayout, type OutputLayout } from '../../storage/output-layout.js';
 import { describeLock, lockLiveness, readOutputLock, writeCoordinatorLock } from '../../storage/output-lock.js';
+import type { EndpointList } from '../../fallback/endpoint-list.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../../fallback/resolve-fallback.js';
 import { DataRoots } from '../data-roots.js';
 import { ensureOutputFolder, prepareOutput, runSources, writePlanFile } from '../run-lifecycle.js';
@@ -54,13 +55,21 @@ export function runIdFor(plan: ShardPlan, output: string): string {
   return `r${hash.digest('hex').slice(0, 15)}`;
 }
 
+/** Where the coordinator's fallback calls go and its keys come from. */
+export interface FallbackSources {
+  /** Where the endpoints' key variables are looked up (the coordinator's environment). */
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** `--endpoints FILE`; null: no fallback runs on this coordinator (only --no-fallback submissions). */
+  readonly endpoints: EndpointList | null;
+}
+
 /**
- * `env`: where the fallback's API key variable is looked up (the coordinator's environment). `roots`: the folders
- * every path of the run must resolve into (checked before the codebook is read or the corpus listed).
+ * `roots`: the folders every path of the run must resolve into (checked before the codebook is read or the corpus
+ * listed).
  */
 export async function planSubmission(
   request: SubmitRequest,
-  env: Readonly<Record<string, string | undefined>>,
+  sources: FallbackSources,
   roots: DataRoots = DataRoots.unrestricted(),
 ): Promise<PlannedSubmission> {
   const codebookPath = absolute(request.codebook, 'codebook');
@@ -91,7 +100,13 @@ export async function planSubmission(
   }
   await checkOutputPaths(roots, output, codebook.fallback?.cacheDir ?? null);
   const disabled = request.noFallback === true;
-  const fallbackPlan = await resolveFallback(codebook, { disabled, offline: request.fallbackOffline === true, env });
+  const fallbackPlan = await resolveFallback(codebook, {
+    disabled,
+    offline: request.fallbackOffline === true,
+    env: sources.env,
+    endpoints: sources.endpoints,
+    endpointsOnly: true,
+  });
   if (codebook.fallback !== null && !fallbackPlan.active && request.noFallback !== true) {
     // Local mode would go on with local labels only and a warning; a remote submitter would not see the warning.
     throw new RescaleError(
@@ -179,7 +194,12 @@ export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boo
     totalRows: plan.totalRows,
     createdAt: new Date().toISOString(),
     fallback: fallbackPlan.active
-      ? { active: true, mode: fallbackPlan.mode, ...fallbackPathsFor(output, fallbackPlan.config) }
+      ? {
+          active: true,
+          mode: fallbackPlan.mode,
+          ...fallbackPathsFor(output, fallbackPlan.config),
+          identity: fallbackPlan.identity,
+        }
       : { active: false, reason: fallbackPlan.reason },
   };
 }

@@ -11,7 +11,13 @@ import type { FallbackSupervisor } from './fallback-supervisor.js';
 import type { DataRoots } from '../data-roots.js';
 import { outputLayout } from '../../storage/output-layout.js';
 import { removeCoordinatorLock, writeCoordinatorLock } from '../../storage/output-lock.js';
-import { checkOutputFree, planSubmission, prepareRunFiles, type SubmitRequest } from './plan-submission.js';
+import {
+  checkOutputFree,
+  planSubmission,
+  prepareRunFiles,
+  type FallbackSources,
+  type SubmitRequest,
+} from './plan-submission.js';
 import { resultFileName, resultFiles } from './result-files.js';
 import type { RunFinisher } from './run-finisher.js';
 import type { RunTracker } from './run-tracker.js';
@@ -32,15 +38,15 @@ export class RunControl {
     private readonly enqueuer: ShardEnqueuer,
     private readonly fallbacks: FallbackSupervisor,
     private readonly finisher: RunFinisher,
-    /** Where the fallback's API key variable is looked up. */
-    private readonly env: Readonly<Record<string, string | undefined>>,
+    /** Where the fallback's calls may go and its keys come from. */
+    private readonly fallbackSources: FallbackSources,
     /** The folders a submitted run's paths must resolve into. */
     private readonly roots: DataRoots,
     private readonly logger: Logger,
   ) {}
 
   async submit(request: SubmitRequest): Promise<SubmitResult> {
-    const planned = await planSubmission(request, this.env, this.roots);
+    const planned = await planSubmission(request, this.fallbackSources, this.roots);
     const { runId, plan, output } = planned;
     const existing = await this.store.record(runId);
     const isLive = async (other: string): Promise<boolean> => {

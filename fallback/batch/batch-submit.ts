@@ -4,7 +4,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { errorMessage, RescaleError } from '../../contracts/errors.js';
-import type { FallbackConfig } from '../../contracts/fallback-config.js';
+import { describeEndpoint, type FallbackConfig } from '../../contracts/fallback-config.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
 import { writeFileAtomic } from '../../storage/atomic-file.js';
 import { outputLayout } from '../../storage/output-layout.js';
@@ -168,7 +168,7 @@ export async function submitCollectedRequests(options: SubmitCollectedOptions): 
       const detail = error instanceof BatchSubmitError ? error.detail : redactKey(errorMessage(error), apiKey);
       throw new RescaleError(
         'FALLBACK_REJECTED',
-        `the Batch API at ${config.baseUrl} (codebook field "fallback.base_url") did not take the batch: ${detail}; ` +
+        `the Batch API at ${describeEndpoint(config)} did not take the batch: ${detail}; ` +
           'check that the endpoint offers /v1/files and /v1/batches, or use "rescale run" (live requests)',
       );
     }

@@ -1,16 +1,22 @@
 // Cluster mode with the closed-model fallback, end to end with real processes: a redis-server, `rescale coordinator`
-// (the only process given the API key) and two `rescale worker`s on the keyword fixture model, against the loopback
-// OpenAI-protocol server. Workers route unsure documents to the run's fallback queue; the coordinator answers them
-// under one budget and one rate limit. The output must be the bytes local mode writes with the same fallback.
+// (the only process given the API key, and the endpoint list that says where it may be sent) and two
+// `rescale worker`s on the keyword fixture model, against the loopback OpenAI-protocol server. Workers route unsure
+// documents to the run's fallback queue; the coordinator answers them under one budget and one rate limit. The
+// output must be the bytes local mode writes with the same fallback. A codebook that picks its own URL or key is
+// refused before anything is sent.
 
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { parse, stringify } from 'yaml';
 import { runLocalMode } from '../../../cli/local-mode.js';
 import { ControlClient } from '../../../cli/control-client.js';
-import { isRescaleError } from '../../../contracts/errors.js';
+import { ERROR_CODES, isRescaleError } from '../../../contracts/errors.js';
+import type { FallbackConfigInput } from '../../../contracts/fallback-config.js';
 import type { SubmitRunRequest } from '../../../coordinator/control-proto.js';
 import {
   client,
@@ -28,8 +34,50 @@ import { queryDuckDB, sqlString } from '../../../scripts/harness/parquet.js';
 import { startRedisServer, type RedisServerHandle } from '../../../scripts/harness/redis-server.js';
 
 const KEY_VARIABLE = 'RESCALE_TEST_FALLBACK_KEY';
+/** A secret of the coordinator's environment that no codebook may have sent anywhere. */
+const SECRET_VARIABLE = 'RESCALE_TEST_COORDINATOR_SECRET';
 const ROWS = 200;
 const SHARD_ROWS = 25;
+
+/**
+ * The cluster form of the tests' fallback section: the endpoint named, no URL or key source of its own (what
+ * fallbackSection's other settings are, so local mode with the same endpoint list writes the same bytes).
+ */
+function endpointSection(endpoint: string, overrides: Partial<FallbackConfigInput> = {}): FallbackConfigInput {
+  const { base_url: _url, api_key_env: _key, ...rest } = fallbackSection('http://unused', overrides);
+  return { ...rest, endpoint };
+}
+
+/** The operator's list: "loopback" reads the key from the environment, "filed" from a key file. */
+async function writeEndpoints(dir: string, baseUrl: string, keyFile: string): Promise<string> {
+  const file = path.join(dir, 'endpoints.yaml');
+  await writeFile(
+    file,
+    stringify({
+      endpoints: [
+        { name: 'loopback', base_url: baseUrl, models: ['gpt-test'], api_key_env: KEY_VARIABLE },
+        { name: 'filed', base_url: baseUrl, models: ['gpt-test'], api_key_file: keyFile },
+      ],
+    }),
+  );
+  return file;
+}
+
+/** An HTTP server that answers nothing useful and counts every request it gets, whatever its path. */
+async function countingServer(): Promise<{ url: string; requests: () => number; close: () => Promise<void> }> {
+  let count = 0;
+  const server = http.createServer((_req, res) => {
+    count++;
+    res.writeHead(500).end();
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}/v1`,
+    requests: () => count,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
+}
 
 /**
  * The fixture's codebook with a fallback section (the tweets "not sure about it, good and bad" are the unsure
@@ -130,19 +178,29 @@ describe('cluster mode with the closed-model fallback', () => {
   let workers: ServiceProcess[] = [];
   let control: ControlClient;
   let codebook: string;
+  /** Outside the fixture folder, which the tests search for the key. */
+  let keyDir: string;
+  let endpoints: string;
 
   before(async () => {
     fixture = await clusterFixture(ROWS, { rowGroupRows: SHARD_ROWS });
     redis = await startRedisServer();
     // The closed model reads the unsure tweets as positive, so its answers are visible in the output.
     server = await OpenAIServer.start({ label: (user) => (/not sure/.test(user) ? 'positive' : keywordLabel(user)) });
+    keyDir = await mkdtemp(path.join(tmpdir(), 'rescale-endpoint-key-'));
+    const keyFile = path.join(keyDir, 'loopback.key');
+    await writeFile(keyFile, `${server.apiKey}\n`, { mode: 0o600 });
+    endpoints = await writeEndpoints(keyDir, server.baseUrl, keyFile);
     codebook = await fallbackCodebook(
       fixture,
       'hybrid',
-      fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, concurrency: 4 }),
+      endpointSection('loopback', { routing: { confidence_below: 0.6 }, concurrency: 4 }),
     );
     // Only the coordinator gets the key: workers never need it.
-    coordinator = await startCoordinator(redis.url, fixture, [], 0, { [KEY_VARIABLE]: server.apiKey });
+    coordinator = await startCoordinator(redis.url, fixture, ['--endpoints', endpoints], 0, {
+      [KEY_VARIABLE]: server.apiKey,
+      [SECRET_VARIABLE]: 'redis://:hunter2-coordinator-secret@10.0.0.1:6379',
+    });
     workers = await Promise.all([startWorker(redis.url, 'w1'), startWorker(redis.url, 'w2')]);
     control = client(coordinator, fixture);
   });
@@ -153,18 +211,21 @@ describe('cluster mode with the closed-model fallback', () => {
     await server?.close();
     await redis?.stop();
     await fixture?.cleanup();
+    if (keyDir !== undefined) await rm(keyDir, { recursive: true, force: true });
   });
 
   it(
     'answers routed documents on the coordinator: both opinions, ' + 'the bytes local mode writes, nothing paid twice',
     async () => {
       const localOutput = path.join(fixture.dir, 'local', 'results.parquet');
+      // Local mode resolves the same endpoint from the same list (--endpoints).
       await runLocalMode({
         codebook,
         input: [fixture.corpus],
         output: localOutput,
         shardRows: SHARD_ROWS,
         limit: ROWS,
+        endpoints,
         env: { [KEY_VARIABLE]: server.apiKey },
       });
       const local = await fallbackColumns(localOutput);
@@ -183,6 +244,10 @@ describe('cluster mode with the closed-model fallback', () => {
         server.requests.length - before,
         routed,
         'one request per routed document, whichever worker routed it',
+      );
+      assert.ok(
+        server.requests.slice(before).every((r) => r.authorization === `Bearer ${server.apiKey}`),
+        'every request carries the key the coordinator read from the endpoint’s variable',
       );
       assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
       assert.equal(new Set(shardsDone(workers).map(([worker]) => worker)).size, 2, 'both workers took shards');
@@ -229,10 +294,11 @@ describe('cluster mode with the closed-model fallback', () => {
     'keeps one hard budget across workers: exactly the cap is paid, ' +
       'the other routed documents are over_budget, no row lost',
     async () => {
+      // On the endpoint whose key the coordinator reads from a file.
       const capped = await fallbackCodebook(
         fixture,
         'capped',
-        fallbackSection(server.baseUrl, {
+        endpointSection('filed', {
           routing: { confidence_below: 0.6 },
           concurrency: 4,
           budget: { requests: 7 },
@@ -245,6 +311,7 @@ describe('cluster mode with the closed-model fallback', () => {
       const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
       assert.equal(final.state, 'RUN_STATE_SUCCEEDED', why(final, [coordinator, ...workers]));
       assert.equal(server.requests.length - before, 7, 'the request cap holds across both workers');
+      assert.ok(server.requests.slice(before).every((r) => r.authorization === `Bearer ${server.apiKey}`));
       const rows = await fallbackColumns(output);
       assert.equal(rows.length, ROWS);
       const statuses = new Map<unknown, number>();
@@ -270,7 +337,7 @@ describe('cluster mode with the closed-model fallback', () => {
       const refused = await fallbackCodebook(
         fixture,
         'refused',
-        fallbackSection(server.baseUrl, { routing: { confidence_below: 0.6 }, seed: 401 }),
+        endpointSection('loopback', { routing: { confidence_below: 0.6 }, seed: 401 }),
       );
       const output = path.join(fixture.dir, 'refused', 'results.parquet');
       const submitted = await control.submit(request(fixture, refused, output));
@@ -284,11 +351,69 @@ describe('cluster mode with the closed-model fallback', () => {
     }
   });
 
+  it('refuses a codebook naming its own URL or key source (INVALID_ARGUMENT, field named): none sent', async () => {
+    const evil = await countingServer();
+    try {
+      const attempts: [string, FallbackConfigInput, string][] = [
+        ['env', fallbackSection(evil.url, { api_key_env: SECRET_VARIABLE }), 'fallback.base_url'],
+        [
+          'token-file',
+          { ...fallbackSection(evil.url), api_key_env: undefined, api_key_file: fixture.tokenFile },
+          'fallback.base_url',
+        ],
+        ['key-only', { ...fallbackSection(evil.url), base_url: undefined }, 'fallback.api_key_env'],
+      ];
+      for (const [name, section, field] of attempts) {
+        const file = await fallbackCodebook(fixture, `evil-${name}`, section);
+        const output = path.join(fixture.dir, `evil-${name}`, 'results.parquet');
+        await assert.rejects(
+          within(control.submit(request(fixture, file, output)), 30_000, 'evil submit', [coordinator]),
+          (error: unknown) =>
+            isRescaleError(error, 'CODEBOOK_INVALID') &&
+            ERROR_CODES[error.code].grpcStatus === 'INVALID_ARGUMENT' &&
+            error.message.includes(`field "${field}"`) &&
+            /"endpoint:"/.test(error.message) &&
+            /loopback, filed/.test(error.message) &&
+            !error.message.includes('hunter2') &&
+            !error.message.includes(fixture.token),
+          name,
+        );
+      }
+      // A run that was never planned: nothing reached the evil server, and no queue was left behind.
+      assert.equal(evil.requests(), 0, 'the evil server was called');
+      const lines = JSON.stringify(coordinator.logs());
+      assert.ok(!lines.includes('hunter2') && !lines.includes(fixture.token));
+    } finally {
+      await evil.close();
+    }
+  });
+
+  it('refuses an endpoint not in the list and a model the endpoint does not allow, naming the field', async () => {
+    const cases: [string, FallbackConfigInput, RegExp][] = [
+      ['unknown', endpointSection('elsewhere'), /field "fallback\.endpoint": no endpoint "elsewhere".*loopback, filed/],
+      ['model', endpointSection('loopback', { model: 'gpt-unlisted' }), /field "fallback\.model".*allowed: gpt-test/],
+    ];
+    const before = server.requests.length;
+    for (const [name, section, pattern] of cases) {
+      const file = await fallbackCodebook(fixture, `refused-${name}`, section);
+      const output = path.join(fixture.dir, `refused-${name}`, 'results.parquet');
+      await assert.rejects(
+        within(control.submit(request(fixture, file, output)), 30_000, 'refused submit', [coordinator]),
+        (error: unknown) =>
+          isRescaleError(error, 'CODEBOOK_INVALID') &&
+          ERROR_CODES[error.code].grpcStatus === 'INVALID_ARGUMENT' &&
+          pattern.test(error.message),
+        name,
+      );
+    }
+    assert.equal(server.requests.length, before);
+  });
+
   it(
     'refuses a fallback codebook when the coordinator has no key; ' +
       '--no-fallback gives local labels, --fallback-offline replays the study from the cache',
     async () => {
-      // One coordinator per Redis: the keyed one stops, a keyless one takes over.
+      // One coordinator per Redis: the keyed one stops, one without an endpoint list takes over.
       control.close();
       await within(coordinator.stop(), 30_000, 'keyed coordinator stop', [coordinator]);
       coordinator = await startCoordinator(redis.url, fixture);
@@ -297,9 +422,8 @@ describe('cluster mode with the closed-model fallback', () => {
       await assert.rejects(
         within(control.submit(request(fixture, codebook, output)), 30_000, 'refused submit', [coordinator]),
         (error) =>
-          isRescaleError(error, 'CONFIG_INVALID') &&
-          error.message.includes(KEY_VARIABLE) &&
-          /--no-fallback/.test(error.message),
+          isRescaleError(error, 'CODEBOOK_INVALID') &&
+          /fallback\.endpoint.*--endpoints FILE.*--no-fallback/.test(error.message),
       );
       const submitted = await within(
         control.submit(request(fixture, codebook, output, { noFallback: true })),
@@ -317,7 +441,23 @@ describe('cluster mode with the closed-model fallback', () => {
       const rows = await fallbackColumns(output);
       assert.ok(rows.every((r) => r.fallback_status === null && r.source === 'local'));
 
-      // A finished study replays offline from the cache on a coordinator without any key, bit for bit.
+      // With the endpoint list but without the key, a live run is refused naming where the key should be...
+      control.close();
+      await within(coordinator.stop(), 30_000, 'list-less coordinator stop', [coordinator]);
+      coordinator = await startCoordinator(redis.url, fixture, ['--endpoints', endpoints]);
+      control = client(coordinator, fixture);
+      assert.ok(
+        coordinator.logs().some((l) => l.level === 'warn' && String(l.msg).includes(KEY_VARIABLE)),
+        'no start-up warning about the unreadable key',
+      );
+      await assert.rejects(
+        within(control.submit(request(fixture, codebook, output)), 30_000, 'refused submit', [coordinator]),
+        (error) =>
+          isRescaleError(error, 'CONFIG_INVALID') &&
+          error.message.includes(KEY_VARIABLE) &&
+          /--no-fallback/.test(error.message),
+      );
+      // ... and a finished study replays offline from the cache without any key, bit for bit.
       const before = server.requests.length;
       const replayed = path.join(fixture.dir, 'cluster', 'results.parquet');
       const replay = await within(
