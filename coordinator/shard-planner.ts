@@ -4,7 +4,7 @@
 import { createHash } from 'node:crypto';
 import { RescaleError } from '../contracts/errors.js';
 import { idTypeOf, type IdType } from '../contracts/results.js';
-import type { CorpusFile, ShardPlan, ShardSpec } from '../contracts/shard.js';
+import type { CorpusColumn, CorpusFile, ShardPlan, ShardSpec } from '../contracts/shard.js';
 
 export interface PlanShardsOptions {
   readonly codebookHash: string;
@@ -159,7 +159,36 @@ function checkColumns(
       `Id column "${idColumn}" in ${file.path} is a nested column; choose a scalar id column.`,
     );
   }
+  const unkept = id === undefined ? undefined : UNKEPT_ID_TYPES.find((entry) => entry.matches(id));
+  if (unkept !== undefined) {
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `Id column "${idColumn}" in ${file.path} is ${unkept.type}, which rescale does not keep as an id: ` +
+        `${unkept.why}. Choose another id column, or rewrite this one as a string or integer (DuckDB: ` +
+        `CAST("${idColumn}" AS VARCHAR)).`,
+    );
+  }
 }
+
+/** Id types whose values have no one faithful text form: readers disagree on them, so results could not be joined. */
+const UNKEPT_ID_TYPES: readonly {
+  readonly type: string;
+  readonly why: string;
+  readonly matches: (column: CorpusColumn) => boolean;
+}[] = [
+  {
+    type: 'INT96',
+    why:
+      'a deprecated timestamp whose far dates (past 2262) readers decode differently, and JavaScript dates end at ' +
+      'year 275760',
+    matches: (column) => column.physicalType === 'INT96',
+  },
+  {
+    type: 'a geometry or geography',
+    why: 'its value is a shape (WKB), not a key',
+    matches: (column) => column.logicalType === 'GEOMETRY' || column.logicalType === 'GEOGRAPHY',
+  },
+];
 
 /**
  * Logical types whose values are text: strings, enums, JSON (read as its text) and unannotated BYTE_ARRAY (decoded as

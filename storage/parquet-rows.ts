@@ -115,7 +115,16 @@ function checkRowGroups(metadata: FileMetaData, dataEnd: number, filePath: strin
   let rows = 0n;
   for (const group of metadata.row_groups) {
     rows += group.num_rows;
-    for (const chunk of group.columns) {
+    for (const [index, chunk] of group.columns.entries()) {
+      if (chunk.crypto_metadata !== undefined || chunk.encrypted_column_metadata !== undefined) {
+        // A plaintext footer over encrypted columns: the footer reads, the pages would decode to garbage.
+        const name = chunk.meta_data?.path_in_schema.join('.') ?? `number ${index + 1}`;
+        throw invalidInput(
+          filePath,
+          `has encrypted column "${name}" (Parquet modular encryption with a plaintext footer), which rescale cannot ` +
+            'read; write an unencrypted copy with a reader that has the key (pyarrow, Spark)',
+        );
+      }
       const meta = chunk.meta_data;
       if (meta === undefined) continue;
       const start =
@@ -316,6 +325,17 @@ function uncompressedBytes(group: FileMetaData['row_groups'][number], columns: r
   return bytes;
 }
 
+/** How corpus values are decoded, for reading rows and for finding the column at fault when that fails. */
+const DECODE_OPTIONS = {
+  compressors: CORPUS_COMPRESSORS,
+  // BYTE_ARRAY without a string annotation stays bytes: ids become hex (toDocumentId), texts are decoded by
+  // toText; decoding binary ids as UTF-8 would merge distinct ids into the same replacement characters.
+  utf8: false,
+  // A JSON column used as text (or a template variable) is its text, not a parsed object.
+  parsers: { jsonFromBytes: (bytes: Uint8Array): string => utf8Decoder.decode(bytes) },
+  useOffsetIndex: true,
+} as const;
+
 /** Decodes file rows [rowStart, rowEnd) of the given columns, columnar, with nulls as null. */
 async function readRange(
   file: AsyncBuffer,
@@ -333,22 +353,11 @@ async function readRange(
       columns,
       rowStart,
       rowEnd,
-      compressors: CORPUS_COMPRESSORS,
-      // BYTE_ARRAY without a string annotation stays bytes: ids become hex (toDocumentId), texts are decoded by
-      // toText; decoding binary ids as UTF-8 would merge distinct ids into the same replacement characters.
-      utf8: false,
-      // A JSON column used as text (or a template variable) is its text, not a parsed object.
-      parsers: { jsonFromBytes: (bytes: Uint8Array) => utf8Decoder.decode(bytes) },
-      useOffsetIndex: true,
+      ...DECODE_OPTIONS,
       onChunk: (chunk) => chunks.get(chunk.columnName)?.push(chunk),
     });
   } catch (cause) {
-    throw new RescaleError(
-      'INPUT_INVALID',
-      `Cannot decode rows ${rowStart}-${rowEnd} of ${filePath} (${errorMessage(cause)}); the file is corrupt or uses ` +
-        'an unsupported encoding.',
-      { cause },
-    );
+    throw await decodeError(file, metadata, columns, rowStart, rowEnd, filePath, cause);
   }
   const length = rowEnd - rowStart;
   const decoded = new Map<string, unknown[]>();
@@ -372,6 +381,62 @@ async function readRange(
     decoded.set(name, values);
   }
   return { rowStart, length, columns: decoded };
+}
+
+/**
+ * The error for rows that failed to decode, naming the column at fault (found by decoding each column alone) with its
+ * encodings and codec, so the user knows what to rewrite.
+ */
+async function decodeError(
+  file: AsyncBuffer,
+  metadata: FileMetaData,
+  columns: readonly string[],
+  rowStart: number,
+  rowEnd: number,
+  filePath: string,
+  cause: unknown,
+): Promise<RescaleError> {
+  let culprit: { name: string; cause: unknown } | undefined;
+  for (const name of columns.length > 1 ? columns : []) {
+    try {
+      await parquetRead({
+        file,
+        metadata,
+        columns: [name],
+        rowStart,
+        rowEnd,
+        ...DECODE_OPTIONS,
+      });
+    } catch (columnCause) {
+      culprit = { name, cause: columnCause };
+      break;
+    }
+  }
+  const name = culprit?.name ?? (columns.length === 1 ? columns[0] : undefined);
+  const what = name === undefined ? '' : `column "${name}"${chunkFormat(metadata, name)}, `;
+  const reason = culprit?.cause ?? cause;
+  return new RescaleError(
+    'INPUT_INVALID',
+    `Cannot decode ${what}rows ${rowStart}-${rowEnd} of ${filePath} (${errorMessage(reason)}): the file is corrupt ` +
+      'or uses an encoding rescale cannot read; check it with another reader (DuckDB, pyarrow) and, if that reads ' +
+      'it, rewrite the file with it.',
+    { cause: reason },
+  );
+}
+
+/** " (PLAIN/RLE_DICTIONARY, SNAPPY)": the encodings and codecs of a top-level column's chunks. */
+function chunkFormat(metadata: FileMetaData, name: string): string {
+  const encodings = new Set<string>();
+  const codecs = new Set<string>();
+  for (const group of metadata.row_groups) {
+    for (const chunk of group.columns) {
+      const meta = chunk.meta_data;
+      if (meta?.path_in_schema[0] !== name) continue;
+      for (const encoding of meta.encodings) encodings.add(encoding);
+      codecs.add(meta.codec);
+    }
+  }
+  return encodings.size === 0 ? '' : ` (${[...encodings].join('/')}, ${[...codecs].join('/')})`;
 }
 
 function checkColumns(metadata: FileMetaData, wanted: readonly string[], filePath: string): void {

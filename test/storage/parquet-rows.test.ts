@@ -3,7 +3,9 @@ import { open, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { DataType } from 'apache-arrow';
-import { parquetWriteFile } from 'hyparquet-writer';
+import { ByteWriter, parquetWriteFile } from 'hyparquet-writer';
+import { serializeTCompactProtocol } from 'hyparquet-writer/src/thrift.js';
+import { deserializeTCompactProtocol } from 'hyparquet/src/thrift.js';
 
 import { isRescaleError } from '../../contracts/errors.js';
 import type { CorpusFile, ShardSpec } from '../../contracts/shard.js';
@@ -84,6 +86,28 @@ function literalSnappy(input: Uint8Array): Uint8Array {
   out.set(head);
   out.set(input, head.length);
   return out;
+}
+
+type ThriftStruct = Record<string, unknown>;
+
+/**
+ * Rewrites a Parquet file's footer (FileMetaData as Thrift fields: field_2 schema, field_4 row groups, ...) to make
+ * what no writer at hand produces; the pages are left as they are.
+ */
+async function editFooter(file: string, edit: (metadata: ThriftStruct) => void): Promise<void> {
+  const bytes = await readFile(file);
+  const length = bytes.readUInt32LE(bytes.length - 8);
+  const start = bytes.length - 8 - length;
+  const view = new DataView(bytes.buffer, bytes.byteOffset + start, length);
+  const metadata = deserializeTCompactProtocol({ view, offset: 0 }) as ThriftStruct;
+  edit(metadata);
+  const writer = new ByteWriter();
+  serializeTCompactProtocol(writer, metadata);
+  const footer = Buffer.from(writer.getBuffer());
+  const tail = Buffer.alloc(8);
+  tail.writeUInt32LE(footer.length, 0);
+  tail.write('PAR1', 4, 'latin1');
+  await writeFile(file, Buffer.concat([bytes.subarray(0, start), footer, tail]));
 }
 
 async function planOne(
@@ -251,7 +275,7 @@ describe('readShardRows', () => {
     });
   });
 
-  it('reports a corrupt data page as INPUT_INVALID naming the file and rows', async () => {
+  it('reports a corrupt data page as INPUT_INVALID naming the file, the column, its format and the rows', async () => {
     await withTempDir(async (dir) => {
       const file = await writeParquetWithDuckDB(CORPUS_QUERY, path.join(dir, 'c.parquet'), {
         codec: 'snappy',
@@ -269,7 +293,12 @@ describe('readShardRows', () => {
       await assert.rejects(
         collect(readShardDocuments(shards[0]!, { idColumn: 'id', textColumn: 'text' })),
         (error: unknown) =>
-          isRescaleError(error, 'INPUT_INVALID') && error.message.includes(file) && error.message.includes('rows 2048'),
+          isRescaleError(error, 'INPUT_INVALID') &&
+          error.message.includes(file) &&
+          error.message.includes('rows 2048') &&
+          // The column at fault, with its encodings and codec, so the user knows what to rewrite.
+          error.message.includes('column "text" (') &&
+          error.message.includes('SNAPPY'),
       );
     });
   });
@@ -463,6 +492,82 @@ describe('Parquet that real writers produce', () => {
       const got = await collect(readShardDocuments(shards[0]!, { idColumn: 'id', textColumn: 'text' }));
       assert.equal(got.texts.length, 50);
       assert.equal(got.texts[49], 'doc 49');
+    });
+  });
+});
+
+describe('Parquet that rescale refuses with a reason', () => {
+  it('refuses a plaintext footer over encrypted columns, naming the file and the column', async () => {
+    await withTempDir(async (dir) => {
+      const file = await writeParquetWithDuckDB(
+        "SELECT i AS id, 'doc ' || i AS text FROM range(20) t(i)",
+        path.join(dir, 'plaintext-footer.parquet'),
+      );
+      // ColumnChunk field 8 is crypto_metadata; {1: {}} is ENCRYPTION_WITH_FOOTER_KEY, as parquet-mr writes it.
+      await editFooter(file, (metadata) => {
+        for (const group of metadata.field_4 as ThriftStruct[]) {
+          for (const chunk of group.field_1 as ThriftStruct[]) chunk.field_8 = { field_1: {} };
+        }
+      });
+      await assert.rejects(
+        resolveCorpus(file),
+        (error: unknown) =>
+          isRescaleError(error, 'INPUT_INVALID') &&
+          error.message.includes(file) &&
+          error.message.includes('encrypted column "id"') &&
+          error.message.includes('unencrypted copy'),
+      );
+    });
+  });
+
+  it('refuses an INT96 id column at planning, saying how to rewrite it', async () => {
+    await withTempDir(async (dir) => {
+      const file = await writeParquetWithDuckDB(
+        "SELECT i AS id, 'doc ' || i AS text FROM range(20) t(i)",
+        path.join(dir, 'int96-id.parquet'),
+      );
+      // SchemaElement field 1 is the physical type: INT64 (2) becomes INT96 (3), as Spark's timestamps are.
+      await editFooter(file, (metadata) => {
+        const id = (metadata.field_2 as ThriftStruct[]).find(
+          (element) => Buffer.from(element.field_4 as Uint8Array).toString() === 'id',
+        );
+        assert.ok(id);
+        id.field_1 = 3;
+      });
+      const corpus = await resolveCorpus(file);
+      assert.equal(corpus[0]?.columns[0]?.physicalType, 'INT96');
+      assert.throws(
+        () => planShards(corpus, { codebookHash: 'cb', maxRowsPerShard: 100, idColumn: 'id', textColumn: 'text' }),
+        (error: unknown) =>
+          isRescaleError(error, 'INPUT_INVALID') &&
+          error.message.includes('Id column "id"') &&
+          error.message.includes(file) &&
+          error.message.includes('INT96') &&
+          error.message.includes('CAST("id" AS VARCHAR)'),
+      );
+      // The same file without an id column plans: only the id is refused.
+      assert.equal(planShards(corpus, { codebookHash: 'cb', maxRowsPerShard: 100, textColumn: 'text' }).totalRows, 20);
+    });
+  });
+
+  it('refuses a geometry id column at planning instead of keeping its shape as the id', async () => {
+    await withTempDir(async (dir) => {
+      const file = path.join(dir, 'geometry-id.parquet');
+      parquetWriteFile({
+        filename: file,
+        columnData: [
+          { name: 'shape', data: [{ type: 'Point', coordinates: [1, 2] }], type: 'GEOMETRY' },
+          { name: 'text', data: ['a'], type: 'STRING' },
+        ],
+      });
+      const corpus = await resolveCorpus(file);
+      assert.throws(
+        () => planShards(corpus, { codebookHash: 'cb', maxRowsPerShard: 100, idColumn: 'shape', textColumn: 'text' }),
+        (error: unknown) =>
+          isRescaleError(error, 'INPUT_INVALID') &&
+          error.message.includes('Id column "shape"') &&
+          error.message.includes('geometry'),
+      );
     });
   });
 });
