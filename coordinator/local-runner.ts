@@ -98,6 +98,8 @@ export interface LocalRunOptions extends RunRequest {
    * passes its request collector); the caller owns it. The plan still comes from the codebook and key as for any run.
    */
   readonly fallback?: ShardFallback;
+  /** mergeShards' step between renaming the results into place and writing the manifest. */
+  readonly afterResultsRenamed?: () => Promise<void>;
 }
 
 export interface LocalRunSummary {
@@ -183,6 +185,7 @@ export async function runLocal(options: LocalRunOptions, engine: ScoringEngine):
     output: layout.output,
     manifestExtra: { fallback },
     logger,
+    ...(options.afterResultsRenamed === undefined ? {} : { afterResultsRenamed: options.afterResultsRenamed }),
   });
   return {
     output: layout.output,

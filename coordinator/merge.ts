@@ -63,6 +63,11 @@ export interface MergeShardsOptions {
    */
   readonly rowGroupRows?: number;
   readonly logger?: Logger;
+  /**
+   * Runs once the results file is renamed into place, before its manifest is written: the one point where a kill
+   * leaves results without a manifest. Tests pause a process here to kill it.
+   */
+  readonly afterResultsRenamed?: () => Promise<void>;
 }
 
 export interface MergeSummary {
@@ -182,6 +187,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     );
   }
 
+  await options.afterResultsRenamed?.();
   const bytes = (await stat(output)).size;
   const merge: RunManifestMerge = {
     output: path.basename(output),

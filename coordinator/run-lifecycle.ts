@@ -310,6 +310,8 @@ export interface MergeRunInput extends ManifestInput {
   /** Fields added after the manifest's own (the fallback summary; in cluster mode the run id first). */
   readonly manifestExtra?: Readonly<Record<string, unknown>>;
   readonly logger: Logger;
+  /** mergeShards' step between renaming the results into place and writing the manifest. */
+  readonly afterResultsRenamed?: () => Promise<void>;
 }
 
 /**
@@ -327,6 +329,7 @@ export async function mergeRun(input: MergeRunInput): Promise<MergeSummary> {
     ...mergeQuestions(input.codebook),
     manifest: { ...manifest, ...input.manifestExtra },
     logger: input.logger,
+    ...(input.afterResultsRenamed === undefined ? {} : { afterResultsRenamed: input.afterResultsRenamed }),
   });
 }
 

@@ -3,12 +3,16 @@
 // so that a results file and a manifest of different runs, or a run cut short, never pass as a finished run.
 
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { RescaleError } from '../contracts/errors.js';
 import { outputLayout } from './output-layout.js';
 import { describeLock, readOutputLock } from './output-lock.js';
+
+async function isDirectory(file: string): Promise<boolean> {
+  return (await stat(file).catch(() => null))?.isDirectory() ?? false;
+}
 
 /** sha256 of a file, streamed. */
 export async function sha256OfFile(file: string): Promise<string> {
@@ -18,8 +22,9 @@ export async function sha256OfFile(file: string): Promise<string> {
 }
 
 /**
- * Refuses (INPUT_INVALID, naming the file and `role`) results whose output is locked by a run, or whose manifest's
- * sha256 does not match them. Results without a manifest (written by other tools) pass.
+ * Refuses (INPUT_INVALID, naming the file and `role`) results whose output is locked by a run, whose manifest's
+ * sha256 does not match them, or that have rescale's parts folder but no manifest. Results without a manifest or a
+ * parts folder (written by other tools) pass.
  */
 export async function checkResultsComplete(results: string, role: string): Promise<void> {
   const layout = outputLayout(path.resolve(results));
@@ -35,7 +40,15 @@ export async function checkResultsComplete(results: string, role: string): Promi
   try {
     text = await readFile(layout.manifestFile, 'utf8');
   } catch {
-    return;
+    if (!(await isDirectory(layout.partsDir))) return;
+    // rescale's own output (its parts folder is beside it) without the manifest the merge writes last: the run was
+    // stopped between renaming the results into place and writing the manifest.
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `${role} ${results} is not a finished run: it has no manifest ${layout.manifestFile} beside its parts folder ` +
+        `${layout.partsDir}, so the run that wrote it stopped before it finished; run the same command again to ` +
+        'finish it',
+    );
   }
   let recorded: unknown;
   try {

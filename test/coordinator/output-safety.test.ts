@@ -328,6 +328,63 @@ describe('output safety (local mode)', () => {
     });
   });
 
+  it('a run SIGKILLed between results and manifest rename is refused by readers, finished by the next', async () => {
+    await withTempDir(async (dir) => {
+      const { corpus, codebook } = await setup(dir);
+      const output = path.join(dir, 'results.parquet');
+      const manifestFile = `${output}.manifest.json`;
+      const lockFile = `${output}.lock`;
+      await runLocalMode({ codebook, input: [corpus], output, shardRows: 10, env: {} });
+      assert.ok(existsSync(manifestFile));
+
+      // The same command again (it merges anew), stopped in a child process between the two renames and killed there.
+      const ready = path.join(dir, 'paused');
+      const child = spawn(
+        process.execPath,
+        [
+          '--import',
+          'tsx',
+          path.join(ROOT, 'test', 'helpers', 'paused-merge-run.ts'),
+          JSON.stringify({ codebook, input: corpus, output, shardRows: 10, ready }),
+        ],
+        { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] },
+      );
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+        child.on('close', (_code, signal) => resolve(signal)),
+      );
+      for (let waited = 0; !existsSync(ready); waited += 100) {
+        assert.ok(waited < 180_000 && child.exitCode === null, `the run did not reach the pause: ${stderr}`);
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      child.kill('SIGKILL');
+      assert.equal(await exited, 'SIGKILL');
+
+      // Results in place, no manifest (the earlier one was removed before the rename), the killed run's lock.
+      assert.ok(existsSync(output));
+      assert.ok(!existsSync(manifestFile), 'the earlier manifest must not stay beside results it did not describe');
+      assert.ok(existsSync(lockFile));
+      await assert.rejects(readPredictions(output, 'report'), /is not a finished run: .*\.lock says/);
+      // Without the lock (removed by hand, as one does for a gone run on another host) the missing manifest still
+      // tells the reader the output is incomplete.
+      await rm(lockFile);
+      await assert.rejects(readPredictions(output, 'report'), /is not a finished run: it has no manifest/);
+
+      const resumed = await runLocalMode({ codebook, input: [corpus], output, shardRows: 10, env: {} });
+      assert.equal(resumed.shardsSkipped, 3);
+      const manifest = JSON.parse(await readFile(manifestFile, 'utf8')) as { merge: { sha256: string } };
+      assert.equal(manifest.merge.sha256, await digest(output));
+      assert.equal((await readPredictions(output, 'report')).labels.length, 30);
+      assert.ok(!existsSync(lockFile));
+      assert.deepEqual(
+        (await readdir(dir)).filter((name) => name.endsWith('.tmp')),
+        [],
+        'no temp file of a merge is left',
+      );
+    });
+  });
+
   it('removes the temp files a killed merge left beside the output on the next run', async () => {
     await withTempDir(async (dir) => {
       const { corpus, codebook } = await setup(dir);
