@@ -499,8 +499,11 @@ export function codebookResultHash(
     task: codebook.task,
     textColumn: codebook.textColumn,
     idColumn: codebook.idColumn,
-    // `ordered` only steers evaluation, so it stays out of the hash (results do not depend on it).
-    questions: codebook.questions.map(({ ordered: _ordered, ...question }) => question),
+    // `ordered` only steers evaluation, so it stays out of the hash (results do not depend on it); a question without
+    // text hashes as before questions had one, so one-question codebooks keep their hash and shard ids.
+    questions: codebook.questions.map(({ ordered: _ordered, text, ...question }) =>
+      text === null ? question : { ...question, text },
+    ),
     prompt: { ...codebook.prompt },
     model: fingerprints.model,
     adapters: codebook.model.adapters.map((a, i) => ({ fingerprint: fingerprints.adapters[i], scale: a.scale })),

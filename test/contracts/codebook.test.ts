@@ -395,3 +395,37 @@ describe('parseCodebook with several questions', () => {
     parseCodebook(multi('{text} {question}', { fallback: { enabled: false } }), { source: 'cb.yaml' });
   });
 });
+
+describe('codebookResultHash with question text', () => {
+  const single = {
+    task: 'sentiment',
+    labels: [{ name: 'negative' }, { name: 'positive' }],
+    prompt: { template: 'Classify: {text}' },
+    model: { path: '/m.gguf' },
+  };
+  const fp = { model: 'm', adapters: [] };
+
+  it("keeps a one-question codebook's hash (and so its shard ids) as it was before questions had text", () => {
+    // The value this codebook hashed to before `question:` existed; results and shard files are byte-identical too.
+    const hash = codebookResultHash(parseCodebook(single, { source: 'cb.yaml' }), fp, { sequences: 1 });
+    assert.equal(hash, 'fa1b3e44d55ae6a585f8ae120029b40cc584be5500bc5d8e096032b9a3fea514');
+  });
+
+  it("changes with a question's text, which changes its prompt", () => {
+    const ask = (question: string): string =>
+      codebookResultHash(
+        parseCodebook(
+          {
+            ...single,
+            labels: undefined,
+            prompt: { template: '{text}\n{question}' },
+            questions: [{ name: 'q', question, labels: single.labels }],
+          },
+          { source: 'cb.yaml' },
+        ),
+        fp,
+        { sequences: 1 },
+      );
+    assert.notEqual(ask('Is it negative?'), ask('Is it positive?'));
+  });
+});

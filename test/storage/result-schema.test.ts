@@ -166,3 +166,77 @@ describe('fallback result columns', () => {
     });
   });
 });
+
+describe('multi-question result columns', () => {
+  const questions = [
+    { name: 'sentiment', labels: LABELS },
+    { name: 'topic', labels: ['politics', 'other'] },
+  ];
+
+  function multiRows(shard: { id: string; corpusRowStart: number }): ResultRow[] {
+    return Array.from({ length: 4 }, (_, k) => ({
+      id: BigInt(shard.corpusRowStart + k),
+      row: shard.corpusRowStart + k,
+      label: null,
+      confidence: null,
+      margin: null,
+      entropy: null,
+      probabilities: null,
+      status: k === 2 ? ('empty_text' as const) : ('ok' as const),
+      error: k === 2 ? 'document text is null or blank' : null,
+      tokens: k === 2 ? 0 : 10 + k,
+      source: 'local' as const,
+      shardId: shard.id,
+      answers: questions.map((q, qi) =>
+        k === 2
+          ? { label: null, confidence: null, margin: null, entropy: null, probabilities: null, labelMass: null }
+          : {
+              label: q.labels[0] as string,
+              confidence: 0.6,
+              margin: 0.3,
+              entropy: 0.8 + qi,
+              probabilities: Float64Array.from(q.labels.map((_, j) => (j === 0 ? 0.6 : 0.4 / (q.labels.length - 1)))),
+              labelMass: 0.9 - qi / 10,
+            },
+      ),
+    }));
+  }
+
+  it('round-trips every question through a shard file, merges it, and refuses a file of other questions', async () => {
+    await withTempDir(async (dir) => {
+      const plan = await twoShards(dir);
+      const shardDir = path.join(dir, 'shards');
+      for (const shard of plan.shards) {
+        const rows = multiRows(shard);
+        await writeShardResult({ dir: shardDir, shard, labels: [], questions, idType: plan.idType, rows });
+        const back = resultRowsOf((await readShardResult(shardResultPath(shardDir, shard.id))).table, [], questions);
+        assert.deepEqual(back, rows);
+      }
+      const output = path.join(dir, 'out.parquet');
+      const summary = await mergeShards({ plan, shardDir, output, labels: [], questions, manifest: {} });
+      assert.equal(summary.statusCounts.ok, 6);
+      const merged = await queryDuckDB(`SELECT * FROM read_parquet('${sqlString(output)}') ORDER BY row`);
+      assert.equal(merged[1]?.['topic__p_other'], 0.4);
+      assert.equal(merged[2]?.['sentiment__label'], null);
+      const other = [questions[0] as (typeof questions)[number], { name: 'topic', labels: ['other', 'politics'] }];
+      await assert.rejects(
+        mergeShards({
+          plan,
+          shardDir,
+          output: path.join(dir, 'b.parquet'),
+          labels: [],
+          questions: other,
+          manifest: {},
+        }),
+        /was written for questions sentiment \[negative, neutral, positive\], topic \[politics, other\]/,
+      );
+      const shard = plan.shards[0];
+      assert.ok(shard !== undefined);
+      const withoutAnswers = multiRows(shard).map(({ answers: _answers, ...row }) => row);
+      await assert.rejects(
+        writeShardResult({ dir: shardDir, shard, labels: [], questions, idType: plan.idType, rows: withoutAnswers }),
+        /has 0 answers for 2 questions/,
+      );
+    });
+  });
+});
