@@ -24,6 +24,7 @@ import {
 } from '../study/evaluation/labelled-predictions.js';
 import {
   evaluatePredictions,
+  type ClassEvaluation,
   type EvaluationResult,
   type SystemEvaluation,
 } from '../study/evaluation/evaluate-predictions.js';
@@ -187,8 +188,13 @@ export function formatSummaryTable(result: EvaluationResult, markdown = false): 
 
 /** Per-class precision, recall and F1 of one file. */
 export function formatPerClassTable(system: SystemEvaluation, markdown = false): string {
+  return formatLabelScores(system.perClass, markdown);
+}
+
+/** Per-label support, predicted count, precision, recall and F1 with their intervals. */
+function formatLabelScores(classes: readonly ClassEvaluation[], markdown = false): string {
   const header = ['label', 'support', 'predicted', 'precision', 'recall', 'F1'];
-  const rows = system.perClass.map((c) => [
+  const rows = classes.map((c) => [
     c.label,
     String(c.support),
     String(c.predicted),
@@ -320,21 +326,7 @@ export function formatMultiLabelEvaluation(result: MultiLabelEvaluationResult): 
   ]);
   out.push('', formatTable(header, rows));
   for (const s of result.systems) {
-    out.push(
-      '',
-      `${s.name}: per label`,
-      formatTable(
-        ['label', 'support', 'predicted', 'precision', 'recall', 'F1'],
-        s.perLabel.map((c) => [
-          c.label,
-          String(c.support),
-          String(c.predicted),
-          withInterval(c.precision),
-          withInterval(c.recall),
-          withInterval(c.f1),
-        ]),
-      ),
-    );
+    out.push('', `${s.name}: per label`, formatLabelScores(s.perLabel));
   }
   return out.join('\n') + '\n';
 }

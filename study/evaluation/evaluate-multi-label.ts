@@ -2,12 +2,16 @@
 // predictions file's `<question>__labels` list column, with every multi-label figure and a seeded bootstrap CI, on
 // the documents every file labelled.
 
-import path from 'node:path';
 import { RescaleError } from '../../contracts/errors.js';
-import { bootstrapCis, DEFAULT_BOOTSTRAP_RESAMPLES, DEFAULT_CONFIDENCE, type BootstrapInterval } from './bootstrap.js';
+import { bootstrapCis, type BootstrapInterval } from './bootstrap.js';
 import { joinCommonDocuments, type GoldLabels, type JoinCoverage, type Predictions } from './labelled-predictions.js';
 import { encodeLabelSets, multiLabelMetricsOf, type MultiLabelMetrics } from './multi-label-metrics.js';
-import { assertSeed } from './seeded-random.js';
+import {
+  classIntervals,
+  evaluationSettings,
+  type ClassEvaluation,
+  type EvaluationResult,
+} from './evaluate-predictions.js';
 
 /** The summary figures, in the order they are printed; keys name them in the JSON. */
 export const MULTI_LABEL_SUMMARY: readonly {
@@ -44,14 +48,8 @@ export interface MultiLabelEvaluateOptions {
   readonly names?: readonly string[];
 }
 
-export interface LabelEvaluation {
-  readonly label: string;
-  readonly support: number;
-  readonly predicted: number;
-  readonly precision: BootstrapInterval;
-  readonly recall: BootstrapInterval;
-  readonly f1: BootstrapInterval;
-}
+/** Per-label figures, as for a single-label question's classes. */
+export type LabelEvaluation = ClassEvaluation;
 
 export interface MultiLabelSystemEvaluation {
   readonly name: string;
@@ -78,12 +76,7 @@ export interface MultiLabelEvaluationResult {
   };
   readonly labels: readonly string[];
   readonly documents: number;
-  readonly bootstrap: {
-    readonly seed: number;
-    readonly resamples: number;
-    readonly confidence: number;
-    readonly method: 'percentile';
-  };
+  readonly bootstrap: EvaluationResult['bootstrap'];
   readonly systems: readonly MultiLabelSystemEvaluation[];
 }
 
@@ -153,20 +146,8 @@ export function evaluateMultiLabel(
   predictions: readonly Predictions[],
   options: MultiLabelEvaluateOptions,
 ): MultiLabelEvaluationResult {
-  if (predictions.length === 0)
-    throw new RescaleError('CONFIG_INVALID', 'no predictions file given; pass --predictions results.parquet');
-  assertSeed(options.seed, '--seed');
-  if (options.names !== undefined && options.names.length !== predictions.length) {
-    throw new RescaleError(
-      'CONFIG_INVALID',
-      `--names gives ${options.names.length} names for ${predictions.length} predictions files; give one per ` +
-        `--predictions`,
-    );
-  }
+  const { names, bootstrap } = evaluationSettings(predictions, options);
   const separator = options.separator ?? null;
-  const resamples = options.resamples ?? DEFAULT_BOOTSTRAP_RESAMPLES;
-  const confidence = options.confidence ?? DEFAULT_CONFIDENCE;
-  const bootstrap = { seed: options.seed, resamples, confidence };
   const goldSets = goldLabelSets(gold, separator);
   const { joins, common, predictionRow } = joinCommonDocuments(gold, predictions);
   const goldCommon = common.map((g) => goldSets[g] as string[]);
@@ -197,21 +178,13 @@ export function evaluateMultiLabel(
     const intervals = bootstrapCis(units, metricsOf, bootstrap);
     const at = (i: number): BootstrapInterval => intervals[i] as BootstrapInterval;
     const point = multiLabelMetricsOf(encoded);
-    const base = MULTI_LABEL_SUMMARY.length;
     return {
-      name: options.names?.[f] ?? path.basename(p.file),
+      name: names[f] as string,
       file: p.file,
       column: p.labelColumn,
       coverage: (joins[f] as (typeof joins)[number]).coverage,
       metrics: Object.fromEntries(MULTI_LABEL_SUMMARY.map((s, i) => [s.key, at(i)])),
-      perLabel: point.perLabel.map((c, i) => ({
-        label: c.label,
-        support: c.support,
-        predicted: c.predicted,
-        precision: at(base + 3 * i),
-        recall: at(base + 3 * i + 1),
-        f1: at(base + 3 * i + 2),
-      })),
+      perLabel: classIntervals(point.perLabel, intervals, MULTI_LABEL_SUMMARY.length),
       emptyGold: point.emptyGold,
       emptyPredicted: point.emptyPredicted,
     };

@@ -105,6 +105,59 @@ export interface EvaluationResult {
 }
 
 /**
+ * What every evaluation checks and settles first: at least one predictions file, a valid seed, one display name per
+ * file (default: the file name), and the bootstrap settings.
+ */
+export function evaluationSettings(
+  predictions: readonly Predictions[],
+  options: {
+    readonly seed: number;
+    readonly resamples?: number;
+    readonly confidence?: number;
+    readonly names?: readonly string[];
+  },
+): { names: string[]; bootstrap: { seed: number; resamples: number; confidence: number } } {
+  if (predictions.length === 0)
+    throw new RescaleError('CONFIG_INVALID', 'no predictions file given; pass --predictions results.parquet');
+  assertSeed(options.seed, '--seed');
+  if (options.names !== undefined && options.names.length !== predictions.length) {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--names gives ${options.names.length} names for ${predictions.length} predictions files; give one per ` +
+        `--predictions`,
+    );
+  }
+  return {
+    names: predictions.map((p, i) => options.names?.[i] ?? path.basename(p.file)),
+    bootstrap: {
+      seed: options.seed,
+      resamples: options.resamples ?? DEFAULT_BOOTSTRAP_RESAMPLES,
+      confidence: options.confidence ?? DEFAULT_CONFIDENCE,
+    },
+  };
+}
+
+/**
+ * Per-class figures with the intervals a metrics function produced as precision, recall, F1 for each class in turn,
+ * from position `base` on.
+ */
+export function classIntervals(
+  classes: readonly { readonly label: string; readonly support: number; readonly predicted: number }[],
+  intervals: readonly BootstrapInterval[],
+  base: number,
+): ClassEvaluation[] {
+  const at = (i: number): BootstrapInterval => intervals[i] as BootstrapInterval;
+  return classes.map((c, i) => ({
+    label: c.label,
+    support: c.support,
+    predicted: c.predicted,
+    precision: at(base + 3 * i),
+    recall: at(base + 3 * i + 1),
+    f1: at(base + 3 * i + 2),
+  }));
+}
+
+/**
  * Evaluates each predictions file against the gold labels. Metrics are computed on the documents every file
  * labelled (per-file coverage says what each left out), and all intervals of a file come from the same resamples.
  */
@@ -113,22 +166,10 @@ export function evaluatePredictions(
   predictions: readonly Predictions[],
   options: EvaluateOptions,
 ): EvaluationResult {
-  if (predictions.length === 0)
-    throw new RescaleError('CONFIG_INVALID', 'no predictions file given; pass --predictions results.parquet');
-  assertSeed(options.seed, '--seed');
+  const { names, bootstrap } = evaluationSettings(predictions, options);
   const labels = options.labels;
   const k = labels.length;
-  const resamples = options.resamples ?? DEFAULT_BOOTSTRAP_RESAMPLES;
-  const confidence = options.confidence ?? DEFAULT_CONFIDENCE;
   const ordered = options.ordered ?? false;
-  const names = predictions.map((p, i) => options.names?.[i] ?? path.basename(p.file));
-  if (options.names !== undefined && options.names.length !== predictions.length) {
-    throw new RescaleError(
-      'CONFIG_INVALID',
-      `--names gives ${options.names.length} names for ${predictions.length} predictions files; give one per ` +
-        `--predictions`,
-    );
-  }
   if (options.trainingSizes !== undefined && options.trainingSizes.length !== predictions.length) {
     throw new RescaleError(
       'CONFIG_INVALID',
@@ -144,7 +185,6 @@ export function evaluatePredictions(
     Int32Array.from(common, (g) => code.get(p.labels[predictionRow(f, g)] as string) as number),
   );
   const units = Array.from({ length: n }, (_, i) => i);
-  const bootstrap = { seed: options.seed, resamples, confidence };
 
   const confusionOf = (sample: readonly number[], predicted: Int32Array): ConfusionMatrix => {
     const counts = Array.from({ length: k }, () => new Array<number>(k).fill(0));
@@ -212,14 +252,7 @@ export function evaluatePredictions(
       kappaQuadratic: ordered ? at(6) : null,
       ...(ordered ? { alphaInterval: at(7) } : {}),
       ...(absent !== null ? { dimensionAccuracy: at(8), intensityGivenPresent: at(9) } : {}),
-      perClass: point.perClass.map((c, i) => ({
-        label: c.label,
-        support: c.support,
-        predicted: c.predicted,
-        precision: at(classBase + 3 * i),
-        recall: at(classBase + 3 * i + 1),
-        f1: at(classBase + 3 * i + 2),
-      })),
+      perClass: classIntervals(point.perClass, intervals, classBase),
       confusion,
     };
   });
