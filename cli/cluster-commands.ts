@@ -9,6 +9,7 @@ import { RescaleError, errorMessage } from '../contracts/errors.js';
 import type { Logger } from '../contracts/logger.js';
 import type { RunStatusMessage, WorkerMessage } from '../coordinator/control-proto.js';
 import type { EndpointList } from '../fallback/endpoint-list.js';
+import { duplicatesLine } from './duplicates-line.js';
 import { ControlClient } from './control-client.js';
 import {
   coordinatorAddress,
@@ -37,7 +38,7 @@ export const CLUSTER_USAGE = `Cluster mode (see docs/cluster.md):
   rescale worker --redis URL [--threads N] [--name NAME] [--metrics HOST:PORT] [--grace S] [--redis-timeout S]
       Takes shards from the queue and scores them. SIGTERM hands the current shard back and exits 0.
   rescale submit --codebook C --input P [--input P2 ...] --output O [--shard-rows N] [--limit N]
-                 [--sequences N] [--overwrite] [--no-fallback | --fallback-offline] [--watch]
+                 [--sequences N] [--overwrite] [--no-fallback | --fallback-offline] [--no-dedupe] [--watch]
   rescale status [RUN] | watch RUN | cancel RUN | retry RUN | workers          [--json]
       Client options: --coordinator HOST:PORT (or RESCALE_COORDINATOR), --token-file F (or RESCALE_TOKEN_FILE,
       RESCALE_TOKEN), --tls [--tls-ca F] when the coordinator serves TLS.
@@ -97,6 +98,7 @@ const OPTIONS = {
     overwrite: { type: 'boolean' },
     'no-fallback': { type: 'boolean' },
     'fallback-offline': { type: 'boolean' },
+    'no-dedupe': { type: 'boolean' },
     watch: { type: 'boolean' },
   },
   status: client,
@@ -344,6 +346,7 @@ async function runClientCommand(
             overwrite: values.overwrite === true,
             noFallback: values['no-fallback'] === true,
             fallbackOffline: values['fallback-offline'] === true,
+            noDedupe: values['no-dedupe'] === true,
           },
         });
         if (json) process.stdout.write(`${JSON.stringify(response)}\n`);
@@ -486,7 +489,10 @@ function describeRun(status: RunStatusMessage): string {
       ` ETA ${duration(status.etaSeconds)}`,
     `  created    ${status.createdAt}${status.finishedAt !== '' ? `  finished ${status.finishedAt}` : ''}`,
   ];
-  if (status.manifest !== '') lines.push(`  manifest   ${status.manifest}`);
+  if (status.manifest !== '') {
+    lines.push(`  manifest   ${status.manifest}`);
+    lines.push(`  duplicates ${duplicatesLine(status.duplicates)}`);
+  }
   if (status.error !== '') lines.push(`  error      ${status.error}`);
   for (const failure of status.failures) lines.push(`  failed shard ${failure.shardId}: ${failure.reason}`);
   return `${lines.join('\n')}\n`;

@@ -7,6 +7,7 @@ import { readEnvironment } from '../contracts/environment.js';
 import { ERROR_CODES, RescaleError, errorMessage } from '../contracts/errors.js';
 import { JsonLogger, type LogLevel, type Logger } from '../contracts/logger.js';
 import { isClusterCommand } from './cluster-verbs.js';
+import { duplicatesLine } from './duplicates-line.js';
 import { createProgress, silentProgress } from './progress.js';
 import { RESCALE_VERSION } from './version.js';
 import { analysisOptions, ANALYSIS_USAGE, runAnalysisCommand } from './analysis-commands.js';
@@ -25,10 +26,12 @@ Usage:
         --no-fallback      never call the codebook's closed-model fallback (local labels only)
         --fallback-offline replay fallback answers from the cache only: no key, no network (docs/hybrid.md)
         --endpoints FILE   an endpoint list, for a codebook whose fallback names one with "endpoint:"
+        --no-dedupe        score every copy of an identical text (default: scored once per shard, results copied)
   rescale inspect --input P [--codebook C]
       Rows, columns and row groups of a corpus, a sample, and with a codebook the prompt of the first document.
   rescale merge --codebook C --input P --output O [--endpoints FILE]
-      Merge finished shard results of a run into O (fails naming any missing shard).
+      Merge finished shard results of a run into O (fails naming any missing shard); give the run's
+      --shard-rows, --sequences, --no-fallback and --no-dedupe.
   rescale batch submit --codebook C --input P --output O [--limit N] [--shard-rows N]
   rescale batch collect --codebook C --output O [--wait] [--poll-seconds N]
       The fallback through the OpenAI Batch API (half price, 24 h window): submit scores locally and uploads the
@@ -64,6 +67,7 @@ const options = {
   'no-fallback': { type: 'boolean' },
   'fallback-offline': { type: 'boolean' },
   endpoints: { type: 'string' },
+  'no-dedupe': { type: 'boolean' },
   wait: { type: 'boolean' },
   'poll-seconds': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -141,6 +145,7 @@ async function main(argv: string[]): Promise<number> {
           noFallback: values['no-fallback'] ?? false,
           fallbackOffline: values['fallback-offline'] ?? false,
           ...(values.endpoints !== undefined ? { endpoints: values.endpoints } : {}),
+          noDedupe: values['no-dedupe'] ?? false,
           env: environment.variables,
           logger,
           progress: values['no-progress'] ? silentProgress : createProgress(),
@@ -170,6 +175,7 @@ async function main(argv: string[]): Promise<number> {
             .filter(([, n]) => n > 0)
             .map(([s, n]) => `${s} ${n}`)
             .join(', ')}\n` +
+          `${duplicatesLine(summary.merge.duplicates)}\n` +
           fallbackLine,
       );
       return 0;
@@ -194,6 +200,7 @@ async function main(argv: string[]): Promise<number> {
           noFallback: values['no-fallback'] ?? false,
           fallbackOffline: values['fallback-offline'] ?? false,
           ...(values.endpoints !== undefined ? { endpoints: values.endpoints } : {}),
+          noDedupe: values['no-dedupe'] ?? false,
           env: environment.variables,
           logger,
         },

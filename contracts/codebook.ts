@@ -483,6 +483,17 @@ export function canonicalJson(value: unknown): string {
   return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
 }
 
+/** How a run lays out its documents, beyond the codebook: part of the result hash. */
+export interface ResultLayout {
+  /** Documents decoded together (resolveSequences). */
+  readonly sequences: number;
+  /**
+   * Identical prompt inputs of a shard scored once (default true). Off (`--no-dedupe`), copies are scored and carry
+   * tokens, and with several sequences the decode groups differ, so it joins the hash; on leaves the hash as it was.
+   */
+  readonly dedupe?: boolean;
+}
+
 /**
  * Hash of everything in the codebook that can change a result: labels, prompt, input columns, model and adapter
  * identities (fingerprints supplied by the caller), scales, truncation and batch layout. Threads and GPU offload
@@ -492,7 +503,7 @@ export function canonicalJson(value: unknown): string {
 export function codebookResultHash(
   codebook: Codebook,
   fingerprints: { model: string; adapters: readonly string[] },
-  layout: { sequences: number },
+  layout: ResultLayout,
   fallback: string | null = null,
 ): string {
   const identity = {
@@ -509,6 +520,7 @@ export function codebookResultHash(
     adapters: codebook.model.adapters.map((a, i) => ({ fingerprint: fingerprints.adapters[i], scale: a.scale })),
     maxDocumentTokens: codebook.model.maxDocumentTokens,
     sequences: layout.sequences,
+    ...(layout.dedupe === false ? { dedupe: false } : {}),
     ...(fallback === null ? {} : { fallback }),
   };
   return createHash('sha256').update(canonicalJson(identity)).digest('hex');

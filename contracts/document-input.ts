@@ -6,3 +6,8 @@ export interface DocumentInput {
   /** Values of other input columns the template uses. */
   readonly columns?: Readonly<Record<string, string | null | undefined>> | undefined;
 }
+
+/** A text that is not scored (status empty_text): null, empty or only whitespace. */
+export function isBlankText(text: string | null): boolean {
+  return text === null || text.trim() === '';
+}

@@ -114,6 +114,12 @@ export interface ResultRow {
    * are then null. Absent for a one-question codebook.
    */
   readonly answers?: readonly QuestionAnswer[];
+  /**
+   * For a copy of an earlier document of the same shard (identical prompt input), scored once: that document's corpus
+   * row index; its results are copied bit for bit and `tokens` is 0. Absent or null for documents scored themselves
+   * (and in files written before the column existed).
+   */
+  readonly duplicateOf?: number | null;
 }
 
 /** Column name of a label's probability in result files: `p_<label>`. */

@@ -70,6 +70,11 @@ const mergeSectionSchema = z.object({
   statusCounts: z.record(z.enum(ROW_STATUSES), count),
   sourceCounts: z.record(z.enum(RESULT_SOURCES), count),
   fallbackStatusCounts: z.record(z.enum(FALLBACK_STATUSES), count),
+  /**
+   * Rows that copied the results of an identical earlier document of their shard (`duplicate_of` set): identical
+   * texts scored once. Absent in manifests written before the column existed.
+   */
+  duplicates: count.optional(),
   codebookHash: z.string(),
   idColumn: z.string().nullable(),
   idType: z.enum(ID_TYPES),
@@ -114,6 +119,8 @@ const runManifestHeadSchema = z.object({
     maxDocumentTokens: z.number().int().positive(),
     shardRows: z.number().int().positive(),
     threads: z.union([count, z.literal('auto')]),
+    /** Identical prompt inputs of a shard scored once (`--no-dedupe`: false). Absent in older manifests: false. */
+    dedupe: z.boolean().optional(),
   }),
   software: z.object({ rescale: z.string(), node: z.string(), engines: z.array(engineSchema).readonly() }),
   host: z.object({ hostname: z.string(), platform: z.string(), cpus: z.string(), cores: count }),

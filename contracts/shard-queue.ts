@@ -112,6 +112,8 @@ const runSpecSchema = z.strictObject({
   codebookHash: z.string(),
   /** Documents decoded together, resolved at submit (never "auto"), so the batch layout is the same on every worker. */
   sequences: z.number().int().positive(),
+  /** Identical prompt inputs of a shard scored once (`--no-dedupe`: false). Absent in older specs: true. */
+  dedupe: z.boolean().optional(),
   shardRows: z.number().int().positive(),
   limit: z.number().int().positive().nullable(),
   inputs: z.array(z.string()),

@@ -28,6 +28,8 @@ export interface RunOptionsMessage {
   overwrite: boolean;
   noFallback: boolean;
   fallbackOffline: boolean;
+  /** Optional for senders (false when left out, as proto3 sends it); a server always sees it filled in. */
+  noDedupe?: boolean;
 }
 
 export interface SubmitRunRequest {
@@ -61,6 +63,7 @@ export interface RunStatusMessage {
   finishedAt: string;
   error: string;
   manifest: string;
+  duplicates: number;
 }
 
 export interface SubmitRunResponse {

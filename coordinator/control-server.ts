@@ -164,6 +164,7 @@ function handlers(
         ...(options !== null && options.overwrite ? { overwrite: true } : {}),
         ...(options !== null && options.noFallback ? { noFallback: true } : {}),
         ...(options !== null && options.fallbackOffline ? { fallbackOffline: true } : {}),
+        ...(options !== null && options.noDedupe ? { noDedupe: true } : {}),
       });
       return {
         runId: result.runId,
@@ -257,6 +258,7 @@ export function runStatusMessage(run: RunStatus): RunStatusMessage {
     finishedAt: run.finishedAt ?? '',
     error: run.error ?? '',
     manifest: run.manifest ?? '',
+    duplicates: run.duplicates ?? 0,
   };
 }
 

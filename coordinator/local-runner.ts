@@ -152,7 +152,13 @@ export async function runLocal(options: LocalRunOptions, engine: ScoringEngine):
       const fallback = run.fallback.active ? (options.fallback ?? stage) : undefined;
       progress.start(plan.totalRows, doneRows);
       const drained = await drainShards(pending, {
-        job: { idColumn: plan.idColumn, idType: plan.idType, textColumn: plan.textColumn, resultDir: layout.shardDir },
+        job: {
+          idColumn: plan.idColumn,
+          idType: plan.idType,
+          textColumn: plan.textColumn,
+          resultDir: layout.shardDir,
+          dedupe: run.dedupe,
+        },
         scorer,
         ...(fallback !== undefined ? { fallback } : {}),
         logger,
@@ -177,6 +183,7 @@ export async function runLocal(options: LocalRunOptions, engine: ScoringEngine):
     codebook: run.codebook,
     plan,
     sequences: run.sequences,
+    dedupe: run.dedupe,
     shardRows: run.shardRows,
     threads: options.threads ?? run.codebook.model.threads ?? 'auto',
     startedAt: run.startedAt,

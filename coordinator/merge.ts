@@ -82,6 +82,8 @@ export interface MergeSummary {
   /** Rows per final-label source, and per fallback status of routed rows. */
   readonly sourceCounts: Readonly<Record<ResultSource, number>>;
   readonly fallbackStatusCounts: Readonly<Record<FallbackStatus, number>>;
+  /** Rows whose results were copied from an identical earlier document of their shard (`duplicate_of` set). */
+  readonly duplicates: number;
 }
 
 /**
@@ -121,6 +123,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
   const columnNames = columns.map((column) => column.name);
   let rowGroups = 0;
   let rows = 0;
+  let duplicates = 0;
   const manifestPath = outputLayout(output).manifestFile;
   const hash = createHash('sha256');
 
@@ -150,6 +153,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
       const statusColumn = columnNames.indexOf('status');
       const sourceColumn = columnNames.indexOf('source');
       const fallbackStatusColumn = columnNames.indexOf('fallback_status');
+      const duplicateOfColumn = columnNames.indexOf('duplicate_of');
       for (const shard of shards) {
         const result = await readShardResult(shardResultPath(shardDir, shard.id));
         checkShardResult(result, shard, questions, plan.idType);
@@ -159,6 +163,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
         countStatuses(pending[statusColumn] ?? [], pendingRows, statusCounts);
         countStatuses(pending[sourceColumn] ?? [], pendingRows, sourceCounts);
         countStatuses(pending[fallbackStatusColumn] ?? [], pendingRows, fallbackStatusCounts);
+        duplicates += countValues(pending[duplicateOfColumn] ?? [], pendingRows);
         pendingRows += result.rows;
         rows += result.rows;
         if (pendingRows >= rowGroupRows) await flush();
@@ -201,6 +206,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     statusCounts,
     sourceCounts,
     fallbackStatusCounts,
+    duplicates,
     codebookHash: plan.codebookHash,
     idColumn: plan.idColumn,
     idType: plan.idType,
@@ -233,7 +239,15 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
   } catch (cause) {
     throw notWritable(manifestPath, cause);
   }
-  logger.log('info', 'merged shard results', { output, rows, shards: shards.length, rowGroups, codec, bytes });
+  logger.log('info', 'merged shard results', {
+    output,
+    rows,
+    shards: shards.length,
+    rowGroups,
+    codec,
+    bytes,
+    duplicates,
+  });
   return {
     output,
     manifestPath,
@@ -245,6 +259,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     statusCounts,
     sourceCounts,
     fallbackStatusCounts,
+    duplicates,
   };
 }
 
@@ -353,6 +368,13 @@ function countStatuses(statuses: readonly unknown[], from: number, counts: Recor
     const value = statuses[i];
     if (typeof value === 'string' && value in counts) counts[value] = (counts[value] ?? 0) + 1;
   }
+}
+
+/** Non-null values from `from` on. */
+function countValues(values: readonly unknown[], from: number): number {
+  let n = 0;
+  for (let i = from; i < values.length; i++) if (values[i] !== null) n++;
+  return n;
 }
 
 type Compressor = (input: Uint8Array) => Uint8Array;

@@ -140,7 +140,7 @@ export async function differencesFromEarlierRun(layout: OutputLayout, plan: Shar
   const shardIds = (list: readonly { id?: unknown }[] | undefined): string =>
     (list ?? []).map((s) => String(s.id)).join('\n');
   if (differences.length === 0 && shardIds(earlier.shards) !== shardIds(plan.shards)) {
-    differences.push('the shards differ (shard rows, sequences or whether the fallback is on)');
+    differences.push('the shards differ (shard rows, sequences, --no-dedupe or whether the fallback is on)');
   }
   return differences;
 }
@@ -185,6 +185,8 @@ export interface RunRequest {
   readonly noFallback?: boolean;
   /** `--fallback-offline`: fallback answers from the cache only (no key, no network); misses get over_budget. */
   readonly fallbackOffline?: boolean;
+  /** `--no-dedupe`: score every copy of an identical document instead of copying the first one's result. */
+  readonly noDedupe?: boolean;
   /** Where the fallback's key variable is looked up (the CLI passes its parsed environment's variables). */
   readonly env: Readonly<Record<string, string | undefined>>;
   /** `--endpoints FILE`: the list a codebook's `fallback.endpoint` names (local mode may also give the URL). */
@@ -197,6 +199,8 @@ export interface PlannedRun {
   readonly layout: OutputLayout;
   readonly plan: ShardPlan;
   readonly sequences: number;
+  /** Identical prompt inputs of a shard scored once; off (`--no-dedupe`) it changes the shard ids. */
+  readonly dedupe: boolean;
   readonly shardRows: number;
   /** Whether the fallback is on decides the shard ids, so it is settled before planning. */
   readonly fallback: FallbackPlan;
@@ -239,7 +243,8 @@ export async function openRun(
   });
   const fallbackPaths = fallbackPathsFor(layout.output, fallback.active ? fallback.config : null);
   const identity = fallback.active ? fallback.identity : null;
-  const plan = await planRun(codebook, request.input, sequences, shardRows, request.limit, identity);
+  const dedupe = request.noDedupe !== true;
+  const plan = await planRun(codebook, request.input, { sequences, dedupe }, shardRows, request.limit, identity);
   for (const warning of plan.warnings ?? []) logger.log('warn', warning);
   await checkOutputDestination(layout, runSources(request.codebook, request.input, codebook, plan));
   await ensureOutputFolder(layout);
@@ -271,7 +276,7 @@ export async function openRun(
     await lock.release();
     throw error;
   }
-  return { codebook, layout, plan, sequences, shardRows, fallback, fallbackPaths, startedAt, lock };
+  return { codebook, layout, plan, sequences, dedupe, shardRows, fallback, fallbackPaths, startedAt, lock };
 }
 
 /** The planned shards without a finished result file (a resume skips the others), and the rows already done. */
@@ -345,7 +350,8 @@ export interface MergeOnlyOptions extends RunRequest {
 
 /**
  * `rescale merge`: the lifecycle without scoring. Re-plans the run from its codebook and corpus (as given to the run:
- * sequences and whether the fallback was on decide the shard ids) and merges the shard results already on disk.
+ * sequences, --no-dedupe and whether the fallback was on decide the shard ids) and merges the shard results already
+ * on disk.
  */
 export async function mergeOnly(
   options: MergeOnlyOptions,
@@ -358,6 +364,7 @@ export async function mergeOnly(
     codebook: run.codebook,
     plan: run.plan,
     sequences: run.sequences,
+    dedupe: run.dedupe,
     shardRows: run.shardRows,
     threads: run.codebook.model.threads ?? 'auto',
     startedAt: run.startedAt,

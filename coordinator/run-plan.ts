@@ -2,7 +2,7 @@
 // ids carry the codebook's result hash, and a finished run is described by a manifest. No model runtime here.
 
 import os from 'node:os';
-import { CODEBOOK_VARIABLES, codebookResultHash, type Codebook } from '../contracts/codebook.js';
+import { CODEBOOK_VARIABLES, codebookResultHash, type Codebook, type ResultLayout } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import { quickFingerprint, sha256File } from '../contracts/file-digest.js';
 import { RESCALE_VERSION } from '../contracts/package-root.js';
@@ -21,7 +21,7 @@ export const DEFAULT_SHARD_ROWS = 2000;
 export async function planRun(
   codebook: Codebook,
   input: readonly string[],
-  sequences: number,
+  layout: ResultLayout,
   shardRows: number,
   limit?: number,
   fallbackIdentity: string | null = null,
@@ -35,7 +35,7 @@ export async function planRun(
   const warnings: string[] = [];
   const files = await resolveCorpus(input, { warnings });
   const plan = planShards(files, {
-    codebookHash: codebookResultHash(codebook, fingerprints, { sequences }, fallbackIdentity),
+    codebookHash: codebookResultHash(codebook, fingerprints, layout, fallbackIdentity),
     maxRowsPerShard: shardRows,
     idColumn: codebook.idColumn,
     textColumn: codebook.textColumn,
@@ -82,6 +82,8 @@ export interface ManifestInput {
   readonly codebook: Codebook;
   readonly plan: ShardPlan;
   readonly sequences: number;
+  /** Identical prompt inputs of a shard scored once (`--no-dedupe`: false). */
+  readonly dedupe: boolean;
   readonly shardRows: number;
   readonly threads: number | 'auto';
   readonly startedAt: Date;
@@ -108,6 +110,7 @@ export async function buildManifest(input: ManifestInput): Promise<RunManifestHe
       maxDocumentTokens: codebook.model.maxDocumentTokens,
       shardRows: input.shardRows,
       threads: input.threads,
+      dedupe: input.dedupe,
     },
     software: { rescale: RESCALE_VERSION, node: process.version, engines: input.engines },
     host: {

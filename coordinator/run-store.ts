@@ -22,6 +22,8 @@ export interface RunRecord {
   readonly finishedAt: string | null;
   readonly error: string | null;
   readonly manifest: string | null;
+  /** Rows that copied an identical earlier document of their shard, counted by the merge; null before it. */
+  readonly duplicates: number | null;
 }
 
 /**
@@ -67,6 +69,7 @@ export class RunStore {
         finishedAt: '',
         error: '',
         manifest: '',
+        duplicates: '',
       })
       .zadd(clusterKeys.runs, Date.parse(spec.createdAt), runId);
     await multi.exec();
@@ -84,6 +87,7 @@ export class RunStore {
       finishedAt: nonEmpty(fields.finishedAt),
       error: nonEmpty(fields.error),
       manifest: nonEmpty(fields.manifest),
+      duplicates: fields.duplicates === undefined || fields.duplicates === '' ? null : Number(fields.duplicates),
     };
   }
 

@@ -113,14 +113,21 @@ export class ResultSchema {
     /** One group per question: a one-question codebook's unprefixed, or each question's `<name>__` group. */
     private readonly groups: readonly QuestionColumns[],
     private readonly tail: RowColumns['tail'],
+    private readonly added: RowColumns['added'],
   ) {
     // One question: today's layout (scores, row columns, opinions, label mass). Several: each question's scores and
     // label mass together, then the row columns; the fallback's opinions are not written (it takes one question).
+    // The row's added columns (duplicate_of) come last in both.
     const [single] = groups;
     this.columns =
       groups.length === 1 && single !== undefined
-        ? [...head.columns, ...single.scores, ...tail.columns, ...single.opinions, ...single.added]
-        : [...head.columns, ...groups.flatMap((group) => [...group.scores, ...group.added]), ...tail.columns];
+        ? [...head.columns, ...single.scores, ...tail.columns, ...single.opinions, ...single.added, ...added.columns]
+        : [
+            ...head.columns,
+            ...groups.flatMap((group) => [...group.scores, ...group.added]),
+            ...tail.columns,
+            ...added.columns,
+          ];
     const seen = new Set<string>();
     for (const column of this.columns) {
       if (seen.has(column.name)) {
@@ -157,7 +164,7 @@ export class ResultSchema {
               (r) => r.answers?.[q] ?? NO_ANSWER,
             ),
           );
-    return new ResultSchema(questions, idType, row.head, groups, row.tail);
+    return new ResultSchema(questions, idType, row.head, groups, row.tail, row.added);
   }
 
   /** Several questions, each with its own `<question>__` column group. */
@@ -207,7 +214,7 @@ export class ResultSchema {
     for (let i = 0; i < table.numRows; i++) {
       const cell: Cell = (column) => (readers.get(column) as (i: number) => unknown)(i);
       // Field order as the writer's callers build rows, so decoded rows print like the originals.
-      const { head, groups, tail } = this;
+      const { head, groups, tail, added } = this;
       const [single] = groups;
       if (groups.length === 1 && single !== undefined) {
         rows.push({
@@ -216,6 +223,7 @@ export class ResultSchema {
           ...tail.decode(cell),
           ...single.decodeOpinions(cell),
           ...single.decodeAdded(cell),
+          ...added.decode(cell),
         });
         continue;
       }
@@ -223,7 +231,7 @@ export class ResultSchema {
         ...group.decodeScores(cell),
         labelMass: group.decodeAdded(cell).labelMass ?? null,
       }));
-      rows.push({ ...head.decode(cell), ...NO_ANSWER_ROW, ...tail.decode(cell), answers });
+      rows.push({ ...head.decode(cell), ...NO_ANSWER_ROW, ...tail.decode(cell), answers, ...added.decode(cell) });
     }
     return rows;
   }
@@ -274,6 +282,8 @@ interface RowColumns {
     readonly columns: readonly ResultColumn[];
     decode(cell: Cell): Pick<ResultRow, 'status' | 'error' | 'tokens' | 'source' | 'shardId'>;
   };
+  /** Columns added after the questions' added columns (read as nulls from older files). */
+  readonly added: { readonly columns: readonly ResultColumn[]; decode(cell: Cell): Pick<ResultRow, 'duplicateOf'> };
 }
 
 /** The columns that describe the document and the run, whatever the questions. */
@@ -285,6 +295,8 @@ function rowColumns(idType: IdType): RowColumns {
   const tokens = int32Column('tokens', (r) => r.tokens);
   const source = utf8Column('source', false, (r) => r.source);
   const shardId = utf8Column('shard_id', false, (r) => r.shardId);
+  // Added with scoring identical texts once, last: the corpus row of the document a copy took its results from.
+  const duplicateOf = nullableInt64Column('duplicate_of', (r) => r.duplicateOf ?? null, 'nulls');
   return {
     head: {
       columns: [id, row],
@@ -299,6 +311,14 @@ function rowColumns(idType: IdType): RowColumns {
         source: cell(source) as ResultSource,
         shardId: cell(shardId) as string,
       }),
+    },
+    added: {
+      columns: [duplicateOf],
+      decode: (cell) => {
+        const original = cell(duplicateOf) as bigint | null;
+        // Absent when null, so rows scored themselves read back exactly as written.
+        return original === null ? {} : { duplicateOf: Number(original) };
+      },
     },
   };
 }
@@ -427,6 +447,29 @@ function int64Column(name: string, get: (row: ResultRow) => number): ResultColum
     encode: (rows) =>
       makeData({ type: new Int64(), length: rows.length, data: BigInt64Array.from(rows, (row) => BigInt(get(row))) }),
     legacy: null,
+  };
+}
+
+function nullableInt64Column(
+  name: string,
+  get: (row: ResultRow) => number | null,
+  legacy: LegacyColumn | null = null,
+): ResultColumn {
+  return {
+    name,
+    arrowType: new Int64(),
+    nullable: true,
+    parquet: { name, type: 'INT64', repetition_type: 'OPTIONAL' },
+    encode: (rows) => {
+      const values = rows.map(get);
+      const data = new BigInt64Array(values.length);
+      values.forEach((value, i) => {
+        if (value !== null) data[i] = BigInt(value);
+      });
+      const validity = validityBitmap((i) => values[i] !== null, values.length);
+      return makeData({ type: new Int64(), length: values.length, ...validity, data });
+    },
+    legacy,
   };
 }
 

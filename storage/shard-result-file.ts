@@ -229,5 +229,14 @@ function checkRows(
       fail(`row ${row.row} has source ${row.source} but fallback status ${String(fallback?.status ?? null)}`);
     if (row.source === 'fallback' && row.label !== fallback?.label)
       fail(`row ${row.row} has source fallback but label ${String(row.label)}`);
+    const original = row.duplicateOf ?? null;
+    if (original !== null) {
+      // A copy takes an earlier row of its own shard, scored itself, and evaluates nothing.
+      const source = rows[original - shard.corpusRowStart];
+      if (!Number.isInteger(original) || original < shard.corpusRowStart || original >= row.row)
+        fail(`row ${row.row} is a copy of row ${original}, not an earlier row of the shard`);
+      if ((source?.duplicateOf ?? null) !== null) fail(`row ${row.row} copies row ${original}, itself a copy`);
+      if (row.tokens !== 0) fail(`row ${row.row} is a copy but has ${row.tokens} tokens`);
+    }
   });
 }

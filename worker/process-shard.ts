@@ -11,6 +11,7 @@ import type { ShardSpec } from '../contracts/shard.js';
 import { readShardRows, toDocumentId, toText, type RowGroupCache } from '../storage/parquet-rows.js';
 import type { DocumentInput } from '../contracts/document-input.js';
 import type { DocumentScorer } from '../contracts/document-scorer.js';
+import { DuplicateIndex } from './duplicate-index.js';
 import { isShardComplete, writeShardResult } from '../storage/shard-result-file.js';
 import type { ShardFallback } from '../contracts/shard-fallback.js';
 
@@ -26,6 +27,11 @@ export interface ShardJob {
   readonly textColumn: string;
   /** Folder of shard result files. */
   readonly resultDir: string;
+  /**
+   * Score identical prompt inputs of the shard once and copy the first occurrence's result (default true; the run's
+   * `--no-dedupe` turns it off).
+   */
+  readonly dedupe?: boolean;
 }
 
 export interface ShardContext {
@@ -37,6 +43,8 @@ export interface ShardContext {
   readonly onProgress?: (documentsDone: number) => void;
   /** Keeps the last decoded row group, so consecutive shards of one row group decode it once. */
   readonly cache?: RowGroupCache;
+  /** Rows read and scored per step (default READ_BATCH_ROWS); tests make it small to cross batch boundaries. */
+  readonly readBatchRows?: number;
 }
 
 export interface ShardOutcome {
@@ -47,6 +55,8 @@ export interface ShardOutcome {
   readonly statuses: Readonly<Partial<Record<RowStatus, number>>>;
   /** Routed documents by fallback status (empty without a fallback). */
   readonly fallbackStatuses: Readonly<Partial<Record<FallbackStatus, number>>>;
+  /** Rows that copied an earlier identical document's result instead of being scored (`duplicate_of` set). */
+  readonly duplicates: number;
   readonly tokens: number;
   readonly seconds: number;
   readonly path: string | null;
@@ -70,6 +80,7 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
       rows: shard.rowEnd - shard.rowStart,
       statuses: {},
       fallbackStatuses: {},
+      duplicates: 0,
       tokens: 0,
       seconds: 0,
       path: null,
@@ -87,8 +98,10 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
   const statuses: Partial<Record<RowStatus, number>> = {};
   const fallbackStatuses: Partial<Record<FallbackStatus, number>> = {};
   let tokens = 0;
+  let duplicates = 0;
+  const index = job.dedupe === false ? null : new DuplicateIndex(extraColumns);
   for await (const batch of readShardRows(shard, columns, {
-    batchSize: READ_BATCH_ROWS,
+    batchSize: context.readBatchRows ?? READ_BATCH_ROWS,
     ...(context.signal ? { signal: context.signal } : {}),
     ...(context.cache ? { cache: context.cache } : {}),
   })) {
@@ -102,17 +115,20 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
       return { text, columns: values };
     });
     const done = rows.length;
-    const scores = await scorer.score(docs, {
+    // Per document: the position in `rows` of the earlier identical document it copies, or null when scored itself.
+    const copyOf = docs.map((doc, i) => index?.claim(doc, done + i) ?? null);
+    const scoredAt = copyOf.flatMap((original, i) => (original === null ? [i] : []));
+    const unique = scoredAt.map((i) => docs[i] as DocumentInput);
+    const scores = await scorer.score(unique, {
       ...(context.signal ? { signal: context.signal } : {}),
-      onProgress: (n) => context.onProgress?.(done + n),
+      // Copies before the next unscored document are done too: their originals come earlier.
+      onProgress: (n) => context.onProgress?.(done + (scoredAt[n] ?? docs.length)),
     });
-    const scored: ResultRow[] = [];
-    scores.forEach((score, i) => {
-      statuses[score.status] = (statuses[score.status] ?? 0) + 1;
-      tokens += score.tokens;
+    const scored = scores.map((score, k): ResultRow => {
+      const i = scoredAt[k] as number;
       if (questions.length > 1) {
         // Several questions: the answers carry the labels and scores; the fallback is refused for such codebooks.
-        scored.push({
+        return {
           id: ids[i] ?? null,
           row: batch.rows[i] as number,
           label: null,
@@ -126,10 +142,9 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
           source: 'local',
           shardId: shard.id,
           answers: score.answers ?? questions.map(() => unanswered),
-        });
-        return;
+        };
       }
-      scored.push({
+      return {
         id: ids[i] ?? null,
         row: batch.rows[i] as number,
         label: score.label,
@@ -145,21 +160,29 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
         localLabel: score.label,
         fallback: null,
         ...(score.labelMass !== null ? { labelMass: score.labelMass } : {}),
-      });
+      };
     });
-    // Per read batch, so document texts are held for one batch only.
+    // Per read batch, so document texts are held for one batch only; copies are not routed (asked once, copied).
     const resolved =
       context.fallback === undefined
         ? scored
-        : await context.fallback.resolve(scored, docs, {
+        : await context.fallback.resolve(scored, unique, {
             shardId: shard.id,
             ...(context.signal ? { signal: context.signal } : {}),
           });
-    for (const row of resolved) {
+    let next = 0;
+    copyOf.forEach((original, i) => {
+      const row =
+        original === null
+          ? (resolved[next++] as ResultRow)
+          : copiedRow(rows[original] as ResultRow, ids[i] ?? null, batch.rows[i] as number);
+      statuses[row.status] = (statuses[row.status] ?? 0) + 1;
       const status = row.fallback?.status;
       if (status !== undefined) fallbackStatuses[status] = (fallbackStatuses[status] ?? 0) + 1;
+      if (original !== null) duplicates += 1;
+      tokens += row.tokens;
       rows.push(row);
-    }
+    });
   }
   const expected = shard.rowEnd - shard.rowStart;
   if (rows.length !== expected) {
@@ -187,6 +210,25 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
     seconds: Number(seconds.toFixed(3)),
     statuses,
     ...(context.fallback ? { fallbackStatuses } : {}),
+    duplicates,
   });
-  return { shardId: shard.id, skipped: false, rows: rows.length, statuses, fallbackStatuses, tokens, seconds, path };
+  return {
+    shardId: shard.id,
+    skipped: false,
+    rows: rows.length,
+    statuses,
+    fallbackStatuses,
+    duplicates,
+    tokens,
+    seconds,
+    path,
+  };
+}
+
+/**
+ * A copy's row: the original's results (every question's) and both opinions, bit for bit, under the copy's id and
+ * row; no tokens were evaluated for it.
+ */
+function copiedRow(original: ResultRow, id: DocumentId | null, row: number): ResultRow {
+  return { ...original, id, row, tokens: 0, duplicateOf: original.row };
 }

@@ -19,6 +19,8 @@ export interface ScorerRequest {
   readonly codebookHash: string;
   /** Resolved at submit time, identical on every worker. */
   readonly sequences: number;
+  /** Identical prompt inputs of a shard scored once (absent: true); part of the run's codebook hash when false. */
+  readonly dedupe?: boolean;
   /** The active fallback's identity (part of the run's codebook hash), or null/absent when the fallback is off. */
   readonly fallbackIdentity?: string | null;
   /** Aborts a model load in progress (the worker is stopping); the request then rejects with ABORTED. */
@@ -85,7 +87,7 @@ export class ScorerCache implements ScorerProvider {
     const hash = codebookResultHash(
       codebook,
       fingerprints,
-      { sequences: request.sequences },
+      { sequences: request.sequences, dedupe: request.dedupe ?? true },
       request.fallbackIdentity ?? null,
     );
     if (hash !== request.codebookHash) {

@@ -354,6 +354,7 @@ export class ShardWorker {
       codebook: run.codebook,
       codebookHash: run.spec.codebookHash,
       sequences: run.spec.sequences,
+      dedupe: run.spec.dedupe ?? true,
       fallbackIdentity: runFallbackIdentity(run),
       // SIGTERM during a model load: abort the load and hand the shard back, instead of waiting for it.
       signal: this.stopping.signal,
@@ -367,6 +368,7 @@ export class ShardWorker {
         idType: spec.idType,
         textColumn: spec.textColumn,
         resultDir: spec.resultDir,
+        dedupe: spec.dedupe ?? true,
       },
       loaded,
       ...(spec.fallback?.active === true ? { fallback: await this.fallbackFor(data.runId, run.codebook) } : {}),

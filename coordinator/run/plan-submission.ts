@@ -32,6 +32,8 @@ export interface SubmitRequest {
   readonly noFallback?: boolean;
   /** Fallback answers from the cache only (no key, no network); misses get over_budget. */
   readonly fallbackOffline?: boolean;
+  /** Score every copy of an identical document instead of copying the first one's result. */
+  readonly noDedupe?: boolean;
 }
 
 /** A submitted run, planned: what its spec is built from once the coordinator decides to (re)create it. */
@@ -43,6 +45,7 @@ export interface PlannedSubmission {
   readonly inputs: string[];
   readonly output: string;
   readonly sequences: number;
+  readonly dedupe: boolean;
   readonly shardRows: number;
   readonly plan: ShardPlan;
   readonly fallbackPlan: FallbackPlan;
@@ -119,10 +122,11 @@ export async function planSubmission(
   // "auto" would let each worker pick by its hardware and change the batch layout (and the shard ids) with it.
   const sequences = resolveSequences(codebook, request.sequences);
   const shardRows = request.shardRows ?? DEFAULT_SHARD_ROWS;
+  const dedupe = request.noDedupe !== true;
   const plan = await planRun(
     codebook,
     inputs,
-    sequences,
+    { sequences, dedupe },
     shardRows,
     request.limit,
     fallbackPlan.active ? fallbackPlan.identity : null,
@@ -132,7 +136,19 @@ export async function planSubmission(
   // Before anything is written: the output is a file on a disk and none of the run's own sources.
   await checkOutputDestination(outputLayout(output), runSources(codebookPath, inputs, codebook, plan), 'output');
   const runId = runIdFor(plan, output);
-  return { runId, codebookPath, codebookText, codebook, inputs, output, sequences, shardRows, plan, fallbackPlan };
+  return {
+    runId,
+    codebookPath,
+    codebookText,
+    codebook,
+    inputs,
+    output,
+    sequences,
+    dedupe,
+    shardRows,
+    plan,
+    fallbackPlan,
+  };
 }
 
 /**
@@ -168,8 +184,8 @@ export async function checkOutputFree(
  * file marking the output as being written by this run. Returns the run's spec.
  */
 export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boolean): Promise<RunSpec> {
-  const { runId, codebook, codebookPath, codebookText, sequences, shardRows, plan, inputs, output, fallbackPlan } =
-    planned;
+  const { runId, codebook, codebookPath, codebookText, sequences, dedupe, shardRows, plan, inputs, output } = planned;
+  const { fallbackPlan } = planned;
   const layout = outputLayout(output);
   await ensureOutputFolder(layout, 'coordinator');
   await prepareOutput(layout, { overwrite, plan, by: 'coordinator' });
@@ -182,6 +198,7 @@ export async function prepareRunFiles(planned: PlannedSubmission, overwrite: boo
     codebookText,
     codebookHash: plan.codebookHash,
     sequences,
+    dedupe,
     shardRows,
     limit: plan.limit,
     inputs,

@@ -76,6 +76,7 @@ export class RunFinisher {
         codebook,
         plan,
         sequences: spec.sequences,
+        dedupe: spec.dedupe ?? true,
         shardRows: spec.shardRows,
         threads: codebook.model.threads ?? 'auto',
         startedAt: new Date(spec.createdAt),
@@ -88,11 +89,13 @@ export class RunFinisher {
       await this.store.transition(runId, ['merging'], 'succeeded', {
         finishedAt: new Date().toISOString(),
         manifest: summary.manifestPath,
+        duplicates: String(summary.duplicates),
       });
       await removeCoordinatorLock(outputLayout(spec.output), runId);
       logger.log('info', 'run succeeded', {
         output: summary.output,
         rows: summary.rows,
+        duplicates: summary.duplicates,
         seconds: Number(end().toFixed(3)),
       });
       await this.fallbacks

@@ -37,6 +37,8 @@ export interface RunStatus {
   readonly finishedAt: string | null;
   readonly error: string | null;
   readonly manifest: string | null;
+  /** Identical texts scored once (rows that copied an earlier identical document of their shard); null until merged. */
+  readonly duplicates: number | null;
 }
 
 export class RunStatusReader {
@@ -96,6 +98,7 @@ export class RunStatusReader {
       finishedAt: record.finishedAt,
       error: record.error,
       manifest: record.manifest,
+      duplicates: record.duplicates,
     };
   }
 

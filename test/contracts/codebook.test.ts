@@ -270,7 +270,7 @@ describe('templates', () => {
 });
 
 describe('codebookResultHash', () => {
-  it('ignores key order and threads but changes with labels, adapter scale and layout', () => {
+  it('ignores key order and threads but changes with labels, adapter scale, layout and --no-dedupe', () => {
     const base = parseCodebook(minimal, { source: 'cb.yaml', baseDir: '/data' });
     const fp = { model: 'm1', adapters: ['a1'] };
     const h = codebookResultHash(base, fp, { sequences: 1 });
@@ -291,6 +291,9 @@ describe('codebookResultHash', () => {
     // `ordered` only steers evaluation: results written before it existed keep their hash.
     const ordered = parseCodebook({ ...minimal, ordered: true }, { source: 'cb.yaml', baseDir: '/data' });
     assert.equal(codebookResultHash(ordered, fp, { sequences: 1 }), h);
+    // Scoring identical texts once is the default and leaves the hash as it was; --no-dedupe changes it.
+    assert.equal(codebookResultHash(base, fp, { sequences: 1, dedupe: true }), h);
+    assert.notEqual(codebookResultHash(base, fp, { sequences: 1, dedupe: false }), h);
   });
 });
 

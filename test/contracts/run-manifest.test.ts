@@ -44,6 +44,7 @@ async function mergedManifest(dir: string): Promise<string> {
     codebook: sentimentCodebook(undefined, {}, dir),
     plan,
     sequences: 1,
+    dedupe: true,
     shardRows: 4,
     threads: 'auto',
     startedAt: new Date('2025-01-01T00:00:00Z'),

@@ -19,7 +19,7 @@ async function plan(dir: string, idColumn: string): Promise<readonly string[]> {
     },
     { source: 'cb.yaml', baseDir: dir },
   );
-  const planned = await planRun(codebook, [path.join(dir, 'in')], 1, 1000);
+  const planned = await planRun(codebook, [path.join(dir, 'in')], { sequences: 1 }, 1000);
   return planned.warnings ?? [];
 }
 

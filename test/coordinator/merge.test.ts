@@ -104,6 +104,7 @@ describe('mergeShards', () => {
         fallback_status: 'VARCHAR',
         fallback_error: 'VARCHAR',
         label_mass: 'DOUBLE',
+        duplicate_of: 'BIGINT',
       });
       const file = sqlString(output);
       const [stats] = await queryDuckDB(`

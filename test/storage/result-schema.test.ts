@@ -1,5 +1,5 @@
-// The fallback result columns through the shard writer and the merge: both opinions round-trip, inconsistent rows
-// are refused, and shard files written before the columns existed merge as local-only rows.
+// The added result columns through the shard writer and the merge: both opinions and duplicate_of round-trip,
+// inconsistent rows are refused, and shard files written before the columns existed merge as local-only rows.
 
 import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -92,7 +92,39 @@ describe('fallback result columns', () => {
     });
   });
 
-  it('merge shard files written before the fallback and label_mass columns as local-only rows', async () => {
+  it('round-trip duplicate_of, and the writer refuses a copy that is not of an earlier original row', async () => {
+    await withTempDir(async (dir) => {
+      const plan = await twoShards(dir);
+      const shard = plan.shards[1]!;
+      const start = shard.corpusRowStart;
+      const rows = rowsFor(shard, false).map((row, k) =>
+        k === 3 ? { ...row, tokens: 0, labelMass: 0.75, duplicateOf: start + 2 } : row,
+      );
+      await writeShardResult({ dir, shard, labels: LABELS, idType: plan.idType, rows });
+      const back = resultRowsOf((await readShardResult(shardResultPath(dir, shard.id))).table, LABELS);
+      assert.deepEqual(back, rows);
+      assert.deepEqual(
+        back.map((r) => r.duplicateOf),
+        [undefined, undefined, undefined, start + 2],
+      );
+      const refused = [
+        [{ duplicateOf: start + 3 }, /copy of row 7, not an earlier row/],
+        [{ duplicateOf: start - 1 }, /copy of row 3, not an earlier row/],
+        [{ duplicateOf: start + 2, tokens: 10 }, /is a copy but has 10 tokens/],
+      ] as const;
+      for (const [change, message] of refused) {
+        const bad = rows.map((row, k) => (k === 3 ? { ...row, ...change } : row));
+        await assert.rejects(writeShardResult({ dir, shard, labels: LABELS, idType: plan.idType, rows: bad }), message);
+      }
+      const chained = rows.map((row, k) => (k === 2 ? { ...row, tokens: 0, duplicateOf: start } : row));
+      await assert.rejects(
+        writeShardResult({ dir, shard, labels: LABELS, idType: plan.idType, rows: chained }),
+        /copies row 6, itself a copy/,
+      );
+    });
+  });
+
+  it('merge shard files written before the fallback, label_mass and duplicate_of columns as local rows', async () => {
     await withTempDir(async (dir) => {
       const plan = await twoShards(dir);
       const shardDir = path.join(dir, 'shards');
@@ -102,7 +134,7 @@ describe('fallback result columns', () => {
         shard: fresh!,
         labels: LABELS,
         idType: plan.idType,
-        rows: rowsFor(fresh!, true),
+        rows: rowsFor(fresh!, true).map((row, k) => (k === 3 ? { ...row, tokens: 0, duplicateOf: 2 } : row)),
       });
       await writeShardResult({
         dir: shardDir,
@@ -111,12 +143,12 @@ describe('fallback result columns', () => {
         idType: plan.idType,
         rows: rowsFor(old!, false),
       });
-      // Rewrite the second shard file without the seven new columns, as the previous versions wrote it.
+      // Rewrite the second shard file without the eight new columns, as the previous versions wrote it.
       const file = shardResultPath(shardDir, old!.id);
       const table = tableFromIPC(await readFile(file));
       const keep = table.schema.fields
         .map((f) => f.name)
-        .filter((name) => !/^(local_|fallback_|label_mass$)/.test(name));
+        .filter((name) => !/^(local_|fallback_|label_mass$|duplicate_of$)/.test(name));
       const legacy = table.select(keep);
       const legacySchema = new Schema(legacy.schema.fields, table.schema.metadata);
       await writeFile(
@@ -144,7 +176,8 @@ describe('fallback result columns', () => {
         fallback_failed: 0,
       });
       const rows = await queryDuckDB(
-        `SELECT "row"::INT AS r, label, local_label, local_confidence, fallback_status, label_mass ` +
+        `SELECT "row"::INT AS r, label, local_label, local_confidence, fallback_status, label_mass, ` +
+          `duplicate_of::INT AS duplicate_of ` +
           `FROM read_parquet('${sqlString(output)}') ORDER BY "row"`,
       );
       assert.deepEqual(
@@ -158,6 +191,11 @@ describe('fallback result columns', () => {
         rows.slice(0, 4).map((r) => r.label_mass),
         [0.5, 0.625, 0.75, null],
       );
+      assert.deepEqual(
+        rows.map((r) => r.duplicate_of),
+        [null, null, null, 2, null, null, null, null],
+      );
+      assert.equal(summary.duplicates, 1);
       for (const row of rows.slice(4))
         assert.deepEqual(
           [row.label, row.local_label, row.local_confidence, row.fallback_status, row.label_mass],

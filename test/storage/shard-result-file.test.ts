@@ -68,6 +68,7 @@ describe('writeShardResult', () => {
         fallback_status: 'Utf8?',
         fallback_error: 'Utf8?',
         label_mass: 'Float64?',
+        duplicate_of: 'Int64?',
       });
       assert.deepEqual(resultRowsOf(result.table, LABELS), rows);
     });

@@ -7,7 +7,7 @@
 
 import type { LlamaModel, Token } from 'node-llama-cpp';
 import { scoredQuestions, type Codebook, type Label, type Question } from '../../contracts/codebook.js';
-import type { DocumentInput } from '../../contracts/document-input.js';
+import { isBlankText, type DocumentInput } from '../../contracts/document-input.js';
 import type { DocumentScore, DocumentScorer, ScoreOptions, ScorerSettings } from '../../contracts/document-scorer.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
@@ -209,7 +209,7 @@ export class LabelScorer implements DocumentScorer {
     for (let index = 0; index < docs.length; index++) {
       options.signal?.throwIfAborted();
       const doc = docs[index] as DocumentInput;
-      if (doc.text === null || doc.text.trim() === '') {
+      if (isBlankText(doc.text)) {
         results[index] = unscored('empty_text', 'document text is null or blank', 0, false);
         continue;
       }
