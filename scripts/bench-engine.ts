@@ -4,8 +4,10 @@
 // - llama-server at 1, 2, 4 and 8 slots, each with as many concurrent /completion requests, sent the engine's own
 //   prompt tokens as token arrays (cache_prompt on, so the shared prefix stays in each slot);
 // - llama-bench pp<tokens per document> at depth <shared prefix>: the ceiling for the engine's tokens/s.
-// Two corpora: unique documents, and the same slices with 30% exact duplicates. Every engine measurement runs in
-// its own process (its own build, its own peak RSS). Results go to bench/results/engine.{json,md}.
+// Two corpora: unique documents, and the same slices with 30% exact duplicates (--duplicates: copies of earlier
+// documents of the slice, placed by a fixed seed). The engine scores each slice through the shard path, as a run does,
+// so it scores identical texts once; llama-server is sent every copy. Every engine measurement runs in its own process
+// (its own build, its own peak RSS). Results go to bench/results/engine.{json,md}.
 //
 //   npm run bench:engine [-- --documents 240 --rounds 3 --threads 2 --slots 1,2,4,8 --sequences 4
 //                            --duplicates 0.3 --corpora unique,duplicates --builds prebuilt,local
@@ -22,7 +24,10 @@ import { parseArgs } from 'node:util';
 import type { Token } from 'node-llama-cpp';
 import { parseCodebook, type Codebook } from '../contracts/codebook.js';
 import { ensureFixtureModel } from '../gguf/fixtures/fixture-catalog.js';
+import { readCorpusFile } from '../coordinator/corpus.js';
+import { planShards } from '../coordinator/shard-planner.js';
 import { LabelScorer } from '../worker/engine/label-scorer.js';
+import { processShard } from '../worker/process-shard.js';
 import { getRuntime, loadModel, runtimeInfo, type BuildPreference } from '../worker/engine/llama-runtime.js';
 import {
   best,
@@ -36,6 +41,7 @@ import {
   type PartRun,
   type Ratio,
 } from './bench-engine-report.js';
+import { sqlString, writeParquetWithDuckDB } from './harness/parquet.js';
 import {
   REPOSITORY_ROOT,
   detectBackend,
@@ -203,36 +209,57 @@ interface EnginePartArgs {
   readonly round: number;
 }
 
-/** One engine measurement, in a process of its own: warm up every sequence, then score the round's slice. */
+/**
+ * One engine measurement, in a process of its own: warm up every sequence, then score the round's slice through the
+ * shard path (a Parquet file of the slice, one shard), which scores identical texts once as a run does.
+ */
 async function enginePart(prepared: Prepared, args: EnginePartArgs): Promise<PartRun> {
   const llama = await getRuntime({ build: args.build });
   const info = await runtimeInfo(llama);
   const model = await loadModel(llama, prepared.model, 0);
-  const scorer = await LabelScorer.create(codebook(prepared.model, prepared.threads), {
-    model,
-    sequences: args.sequences,
-  });
+  const bench = codebook(prepared.model, prepared.threads);
+  const scorer = await LabelScorer.create(bench, { model, sequences: args.sequences });
   const warmup = prepared.warmup.slice(0, Math.min(args.sequences, WARMUP_DOCUMENTS)).map((d) => ({ text: d.text }));
   await scorer.score(warmup);
-  const docs = (prepared.slices[args.corpus][args.round] ?? []).map((i) => ({
-    text: (prepared.documents[i] as PreparedDocument).text,
-  }));
-  const t0 = performance.now();
-  const scores = await scorer.score(docs);
-  const seconds = (performance.now() - t0) / 1000;
-  await scorer.dispose();
-  await model.dispose();
-  return {
-    part: args.sequences === 1 ? 'engine serial' : 'engine batched',
-    build: info.build,
-    corpus: args.corpus,
-    round: args.round,
-    parallel: args.sequences,
-    documents: docs.length,
-    seconds,
-    tokensEvaluated: scores.reduce((n, s) => n + s.tokens, 0),
-    peakRssMB: process.resourceUsage().maxRSS / 1024,
-  };
+  const texts = (prepared.slices[args.corpus][args.round] ?? []).map(
+    (i) => (prepared.documents[i] as PreparedDocument).text,
+  );
+  const work = await mkdtemp(path.join(os.tmpdir(), 'rescale-bench-engine-part-'));
+  try {
+    const corpus = await writeParquetWithDuckDB(
+      `SELECT * FROM (VALUES ${texts.map((text, i) => `(${i}::BIGINT, '${sqlString(text)}')`).join(', ')}) t(id, text)`,
+      path.join(work, 'slice.parquet'),
+    );
+    const plan = planShards([await readCorpusFile(corpus)], {
+      codebookHash: 'bench',
+      maxRowsPerShard: texts.length,
+      idColumn: 'id',
+      textColumn: 'text',
+    });
+    const shard = plan.shards[0];
+    if (plan.shards.length !== 1 || shard === undefined) throw new Error('the slice must plan into one shard');
+    const t0 = performance.now();
+    const outcome = await processShard(
+      { shard, idColumn: 'id', idType: plan.idType, textColumn: 'text', resultDir: path.join(work, 'shards') },
+      { scorer },
+    );
+    const seconds = (performance.now() - t0) / 1000;
+    return {
+      part: args.sequences === 1 ? 'engine serial' : 'engine batched',
+      build: info.build,
+      corpus: args.corpus,
+      round: args.round,
+      parallel: args.sequences,
+      documents: outcome.rows,
+      seconds,
+      tokensEvaluated: outcome.tokens,
+      peakRssMB: process.resourceUsage().maxRSS / 1024,
+    };
+  } finally {
+    await scorer.dispose();
+    await model.dispose();
+    await rm(work, { recursive: true, force: true });
+  }
 }
 
 function runEngineChild(preparedFile: string, args: EnginePartArgs): PartRun {
