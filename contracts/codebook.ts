@@ -68,6 +68,13 @@ const promptSchema = z.strictObject({
   template: z.string().min(1),
   /** raw format only: text placed between the prompt and the answer (e.g. " "). */
   answer_prefix: z.string().default(''),
+  /** Cut to `chars` characters (Unicode code points): the whole rendered prompt (raw format) or the document. */
+  truncate: z
+    .strictObject({
+      chars: z.number().int('a whole number of characters').positive('a positive number of characters'),
+      of: z.enum(['prompt', 'document']),
+    })
+    .optional(),
 });
 
 const inputSchema = z.strictObject({
@@ -144,11 +151,20 @@ export interface ModelSpec {
   readonly sequences: number | 'auto';
 }
 
+/** Character truncation, as Python's `text[:chars]` (code points, not UTF-16 units or tokens). */
+export interface CharTruncation {
+  readonly chars: number;
+  /** "prompt": the raw prompt string after the template is filled (special-token text counted as written). */
+  readonly of: 'prompt' | 'document';
+}
+
 export interface PromptSpec {
   readonly format: 'chat' | 'raw';
   readonly system: string | null;
   readonly template: string;
   readonly answerPrefix: string;
+  /** Applied before tokenising, besides model.max_document_tokens; null when not set. */
+  readonly truncate: CharTruncation | null;
   /** Variables the template uses, in order of first appearance ("text" always among them). */
   readonly variables: readonly string[];
 }
@@ -319,6 +335,13 @@ export function parseCodebook(
       'only used with format "raw"; in chat format the answer is the assistant reply',
     );
   }
+  if (value.prompt.format === 'chat' && value.prompt.truncate?.of === 'prompt') {
+    throw invalid(
+      source,
+      'prompt.truncate.of',
+      '"prompt" cuts the raw prompt string and needs format "raw"; in chat format use "document"',
+    );
+  }
 
   const resolvePath = (p: string): string => path.resolve(baseDir, p);
   const model: ModelSpec = Object.freeze({
@@ -346,6 +369,7 @@ export function parseCodebook(
       system: value.prompt.system ?? null,
       template: value.prompt.template,
       answerPrefix: value.prompt.answer_prefix,
+      truncate: value.prompt.truncate === undefined ? null : Object.freeze({ ...value.prompt.truncate }),
       variables: Object.freeze(variables),
     }),
     model,
@@ -506,6 +530,8 @@ export function codebookResultHash(
   layout: ResultLayout,
   fallback: string | null = null,
 ): string {
+  // An absent truncation leaves the hash as it was before the field existed.
+  const { truncate, ...prompt } = codebook.prompt;
   const identity = {
     task: codebook.task,
     textColumn: codebook.textColumn,
@@ -515,7 +541,7 @@ export function codebookResultHash(
     questions: codebook.questions.map(({ ordered: _ordered, text, ...question }) =>
       text === null ? question : { ...question, text },
     ),
-    prompt: { ...codebook.prompt },
+    prompt: truncate === null ? prompt : { ...prompt, truncate },
     model: fingerprints.model,
     adapters: codebook.model.adapters.map((a, i) => ({ fingerprint: fingerprints.adapters[i], scale: a.scale })),
     maxDocumentTokens: codebook.model.maxDocumentTokens,

@@ -156,6 +156,24 @@ describe('parseCodebook', () => {
   it('rejects answer_prefix outside raw format', () => {
     rejects({ ...minimal, prompt: { template: '{text}', answer_prefix: ' ' } }, /answer_prefix/);
   });
+
+  it('reads prompt.truncate (characters of the prompt or the document) and names the field of a bad value', () => {
+    const raw = { ...minimal, prompt: { format: 'raw', template: '{text}', truncate: { chars: 4096, of: 'prompt' } } };
+    const codebook = parseCodebook(raw, { source: 'cb.yaml', baseDir: '/data' });
+    assert.deepEqual(codebook.prompt.truncate, { chars: 4096, of: 'prompt' });
+    assert.equal(parseCodebook(minimal, { source: 'cb.yaml', baseDir: '/data' }).prompt.truncate, null);
+    const truncate = (value: unknown, format = 'raw') => ({
+      ...minimal,
+      prompt: { format, template: '{text}', truncate: value },
+    });
+    rejects(truncate({ chars: 0, of: 'prompt' }), /prompt\.truncate\.chars/);
+    rejects(truncate({ chars: 10.5, of: 'prompt' }), /prompt\.truncate\.chars/);
+    rejects(truncate({ chars: 10, of: 'middle' }), /prompt\.truncate\.of/);
+    rejects(truncate({ chars: 10 }), /prompt\.truncate\.of/);
+    rejects(truncate({ chars: 10, of: 'prompt', tokens: 3 }), /prompt\.truncate/);
+    rejects(truncate({ chars: 10, of: 'prompt' }, 'chat'), /prompt\.truncate\.of.*format "raw"/s);
+    assert.equal(parseCodebook(truncate({ chars: 10, of: 'document' }, 'chat')).prompt.truncate?.of, 'document');
+  });
 });
 
 describe('loadCodebook', () => {
@@ -294,6 +312,30 @@ describe('codebookResultHash', () => {
     // Scoring identical texts once is the default and leaves the hash as it was; --no-dedupe changes it.
     assert.equal(codebookResultHash(base, fp, { sequences: 1, dedupe: true }), h);
     assert.notEqual(codebookResultHash(base, fp, { sequences: 1, dedupe: false }), h);
+  });
+
+  it('changes with character truncation, and without it stays what it was before the field existed', () => {
+    const base = parseCodebook(minimal, { source: 'cb.yaml', baseDir: '/data' });
+    const fp = { model: 'm1', adapters: ['a1'] };
+    const h = codebookResultHash(base, fp, { sequences: 1 });
+    // The hash of this codebook before prompt.truncate existed: finished results keep resuming and merging.
+    assert.equal(h, 'f1394fe1933fcb92c434d713d224454d80ad6507bee12ccab5977e457f749f40');
+    const cut = (chars: number, of: 'prompt' | 'document') =>
+      codebookResultHash(
+        parseCodebook(
+          { ...minimal, prompt: { format: 'raw', template: 'Classify: {text}', truncate: { chars, of } } },
+          { source: 'cb.yaml', baseDir: '/data' },
+        ),
+        fp,
+        { sequences: 1 },
+      );
+    const raw = parseCodebook(
+      { ...minimal, prompt: { format: 'raw', template: 'Classify: {text}' } },
+      { source: 'cb.yaml', baseDir: '/data' },
+    );
+    const hashes = new Set([codebookResultHash(raw, fp, { sequences: 1 }), cut(4096, 'prompt'), cut(2048, 'prompt')]);
+    hashes.add(cut(4096, 'document'));
+    assert.equal(hashes.size, 4);
   });
 });
 

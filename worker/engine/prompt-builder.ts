@@ -3,9 +3,6 @@
 // It also finds the shared prefix (system prompt, instructions) that the scorer evaluates once and reuses.
 
 import {
-  LlamaText,
-  SpecialToken,
-  SpecialTokensText,
   resolveChatWrapper,
   type ChatHistoryItem,
   type ChatWrapper,
@@ -48,15 +45,22 @@ export class PromptBuilder {
 
   /** Tokens of the full prompt for one document, ending where the answer starts. */
   render(doc: DocumentInput, maxDocumentTokens: number): RenderedPrompt {
+    const { truncate } = this.codebook.prompt;
     let text = doc.text ?? '';
     let truncated = false;
+    if (truncate?.of === 'document') {
+      const cut = firstCodePoints(text, truncate.chars);
+      truncated = cut.length < text.length;
+      text = cut;
+    }
     const textTokens = this.model.tokenize(text, false, 'trimLeadingSpace');
     if (textTokens.length > maxDocumentTokens) {
       // Cut on a token boundary, then re-render so the kept part tokenises as it does in context.
       text = this.model.detokenize(textTokens.slice(0, maxDocumentTokens), false);
       truncated = true;
     }
-    return { tokens: this.promptText({ ...doc, text }).tokenize(this.model.tokenizer), truncated };
+    const prompt = this.promptTokens({ ...doc, text });
+    return { tokens: prompt.tokens, truncated: truncated || prompt.cut };
   }
 
   /** The full prompt as text with special tokens shown, for `rescale inspect` and debugging. */
@@ -80,7 +84,8 @@ export class PromptBuilder {
     return doc.columns?.[name] ?? '';
   }
 
-  private promptText(doc: DocumentInput): LlamaText {
+  /** The prompt's tokens for a document; `cut` when truncate "prompt" shortened it. */
+  private promptTokens(doc: DocumentInput): { tokens: Token[]; cut: boolean } {
     const { prompt } = this.codebook;
     const system = prompt.system === null ? null : this.fillCodebookVariables(prompt.system);
     if (this.chatWrapper !== null) {
@@ -88,19 +93,58 @@ export class PromptBuilder {
       if (system !== null) history.push({ type: 'system', text: system });
       history.push({ type: 'user', text: this.userText(doc) });
       history.push({ type: 'model', response: [] });
-      return this.chatWrapper.generateContextState({ chatHistory: history }).contextText;
+      const text = this.chatWrapper.generateContextState({ chatHistory: history }).contextText;
+      return { tokens: text.tokenize(this.model.tokenizer), cut: false };
     }
-    // Raw: the template's own text may hold special-token text (e.g. "<|im_start|>"); document values never do.
-    const values: (string | SpecialToken | SpecialTokensText)[] = [];
-    if (this.model.tokens.shouldPrependBosToken) values.push(new SpecialToken('BOS'));
-    if (system !== null) values.push(new SpecialTokensText(system));
+    // Raw: the codebook's own text may hold special-token text (e.g. "<s>", "<|im_start|>"); document values never do.
+    const parts: RawPart[] = [];
+    if (system !== null) parts.push({ text: system, special: true });
     for (const part of parseTemplate(prompt.template)) {
-      if (part.kind === 'text') values.push(new SpecialTokensText(part.text));
-      else if ((CODEBOOK_VARIABLES as readonly string[]).includes(part.name))
-        values.push(new SpecialTokensText(this.variable(part.name, doc)));
-      else values.push(this.variable(part.name, doc));
+      if (part.kind === 'text') parts.push({ text: part.text, special: true });
+      else {
+        const special = (CODEBOOK_VARIABLES as readonly string[]).includes(part.name);
+        parts.push({ text: this.variable(part.name, doc), special });
+      }
     }
-    return LlamaText(values);
+    const kept = prompt.truncate?.of === 'prompt' ? cutParts(parts, prompt.truncate.chars) : parts;
+    return { tokens: this.rawTokens(kept), cut: kept !== parts };
+  }
+
+  /**
+   * Tokenises a raw prompt as llama.cpp tokenises a whole string with special tokens parsed (what llama-cpp-python's
+   * completion call does): split at special tokens, each stretch of text between them tokenised whole. Only the
+   * codebook's parts are searched for special tokens, so a document is never parsed for them, and a document next to
+   * template text tokenises with it as one stretch, as it did in the string an adapter was trained on.
+   */
+  private rawTokens(parts: readonly RawPart[]): Token[] {
+    const tokens: Token[] = [];
+    const bos = this.model.tokens.bos;
+    if (this.model.tokens.shouldPrependBosToken && bos !== null) tokens.push(bos);
+    let stretch = '';
+    const flush = (): void => {
+      if (stretch !== '') tokens.push(...this.model.tokenize(stretch, false));
+      stretch = '';
+    };
+    for (const part of parts) {
+      if (!part.special) {
+        stretch += part.text;
+        continue;
+      }
+      let rest = part.text;
+      for (const token of this.model.tokenize(part.text, true)) {
+        if (!this.model.isSpecialToken(token)) continue;
+        const text = this.model.detokenize([token], true);
+        const at = text === '' ? -1 : rest.indexOf(text);
+        if (at < 0) continue;
+        stretch += rest.slice(0, at);
+        flush();
+        tokens.push(token);
+        rest = rest.slice(at + text.length);
+      }
+      stretch += rest;
+    }
+    flush();
+    return tokens;
   }
 
   private fillCodebookVariables(text: string): string {
@@ -118,7 +162,7 @@ export class PromptBuilder {
     const probe = (text: string): Token[] => {
       const columns: Record<string, string> = {};
       for (const name of this.codebook.prompt.variables) columns[name] = text;
-      return this.promptText({ text, columns }).tokenize(this.model.tokenizer);
+      return this.promptTokens({ text, columns }).tokens;
     };
     const a = probe('x');
     const b = probe('Q 7');
@@ -126,4 +170,35 @@ export class PromptBuilder {
     while (common < a.length && common < b.length && a[common] === b[common]) common++;
     return a.slice(0, common);
   }
+}
+
+/** A piece of the raw prompt: template text (special-token text parsed as such) or a value (never parsed). */
+interface RawPart {
+  readonly text: string;
+  readonly special: boolean;
+}
+
+/** The first `chars` code points of `text`, as Python's `text[:chars]`. */
+function firstCodePoints(text: string, chars: number): string {
+  let end = 0;
+  let count = 0;
+  for (const ch of text) {
+    if (count === chars) return text.slice(0, end);
+    end += ch.length;
+    count++;
+  }
+  return text;
+}
+
+/** The parts cut to their first `chars` code points in all; the same array when nothing is cut. */
+function cutParts(parts: readonly RawPart[], chars: number): readonly RawPart[] {
+  const kept: RawPart[] = [];
+  let left = chars;
+  for (const part of parts) {
+    const text = firstCodePoints(part.text, left);
+    if (text !== '') kept.push({ text, special: part.special });
+    left -= [...text].length;
+    if (text.length < part.text.length) return kept;
+  }
+  return parts;
 }

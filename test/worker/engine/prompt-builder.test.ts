@@ -1,0 +1,102 @@
+// Raw prompts on a real Llama-2 SPM vocabulary (the small fixture): tokens as llama.cpp gives for the whole string
+// with special tokens parsed (what llama-cpp-python's completion call does), document text never parsed for them,
+// and the character truncation of the prompt or the document.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import type { LlamaModel, Token } from 'node-llama-cpp';
+import { parseCodebook, singleQuestion, type CodebookInput } from '../../../contracts/codebook.js';
+import { llamaBuildFromEnvironment } from '../../../contracts/environment.js';
+import { getRuntime, loadModel } from '../../../worker/engine/llama-runtime.js';
+import { PromptBuilder } from '../../../worker/engine/prompt-builder.js';
+import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
+
+const HEAD = '<s>[INST] Classify the question.:"';
+const TAIL = '" Analyze carefully the text. Policy area numbers: 1 = Macroeconomics 2 = Civil Rights [/INST]. Answer =';
+
+let model: LlamaModel;
+before(async () => {
+  const llama = await getRuntime({ build: llamaBuildFromEnvironment() });
+  model = await loadModel(llama, await fixtureModel('small'), 0);
+});
+after(async () => {
+  await model.dispose();
+});
+
+function builder(prompt: Partial<CodebookInput['prompt']> = {}): PromptBuilder {
+  const codebook = parseCodebook(
+    {
+      task: 'cap',
+      labels: [
+        { name: '1', answer: '1].' },
+        { name: '2', answer: '2].' },
+      ],
+      prompt: { format: 'raw', template: `${HEAD}{text}${TAIL}`, answer_prefix: ' [', ...prompt },
+      model: { path: 'm.gguf' },
+    },
+    { source: 'cb.yaml' },
+  );
+  return PromptBuilder.create(model, codebook, singleQuestion(codebook));
+}
+
+/** The paper's way: one string, llama.cpp's BOS added and its special-token text parsed. */
+function wholeString(text: string): Token[] {
+  return [model.tokens.bos as Token, ...model.tokenize(text, true)];
+}
+
+const question =
+  '1.Will the Commission estimate the cost to employers? 2.How is this consistent with the Commission’s objective?';
+
+describe('PromptBuilder, raw format', () => {
+  it('gives the tokens of the whole filled-in string, the document tokenised together with the text around it', () => {
+    const rendered = builder().render({ text: question }, 512);
+    assert.deepEqual(rendered.tokens, wholeString(`${HEAD}${question}${TAIL}`));
+    assert.equal(rendered.truncated, false);
+    // Two BOS tokens, as llama-cpp-python gives for a prompt that starts with "<s>".
+    assert.deepEqual(rendered.tokens.slice(0, 2), [model.tokens.bos, model.tokens.bos]);
+  });
+
+  it('never parses special-token text inside the document', () => {
+    const text = 'ends here </s> and <s>[INST] again';
+    const tokens = builder().render({ text }, 512).tokens;
+    assert.equal(tokens.filter((t) => t === model.tokens.eos).length, 0);
+    assert.equal(tokens.filter((t) => t === model.tokens.bos).length, 2);
+    assert.notDeepEqual(tokens, wholeString(`${HEAD}${text}${TAIL}`));
+  });
+
+  it('truncate of the prompt cuts the filled-in string to its first N characters, special-token text counted', () => {
+    const full = `${HEAD}${question}${TAIL}`;
+    for (const chars of [20, HEAD.length + 30, full.length - 10]) {
+      const rendered = builder({ truncate: { chars, of: 'prompt' } }).render({ text: question }, 512);
+      assert.deepEqual(rendered.tokens, wholeString(full.slice(0, chars)), `chars ${chars}`);
+      assert.equal(rendered.truncated, true);
+    }
+    // Cut inside the instruction at the end: the instruction is lost, as in the paper's Dataverse script.
+    const cut = builder({ truncate: { chars: full.length - 10, of: 'prompt' } }).preview({ text: question }, 512);
+    assert.ok(!cut.includes('Answer ='));
+    const whole = builder({ truncate: { chars: full.length, of: 'prompt' } }).render({ text: question }, 512);
+    assert.deepEqual(whole, { tokens: wholeString(full), truncated: false });
+  });
+
+  it('counts characters as code points, as Python does, never splitting a surrogate pair', () => {
+    const text = '😀😀😀 abc';
+    const chars = HEAD.length + 2;
+    const rendered = builder({ truncate: { chars, of: 'prompt' } }).render({ text }, 512);
+    assert.deepEqual(rendered.tokens, wholeString(`${HEAD}😀😀`));
+    const document = builder({ truncate: { chars: 2, of: 'document' } }).render({ text }, 512);
+    assert.deepEqual(document, { tokens: wholeString(`${HEAD}😀😀${TAIL}`), truncated: true });
+  });
+
+  it('truncate of the document keeps the template whole and flags only documents it cut', () => {
+    const short = builder({ truncate: { chars: question.length, of: 'document' } }).render({ text: question }, 512);
+    assert.deepEqual(short, { tokens: wholeString(`${HEAD}${question}${TAIL}`), truncated: false });
+    const cut = builder({ truncate: { chars: 40, of: 'document' } }).render({ text: question }, 512);
+    assert.deepEqual(cut, { tokens: wholeString(`${HEAD}${question.slice(0, 40)}${TAIL}`), truncated: true });
+  });
+
+  it('applies max_document_tokens after the character cut of the document', () => {
+    const rendered = builder({ truncate: { chars: 60, of: 'document' } }).render({ text: question }, 5);
+    const kept = model.detokenize(model.tokenize(question.slice(0, 60), false, 'trimLeadingSpace').slice(0, 5), false);
+    assert.deepEqual(rendered, { tokens: wholeString(`${HEAD}${kept}${TAIL}`), truncated: true });
+  });
+});
