@@ -3,14 +3,14 @@
 // every copy under other shard ids with the same labels and probabilities.
 
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { before, describe, it } from 'node:test';
-import { stringify } from 'yaml';
 import { runLocalMode } from '../../cli/local-mode.js';
 import { parseRunManifest } from '../../contracts/run-manifest.js';
 import { fixtureModel } from '../../scripts/harness/fixture-models.js';
-import { queryDuckDB, sqlString, withTempDir, writeParquetWithDuckDB } from '../../scripts/harness/parquet.js';
+import { queryDuckDB, sqlString, withTempDir } from '../../scripts/harness/parquet.js';
+import { writeSentimentStudy } from '../helpers/fallback.js';
 
 /** 24 rows in shards of 8: row i repeats the text of row i - 3 when i % 6 ≥ 3, so 12 rows repeat an earlier one. */
 const CORPUS_SQL =
@@ -44,18 +44,7 @@ async function merged(output: string): Promise<MergedRow[]> {
 describe('rescale run with identical texts', () => {
   it('scores them once per shard, marks the copies, counts them in the manifest; --no-dedupe scores each', async () => {
     await withTempDir(async (dir) => {
-      const input = await writeParquetWithDuckDB(CORPUS_SQL, path.join(dir, 'tweets.parquet'));
-      const codebook = path.join(dir, 'sentiment.codebook.yaml');
-      await writeFile(
-        codebook,
-        stringify({
-          task: 'sentiment',
-          input: { text_column: 'text', id_column: 'id' },
-          labels: [{ name: 'negative' }, { name: 'neutral' }, { name: 'positive' }],
-          prompt: { format: 'chat', system: 'Classify the sentiment of the tweet.', template: 'Tweet: {text}' },
-          model: { path: model, threads: 1 },
-        }),
-      );
+      const { codebook, input } = await writeSentimentStudy(dir, model, CORPUS_SQL, undefined);
       const run = (output: string, noDedupe: boolean) =>
         runLocalMode({ codebook, input: [input], output, shardRows: 8, noDedupe, env: {} });
 

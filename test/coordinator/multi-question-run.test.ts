@@ -117,6 +117,7 @@ describe('rescale run with a multi-question codebook', () => {
         'tokens',
         'source',
         'shard_id',
+        'duplicate_of',
       ]);
       assert.equal(types['sentiment__p_neutral'], 'DOUBLE');
       const multi = await queryDuckDB(`SELECT * FROM read_parquet('${sqlString(out('multi'))}') ORDER BY row`);

@@ -122,7 +122,7 @@ export async function writeSentimentStudy(
   dir: string,
   model: string,
   corpusSql: string,
-  fallback: object,
+  fallback: object | undefined,
 ): Promise<{ codebook: string; input: string; output: string }> {
   const input = await writeParquetWithDuckDB(corpusSql, path.join(dir, 'tweets.parquet'));
   const codebook = path.join(dir, 'sentiment.codebook.yaml');
@@ -138,7 +138,7 @@ export async function writeSentimentStudy(
         template: 'Tweet: {text}',
       },
       model: { path: model },
-      fallback,
+      ...(fallback === undefined ? {} : { fallback }),
     }),
   );
   return { codebook, input, output: path.join(dir, 'out', 'results.parquet') };
