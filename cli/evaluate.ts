@@ -91,6 +91,22 @@ async function labelSetColumn(file: string, question: string | undefined): Promi
   );
 }
 
+/** Suffix of a multi-question results column holding a single-label question's label. */
+export const LABEL_COLUMN_SUFFIX = '__label';
+
+/** The single-label results column: `<question>__label` when the file has it (several questions), else `label`. */
+async function labelColumn(file: string, question: string | undefined): Promise<string> {
+  if (question === undefined) return 'label';
+  const { columnNames } = await readParquetTable(file, '--predictions', []);
+  const column = `${question}${LABEL_COLUMN_SUFFIX}`;
+  if (columnNames.includes(column)) return column;
+  if (columnNames.includes('label')) return 'label';
+  throw new RescaleError(
+    'COLUMN_MISSING',
+    `--predictions ${file} has neither "${column}" nor "label" (it has: ${columnNames.join(', ')}); check --question`,
+  );
+}
+
 export async function runEvaluate(
   options: EvaluateCommandOptions,
 ): Promise<EvaluationResult | MultiLabelEvaluationResult> {
@@ -107,7 +123,8 @@ export async function runEvaluate(
     gold.values.some((v) => Array.isArray(v));
   const predictions = [];
   for (const file of options.predictions) {
-    const column = multiLabel ? await labelSetColumn(file, options.question ?? question?.name) : 'label';
+    const questionName = options.question ?? question?.name;
+    const column = multiLabel ? await labelSetColumn(file, questionName) : await labelColumn(file, questionName);
     predictions.push(await readPredictions(file, '--predictions', column));
   }
   if (options.strictIds) for (const p of predictions) assertCompleteJoin(joinByIds(gold, p).coverage, gold.file);

@@ -580,6 +580,6 @@ export function resolveLabelOrder(
     }
   };
   check(gold.labels, `column "${gold.labelColumn}" of ${gold.file}`);
-  for (const p of predictions) check(labelOf(p), `column "label" of ${p.file}`);
+  for (const p of predictions) check(labelOf(p), `column "${p.labelColumn}" of ${p.file}`);
   return labels;
 }

@@ -213,4 +213,45 @@ describe('rescale evaluate on an ordered question', () => {
       close(s.accuracy.estimate, presence.intensityAccuracy, "the paper's accI is accuracy for one question");
     });
   });
+
+  it('reads a multi-question results file: --question picks <question>__label and the question labels', async () => {
+    await withTempDir(async (dir) => {
+      const rows = (values: string[]): string => values.map((v, i) => `(${i + 1}, '${v}')`).join(', ');
+      const gold = await writeParquetWithDuckDB(
+        `SELECT * FROM (VALUES ${rows(['low', 'high', 'low', 'medium'])}) t(id, gold)`,
+        path.join(dir, 'gold.parquet'),
+      );
+      const results = await writeParquetWithDuckDB(
+        `SELECT id, a AS hope__label, 'x' AS topic__label FROM (VALUES ${rows(['low', 'high', 'medium', 'medium'])}) ` +
+          't(id, a)',
+        path.join(dir, 'results.parquet'),
+      );
+      const codebook = parseCodebook(
+        {
+          task: 'two',
+          questions: [
+            { name: 'topic', labels: [{ name: 'x' }, { name: 'y' }] },
+            { name: 'hope', labels: ['low', 'medium', 'high'].map((name) => ({ name })), ordered: true },
+          ],
+          prompt: { template: '{text}' },
+          model: { path: 'm.gguf' },
+        },
+        { source: 'cb.yaml' },
+      );
+      const result = (await runEvaluate({
+        predictions: [results],
+        gold,
+        idColumn: 'id',
+        labelColumn: 'gold',
+        seed: 2,
+        resamples: 100,
+        ordered: false,
+        codebook,
+        question: 'hope',
+      })) as EvaluationResult;
+      assert.deepEqual(result.labels, ['low', 'medium', 'high']);
+      assert.equal(result.ordered, true);
+      close(result.systems[0]?.accuracy.estimate ?? NaN, 3 / 4, 'accuracy');
+    });
+  });
 });
