@@ -40,6 +40,8 @@ export interface BatchSubmitOptions {
   readonly sequences?: number;
   readonly threads?: number;
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** `--endpoints FILE`, for a codebook whose fallback names an endpoint. */
+  readonly endpoints?: string | undefined;
   /** llama.cpp build to load (the CLI passes RESCALE_LLAMA_BUILD, parsed). */
   readonly llamaBuild?: LlamaBuild;
   readonly logger?: Logger;
@@ -50,7 +52,7 @@ export async function submitFallbackBatch(options: BatchSubmitOptions): Promise<
   const logger = options.logger ?? silentLogger;
   const env = options.env;
   const codebook = await loadCodebook(options.codebook);
-  const { config, apiKey } = await liveBatchFallback(codebook, env);
+  const { config, apiKey } = await liveBatchFallback(codebook, env, options.endpoints);
   const output = path.resolve(options.output);
   const paths = fallbackPathsFor(output, config);
   const previous = await batchesBeforeSubmit(output);
@@ -78,6 +80,7 @@ export async function submitFallbackBatch(options: BatchSubmitOptions): Promise<
         input: options.input,
         output: path.join(scratch, path.basename(output)),
         env,
+        endpoints: options.endpoints,
         logger,
         fallback: collector,
         shardRows: options.shardRows,

@@ -31,9 +31,9 @@ Usage:
       Rows, columns and row groups of a corpus, a sample, and with a codebook the prompt of the first document.
   rescale merge --codebook C --input P --output O [--endpoints FILE]
       Merge finished shard results of a run into O (fails naming any missing shard); give the run's
-      --shard-rows, --sequences, --no-fallback and --no-dedupe.
-  rescale batch submit --codebook C --input P --output O [--limit N] [--shard-rows N]
-  rescale batch collect --codebook C --output O [--wait] [--poll-seconds N]
+      --shard-rows, --sequences, --no-fallback, --no-dedupe and --endpoints.
+  rescale batch submit --codebook C --input P --output O [--limit N] [--shard-rows N] [--endpoints FILE]
+  rescale batch collect --codebook C --output O [--wait] [--poll-seconds N] [--endpoints FILE]
       The fallback through the OpenAI Batch API (half price, 24 h window): submit scores locally and uploads the
       requests for routed documents not yet cached; collect stores the answers in the cache and reports failed or
       missing items (sent live by the next "rescale run", which then pays nothing for the batch's answers).
@@ -233,6 +233,7 @@ async function main(argv: string[]): Promise<number> {
           output: required('output', values.output),
           ...optionalNumbers(values),
           env: environment.variables,
+          endpoints: values.endpoints,
           llamaBuild: environment.llamaBuild,
           logger,
           signal: controller.signal,
@@ -258,6 +259,7 @@ async function main(argv: string[]): Promise<number> {
           wait: values.wait ?? false,
           ...(poll !== undefined ? { pollMs: poll * 1000 } : {}),
           env: environment.variables,
+          endpoints: values.endpoints,
           logger,
           signal: controller.signal,
         });

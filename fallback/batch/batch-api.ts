@@ -11,14 +11,22 @@ import type { FallbackConfig } from '../../contracts/fallback-config.js';
 import { openAIClient } from '../fallback-client.js';
 import { classifyFailure, serverErrorSummary } from '../retry-policy.js';
 import type { ChatRequestBody } from '../fallback-prompt.js';
+import { EndpointList } from '../endpoint-list.js';
 import { resolveFallback } from '../resolve-fallback.js';
 
-/** The codebook's fallback with its key: the Batch API path runs live only (there is no offline batch). */
+/**
+ * The codebook's fallback with its key: the Batch API path runs live only (there is no offline batch). `endpoints`:
+ * the `--endpoints FILE` a codebook's `fallback.endpoint` names.
+ */
 export async function liveBatchFallback(
   codebook: Codebook,
   env: Readonly<Record<string, string | undefined>>,
+  endpoints?: string,
 ): Promise<{ readonly config: FallbackConfig; readonly apiKey: string; readonly identity: string }> {
-  const plan = await resolveFallback(codebook, { env });
+  const plan = await resolveFallback(codebook, {
+    env,
+    endpoints: endpoints === undefined ? null : await EndpointList.load(endpoints),
+  });
   if (!plan.active || plan.apiKey === null) {
     const why = plan.active ? 'no key' : plan.reason;
     throw new RescaleError('CONFIG_INVALID', `the Batch API path needs the codebook's fallback and its key: ${why}`);

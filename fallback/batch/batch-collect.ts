@@ -33,6 +33,8 @@ export interface BatchCollectOptions {
   readonly wait?: boolean;
   readonly pollMs?: number;
   readonly env: Readonly<Record<string, string | undefined>>;
+  /** `--endpoints FILE`, for a codebook whose fallback names an endpoint. */
+  readonly endpoints?: string | undefined;
   readonly logger?: Logger;
   readonly signal?: AbortSignal;
 }
@@ -51,7 +53,7 @@ export interface BatchCollectSummary {
 export async function collectFallbackBatches(options: BatchCollectOptions): Promise<BatchCollectSummary> {
   const logger = options.logger ?? silentLogger;
   const codebook = await loadCodebook(options.codebook);
-  const { config, apiKey } = await liveBatchFallback(codebook, options.env);
+  const { config, apiKey } = await liveBatchFallback(codebook, options.env, options.endpoints);
   const output = path.resolve(options.output);
   const paths = fallbackPathsFor(output, config);
   const records = await readBatchState(output);
