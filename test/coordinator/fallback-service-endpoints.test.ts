@@ -17,7 +17,7 @@ import { FallbackService } from '../../coordinator/fallback-service.js';
 import { EndpointList } from '../../fallback/endpoint-list.js';
 import { resolveFallback } from '../../fallback/resolve-fallback.js';
 import { startRedisServer, type RedisServerHandle } from '../../scripts/harness/redis-server.js';
-import { fallbackSection, sentimentCodebook } from '../helpers/fallback.js';
+import { endpointSection, fallbackSection, sentimentCodebook } from '../helpers/fallback.js';
 
 const KEY_VARIABLE = 'RESCALE_TEST_ENDPOINT_KEY';
 const env = { [KEY_VARIABLE]: 'sk-test-service' };
@@ -31,8 +31,7 @@ function endpointList(baseUrl: string): EndpointList {
 }
 
 function namedCodebook(): Codebook {
-  const { base_url: _url, api_key_env: _key, ...rest } = fallbackSection('http://unused');
-  return sentimentCodebook({ ...rest, endpoint: 'primary' });
+  return sentimentCodebook(endpointSection('primary'));
 }
 
 function spec(runId: string, dir: string, identity: string | undefined): RunSpec {

@@ -11,7 +11,7 @@ import { isRescaleError } from '../../contracts/errors.js';
 import { fallbackIdentity, parseFallbackConfig, type FallbackConfigInput } from '../../contracts/fallback-config.js';
 import { EndpointList } from '../../fallback/endpoint-list.js';
 import { resolveFallback } from '../../fallback/resolve-fallback.js';
-import { fallbackSection, sentimentCodebook } from '../helpers/fallback.js';
+import { endpointSection, fallbackSection, sentimentCodebook } from '../helpers/fallback.js';
 
 const FILE = '/etc/rescale/endpoints.yaml';
 
@@ -31,10 +31,9 @@ const LIST = `endpoints:
     api_version: 2024-06-01
 `;
 
-/** A fallback section that names an endpoint (the cluster form): no URL, no key source. */
+/** A fallback section that names the "openai" endpoint (the cluster form): no URL, no key source. */
 function namedSection(overrides: Partial<FallbackConfigInput> = {}): FallbackConfigInput {
-  const { base_url: _url, api_key_env: _env, ...rest } = fallbackSection('http://unused');
-  return { ...rest, endpoint: 'openai', ...overrides };
+  return endpointSection('openai', overrides);
 }
 
 function listInvalid(text: string, pattern: RegExp): void {

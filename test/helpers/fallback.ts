@@ -29,6 +29,15 @@ export function fallbackSection(baseUrl: string, overrides: Partial<FallbackConf
   };
 }
 
+/**
+ * The cluster form of fallbackSection: the named endpoint of an endpoint list gives the URL and key source, the
+ * rest is the same (so local mode with the same list, or the same URL inline, has the same fallback identity).
+ */
+export function endpointSection(endpoint: string, overrides: Partial<FallbackConfigInput> = {}): FallbackConfigInput {
+  const { base_url: _url, api_key_env: _key, ...rest } = fallbackSection('http://unused');
+  return { ...rest, endpoint, ...overrides };
+}
+
 export function sentimentCodebook(
   fallback: FallbackConfigInput | undefined,
   extra: Partial<CodebookInput> = {},

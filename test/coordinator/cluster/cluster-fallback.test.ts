@@ -28,7 +28,7 @@ import {
   type CoordinatorProcess,
   type ServiceProcess,
 } from '../../../scripts/harness/cluster.js';
-import { auditRecords, fallbackSection, filesContaining } from '../../helpers/fallback.js';
+import { auditRecords, endpointSection, fallbackSection, filesContaining } from '../../helpers/fallback.js';
 import { keywordLabel, OpenAIServer } from '../../helpers/openai-server.js';
 import { queryDuckDB, sqlString } from '../../../scripts/harness/parquet.js';
 import { startRedisServer, type RedisServerHandle } from '../../../scripts/harness/redis-server.js';
@@ -38,15 +38,6 @@ const KEY_VARIABLE = 'RESCALE_TEST_FALLBACK_KEY';
 const SECRET_VARIABLE = 'RESCALE_TEST_COORDINATOR_SECRET';
 const ROWS = 200;
 const SHARD_ROWS = 25;
-
-/**
- * The cluster form of the tests' fallback section: the endpoint named, no URL or key source of its own (what
- * fallbackSection's other settings are, so local mode with the same endpoint list writes the same bytes).
- */
-function endpointSection(endpoint: string, overrides: Partial<FallbackConfigInput> = {}): FallbackConfigInput {
-  const { base_url: _url, api_key_env: _key, ...rest } = fallbackSection('http://unused', overrides);
-  return { ...rest, endpoint };
-}
 
 /** The operator's list: "loopback" reads the key from the environment, "filed" from a key file. */
 async function writeEndpoints(dir: string, baseUrl: string, keyFile: string): Promise<string> {
