@@ -30,12 +30,13 @@ export interface ClusterFixture {
  */
 export async function clusterFixture(
   rows: number,
-  options: { rowGroupRows?: number; threads?: number } = {},
+  options: { rowGroupRows?: number; threads?: number; repeatEvery?: number } = {},
 ): Promise<ClusterFixture> {
   const dir = await mkdtemp(path.join(tmpdir(), 'rescale-cluster-'));
   const model = await fixtureModel('keyword');
   const corpus = await writeCorpus(path.join(dir, 'corpus.parquet'), rows, {
     rowGroupRows: options.rowGroupRows ?? 1000,
+    ...(options.repeatEvery !== undefined ? { repeatEvery: options.repeatEvery } : {}),
   });
   const codebook = path.join(dir, 'codebook.yaml');
   await writeFile(
@@ -64,15 +65,18 @@ export async function clusterFixture(
 export async function writeCorpus(
   file: string,
   rows: number,
-  options: { rowGroupRows: number; offset?: number },
+  options: { rowGroupRows: number; offset?: number; repeatEvery?: number },
 ): Promise<string> {
+  // repeatEvery k: row i with i % k = k - 1 repeats the text of row i - 1 (an exact duplicate).
+  const k = options.repeatEvery ?? 0;
+  const source = k > 0 ? `CASE WHEN i % ${k} = ${k - 1} THEN i - 1 ELSE i END` : 'i';
   return writeParquetWithDuckDB(
     `SELECT i::BIGINT AS id,
-            CASE i % 4 WHEN 0 THEN 'I love this, what a great day ' || i
-                       WHEN 1 THEN 'awful service, I hate waiting ' || i
-                       WHEN 2 THEN 'the meeting is scheduled for room ' || i
-                       ELSE 'not sure about it, good and bad ' || i END AS text
-     FROM (SELECT i + ${options.offset ?? 0} AS i FROM range(${rows}) t(i))`,
+            CASE j % 4 WHEN 0 THEN 'I love this, what a great day ' || j
+                       WHEN 1 THEN 'awful service, I hate waiting ' || j
+                       WHEN 2 THEN 'the meeting is scheduled for room ' || j
+                       ELSE 'not sure about it, good and bad ' || j END AS text
+     FROM (SELECT i, ${source} AS j FROM (SELECT i + ${options.offset ?? 0} AS i FROM range(${rows}) t(i)))`,
     file,
     { rowGroupSize: options.rowGroupRows },
   );

@@ -55,7 +55,8 @@ describe('cluster mode', () => {
   let localOutput: string;
 
   before(async () => {
-    fixture = await clusterFixture(2_000, { rowGroupRows: SHARD_ROWS });
+    // Every tenth row repeats the row before it: identical texts scored once, in both modes alike.
+    fixture = await clusterFixture(2_000, { rowGroupRows: SHARD_ROWS, repeatEvery: 10 });
     redis = await startRedisServer({ appendonly: true, password: 'cluster-test-password' });
     coordinator = await startCoordinator(redis.url, fixture);
     workers = await Promise.all([startWorker(redis.url, 'w1'), startWorker(redis.url, 'w2')]);
@@ -86,6 +87,7 @@ describe('cluster mode', () => {
     const final = await control.watch(submitted.runId, () => undefined, { intervalMs: 250 });
     assert.equal(final.state, 'RUN_STATE_SUCCEEDED', final.error);
     assert.equal(final.documentsDone, ROWS);
+    assert.equal(final.duplicates, ROWS / 10, 'the status counts the identical texts scored once');
 
     assert.ok((await readFile(output)).equals(await readFile(localOutput)), 'cluster and local Parquet differ');
     const [stats] = await queryDuckDB(
@@ -97,9 +99,11 @@ describe('cluster mode', () => {
     const manifest = JSON.parse(await readFile(final.manifest, 'utf8')) as {
       mode: string;
       run: { id: string };
+      merge: { duplicates: number };
       software: { engines: { settings?: { sequences?: number } }[] };
     };
     assert.equal(manifest.mode, 'cluster');
+    assert.equal(manifest.merge.duplicates, ROWS / 10);
     assert.equal(manifest.run.id, submitted.runId);
     assert.ok(manifest.software.engines.length >= 1);
     assert.ok(manifest.software.engines.every((e) => e.settings?.sequences === 1));
