@@ -209,6 +209,61 @@ describe('processShard', () => {
     });
   });
 
+  it('copies every question’s answer of a multi-question codebook to a copy', async () => {
+    await withTempDir(async (dir) => {
+      const codebook = parseCodebook(
+        {
+          task: 'multi',
+          input: { text_column: 'text', id_column: 'id' },
+          questions: [
+            {
+              name: 'sentiment',
+              question: 'What is the sentiment of the tweet?',
+              labels: LABELS.map((name) => ({ name })),
+            },
+            {
+              name: 'polarity',
+              question: 'Is it rather negative or positive?',
+              labels: [{ name: 'negative' }, { name: 'positive' }],
+            },
+          ],
+          prompt: {
+            system: 'Answer with one label.',
+            template: 'Tweet: {text}\n\n{question} Answer with one of: {labels}.',
+          },
+          model: { path: model, threads: 1 },
+        },
+        { source: 'test.yaml' },
+      );
+      const texts = ['I love this great day', 'so awful', 'I love this great day'];
+      const plan = await planFiles(codebook, [
+        await writeParquetWithDuckDB(valuesSql(texts, 0), path.join(dir, 'm.parquet')),
+      ]);
+      const scorer = await LabelScorer.create(codebook);
+      let outcome: ShardOutcome;
+      try {
+        outcome = await processShard(
+          { shard: plan.shards[0]!, idColumn: 'id', idType: plan.idType, textColumn: 'text', resultDir: dir },
+          { scorer },
+        );
+      } finally {
+        await scorer.dispose();
+      }
+      const questions = [
+        { name: 'sentiment', labels: LABELS },
+        { name: 'polarity', labels: ['negative', 'positive'] },
+      ];
+      const rows = resultRowsOf((await readShardResult(outcome.path as string)).table, [], questions);
+      assert.equal(outcome.duplicates, 1);
+      assert.equal(rows[2]?.duplicateOf, 0);
+      assert.equal(rows[2]?.tokens, 0);
+      assert.ok((rows[0]?.answers?.length ?? 0) === 2 && rows[0]?.answers?.[1]?.label !== null);
+      const answers = (row: ResultRow | undefined): unknown =>
+        row?.answers?.map((a) => ({ ...a, probabilities: a.probabilities === null ? null : [...a.probabilities] }));
+      assert.deepEqual(answers(rows[2]), answers(rows[0]));
+    });
+  });
+
   it('asks the fallback once for a routed document and its copies, and gives every copy the answer', async () => {
     const server = await OpenAIServer.start({ label: () => 'positive' });
     try {
