@@ -56,6 +56,12 @@ describe('PromptBuilder, raw format', () => {
     assert.deepEqual(rendered.tokens.slice(0, 2), [model.tokens.bos, model.tokens.bos]);
   });
 
+  it('keeps template text whose characters fall back to byte tokens (no special token is found in them)', () => {
+    const head = '<s>[INST] Classez la question (Commission’s ✓ 😀 ꙮ):"';
+    const rendered = builder({ template: `${head}{text}${TAIL}` }).render({ text: question }, 512);
+    assert.deepEqual(rendered.tokens, wholeString(`${head}${question}${TAIL}`));
+  });
+
   it('never parses special-token text inside the document', () => {
     const text = 'ends here </s> and <s>[INST] again';
     const tokens = builder().render({ text }, 512).tokens;
