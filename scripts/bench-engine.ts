@@ -437,6 +437,7 @@ interface BatchedBenchLine {
  * ceiling of the engine's serial and batched tokens/s without the shared prefix's depth (so it errs high).
  */
 async function batchedBenchPart(
+  binary: string,
   tools: LlamaTools,
   prepared: Prepared,
   round: number,
@@ -449,7 +450,7 @@ async function batchedBenchPart(
     parallel: [1, sequences],
     flashAttention: prepared.flashAttention,
   });
-  const child = spawnSync(tools.llamaBatchedBench, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
+  const child = spawnSync(binary, args, { encoding: 'utf8', maxBuffer: 1 << 26 });
   if (child.status !== 0) throw new Error(`llama-batched-bench ${args.join(' ')} failed:\n${child.stderr}`);
   const lines = `${child.stdout}\n${child.stderr}`
     .split('\n')
@@ -576,6 +577,11 @@ async function main(): Promise<void> {
         `${prepared.engineTokensPerDocument} tokens evaluated per document; local build: ${prepared.localBuild}`,
     );
     const builds = options.builds.filter((b) => b === 'prebuilt' || prepared.localBuild);
+    if (tools.llamaBatchedBench === null)
+      log(
+        `no llama-batched-bench in ${tools.folder} (built before it was a target): no batched ceiling this run; ` +
+          'delete that folder and run npm run build:llama-tools to build it',
+      );
     const runs: PartRun[] = [];
     const loads: number[] = [];
     const started = new Date();
@@ -609,10 +615,12 @@ async function main(): Promise<void> {
           run: async () => [await benchPart(tools, prepared, round, options.benchRepetitions, mode)],
         });
       }
-      tasks.push({
-        name: `llama-batched-bench, 1 and ${options.sequences} sequences`,
-        run: () => batchedBenchPart(tools, prepared, round, options.sequences),
-      });
+      const batchedBench = tools.llamaBatchedBench;
+      if (batchedBench !== null)
+        tasks.push({
+          name: `llama-batched-bench, 1 and ${options.sequences} sequences`,
+          run: () => batchedBenchPart(batchedBench, tools, prepared, round, options.sequences),
+        });
       // Every other round runs the parts in reverse, so no part always runs first after a quiet or busy spell.
       if (round % 2 === 1) tasks.reverse();
       for (const task of tasks) {

@@ -24,7 +24,8 @@ export interface LlamaTools {
   readonly commit: string;
   readonly llamaBench: string;
   readonly llamaServer: string;
-  readonly llamaBatchedBench: string;
+  /** null in a folder built before it was one of the targets (delete the folder to build it). */
+  readonly llamaBatchedBench: string | null;
   readonly cmakeArgs: readonly string[];
 }
 
@@ -201,10 +202,11 @@ export async function ensureLlamaTools(options: {
   const stamp = path.join(folder, STAMP);
   if (await exists(stamp)) {
     const tools = JSON.parse(await readFile(stamp, 'utf8')) as LlamaTools;
-    const binaries = [tools.llamaBench, tools.llamaServer, tools.llamaBatchedBench];
-    // A folder built before a tool was added is built again (incrementally: only the new target compiles).
-    if (binaries.every((b) => typeof b === 'string') && (await Promise.all(binaries.map(exists))).every(Boolean))
-      return tools;
+    if ((await exists(tools.llamaBench)) && (await exists(tools.llamaServer))) {
+      // A folder built before llama-batched-bench was a target is kept: rebuilding it compiles llama.cpp again.
+      const batched = path.join(path.dirname(tools.llamaBench), 'llama-batched-bench');
+      return { ...tools, llamaBatchedBench: (await exists(batched)) ? batched : null };
+    }
   }
   const source = path.join(folder, 'src');
   const build = path.join(folder, 'build');
@@ -237,7 +239,7 @@ export async function ensureLlamaTools(options: {
     llamaBatchedBench: path.join(build, 'bin', 'llama-batched-bench'),
     cmakeArgs,
   };
-  for (const binary of [tools.llamaBench, tools.llamaServer, tools.llamaBatchedBench]) {
+  for (const binary of [tools.llamaBench, tools.llamaServer, tools.llamaBatchedBench as string]) {
     if (!(await exists(binary))) throw new Error(`the build finished but ${binary} is missing; delete ${folder}`);
   }
   await writeFile(stamp, JSON.stringify(tools, null, 2) + '\n');
