@@ -126,37 +126,34 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
     });
     const scored = scores.map((score, k): ResultRow => {
       const i = scoredAt[k] as number;
+      const base = {
+        id: ids[i] ?? null,
+        row: batch.rows[i] as number,
+        status: score.status,
+        error: score.error,
+        tokens: score.tokens,
+        source: 'local' as const,
+        shardId: shard.id,
+      };
       if (questions.length > 1) {
         // Several questions: the answers carry the labels and scores; the fallback is refused for such codebooks.
         return {
-          id: ids[i] ?? null,
-          row: batch.rows[i] as number,
+          ...base,
           label: null,
           confidence: null,
           margin: null,
           entropy: null,
           probabilities: null,
-          status: score.status,
-          error: score.error,
-          tokens: score.tokens,
-          source: 'local',
-          shardId: shard.id,
           answers: score.answers ?? questions.map(() => unanswered),
         };
       }
       return {
-        id: ids[i] ?? null,
-        row: batch.rows[i] as number,
+        ...base,
         label: score.label,
         confidence: score.confidence,
         margin: score.margin,
         entropy: score.entropy,
         probabilities: score.probabilities,
-        status: score.status,
-        error: score.error,
-        tokens: score.tokens,
-        source: 'local',
-        shardId: shard.id,
         localLabel: score.label,
         fallback: null,
         ...(score.labelMass !== null ? { labelMass: score.labelMass } : {}),

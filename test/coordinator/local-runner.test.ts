@@ -13,6 +13,7 @@ import { runLocalMode } from '../../cli/local-mode.js';
 import { LabelScorer } from '../../worker/engine/label-scorer.js';
 import { fixtureModel } from '../../scripts/harness/fixture-models.js';
 import { queryDuckDB, sqlString, withTempDir, writeParquetWithDuckDB } from '../../scripts/harness/parquet.js';
+import { sentimentCodebookYaml } from '../helpers/sentiment-codebook.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = path.join(ROOT, 'cli', 'rescale.ts');
@@ -21,25 +22,6 @@ let model: string;
 before(async () => {
   model = await fixtureModel('keyword');
 });
-
-function codebookYaml(modelPath: string, extra = ''): string {
-  return `task: sentiment
-input:
-  text_column: text
-  id_column: id
-labels:
-  - name: negative
-  - name: neutral
-  - name: positive
-prompt:
-  system: You are a careful annotator. Answer with one label.
-  template: "Classify the sentiment of the tweet as one of: {labels}.\\n\\nTweet: {text}"
-model:
-  path: ${JSON.stringify(modelPath)}
-  max_document_tokens: 64
-  threads: 2
-${extra}`;
-}
 
 /** A corpus of `n` short tweets-like texts with nulls, blanks and one very long document. */
 function corpusQuery(n: number): string {
@@ -101,7 +83,7 @@ describe('rescale run (local mode)', () => {
         codec: 'zstd',
       });
       const codebookFile = path.join(dir, 'codebook.yaml');
-      await writeFile(codebookFile, codebookYaml(model));
+      await writeFile(codebookFile, sentimentCodebookYaml(model));
       const output = path.join(dir, 'out', 'results.parquet');
       const summary = await runLocalMode({ codebook: codebookFile, input: [input], output, shardRows: 40, env: {} });
       assert.equal(summary.rows, 120);
@@ -128,7 +110,7 @@ describe('rescale run (local mode)', () => {
       // The same documents through the engine directly give bit-identical probabilities.
       const texts = await queryDuckDB(`SELECT text FROM read_parquet('${sqlString(input)}') ORDER BY id`);
       const scorer = await LabelScorer.create(
-        parseCodebook((await import('yaml')).parse(codebookYaml(model)), { source: codebookFile }),
+        parseCodebook((await import('yaml')).parse(sentimentCodebookYaml(model)), { source: codebookFile }),
       );
       try {
         const direct = await scorer.score(texts.map((t) => ({ text: (t.text as string | null) ?? null })));
@@ -161,7 +143,7 @@ describe('rescale run (local mode)', () => {
           rowGroupSize: 100,
         });
         const codebookFile = path.join(dir, 'codebook.yaml');
-        await writeFile(codebookFile, codebookYaml(model));
+        await writeFile(codebookFile, sentimentCodebookYaml(model));
         const args = (out: string): string[] => [
           'run',
           '--codebook',
@@ -205,7 +187,7 @@ describe('rescale run (local mode)', () => {
     await withTempDir(async (dir) => {
       const input = await writeParquetWithDuckDB(corpusQuery(300), path.join(dir, 'corpus.parquet'));
       const codebookFile = path.join(dir, 'codebook.yaml');
-      await writeFile(codebookFile, codebookYaml(model));
+      await writeFile(codebookFile, sentimentCodebookYaml(model));
       const output = path.join(dir, 'o.parquet');
       const shardDir = path.join(output + '.parts', 'shards');
       const args = ['run', '--codebook', codebookFile, '--input', input, '--output', output, '--shard-rows', '50'];
@@ -233,7 +215,7 @@ describe('rescale run (local mode)', () => {
         path.join(dir, 'corpus.parquet'),
       );
       const codebookFile = path.join(dir, 'codebook.yaml');
-      await writeFile(codebookFile, codebookYaml(model));
+      await writeFile(codebookFile, sentimentCodebookYaml(model));
       const result = await runCli([
         'run',
         '--codebook',
@@ -257,7 +239,7 @@ describe('rescale run (local mode)', () => {
       const corrupt = path.join(dir, 'corrupt.parquet');
       await writeFile(corrupt, bytes.subarray(0, bytes.length - 30));
       const codebookFile = path.join(dir, 'codebook.yaml');
-      await writeFile(codebookFile, codebookYaml(model));
+      await writeFile(codebookFile, sentimentCodebookYaml(model));
       const result = await runCli([
         'run',
         '--codebook',
@@ -287,7 +269,10 @@ describe('rescale run (local mode)', () => {
     await withTempDir(async (dir) => {
       const input = await writeParquetWithDuckDB(corpusQuery(5), path.join(dir, 'corpus.parquet'));
       const bad = path.join(dir, 'bad.yaml');
-      await writeFile(bad, codebookYaml(model).replace('max_document_tokens: 64', 'max_document_tokens: many'));
+      await writeFile(
+        bad,
+        sentimentCodebookYaml(model).replace('max_document_tokens: 64', 'max_document_tokens: many'),
+      );
       const invalid = await runCli([
         'run',
         '--codebook',
@@ -300,7 +285,7 @@ describe('rescale run (local mode)', () => {
       assert.equal(invalid.code, 2);
       assert.match(invalid.stderr, /model\.max_document_tokens/);
       const good = path.join(dir, 'good.yaml');
-      await writeFile(good, codebookYaml(model));
+      await writeFile(good, sentimentCodebookYaml(model));
       await writeFile(path.join(dir, 'file'), 'x');
       const unwritable = await runCli([
         'run',
@@ -321,7 +306,7 @@ describe('rescale run (local mode)', () => {
     async () => {
       await withTempDir(async (dir) => {
         const codebookFile = path.join(dir, 'codebook.yaml');
-        await writeFile(codebookFile, codebookYaml(model));
+        await writeFile(codebookFile, sentimentCodebookYaml(model));
         const empty = await writeParquetWithDuckDB(
           `SELECT i::BIGINT AS id, 'x' AS text FROM range(0) t(i)`,
           path.join(dir, 'empty.parquet'),
@@ -348,7 +333,7 @@ describe('rescale run (local mode)', () => {
     await withTempDir(async (dir) => {
       const input = await writeParquetWithDuckDB(corpusQuery(60), path.join(dir, 'corpus.parquet'));
       const codebookFile = path.join(dir, 'codebook.yaml');
-      await writeFile(codebookFile, codebookYaml(model));
+      await writeFile(codebookFile, sentimentCodebookYaml(model));
       const output = path.join(dir, 'o.parquet');
       const trial = await runLocalMode({ codebook: codebookFile, input: [input], output, limit: 25, env: {} });
       assert.equal(trial.rows, 25);

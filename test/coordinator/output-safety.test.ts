@@ -17,6 +17,7 @@ import type { LogLevel, Logger } from '../../contracts/logger.js';
 import { fixtureModel } from '../../scripts/harness/fixture-models.js';
 import { withTempDir, writeParquetWithDuckDB } from '../../scripts/harness/parquet.js';
 import { readPredictions } from '../../study/evaluation/labelled-predictions.js';
+import { sentimentCodebookYaml } from '../helpers/sentiment-codebook.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const CLI = path.join(ROOT, 'cli', 'rescale.ts');
@@ -25,25 +26,6 @@ let sharedModel: string;
 before(async () => {
   sharedModel = await fixtureModel('keyword');
 });
-
-function codebookYaml(modelPath: string, system = 'You are a careful annotator. Answer with one label.'): string {
-  return `task: sentiment
-input:
-  text_column: text
-  id_column: id
-labels:
-  - name: negative
-  - name: neutral
-  - name: positive
-prompt:
-  system: ${system}
-  template: "Classify the sentiment of the tweet as one of: {labels}.\\n\\nTweet: {text}"
-model:
-  path: ${JSON.stringify(modelPath)}
-  max_document_tokens: 64
-  threads: 2
-`;
-}
 
 const CORPUS = `SELECT i::BIGINT AS id, 'tweet ' || i || ' ' || (['love', 'hate', 'today'])[1 + (i % 3)] AS text
   FROM range(30) t(i)`;
@@ -61,7 +43,7 @@ async function setup(dir: string): Promise<Setup> {
   const model = path.join(dir, 'model.gguf');
   await copyFile(sharedModel, model);
   const codebook = path.join(dir, 'codebook.yaml');
-  await writeFile(codebook, codebookYaml(model));
+  await writeFile(codebook, sentimentCodebookYaml(model));
   return { dir, corpus, codebook, model };
 }
 
@@ -221,7 +203,7 @@ describe('output safety (local mode)', () => {
       await runLocalMode({ codebook, input: [corpus], output, shardRows: 10, env: {} });
       const first = await digest(output);
       const changed = path.join(dir, 'changed.yaml');
-      await writeFile(changed, codebookYaml(model, 'Label the tweet.'));
+      await writeFile(changed, sentimentCodebookYaml(model, 'Label the tweet.'));
       await assert.rejects(
         runLocalMode({ codebook: changed, input: [corpus], output, shardRows: 10, env: {} }),
         (error) =>
