@@ -11,11 +11,6 @@ export class DuplicateIndex {
   /** `columns`: the input columns the prompt template names besides the text, in a fixed order. */
   constructor(private readonly columns: readonly string[]) {}
 
-  /** Distinct inputs seen so far. */
-  get size(): number {
-    return this.first.size;
-  }
-
   /**
    * The position of an earlier document with the same prompt input, or null when there is none; then this document
    * becomes the first occurrence at `position`. Blank texts are never matched: they are not scored, so there is
