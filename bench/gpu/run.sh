@@ -212,7 +212,9 @@ vram_stop() {
 engine() {
   local shape="$1" status
   vram_sampler "$shape"
-  "$node" "$rt/engine-bench.mjs" --model "$models/$shape.gguf" --documents "$rt/docs.json" --count "$documents" \
+  # Stopped at the budget's end: the bench writes its JSON after every part, so what it measured is kept.
+  timeout --signal=TERM $((budget - $(elapsed) > 10 ? budget - $(elapsed) : 10)) \
+    "$node" "$rt/engine-bench.mjs" --model "$models/$shape.gguf" --documents "$rt/docs.json" --count "$documents" \
     --sequences "$sequences" --gpu "$gpu" --threads "$(nproc)" --out "$work/results/engine-$shape.json"
   status=$?
   vram_stop
@@ -261,18 +263,17 @@ main() {
   fi
   wait "$fill_pid"
   summarize
+  # Per shape: the engine, then llama-batched-bench on the same model, so a run cut off by the budget still has
+  # both sides of the first shape.
   for shape in "${shape_list[@]}"; do
     [ -f "$models/$shape.gguf" ] || continue
     within_budget "engine-$shape" && step "engine-$shape" engine "$shape"
     summarize
-  done
-  if [ "$build" = yes ]; then
-    for shape in "${shape_list[@]}"; do
-      [ -f "$models/$shape.gguf" ] || continue
+    if [ "$build" = yes ]; then
       within_budget "batched-bench-$shape" && step "batched-bench-$shape" batched_bench "$shape"
       summarize
-    done
-  fi
+    fi
+  done
   rm -f "$models"/*.gguf
   [ -f "$work/ninja.log" ] && cp "$work/ninja.log" "$out/build.log"
   [ -f "$work/results/batched-bench.txt" ] && cp "$work/results/batched-bench.txt" "$out/batched-bench.txt"

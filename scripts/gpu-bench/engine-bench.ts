@@ -176,6 +176,8 @@ async function main(): Promise<void> {
   if (values.model === undefined) usage('--model is required (a GGUF file)');
   if (values.documents === undefined) usage('--documents is required (a JSON array of strings)');
   if (values.out === undefined) usage('--out is required (the result JSON file)');
+  const modelPath = values.model;
+  const outPath = values.out;
   const gpuOption = values.gpu ?? 'cuda';
   if (gpuOption !== 'cuda' && gpuOption !== 'off') usage(`--gpu must be "cuda" or "off", got "${gpuOption}"`);
   const count = positiveInteger(values.count, 'count', 2000);
@@ -218,6 +220,21 @@ async function main(): Promise<void> {
   );
   const codebook = benchCodebook(values.model, threads);
   const parts: EnginePart[] = [];
+  let sharedPrefixTokens: number | null = null;
+  // Written after every part, so a run cut off by the call's time limit still reports what it measured.
+  const save = async (): Promise<void> => {
+    const result: EngineBenchResult = {
+      model: path.basename(modelPath),
+      gpu: llama.gpu,
+      buildType: llama.buildType,
+      llamaCpp: `${llama.llamaCppRelease.repo}@${llama.llamaCppRelease.release}`,
+      documents: docs.length,
+      sharedPrefixTokens,
+      loadSeconds,
+      parts,
+    };
+    await writeFile(outPath, JSON.stringify(result, null, 2) + '\n');
+  };
   const log = (part: EnginePart): void => {
     process.stderr.write(
       `engine-bench: ${part.part}: ${part.documentsPerSecond.toFixed(1)} docs/s, ` +
@@ -228,12 +245,15 @@ async function main(): Promise<void> {
   };
   // Serial first: it is the reference for every other setting.
   const serial = await scoreWith(llama, model, codebook, docs, 1, null);
+  sharedPrefixTokens = serial.prefix;
   parts.push(serial.part);
   log(serial.part);
+  await save();
   for (const sequences of sequencesList.filter((s) => s !== 1)) {
     const run = await scoreWith(llama, model, codebook, docs, sequences, serial.probabilities);
     parts.push(run.part);
     log(run.part);
+    await save();
   }
   const top = await ceiling(
     llama,
@@ -243,17 +263,7 @@ async function main(): Promise<void> {
   );
   parts.push(top);
   log(top);
-  const result: EngineBenchResult = {
-    model: path.basename(values.model),
-    gpu: llama.gpu,
-    buildType: llama.buildType,
-    llamaCpp: `${llama.llamaCppRelease.repo}@${llama.llamaCppRelease.release}`,
-    documents: docs.length,
-    sharedPrefixTokens: serial.prefix,
-    loadSeconds,
-    parts,
-  };
-  await writeFile(values.out, JSON.stringify(result, null, 2) + '\n');
+  await save();
   await model.dispose();
   await llama.dispose();
 }
