@@ -10,6 +10,8 @@ import { parseFallbackConfig, type FallbackConfig } from './fallback-config.js';
 import { issueLines, type FieldLocator } from './validation-issues.js';
 import { parseYamlSource } from './yaml-source.js';
 
+const THRESHOLD_MESSAGE = 'a threshold is a probability: use a value between 0 and 1';
+
 const labelSchema = z.strictObject({
   name: z
     .string()
@@ -19,6 +21,24 @@ const labelSchema = z.strictObject({
   /** The text the model answers for this label (what the adapter was trained to emit). Defaults to the name. */
   answer: z.string().min(1).optional(),
   examples: z.array(z.string()).optional(),
+  /** Multi-label questions only: this label's decision threshold, overriding multi_label.threshold. */
+  threshold: z.number().min(0, THRESHOLD_MESSAGE).max(1, THRESHOLD_MESSAGE).optional(),
+});
+
+/**
+ * How a multi-label question is scored. `per_label`: each label is asked as a yes/no question of its own (the
+ * question text filled with the label), and P(label) is P(yes) over the two answers.
+ */
+const multiLabelSchema = z.strictObject({
+  format: z.enum(['per_label'], {
+    error: 'unknown format; use "per_label" (each label asked as a yes/no question about the document)',
+  }),
+  /** The answers a label's yes/no question is scored over (after prompt.answer_prefix, as label answers are). */
+  answers: z
+    .strictObject({ yes: z.string().min(1).default('yes'), no: z.string().min(1).default('no') })
+    .default({ yes: 'yes', no: 'no' }),
+  /** A label is in the question's labels when P(label) ≥ its threshold. */
+  threshold: z.number().min(0, THRESHOLD_MESSAGE).max(1, THRESHOLD_MESSAGE).default(0.5),
 });
 
 const questionSchema = z.strictObject({
@@ -31,6 +51,8 @@ const questionSchema = z.strictObject({
     .min(2, 'a question needs at least two labels'),
   /** The labels are ordered as listed, lowest first (e.g. absent, low, medium, high); used by evaluation only. */
   ordered: z.boolean().optional(),
+  /** type multi_label: how the model is asked (without it, the question serves evaluation only). */
+  multi_label: multiLabelSchema.optional(),
 });
 
 /** The largest adapter scale (in absolute value) a codebook may set. */
@@ -124,6 +146,16 @@ export interface Label {
   readonly examples: readonly string[];
 }
 
+/** How a multi-label question is scored (codebook `multi_label:`). */
+export interface MultiLabelSpec {
+  /** `per_label`: each label asked as a yes/no question of its own; P(label) = P(yes) over the two answers. */
+  readonly format: 'per_label';
+  /** Each label's decision threshold, in label order: a label is in the labels list when P(label) ≥ its threshold. */
+  readonly thresholds: readonly number[];
+  /** The answer texts each label's question is scored over. */
+  readonly answers: { readonly yes: string; readonly no: string };
+}
+
 export interface Question {
   /** The column prefix of the question's results in a multi-question codebook ("label" for `labels:`). */
   readonly name: string;
@@ -133,6 +165,8 @@ export interface Question {
   readonly labels: readonly Label[];
   /** Labels ordered as listed, lowest first (codebook `ordered: true`); evaluation adds ordinal figures. */
   readonly ordered: boolean;
+  /** A multi-label question's scoring (null for single-label questions, and multi-label ones kept for evaluation). */
+  readonly multiLabel: MultiLabelSpec | null;
 }
 
 export interface AdapterSpec {
@@ -257,6 +291,7 @@ export function parseCodebook(
         question: undefined,
         labels: value.labels ?? [],
         ordered: value.ordered,
+        multi_label: undefined,
       },
     ]
   ).map((question, qi) => {
@@ -266,6 +301,22 @@ export function parseCodebook(
         source,
         value.questions === undefined ? 'ordered' : `questions[${qi}].ordered`,
         'a multi_label question cannot be ordered; order applies to single_label questions (e.g. absent < low < high)',
+      );
+    }
+    const questionField = `questions[${qi}]`;
+    if (question.multi_label !== undefined && question.type !== 'multi_label') {
+      throw invalid(
+        source,
+        `${questionField}.multi_label`,
+        'only a multi-label question is scored this way; set type: multi_label, or remove the section',
+      );
+    }
+    const thresholdAt = question.labels.findIndex((label) => label.threshold !== undefined);
+    if (thresholdAt >= 0 && question.type !== 'multi_label') {
+      throw invalid(
+        source,
+        `${fieldBase}[${thresholdAt}].threshold`,
+        'a threshold decides membership in a multi-label question; a single-label question takes its top label',
       );
     }
     const seenNames = new Set<string>();
@@ -291,6 +342,7 @@ export function parseCodebook(
       text: question.question ?? null,
       labels: Object.freeze(labels),
       ordered: question.ordered ?? false,
+      multiLabel: multiLabelSpec(source, questionField, question),
     });
   });
   const questionNames = new Set<string>();
@@ -320,6 +372,15 @@ export function parseCodebook(
     );
   }
   checkQuestionPlaces(source, questions, value.prompt, value.questions !== undefined);
+  const multiLabel = questions.findIndex((q) => q.type === 'multi_label');
+  if (multiLabel >= 0 && isEnabled(value.fallback)) {
+    throw invalid(
+      source,
+      'fallback',
+      `questions[${multiLabel}] is multi-label, and the closed-model fallback routes single-label questions only; ` +
+        'set fallback.enabled: false, or move the multi-label question to a codebook of its own without a fallback',
+    );
+  }
   if (value.questions !== undefined && value.questions.length > 1 && isEnabled(value.fallback)) {
     throw invalid(
       source,
@@ -380,6 +441,70 @@ export function parseCodebook(
       ...(locate !== null ? { locate } : {}),
     }),
   });
+}
+
+/** Variables a per-label question text may use. */
+const PER_LABEL_VARIABLES = ['label', 'description'] as const;
+
+/** A multi-label question's scoring spec, checked; null when the question has no `multi_label` section. */
+function multiLabelSpec(
+  source: string,
+  field: string,
+  question: z.output<typeof questionSchema>,
+): MultiLabelSpec | null {
+  const spec = question.multi_label;
+  if (spec === undefined) return null;
+  if (spec.answers.yes === spec.answers.no) {
+    throw invalid(source, `${field}.multi_label.answers`, 'the yes and no answers must differ');
+  }
+  if (question.question === undefined) {
+    throw invalid(
+      source,
+      `${field}.question`,
+      'a per_label question is asked once per label: give its text with {label} (and optionally {description}), ' +
+        'e.g. "Is the text about {label}?", and put {question} in the template after the document',
+    );
+  }
+  const unknown = templateVariables(question.question).find(
+    (name) => !(PER_LABEL_VARIABLES as readonly string[]).includes(name),
+  );
+  if (unknown !== undefined) {
+    throw invalid(
+      source,
+      `${field}.question`,
+      `{${unknown}} is not a per-label variable; use {label} (the label's name) and {description} (its description)`,
+    );
+  }
+  const texts = question.labels.map((label) => perLabelText(question.question as string, label));
+  const twin = texts.findIndex((text, i) => texts.indexOf(text) !== i);
+  if (twin >= 0) {
+    throw invalid(
+      source,
+      `${field}.question`,
+      `labels ${texts.indexOf(texts[twin] as string)} and ${twin} would be asked the same question; put {label} ` +
+        '(or {description}, with distinct descriptions) in the question text',
+    );
+  }
+  return Object.freeze({
+    format: spec.format,
+    thresholds: Object.freeze(question.labels.map((label) => label.threshold ?? spec.threshold)),
+    answers: Object.freeze({ yes: spec.answers.yes, no: spec.answers.no }),
+  });
+}
+
+/**
+ * A per-label question's text for one label: `{label}` is its name, `{description}` its description (its name when it
+ * has none); `{{`/`}}` are literal braces.
+ */
+export function perLabelText(
+  text: string,
+  label: { readonly name: string; readonly description?: string | null | undefined },
+): string {
+  return parseTemplate(text)
+    .map((part) =>
+      part.kind === 'text' ? part.text : part.name === 'label' ? label.name : (label.description ?? label.name),
+    )
+    .join('');
 }
 
 /** The fallback section switched on: present and not `enabled: false`. */
@@ -484,14 +609,18 @@ export function singleQuestion(codebook: Codebook, tool = 'this command'): Quest
   return question;
 }
 
-/** The questions the engine scores: any number of single-label questions (multi-label ones are refused by name). */
+/**
+ * The questions the engine scores: single-label questions, and multi-label ones with their `multi_label` section (one
+ * without it describes labels for evaluation only and is refused by name).
+ */
 export function scoredQuestions(codebook: Codebook): readonly Question[] {
-  const multi = codebook.questions.findIndex((q) => q.type !== 'single_label');
-  if (multi >= 0) {
+  const unscorable = codebook.questions.findIndex((q) => q.type === 'multi_label' && q.multiLabel === null);
+  if (unscorable >= 0) {
     throw new RescaleError(
       'CODEBOOK_INVALID',
-      `${codebook.source ?? 'codebook'}: field "questions[${multi}].type": this version scores single-label ` +
-        'questions only; set type: single_label or move the multi-label question to a codebook of its own',
+      `${codebook.source ?? 'codebook'}: field "questions[${unscorable}].multi_label": a multi-label question needs ` +
+        'to say how the model is asked before it can be scored: add "multi_label: { format: per_label }" and a ' +
+        'question text with {label} (see README, "Multi-label questions")',
     );
   }
   return codebook.questions;
@@ -538,9 +667,11 @@ export function codebookResultHash(
     idColumn: codebook.idColumn,
     // `ordered` only steers evaluation, so it stays out of the hash (results do not depend on it); a question without
     // text hashes as before questions had one, so one-question codebooks keep their hash and shard ids.
-    questions: codebook.questions.map(({ ordered: _ordered, text, ...question }) =>
-      text === null ? question : { ...question, text },
-    ),
+    questions: codebook.questions.map(({ ordered: _ordered, text, multiLabel, ...question }) => ({
+      ...question,
+      ...(text === null ? {} : { text }),
+      ...(multiLabel === null ? {} : { multiLabel }),
+    })),
     prompt: truncate === null ? prompt : { ...prompt, truncate },
     model: fingerprints.model,
     adapters: codebook.model.adapters.map((a, i) => ({ fingerprint: fingerprints.adapters[i], scale: a.scale })),

@@ -69,12 +69,28 @@ export function idTypeOf(column: { readonly physicalType: string; readonly logic
  * The fields mean what the row's own fields of that name mean for a one-question codebook.
  */
 export interface QuestionAnswer {
+  /** A single-label question's top label (null for a multi-label question). */
   readonly label: string | null;
+  /**
+   * A multi-label question's labels: those whose P(label) reaches their threshold, in codebook order (possibly none);
+   * null when not scored. Absent for a single-label question.
+   */
+  readonly labels?: readonly string[] | null;
+  /**
+   * Single-label: the top probability. Multi-label: the probability of the decided set were the labels independent,
+   * Π over labels of P(label) when in the set, else 1 − P(label).
+   */
   readonly confidence: number | null;
+  /** Single-label: top minus second. Multi-label: the smallest |P(label) − threshold|, the closest decision. */
   readonly margin: number | null;
+  /** Single-label: entropy in nats. Multi-label: null. */
   readonly entropy: number | null;
-  /** In the question's label order; null when not scored. */
+  /**
+   * In the question's label order; null when not scored. Single-label: P(label), summing to 1. Multi-label: each
+   * label's marginal P(label ∈ labels), each in [0, 1].
+   */
   readonly probabilities: Float64Array | null;
+  /** Single-label: as the row's labelMass. Multi-label (per_label): the smallest over labels of P(yes) + P(no). */
   readonly labelMass: number | null;
 }
 
@@ -121,6 +137,9 @@ export interface ResultRow {
    */
   readonly duplicateOf?: number | null;
 }
+
+/** A multi-label question's column group (`<question>__labels`, …), also when it is a codebook's only question. */
+export type QuestionType = 'single_label' | 'multi_label';
 
 /** Column name of a label's probability in result files: `p_<label>`. */
 export function probabilityColumn(label: string): string {

@@ -6,7 +6,7 @@ import { writeSync } from 'node:fs';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import type { Vector } from 'apache-arrow';
+import { DataType, type Vector } from 'apache-arrow';
 import type { DecodedArray } from 'hyparquet';
 import { ByteWriter, ParquetWriter } from 'hyparquet-writer';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
@@ -24,7 +24,13 @@ import {
 import type { ShardPlan, ShardSpec } from '../contracts/shard.js';
 import { writeBytesAtomic, writeFileAtomic } from '../storage/atomic-file.js';
 import { outputLayout, shardResultPath } from '../storage/output-layout.js';
-import { resultSchemaFor, type NullColumn, type ResultQuestion } from '../storage/result-schema.js';
+import {
+  describeQuestion,
+  groupedQuestions,
+  resultSchemaFor,
+  type NullColumn,
+  type ResultQuestion,
+} from '../storage/result-schema.js';
 import {
   isShardComplete,
   readShardResult,
@@ -49,7 +55,7 @@ export interface MergeShardsOptions {
   readonly output: string;
   /** Codebook labels in order (one p_<label> column each); must match the shard files. Empty with `questions`. */
   readonly labels: readonly string[];
-  /** A codebook with several questions: each with its labels, in codebook order; must match the shard files. */
+  /** Several questions or a multi-label one: each with its labels, in codebook order; must match the shard files. */
   readonly questions?: readonly ResultQuestion[];
   /**
    * Run manifest from the caller, normally buildManifest's head plus the run's `fallback` (and `run` in cluster mode);
@@ -201,8 +207,8 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
     sha256: hash.digest('hex'),
     codec,
     rowGroups,
-    labels: questions.length > 1 ? [] : labels,
-    ...(questions.length > 1 ? { questions: questions.map((q) => ({ name: q.name, labels: [...q.labels] })) } : {}),
+    labels: groupedQuestions(questions) ? [] : labels,
+    ...(groupedQuestions(questions) ? { questions: questions.map(describeQuestion) } : {}),
     statusCounts,
     sourceCounts,
     fallbackStatusCounts,
@@ -312,10 +318,10 @@ function checkShardResult(
     );
   };
   if (metadata.shardId !== shard.id) fail(`belongs to shard ${metadata.shardId}`);
+  const one = (q: ResultQuestion): string =>
+    `${q.name}${q.type === 'multi_label' ? ' (multi-label)' : ''} [${q.labels.join(', ')}]`;
   const describe = (qs: readonly ResultQuestion[]): string =>
-    qs.length === 1
-      ? `labels [${qs[0]?.labels.join(', ')}]`
-      : `questions ${qs.map((q) => `${q.name} [${q.labels.join(', ')}]`).join(', ')}`;
+    !groupedQuestions(qs) ? `labels [${qs[0]?.labels.join(', ')}]` : `questions ${qs.map(one).join(', ')}`;
   const written = shardQuestions(metadata);
   if (describe(written) !== describe(questions))
     fail(`was written for ${describe(written)}, not ${describe(questions)}`);
@@ -344,6 +350,12 @@ function appendColumn(target: unknown[], vector: Vector | null | NullColumn, nam
   }
   if ('nulls' in vector) {
     for (let i = 0; i < vector.nulls; i++) target.push(null);
+    return;
+  }
+  if (DataType.isList(vector.type)) {
+    // A list column (a multi-label question's labels): each row's list as a plain array, null as null.
+    for (const list of vector as Iterable<Iterable<unknown> | null>)
+      target.push(list === null ? null : Array.from(list));
     return;
   }
   const values = vector.toArray() as ArrayLike<unknown>; // strings come back as an array with nulls

@@ -12,6 +12,7 @@ import { checkOutputDestination, removeMergeTemps, removeOwnOutput, type RunSour
 import { outputLayout, type OutputLayout } from '../storage/output-layout.js';
 import { acquireOutputLock, type OutputLock } from '../storage/output-lock.js';
 import { isShardComplete } from '../storage/shard-result-file.js';
+import { groupedQuestions, resultQuestionsOf, type ResultQuestion } from '../storage/result-schema.js';
 import type { FallbackStats } from '../fallback/fallback-stage.js';
 import { EndpointList } from '../fallback/endpoint-list.js';
 import { fallbackPathsFor, resolveFallback, type FallbackPlan } from '../fallback/resolve-fallback.js';
@@ -339,9 +340,10 @@ export async function mergeRun(input: MergeRunInput): Promise<MergeSummary> {
 }
 
 /** What the merge checks the shard files against: the one question's labels, or every question's. */
-function mergeQuestions(codebook: Codebook): { labels: string[]; questions?: { name: string; labels: string[] }[] } {
-  const questions = scoredQuestions(codebook).map((q) => ({ name: q.name, labels: q.labels.map((l) => l.name) }));
-  return questions.length > 1 ? { labels: [], questions } : { labels: questions[0]?.labels ?? [] };
+function mergeQuestions(codebook: Codebook): { labels: readonly string[]; questions?: readonly ResultQuestion[] } {
+  scoredQuestions(codebook);
+  const questions = resultQuestionsOf(codebook);
+  return groupedQuestions(questions) ? { labels: [], questions } : { labels: questions[0]?.labels ?? [] };
 }
 
 export interface MergeOnlyOptions extends RunRequest {

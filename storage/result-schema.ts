@@ -7,6 +7,7 @@ import {
   Float64,
   Int32,
   Int64,
+  List,
   RecordBatch,
   Schema,
   Struct,
@@ -28,6 +29,7 @@ import {
   type FallbackStatus,
   type IdType,
   type QuestionAnswer,
+  type QuestionType,
   type ResultRow,
   type ResultSource,
   type RowStatus,
@@ -38,6 +40,25 @@ import { arrowIdType } from './parquet-rows.js';
 export interface ResultQuestion {
   readonly name: string;
   readonly labels: readonly string[];
+  /** Absent for single-label questions (so files and metadata written before multi-label questions read the same). */
+  readonly type?: QuestionType;
+}
+
+/**
+ * Whether results carry one `<question>__` column group per question: with several questions, or any multi-label one
+ * (its `__labels` list has no unprefixed form). Otherwise the one question's columns carry no prefix.
+ */
+export function groupedQuestions(questions: readonly ResultQuestion[]): boolean {
+  return questions.length > 1 || questions.some((q) => q.type === 'multi_label');
+}
+
+/** A question as written to shard metadata, the manifest and the merged file's key-value metadata. */
+export function describeQuestion(question: ResultQuestion): ResultQuestion {
+  return {
+    name: question.name,
+    labels: [...question.labels],
+    ...(question.type === 'multi_label' ? { type: question.type } : {}),
+  };
 }
 
 /** The question of a codebook written with `labels:` (parseCodebook names it "label"). */
@@ -57,8 +78,8 @@ export interface ResultColumn {
   readonly name: string;
   readonly arrowType: DataType;
   readonly nullable: boolean;
-  /** The column's element in the merged file's Parquet schema. */
-  readonly parquet: SchemaElement;
+  /** The column's elements in the merged file's Parquet schema: its own, then a nested type's children. */
+  readonly parquet: readonly SchemaElement[];
   /** The column's values for these rows, as Arrow data: the getter applied, then encoded by type. */
   encode(rows: readonly ResultRow[]): Data;
   /** Null for the original columns, which every result file has. */
@@ -86,7 +107,9 @@ type Cell = (column: ResultColumn) => unknown;
 interface QuestionColumns {
   readonly scores: readonly ResultColumn[];
   readonly opinions: readonly ResultColumn[];
-  decodeScores(cell: Cell): Pick<RowAnswer, 'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities'>;
+  decodeScores(
+    cell: Cell,
+  ): Pick<RowAnswer, 'label' | 'confidence' | 'margin' | 'entropy' | 'probabilities'> & Pick<QuestionAnswer, 'labels'>;
   decodeOpinions(cell: Cell): Pick<RowAnswer, 'localLabel' | 'fallback'>;
   /** Columns added after the opinions (read as nulls from older files). */
   readonly added: readonly ResultColumn[];
@@ -120,7 +143,7 @@ export class ResultSchema {
     // The row's added columns (duplicate_of) come last in both.
     const [single] = groups;
     this.columns =
-      groups.length === 1 && single !== undefined
+      !groupedQuestions(questions) && single !== undefined
         ? [...head.columns, ...single.scores, ...tail.columns, ...single.opinions, ...single.added, ...added.columns]
         : [
             ...head.columns,
@@ -148,28 +171,27 @@ export class ResultSchema {
       throw new RescaleError('INTERNAL', `Unknown id type ${String(idType)}; the id type must come from the plan.`);
     }
     const row = rowColumns(idType);
-    const groups =
-      questions.length === 1
-        ? [
-            questionColumns(
-              questions[0] as ResultQuestion,
-              (name) => name,
-              (r) => r,
-            ),
-          ]
-        : questions.map((question, q) =>
-            questionColumns(
-              question,
-              (base) => questionColumn(question.name, base),
-              (r) => r.answers?.[q] ?? NO_ANSWER,
-            ),
-          );
+    const groups = !groupedQuestions(questions)
+      ? [
+          questionColumns(
+            questions[0] as ResultQuestion,
+            (name) => name,
+            (r) => r,
+          ),
+        ]
+      : questions.map((question, q) =>
+          (question.type === 'multi_label' ? multiLabelColumns : questionColumns)(
+            question,
+            (base) => questionColumn(question.name, base),
+            (r) => r.answers?.[q] ?? NO_ANSWER,
+          ),
+        );
     return new ResultSchema(questions, idType, row.head, groups, row.tail, row.added);
   }
 
-  /** Several questions, each with its own `<question>__` column group. */
+  /** Several questions or a multi-label one: each question with its own `<question>__` column group. */
   get multiQuestion(): boolean {
-    return this.groups.length > 1;
+    return groupedQuestions(this.questions);
   }
 
   /** The Arrow schema of a shard result file, with the file's metadata. */
@@ -216,7 +238,7 @@ export class ResultSchema {
       // Field order as the writer's callers build rows, so decoded rows print like the originals.
       const { head, groups, tail, added } = this;
       const [single] = groups;
-      if (groups.length === 1 && single !== undefined) {
+      if (!this.multiQuestion && single !== undefined) {
         rows.push({
           ...head.decode(cell),
           ...single.decodeScores(cell),
@@ -238,7 +260,7 @@ export class ResultSchema {
 
   /** The merged file's Parquet schema: the root element, then one element per column. */
   parquetSchema(): SchemaElement[] {
-    return [{ name: 'schema', num_children: this.columns.length }, ...this.columns.map((column) => column.parquet)];
+    return [{ name: 'schema', num_children: this.columns.length }, ...this.columns.flatMap((column) => column.parquet)];
   }
 
   /**
@@ -246,7 +268,7 @@ export class ResultSchema {
    */
   parquetKeyValue(): { key: string; value: string }[] {
     if (this.multiQuestion) {
-      const questions = this.questions.map((q) => ({ name: q.name, labels: q.labels }));
+      const questions = this.questions.map(describeQuestion);
       return [
         { key: 'rescale.questions', value: JSON.stringify(questions) },
         { key: 'rescale.id_type', value: this.idType },
@@ -270,9 +292,13 @@ export function resultSchemaFor(questions: readonly ResultQuestion[], idType: Id
 
 /** The columns of a codebook's results. */
 export function resultSchemaOf(codebook: Codebook, idType: IdType): ResultSchema {
-  return ResultSchema.build(
-    codebook.questions.map((q) => ({ name: q.name, labels: q.labels.map((l) => l.name) })),
-    idType,
+  return ResultSchema.build(resultQuestionsOf(codebook), idType);
+}
+
+/** A codebook's questions as the result columns see them. */
+export function resultQuestionsOf(codebook: Codebook): ResultQuestion[] {
+  return codebook.questions.map((q) =>
+    describeQuestion({ name: q.name, labels: q.labels.map((l) => l.name), type: q.type }),
   );
 }
 
@@ -400,6 +426,47 @@ function questionColumns(
   };
 }
 
+/**
+ * A multi-label question's columns: the labels list (labels at or above their threshold, in codebook order), the
+ * decided set's confidence and margin, each label's marginal P(label), then the label mass. No fallback opinions: the
+ * fallback takes single-label questions only.
+ */
+function multiLabelColumns(
+  question: ResultQuestion,
+  name: (base: string) => string,
+  answer: (row: ResultRow) => RowAnswer & Pick<QuestionAnswer, 'labels'>,
+): QuestionColumns {
+  const labels = utf8ListColumn(name('labels'), (r) => answer(r).labels ?? null);
+  const confidence = float64Column(name('confidence'), (r) => answer(r).confidence);
+  const margin = float64Column(name('margin'), (r) => answer(r).margin);
+  const probabilities = question.labels.map((l, j) =>
+    float64Column(name(probabilityColumn(l)), (r) => answer(r).probabilities?.[j] ?? null),
+  );
+  const labelMass = float64Column(name('label_mass'), (r) => answer(r).labelMass ?? null);
+  return {
+    scores: [labels, confidence, margin, ...probabilities],
+    opinions: [],
+    added: [labelMass],
+    decodeAdded: (cell) => {
+      const mass = cell(labelMass) as number | null;
+      return mass === null ? {} : { labelMass: mass };
+    },
+    decodeScores: (cell) => {
+      const p = probabilities.map((column) => cell(column) as number | null);
+      const list = cell(labels) as Iterable<string> | null;
+      return {
+        label: null,
+        labels: list === null ? null : Array.from(list),
+        confidence: cell(confidence) as number | null,
+        margin: cell(margin) as number | null,
+        entropy: null,
+        probabilities: p.some((value) => value === null) ? null : Float64Array.from(p as number[]),
+      };
+    },
+    decodeOpinions: () => ({}),
+  };
+}
+
 // ---- columns by type: Arrow type, Parquet element and encoder in one place each ----------------------------------
 
 function utf8Element(name: string, nullable: boolean): SchemaElement {
@@ -417,9 +484,44 @@ function utf8Column(
     name,
     arrowType: new Utf8(),
     nullable,
-    parquet: utf8Element(name, nullable),
+    parquet: [utf8Element(name, nullable)],
     encode: (rows) => utf8Data(rows.map(get)),
     legacy,
+  };
+}
+
+/** A list of strings (Arrow List<Utf8>, Parquet's three-level LIST of UTF8); the list itself may be null. */
+function utf8ListColumn(name: string, get: (row: ResultRow) => readonly string[] | null): ResultColumn {
+  const item = new Field('element', new Utf8(), false);
+  return {
+    name,
+    arrowType: new List(item),
+    nullable: true,
+    parquet: [
+      {
+        name,
+        repetition_type: 'OPTIONAL',
+        converted_type: 'LIST',
+        logical_type: { type: 'LIST' },
+        num_children: 1,
+      },
+      { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+      { ...utf8Element('element', false) },
+    ],
+    encode: (rows) => {
+      const values = rows.map(get);
+      const valueOffsets = new Int32Array(values.length + 1);
+      values.forEach((list, i) => (valueOffsets[i + 1] = (valueOffsets[i] as number) + (list?.length ?? 0)));
+      const child = utf8Data(values.flatMap((list) => list ?? []));
+      return makeData({
+        type: new List(item),
+        length: values.length,
+        ...validityBitmap((i) => values[i] !== null, values.length),
+        valueOffsets,
+        child,
+      });
+    },
+    legacy: null,
   };
 }
 
@@ -432,7 +534,7 @@ function float64Column(
     name,
     arrowType: new Float64(),
     nullable: true,
-    parquet: { name, type: 'DOUBLE', repetition_type: 'OPTIONAL' },
+    parquet: [{ name, type: 'DOUBLE', repetition_type: 'OPTIONAL' }],
     encode: (rows) => float64Data(rows.map(get)),
     legacy,
   };
@@ -443,7 +545,7 @@ function int64Column(name: string, get: (row: ResultRow) => number): ResultColum
     name,
     arrowType: new Int64(),
     nullable: false,
-    parquet: { name, type: 'INT64', repetition_type: 'REQUIRED' },
+    parquet: [{ name, type: 'INT64', repetition_type: 'REQUIRED' }],
     encode: (rows) =>
       makeData({ type: new Int64(), length: rows.length, data: BigInt64Array.from(rows, (row) => BigInt(get(row))) }),
     legacy: null,
@@ -459,7 +561,7 @@ function nullableInt64Column(
     name,
     arrowType: new Int64(),
     nullable: true,
-    parquet: { name, type: 'INT64', repetition_type: 'OPTIONAL' },
+    parquet: [{ name, type: 'INT64', repetition_type: 'OPTIONAL' }],
     encode: (rows) => {
       const values = rows.map(get);
       const data = new BigInt64Array(values.length);
@@ -478,7 +580,7 @@ function int32Column(name: string, get: (row: ResultRow) => number): ResultColum
     name,
     arrowType: new Int32(),
     nullable: false,
-    parquet: { name, type: 'INT32', repetition_type: 'REQUIRED' },
+    parquet: [{ name, type: 'INT32', repetition_type: 'REQUIRED' }],
     encode: (rows) => makeData({ type: new Int32(), length: rows.length, data: Int32Array.from(rows, get) }),
     legacy: null,
   };
@@ -490,7 +592,7 @@ function idColumn(idType: IdType): ResultColumn {
     name: 'id',
     arrowType: arrowIdType(idType),
     nullable: true,
-    parquet: idElement(idType),
+    parquet: [idElement(idType)],
     encode: (rows) => idData(idType, rows),
     legacy: null,
   };

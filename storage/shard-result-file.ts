@@ -16,7 +16,13 @@ import type { ShardSpec } from '../contracts/shard.js';
 import { writeFileAtomic } from './atomic-file.js';
 import { shardResultPath } from './output-layout.js';
 import { arrowIdType } from './parquet-rows.js';
-import { labelsQuestion, resultSchemaFor, type ResultQuestion } from './result-schema.js';
+import {
+  describeQuestion,
+  groupedQuestions,
+  labelsQuestion,
+  resultSchemaFor,
+  type ResultQuestion,
+} from './result-schema.js';
 
 /** Schema metadata key holding the shard's identity (JSON), checked by the merge. */
 export const SHARD_METADATA_KEY = 'rescale.shard';
@@ -30,19 +36,21 @@ export interface ShardResultMetadata {
   readonly rowStart: number;
   readonly rowEnd: number;
   readonly corpusRowStart: number;
-  /** The labels of a one-question codebook (empty with several questions). */
+  /** The labels of a one-question single-label codebook (empty with several questions or a multi-label one). */
   readonly labels: readonly string[];
-  /** Several questions: each with its labels, in codebook order; absent for one question. */
+  /** Several questions, or a multi-label one: each with its labels (and type), in codebook order; else absent. */
   readonly questions?: readonly ResultQuestion[];
   readonly idType: IdType;
 }
 
-/** The questions a shard file or a merge holds: several when given, else the one question of `labels`. */
+/** The questions a shard file or a merge holds: those given when grouped (several, or multi-label), else `labels`. */
 export function shardQuestions(spec: {
   readonly labels: readonly string[];
   readonly questions?: readonly ResultQuestion[] | undefined;
 }): readonly ResultQuestion[] {
-  return spec.questions !== undefined && spec.questions.length > 1 ? spec.questions : [labelsQuestion(spec.labels)];
+  return spec.questions !== undefined && groupedQuestions(spec.questions)
+    ? spec.questions
+    : [labelsQuestion(spec.labels)];
 }
 
 export interface WriteShardResultOptions {
@@ -50,7 +58,7 @@ export interface WriteShardResultOptions {
   readonly shard: ShardSpec;
   /** Codebook labels in order; one `p_<label>` column each. Empty when `questions` are given. */
   readonly labels: readonly string[];
-  /** A codebook with several questions: each question and its labels, in codebook order. */
+  /** A codebook with several questions or a multi-label one: each question and its labels, in codebook order. */
   readonly questions?: readonly ResultQuestion[];
   readonly idType: IdType;
   /** Exactly one row per input row of the shard, in row order. */
@@ -77,8 +85,8 @@ export async function writeShardResult(options: WriteShardResultOptions): Promis
     rowStart: shard.rowStart,
     rowEnd: shard.rowEnd,
     corpusRowStart: shard.corpusRowStart,
-    labels: questions.length > 1 ? [] : [...labels],
-    ...(questions.length > 1 ? { questions: questions.map((q) => ({ name: q.name, labels: [...q.labels] })) } : {}),
+    labels: groupedQuestions(questions) ? [] : [...labels],
+    ...(groupedQuestions(questions) ? { questions: questions.map(describeQuestion) } : {}),
     idType,
   };
   const table = resultSchemaFor(questions, idType).encode(
@@ -181,7 +189,8 @@ function checkRows(
   idType: IdType,
   rows: readonly ResultRow[],
 ): void {
-  const labels = questions.length === 1 ? (questions[0]?.labels ?? []) : [];
+  const grouped = groupedQuestions(questions);
+  const labels = grouped ? [] : (questions[0]?.labels ?? []);
   const expected = shard.rowEnd - shard.rowStart;
   const fail = (problem: string): never => {
     throw new RescaleError(
@@ -202,13 +211,18 @@ function checkRows(
     if (row.probabilities !== null && row.probabilities.length !== labels.length) {
       fail(`row ${row.row} has ${row.probabilities.length} probabilities for ${labels.length} labels`);
     }
-    if (questions.length > 1) {
+    if (grouped) {
       if (row.answers?.length !== questions.length)
         fail(`row ${row.row} has ${row.answers?.length ?? 0} answers for ${questions.length} questions`);
       row.answers?.forEach((answer, q) => {
         const count = questions[q]?.labels.length ?? 0;
         if (answer.probabilities !== null && answer.probabilities.length !== count)
           fail(`row ${row.row} has ${answer.probabilities.length} probabilities for ${count} labels of question ${q}`);
+        const multi = questions[q]?.type === 'multi_label';
+        if (!multi && answer.labels !== undefined)
+          fail(`row ${row.row} has a labels list for single-label question ${q}`);
+        if (multi && answer.labels?.some((label) => !questions[q]?.labels.includes(label)))
+          fail(`row ${row.row} lists a label that multi-label question ${q} does not have`);
       });
       if (row.fallback != null) fail(`row ${row.row} has a fallback opinion, which several questions cannot have`);
     } else if (row.answers !== undefined) fail(`row ${row.row} has answers for several questions`);

@@ -13,6 +13,7 @@ import type { DocumentInput } from '../contracts/document-input.js';
 import type { DocumentScorer } from '../contracts/document-scorer.js';
 import { DuplicateIndex } from './duplicate-index.js';
 import { isShardComplete, writeShardResult } from '../storage/shard-result-file.js';
+import { groupedQuestions, resultQuestionsOf } from '../storage/result-schema.js';
 import type { ShardFallback } from '../contracts/shard-fallback.js';
 
 // The fallback port is declared in contracts (its implementations live in fallback/ and worker/); re-exported here
@@ -88,6 +89,8 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
   }
   const { scorer } = context;
   const questions = scoredQuestions(scorer.codebook);
+  const resultQuestions = resultQuestionsOf(scorer.codebook);
+  const grouped = groupedQuestions(resultQuestions);
   const own: readonly string[] = CODEBOOK_VARIABLES;
   const extraColumns = scorer.codebook.prompt.variables.filter(
     (name) => name !== 'text' && name !== job.textColumn && !own.includes(name),
@@ -135,8 +138,8 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
         source: 'local' as const,
         shardId: shard.id,
       };
-      if (questions.length > 1) {
-        // Several questions: the answers carry the labels and scores; the fallback is refused for such codebooks.
+      if (grouped) {
+        // Several questions or a multi-label one: the answers carry the labels and scores; the fallback is refused.
         return {
           ...base,
           label: null,
@@ -193,10 +196,8 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
   const path = await writeShardResult({
     dir: job.resultDir,
     shard,
-    labels: questions.length > 1 ? [] : (questions[0]?.labels ?? []).map((l) => l.name),
-    ...(questions.length > 1
-      ? { questions: questions.map((q) => ({ name: q.name, labels: q.labels.map((l) => l.name) })) }
-      : {}),
+    labels: grouped ? [] : (resultQuestions[0]?.labels ?? []),
+    ...(grouped ? { questions: resultQuestions } : {}),
     idType: job.idType,
     rows,
   });

@@ -81,7 +81,7 @@ describe('parseCodebook', () => {
     rejects(withoutLabels, /labels/);
   });
 
-  it('accepts multi-question and multi-label codebooks in the schema, and says the engine scores one question', () => {
+  it('accepts a multi-label question without a multi_label section (evaluation), which the engine refuses', () => {
     const cb = parseCodebook(
       {
         ...minimal,
@@ -96,7 +96,7 @@ describe('parseCodebook', () => {
     );
     assert.equal(cb.questions.length, 2);
     assert.throws(() => singleQuestion(cb), /one single-label question/);
-    assert.throws(() => scoredQuestions(cb), /field "questions\[1\]\.type": .*single-label questions only/);
+    assert.throws(() => scoredQuestions(cb), /field "questions\[1\]\.multi_label": .*how the model is asked/);
   });
 
   it('refuses an adapter scale outside -4..4, naming the adapter (1e30 gives flat distributions scored ok)', () => {

@@ -97,6 +97,14 @@ export class LabelScorer implements DocumentScorer {
   static async create(codebook: Codebook, options: ScorerOptions = {}): Promise<LabelScorer> {
     const logger = options.logger ?? silentLogger;
     const questions = scoredQuestions(codebook);
+    const multiLabel = questions.findIndex((q) => q.type === 'multi_label');
+    if (multiLabel >= 0) {
+      throw new RescaleError(
+        'CODEBOOK_INVALID',
+        `${codebook.source ?? 'codebook'}: field "questions[${multiLabel}].type": this engine scores single-label ` +
+          'questions only; set type: single_label or move the multi-label question to a codebook of its own',
+      );
+    }
     const llama = options.model?.llama ?? (await getRuntime({ build: options.build ?? 'auto', logger }));
     const info = await runtimeInfo(llama);
     for (const [i, adapter] of codebook.model.adapters.entries())
