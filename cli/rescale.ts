@@ -11,6 +11,7 @@ import { duplicatesLine } from './duplicates-line.js';
 import { createProgress, silentProgress } from './progress.js';
 import { RESCALE_VERSION } from './version.js';
 import { analysisOptions, ANALYSIS_USAGE, runAnalysisCommand } from './analysis-commands.js';
+import { CROWD_USAGE } from './crowd-usage.js';
 
 const USAGE = `rescale ${RESCALE_VERSION} — classify documents with small fine-tuned LLMs, reproducibly
 
@@ -40,7 +41,7 @@ Usage:
   rescale demo [--output O] [--limit N]
       Classify TweetEval sentiment tweets with the fixture keyword model and adapter; print accuracy.
 
-${ANALYSIS_USAGE}
+${ANALYSIS_USAGE}${CROWD_USAGE}
 Cluster mode (docs/cluster.md; "rescale worker --help" for options):
   rescale coordinator --redis URL --listen HOST:PORT [--token-file F] [--endpoints FILE]
   rescale worker --redis URL
@@ -70,6 +71,9 @@ const options = {
   'no-dedupe': { type: 'boolean' },
   wait: { type: 'boolean' },
   'poll-seconds': { type: 'string' },
+  config: { type: 'string' },
+  sample: { type: 'string' },
+  offline: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
   ...analysisOptions,
@@ -285,6 +289,30 @@ async function main(argv: string[]): Promise<number> {
         'CONFIG_INVALID',
         `"rescale batch" needs "submit" or "collect", got "${action ?? ''}"; see "rescale --help"`,
       );
+    }
+    case 'crowd': {
+      const { crowdCommand, formatCrowd } = await import('./crowd.js');
+      const inputs = values.input ?? [required('input', undefined)];
+      if (inputs.length > 1)
+        throw new RescaleError('CONFIG_INVALID', '"rescale crowd" reads one --input file (a corpus or a sample)');
+      const seed = values.seed === undefined ? undefined : Number(values.seed);
+      if (seed !== undefined && (!Number.isSafeInteger(seed) || seed < 0))
+        throw new RescaleError('CONFIG_INVALID', `--seed must be a whole number ≥ 0, got "${values.seed ?? ''}"`);
+      const summary = await crowdCommand({
+        config: required('config', values.config),
+        input: inputs[0] as string,
+        out: required('out', values.out),
+        sample: positiveInt('sample', values.sample),
+        seed,
+        endpoints: values.endpoints,
+        offline: values.offline ?? false,
+        env: environment.variables,
+        build: environment.llamaBuild,
+        logger,
+        signal: controller.signal,
+      });
+      process.stdout.write(formatCrowd(summary));
+      return 0;
     }
     case 'evaluate':
     case 'calibrate':

@@ -3,7 +3,7 @@
 
 import { open } from 'node:fs/promises';
 import path from 'node:path';
-import { parquetRead } from 'hyparquet';
+import { parquetRead, type SchemaElement } from 'hyparquet';
 import { compressors } from 'hyparquet-compressors';
 import { parquetWriteBuffer, type ColumnSource } from 'hyparquet-writer';
 import { RescaleError, errorMessage, isRescaleError } from '../contracts/errors.js';
@@ -108,10 +108,16 @@ export async function readParquetTable(
 }
 
 /** Writes columns to a Parquet file atomically (storage/atomic-file.ts), so a failed write leaves nothing behind. */
-export async function writeParquetAtomic(file: string, columnData: readonly ColumnSource[]): Promise<void> {
+export async function writeParquetAtomic(
+  file: string,
+  columnData: readonly ColumnSource[],
+  /** An explicit schema (root first), for what column types cannot say (lists); the columns then carry no type. */
+  schema?: readonly SchemaElement[],
+): Promise<void> {
   try {
     // Encoded in memory (the same bytes parquetWriteFile streams): these analysis files are small.
-    await writeBytesAtomic(file, new Uint8Array(parquetWriteBuffer({ columnData: [...columnData] })));
+    const options = { columnData: [...columnData], ...(schema !== undefined ? { schema: [...schema] } : {}) };
+    await writeBytesAtomic(file, new Uint8Array(parquetWriteBuffer(options)));
   } catch (cause) {
     throw new RescaleError(
       'OUTPUT_NOT_WRITABLE',
