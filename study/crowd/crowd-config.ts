@@ -125,6 +125,14 @@ export async function compileCrowdConfig(
   const baseDir = path.dirname(file);
   const codebook = await codebookAt(path.resolve(baseDir, value.codebook), 'codebook', fail);
   const questions = new Map(codebook.questions.map((q) => [q.name, q]));
+  const multi = codebook.questions.find((q) => q.type !== 'single_label');
+  if (multi !== undefined) {
+    fail(
+      'codebook',
+      `${codebook.source ?? ''}: question "${multi.name}" is ${multi.type}; the crowd proposes single labels in this ` +
+        'version: give it a codebook of its single-label questions',
+    );
+  }
 
   const gold = new Map<string, string>();
   for (const [question, column] of Object.entries(value.gold ?? {})) {
