@@ -1,0 +1,162 @@
+// The token trie of a list grammar: every answer list the grammar allows (each ordering of each label set of size
+// 1..max_labels, the empty list if allowed), plus the lists that repeat a label once, each tokenised as one whole
+// string, as the model would write it after the prompt. Lists that repeat a label are in the trie only so that the
+// probability of entering them is counted (as invalid) rather than renormalised away.
+
+import type { Token } from 'node-llama-cpp';
+import { RescaleError } from '../../contracts/errors.js';
+import { renderLabelList, type LabelListSyntax } from '../../contracts/label-list-syntax.js';
+
+/** Lists enumerated at most: 14 labels with max_labels 3 give 2,380 orderings (and 378 repeating lists). */
+export const MAX_LIST_ANSWERS = 250_000;
+
+/** One complete list of the grammar: its labels in the order written. */
+export interface ListAnswer {
+  readonly labels: readonly number[];
+  /** No label occurs twice. */
+  readonly valid: boolean;
+}
+
+export interface SetTrieNode {
+  /** Tokens from the root to this node. */
+  readonly depth: number;
+  /** Next-token branches, in the order the lists were enumerated. */
+  readonly children: ReadonlyMap<Token, SetTrieNode>;
+  /** Index (into `answers`) of the list whose tokens end here; such a node has no children. */
+  readonly answer: number | null;
+  /** Some list below this node is valid. A node without one is all invalid (a repeated label). */
+  readonly hasValid: boolean;
+}
+
+interface MutableNode {
+  depth: number;
+  children: Map<Token, MutableNode>;
+  answer: number | null;
+  hasValid: boolean;
+}
+
+/**
+ * Every ordered list of distinct labels of size 1..maxLabels (0 first when the empty list is allowed), shortest first,
+ * then in label order; then each list below maxLabels with one of its own labels appended (a repeat).
+ */
+export function enumerateListAnswers(labelCount: number, syntax: LabelListSyntax, field: string): ListAnswer[] {
+  let count = syntax.allowEmpty ? 1 : 0;
+  let orderings = 1;
+  for (let k = 1; k <= syntax.maxLabels; k++) {
+    orderings *= labelCount - k + 1;
+    count += orderings + (k < syntax.maxLabels ? orderings * k : 0);
+  }
+  if (count > MAX_LIST_ANSWERS)
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `field "${field}.max_labels": ${syntax.maxLabels} of ${labelCount} labels gives ${count} lists to score, more ` +
+        `than ${MAX_LIST_ANSWERS}; lower max_labels or use format: per_label`,
+    );
+  const valid: number[][] = syntax.allowEmpty ? [[]] : [];
+  let level: number[][] = [[]];
+  for (let k = 1; k <= syntax.maxLabels; k++) {
+    level = level.flatMap((list) =>
+      Array.from({ length: labelCount }, (_, label) => label)
+        .filter((label) => !list.includes(label))
+        .map((label) => [...list, label]),
+    );
+    valid.push(...level);
+  }
+  const repeats = valid
+    .filter((list) => list.length > 0 && list.length < syntax.maxLabels)
+    .flatMap((list) => list.map((label) => [...list, label]));
+  return [...valid.map((labels) => ({ labels, valid: true })), ...repeats.map((labels) => ({ labels, valid: false }))];
+}
+
+export class LabelSetTrie {
+  private constructor(
+    readonly root: SetTrieNode,
+    /** The lists, in enumeration order. */
+    readonly answers: readonly ListAnswer[],
+    /** Each list's tokens as scored (a terminator appended where one list's tokens are a prefix of another's). */
+    readonly sequences: readonly (readonly Token[])[],
+  ) {}
+
+  /**
+   * Renders and tokenises every list (`tokenize` gets `answerPrefix` + the list text) and builds their trie.
+   * `terminator` (end of text) is appended to a list whose tokens are a strict prefix of another's; null when the
+   * model has none, which makes such a pair an error.
+   */
+  static build(options: {
+    readonly answers: readonly string[];
+    readonly syntax: LabelListSyntax;
+    readonly answerPrefix: string;
+    readonly tokenize: (text: string) => Token[];
+    readonly terminator: Token | null;
+    /** The syntax's path in the codebook, for errors. */
+    readonly field: string;
+  }): LabelSetTrie {
+    const { syntax, field } = options;
+    const answers = enumerateListAnswers(options.answers.length, syntax, field);
+    const texts = answers.map(
+      (a) =>
+        options.answerPrefix +
+        renderLabelList(
+          syntax,
+          a.labels.map((i) => options.answers[i] as string),
+        ),
+    );
+    const root: MutableNode = { depth: 0, children: new Map(), answer: null, hasValid: false };
+    const sequences = texts.map((text) => options.tokenize(text));
+    const ends = new Map<MutableNode, number>();
+    sequences.forEach((tokens, index) => {
+      let node = root;
+      for (const token of tokens) {
+        let child = node.children.get(token);
+        if (child === undefined) {
+          child = { depth: node.depth + 1, children: new Map(), answer: null, hasValid: false };
+          node.children.set(token, child);
+        }
+        node = child;
+      }
+      if (ends.has(node))
+        throw new RescaleError(
+          'LABEL_INVALID',
+          `field "${field}": the lists ${JSON.stringify(texts[ends.get(node) as number])} and ` +
+            `${JSON.stringify(texts[index])} tokenise alike; make the labels' answers distinct`,
+        );
+      ends.set(node, index);
+    });
+    // A list ending at an inner node is a prefix of a longer one: it ends with the terminator instead.
+    for (const [node, index] of ends) {
+      if (node.children.size === 0) {
+        node.answer = index;
+        continue;
+      }
+      if (options.terminator === null)
+        throw new RescaleError(
+          'LABEL_INVALID',
+          `field "${field}": the list ${JSON.stringify(texts[index])} is a prefix of another and the model has no ` +
+            "end-of-text token to tell them apart; change the close string or the labels' answers",
+        );
+      const end: MutableNode = { depth: node.depth + 1, children: new Map(), answer: index, hasValid: false };
+      node.children.set(options.terminator, end);
+      sequences[index] = [...(sequences[index] as Token[]), options.terminator];
+    }
+    markValid(root, answers);
+    return new LabelSetTrie(root, answers, sequences);
+  }
+
+  /** Nodes with more than one child: where the walk reads a distribution. */
+  get branchNodes(): number {
+    let count = 0;
+    const visit = (node: SetTrieNode): void => {
+      if (node.children.size > 1) count++;
+      for (const child of node.children.values()) visit(child);
+    };
+    visit(this.root);
+    return count;
+  }
+}
+
+function markValid(node: MutableNode, answers: readonly ListAnswer[]): boolean {
+  let hasValid = node.answer !== null && (answers[node.answer] as ListAnswer).valid;
+  for (const child of node.children.values()) hasValid = markValid(child, answers) || hasValid;
+  node.hasValid = hasValid;
+  return hasValid;
+}
