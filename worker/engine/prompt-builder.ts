@@ -19,6 +19,12 @@ export interface RenderedPrompt {
   readonly truncated: boolean;
 }
 
+/** The chat wrapper a codebook's prompts are rendered through: none for `raw`, else the model's own. */
+export function chatWrapperFor(model: LlamaModel, codebook: Codebook): ChatWrapper | null {
+  // The model's own chat template (Jinja from the GGUF, or an equivalent specialised wrapper) decides the layout.
+  return codebook.prompt.format === 'chat' ? resolveChatWrapper(model) : null;
+}
+
 export class PromptBuilder {
   readonly chatWrapperName: string | null;
   /** Tokens every prompt starts with; evaluated once per sequence. */
@@ -34,12 +40,16 @@ export class PromptBuilder {
     this.sharedPrefix = this.computeSharedPrefix();
   }
 
-  static create(model: LlamaModel, codebook: Codebook, question: Question): PromptBuilder {
-    let chatWrapper: ChatWrapper | null = null;
-    if (codebook.prompt.format === 'chat') {
-      // The model's own chat template (Jinja from the GGUF, or an equivalent specialised wrapper) decides the layout.
-      chatWrapper = resolveChatWrapper(model);
-    }
+  /**
+   * `chatWrapper`: the one `chatWrapperFor` resolved, when several questions share it (resolving costs ~1 s: it
+   * renders the model's Jinja template many times to match it to a specialised wrapper).
+   */
+  static create(
+    model: LlamaModel,
+    codebook: Codebook,
+    question: Question,
+    chatWrapper: ChatWrapper | null = chatWrapperFor(model, codebook),
+  ): PromptBuilder {
     return new PromptBuilder(model, codebook, chatWrapper, promptVariables(question));
   }
 

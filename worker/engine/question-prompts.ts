@@ -5,7 +5,7 @@
 import type { LlamaModel, Token } from 'node-llama-cpp';
 import type { Codebook, Question } from '../../contracts/codebook.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
-import { PromptBuilder } from './prompt-builder.js';
+import { chatWrapperFor, PromptBuilder } from './prompt-builder.js';
 
 export interface DocumentPrompts {
   /** Each question's full prompt, in question order (the shared prefix included). */
@@ -32,7 +32,10 @@ export class QuestionPrompts {
   }
 
   static create(model: LlamaModel, codebook: Codebook, questions: readonly Question[]): QuestionPrompts {
-    return new QuestionPrompts(questions.map((question) => PromptBuilder.create(model, codebook, question)));
+    const chatWrapper = chatWrapperFor(model, codebook);
+    return new QuestionPrompts(
+      questions.map((question) => PromptBuilder.create(model, codebook, question, chatWrapper)),
+    );
   }
 
   render(doc: DocumentInput, maxDocumentTokens: number): DocumentPrompts {
