@@ -26,6 +26,10 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
                            --truth-separator): any-overlap, exact match, Jaccard, Hamming, micro/macro/weighted/
                            samples P/R/F1, per-label P/R/F1, Krippendorff's alpha (MASI and Jaccard distance)
         --truth-separator S   the gold column is a string of labels separated by S (e.g. ";")
+        --dimensions       with --codebook: its ordered questions are the dimensions of one coding (e.g.
+                           flourishing's 46); the gold file has one column per question, named after it (null =
+                           the lowest, absent label); prints accD, accI, FN, FP, jac, jac2 and Hamming loss over
+                           every document's dimension cells, as the paper's verify-test.R, and accuracy per dimension
         --strict-ids       fail when any id is missing on either side (default: count and report)
         --json F           write everything as JSON (for rescale report)
   rescale calibrate --predictions VAL.parquet --gold G.parquet (--fallback-accuracy A | --fallback-predictions F) \
@@ -68,6 +72,7 @@ export const analysisOptions = {
   question: { type: 'string' },
   'multi-label': { type: 'boolean' },
   'truth-separator': { type: 'string' },
+  dimensions: { type: 'boolean' },
   json: { type: 'string' },
   'fallback-accuracy': { type: 'string' },
   'fallback-predictions': { type: 'string' },
@@ -178,6 +183,38 @@ function write(text: string): void {
   process.stdout.write(text);
 }
 
+/** `evaluate --dimensions`: one results file, the codebook's questions as the dimensions of one coding. */
+async function evaluateDimensionsCommand(values: Values, idColumn: string): Promise<number> {
+  const predictions = values.predictions ?? [];
+  if (predictions.length !== 1)
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--dimensions takes exactly one --predictions file (a multi-question run), got ${predictions.length}`,
+    );
+  for (const option of ['question', 'labels', 'multi-label', 'truth-separator', 'training-sizes', 'names'] as const)
+    if (values[option] !== undefined)
+      throw new RescaleError('CONFIG_INVALID', `--${option} does not apply with --dimensions; leave it out`);
+  const codebook = await loadCodebook(need('codebook', values.codebook));
+  const { evaluateDimensions } = await import('../study/evaluation/evaluate-dimensions.js');
+  const { formatDimensionEvaluation } = await import('./evaluate-dimensions.js');
+  const result = await evaluateDimensions({
+    gold: need('gold', values.gold),
+    predictions: predictions[0] as string,
+    idColumn,
+    questions: codebook.questions,
+    seed: seedOf(values),
+    resamples: resamplesOf(values),
+    ...(values['absent-label'] !== undefined ? { absentLabel: values['absent-label'] } : {}),
+  });
+  write(formatDimensionEvaluation(result));
+  if (values.json !== undefined) {
+    const { writeJsonFile } = await import('../study/json-file.js');
+    await writeJsonFile(values.json, result);
+    write(`wrote ${values.json}\n`);
+  }
+  return 0;
+}
+
 /** Runs one analysis verb; returns the exit code. */
 export async function runAnalysisCommand(
   command: AnalysisCommand,
@@ -188,6 +225,7 @@ export async function runAnalysisCommand(
   const labelColumn = values['label-column'] ?? 'gold';
   switch (command) {
     case 'evaluate': {
+      if (values.dimensions === true) return evaluateDimensionsCommand(values, idColumn);
       const { runEvaluate, formatEvaluation, formatMultiLabelEvaluation } = await import('./evaluate.js');
       const labels = listOption('labels', values.labels);
       const names = listOption('names', values.names);
