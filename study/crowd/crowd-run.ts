@@ -6,6 +6,7 @@
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Codebook } from '../../contracts/codebook.js';
+import { RescaleError } from '../../contracts/errors.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
 import type { EndpointList } from '../../fallback/endpoint-list.js';
 import type { BackoffOptions } from '../../fallback/retry-policy.js';
@@ -107,6 +108,14 @@ export async function runCrowd(options: CrowdRunOptions): Promise<CrowdRunSummar
   const config = await loadCrowdConfig(options.config);
   const { codebook } = config;
   const layout = crowdLayout(options.out);
+  const input = path.resolve(options.input);
+  if ([layout.documents, layout.proposals, layout.sample].includes(input)) {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--input ${input} is a file the crowd writes into --out ${layout.dir}; copy the sample elsewhere or choose ` +
+        'another --out',
+    );
+  }
   await mkdir(layout.dir, { recursive: true });
   const sample = await drawCrowdSample(config, {
     input: options.input,
