@@ -400,6 +400,30 @@ describe('runCrowd', () => {
       }
     });
   });
+  it('replays closed labellers offline from the cache: no key, no request, the uncached over_budget', async () => {
+    await withTempDir(async (dir) => {
+      const study = await writeStudy(dir, [closedLabeller('direct', 'gpt-test'), closedLabeller('other', 'gpt-other')]);
+      const live = path.join(dir, 'live');
+      await runCrowd(options(study, live));
+      await writeFile(
+        study.config,
+        (await readFile(study.config, 'utf8')) + `cache_dir: ${JSON.stringify(path.join(live, 'fallback-cache'))}\n`,
+      );
+      const sent = server.requests.length;
+      const replay = path.join(dir, 'replay');
+      await runCrowd({ ...options(study, replay), env: {}, offline: true, sample: undefined });
+      assert.equal(server.requests.length, sent);
+      const before = new Map((await proposals(live)).map((r) => [`${r.id}/${r.labeller}`, r]));
+      const after = await proposals(replay);
+      assert.equal(after.length, 40);
+      for (const row of after) {
+        const earlier = before.get(`${row.id}/${row.labeller}`);
+        if (earlier === undefined) assert.deepEqual([row.labels, row.error], [[], 'over_budget']);
+        else assert.deepEqual(row, earlier);
+      }
+      assert.equal(after.filter((r) => r.error === 'over_budget').length, 16, '8 documents outside the sample, twice');
+    });
+  });
 });
 
 describe('loadCrowdConfig', () => {
