@@ -7,6 +7,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { RescaleError } from './errors.js';
 import { parseFallbackConfig, type FallbackConfig } from './fallback-config.js';
+import { compileLabelListSyntax, labelListSyntaxSchema, type LabelListSyntax } from './label-list-syntax.js';
 import { issueLines, type FieldLocator } from './validation-issues.js';
 import { parseYamlSource } from './yaml-source.js';
 
@@ -27,12 +28,11 @@ const labelSchema = z.strictObject({
 
 /**
  * How a multi-label question is scored. `per_label`: each label is asked as a yes/no question of its own (the
- * question text filled with the label), and P(label) is P(yes) over the two answers.
+ * question text filled with the label), and P(label) is P(yes) over the two answers. `list`: the model answers one
+ * list of labels (`['A', 'B']`) and every label set gets its exact probability (label-list-syntax.ts).
  */
-const multiLabelSchema = z.strictObject({
-  format: z.enum(['per_label'], {
-    error: 'unknown format; use "per_label" (each label asked as a yes/no question about the document)',
-  }),
+const perLabelSchema = z.strictObject({
+  format: z.literal('per_label'),
   /** The answers a label's yes/no question is scored over (after prompt.answer_prefix, as label answers are). */
   answers: z
     .strictObject({ yes: z.string().min(1).default('yes'), no: z.string().min(1).default('no') })
@@ -40,6 +40,18 @@ const multiLabelSchema = z.strictObject({
   /** A label is in the question's labels when P(label) ≥ its threshold. */
   threshold: z.number().min(0, THRESHOLD_MESSAGE).max(1, THRESHOLD_MESSAGE).default(0.5),
 });
+
+const multiLabelSchema = z.discriminatedUnion(
+  'format',
+  [perLabelSchema, labelListSyntaxSchema.extend({ format: z.literal('list') })],
+  {
+    error: (issue) =>
+      issue.code === 'invalid_union'
+        ? 'unknown format; use "per_label" (each label asked as a yes/no question about the document) or "list" ' +
+          "(the model answers one list of labels, e.g. ['A', 'B'])"
+        : undefined,
+  },
+);
 
 const questionSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'use letters, digits and "_" (it becomes a column name)'),
@@ -147,7 +159,15 @@ export interface Label {
 }
 
 /** How a multi-label question is scored (codebook `multi_label:`). */
-export interface MultiLabelSpec {
+export type MultiLabelSpec = PerLabelSpec | ListSpec;
+
+/** `list`: the model answers one list of labels; each label set's exact probability over the list grammar. */
+export interface ListSpec {
+  readonly format: 'list';
+  readonly list: LabelListSyntax;
+}
+
+export interface PerLabelSpec {
   /** `per_label`: each label asked as a yes/no question of its own; P(label) = P(yes) over the two answers. */
   readonly format: 'per_label';
   /** Each label's decision threshold, in label order: a label is in the labels list when P(label) ≥ its threshold. */
@@ -319,6 +339,13 @@ export function parseCodebook(
         'a threshold decides membership in a multi-label question; a single-label question takes its top label',
       );
     }
+    if (thresholdAt >= 0 && question.multi_label?.format === 'list') {
+      throw invalid(
+        source,
+        `${fieldBase}[${thresholdAt}].threshold`,
+        'a list question takes the most probable label set, not labels over a threshold; remove the threshold',
+      );
+    }
     const seenNames = new Set<string>();
     const seenAnswers = new Set<string>();
     const labels = question.labels.map((label, li): Label => {
@@ -454,6 +481,12 @@ function multiLabelSpec(
 ): MultiLabelSpec | null {
   const spec = question.multi_label;
   if (spec === undefined) return null;
+  if (spec.format === 'list') {
+    const { format, ...syntax } = spec;
+    const answers = question.labels.map((label) => label.answer ?? label.name);
+    const list = compileLabelListSyntax(syntax, answers, `${field}.multi_label`, source);
+    return Object.freeze({ format, list });
+  }
   if (spec.answers.yes === spec.answers.no) {
     throw invalid(source, `${field}.multi_label.answers`, 'the yes and no answers must differ');
   }

@@ -70,11 +70,15 @@ export function compileLabelListSyntax(
     fail('min_branch_mass', `must be in [0, 1) (0 expands every branch), got ${raw.min_branch_mass}`);
   if (raw.close === '') fail('close', 'must not be empty: the close string ends every list');
   if (raw.max_labels > 1 && raw.separator === '') fail('separator', 'must not be empty when max_labels is above 1');
-  const delimiters: [string, string][] = [
-    ['separator', raw.separator],
-    ['close', raw.close],
-    ['quote', QUOTES[quote]],
-  ];
+  // Inside quotes a label may hold the separator ("Medicine, Health and Life Sciences" in the paper's lists); only
+  // the quote itself would end it early. Unquoted, the separator and the close string would.
+  const delimiters: [string, string][] =
+    quote === 'none'
+      ? [
+          ['separator', raw.separator],
+          ['close', raw.close],
+        ]
+      : [['quote', QUOTES[quote]]];
   answers.forEach((answer, i) => {
     for (const [name, text] of delimiters) {
       if (text !== '' && answer.includes(text))

@@ -52,11 +52,17 @@ describe('compileLabelListSyntax', () => {
     rejects({ quote: 'backtick' }, 'quote');
   });
 
-  it('rejects a separator, close string or quote occurring inside a label answer', () => {
-    rejects({ separator: ' and ' }, 'separator');
-    rejects({ close: 's' }, 'close');
+  it('rejects a quote inside a quoted label, and a separator or close string inside an unquoted one', () => {
     rejects({ max_labels: 2 }, 'quote', ['Social Sciences', "Children's Law"]);
+    rejects({ quote: 'none', separator: ' and ' }, 'separator');
     rejects({ quote: 'none', separator: ' ' }, 'separator');
+    rejects({ quote: 'none', close: 's' }, 'close');
+  });
+
+  it("lets a quoted label hold the separator, as the paper's 'Medicine, Health and Life Sciences' does", () => {
+    const answers = ['Medicine, Health and Life Sciences', 'Law'];
+    const syntax = compileLabelListSyntax({ max_labels: 2 }, answers, 'm');
+    assert.equal(renderLabelList(syntax, answers), "['Medicine, Health and Life Sciences', 'Law']");
   });
 
   it('rejects an empty close string, a bound outside [0, 1) and unknown options', () => {

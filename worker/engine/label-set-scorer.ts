@@ -5,6 +5,7 @@
 // branch probabilities. A token the grammar forces is evaluated but needs no read. No sampling anywhere.
 
 import type { LlamaModel, Token } from 'node-llama-cpp';
+import type { Codebook, Question } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
 import type { LabelListSyntax } from '../../contracts/label-list-syntax.js';
 import type { DecodeStrategy } from './decode-strategy.js';
@@ -76,6 +77,21 @@ export class LabelSetScorer {
       field: options.field,
     });
     return new LabelSetScorer(trie, options.syntax, options.answers.length);
+  }
+
+  /** The scorer of a codebook question with `multi_label: { format: list }`. */
+  static forQuestion(model: LlamaModel, codebook: Codebook, question: Question, questionIndex: number): LabelSetScorer {
+    const spec = question.multiLabel;
+    const field = `questions[${questionIndex}].multi_label`;
+    if (spec?.format !== 'list')
+      throw new RescaleError('INTERNAL', `${field}: a set scorer needs a question with format: list`);
+    return LabelSetScorer.create(model, {
+      answers: question.labels.map((label) => label.answer),
+      syntax: spec.list,
+      answerPrefix: codebook.prompt.answerPrefix,
+      chat: codebook.prompt.format === 'chat',
+      field,
+    });
   }
 
   /** The longest list's tokens (the context must hold the prompt plus this). */
