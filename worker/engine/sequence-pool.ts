@@ -6,6 +6,7 @@ import type { ModelSpec } from '../../contracts/codebook.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import type { ContextPlan } from './context-plan.js';
 import { DispatchLog } from './dispatch-log.js';
+import { reuseNativeSamplers } from './native-sampler-pool.js';
 
 export class SequencePool {
   readonly size: number;
@@ -36,6 +37,7 @@ export class SequencePool {
     const { contextSize, sequences, batchSize, threads } = plan;
     let context: LlamaContext;
     const dispatches = new DispatchLog();
+    reuseNativeSamplers(model);
     try {
       context = await model.createContext({
         contextSize,
