@@ -162,7 +162,7 @@ export async function compileCrowdConfig(
       checkSameQuestions(own, codebook, `${at}.codebook`, fail);
       labellers.push(Object.freeze({ kind, name, codebook: own }));
     } else {
-      labellers.push(closedLabeller(entry as Record<string, unknown>, at, codebook, file, baseDir, fail));
+      labellers.push(closedLabeller(entry as Record<string, unknown>, index, codebook, file, baseDir, fail));
     }
   }
   return Object.freeze({
@@ -223,15 +223,16 @@ function checkSameQuestions(
 
 function closedLabeller(
   entry: Record<string, unknown>,
-  at: string,
+  index: number,
   codebook: Codebook,
   file: string,
   baseDir: string,
   fail: (field: string, message: string) => never,
 ): ClosedLabeller {
+  const at = `labellers[${index}]`;
   const { name, kind, strategy, fine_labels: fine, ...connection } = entry;
   const own = z.strictObject(closedOwnFields).safeParse({ name, kind, strategy, fine_labels: fine });
-  if (!own.success) throw invalid(file, issueLines(own.error.issues, ['labellers', Number(at.slice(10, -1))], null));
+  if (!own.success) throw invalid(file, issueLines(own.error.issues, ['labellers', index], null));
   for (const field of ['enabled', 'routing', 'cache_dir']) {
     if (field in connection)
       fail(`${at}.${field}`, 'is a fallback setting with no meaning for a crowd labeller; remove it');
@@ -246,9 +247,10 @@ function closedLabeller(
   } catch (error) {
     // Its messages name "fallback.<field>"; here the field lives under the labeller.
     if (isRescaleError(error)) {
-      throw new RescaleError('CONFIG_INVALID', errorMessage(error).replaceAll('"fallback.', `"${at}.`), {
-        cause: error,
-      });
+      const message = errorMessage(error)
+        .replaceAll('"fallback.', `"${at}.`)
+        .replace('has an invalid fallback section', `has an invalid closed labeller ${at}`);
+      throw new RescaleError('CONFIG_INVALID', message, { cause: error });
     }
     throw error;
   }

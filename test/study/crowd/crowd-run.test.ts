@@ -11,6 +11,7 @@ import { stringify } from 'yaml';
 import { localScoring } from '../../../cli/crowd.js';
 import { silentLogger } from '../../../contracts/logger.js';
 import { isRescaleError } from '../../../contracts/errors.js';
+import { EndpointList } from '../../../fallback/endpoint-list.js';
 import { loadCrowdConfig } from '../../../study/crowd/crowd-config.js';
 import { runCrowd, type CrowdRunOptions } from '../../../study/crowd/crowd-run.js';
 import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
@@ -422,6 +423,35 @@ describe('runCrowd', () => {
         else assert.deepEqual(row, earlier);
       }
       assert.equal(after.filter((r) => r.error === 'over_budget').length, 16, '8 documents outside the sample, twice');
+    });
+  });
+  it('takes a closed labeller’s URL and key source from the endpoint list it names', async () => {
+    await withTempDir(async (dir) => {
+      const {
+        base_url: _url,
+        api_key_env: _key,
+        ...named
+      } = closedLabeller('listed', 'gpt-test') as Record<string, unknown>;
+      const study = await writeStudy(dir, [{ ...named, endpoint: 'loop' }, closedLabeller('inline', 'gpt-test')]);
+      const endpoints = EndpointList.parse(
+        stringify({ endpoints: [{ name: 'loop', base_url: server.baseUrl, models: ['gpt-test'], api_key_env: KEY }] }),
+        path.join(dir, 'endpoints.yaml'),
+      );
+      await assert.rejects(runCrowd(options(study, path.join(dir, 'none'))), (error: unknown) => {
+        assert.ok(isRescaleError(error));
+        assert.match(error.message, /field "labellers\[0\]\.endpoint".*--endpoints FILE/);
+        return true;
+      });
+      await runCrowd({ ...options(study, path.join(dir, 'out')), endpoints });
+      const rows = await proposals(path.join(dir, 'out'));
+      const listed = rows.filter((r) => r.labeller === 'listed');
+      assert.equal(listed.length, 12);
+      for (const row of listed) {
+        const inline = rows.find((r) => r.labeller === 'inline' && r.id === row.id);
+        assert.deepEqual([row.labels, row.error], [inline?.labels, inline?.error], 'same URL and model, same answer');
+      }
+      const crowd = await readFile(path.join(dir, 'out', 'crowd.json'), 'utf8');
+      assert.match(crowd, /"endpoint": "loop"/);
     });
   });
 });
