@@ -408,14 +408,6 @@ export function parseCodebook(
         'set fallback.enabled: false, or move the multi-label question to a codebook of its own without a fallback',
     );
   }
-  if (value.questions !== undefined && value.questions.length > 1 && isEnabled(value.fallback)) {
-    throw invalid(
-      source,
-      'fallback',
-      'the closed-model fallback routes one question per document; a codebook with several questions cannot use it ' +
-        'yet: set fallback.enabled: false, or split the questions into one codebook each',
-    );
-  }
   if (value.prompt.format === 'chat' && value.prompt.answer_prefix !== '') {
     throw invalid(
       source,
@@ -444,6 +436,14 @@ export function parseCodebook(
     sequences: value.model.sequences,
   });
 
+  const fallback = parseFallbackConfig(value.fallback, {
+    source,
+    baseDir,
+    promptFormat: value.prompt.format,
+    ...(locate !== null ? { locate } : {}),
+  });
+  if (fallback !== null) checkFallbackQuestions(source, questions, fallback, value.questions !== undefined);
+
   return Object.freeze({
     task: value.task,
     description: value.description ?? null,
@@ -461,12 +461,7 @@ export function parseCodebook(
       variables: Object.freeze(variables),
     }),
     model,
-    fallback: parseFallbackConfig(value.fallback, {
-      source,
-      baseDir,
-      promptFormat: value.prompt.format,
-      ...(locate !== null ? { locate } : {}),
-    }),
+    fallback,
   });
 }
 
@@ -544,6 +539,43 @@ export function perLabelText(
 function isEnabled(fallback: unknown): boolean {
   if (fallback === undefined || fallback === null) return false;
   return !(typeof fallback === 'object' && (fallback as { enabled?: unknown }).enabled === false);
+}
+
+/**
+ * The fallback asks a document's unsure questions in one request: per-question rules must name questions of the
+ * codebook, and the answer is one JSON object.
+ */
+function checkFallbackQuestions(
+  source: string,
+  questions: readonly Question[],
+  fallback: FallbackConfig,
+  listed: boolean,
+): void {
+  const names = questions.map((q) => q.name);
+  for (const name of Object.keys(fallback.questions)) {
+    if (!listed) {
+      throw invalid(
+        source,
+        `fallback.questions.${name}`,
+        'per-question routing is for codebooks with "questions"; with "labels" give the rules in fallback.routing',
+      );
+    }
+    if (!names.includes(name)) {
+      throw invalid(
+        source,
+        `fallback.questions.${name}`,
+        `names no question of the codebook; the questions are ${names.join(', ')}`,
+      );
+    }
+  }
+  if (questions.length > 1 && fallback.responseFormat === 'text') {
+    throw invalid(
+      source,
+      'fallback.response_format',
+      "with several questions the fallback answers all of a document's unsure questions as one JSON object; use " +
+        'json_schema (or json_object for servers without JSON-schema outputs)',
+    );
+  }
 }
 
 /**

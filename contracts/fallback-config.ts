@@ -54,6 +54,11 @@ export interface FallbackConfig {
   readonly budget: { readonly usd: number | null; readonly requests: number | null };
   readonly rateLimit: { readonly requestsPerMinute: number | null; readonly tokensPerMinute: number | null };
   readonly routing: RoutingRules;
+  /**
+   * A multi-question codebook's own rules per question (`fallback.questions.<name>.routing`), replacing `routing` for
+   * that question; null: the question is never routed (`enabled: false`). Questions not named use `routing`.
+   */
+  readonly questions: Readonly<Record<string, RoutingRules | null>>;
   readonly timeoutMs: number;
   /** Retries of one request after 429, 5xx, timeouts and unreadable responses. */
   readonly maxRetries: number;
@@ -82,6 +87,30 @@ export const HTTP_URL = /^https?:\/\/[^\s/]+/;
 const FORBIDDEN_KEY_FIELDS = ['api_key', 'apiKey', 'key', 'token', 'secret', 'password'];
 
 const probability = z.number().min(0).max(1);
+
+const routingSchema = z
+  .strictObject({
+    confidence_below: probability.optional(),
+    margin_below: probability.optional(),
+    entropy_above: z.number().finite().nonnegative().optional(),
+    label_mass_below: probability.optional(),
+  })
+  .refine(
+    (r) =>
+      r.confidence_below !== undefined ||
+      r.margin_below !== undefined ||
+      r.entropy_above !== undefined ||
+      r.label_mass_below !== undefined,
+    'give at least one of confidence_below, margin_below, entropy_above, label_mass_below',
+  );
+
+/** One question's override: its own rules, or `enabled: false` to never route it. */
+const questionRoutingSchema = z
+  .strictObject({ enabled: z.boolean().default(true), routing: routingSchema.optional() })
+  .refine(
+    (q) => !q.enabled || q.routing !== undefined,
+    'give the question its own "routing" rules, or "enabled: false" to never route it',
+  );
 
 const rawSchema = z
   .strictObject({
@@ -117,21 +146,9 @@ const rawSchema = z
         tokens_per_minute: z.number().finite().positive().optional(),
       })
       .default({}),
-    routing: z
-      .strictObject({
-        confidence_below: probability.optional(),
-        margin_below: probability.optional(),
-        entropy_above: z.number().finite().nonnegative().optional(),
-        label_mass_below: probability.optional(),
-      })
-      .refine(
-        (r) =>
-          r.confidence_below !== undefined ||
-          r.margin_below !== undefined ||
-          r.entropy_above !== undefined ||
-          r.label_mass_below !== undefined,
-        'give at least one of confidence_below, margin_below, entropy_above, label_mass_below',
-      ),
+    routing: routingSchema,
+    /** Per-question routing of a multi-question codebook, by question name (checked against the questions there). */
+    questions: z.record(z.string(), questionRoutingSchema).default({}),
     timeout_seconds: z.number().finite().positive().default(60),
     max_retries: z.number().int().nonnegative().max(20).default(6),
     invalid_retries: z.number().int().nonnegative().max(5).default(1),
@@ -245,12 +262,15 @@ export function parseFallbackConfig(
       requestsPerMinute: value.rate_limit.requests_per_minute ?? null,
       tokensPerMinute: value.rate_limit.tokens_per_minute ?? null,
     }),
-    routing: Object.freeze({
-      confidenceBelow: value.routing.confidence_below ?? null,
-      marginBelow: value.routing.margin_below ?? null,
-      entropyAbove: value.routing.entropy_above ?? null,
-      labelMassBelow: value.routing.label_mass_below ?? null,
-    }),
+    routing: compileRules(value.routing),
+    questions: Object.freeze(
+      Object.fromEntries(
+        Object.entries(value.questions).map(([name, q]) => [
+          name,
+          q.enabled && q.routing !== undefined ? compileRules(q.routing) : null,
+        ]),
+      ),
+    ),
     timeoutMs: Math.round(value.timeout_seconds * 1000),
     maxRetries: value.max_retries,
     invalidRetries: value.invalid_retries,
@@ -263,6 +283,15 @@ export function parseFallbackConfig(
     responseFormat: value.response_format,
     prompt: Object.freeze({ system: value.prompt.system ?? null, template: value.prompt.template ?? null }),
     cacheDir: value.cache_dir === undefined ? null : path.resolve(baseDir, value.cache_dir),
+  });
+}
+
+function compileRules(rules: z.output<typeof routingSchema>): RoutingRules {
+  return Object.freeze({
+    confidenceBelow: rules.confidence_below ?? null,
+    marginBelow: rules.margin_below ?? null,
+    entropyAbove: rules.entropy_above ?? null,
+    labelMassBelow: rules.label_mass_below ?? null,
   });
 }
 
@@ -288,6 +317,8 @@ export function fallbackIdentity(config: FallbackConfig): string {
     baseUrl: config.baseUrl,
     apiVersion: config.apiVersion,
     routing: labelMassBelow === null ? earlierRules : config.routing,
+    // Only when set, so codebooks without per-question rules keep their identity.
+    ...(Object.keys(config.questions).length > 0 ? { questions: config.questions } : {}),
     invalidRetries: config.invalidRetries,
     maxOutputTokens: config.maxOutputTokens,
     maxTokensField: config.maxTokensField,

@@ -92,6 +92,12 @@ export interface QuestionAnswer {
   readonly probabilities: Float64Array | null;
   /** Single-label: as the row's labelMass. Multi-label (per_label): the smallest over labels of P(yes) + P(no). */
   readonly labelMass: number | null;
+  /** Who gave `label`: the fallback when it answered this question, else the local model (absent: local). */
+  readonly source?: ResultSource;
+  /** The local model's top label when the fallback's replaced it; absent means equal to `label`. */
+  readonly localLabel?: string | null;
+  /** The fallback's opinion on this question; null or absent when the question was not routed. */
+  readonly fallback?: FallbackOutcome | null;
 }
 
 export interface ResultRow {
@@ -127,7 +133,7 @@ export interface ResultRow {
   readonly labelMass?: number | null;
   /**
    * A multi-question codebook's answers, one per question in codebook order; the row's own label and score fields
-   * are then null. Absent for a one-question codebook.
+   * are then null, and `source` is 'fallback' when the fallback answered any question. Absent for one question.
    */
   readonly answers?: readonly QuestionAnswer[];
   /**

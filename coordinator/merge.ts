@@ -158,7 +158,10 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
       };
       const statusColumn = columnNames.indexOf('status');
       const sourceColumn = columnNames.indexOf('source');
-      const fallbackStatusColumn = columnNames.indexOf('fallback_status');
+      // One column for one question; with several, each routed question's statuses are counted.
+      const fallbackStatusColumns = columnNames.flatMap((name, c) =>
+        name === 'fallback_status' || name.endsWith('__fallback_status') ? [c] : [],
+      );
       const duplicateOfColumn = columnNames.indexOf('duplicate_of');
       for (const shard of shards) {
         const result = await readShardResult(shardResultPath(shardDir, shard.id));
@@ -168,7 +171,7 @@ export async function mergeShards(options: MergeShardsOptions): Promise<MergeSum
         );
         countStatuses(pending[statusColumn] ?? [], pendingRows, statusCounts);
         countStatuses(pending[sourceColumn] ?? [], pendingRows, sourceCounts);
-        countStatuses(pending[fallbackStatusColumn] ?? [], pendingRows, fallbackStatusCounts);
+        for (const c of fallbackStatusColumns) countStatuses(pending[c] ?? [], pendingRows, fallbackStatusCounts);
         duplicates += countValues(pending[duplicateOfColumn] ?? [], pendingRows);
         pendingRows += result.rows;
         rows += result.rows;

@@ -64,31 +64,7 @@ export class FallbackPrompt {
   }
 
   body(messages: readonly ChatMessage[]): ChatRequestBody {
-    const { config } = this;
-    const answers = this.labels.map((l) => l.answer);
-    const body: Record<string, unknown> = { model: config.model, messages };
-    body[config.maxTokensField] = config.maxOutputTokens;
-    if (config.temperature !== null) body.temperature = config.temperature;
-    if (config.seed !== null) body.seed = config.seed;
-    if (config.logprobs) body.logprobs = true;
-    if (config.responseFormat === 'json_schema') {
-      body.response_format = {
-        type: 'json_schema',
-        json_schema: {
-          name: 'label',
-          strict: true,
-          schema: {
-            type: 'object',
-            properties: { label: { type: 'string', enum: answers } },
-            required: ['label'],
-            additionalProperties: false,
-          },
-        },
-      };
-    } else if (config.responseFormat === 'json_object') {
-      body.response_format = { type: 'json_object' };
-    }
-    return body as ChatRequestBody;
+    return requestBody(this.config, messages, 'label', { label: this.labels.map((l) => l.answer) });
   }
 
   /**
@@ -129,11 +105,7 @@ export class FallbackPrompt {
   }
 
   private match(value: string): Label | null {
-    const exact = this.labels.find((l) => l.answer === value);
-    if (exact !== undefined) return exact;
-    const lower = value.toLowerCase();
-    const folded = this.labels.filter((l) => l.answer.toLowerCase() === lower);
-    return folded.length === 1 ? (folded[0] ?? null) : null;
+    return matchAnswer(this.labels, value);
   }
 
   private answerInstruction(): string {
@@ -156,6 +128,52 @@ export class FallbackPrompt {
     }
     return out;
   }
+}
+
+/** The label whose answer is `value`: exactly, else case-insensitively if unique; never anything fuzzier. */
+export function matchAnswer(labels: readonly Label[], value: string): Label | null {
+  const exact = labels.find((l) => l.answer === value);
+  if (exact !== undefined) return exact;
+  const lower = value.toLowerCase();
+  const folded = labels.filter((l) => l.answer.toLowerCase() === lower);
+  return folded.length === 1 ? (folded[0] ?? null) : null;
+}
+
+/**
+ * A Chat Completions body with the codebook's request parameters. With json_schema the answer is an object with one
+ * string property per key of `properties`, each constrained to its answers by an enum, all required.
+ */
+export function requestBody(
+  config: FallbackConfig,
+  messages: readonly ChatMessage[],
+  schemaName: string,
+  properties: Readonly<Record<string, readonly string[]>>,
+): ChatRequestBody {
+  const body: Record<string, unknown> = { model: config.model, messages };
+  body[config.maxTokensField] = config.maxOutputTokens;
+  if (config.temperature !== null) body.temperature = config.temperature;
+  if (config.seed !== null) body.seed = config.seed;
+  if (config.logprobs) body.logprobs = true;
+  if (config.responseFormat === 'json_schema') {
+    body.response_format = {
+      type: 'json_schema',
+      json_schema: {
+        name: schemaName,
+        strict: true,
+        schema: {
+          type: 'object',
+          properties: Object.fromEntries(
+            Object.entries(properties).map(([key, answers]) => [key, { type: 'string', enum: answers }]),
+          ),
+          required: Object.keys(properties),
+          additionalProperties: false,
+        },
+      },
+    };
+  } else if (config.responseFormat === 'json_object') {
+    body.response_format = { type: 'json_object' };
+  }
+  return body as ChatRequestBody;
 }
 
 /**

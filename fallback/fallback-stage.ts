@@ -18,10 +18,18 @@ import { AuditLog, readLedger, type CallOutcome } from './audit-log.js';
 import { budgetLimits, fromNanoUsd, InProcessBudget, type FallbackBudget, type Reservation } from './budget.js';
 import { FallbackClient, parseCompletion, type ParsedCompletion } from './fallback-client.js';
 import { FallbackPrompt, labelConfidence, type ChatRequestBody } from './fallback-prompt.js';
+import { QuestionsFallbackPrompt } from './questions-fallback-prompt.js';
 import { InProcessRateLimiter, type FallbackRateLimiter } from './rate-limiter.js';
 import { priceNanoUsd, worstCaseNanoUsd } from './pricing.js';
 import { exchangeKey, fallbackEndpoint, ResponseCache, CACHE_FORMAT } from './response-cache.js';
-import { documentIdText, routedIndexes, withFallbackOutcome, withoutFallback } from './routing.js';
+import {
+  documentIdText,
+  routedIndexes,
+  routedQuestions,
+  withFallbackOutcome,
+  withoutFallback,
+  withQuestionOutcomes,
+} from './routing.js';
 import {
   backoffDelay,
   classifyFailure,
@@ -50,6 +58,10 @@ export interface FallbackStageOptions {
   readonly random?: () => number;
 }
 
+/**
+ * Counts of one process. With several questions `routed` … `failed` count routed questions (a document asked two
+ * questions counts two), while `requests` and `cacheHits` count requests: one per document, whatever it is asked.
+ */
 export interface FallbackStats {
   readonly routed: number;
   readonly answered: number;
@@ -94,7 +106,9 @@ export interface RoutedDocument {
 }
 
 export class FallbackStage implements ShardFallback, Closeable {
-  private readonly prompt: FallbackPrompt;
+  /** One question: its prompt. Several: null, and `questionsPrompt` asks a document's unsure questions at once. */
+  private readonly prompt: FallbackPrompt | null;
+  private readonly questionsPrompt: QuestionsFallbackPrompt | null;
   private readonly endpoint: string;
   private readonly client: FallbackClient | null;
   private readonly logger: Logger;
@@ -126,7 +140,9 @@ export class FallbackStage implements ShardFallback, Closeable {
     private readonly rateLimiter: FallbackRateLimiter,
   ) {
     const { config, codebook } = options;
-    this.prompt = new FallbackPrompt(codebook, singleQuestion(codebook), config);
+    const several = codebook.questions.length > 1;
+    this.prompt = several ? null : new FallbackPrompt(codebook, singleQuestion(codebook), config);
+    this.questionsPrompt = several ? new QuestionsFallbackPrompt(codebook, codebook.questions, config) : null;
     this.endpoint = fallbackEndpoint(config);
     this.logger = (options.logger ?? silentLogger).child({ stage: 'fallback', model: config.model });
     this.backoff = options.backoff ?? DEFAULT_BACKOFF;
@@ -160,18 +176,39 @@ export class FallbackStage implements ShardFallback, Closeable {
     context: ShardFallbackContext,
   ): Promise<ResultRow[]> {
     const out = withoutFallback(rows);
-    const routed: { readonly index: number; readonly row: ResultRow; readonly document: RoutedDocument }[] = [];
-    for (const index of routedIndexes(this.options.config, rows)) {
-      const row = rows[index] as ResultRow;
-      const doc = docs[index];
-      if (doc !== undefined)
+    const { config, codebook } = this.options;
+    const document = (row: ResultRow, doc: DocumentInput): RoutedDocument => ({
+      documentId: documentIdText(row.id),
+      row: row.row,
+      shardId: context.shardId,
+      doc,
+    });
+    // Each routed document: how its row is answered (one request sequence per document, whatever it is asked).
+    const routed: { readonly index: number; readonly answer: (signal: AbortSignal) => Promise<ResultRow> }[] = [];
+    if (this.questionsPrompt !== null) {
+      rows.forEach((row, index) => {
+        const doc = docs[index];
+        const asked = routedQuestions(config, codebook.questions, row);
+        if (doc === undefined || asked.length === 0) return;
+        this.counts.routed += asked.length;
         routed.push({
           index,
-          row,
-          document: { documentId: documentIdText(row.id), row: row.row, shardId: context.shardId, doc },
+          answer: async (signal) =>
+            withQuestionOutcomes(row, await this.askQuestions(document(row, doc), asked, signal)),
         });
+      });
+    } else {
+      for (const index of routedIndexes(config, rows)) {
+        const row = rows[index] as ResultRow;
+        const doc = docs[index];
+        if (doc === undefined) continue;
+        this.counts.routed += 1;
+        routed.push({
+          index,
+          answer: async (signal) => withFallbackOutcome(row, await this.ask(document(row, doc), signal)),
+        });
+      }
     }
-    this.counts.routed += routed.length;
     if (routed.length === 0) return out;
 
     // A fatal error in one document stops the others (their requests are aborted and audited), then is thrown.
@@ -181,7 +218,7 @@ export class FallbackStage implements ShardFallback, Closeable {
     const worker = async (): Promise<void> => {
       while (next < routed.length) {
         const item = routed[next++] as (typeof routed)[number];
-        out[item.index] = withFallbackOutcome(item.row, await this.ask(item.document, signal));
+        out[item.index] = await item.answer(signal);
       }
     };
     const workers = Array.from({ length: Math.min(this.options.config.concurrency, routed.length) }, () =>
@@ -203,6 +240,12 @@ export class FallbackStage implements ShardFallback, Closeable {
    * Throws only when the run must stop, as resolve does.
    */
   async answer(document: RoutedDocument, signal?: AbortSignal): Promise<FallbackOutcome> {
+    if (this.prompt === null) {
+      throw new RescaleError(
+        'INTERNAL',
+        'the fallback queue answers one-question codebooks; a multi-question codebook is refused before a cluster run',
+      );
+    }
     this.counts.routed += 1;
     return this.ask(document, signal ?? new AbortController().signal);
   }
@@ -235,12 +278,14 @@ export class FallbackStage implements ShardFallback, Closeable {
   /** One document: a request, then (for an answer outside the set) the conversation continued with a correction. */
   private async ask(item: RoutedDocument, signal: AbortSignal): Promise<FallbackOutcome> {
     const { config } = this.options;
-    let messages = this.prompt.messages(item.doc);
+    const prompt = this.prompt as FallbackPrompt;
+    const answered = (content: string | null): boolean => prompt.parse(content).kind === 'label';
+    let messages = prompt.messages(item.doc);
     let reason = '';
     const rounds = config.invalidRetries + 1;
     for (let round = 1; round <= rounds; round++) {
-      const body = this.prompt.body(messages);
-      const exchange = await this.exchange(body, item, signal);
+      const body = prompt.body(messages);
+      const exchange = await this.exchange(body, item, signal, answered);
       if (exchange.kind !== 'response') {
         if (round > 1) break; // it did answer, outside the set; the retry could not be made
         if (exchange.kind === 'over_budget') this.counts.overBudget++;
@@ -253,7 +298,7 @@ export class FallbackStage implements ShardFallback, Closeable {
         };
       }
       const { completion } = exchange;
-      const parsed = this.prompt.parse(completion.content);
+      const parsed = prompt.parse(completion.content);
       if (parsed.kind === 'label') {
         this.counts.answered++;
         return {
@@ -264,7 +309,7 @@ export class FallbackStage implements ShardFallback, Closeable {
         };
       }
       reason = completion.refusal !== null ? 'the model refused to answer' : parsed.reason;
-      messages = this.prompt.correction(messages, completion.content ?? completion.refusal ?? '');
+      messages = prompt.correction(messages, completion.content ?? completion.refusal ?? '');
     }
     this.counts.invalid++;
     return {
@@ -275,13 +320,84 @@ export class FallbackStage implements ShardFallback, Closeable {
     };
   }
 
+  /**
+   * A multi-question document's unsure questions, asked in one request; answers outside a question's labels are
+   * asked again (the same questions, with a correction) up to invalid_retries times. Each asked question's outcome.
+   */
+  private async askQuestions(
+    item: RoutedDocument,
+    asked: readonly number[],
+    signal: AbortSignal,
+  ): Promise<Map<number, FallbackOutcome>> {
+    const { config } = this.options;
+    const prompt = this.questionsPrompt as QuestionsFallbackPrompt;
+    const answered = (content: string | null): boolean => prompt.answersAll(content, asked);
+    const outcomes = new Map<number, FallbackOutcome>();
+    const reasons = new Map<number, string>();
+    let messages = prompt.messages(item.doc, asked);
+    const rounds = config.invalidRetries + 1;
+    for (let round = 1; round <= rounds; round++) {
+      const exchange = await this.exchange(prompt.body(messages, asked), item, signal, answered);
+      if (exchange.kind !== 'response') {
+        if (round > 1) break; // it did answer, outside a set; the retry could not be made
+        for (const q of asked) {
+          if (exchange.kind === 'over_budget') this.counts.overBudget++;
+          else this.counts.failed++;
+          outcomes.set(q, {
+            status: exchange.kind === 'over_budget' ? 'over_budget' : 'fallback_failed',
+            label: null,
+            confidence: null,
+            error: exchange.reason,
+          });
+        }
+        return outcomes;
+      }
+      const { completion } = exchange;
+      const wrong: number[] = [];
+      prompt.parse(completion.content, asked).forEach((reading, k) => {
+        const q = asked[k] as number;
+        if (outcomes.has(q)) return; // answered in an earlier round
+        if (reading.kind === 'label') {
+          this.counts.answered++;
+          outcomes.set(q, {
+            status: 'ok',
+            label: reading.label.name,
+            confidence: labelConfidence(completion.content ?? '', reading.span, completion.logprobs),
+            error: null,
+          });
+        } else {
+          wrong.push(q);
+          reasons.set(q, completion.refusal !== null ? 'the model refused to answer' : reading.reason);
+        }
+      });
+      if (wrong.length === 0) return outcomes;
+      messages = prompt.correction(messages, completion.content ?? completion.refusal ?? '', asked, wrong);
+    }
+    for (const q of asked) {
+      if (outcomes.has(q)) continue;
+      this.counts.invalid++;
+      outcomes.set(q, {
+        status: 'fallback_invalid',
+        label: null,
+        confidence: null,
+        error: `${reasons.get(q) ?? 'no answer'} (${rounds} request${rounds === 1 ? '' : 's'}); the local label stays`,
+      });
+    }
+    return outcomes;
+  }
+
   /** One request's answer: from the cache, or sent (with retries) within the budget and the rate limit. */
-  private async exchange(body: ChatRequestBody, item: RoutedDocument, signal: AbortSignal): Promise<Exchange> {
+  private async exchange(
+    body: ChatRequestBody,
+    item: RoutedDocument,
+    signal: AbortSignal,
+    answered: (content: string | null) => boolean,
+  ): Promise<Exchange> {
     const key = exchangeKey(this.endpoint, body);
     const base = { document_id: item.documentId, row: item.row, shard_id: item.shardId, request_hash: key };
     // Identical requests in flight at once (duplicate documents) are sent once: the others wait, then read the cache.
     for (;;) {
-      const hit = await this.fromCache(key, base);
+      const hit = await this.fromCache(key, base, answered);
       if (hit !== null) return hit;
       const running = this.inflight.get(key);
       if (running === undefined) break;
@@ -289,7 +405,7 @@ export class FallbackStage implements ShardFallback, Closeable {
       if (shared !== null && shared.kind !== 'response') return shared;
       if (shared === null) break;
     }
-    const live = this.fetchLive(body, base, item, signal);
+    const live = this.fetchLive(body, base, item, signal, answered);
     this.inflight.set(key, live);
     try {
       return await live;
@@ -298,7 +414,11 @@ export class FallbackStage implements ShardFallback, Closeable {
     }
   }
 
-  private async fromCache(key: string, base: AuditBase): Promise<Exchange | null> {
+  private async fromCache(
+    key: string,
+    base: AuditBase,
+    answered: (content: string | null) => boolean,
+  ): Promise<Exchange | null> {
     const { config } = this.options;
     const cached = await this.cache.get(key);
     if (cached !== null) {
@@ -316,7 +436,7 @@ export class FallbackStage implements ShardFallback, Closeable {
           ...base,
           model: config.model,
           response_model: completion.model,
-          outcome: this.prompt.parse(completion.content).kind === 'label' ? 'label' : 'invalid_label',
+          outcome: answered(completion.content) ? 'label' : 'invalid_label',
           prompt_tokens: completion.usage?.promptTokens ?? null,
           completion_tokens: completion.usage?.completionTokens ?? null,
           cost_usd: 0,
@@ -332,6 +452,7 @@ export class FallbackStage implements ShardFallback, Closeable {
     base: AuditBase,
     item: RoutedDocument,
     signal: AbortSignal,
+    answered: (content: string | null) => boolean,
   ): Promise<Exchange> {
     const { config, mode } = this.options;
     if (mode === 'offline' || this.client === null) {
@@ -363,7 +484,16 @@ export class FallbackStage implements ShardFallback, Closeable {
         });
         return { kind: 'over_budget', reason: this.budgetReason() };
       }
-      const result = await this.sendOnce(body, reservation, rateEstimate, randomUUID(), attempt, base, signal);
+      const result = await this.sendOnce(
+        body,
+        reservation,
+        rateEstimate,
+        randomUUID(),
+        attempt,
+        base,
+        signal,
+        answered,
+      );
       if (result.kind === 'response') {
         this.anySuccess = true;
         this.badRequestsInARow = 0;
@@ -413,6 +543,7 @@ export class FallbackStage implements ShardFallback, Closeable {
     attempt: number,
     base: AuditBase,
     signal: AbortSignal,
+    answered: (content: string | null) => boolean,
   ): Promise<{ kind: 'response'; completion: ParsedCompletion } | { kind: 'error'; failure: CallFailure }> {
     const { config, apiKey } = this.options;
     try {
@@ -488,7 +619,7 @@ export class FallbackStage implements ShardFallback, Closeable {
     }
     const outcome: CallOutcome =
       completion !== null
-        ? this.prompt.parse(completion.content).kind === 'label'
+        ? answered(completion.content)
           ? 'label'
           : 'invalid_label'
         : (failure?.kind ?? 'connection');

@@ -43,6 +43,14 @@ export interface ResolveFallbackOptions {
 export async function resolveFallback(codebook: Codebook, options: ResolveFallbackOptions): Promise<FallbackPlan> {
   if (codebook.fallback === null) return { active: false, reason: 'not enabled in the codebook' };
   if (options.disabled === true) return { active: false, reason: 'disabled with --no-fallback' };
+  if (options.endpointsOnly === true && codebook.questions.length > 1) {
+    throw new RescaleError(
+      'CODEBOOK_INVALID',
+      `${codebook.source ?? 'codebook'}: field "fallback": a cluster run's fallback queue answers one question per ` +
+        'document; run a multi-question codebook with the fallback locally (rescale run), or submit it with ' +
+        '--no-fallback',
+    );
+  }
   const config = connectedConfig(codebook.source ?? 'codebook', codebook.fallback, options);
   const base = {
     active: true as const,

@@ -1,8 +1,9 @@
 // The routing rules: which locally scored documents go to the closed model, and how its outcome joins the row.
 // The rules' settings are part of the codebook's fallback config (contracts/fallback-config.ts); this is their logic.
 
+import type { Question } from '../contracts/codebook.js';
 import type { FallbackConfig, RouteReason, RoutingRules } from '../contracts/fallback-config.js';
-import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
+import type { FallbackOutcome, QuestionAnswer, ResultRow } from '../contracts/results.js';
 
 /** Why a locally scored document goes to the fallback, or null to keep the local label. Unscored rows never go. */
 export function routeReason(
@@ -45,12 +46,57 @@ export function withFallbackOutcome(row: ResultRow, outcome: FallbackOutcome): R
   };
 }
 
-/** Every row with `localLabel` set and no fallback outcome yet: what a fallback returns for rows it does not answer. */
+/**
+ * Every row with `localLabel` set and no fallback outcome yet: what a fallback returns for rows it does not answer.
+ * Multi-question rows are returned as they are (their routed questions carry their own opinions).
+ */
 export function withoutFallback(rows: readonly ResultRow[]): ResultRow[] {
-  return rows.map((row) => ({ ...row, localLabel: row.label, fallback: null }));
+  return rows.map((row) => (row.answers !== undefined ? row : { ...row, localLabel: row.label, fallback: null }));
 }
 
 /** The document's id as the audit log and the fallback queue write it (null when the row index is the id). */
 export function documentIdText(id: ResultRow['id']): string | null {
   return id === null ? null : String(id);
+}
+
+/** A question's rules: its own (`fallback.questions.<name>.routing`), else the codebook's; null: never routed. */
+export function questionRules(config: FallbackConfig, question: string): RoutingRules | null {
+  const own = config.questions[question];
+  return own === undefined ? config.routing : own;
+}
+
+/**
+ * A multi-question row's unsure questions: the indexes (codebook order) of those whose own score meets one of their
+ * rules. The row's status decides for all of them: unscored rows are never routed.
+ */
+export function routedQuestions(config: FallbackConfig, questions: readonly Question[], row: ResultRow): number[] {
+  const out: number[] = [];
+  questions.forEach((question, q) => {
+    const rules = questionRules(config, question.name);
+    const answer = row.answers?.[q];
+    if (rules === null || answer === undefined) return;
+    if (routeReason(rules, { status: row.status, ...answer }) !== null) out.push(q);
+  });
+  return out;
+}
+
+/**
+ * A multi-question row with the fallback's outcomes on its asked questions: each keeps both opinions, and takes the
+ * fallback's label (source 'fallback') only where it answered one of the question's labels. The row's source is
+ * 'fallback' when any question's is.
+ */
+export function withQuestionOutcomes(row: ResultRow, outcomes: ReadonlyMap<number, FallbackOutcome>): ResultRow {
+  const answers = (row.answers ?? []).map((answer, q): QuestionAnswer => {
+    const outcome = outcomes.get(q);
+    if (outcome === undefined) return answer;
+    return {
+      ...answer,
+      localLabel: answer.label,
+      fallback: outcome,
+      source: outcome.status === 'ok' ? 'fallback' : 'local',
+      ...(outcome.status === 'ok' ? { label: outcome.label } : {}),
+    };
+  });
+  const fallback = answers.some((answer) => answer.source === 'fallback');
+  return { ...row, answers, ...(fallback ? { source: 'fallback' as const } : {}) };
 }

@@ -42,6 +42,11 @@ export interface ResultQuestion {
   readonly labels: readonly string[];
   /** Absent for single-label questions (so files and metadata written before multi-label questions read the same). */
   readonly type?: QuestionType;
+  /**
+   * Several questions: the codebook's fallback may answer this question, so its group has the source and opinion
+   * columns (`<question>__source`, `__local_label`, `__fallback_label`, …). A one-question file always has them.
+   */
+  readonly routed?: boolean;
 }
 
 /**
@@ -58,6 +63,7 @@ export function describeQuestion(question: ResultQuestion): ResultQuestion {
     name: question.name,
     labels: [...question.labels],
     ...(question.type === 'multi_label' ? { type: question.type } : {}),
+    ...(question.routed === true ? { routed: true } : {}),
   };
 }
 
@@ -114,6 +120,9 @@ interface QuestionColumns {
   /** Columns added after the opinions (read as nulls from older files). */
   readonly added: readonly ResultColumn[];
   decodeAdded(cell: Cell): Pick<RowAnswer, 'labelMass'>;
+  /** Several questions, a routed question only: who answered it, and both opinions. */
+  readonly routed: readonly ResultColumn[];
+  decodeRouted(cell: Cell): Pick<QuestionAnswer, 'source' | 'localLabel' | 'fallback'>;
 }
 
 const NO_ANSWER: QuestionAnswer = {
@@ -139,7 +148,7 @@ export class ResultSchema {
     private readonly added: RowColumns['added'],
   ) {
     // One question: today's layout (scores, row columns, opinions, label mass). Several: each question's scores and
-    // label mass together, then the row columns; the fallback's opinions are not written (it takes one question).
+    // label mass together (and a routed question's source and opinions), then the row columns.
     // The row's added columns (duplicate_of) come last in both.
     const [single] = groups;
     this.columns =
@@ -147,7 +156,7 @@ export class ResultSchema {
         ? [...head.columns, ...single.scores, ...tail.columns, ...single.opinions, ...single.added, ...added.columns]
         : [
             ...head.columns,
-            ...groups.flatMap((group) => [...group.scores, ...group.added]),
+            ...groups.flatMap((group) => [...group.scores, ...group.added, ...group.routed]),
             ...tail.columns,
             ...added.columns,
           ];
@@ -252,6 +261,7 @@ export class ResultSchema {
       const answers = groups.map((group): QuestionAnswer => ({
         ...group.decodeScores(cell),
         labelMass: group.decodeAdded(cell).labelMass ?? null,
+        ...group.decodeRouted(cell),
       }));
       rows.push({ ...head.decode(cell), ...NO_ANSWER_ROW, ...tail.decode(cell), answers, ...added.decode(cell) });
     }
@@ -295,10 +305,16 @@ export function resultSchemaOf(codebook: Codebook, idType: IdType): ResultSchema
   return ResultSchema.build(resultQuestionsOf(codebook), idType);
 }
 
-/** A codebook's questions as the result columns see them. */
+/** A codebook's questions as the result columns see them, each marked routed when its fallback may answer it. */
 export function resultQuestionsOf(codebook: Codebook): ResultQuestion[] {
+  const { fallback } = codebook;
   return codebook.questions.map((q) =>
-    describeQuestion({ name: q.name, labels: q.labels.map((l) => l.name), type: q.type }),
+    describeQuestion({
+      name: q.name,
+      labels: q.labels.map((l) => l.name),
+      type: q.type,
+      routed: fallback !== null && fallback.questions[q.name] !== null,
+    }),
   );
 }
 
@@ -389,7 +405,36 @@ function questionColumns(
   const fallbackError = utf8Column(name('fallback_error'), true, (r) => answer(r).fallback?.error ?? null, 'nulls');
   // Added with the one-pass exact scorer, after the opinions: the probability on the labels' first tokens.
   const labelMass = float64Column(name('label_mass'), (r) => answer(r).labelMass ?? null, 'nulls');
+  // A routed question of several: its own source, then the opinions as a one-question file has them (the local
+  // confidence is `__confidence` itself, so it has no copy).
+  const source = utf8Column(name('source'), false, (r) => (answer(r) as QuestionAnswer).source ?? 'local');
+  const routed =
+    question.routed === true
+      ? [source, localLabel, fallbackLabel, fallbackConfidence, fallbackStatus, fallbackError]
+      : [];
+  const decodeFallback = (cell: Cell): FallbackOutcome | null => {
+    const outcome = cell(fallbackStatus) as FallbackStatus | null;
+    return outcome === null
+      ? null
+      : {
+          status: outcome,
+          label: cell(fallbackLabel) as string | null,
+          confidence: cell(fallbackConfidence) as number | null,
+          error: cell(fallbackError) as string | null,
+        };
+  };
   return {
+    routed,
+    decodeRouted: (cell) => {
+      if (routed.length === 0) return {};
+      const fallback = decodeFallback(cell);
+      const local = cell(localLabel) as string | null;
+      return {
+        source: cell(source) as ResultSource,
+        localLabel: local,
+        fallback,
+      };
+    },
     scores: [label, confidence, margin, entropy, ...probabilities],
     opinions: [localLabel, localConfidence, fallbackLabel, fallbackConfidence, fallbackStatus, fallbackError],
     added: [labelMass],
@@ -409,16 +454,7 @@ function questionColumns(
       };
     },
     decodeOpinions: (cell) => {
-      const outcome = cell(fallbackStatus) as FallbackStatus | null;
-      const fallback: FallbackOutcome | null =
-        outcome === null
-          ? null
-          : {
-              status: outcome,
-              label: cell(fallbackLabel) as string | null,
-              confidence: cell(fallbackConfidence) as number | null,
-              error: cell(fallbackError) as string | null,
-            };
+      const fallback = decodeFallback(cell);
       const local = cell(localLabel) as string | null;
       // Only when they add something, so local-only rows read back exactly as written.
       return { ...(local !== cell(label) ? { localLabel: local } : {}), ...(fallback !== null ? { fallback } : {}) };
@@ -446,6 +482,9 @@ function multiLabelColumns(
   return {
     scores: [labels, confidence, margin, ...probabilities],
     opinions: [],
+    // The fallback answers single-label questions only (a multi-label one with a fallback is refused).
+    routed: [],
+    decodeRouted: () => ({}),
     added: [labelMass],
     decodeAdded: (cell) => {
       const mass = cell(labelMass) as number | null;

@@ -214,8 +214,10 @@ function checkRows(
     if (grouped) {
       if (row.answers?.length !== questions.length)
         fail(`row ${row.row} has ${row.answers?.length ?? 0} answers for ${questions.length} questions`);
+      let answeredByFallback = false;
       row.answers?.forEach((answer, q) => {
-        const count = questions[q]?.labels.length ?? 0;
+        const question = questions[q] as ResultQuestion;
+        const count = question.labels.length;
         if (answer.probabilities !== null && answer.probabilities.length !== count)
           fail(`row ${row.row} has ${answer.probabilities.length} probabilities for ${count} labels of question ${q}`);
         const multi = questions[q]?.type === 'multi_label';
@@ -223,8 +225,30 @@ function checkRows(
           fail(`row ${row.row} has a labels list for single-label question ${q}`);
         if (multi && answer.labels?.some((label) => !questions[q]?.labels.includes(label)))
           fail(`row ${row.row} lists a label that multi-label question ${q} does not have`);
+        const outcome = answer.fallback ?? null;
+        if (question.routed !== true && (outcome !== null || (answer.source ?? 'local') !== 'local'))
+          fail(`row ${row.row} has a fallback opinion on question ${question.name}, which is not routed`);
+        if (outcome !== null) {
+          if (!FALLBACK_STATUSES.includes(outcome.status))
+            fail(`row ${row.row} has unknown fallback status ${String(outcome.status)} on question ${question.name}`);
+          if (outcome.label !== null && !question.labels.includes(outcome.label))
+            fail(`row ${row.row} has fallback label "${outcome.label}", not a label of question ${question.name}`);
+          if ((outcome.status === 'ok') !== (outcome.label !== null))
+            fail(`row ${row.row} ${question.name}: fallback status ${outcome.status}, label ${String(outcome.label)}`);
+        }
+        const source = answer.source ?? 'local';
+        if ((source === 'fallback') !== (outcome?.status === 'ok'))
+          fail(`row ${row.row} ${question.name}: source ${source}, fallback status ${String(outcome?.status ?? null)}`);
+        if (source === 'fallback' && answer.label !== outcome?.label)
+          fail(`row ${row.row} question ${question.name} has source fallback but label ${String(answer.label)}`);
+        answeredByFallback ||= source === 'fallback';
       });
-      if (row.fallback != null) fail(`row ${row.row} has a fallback opinion, which several questions cannot have`);
+      if (row.fallback != null)
+        fail(`row ${row.row} has a row-level fallback opinion; several questions have one each`);
+      if ((row.source === 'fallback') !== answeredByFallback)
+        fail(
+          `row ${row.row} has source ${row.source}, but the fallback answered ${answeredByFallback ? 'one' : 'none'}`,
+        );
     } else if (row.answers !== undefined) fail(`row ${row.row} has answers for several questions`);
     if (!ROW_STATUSES.includes(row.status)) fail(`row ${row.row} has unknown status ${String(row.status)}`);
     if (!RESULT_SOURCES.includes(row.source)) fail(`row ${row.row} has unknown source ${String(row.source)}`);
@@ -239,9 +263,9 @@ function checkRows(
       if ((fallback.status === 'ok') !== (fallback.label !== null))
         fail(`row ${row.row} has fallback status ${fallback.status} with label ${String(fallback.label)}`);
     }
-    if ((row.source === 'fallback') !== (fallback?.status === 'ok'))
+    if (questions.length === 1 && (row.source === 'fallback') !== (fallback?.status === 'ok'))
       fail(`row ${row.row} has source ${row.source} but fallback status ${String(fallback?.status ?? null)}`);
-    if (row.source === 'fallback' && row.label !== fallback?.label)
+    if (questions.length === 1 && row.source === 'fallback' && row.label !== fallback?.label)
       fail(`row ${row.row} has source fallback but label ${String(row.label)}`);
     const original = row.duplicateOf ?? null;
     if (original !== null) {

@@ -139,7 +139,9 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
         shardId: shard.id,
       };
       if (grouped) {
-        // Several questions or a multi-label one: the answers carry the labels and scores; the fallback is refused.
+        // Several questions or a multi-label one: the answers carry the labels and scores; a routed question starts
+        // with its local opinion.
+        const answers = score.answers ?? questions.map(() => unanswered);
         return {
           ...base,
           label: null,
@@ -147,7 +149,11 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
           margin: null,
           entropy: null,
           probabilities: null,
-          answers: score.answers ?? questions.map(() => unanswered),
+          answers: answers.map((answer, q) =>
+            resultQuestions[q]?.routed === true
+              ? { ...answer, source: 'local' as const, localLabel: answer.label, fallback: null }
+              : answer,
+          ),
         };
       }
       return {
@@ -177,8 +183,11 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
           ? (resolved[next++] as ResultRow)
           : copiedRow(rows[original] as ResultRow, ids[i] ?? null, batch.rows[i] as number);
       statuses[row.status] = (statuses[row.status] ?? 0) + 1;
-      const status = row.fallback?.status;
-      if (status !== undefined) fallbackStatuses[status] = (fallbackStatuses[status] ?? 0) + 1;
+      // Per routed question with several questions.
+      for (const outcome of row.answers?.map((answer) => answer.fallback) ?? [row.fallback]) {
+        const status = outcome?.status;
+        if (status !== undefined) fallbackStatuses[status] = (fallbackStatuses[status] ?? 0) + 1;
+      }
       if (original !== null) duplicates += 1;
       tokens += row.tokens;
       rows.push(row);

@@ -32,7 +32,11 @@ export class RequestCollector implements ShardFallback {
     private readonly config: FallbackConfig,
     private readonly cache: ResponseCache,
   ) {
-    this.prompt = new FallbackPrompt(codebook, singleQuestion(codebook), config);
+    this.prompt = new FallbackPrompt(
+      codebook,
+      singleQuestion(codebook, 'the Batch API fallback (rescale batch)'),
+      config,
+    );
     this.endpoint = fallbackEndpoint(config);
   }
 

@@ -435,8 +435,48 @@ describe('parseCodebook with several questions', () => {
     );
   });
 
-  it('refuses the closed-model fallback with several questions, naming the field', () => {
-    rejects(multi('{text} {question}', { fallback: { enabled: true } }), /field "fallback": .*several questions/);
+  it('takes the fallback with per-question routing, refusing unknown questions, text answers and multi-label', () => {
+    const fallback = (extra: object = {}): object => ({
+      enabled: true,
+      model: 'gpt-test',
+      price: { input_per_million: 1, output_per_million: 1 },
+      budget: { usd: 1 },
+      routing: { confidence_below: 0.6 },
+      ...extra,
+    });
+    const cb = parseCodebook(
+      multi('{text} {question}', {
+        fallback: fallback({ questions: { tone: { routing: { margin_below: 0.2 } }, topic: { enabled: false } } }),
+      }),
+      { source: 'cb.yaml' },
+    );
+    assert.deepEqual(cb.fallback?.questions, {
+      tone: { confidenceBelow: null, marginBelow: 0.2, entropyAbove: null, labelMassBelow: null },
+      topic: null,
+    });
+    rejects(
+      multi('{text} {question}', { fallback: fallback({ questions: { mood: { enabled: false } } }) }),
+      /field "fallback\.questions\.mood": names no question of the codebook; the questions are topic, tone/,
+    );
+    rejects(
+      multi('{text} {question}', { fallback: fallback({ questions: { tone: {} } }) }),
+      /give the question its own "routing" rules, or "enabled: false"/,
+    );
+    rejects(
+      multi('{text} {question}', { fallback: fallback({ response_format: 'text' }) }),
+      /field "fallback\.response_format": with several questions .* one JSON object/,
+    );
+    rejects(
+      multi('{text} {question}', {
+        questions: [topic, { ...tone, type: 'multi_label' }],
+        fallback: fallback(),
+      }),
+      /field "fallback": questions\[1\] is multi-label, and the closed-model fallback routes single-label questions/,
+    );
+    rejects(
+      { ...minimal, fallback: fallback({ questions: { label: { enabled: false } } }) },
+      /field "fallback\.questions\.label": per-question routing is for codebooks with "questions"/,
+    );
     parseCodebook(multi('{text} {question}', { fallback: { enabled: false } }), { source: 'cb.yaml' });
   });
 });

@@ -47,7 +47,9 @@ export interface ChatBody {
   readonly response_format?: {
     readonly type: string;
     readonly json_schema?: {
-      readonly schema?: { readonly properties?: { readonly label?: { readonly enum?: readonly string[] } } };
+      readonly schema?: {
+        readonly properties?: Readonly<Record<string, { readonly enum?: readonly string[] } | undefined>>;
+      };
     };
   };
   readonly logprobs?: boolean;
@@ -79,6 +81,11 @@ export interface OpenAIServerOptions {
    * else neutral).
    */
   readonly label?: (user: string) => string;
+  /**
+   * A JSON schema with properties other than "label" (several questions asked at once): each property's answer for a
+   * user message. Default: `label`'s answer for every property.
+   */
+  readonly answer?: (property: string, user: string) => string;
   /** Batch items' fates, by position in the input file. Default: all answered. */
   readonly batchFault?: (customId: string, index: number) => BatchItemFault;
   /** Retrieves of a batch that still report in_progress before it completes (default 1). */
@@ -260,7 +267,13 @@ export class OpenAIServer {
   ): { usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number }; [key: string]: unknown } {
     const label = this.label(user);
     const json = body.response_format?.type === 'json_schema' || body.response_format?.type === 'json_object';
-    const text = content ?? (json ? JSON.stringify({ label }) : label);
+    const properties = Object.keys(body.response_format?.json_schema?.schema?.properties ?? { label: null });
+    const answer = this.options.answer ?? ((_property: string, message: string) => this.label(message));
+    const object =
+      properties.length === 1 && properties[0] === 'label'
+        ? { label }
+        : Object.fromEntries(properties.map((property) => [property, answer(property, user)]));
+    const text = content ?? (json ? JSON.stringify(object) : label);
     const promptTokens = countTokens(JSON.stringify(body.messages));
     const completionTokens = countTokens(text);
     return {
