@@ -21,7 +21,7 @@ import {
 } from '../../scripts/harness/parquet.js';
 
 const KEY_VARIABLE = 'RESCALE_TEST_FALLBACK_KEY';
-/** 12 tweets: the keyword model is sure of "love"/"awful" ones and unsure of "maybe tomorrow" ones (ids 2, 5, 8, 11). */
+/** 12 tweets: the keyword model is sure of "love" and "awful" ones, unsure of "maybe tomorrow" (ids 2, 5, 8, 11). */
 const CORPUS_SQL =
   `SELECT i::BIGINT AS id, CASE i % 3 WHEN 0 THEN 'I love this great day ' || i ` +
   `WHEN 1 THEN 'what a terrible awful thing ' || i ELSE 'hmm maybe tomorrow ' || i END AS text FROM range(12) t(i)`;
