@@ -41,6 +41,9 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
         --rule confidence|margin|entropy         what the threshold applies to (default confidence)
         --bins N  --thresholds 0.5,0.6,...       reliability bins (default 10); rows of the printed table
         --id-column --label-column --seed --resamples --json   as for evaluate
+        --question Q       a multi-question run: calibrate question Q (columns Q__*) against --label-column;
+                           without it every question is calibrated against the gold column named after it,
+                           then all questions pooled
   rescale sample --gold L.parquet --sizes 100,250,500,1000 --seed S --out DIR [options]
       A stratified held-out split plus nested stratified training subsets, as chat JSONL for LoRA trainers
       (and Parquet), with DIR/sample.json recording seed, sizes and counts per label.
@@ -316,6 +319,7 @@ export async function runAnalysisCommand(
         ...(thresholds !== undefined ? { thresholds } : {}),
         ...(labels !== undefined ? { labels } : {}),
         ...(values.json !== undefined ? { json: values.json } : {}),
+        ...(values.question !== undefined ? { question: values.question } : {}),
       });
       write(formatCalibration(result));
       if (values.json !== undefined) write(`wrote ${values.json}\n`);

@@ -7,7 +7,11 @@ import {
   readGoldLabels,
   readPredictions,
   resolveLabelOrder,
+  resultFileQuestions,
+  type GoldLabels,
+  type Predictions,
 } from '../study/evaluation/labelled-predictions.js';
+import { poolQuestions } from '../study/calibration/pooled-questions.js';
 import { writeJsonFile } from '../study/json-file.js';
 import {
   calibrateRouting,
@@ -35,9 +39,24 @@ export interface CalibrateCommandOptions {
   readonly seed: number;
   readonly resamples: number;
   readonly json?: string;
+  /**
+   * A question of a multi-question result file: its `<question>__` columns are calibrated against --label-column.
+   * Without it, a multi-question file is calibrated per question (gold column named after each question) and overall.
+   */
+  readonly question?: string;
 }
 
-export async function runCalibrate(options: CalibrateCommandOptions): Promise<CalibrationResult> {
+/** A multi-question file's calibration: each question's, and all (document, question) pairs pooled. */
+export interface QuestionsCalibration {
+  readonly kind: 'rescale.calibration.questions';
+  readonly version: 1;
+  readonly questions: readonly { readonly question: string; readonly result: CalibrationResult }[];
+  readonly overall: CalibrationResult;
+}
+
+export async function runCalibrate(
+  options: CalibrateCommandOptions,
+): Promise<CalibrationResult | QuestionsCalibration> {
   if ((options.fallbackAccuracy === undefined) === (options.fallbackPredictions === undefined)) {
     throw new RescaleError(
       'CONFIG_INVALID',
@@ -52,16 +71,86 @@ export async function runCalibrate(options: CalibrateCommandOptions): Promise<Ca
         'best accuracy for a cost',
     );
   }
-  const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: options.labelColumn });
-  const predictions = await readPredictions(options.predictions);
+  const questions = await resultFileQuestions(options.predictions);
+  if (options.question !== undefined && questions?.some((q) => q.name === options.question) !== true) {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      questions === null
+        ? `--question ${options.question}: ${options.predictions} holds one question; leave --question out`
+        : `--question ${options.question} is not a question of ${options.predictions} ` +
+            `(${questions.map((q) => q.name).join(', ')})`,
+    );
+  }
+  if (questions === null || options.question !== undefined) {
+    const evidence = await readEvidence(options, options.labelColumn, options.question);
+    const result = calibrateEvidence(options, evidence);
+    if (options.json !== undefined) await writeJsonFile(options.json, result);
+    return result;
+  }
+  // Every question against the gold column of its name, then all pooled.
+  const parts: Evidence[] = [];
+  for (const q of questions) parts.push(await readEvidence(options, q.name, q.name));
+  const pooled = poolQuestions(
+    parts.map((p) => ({ question: p.question ?? '', gold: p.gold, predictions: p.predictions })),
+  );
+  const fallbackPooled =
+    parts[0]?.fallback.kind === 'predictions'
+      ? {
+          kind: 'predictions' as const,
+          predictions: poolQuestions(
+            parts.map((p) => ({
+              question: p.question ?? '',
+              gold: p.gold,
+              predictions: (p.fallback as { predictions: Predictions }).predictions,
+            })),
+          ).predictions,
+        }
+      : (parts[0]?.fallback as FallbackEvidence);
+  const result: QuestionsCalibration = {
+    kind: 'rescale.calibration.questions',
+    version: 1,
+    questions: parts.map((p) => ({ question: p.question ?? '', result: calibrateEvidence(options, p) })),
+    overall: calibrateEvidence(options, {
+      question: null,
+      gold: pooled.gold,
+      predictions: pooled.predictions,
+      fallback: fallbackPooled,
+      labelCount: Math.max(...parts.map((p) => p.labelCount)),
+    }),
+  };
+  if (options.json !== undefined) await writeJsonFile(options.json, result);
+  return result;
+}
+
+interface Evidence {
+  readonly question: string | null;
+  readonly gold: GoldLabels;
+  readonly predictions: Predictions;
+  readonly fallback: FallbackEvidence;
+  readonly labelCount: number;
+}
+
+/** One question's gold labels (from `goldColumn`), local predictions and fallback evidence. */
+async function readEvidence(
+  options: CalibrateCommandOptions,
+  goldColumn: string,
+  question: string | undefined,
+): Promise<Evidence> {
+  const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: goldColumn });
+  const predictions = await readPredictions(options.predictions, '--predictions', 'label', question);
   const fallback: FallbackEvidence =
     options.fallbackPredictions !== undefined
       ? {
           kind: 'predictions',
-          predictions: await readPredictions(options.fallbackPredictions, '--fallback-predictions'),
+          predictions: await readPredictions(options.fallbackPredictions, '--fallback-predictions', 'label', question),
         }
       : { kind: 'assumed', accuracy: options.fallbackAccuracy as number };
   const labels = resolveLabelOrder(gold, [predictions], options.labels, (p) => p.localLabels);
+  return { question: question ?? null, gold, predictions, fallback, labelCount: labels.length };
+}
+
+function calibrateEvidence(options: CalibrateCommandOptions, evidence: Evidence): CalibrationResult {
+  const { gold, predictions, fallback } = evidence;
   const goal: ThresholdGoal | undefined =
     options.targetAccuracy !== undefined
       ? { targetAccuracy: options.targetAccuracy }
@@ -71,7 +160,7 @@ export async function runCalibrate(options: CalibrateCommandOptions): Promise<Ca
   const result = calibrateRouting(gold, predictions, {
     rule: options.rule,
     fallback,
-    labelCount: labels.length,
+    labelCount: evidence.labelCount,
     seed: options.seed,
     resamples: options.resamples,
     ...(options.corpusSize !== undefined ? { corpusSize: options.corpusSize } : {}),
@@ -80,8 +169,7 @@ export async function runCalibrate(options: CalibrateCommandOptions): Promise<Ca
     ...(options.bins !== undefined ? { bins: options.bins } : {}),
     ...(options.thresholds !== undefined ? { tableThresholds: options.thresholds } : {}),
   });
-  if (options.json !== undefined) await writeJsonFile(options.json, result);
-  return result;
+  return evidence.question === null ? result : { ...result, question: evidence.question };
 }
 
 function money(value: number): string {
@@ -153,9 +241,22 @@ export function formatReliabilityTable(result: CalibrationResult, markdown = fal
     : formatTable(header, rows, ['left', 'right', 'right', 'right', 'right', 'left']);
 }
 
-export function formatCalibration(result: CalibrationResult): string {
+/** A calibration as text: one question's, or a multi-question file's sections per question and overall. */
+export function formatCalibration(result: CalibrationResult | QuestionsCalibration): string {
+  if (result.kind === 'rescale.calibration') return formatOne(result);
+  const sections = result.questions.map(
+    ({ question, result: one }) => `== question ${question} (gold column "${question}")\n\n${formatOne(one)}`,
+  );
+  const overall =
+    `== all questions pooled (${result.questions.map((q) => q.question).join(', ')}: each document's answer to each ` +
+    `question is one item; one threshold for every question)\n\n${formatOne(result.overall)}`;
+  return [...sections, overall].join('\n');
+}
+
+function formatOne(result: CalibrationResult): string {
   const out: string[] = [];
   const note = describeCoverage(result.coverage);
+  if (result.question !== undefined) out.push(`question: ${result.question}`);
   out.push(`predictions: ${result.predictions}`);
   out.push(`gold: ${result.gold}`);
   if (note !== null) out.push(`note: ${note}`);

@@ -57,6 +57,8 @@ export interface FallbackAccuracyUsed {
 export interface CalibrationResult {
   readonly kind: 'rescale.calibration';
   readonly version: 1;
+  /** The question of a multi-question result file this calibrates; absent for a one-question file. */
+  readonly question?: string;
   readonly predictions: string;
   readonly gold: string;
   readonly coverage: JoinCoverage;

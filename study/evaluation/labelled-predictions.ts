@@ -212,20 +212,27 @@ export async function readPredictions(
   file: string,
   role = '--predictions',
   labelColumn = 'label',
+  /**
+   * A question of a multi-question result file: its `<question>__` columns are read as the unprefixed ones (its label
+   * unless `labelColumn` names another column, scores, opinions, source); `id`, `status` and `shard_id` are the row's.
+   */
+  question?: string,
 ): Promise<Predictions> {
+  const own = (name: string): string => (question === undefined ? name : `${question}__${name}`);
+  if (question !== undefined && labelColumn === 'label') labelColumn = own('label');
   await checkResultsComplete(file, role);
   const table = await readParquetTable(file, role, [
     { name: 'id' },
     { name: labelColumn, optional: true },
-    { name: 'label', optional: true },
+    { name: own('label'), optional: true },
     { name: 'status', optional: true },
-    { name: 'confidence', optional: true },
-    { name: 'margin', optional: true },
-    { name: 'entropy', optional: true },
-    { name: 'local_label', optional: true },
-    { name: 'fallback_label', optional: true },
-    { name: 'fallback_status', optional: true },
-    { name: 'source', optional: true },
+    { name: own('confidence'), optional: true },
+    { name: own('margin'), optional: true },
+    { name: own('entropy'), optional: true },
+    { name: own('local_label'), optional: true },
+    { name: own('fallback_label'), optional: true },
+    { name: own('fallback_status'), optional: true },
+    { name: own('source'), optional: true },
     { name: 'shard_id', optional: true },
   ]);
   if (!table.columnNames.includes(labelColumn)) throw noLabelColumn(table, role, labelColumn);
@@ -250,6 +257,9 @@ export async function readPredictions(
       labelOrder = null;
     }
   }
+  if (question !== undefined) {
+    labelOrder = questionsOf(table)?.find((q) => q.name === question)?.labels ?? null;
+  }
   return {
     file: table.file,
     rows: table.rows,
@@ -259,18 +269,43 @@ export async function readPredictions(
     labels,
     values,
     labelColumn,
-    localLabels: column(table, 'local_label', labelText)?.map((l, i) => l ?? labels[i] ?? null) ?? labels,
+    localLabels: column(table, own('local_label'), labelText)?.map((l, i) => l ?? labels[i] ?? null) ?? labels,
     statuses: column(table, 'status', labelText),
-    confidence: column(table, 'confidence', numberOrNull),
-    margin: column(table, 'margin', numberOrNull),
-    entropy: column(table, 'entropy', numberOrNull),
-    fallbackLabels: column(table, 'fallback_label', labelText),
-    fallbackStatuses: column(table, 'fallback_status', labelText),
-    sources: column(table, 'source', labelText),
+    confidence: column(table, own('confidence'), numberOrNull),
+    margin: column(table, own('margin'), numberOrNull),
+    entropy: column(table, own('entropy'), numberOrNull),
+    fallbackLabels: column(table, own('fallback_label'), labelText),
+    fallbackStatuses: column(table, own('fallback_status'), labelText),
+    // A question that cannot be routed has no source column of its own: the local model answered it.
+    sources: column(table, own('source'), labelText) ?? (question === undefined ? null : labels.map(() => 'local')),
     labelOrder,
     index,
     nullIds: keys.filter((k) => k === null).length,
   };
+}
+
+/** The questions a multi-question result file holds (`rescale.questions`), in codebook order; null for one. */
+function questionsOf(table: ParquetTable): { name: string; labels: string[] }[] | null {
+  const raw = table.keyValue.get('rescale.questions');
+  if (raw === undefined) return null;
+  try {
+    const parsed: unknown = JSON.parse(raw);
+    if (!Array.isArray(parsed)) return null;
+    return parsed.filter(
+      (q): q is { name: string; labels: string[] } =>
+        typeof (q as { name?: unknown }).name === 'string' && Array.isArray((q as { labels?: unknown }).labels),
+    );
+  } catch {
+    return null;
+  }
+}
+
+/** The questions of a result file with several (name and labels, codebook order); null for a one-question file. */
+export async function resultFileQuestions(
+  file: string,
+  role = '--predictions',
+): Promise<{ name: string; labels: string[] }[] | null> {
+  return questionsOf(await readParquetTable(file, role, []));
 }
 
 /** A results file without the label column: one of a multi-question codebook (named as such), or another file. */
