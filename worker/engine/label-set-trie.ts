@@ -142,6 +142,32 @@ export class LabelSetTrie {
     return new LabelSetTrie(root, answers, sequences);
   }
 
+  /**
+   * What an exhaustive walk (min_branch_mass 0) costs after the prompt, from the trie alone: reads of a distribution
+   * (the root and every branch below which a valid list lies) and the list tokens evaluated to reach them.
+   */
+  get exhaustiveCost(): { readonly reads: number; readonly positions: number } {
+    let reads = 1;
+    let positions = 0;
+    const visit = (node: SetTrieNode): void => {
+      for (const child of node.children.values()) {
+        if (!child.hasValid) continue;
+        let tip = child;
+        let chain = 1;
+        while (tip.answer === null && tip.children.size === 1) {
+          tip = tip.children.values().next().value as SetTrieNode;
+          chain++;
+        }
+        if (tip.answer !== null) continue;
+        reads++;
+        positions += chain;
+        visit(tip);
+      }
+    };
+    visit(this.root);
+    return { reads, positions };
+  }
+
   /** Nodes with more than one child: where the walk reads a distribution. */
   get branchNodes(): number {
     let count = 0;

@@ -100,7 +100,8 @@ function total(score: SetScore): number {
 
 describe('LabelSetScorer', () => {
   it('gives every set the probability an independent one-list-at-a-time reference gives', async () => {
-    const results = await score(scorer({ max_labels: 2, min_branch_mass: 0 }), DOCUMENTS);
+    const setScorer = scorer({ max_labels: 2, min_branch_mass: 0 });
+    const results = await score(setScorer, DOCUMENTS);
     const lists = referenceLists(2);
     let worst = 0;
     // One document: the reference is slow (a fresh sequence per list); the others are checked against this one's path.
@@ -116,6 +117,9 @@ describe('LabelSetScorer', () => {
       assert.ok(Math.abs(reference.invalid - result.invalidMass) <= REFERENCE_TOLERANCE, `doc ${d} invalid mass`);
       assert.deepEqual(result.greedy, reference.greedy, `doc ${d} greedy`);
       assert.equal(result.unscoredMass, 0);
+      const cost = setScorer.trie.exhaustiveCost;
+      assert.equal(result.reads, cost.reads, 'an exhaustive walk reads every branch, once');
+      assert.equal(result.tokens, promptOf(document).length - prefix.length + cost.positions);
       assert.ok(Math.abs(total(result) - 1) <= 1e-9, `doc ${d}: sets + invalid = ${total(result)}`);
       assert.ok(result.invalidMass > 0, 'lists repeating a label get some mass');
     }
