@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type { LlamaModel, Token } from 'node-llama-cpp';
-import { parseCodebook } from '../../../contracts/codebook.js';
+import { parseCodebook, type Question } from '../../../contracts/codebook.js';
 import { llamaBuildFromEnvironment } from '../../../contracts/environment.js';
 import { compileLabelListSyntax, type LabelListSyntaxInput } from '../../../contracts/label-list-syntax.js';
 import { BatchedDecode } from '../../../worker/engine/batched-decode.js';
@@ -164,6 +164,32 @@ describe('LabelSetScorer', () => {
         if (other !== undefined) assert.ok(Math.abs(p - other) <= BATCH_TOLERANCE, `doc ${d} set {${set}}`);
       }
     }
+  });
+
+  it("builds a codebook question's trie from its answers, list syntax and answer prefix", () => {
+    const codebook = parseCodebook(
+      {
+        task: 'dv',
+        questions: [
+          {
+            name: 'subjects',
+            type: 'multi_label',
+            labels: ANSWERS.map((answer, i) => ({ name: `s${i}`, answer })),
+            multi_label: { format: 'list', max_labels: 2 },
+          },
+        ],
+        prompt: { format: 'raw', template: '{text}', answer_prefix: ' ' },
+        model: { path: 'm.gguf' },
+      },
+      { source: 'dv.yaml' },
+    );
+    const question = codebook.questions[0] as Question;
+    const fromCodebook = LabelSetScorer.forQuestion(model, codebook, question, 0);
+    assert.deepEqual(fromCodebook.trie.sequences, scorer({ max_labels: 2 }).trie.sequences);
+    assert.deepEqual(
+      fromCodebook.trie.sequences[3],
+      model.tokenize(" ['Social Sciences', 'Law']", false, 'trimLeadingSpace'),
+    );
   });
 
   it('scores the empty list as the empty set when the grammar allows it', async () => {
