@@ -26,8 +26,11 @@ import {
   readGoldLabels,
   readPredictions,
   resolveLabelOrder,
+  resultFileQuestions,
   type Predictions,
 } from '../evaluation/labelled-predictions.js';
+import { readParquetTable } from '../../storage/parquet-table.js';
+import { RescaleError } from '../../contracts/errors.js';
 import type { CalibrationResult } from '../calibration/routing-calibration.js';
 import { barChart, escapeXml, lineChart, PALETTE, reliabilityDiagram, stackedHistogram } from './svg-charts.js';
 import { fixed, percent, withInterval } from '../text-table.js';
@@ -191,12 +194,13 @@ interface GoldSection {
   readonly items: readonly CalibrationItem[];
 }
 
-async function goldSection(options: RunReportOptions, predictions: Predictions): Promise<GoldSection | null> {
-  if (options.gold === undefined) return null;
-  const gold = await readGoldLabels(options.gold.file, {
-    idColumn: options.gold.idColumn,
-    labelColumn: options.gold.labelColumn,
-  });
+async function goldSection(
+  options: RunReportOptions,
+  predictions: Predictions,
+  labelColumn = options.gold?.labelColumn,
+): Promise<GoldSection | null> {
+  if (options.gold === undefined || labelColumn === undefined) return null;
+  const gold = await readGoldLabels(options.gold.file, { idColumn: options.gold.idColumn, labelColumn });
   const labels = resolveLabelOrder(gold, [predictions], undefined);
   const evaluation = evaluatePredictions(gold, [predictions], {
     labels,
@@ -228,25 +232,74 @@ export interface RunReportData {
   readonly learningCurve: EvaluationResult | null;
   readonly calibration: CalibrationResult | null;
   readonly generatedAt: Date;
+  /**
+   * A multi-question run: each question's part (its label distribution, confidence, fallback share and agreement with
+   * the gold column named after it). The fields above then hold the first question's.
+   */
+  readonly questions: readonly QuestionReport[] | null;
+}
+
+export interface QuestionReport {
+  readonly name: string;
+  readonly predictions: Predictions;
+  readonly labels: readonly string[];
+  readonly fallback: FallbackSummary | null;
+  /** Null without --gold, or when the gold file has no column named after the question. */
+  readonly gold: GoldSection | null;
+}
+
+/** Each question of a multi-question result file, read through its `<question>__` columns. */
+async function questionReports(
+  options: RunReportOptions,
+  results: string,
+  questions: readonly { name: string; labels: string[] }[],
+  manifest: Manifest | null,
+): Promise<QuestionReport[]> {
+  const goldColumns =
+    options.gold === undefined ? [] : (await readParquetTable(options.gold.file, '--gold', [])).columnNames;
+  if (options.gold !== undefined && !questions.some((q) => goldColumns.includes(q.name))) {
+    throw new RescaleError(
+      'COLUMN_MISSING',
+      `--gold ${options.gold.file} has no column named after a question of ${results} ` +
+        `(${questions.map((q) => q.name).join(', ')}); a multi-question report compares each question with the ` +
+        'gold column of its name',
+    );
+  }
+  const out: QuestionReport[] = [];
+  for (const question of questions) {
+    const predictions = await readPredictions(results, 'report', 'label', question.name);
+    out.push({
+      name: question.name,
+      predictions,
+      labels: question.labels,
+      fallback: await fallbackSummary(results, predictions, manifest),
+      gold: goldColumns.includes(question.name) ? await goldSection(options, predictions, question.name) : null,
+    });
+  }
+  return out;
 }
 
 export async function collectRunReport(options: RunReportOptions): Promise<RunReportData> {
   const results = path.resolve(options.results);
-  const predictions = await readPredictions(results, 'report');
   const manifest = await readManifest(results);
+  const fileQuestions = await resultFileQuestions(results, 'report');
+  const questions = fileQuestions === null ? null : await questionReports(options, results, fileQuestions, manifest);
+  const first = questions?.[0];
+  const predictions = first?.predictions ?? (await readPredictions(results, 'report'));
   const seen = [...countBy(predictions.labels).keys()].sort();
-  const labels = predictions.labelOrder ?? seen;
+  const labels = first?.labels ?? predictions.labelOrder ?? seen;
   return {
     results,
     predictions,
     labels,
     manifest,
     throughput: await throughputTimeline(results, manifest),
-    fallback: await fallbackSummary(results, predictions, manifest),
-    gold: await goldSection(options, predictions),
+    fallback: first !== undefined ? first.fallback : await fallbackSummary(results, predictions, manifest),
+    gold: first !== undefined ? first.gold : await goldSection(options, predictions),
     learningCurve: options.learningCurve ?? null,
     calibration: options.calibration ?? null,
     generatedAt: options.generatedAt ?? new Date(),
+    questions,
   };
 }
 
@@ -290,7 +343,9 @@ function runSummary(data: RunReportData): string {
     ['results', data.results],
     ['documents', p.rows.toLocaleString('en-US')],
     ['statuses', [...statuses].map(([s, n]) => `${s} ${n.toLocaleString('en-US')}`).join(', ') || 'n/a'],
-    ['labels', data.labels.join(', ')],
+    data.questions === null
+      ? ['labels', data.labels.join(', ')]
+      : ['questions', data.questions.map((q) => `${q.name} (${q.labels.join(', ')})`).join('; ')],
   ];
   if (m !== null) {
     if (m.codebook?.source)
@@ -797,16 +852,34 @@ footer { color: #666; ` +
   `font-size: 12px; text-align: center; padding: 12px; }
 `;
 
+/** A section rendered for one question of several: its id and title name the question. */
+function ofQuestion(question: string, html: string): string {
+  return html.replace(
+    /<section id="([^"]+)"><h2>([^<]+)<\/h2>/g,
+    (_m, id: string, title: string) =>
+      `<section id="${escapeXml(question)}-${id}"><h2>${escapeXml(question)}: ${title}</h2>`,
+  );
+}
+
 export function renderRunReport(data: RunReportData): string {
   const task = data.manifest?.codebook?.content?.task ?? path.basename(data.results, '.parquet');
   const title = `rescale report — ${task}`;
+  const perQuestion = (view: RunReportData): string[] => [
+    labelDistribution(view),
+    confidenceHistogram(view),
+    fallbackSection(view),
+  ];
   const sections = [
     section('run', 'Run', runSummary(data)),
-    labelDistribution(data),
-    confidenceHistogram(data),
-    fallbackSection(data),
-    throughputSection(data),
-    goldSectionHtml(data),
+    ...(data.questions === null
+      ? [...perQuestion(data), throughputSection(data), goldSectionHtml(data)]
+      : [
+          throughputSection(data),
+          ...data.questions.flatMap((q) => {
+            const view = { ...data, predictions: q.predictions, labels: q.labels, fallback: q.fallback, gold: q.gold };
+            return [...perQuestion(view), goldSectionHtml(view)].map((html) => ofQuestion(q.name, html));
+          }),
+        ]),
     calibrationSection(data),
     learningCurveSection(data),
   ].filter((s) => s !== '');
