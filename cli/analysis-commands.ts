@@ -49,7 +49,8 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
       (and Parquet), with DIR/sample.json recording seed, sizes and counts per label.
         --held-out X       fraction (0.2, the default) or number of documents held out
         --text-column C --label-column C --id-column C   (defaults text, gold, id)
-        --codebook C       render prompts and answers exactly as the codebook does (recommended)
+        --codebook C       render prompts and answers exactly as the codebook does (recommended); with several
+                           questions, gold columns named after them and an example per document and question
   rescale report RESULTS.parquet [--gold G.parquet] [--out report.html] [options]
       One self-contained HTML page: label distribution, confidence histogram, fallback routing, throughput;
       with --gold also evaluation, confusion matrix and reliability diagram.

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { ColumnSource } from 'hyparquet-writer';
-import { singleQuestion, type Codebook, type Question } from '../../contracts/codebook.js';
+import { CODEBOOK_VARIABLES, singleQuestion, type Codebook, type Question } from '../../contracts/codebook.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import { promptMessages } from '../../contracts/prompt-text.js';
 import { RESCALE_VERSION } from '../../contracts/package-root.js';
@@ -42,7 +42,10 @@ export interface SampleDocument {
   /** The id's join key (its text). */
   readonly id: string;
   readonly text: string;
+  /** With several questions: the first question's label (the one the splits are stratified by). */
   readonly label: string;
+  /** A multi-question codebook: each question's gold label, by question name. */
+  readonly answers?: Readonly<Record<string, string>>;
 }
 
 export interface WrittenSubset {
@@ -70,6 +73,11 @@ export interface TrainingSampleManifest {
   /** Rows left out because their text or label is empty. */
   readonly skipped: { readonly noText: number; readonly noLabel: number };
   readonly labels: readonly string[];
+  /**
+   * A multi-question codebook: its questions, each with its labels and gold column (named after it). Each training
+   * example is one (document, question) pair with that question's full prompt; splits are stratified by the first.
+   */
+  readonly questions?: readonly { readonly name: string; readonly labels: readonly string[] }[];
   readonly prompt: {
     readonly source: 'codebook' | 'default';
     readonly codebook: string | null;
@@ -109,10 +117,24 @@ export function chatExample(
 }
 
 export async function writeTrainingSample(options: TrainingSampleOptions): Promise<TrainingSample> {
+  const several = options.codebook !== undefined && options.codebook.questions.length > 1 ? options.codebook : null;
+  const questions = several?.questions ?? [];
+  const multi = questions.findIndex((q) => q.type !== 'single_label');
+  if (several !== null && multi >= 0) {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `${several.source ?? 'codebook'}: field "questions[${multi}].type": rescale sample writes single-label ` +
+        'questions; write multi-label training files with your own script',
+    );
+  }
+  // Several questions: each question's gold labels are in the column named after it; the first one stratifies.
   const gold = await readGoldLabels(options.gold, {
     idColumn: options.idColumn,
-    labelColumn: options.labelColumn,
-    extraColumns: [{ name: options.textColumn, option: '--text-column' }],
+    labelColumn: questions[0]?.name ?? options.labelColumn,
+    extraColumns: [
+      { name: options.textColumn, option: '--text-column' },
+      ...questions.slice(1).map((q) => ({ name: q.name, option: `the gold column of question ${q.name}` })),
+    ],
   });
   const texts = gold.extra.get(options.textColumn) ?? [];
   const documents: SampleDocument[] = [];
@@ -126,10 +148,21 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
         : raw instanceof Uint8Array
           ? Buffer.from(raw).toString('utf8')
           : String(raw);
-    if (label === null) noLabel++;
+    const answers = Object.fromEntries(
+      questions.map((q, k) => {
+        const value = k === 0 ? label : gold.extra.get(q.name)?.[row];
+        return [q.name, value === null || value === undefined ? null : String(value)];
+      }),
+    );
+    if (label === null || Object.values(answers).some((a) => a === null)) noLabel++;
     else if (text.trim() === '') noText++;
     else {
-      documents.push({ id: gold.keys[row] as string, text, label });
+      documents.push({
+        id: gold.keys[row] as string,
+        text,
+        label,
+        ...(several !== null ? { answers: answers as Record<string, string> } : {}),
+      });
     }
   });
   if (documents.length === 0)
@@ -141,7 +174,31 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
   let answer: (label: string) => string;
   let prompt: (text: string) => { system: string | null; user: string };
   let promptRecord: TrainingSampleManifest['prompt'];
-  if (options.codebook !== undefined) {
+  if (several !== null) {
+    checkPromptVariables(several);
+    for (const question of questions) {
+      const names = question.labels.map((l) => l.name);
+      const unknown = [...new Set(documents.map((d) => d.answers?.[question.name] ?? ''))].filter(
+        (l) => !names.includes(l),
+      );
+      if (unknown.length > 0) {
+        throw new RescaleError(
+          'INPUT_INVALID',
+          `column "${question.name}" of ${gold.file} holds ${unknown.map((l) => JSON.stringify(l)).join(', ')}, ` +
+            `not labels of question ${question.name} (${names.join(', ')}); map them to the question's labels first`,
+        );
+      }
+    }
+    labels = (questions[0] as Question).labels.map((l) => l.name);
+    answer = (label) => label;
+    prompt = () => ({ system: null, user: '' });
+    promptRecord = {
+      source: 'codebook',
+      codebook: several.source,
+      system: several.prompt.system,
+      template: several.prompt.template,
+    };
+  } else if (options.codebook !== undefined) {
     const codebook = options.codebook;
     const question: Question = singleQuestion(codebook);
     const byName = new Map(question.labels.map((l) => [l.name, l]));
@@ -154,17 +211,7 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
           `(${question.labels.map((l) => l.name).join(', ')}); map them to codebook labels first`,
       );
     }
-    const otherVariables = codebook.prompt.variables.filter(
-      (v) => v !== 'text' && v !== 'labels' && v !== 'label_descriptions',
-    );
-    if (otherVariables.length > 0) {
-      throw new RescaleError(
-        'CONFIG_INVALID',
-        `the codebook template uses ${otherVariables.map((v) => `{${v}}`).join(', ')} besides {text}; rescale ` +
-          `sample renders {text} and the label variables only — write the training file with your own script for ` +
-          `multi-column prompts`,
-      );
-    }
+    checkPromptVariables(codebook);
     labels = question.labels.map((l) => l.name);
     answer = (label) => (byName.get(label) as { answer: string }).answer;
     prompt = (text) => promptMessages(codebook, question, { text });
@@ -215,7 +262,11 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
     const docs = pick(subset.indices);
     const jsonl = subsetFileName(subset.size, width, 'jsonl');
     const parquet = subsetFileName(subset.size, width, 'parquet');
-    const body = docs.map((d) => JSON.stringify(chatExample(d, prompt, answer))).join('\n') + '\n';
+    const examples =
+      several === null
+        ? docs.map((d) => chatExample(d, prompt, answer))
+        : docs.flatMap((d) => questionExamples(several, d));
+    const body = examples.map((e) => JSON.stringify(e)).join('\n') + '\n';
     await writeTextAtomic(path.join(outDir, jsonl), body);
     await writeParquetAtomic(path.join(outDir, parquet), sampleColumns(docs, options, gold.idColumn));
     subsets.push({
@@ -243,6 +294,9 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
     },
     skipped: { noText, noLabel },
     labels,
+    ...(several !== null
+      ? { questions: questions.map((q) => ({ name: q.name, labels: q.labels.map((l) => l.name) })) }
+      : {}),
     prompt: promptRecord,
     heldOut: { size: split.heldOut.size, counts: split.heldOut.counts, parquet: heldOutFile },
     poolSize: split.poolSize,
@@ -268,8 +322,41 @@ function sampleColumns(
       ? { name: idColumn, data: BigInt64Array.from(ids, (id) => BigInt(id)), type: 'INT64', nullable: false }
       : { name: idColumn, data: ids, type: 'STRING', nullable: false },
     { name: options.textColumn, data: docs.map((d) => d.text), type: 'STRING', nullable: false },
-    { name: options.labelColumn, data: docs.map((d) => d.label), type: 'STRING', nullable: false },
+    ...(docs[0]?.answers === undefined && docs.every((d) => d.answers === undefined)
+      ? [{ name: options.labelColumn, data: docs.map((d) => d.label), type: 'STRING' as const, nullable: false }]
+      : Object.keys(docs[0]?.answers ?? {}).map((name) => ({
+          name,
+          data: docs.map((d) => d.answers?.[name] ?? null),
+          type: 'STRING' as const,
+          nullable: false,
+        }))),
   ];
+}
+
+/**
+ * A document's examples for a multi-question codebook: one per question, in codebook order, each with the question's
+ * full prompt as the scorer renders it (the shared prefix and the document, then the question's part) and its answer.
+ */
+function questionExamples(codebook: Codebook, doc: SampleDocument): { messages: ChatMessage[] }[] {
+  return codebook.questions.map((question) => {
+    const label = doc.answers?.[question.name] as string;
+    const answerOf = (name: string): string => question.labels.find((l) => l.name === name)?.answer ?? name;
+    return chatExample({ ...doc, label }, (text) => promptMessages(codebook, question, { text }), answerOf);
+  });
+}
+
+/** rescale sample fills {text} and the codebook's own variables only. */
+function checkPromptVariables(codebook: Codebook): void {
+  const own: readonly string[] = CODEBOOK_VARIABLES;
+  const otherVariables = codebook.prompt.variables.filter((v) => v !== 'text' && !own.includes(v));
+  if (otherVariables.length > 0) {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `the codebook template uses ${otherVariables.map((v) => `{${v}}`).join(', ')} besides {text}; rescale ` +
+        `sample renders {text} and the label variables only — write the training file with your own script for ` +
+        `multi-column prompts`,
+    );
+  }
 }
 
 async function writeTextAtomic(file: string, text: string): Promise<void> {
