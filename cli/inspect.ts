@@ -2,12 +2,13 @@
 // the exact prompt the model will see for the first document, with its token counts, and for several questions the
 // layout (document evaluated once, or once per question) and what each document costs.
 
-import { loadCodebook } from '../contracts/codebook.js';
+import { loadCodebook, type Question } from '../contracts/codebook.js';
 import { questionLayout, type QuestionLayout } from '../contracts/question-layout.js';
 import type { Logger } from '../contracts/logger.js';
 import type { ShardSpec } from '../contracts/shard.js';
 import { resolveCorpus } from '../coordinator/corpus.js';
 import { LabelScorer, type DocumentCost } from '../worker/engine/label-scorer.js';
+import type { PromptUnit } from '../worker/engine/question-prompts.js';
 import { readShardRows, toText } from '../storage/parquet-rows.js';
 
 const SAMPLE_ROWS = 5;
@@ -60,14 +61,14 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
   try {
     const doc = { text: row[codebook.textColumn] ?? null, columns: row };
     const { tokens, truncated } = scorer.promptTokens(doc);
-    const ofQuestion = scorer.questions.length > 1 ? ` of question ${scorer.questions[0]?.name ?? ''}` : '';
+    const ofQuestion = scorer.units.length > 1 ? ` of question ${unitName(scorer.questions, scorer.units[0])}` : '';
     out(
       `\nprompt${ofQuestion} for the first row (${tokens.length} tokens, ` +
         `${scorer.settings.sharedPrefixTokens} shared and evaluated once${truncated ? ', text truncated' : ''}; ` +
         `chat template: ${scorer.settings.chatWrapper ?? 'raw'}):`,
     );
     out(scorer.previewPrompt(doc));
-    if (scorer.questions.length === 1) {
+    if (scorer.units.length === 1) {
       out(
         `\nanswers scored: ` +
           `${scorer.labels.map((l, i) => `${l.name} → ${scorer.labelTokens[i]?.length ?? 0} token(s)`).join(', ')}`,
@@ -78,11 +79,20 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
     for (const line of layoutLines(
       layout,
       scorer.documentCost(doc),
-      scorer.questions.map((q) => q.name),
+      scorer.units.map((unit) => unitName(scorer.questions, unit)),
     ))
       out(line);
     scorer.questions.forEach((question, q) => {
       const tokens = scorer.questionLabelTokens[q] ?? [];
+      if (question.multiLabel?.format === 'per_label') {
+        const { answers, thresholds } = question.multiLabel;
+        const asked = question.labels.map((l, i) => `${l.name} (threshold ${thresholds[i] ?? ''})`).join(', ');
+        out(
+          `answers scored for ${question.name} (multi-label, per label): ${answers.yes} → ${tokens[0]?.length ?? 0} ` +
+            `token(s), ${answers.no} → ${tokens[1]?.length ?? 0} token(s), asked for each label: ${asked}`,
+        );
+        return;
+      }
       const answers = question.labels.map((l, i) => `${l.name} → ${tokens[i]?.length ?? 0} token(s)`).join(', ');
       out(`answers scored for ${question.name}: ${answers}`);
     });
@@ -91,16 +101,30 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
   }
 }
 
-/** The layout of a multi-question codebook and the first row's cost in tokens, in words. */
+/** A prompt's name: its question's, with the label for a per_label multi-label question (`moods[cheer]`). */
+function unitName(questions: readonly Question[], unit: PromptUnit | undefined): string {
+  const question = questions[unit?.question ?? 0];
+  const label = unit?.label === null || unit?.label === undefined ? null : question?.labels[unit.label]?.name;
+  return label === null || label === undefined ? (question?.name ?? '') : `${question?.name ?? ''}[${label}]`;
+}
+
+/**
+ * The layout of a codebook with several prompts per document (questions, or a per_label question's labels) and the
+ * first row's cost in tokens, in words; `names` names each prompt.
+ */
 export function layoutLines(layout: QuestionLayout, cost: DocumentCost, names: readonly string[]): string[] {
   const k = names.length;
+  const what =
+    layout.prompts === layout.questions
+      ? `${k} questions`
+      : `${layout.questions} question(s) asked in ${k} prompts (a per_label question asks each label)`;
   const tails = cost.tails.reduce((a, b) => a + b, 0);
   const together = cost.document + tails;
   const separate = cost.prompts.reduce((a, p) => a + p - cost.sharedPrefix, 0);
   const perTail = names.map((name, q) => `${name} ${cost.tails[q] ?? 0}`).join(', ');
   const lines = [
     '',
-    `layout: ${k} questions, ${layout.kind === 'document-first' ? 'document first' : 'question first'}`,
+    `layout: ${what}, ${layout.kind === 'document-first' ? 'document first' : 'question first'}`,
     `tokens for the first row: shared prefix ${cost.sharedPrefix} (evaluated once per sequence), document part ` +
       `${cost.document} (evaluated once), question tails ${perTail} (Σ ${tails}); ${together} per document plus ` +
       'the label paths',

@@ -1,12 +1,16 @@
 // The codebook prompt as plain text (system and user message), shared by the worker's prompt builder and by the
 // training-set writer, so a fine-tuning example says exactly what the model will later be asked.
 
-import { parseTemplate, type Codebook, type Question } from './codebook.js';
+import { parseTemplate, perLabelText, type Codebook, type Question } from './codebook.js';
 
-/** Values of the codebook variables ({labels}, {label_descriptions}) for a question. */
-export function promptVariables(question: Question): Readonly<Record<string, string>> {
+/**
+ * Values of the codebook variables ({question}, {labels}, {label_descriptions}) for a question; with `label`, for that
+ * label's own yes/no prompt of a per_label multi-label question ({question} is the question text filled with it).
+ */
+export function promptVariables(question: Question, label?: number): Readonly<Record<string, string>> {
+  const asked = label === undefined ? undefined : question.labels[label];
   return {
-    question: question.text ?? '',
+    question: asked === undefined ? (question.text ?? '') : perLabelText(question.text ?? '', asked),
     labels: question.labels.map((l) => l.answer).join(', '),
     label_descriptions: question.labels
       .map((l) => `- ${l.answer}${l.description ? `: ${l.description}` : ''}`)

@@ -12,6 +12,8 @@ export interface QuestionLayout {
    */
   readonly kind: 'single' | 'document-first' | 'question-first';
   readonly questions: number;
+  /** Prompts per document: one per single-label question, one per label of a per_label multi-label question. */
+  readonly prompts: number;
   /** For `question-first`: which variable comes before which, in words. */
   readonly reason: string | null;
 }
@@ -20,11 +22,12 @@ const perQuestion: readonly string[] = CODEBOOK_VARIABLES;
 
 export function questionLayout(codebook: Codebook): QuestionLayout {
   const questions = codebook.questions.length;
-  if (questions === 1) return { kind: 'single', questions, reason: null };
+  const prompts = codebook.questions.reduce((n, q) => n + (q.multiLabel?.format === 'per_label' ? q.labels.length : 1), 0);
+  if (prompts === 1) return { kind: 'single', questions, prompts, reason: null };
   const inSystem = templateVariables(codebook.prompt.system ?? '').find((name) => perQuestion.includes(name));
   if (inSystem !== undefined) {
     const reason = `the system prompt uses {${inSystem}}, which comes before the document`;
-    return { kind: 'question-first', questions, reason };
+    return { kind: 'question-first', questions, prompts, reason };
   }
   let firstQuestionVariable: string | null = null;
   for (const part of parseTemplate(codebook.prompt.template)) {
@@ -32,8 +35,8 @@ export function questionLayout(codebook: Codebook): QuestionLayout {
     if (perQuestion.includes(part.name)) firstQuestionVariable ??= part.name;
     else if (firstQuestionVariable !== null) {
       const reason = `the template puts {${firstQuestionVariable}} before {${part.name}}`;
-      return { kind: 'question-first', questions, reason };
+      return { kind: 'question-first', questions, prompts, reason };
     }
   }
-  return { kind: 'document-first', questions, reason: null };
+  return { kind: 'document-first', questions, prompts, reason: null };
 }

@@ -1,6 +1,8 @@
 // The label scorer: P(label | document) computed by the model exactly over each question's label set — the
-// probability of each label's full answer token sequence after the prompt, renormalised over the labels. With several
-// questions the document is evaluated once and each question's tail is decoded after it, from a checkpoint.
+// probability of each label's full answer token sequence after the prompt, renormalised over the labels. A per_label
+// multi-label question asks each label as a yes/no question: P(label) = P(yes) over its two answers. With several
+// prompts (questions, or a per_label question's labels) the document is evaluated once and each prompt's tail is
+// decoded after it, from a checkpoint.
 // No sampling anywhere. The shared prompt prefix is evaluated once per sequence and kept in the KV cache;
 // the batch layout depends only on the documents given, never on timing (see README, "Determinism").
 // A facade over worker/engine/: context plan, sequence pool, decode strategy, label trie scorer, distribution maths.
@@ -25,7 +27,8 @@ import {
   type BuildPreference,
   type RuntimeInfo,
 } from './llama-runtime.js';
-import { QuestionPrompts, type DocumentPrompts } from './question-prompts.js';
+import { multiLabelDecision } from './multi-label-decision.js';
+import { QuestionPrompts, promptUnits, type DocumentPrompts, type PromptUnit } from './question-prompts.js';
 import { SequencePool } from './sequence-pool.js';
 import { serialDecode } from './serial-decode.js';
 
@@ -56,14 +59,16 @@ export interface DocumentCost {
   readonly sharedPrefix: number;
   /** Tokens every question's prompt shares beyond the shared prefix: the document's part, evaluated once. */
   readonly document: number;
-  /** Each question's tail after that, in question order (its answer is read after the tail's last token). */
+  /** Each prompt's tail after that, in prompt order (promptUnits; its answer is read after the tail's last token). */
   readonly tails: readonly number[];
-  /** Each question's full prompt, for comparison: what K separate prompts would cost. */
+  /** Each prompt's full length, for comparison: what K separate prompts would cost. */
   readonly prompts: readonly number[];
 }
 
 export class LabelScorer implements DocumentScorer {
   readonly questions: readonly Question[];
+  /** The prompts scored per document: one per single-label question, one per label of a per_label question. */
+  readonly units: readonly PromptUnit[];
   /** The first question's labels (the only question's, in a one-question codebook). */
   readonly labels: readonly Label[];
   /** Each label's answer token sequence as scored (a terminator appended where one label is a prefix of another). */
@@ -85,24 +90,30 @@ export class LabelScorer implements DocumentScorer {
     private readonly logger: Logger,
   ) {
     this.questions = scoredQuestions(codebook);
+    this.units = promptUnits(this.questions);
     this.labels = (this.questions[0] as Question).labels;
     this.labelTokens = (tries[0] as LabelTrieScorer).labelTokens;
   }
 
-  /** Each question's label answer token sequences, in question order. */
+  /**
+   * Each question's answer token sequences, in question order: its labels', or a per_label question's yes and no
+   * (scored once per label).
+   */
   get questionLabelTokens(): readonly (readonly (readonly Token[])[])[] {
-    return this.tries.map((trie) => trie.labelTokens);
+    return this.questions.map(
+      (_, q) => (this.tries[this.units.findIndex((u) => u.question === q)] as LabelTrieScorer).labelTokens,
+    );
   }
 
   static async create(codebook: Codebook, options: ScorerOptions = {}): Promise<LabelScorer> {
     const logger = options.logger ?? silentLogger;
     const questions = scoredQuestions(codebook);
-    const multiLabel = questions.findIndex((q) => q.type === 'multi_label');
-    if (multiLabel >= 0) {
+    const listed = questions.findIndex((q) => q.multiLabel?.format === 'list');
+    if (listed >= 0) {
       throw new RescaleError(
         'CODEBOOK_INVALID',
-        `${codebook.source ?? 'codebook'}: field "questions[${multiLabel}].type": this engine scores single-label ` +
-          'questions only; set type: single_label or move the multi-label question to a codebook of its own',
+        `${codebook.source ?? 'codebook'}: field "questions[${listed}].multi_label.format": this engine scores ` +
+          'multi-label questions in the per_label form only; use format: per_label',
       );
     }
     const llama = options.model?.llama ?? (await getRuntime({ build: options.build ?? 'auto', logger }));
@@ -113,7 +124,13 @@ export class LabelScorer implements DocumentScorer {
     const ownsModel = options.model === undefined;
     try {
       const prompts = QuestionPrompts.create(model, codebook, questions);
-      const tries = questions.map((question, i) => LabelTrieScorer.create(model, codebook, question, i));
+      // One trie per prompt: a question's labels, or a per_label question's yes/no answers (shared by its labels).
+      const questionTries = questions.map((question, i) =>
+        question.multiLabel?.format === 'per_label'
+          ? LabelTrieScorer.createYesNo(model, codebook, question, i)
+          : LabelTrieScorer.create(model, codebook, question, i),
+      );
+      const tries = promptUnits(questions).map((unit) => questionTries[unit.question] as LabelTrieScorer);
       const prefixLength = prompts.sharedPrefix.length;
       const probe = prompts.render({ text: 'x' }, codebook.model.maxDocumentTokens);
       // The cache holds one question's prompt at a time (the others are rewound), so the longest one sizes it.
@@ -150,6 +167,7 @@ export class LabelScorer implements DocumentScorer {
         llamaCpp,
         ...settings,
         ...(questions.length > 1 ? { questions: questions.length } : {}),
+        ...(tries.length !== questions.length ? { prompts: tries.length } : {}),
         labels,
         innerTrieNodes: tries.reduce((n, trie) => n + trie.inner.length, 0),
       });
@@ -298,11 +316,19 @@ export class LabelScorer implements DocumentScorer {
     );
   }
 
+  /** Each question's answer from its prompts' scores (`scores` in prompt-unit order). */
   private finishQuestions(scores: readonly TrieScore[], documentTokens: number, truncated: boolean): DocumentScore {
     const tokens = scores.reduce((n, score) => n + score.tokens, documentTokens);
     const failed: string[] = [];
-    const answers = scores.map((score, q): QuestionAnswer => {
-      const question = this.questions[q] as Question;
+    const answers = this.questions.map((question, q): QuestionAnswer => {
+      const own = scores.filter((_, u) => this.units[u]?.question === q);
+      if (question.multiLabel?.format === 'per_label') {
+        const names = question.labels.map((l) => l.name);
+        const answer = multiLabelDecision(names, question.multiLabel.thresholds, own);
+        if (answer.probabilities === null) failed.push(question.name);
+        return answer;
+      }
+      const score = own[0] as TrieScore;
       const distribution = labelDistribution(score.logProbabilities);
       if (distribution === null) {
         failed.push(question.name);
@@ -314,7 +340,10 @@ export class LabelScorer implements DocumentScorer {
       return { label, probabilities, confidence, margin, entropy, labelMass: score.labelMass };
     });
     const error =
-      failed.length === 0 ? null : `every label of question(s) ${failed.join(', ')} has probability 0 under the model`;
+      failed.length === 0
+        ? null
+        : `every label (for a per_label question: both answers of a label) of question(s) ${failed.join(', ')} has ` +
+          'probability 0 under the model';
     return {
       ...unscored(error === null ? (truncated ? 'truncated' : 'ok') : 'error', error ?? '', tokens, truncated),
       error,

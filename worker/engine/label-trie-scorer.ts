@@ -41,6 +41,45 @@ export class LabelTrieScorer {
     this.inner = innerNodes(root);
   }
 
+  /**
+   * The yes/no trie of a per_label multi-label question: its two answers, tokenised as label answers are. Neither may
+   * be a token prefix of the other: a terminator would then decide between them, which the model was not asked.
+   */
+  static createYesNo(
+    model: LlamaModel,
+    codebook: Codebook,
+    question: Question,
+    questionIndex: number,
+  ): LabelTrieScorer {
+    const spec = question.multiLabel;
+    if (spec?.format !== 'per_label') throw new RescaleError('INTERNAL', `question ${question.name} is not per_label`);
+    const { answers } = spec;
+    const field = `questions[${questionIndex}].multi_label.answers`;
+    const [yes, no] = [answers.yes, answers.no].map((answer, i) => {
+      const tokens = model.tokenize(codebook.prompt.answerPrefix + answer, false, 'trimLeadingSpace');
+      if (tokens.length === 0) {
+        throw new RescaleError(
+          'LABEL_INVALID',
+          `${codebook.source ?? 'codebook'}: field "${field}.${i === 0 ? 'yes' : 'no'}": the answer tokenises to ` +
+            'nothing; give it a visible text',
+        );
+      }
+      return tokens;
+    }) as [Token[], Token[]];
+    const [shorter, longer] = yes.length <= no.length ? [yes, no] : [no, yes];
+    if (shorter.every((token, k) => longer[k] === token)) {
+      throw new RescaleError(
+        'LABEL_INVALID',
+        `${codebook.source ?? 'codebook'}: field "${field}": "${answers.yes}" and "${answers.no}" tokenise so that ` +
+          `one is the start of the other (${yes.length} and ${no.length} tokens); choose answers that differ in ` +
+          'their tokens (e.g. "yes" and "no")',
+      );
+    }
+    const terminator = (codebook.prompt.format === 'chat' ? model.tokens.eot : null) ?? model.tokens.eos;
+    const trie = buildLabelTrie([yes, no], terminator ?? (0 as Token));
+    return new LabelTrieScorer(trie.root, trie.sequences);
+  }
+
   /** Tokenises the labels' answers as the model will see them after the prompt and builds their trie. */
   static create(model: LlamaModel, codebook: Codebook, question: Question, questionIndex = 0): LabelTrieScorer {
     const terminator = (codebook.prompt.format === 'chat' ? model.tokens.eot : null) ?? model.tokens.eos;

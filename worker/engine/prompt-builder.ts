@@ -40,17 +40,15 @@ export class PromptBuilder {
     this.sharedPrefix = this.computeSharedPrefix();
   }
 
-  /**
-   * `chatWrapper`: the one `chatWrapperFor` resolved, when several questions share it (resolving costs ~1 s: it
-   * renders the model's Jinja template many times to match it to a specialised wrapper).
-   */
+  /** `label`: the prompt of that label of a per_label multi-label question (see promptVariables). */
   static create(
     model: LlamaModel,
     codebook: Codebook,
     question: Question,
     chatWrapper: ChatWrapper | null = chatWrapperFor(model, codebook),
+    label?: number,
   ): PromptBuilder {
-    return new PromptBuilder(model, codebook, chatWrapper, promptVariables(question));
+    return new PromptBuilder(model, codebook, chatWrapper, promptVariables(question, label));
   }
 
   /** Tokens of the full prompt for one document, ending where the answer starts. */

@@ -1,14 +1,33 @@
-// The prompts of all a codebook's questions for one document. Their longest common token prefix (the shared prefix,
-// then the document where the template puts it before the questions) is evaluated once; each question's tail is
-// decoded after that checkpoint.
+// The prompts of all a codebook's questions for one document (a per_label multi-label question has one per label).
+// Their longest common token prefix (the shared prefix, then the document where the template puts it before the
+// questions) is evaluated once; each prompt's tail is decoded after that checkpoint.
 
 import type { LlamaModel, Token } from 'node-llama-cpp';
 import type { Codebook, Question } from '../../contracts/codebook.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
 import { chatWrapperFor, PromptBuilder } from './prompt-builder.js';
 
+/**
+ * One prompt the engine scores per document: a single-label question (`label` null), or one label of a per_label
+ * multi-label question, asked as a yes/no question.
+ */
+export interface PromptUnit {
+  /** The question's index in the codebook. */
+  readonly question: number;
+  readonly label: number | null;
+}
+
+/** The prompts of a codebook's questions, in order: one per single-label question, one per label of a per_label one. */
+export function promptUnits(questions: readonly Question[]): PromptUnit[] {
+  return questions.flatMap((question, q): PromptUnit[] =>
+    question.multiLabel?.format === 'per_label'
+      ? question.labels.map((_, label) => ({ question: q, label }))
+      : [{ question: q, label: null }],
+  );
+}
+
 export interface DocumentPrompts {
-  /** Each question's full prompt, in question order (the shared prefix included). */
+  /** Each prompt unit's full prompt, in unit order (the shared prefix included). */
   readonly prompts: readonly Token[][];
   /**
    * How many leading tokens every prompt shares and is evaluated once: the prompts' common prefix, at most all but
@@ -34,7 +53,15 @@ export class QuestionPrompts {
   static create(model: LlamaModel, codebook: Codebook, questions: readonly Question[]): QuestionPrompts {
     const chatWrapper = chatWrapperFor(model, codebook);
     return new QuestionPrompts(
-      questions.map((question) => PromptBuilder.create(model, codebook, question, chatWrapper)),
+      promptUnits(questions).map((unit) =>
+        PromptBuilder.create(
+          model,
+          codebook,
+          questions[unit.question] as Question,
+          chatWrapper,
+          unit.label ?? undefined,
+        ),
+      ),
     );
   }
 
@@ -49,7 +76,7 @@ export class QuestionPrompts {
     };
   }
 
-  /** One question's full prompt as text with special tokens shown. */
+  /** One prompt unit's full prompt as text with special tokens shown. */
   preview(doc: DocumentInput, maxDocumentTokens: number, question = 0): string {
     return (this.builders[question] as PromptBuilder).preview(doc, maxDocumentTokens);
   }
