@@ -22,7 +22,10 @@ const perQuestion: readonly string[] = CODEBOOK_VARIABLES;
 
 export function questionLayout(codebook: Codebook): QuestionLayout {
   const questions = codebook.questions.length;
-  const prompts = codebook.questions.reduce((n, q) => n + (q.multiLabel?.format === 'per_label' ? q.labels.length : 1), 0);
+  // A per_label multi-label question asks each of its labels in a prompt of its own.
+  const asked = (q: Codebook['questions'][number]): number =>
+    q.multiLabel?.format === 'per_label' ? q.labels.length : 1;
+  const prompts = codebook.questions.reduce((n, q) => n + asked(q), 0);
   if (prompts === 1) return { kind: 'single', questions, prompts, reason: null };
   const inSystem = templateVariables(codebook.prompt.system ?? '').find((name) => perQuestion.includes(name));
   if (inSystem !== undefined) {
