@@ -41,7 +41,10 @@ Usage:
   rescale demo [--output O] [--limit N]
       Classify TweetEval sentiment tweets with the fixture keyword model and adapter; print accuracy.
 
-${ANALYSIS_USAGE}${CROWD_USAGE}
+${ANALYSIS_USAGE}${CROWD_USAGE}Human review of a crowd folder ("rescale review --help" for options):
+  rescale review serve --crowd DIR --db FILE | add-reviewer NAME --role coder|adjudicator --db FILE
+  rescale review assign --crowd DIR --db FILE --overlap 0.2 --seed S | export --crowd DIR --db FILE --out DIR
+
 Cluster mode (docs/cluster.md; "rescale worker --help" for options):
   rescale coordinator --redis URL --listen HOST:PORT [--token-file F] [--endpoints FILE]
   rescale worker --redis URL
@@ -97,6 +100,13 @@ async function main(argv: string[]): Promise<number> {
   // Read once, here; commands receive the frozen result (the fallback's key variable is looked up in it).
   const environment = readEnvironment();
   const verb = argv[0];
+  if (verb === 'review') {
+    const { runReviewCommand } = await import('./review.js');
+    const stop = new AbortController();
+    process.once('SIGINT', () => stop.abort());
+    process.once('SIGTERM', () => stop.abort());
+    return runReviewCommand(argv.slice(1), stop.signal);
+  }
   if (isClusterCommand(verb)) {
     const { runClusterCommand } = await import('./cluster-commands.js');
     return runClusterCommand(verb, argv.slice(1), environment);
