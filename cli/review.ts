@@ -114,7 +114,8 @@ export async function runReviewCommand(argv: readonly string[], signal: AbortSig
         );
         const coders = store.reviewers().filter((r) => r.role === 'coder');
         process.stdout.write(
-          `assigned ${summary.documents} documents to ${coders.length} coders; ${summary.overlapping} go to two coders\n`,
+          `assigned ${summary.documents} documents to ${coders.length} coders; ` +
+            `${summary.overlapping} go to two coders\n`,
         );
         for (const c of coders) process.stdout.write(`  ${c.name}: ${store.assignments(c.id).length}\n`);
       } finally {

@@ -79,7 +79,8 @@ export async function readCrowdFolder(dir: string): Promise<CrowdFolder> {
   } catch (cause) {
     throw new RescaleError(
       'INPUT_NOT_FOUND',
-      `--crowd ${absolute}: cannot read crowd.json (${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); ` +
+      `--crowd ${absolute}: cannot read crowd.json ` +
+        `(${(cause as NodeJS.ErrnoException).code ?? errorMessage(cause)}); ` +
         'pass the folder written by "rescale crowd --out"',
       { cause },
     );

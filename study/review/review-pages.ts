@@ -18,9 +18,11 @@ function formKey(): string {
 const STYLE = `
 body{font:16px/1.45 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{display:flex;gap:1rem;align-items:center;padding:.6rem 1.2rem;background:#1d2330;color:#fff}
-header .who{margin-left:auto}header form{margin:0}header button{font-size:.8rem}
+header .who{margin-left:auto}
+header a.home{color:#fff;text-decoration:none}header form{margin:0}header button{font-size:.8rem}
 main{max-width:60rem;margin:1rem auto;padding:0 1rem}
-.text{background:#fff;border:1px solid #d5d9e0;border-radius:6px;padding:1rem 1.2rem;white-space:pre-wrap;font-size:1.1rem}
+.text{background:#fff;border:1px solid #d5d9e0;border-radius:6px;padding:1rem 1.2rem;white-space:pre-wrap;
+  font-size:1.1rem}
 section.question{background:#fff;border:1px solid #d5d9e0;border-radius:6px;padding:.6rem 1.2rem;margin-top:1rem}
 section.question.active{border-color:#2f6fde;box-shadow:0 0 0 2px #2f6fde33}
 .state{font-size:.9rem;color:#555}.state b{color:#1d2330}
@@ -31,7 +33,8 @@ button{font:inherit;padding:.2rem .7rem;border:1px solid #9aa3b2;border-radius:4
 button.accept{border-color:#2a8a4a;color:#1d6b37}button.reject{border-color:#b33;color:#a22}
 .picks{display:grid;grid-template-columns:repeat(auto-fill,minmax(16rem,1fr));gap:.4rem;margin:.5rem 0}
 .picks button{width:100%;text-align:left}.picks small{display:block;color:#666;font-size:.8rem}
-nav.actions{display:flex;gap:.8rem;margin:1rem 0}kbd{border:1px solid #bbb;border-radius:3px;padding:0 .25rem;font-size:.8rem}
+nav.actions{display:flex;gap:.8rem;margin:1rem 0}
+kbd{border:1px solid #bbb;border-radius:3px;padding:0 .25rem;font-size:.8rem}
 table{border-collapse:collapse;background:#fff}td,th{border:1px solid #d5d9e0;padding:.25rem .6rem;text-align:left}
 .done{color:#1d6b37}.open{color:#a60}.coders{font-size:.9rem;color:#444}
 `;
@@ -42,7 +45,10 @@ document.addEventListener('keydown', function (e) {
   if (e.ctrlKey || e.metaKey || e.altKey) return;
   var t = e.target; if (t && (t.tagName === 'INPUT' || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT')) return;
   var q = document.querySelector('section.question.active') || document.querySelector('section.question');
-  var click = function (sel, root) { var b = (root || document).querySelector(sel); if (b) { e.preventDefault(); b.click(); } };
+  var click = function (sel, root) {
+    var b = (root || document).querySelector(sel);
+    if (b) { e.preventDefault(); b.click(); }
+  };
   if (e.key === 'a' && q) click('button[data-action="accept"]', q);
   else if (e.key === 'r' && q) click('button[data-action="reject"]', q);
   else if (/^[1-9]$/.test(e.key) && q) click('button[data-pick="' + e.key + '"]', q);
@@ -62,7 +68,7 @@ export function page(title: string, nonce: string, body: string, header = ''): s
 
 export function headerBar(reviewer: Reviewer, csrf: string, progress: { done: number; assigned: number }): string {
   return (
-    `<header><a href="/" style="color:#fff;text-decoration:none"><b>rescale review</b></a>` +
+    `<header><a class="home" href="/"><b>rescale review</b></a>` +
     `<span id="progress">${progress.done} / ${progress.assigned} done</span>` +
     `<span class="who">${escapeHtml(reviewer.name)} (${reviewer.role})</span>` +
     `<form method="post" action="/logout"><input type="hidden" name="csrf" value="${escapeHtml(csrf)}">` +
@@ -103,9 +109,13 @@ export function queuePage(
   return page('rescale review', nonce, body, headerBar(reviewer, csrf, mine));
 }
 
+function labelText(labels: readonly string[]): string {
+  return labels.length > 0 ? labels.map(escapeHtml).join(', ') : '(no label)';
+}
+
 function describe(decision: CurrentDecision | undefined): string {
   if (decision === undefined) return '<span class="open">open</span>';
-  const labels = decision.labels.length > 0 ? decision.labels.map(escapeHtml).join(', ') : '(no label)';
+  const labels = labelText(decision.labels);
   const verb = decision.decision === 'accept' ? 'accepted' : decision.decision === 'reject' ? 'rejected' : 'picked';
   return `<b>${verb}</b>: ${labels}`;
 }
@@ -146,7 +156,7 @@ export function documentPage(view: DocumentView, nonce: string): string {
           .join(', ');
         const first = i === 0 ? ' data-action' : ' data-other';
         return (
-          `<div class="proposal"><span class="labels">${g.labels.length > 0 ? g.labels.map(escapeHtml).join(', ') : '(no label)'}</span>` +
+          `<div class="proposal"><span class="labels">${labelText(g.labels)}</span>` +
           `<span class="by">proposed by ${by}</span>` +
           form(
             'accept',
@@ -165,7 +175,8 @@ export function documentPage(view: DocumentView, nonce: string): string {
     const failed = (document.proposals.get(q.name) ?? []).filter((p) => p.error !== null);
     const failures =
       failed.length > 0
-        ? `<p class="state">no proposal from ${failed.map((p) => `${escapeHtml(p.labeller)} (${escapeHtml(p.error ?? '')})`).join(', ')}</p>`
+        ? `<p class="state">no proposal from ` +
+          `${failed.map((p) => `${escapeHtml(p.labeller)} (${escapeHtml(p.error ?? '')})`).join(', ')}</p>`
         : '';
     const picks =
       q.type === 'single_label'
@@ -183,7 +194,8 @@ export function documentPage(view: DocumentView, nonce: string): string {
           `<div class="picks">${q.labels
             .map(
               (l) =>
-                `<label><input type="checkbox" name="label" value="${escapeHtml(l.name)}"${view.mine.get(q.name)?.labels.includes(l.name) ? ' checked' : ''}> ` +
+                `<label><input type="checkbox" name="label" value="${escapeHtml(l.name)}"` +
+                `${view.mine.get(q.name)?.labels.includes(l.name) ? ' checked' : ''}> ` +
                 `${escapeHtml(l.name)}${l.description ? `<small>${escapeHtml(l.description)}</small>` : ''}</label>`,
             )
             .join('')}</div><button>Set these labels</button></form>`;
@@ -192,7 +204,8 @@ export function documentPage(view: DocumentView, nonce: string): string {
       `<section class="question${q === active ? ' active' : ''}" data-question="${escapeHtml(q.name)}">` +
       `<h2>${escapeHtml(q.name)}</h2><p class="state">Your decision: ${describe(view.mine.get(q.name))}</p>` +
       (coders ? `<p class="coders">Coders — ${coders}</p>` : '') +
-      `${proposals}${failures}<p class="state">Or pick the right label${q.type === 'multi_label' ? 's' : ''}:</p>${picks}</section>`
+      `${proposals}${failures}<p class="state">Or pick the right label${q.type === 'multi_label' ? 's' : ''}:</p>` +
+      `${picks}</section>`
     );
   });
   const body =

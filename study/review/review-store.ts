@@ -245,7 +245,8 @@ export class ReviewStore {
     if (decided.n > 0)
       throw new RescaleError(
         'RUN_CONFLICT',
-        `${this.file} already holds ${decided.n} decisions; assignments are fixed once reviewing starts (use a new --db ` +
+        `${this.file} already holds ${decided.n} decisions; assignments are fixed once reviewing starts ` +
+          '(use a new --db ' +
           'for a new assignment)',
       );
     const position = new Map(documents.map((d, i) => [d, i]));
@@ -378,7 +379,8 @@ export class ReviewStore {
   }[] {
     return this.db
       .prepare(
-        'SELECT id, reviewer_id AS reviewerId, document, question, decision, previous_id AS previousId FROM decisions ORDER BY id',
+        'SELECT id, reviewer_id AS reviewerId, document, question, decision, previous_id AS previousId ' +
+          'FROM decisions ORDER BY id',
       )
       .all() as {
       id: number;
