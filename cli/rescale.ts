@@ -41,7 +41,8 @@ Usage:
   rescale demo [--output O] [--limit N]
       Classify TweetEval sentiment tweets with the fixture keyword model and adapter; print accuracy.
 
-${ANALYSIS_USAGE}${CROWD_USAGE}Human review of a crowd folder ("rescale review --help" for options):
+${ANALYSIS_USAGE}${CROWD_USAGE}
+Human review of a crowd folder ("rescale review --help" for options):
   rescale review serve --crowd DIR --db FILE | add-reviewer NAME --role coder|adjudicator --db FILE
   rescale review assign --crowd DIR --db FILE --overlap 0.2 --seed S | export --crowd DIR --db FILE --out DIR
 
