@@ -14,6 +14,7 @@ import { isRescaleError } from '../../../contracts/errors.js';
 import { EndpointList } from '../../../fallback/endpoint-list.js';
 import { loadCrowdConfig } from '../../../study/crowd/crowd-config.js';
 import { runCrowd, type CrowdRunOptions } from '../../../study/crowd/crowd-run.js';
+import { readCrowdFolder } from '../../../study/review/crowd-folder.js';
 import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
 import { keywordLabel, OpenAIServer, type SeenRequest, type Fault } from '../../helpers/openai-server.js';
 import { fallbackSection } from '../../helpers/fallback.js';
@@ -343,6 +344,11 @@ describe('runCrowd', () => {
           ],
         );
         assert.ok(!JSON.stringify(crowd).includes(server.apiKey), 'no key in crowd.json');
+        // The folder is what "rescale review" reads: every document with four proposals, descriptions included.
+        const review = await readCrowdFolder(first);
+        assert.equal(review.documents.length, 12);
+        assert.equal(review.questions[0]?.labels[0]?.description, 'The tweet is negative.');
+        for (const doc of review.documents) assert.equal(doc.proposals.get('label')?.length, 4);
 
         // A second run into another folder: same bytes, and every closed answer from the cache.
         const second = path.join(dir, 'second');
