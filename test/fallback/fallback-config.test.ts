@@ -147,6 +147,24 @@ describe('routeReason', () => {
     assert.equal(fallbackIdentity(without), '0c1e251260d140b83f8910bda33f38c3099060d84038f3351d929d60d20bea8e');
   });
 
+  it('mixes per-question rules into the identity only when a codebook sets them', () => {
+    const url = 'http://127.0.0.1:1/v1';
+    const base = parseFallbackConfig(fallbackSection(url, { routing: { confidence_below: 0.5 } }));
+    const own = parseFallbackConfig(
+      fallbackSection(url, {
+        routing: { confidence_below: 0.5 },
+        questions: { tone: { routing: { margin_below: 0.1 } } },
+      }),
+    );
+    const off = parseFallbackConfig(
+      fallbackSection(url, { routing: { confidence_below: 0.5 }, questions: { tone: { enabled: false } } }),
+    );
+    assert.ok(base && own && off);
+    assert.deepEqual(base.questions, {});
+    assert.equal(fallbackIdentity(base), '0c1e251260d140b83f8910bda33f38c3099060d84038f3351d929d60d20bea8e');
+    assert.equal(new Set([base, own, off].map(fallbackIdentity)).size, 3);
+  });
+
   it('never routes rows the local model did not score', () => {
     assert.equal(routeReason(rules, { status: 'empty_text', confidence: null, margin: null, entropy: null }), null);
     assert.equal(routeReason(rules, { status: 'error', confidence: null, margin: null, entropy: null }), null);
