@@ -285,14 +285,14 @@ export async function readPredictions(
 }
 
 /** The questions a multi-question result file holds (`rescale.questions`), in codebook order; null for one. */
-function questionsOf(table: ParquetTable): { name: string; labels: string[] }[] | null {
+function questionsOf(table: ParquetTable): { name: string; labels: string[]; type?: string }[] | null {
   const raw = table.keyValue.get('rescale.questions');
   if (raw === undefined) return null;
   try {
     const parsed: unknown = JSON.parse(raw);
     if (!Array.isArray(parsed)) return null;
     return parsed.filter(
-      (q): q is { name: string; labels: string[] } =>
+      (q): q is { name: string; labels: string[]; type?: string } =>
         typeof (q as { name?: unknown }).name === 'string' && Array.isArray((q as { labels?: unknown }).labels),
     );
   } catch {
@@ -300,12 +300,28 @@ function questionsOf(table: ParquetTable): { name: string; labels: string[] }[] 
   }
 }
 
-/** The questions of a result file with several (name and labels, codebook order); null for a one-question file. */
+/**
+ * The single-label questions of a result file with several (name and labels, codebook order); null for a one-question
+ * file. Multi-label questions (a `<question>__labels` list) are left out: they are evaluated as label sets by
+ * `rescale evaluate`; a file holding nothing else is refused naming them.
+ */
 export async function resultFileQuestions(
   file: string,
   role = '--predictions',
 ): Promise<{ name: string; labels: string[] }[] | null> {
-  return questionsOf(await readParquetTable(file, role, []));
+  const questions = questionsOf(await readParquetTable(file, role, []));
+  if (questions === null) return null;
+  const single = questions.filter((q) => q.type !== 'multi_label').map(({ name, labels }) => ({ name, labels }));
+  if (single.length === 0 && questions.length > 0) {
+    const names = questions.map((q) => q.name).join(', ');
+    const tool = role === '--predictions' ? 'this command' : role;
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `${role} ${file} holds multi-label questions only (${names}); ${tool} reads single-label questions: ` +
+        `evaluate label sets with "rescale evaluate --question ${questions[0]?.name ?? ''}"`,
+    );
+  }
+  return single;
 }
 
 /** A results file without the label column: one of a multi-question codebook (named as such), or another file. */

@@ -1,6 +1,6 @@
 // A per_label multi-label codebook through the local pipeline (`rescale run`): the `<question>__labels` list column in
 // the merged Parquet as DuckDB reads it, the keyword model's known answers, byte-identical results on a second run,
-// and `rescale evaluate` on the results file as written.
+// `rescale evaluate` on the results file as written, and `report` pointing to it.
 
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -9,6 +9,7 @@ import { before, describe, it } from 'node:test';
 import { loadCodebook } from '../../contracts/codebook.js';
 import { runEvaluate } from '../../cli/evaluate.js';
 import { runLocalMode } from '../../cli/local-mode.js';
+import { collectRunReport } from '../../study/report/run-report.js';
 import type { MultiLabelEvaluationResult } from '../../study/evaluation/evaluate-multi-label.js';
 import { fixtureModel } from '../../scripts/harness/fixture-models.js';
 import {
@@ -134,6 +135,11 @@ describe('rescale run with a multi-label question', () => {
         codebook: await loadCodebook(codebook),
       })) as MultiLabelEvaluationResult;
       assert.equal(result.systems[0]?.metrics.exactMatch?.estimate, 1);
+      // `report` and `calibrate` read single-label questions, and say where label sets are evaluated.
+      await assert.rejects(
+        collectRunReport({ results: out('a'), seed: 1, resamples: 100 }),
+        /holds multi-label questions only \(moods\); report reads single-label .*rescale evaluate --question moods/,
+      );
     });
   });
 });
