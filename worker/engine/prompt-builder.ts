@@ -13,6 +13,12 @@ import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Question } from 
 import { promptVariables } from '../../contracts/prompt-text.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
 
+export interface FittedDocument {
+  readonly doc: DocumentInput;
+  /** The text was cut (truncate "document" or max_document_tokens). */
+  readonly truncated: boolean;
+}
+
 export interface RenderedPrompt {
   readonly tokens: Token[];
   /** The text was cut to max_document_tokens. */
@@ -25,8 +31,12 @@ export function chatWrapperFor(model: LlamaModel, codebook: Codebook): ChatWrapp
   return codebook.prompt.format === 'chat' ? resolveChatWrapper(model) : null;
 }
 
+/** Codebook texts whose special-token split a builder keeps (a handful in a prompt without truncate "prompt"). */
+const MAX_SPECIAL_SPLITS = 64;
+
 export class PromptBuilder {
   readonly chatWrapperName: string | null;
+  private readonly specialSplits = new Map<string, readonly (string | Token)[]>();
   /** Tokens every prompt starts with; evaluated once per sequence. */
   readonly sharedPrefix: readonly Token[];
 
@@ -53,6 +63,14 @@ export class PromptBuilder {
 
   /** Tokens of the full prompt for one document, ending where the answer starts. */
   render(doc: DocumentInput, maxDocumentTokens: number): RenderedPrompt {
+    return this.renderFitted(this.fitDocument(doc, maxDocumentTokens));
+  }
+
+  /**
+   * The document cut as the codebook says (truncate "document", then max_document_tokens). It depends on the codebook
+   * and the model only, so the questions of one codebook fit a document once and share it.
+   */
+  fitDocument(doc: DocumentInput, maxDocumentTokens: number): FittedDocument {
     const { truncate } = this.codebook.prompt;
     let text = doc.text ?? '';
     let truncated = false;
@@ -67,8 +85,13 @@ export class PromptBuilder {
       text = this.model.detokenize(textTokens.slice(0, maxDocumentTokens), false);
       truncated = true;
     }
-    const prompt = this.promptTokens({ ...doc, text });
-    return { tokens: prompt.tokens, truncated: truncated || prompt.cut };
+    return { doc: { ...doc, text }, truncated };
+  }
+
+  /** The prompt of a document `fitDocument` has cut. */
+  renderFitted(fitted: FittedDocument): RenderedPrompt {
+    const prompt = this.promptTokens(fitted.doc);
+    return { tokens: prompt.tokens, truncated: fitted.truncated || prompt.cut };
   }
 
   /** The full prompt as text with special tokens shown, for `rescale inspect` and debugging. */
@@ -138,21 +161,40 @@ export class PromptBuilder {
         stretch += part.text;
         continue;
       }
-      let rest = part.text;
-      for (const token of this.model.tokenize(part.text, true)) {
-        if (!this.model.isSpecialToken(token)) continue;
-        const text = this.model.detokenize([token], true);
-        const at = text === '' ? -1 : rest.indexOf(text);
-        if (at < 0) continue;
-        stretch += rest.slice(0, at);
-        flush();
-        tokens.push(token);
-        rest = rest.slice(at + text.length);
+      for (const piece of this.specialSplit(part.text)) {
+        if (typeof piece === 'string') stretch += piece;
+        else {
+          flush();
+          tokens.push(piece);
+        }
       }
-      stretch += rest;
     }
     flush();
     return tokens;
+  }
+
+  /**
+   * Codebook text split at its special-token text: the text before each special token, the token, and the rest.
+   * Codebook text repeats in every prompt, so the split is kept (tokenising the system prompt again for every
+   * document and question was a fifth of a small model's scoring time with 46 questions); a prompt cut by truncate
+   * "prompt" leaves a different tail text per document, so only a bounded number of texts are kept.
+   */
+  private specialSplit(text: string): readonly (string | Token)[] {
+    const known = this.specialSplits.get(text);
+    if (known !== undefined) return known;
+    const pieces: (string | Token)[] = [];
+    let rest = text;
+    for (const token of this.model.tokenize(text, true)) {
+      if (!this.model.isSpecialToken(token)) continue;
+      const special = this.model.detokenize([token], true);
+      const at = special === '' ? -1 : rest.indexOf(special);
+      if (at < 0) continue;
+      pieces.push(rest.slice(0, at), token);
+      rest = rest.slice(at + special.length);
+    }
+    pieces.push(rest);
+    if (this.specialSplits.size < MAX_SPECIAL_SPLITS) this.specialSplits.set(text, pieces);
+    return pieces;
   }
 
   private fillCodebookVariables(text: string): string {

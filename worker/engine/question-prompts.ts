@@ -66,7 +66,9 @@ export class QuestionPrompts {
   }
 
   render(doc: DocumentInput, maxDocumentTokens: number): DocumentPrompts {
-    const rendered = this.builders.map((builder) => builder.render(doc, maxDocumentTokens));
+    // The document is cut once: how it is cut depends on the codebook and the model, not on the question.
+    const fitted = (this.builders[0] as PromptBuilder).fitDocument(doc, maxDocumentTokens);
+    const rendered = this.builders.map((builder) => builder.renderFitted(fitted));
     const prompts = rendered.map((r) => r.tokens);
     const shortest = Math.min(...prompts.map((p) => p.length));
     return {
