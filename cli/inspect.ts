@@ -68,6 +68,14 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
         `chat template: ${scorer.settings.chatWrapper ?? 'raw'}):`,
     );
     out(scorer.previewPrompt(doc));
+    const listLines = (question: Question, tokens: readonly (readonly unknown[])[]): string =>
+      `answers scored for ${question.name} (multi-label, one list): ${tokens.length} lists of at most ` +
+      `${Math.max(...tokens.map((t) => t.length))} token(s), every set of at most ` +
+      `${question.multiLabel?.format === 'list' ? question.multiLabel.list.maxLabels : 0} labels in every order`;
+    if (scorer.units.length === 1 && scorer.questions[0]?.multiLabel?.format === 'list') {
+      out(`\n${listLines(scorer.questions[0], scorer.labelTokens)}`);
+      return;
+    }
     if (scorer.units.length === 1) {
       out(
         `\nanswers scored: ` +
@@ -91,6 +99,10 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
           `answers scored for ${question.name} (multi-label, per label): ${answers.yes} → ${tokens[0]?.length ?? 0} ` +
             `token(s), ${answers.no} → ${tokens[1]?.length ?? 0} token(s), asked for each label: ${asked}`,
         );
+        return;
+      }
+      if (question.multiLabel?.format === 'list') {
+        out(listLines(question, tokens));
         return;
       }
       const answers = question.labels.map((l, i) => `${l.name} → ${tokens[i]?.length ?? 0} token(s)`).join(', ');

@@ -72,16 +72,19 @@ export interface QuestionAnswer {
   /** A single-label question's top label (null for a multi-label question). */
   readonly label: string | null;
   /**
-   * A multi-label question's labels: those whose P(label) reaches their threshold, in codebook order (possibly none);
-   * null when not scored. Absent for a single-label question.
+   * A multi-label question's labels, in codebook order (possibly none): per_label, those whose P(label) reaches their
+   * threshold; list, the most probable set. Null when not scored. Absent for a single-label question.
    */
   readonly labels?: readonly string[] | null;
   /**
-   * Single-label: the top probability. Multi-label: the probability of the decided set were the labels independent,
-   * Π over labels of P(label) when in the set, else 1 − P(label).
+   * Single-label: the top probability. Multi-label (per_label): the probability of the decided set were the labels
+   * independent, Π over labels of P(label) when in the set, else 1 − P(label). (list): the top set's probability.
    */
   readonly confidence: number | null;
-  /** Single-label: top minus second. Multi-label: the smallest |P(label) − threshold|, the closest decision. */
+  /**
+   * Single-label: top minus second. Multi-label (per_label): the smallest |P(label) − threshold|, the closest
+   * decision. (list): the top set's probability minus the second most probable set's.
+   */
   readonly margin: number | null;
   /** Single-label: entropy in nats. Multi-label: null. */
   readonly entropy: number | null;
@@ -90,8 +93,18 @@ export interface QuestionAnswer {
    * label's marginal P(label ∈ labels), each in [0, 1].
    */
   readonly probabilities: Float64Array | null;
-  /** Single-label: as the row's labelMass. Multi-label (per_label): the smallest over labels of P(yes) + P(no). */
+  /**
+   * Single-label: as the row's labelMass. Multi-label (per_label): the smallest over labels of P(yes) + P(no); (list):
+   * the probability of the list's first tokens right after the prompt (full vocabulary).
+   */
   readonly labelMass: number | null;
+  /** A list multi-label question (format: list): the probability of `labels`, the most probable set. Else absent. */
+  readonly setProbability?: number | null;
+  /**
+   * A list multi-label question: the probability of the branches not expanded (below min_branch_mass, or where the
+   * model gave every allowed token probability 0). Else absent.
+   */
+  readonly unscoredMass?: number | null;
   /** Who gave `label`: the fallback when it answered this question, else the local model (absent: local). */
   readonly source?: ResultSource;
   /** The local model's top label when the fallback's replaced it; absent means equal to `label`. */

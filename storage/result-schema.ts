@@ -43,6 +43,11 @@ export interface ResultQuestion {
   /** Absent for single-label questions (so files and metadata written before multi-label questions read the same). */
   readonly type?: QuestionType;
   /**
+   * A multi-label question answered as one list (`multi_label.format: list`): its group adds `__set_probability` and
+   * `__unscored_mass`. Absent otherwise (so per_label and single-label files and metadata read as before).
+   */
+  readonly format?: 'list';
+  /**
    * Several questions: the codebook's fallback may answer this question, so its group has the source and opinion
    * columns (`<question>__source`, `__local_label`, `__fallback_label`, …). A one-question file always has them.
    */
@@ -63,6 +68,7 @@ export function describeQuestion(question: ResultQuestion): ResultQuestion {
     name: question.name,
     labels: [...question.labels],
     ...(question.type === 'multi_label' ? { type: question.type } : {}),
+    ...(question.type === 'multi_label' && question.format === 'list' ? { format: question.format } : {}),
     ...(question.routed === true ? { routed: true } : {}),
   };
 }
@@ -119,7 +125,7 @@ interface QuestionColumns {
   decodeOpinions(cell: Cell): Pick<RowAnswer, 'localLabel' | 'fallback'>;
   /** Columns added after the opinions (read as nulls from older files). */
   readonly added: readonly ResultColumn[];
-  decodeAdded(cell: Cell): Pick<RowAnswer, 'labelMass'>;
+  decodeAdded(cell: Cell): Pick<RowAnswer, 'labelMass'> & Pick<QuestionAnswer, 'setProbability' | 'unscoredMass'>;
   /** Several questions, a routed question only: who answered it, and both opinions. */
   readonly routed: readonly ResultColumn[];
   decodeRouted(cell: Cell): Pick<QuestionAnswer, 'source' | 'localLabel' | 'fallback'>;
@@ -258,11 +264,10 @@ export class ResultSchema {
         });
         continue;
       }
-      const answers = groups.map((group): QuestionAnswer => ({
-        ...group.decodeScores(cell),
-        labelMass: group.decodeAdded(cell).labelMass ?? null,
-        ...group.decodeRouted(cell),
-      }));
+      const answers = groups.map((group): QuestionAnswer => {
+        const { labelMass, ...list } = group.decodeAdded(cell);
+        return { ...group.decodeScores(cell), labelMass: labelMass ?? null, ...list, ...group.decodeRouted(cell) };
+      });
       rows.push({ ...head.decode(cell), ...NO_ANSWER_ROW, ...tail.decode(cell), answers, ...added.decode(cell) });
     }
     return rows;
@@ -313,6 +318,7 @@ export function resultQuestionsOf(codebook: Codebook): ResultQuestion[] {
       name: q.name,
       labels: q.labels.map((l) => l.name),
       type: q.type,
+      ...(q.multiLabel?.format === 'list' ? { format: 'list' as const } : {}),
       routed: fallback !== null && fallback.questions[q.name] !== null,
     }),
   );
@@ -470,7 +476,7 @@ function questionColumns(
 function multiLabelColumns(
   question: ResultQuestion,
   name: (base: string) => string,
-  answer: (row: ResultRow) => RowAnswer & Pick<QuestionAnswer, 'labels'>,
+  answer: (row: ResultRow) => RowAnswer & Pick<QuestionAnswer, 'labels' | 'setProbability' | 'unscoredMass'>,
 ): QuestionColumns {
   const labels = utf8ListColumn(name('labels'), (r) => answer(r).labels ?? null);
   const confidence = float64Column(name('confidence'), (r) => answer(r).confidence);
@@ -479,16 +485,26 @@ function multiLabelColumns(
     float64Column(name(probabilityColumn(l)), (r) => answer(r).probabilities?.[j] ?? null),
   );
   const labelMass = float64Column(name('label_mass'), (r) => answer(r).labelMass ?? null);
+  // A list question only: the top set's probability and the mass its walk left unscored.
+  const list = question.format === 'list';
+  const setProbability = float64Column(name('set_probability'), (r) => answer(r).setProbability ?? null);
+  const unscoredMass = float64Column(name('unscored_mass'), (r) => answer(r).unscoredMass ?? null);
   return {
     scores: [labels, confidence, margin, ...probabilities],
     opinions: [],
     // The fallback answers single-label questions only (a multi-label one with a fallback is refused).
     routed: [],
     decodeRouted: () => ({}),
-    added: [labelMass],
+    added: list ? [labelMass, setProbability, unscoredMass] : [labelMass],
     decodeAdded: (cell) => {
       const mass = cell(labelMass) as number | null;
-      return mass === null ? {} : { labelMass: mass };
+      const scores = list
+        ? {
+            setProbability: cell(setProbability) as number | null,
+            unscoredMass: cell(unscoredMass) as number | null,
+          }
+        : {};
+      return { ...(mass === null ? {} : { labelMass: mass }), ...scores };
     },
     decodeScores: (cell) => {
       const p = probabilities.map((column) => cell(column) as number | null);

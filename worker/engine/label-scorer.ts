@@ -1,6 +1,7 @@
 // The label scorer: P(label | document) computed by the model exactly over each question's label set — the
 // probability of each label's full answer token sequence after the prompt, renormalised over the labels. A per_label
-// multi-label question asks each label as a yes/no question: P(label) = P(yes) over its two answers. With several
+// multi-label question asks each label as a yes/no question: P(label) = P(yes) over its two answers; a list one is
+// answered as one list, each label set's probability exact over the list grammar (LabelSetScorer). With several
 // prompts (questions, or a per_label question's labels) the document is evaluated once and each prompt's tail is
 // decoded after it, from a checkpoint.
 // No sampling anywhere. The shared prompt prefix is evaluated once per sequence and kept in the KV cache;
@@ -27,6 +28,8 @@ import {
   type BuildPreference,
   type RuntimeInfo,
 } from './llama-runtime.js';
+import { labelSetAnswer } from './label-set-answer.js';
+import { LabelSetScorer, type SetScore } from './label-set-scorer.js';
 import { multiLabelDecision } from './multi-label-decision.js';
 import { QuestionPrompts, promptUnits, type DocumentPrompts, type PromptUnit } from './question-prompts.js';
 import { SequencePool } from './sequence-pool.js';
@@ -71,7 +74,10 @@ export class LabelScorer implements DocumentScorer {
   readonly units: readonly PromptUnit[];
   /** The first question's labels (the only question's, in a one-question codebook). */
   readonly labels: readonly Label[];
-  /** Each label's answer token sequence as scored (a terminator appended where one label is a prefix of another). */
+  /**
+   * Each label's answer token sequence as scored (a terminator appended where one label is a prefix of another); for a
+   * list question, every list of its grammar.
+   */
   readonly labelTokens: readonly (readonly Token[])[];
 
   private busy: Promise<unknown> = Promise.resolve();
@@ -85,14 +91,15 @@ export class LabelScorer implements DocumentScorer {
     private readonly ownsModel: boolean,
     private readonly pool: SequencePool,
     private readonly prompts: QuestionPrompts,
-    private readonly tries: readonly LabelTrieScorer[],
+    /** One scorer per prompt unit: a label trie, or a list question's set scorer. */
+    private readonly tries: readonly UnitScorer[],
     private readonly decode: DecodeStrategy,
     private readonly logger: Logger,
   ) {
     this.questions = scoredQuestions(codebook);
     this.units = promptUnits(this.questions);
     this.labels = (this.questions[0] as Question).labels;
-    this.labelTokens = (tries[0] as LabelTrieScorer).labelTokens;
+    this.labelTokens = answerTokens(tries[0] as UnitScorer);
   }
 
   /**
@@ -100,22 +107,14 @@ export class LabelScorer implements DocumentScorer {
    * (scored once per label).
    */
   get questionLabelTokens(): readonly (readonly (readonly Token[])[])[] {
-    return this.questions.map(
-      (_, q) => (this.tries[this.units.findIndex((u) => u.question === q)] as LabelTrieScorer).labelTokens,
+    return this.questions.map((_, q) =>
+      answerTokens(this.tries[this.units.findIndex((u) => u.question === q)] as UnitScorer),
     );
   }
 
   static async create(codebook: Codebook, options: ScorerOptions = {}): Promise<LabelScorer> {
     const logger = options.logger ?? silentLogger;
     const questions = scoredQuestions(codebook);
-    const listed = questions.findIndex((q) => q.multiLabel?.format === 'list');
-    if (listed >= 0) {
-      throw new RescaleError(
-        'CODEBOOK_INVALID',
-        `${codebook.source ?? 'codebook'}: field "questions[${listed}].multi_label.format": this engine scores ` +
-          'multi-label questions in the per_label form only; use format: per_label',
-      );
-    }
     const llama = options.model?.llama ?? (await getRuntime({ build: options.build ?? 'auto', logger }));
     const info = await runtimeInfo(llama);
     for (const [i, adapter] of codebook.model.adapters.entries())
@@ -124,13 +123,15 @@ export class LabelScorer implements DocumentScorer {
     const ownsModel = options.model === undefined;
     try {
       const prompts = QuestionPrompts.create(model, codebook, questions);
-      // One trie per prompt: a question's labels, or a per_label question's yes/no answers (shared by its labels).
-      const questionTries = questions.map((question, i) =>
-        question.multiLabel?.format === 'per_label'
-          ? LabelTrieScorer.createYesNo(model, codebook, question, i)
-          : LabelTrieScorer.create(model, codebook, question, i),
-      );
-      const tries = promptUnits(questions).map((unit) => questionTries[unit.question] as LabelTrieScorer);
+      // One scorer per prompt: a question's label trie, a per_label question's yes/no trie (shared by its labels), or
+      // a list question's set scorer.
+      const questionTries = questions.map((question, i): UnitScorer => {
+        const format = question.multiLabel?.format;
+        if (format === 'per_label') return LabelTrieScorer.createYesNo(model, codebook, question, i);
+        if (format === 'list') return LabelSetScorer.forQuestion(model, codebook, question, i);
+        return LabelTrieScorer.create(model, codebook, question, i);
+      });
+      const tries = promptUnits(questions).map((unit) => questionTries[unit.question] as UnitScorer);
       const prefixLength = prompts.sharedPrefix.length;
       const probe = prompts.render({ text: 'x' }, codebook.model.maxDocumentTokens);
       // The cache holds one question's prompt at a time (the others are rewound), so the longest one sizes it.
@@ -140,7 +141,7 @@ export class LabelScorer implements DocumentScorer {
         {
           sharedPrefixTokens: prefixLength,
           templateTokens: longestProbe - prefixLength - 1,
-          longestLabelTokens: Math.max(...tries.map((trie) => trie.longestLabelTokens)),
+          longestLabelTokens: Math.max(...tries.map(longestAnswerTokens)),
           trainContextSize: model.trainContextSize,
         },
         { sequences: options.sequences, threads: options.threads },
@@ -169,7 +170,7 @@ export class LabelScorer implements DocumentScorer {
         ...(questions.length > 1 ? { questions: questions.length } : {}),
         ...(tries.length !== questions.length ? { prompts: tries.length } : {}),
         labels,
-        innerTrieNodes: tries.reduce((n, trie) => n + trie.inner.length, 0),
+        innerTrieNodes: tries.reduce((n, trie) => n + (trie instanceof LabelTrieScorer ? trie.inner.length : 0), 0),
       });
       return new LabelScorer(codebook, info, settings, model, ownsModel, pool, prompts, tries, decode, logger);
     } catch (error) {
@@ -223,7 +224,7 @@ export class LabelScorer implements DocumentScorer {
   private async scoreSerially(docs: readonly DocumentInput[], options: ScoreOptions): Promise<DocumentScore[]> {
     if (this.disposed) throw new RescaleError('INTERNAL', 'the label scorer was disposed');
     const results: DocumentScore[] = new Array<DocumentScore>(docs.length);
-    const longestLabel = Math.max(...this.tries.map((trie) => trie.longestLabelTokens));
+    const longestLabel = Math.max(...this.tries.map(longestAnswerTokens));
     const capacity = this.settings.contextSize - longestLabel;
     let pending: PendingDocument[] = [];
     const flush = async (): Promise<void> => {
@@ -272,8 +273,8 @@ export class LabelScorer implements DocumentScorer {
       const starts = await serialDecode.each(group, (doc, slot) =>
         this.pool.prepare(slot, (doc.prompts[0] as Token[]).slice(0, doc.checkpoint + 1)),
       );
-      if (this.tries.length === 1) {
-        const trie = this.tries[0] as LabelTrieScorer;
+      const [trie] = this.tries;
+      if (this.tries.length === 1 && trie instanceof LabelTrieScorer) {
         const documents = group.map((doc, slot) => ({
           tokens: doc.prompts[0] as Token[],
           start: starts[slot] as number,
@@ -304,27 +305,32 @@ export class LabelScorer implements DocumentScorer {
     });
     if (documentPart.length > 0)
       await this.decode.each(documentPart, (part) => this.pool.sequence(part.slot).controlledEvaluate(part.tokens));
-    const answers = group.map(() => [] as TrieScore[]);
+    const answers = group.map(() => [] as UnitScore[]);
     for (const [q, trie] of this.tries.entries()) {
       await Promise.all(group.map((doc, slot) => this.pool.rewind(slot, doc.checkpoint)));
       const tails = group.map((doc) => ({ tokens: doc.prompts[q] as Token[], start: doc.checkpoint }));
       const scores = await trie.scoreGroup(this.pool, tails, this.decode);
-      scores.forEach((score, slot) => answers[slot]?.push(score));
+      scores.forEach((score: UnitScore, slot) => answers[slot]?.push(score));
     }
     return group.map((doc, slot) =>
-      this.finishQuestions(answers[slot] as TrieScore[], doc.checkpoint - (starts[slot] as number), doc.truncated),
+      this.finishQuestions(answers[slot] as UnitScore[], doc.checkpoint - (starts[slot] as number), doc.truncated),
     );
   }
 
   /** Each question's answer from its prompts' scores (`scores` in prompt-unit order). */
-  private finishQuestions(scores: readonly TrieScore[], documentTokens: number, truncated: boolean): DocumentScore {
+  private finishQuestions(scores: readonly UnitScore[], documentTokens: number, truncated: boolean): DocumentScore {
     const tokens = scores.reduce((n, score) => n + score.tokens, documentTokens);
     const failed: string[] = [];
     const answers = this.questions.map((question, q): QuestionAnswer => {
       const own = scores.filter((_, u) => this.units[u]?.question === q);
+      if (question.multiLabel?.format === 'list') {
+        const answer = labelSetAnswer(question.labels, own[0] as SetScore);
+        if (answer.probabilities === null) failed.push(question.name);
+        return answer;
+      }
       if (question.multiLabel?.format === 'per_label') {
         const names = question.labels.map((l) => l.name);
-        const answer = multiLabelDecision(names, question.multiLabel.thresholds, own);
+        const answer = multiLabelDecision(names, question.multiLabel.thresholds, own as TrieScore[]);
         if (answer.probabilities === null) failed.push(question.name);
         return answer;
       }
@@ -342,8 +348,8 @@ export class LabelScorer implements DocumentScorer {
     const error =
       failed.length === 0
         ? null
-        : `every label (for a per_label question: both answers of a label) of question(s) ${failed.join(', ')} has ` +
-          'probability 0 under the model';
+        : `every label (for a per_label question: both answers of a label; for a list question: every list) of ` +
+          `question(s) ${failed.join(', ')} has probability 0 under the model`;
     return {
       ...unscored(error === null ? (truncated ? 'truncated' : 'ok') : 'error', error ?? '', tokens, truncated),
       error,
@@ -404,4 +410,17 @@ function unscored(
     truncated,
     error,
   };
+}
+
+/** What a prompt unit is scored with: a label trie, or a list question's set scorer. */
+type UnitScorer = LabelTrieScorer | LabelSetScorer;
+type UnitScore = TrieScore | SetScore;
+
+function longestAnswerTokens(scorer: UnitScorer): number {
+  return scorer instanceof LabelTrieScorer ? scorer.longestLabelTokens : scorer.longestListTokens;
+}
+
+/** A unit's answer token sequences: its labels' (or yes/no), or a list question's every list. */
+function answerTokens(scorer: UnitScorer): readonly (readonly Token[])[] {
+  return scorer instanceof LabelTrieScorer ? scorer.labelTokens : scorer.trie.sequences;
 }
