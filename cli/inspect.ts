@@ -69,9 +69,9 @@ export async function inspect(options: { input: readonly string[]; codebook?: st
     );
     out(scorer.previewPrompt(doc));
     const listLines = (question: Question, tokens: readonly (readonly unknown[])[]): string =>
-      `answers scored for ${question.name} (multi-label, one list): ${tokens.length} lists of at most ` +
-      `${Math.max(...tokens.map((t) => t.length))} token(s), every set of at most ` +
-      `${question.multiLabel?.format === 'list' ? question.multiLabel.list.maxLabels : 0} labels in every order`;
+      `answers scored for ${question.name} (multi-label, one list): the grammar's ${tokens.length} lists of at ` +
+      `most ${question.multiLabel?.format === 'list' ? question.multiLabel.list.maxLabels : 0} labels, at most ` +
+      `${Math.max(...tokens.map((t) => t.length))} token(s) each`;
     if (scorer.units.length === 1 && scorer.questions[0]?.multiLabel?.format === 'list') {
       out(`\n${listLines(scorer.questions[0], scorer.labelTokens)}`);
       return;
