@@ -6,9 +6,11 @@ import { loadCodebook } from '../contracts/codebook.js';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { JsonLogger, type LogLevel } from '../contracts/logger.js';
 import { readCrowdFolder } from '../study/review/crowd-folder.js';
+import { writeBytesAtomic } from '../storage/atomic-file.js';
 import { exportReview } from '../study/review/review-export.js';
 import { createReviewServer } from '../study/review/review-server.js';
 import { ReviewState } from '../study/review/review-state.js';
+import { formatReviewStats, reviewStats } from '../study/review/review-stats.js';
 import { ReviewStore, type Role } from '../study/review/review-store.js';
 
 export const REVIEW_USAGE = `  rescale review serve --crowd DIR --db FILE [--host 127.0.0.1] [--port 8377]
@@ -22,6 +24,9 @@ export const REVIEW_USAGE = `  rescale review serve --crowd DIR --db FILE [--hos
   rescale review export --crowd DIR --db FILE --out DIR [--codebook C]
       gold.parquet (id, text, verified labels per question, reviewers, adjudicated) and training chat JSONL per
       single-label question, rendered as "rescale sample" renders it (with --codebook: the codebook's prompt).
+  rescale review stats --crowd DIR --db FILE [--json OUT]
+      Acceptance rate per labeller and label, each labeller's accuracy and Cohen's kappa against the verified labels,
+      Krippendorff's alpha of the two coders on the overlap documents, and seconds per decision (median, p90).
 `;
 
 const DEFAULT_PORT = 8377;
@@ -36,6 +41,7 @@ const options = {
   seed: { type: 'string' },
   out: { type: 'string' },
   codebook: { type: 'string' },
+  json: { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
@@ -144,6 +150,28 @@ export async function runReviewCommand(argv: readonly string[], signal: AbortSig
       }
       return 0;
     }
+    case 'stats': {
+      const crowd = await readCrowdFolder(required('crowd', values.crowd));
+      const store = ReviewStore.open(required('db', values.db));
+      try {
+        const stats = reviewStats(crowd, store);
+        if (values.json !== undefined) {
+          try {
+            await writeBytesAtomic(values.json, `${JSON.stringify(stats, null, 2)}\n`);
+          } catch (cause) {
+            throw new RescaleError(
+              'OUTPUT_NOT_WRITABLE',
+              `--json ${values.json}: cannot write it (${errorMessage(cause)}); choose a file you can write`,
+              { cause },
+            );
+          }
+        }
+        process.stdout.write(formatReviewStats(stats));
+      } finally {
+        store.close();
+      }
+      return 0;
+    }
     case 'serve': {
       const crowd = await readCrowdFolder(required('crowd', values.crowd));
       const store = ReviewStore.open(required('db', values.db));
@@ -173,7 +201,8 @@ export async function runReviewCommand(argv: readonly string[], signal: AbortSig
     default:
       throw new RescaleError(
         'CONFIG_INVALID',
-        `unknown review action "${action}"; use serve, add-reviewer, assign or export (see "rescale review --help")`,
+        `unknown review action "${action}"; use serve, add-reviewer, assign, export or stats ` +
+          '(see "rescale review --help")',
       );
   }
 }

@@ -50,6 +50,19 @@ export interface CurrentDecision {
   readonly at: string;
 }
 
+/** One row of the decision log, as written. */
+export interface HistoryRow {
+  readonly id: number;
+  readonly reviewerId: number;
+  /** ISO 8601 time the row was written. */
+  readonly at: string;
+  readonly document: string;
+  readonly question: string;
+  readonly decision: DecisionKind | 'undo';
+  /** A decision: the one it replaced; an undo: the decision it withdrew. */
+  readonly previousId: number | null;
+}
+
 export interface Recorded {
   readonly id: number;
   /** False when the key had been recorded before (a repeated post). */
@@ -369,27 +382,13 @@ export class ReviewStore {
   }
 
   /** Every row ever written, oldest first (the audit trail). */
-  history(): {
-    id: number;
-    reviewerId: number;
-    document: string;
-    question: string;
-    decision: string;
-    previousId: number | null;
-  }[] {
+  history(): HistoryRow[] {
     return this.db
       .prepare(
-        'SELECT id, reviewer_id AS reviewerId, document, question, decision, previous_id AS previousId ' +
+        'SELECT id, reviewer_id AS reviewerId, at, document, question, decision, previous_id AS previousId ' +
           'FROM decisions ORDER BY id',
       )
-      .all() as {
-      id: number;
-      reviewerId: number;
-      document: string;
-      question: string;
-      decision: string;
-      previousId: number | null;
-    }[];
+      .all() as HistoryRow[];
   }
 
   private byKey(reviewerId: number, key: string): Recorded | null {

@@ -1,0 +1,307 @@
+// `rescale review stats`: what the decisions say about the crowd — how often each labeller's proposals were accepted,
+// how well each labeller matches the verified labels, how reliably two coders agree, and how long a decision takes.
+
+import { cohenKappa } from '../evaluation/agreement-metrics.js';
+import { krippendorffAlpha } from '../evaluation/krippendorff-alpha.js';
+import type { CrowdFolder, CrowdQuestion } from './crowd-folder.js';
+import { ReviewState } from './review-state.js';
+import type { CurrentDecision, ReviewStore } from './review-store.js';
+
+/** Longer pauses between two decisions of one reviewer count as breaks, not as time spent deciding. */
+export const BREAK_SECONDS = 600;
+
+/** Value of a rejection in the inter-coder comparison: two coders who both reject agree. */
+export const REJECTED = '(rejected)';
+/** The key of an empty label set (a multi-label proposal of no label). */
+export const NO_LABEL = '(none)';
+
+export interface Rate {
+  readonly accepted: number;
+  readonly reviewed: number;
+  /** accepted ÷ reviewed; null when nothing was reviewed. */
+  readonly rate: number | null;
+}
+
+export interface LabellerAcceptance extends Rate {
+  readonly labeller: string;
+  /** Per question and proposed label (a multi-label proposal counts towards each of its labels). */
+  readonly byLabel: readonly (Rate & { readonly question: string; readonly label: string })[];
+}
+
+export interface LabellerAgreement {
+  readonly labeller: string;
+  /** Documents with a verified label and a proposal of this labeller that did not fail. */
+  readonly n: number;
+  readonly accuracy: number | null;
+  /** Cohen's kappa; null when undefined (no documents, or chance agreement is total). */
+  readonly kappa: number | null;
+  /** Proposals left out because the labeller failed on the document. */
+  readonly failed: number;
+}
+
+export interface QuestionAgreement {
+  readonly question: string;
+  /** Documents with a verified label for the question. */
+  readonly verified: number;
+  readonly labellers: readonly LabellerAgreement[];
+  /** The labeller with the highest accuracy (then kappa, then name); null when none has a document. */
+  readonly closest: string | null;
+}
+
+export interface Reliability {
+  readonly question: string;
+  /** Overlap documents both coders decided for this question. */
+  readonly n: number;
+  readonly agreement: number | null;
+  /** Krippendorff's alpha, nominal; null when undefined (n = 0 or every value the same). */
+  readonly alpha: number | null;
+}
+
+export interface DecisionTime {
+  readonly reviewer: string;
+  readonly decisions: number;
+  /** Gaps between consecutive decisions that count (at most BREAK_SECONDS). */
+  readonly gaps: number;
+  readonly breaks: number;
+  readonly medianSeconds: number | null;
+  readonly p90Seconds: number | null;
+}
+
+export interface ReviewStats {
+  readonly acceptance: readonly LabellerAcceptance[];
+  readonly agreement: readonly QuestionAgreement[];
+  readonly reliability: readonly Reliability[];
+  readonly time: { readonly breakSeconds: number; readonly reviewers: readonly DecisionTime[] };
+}
+
+const setKey = (labels: readonly string[]): string => (labels.length === 0 ? NO_LABEL : [...labels].sort().join('+'));
+
+const finite = (x: number): number | null => (Number.isFinite(x) ? x : null);
+
+function rate(accepted: number, reviewed: number): Rate {
+  return { accepted, reviewed, rate: reviewed === 0 ? null : accepted / reviewed };
+}
+
+/** Linear interpolation between order statistics (numpy's default); null for no values. */
+export function quantile(values: readonly number[], q: number): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const h = (sorted.length - 1) * q;
+  const lo = Math.floor(h);
+  const low = sorted[lo] as number;
+  const high = sorted[Math.min(lo + 1, sorted.length - 1)] as number;
+  return low + (h - lo) * (high - low);
+}
+
+/**
+ * A proposal is reviewed once per decision in force on its document and question (coders and adjudicators alike)
+ * and accepted when that decision verifies exactly its labels (an accept, or a pick of the same labels). Failed
+ * proposals are left out.
+ */
+function acceptance(crowd: CrowdFolder, decisions: readonly CurrentDecision[]): LabellerAcceptance[] {
+  const total = new Map<string, { accepted: number; reviewed: number }>();
+  const byLabel = new Map<
+    string,
+    Map<string, { question: string; label: string; accepted: number; reviewed: number }>
+  >();
+  for (const d of decisions) {
+    const proposals = crowd.byId.get(d.document)?.proposals.get(d.question) ?? [];
+    const verified = d.verified === null ? null : setKey(d.verified);
+    for (const p of proposals) {
+      if (p.error !== null) continue;
+      const accepted = verified !== null && verified === setKey(p.labels) ? 1 : 0;
+      const t = total.get(p.labeller) ?? { accepted: 0, reviewed: 0 };
+      t.accepted += accepted;
+      t.reviewed += 1;
+      total.set(p.labeller, t);
+      const perLabel = byLabel.get(p.labeller) ?? new Map();
+      for (const label of p.labels.length === 0 ? [NO_LABEL] : p.labels) {
+        const key = JSON.stringify([d.question, label]);
+        const l = perLabel.get(key) ?? { question: d.question, label, accepted: 0, reviewed: 0 };
+        l.accepted += accepted;
+        l.reviewed += 1;
+        perLabel.set(key, l);
+      }
+      byLabel.set(p.labeller, perLabel);
+    }
+  }
+  return [...total.keys()].sort().map((labeller) => {
+    const t = total.get(labeller) as { accepted: number; reviewed: number };
+    const labels = [...(byLabel.get(labeller)?.values() ?? [])].sort(
+      (a, b) => a.question.localeCompare(b.question) || a.label.localeCompare(b.label),
+    );
+    return {
+      labeller,
+      ...rate(t.accepted, t.reviewed),
+      byLabel: labels.map((l) => ({ question: l.question, label: l.label, ...rate(l.accepted, l.reviewed) })),
+    };
+  });
+}
+
+/** Each labeller against the verified labels; a multi-label question compares whole label sets as categories. */
+function agreement(crowd: CrowdFolder, state: ReviewState, labellers: readonly string[]): QuestionAgreement[] {
+  const gold = state.gold();
+  return crowd.questions.map((q: CrowdQuestion) => {
+    const pairs = new Map<string, { verified: string[]; proposed: string[]; failed: number }>(
+      labellers.map((l) => [l, { verified: [], proposed: [], failed: 0 }]),
+    );
+    let verifiedCount = 0;
+    for (const row of gold) {
+      const verified = row.labels.get(q.name) ?? null;
+      if (verified === null) continue;
+      verifiedCount++;
+      for (const p of crowd.byId.get(row.id)?.proposals.get(q.name) ?? []) {
+        const pair = pairs.get(p.labeller);
+        if (pair === undefined) continue;
+        if (p.error !== null) pair.failed++;
+        else {
+          pair.verified.push(setKey(verified));
+          pair.proposed.push(setKey(p.labels));
+        }
+      }
+    }
+    const rows: LabellerAgreement[] = labellers.map((labeller) => {
+      const { verified, proposed, failed } = pairs.get(labeller) as {
+        verified: string[];
+        proposed: string[];
+        failed: number;
+      };
+      const n = verified.length;
+      if (n === 0) return { labeller, n, accuracy: null, kappa: null, failed };
+      const categories = [...new Set([...verified, ...proposed])].sort();
+      const agreeing = verified.filter((v, i) => v === proposed[i]).length;
+      return { labeller, n, accuracy: agreeing / n, kappa: finite(cohenKappa(verified, proposed, categories)), failed };
+    });
+    const ranked = rows
+      .filter((r) => r.accuracy !== null)
+      .sort(
+        (a, b) =>
+          (b.accuracy as number) - (a.accuracy as number) ||
+          (b.kappa ?? -Infinity) - (a.kappa ?? -Infinity) ||
+          a.labeller.localeCompare(b.labeller),
+      );
+    return { question: q.name, verified: verifiedCount, labellers: rows, closest: ranked[0]?.labeller ?? null };
+  });
+}
+
+/** The two coders of each overlap document, per question: their verified label sets (a rejection is a value). */
+function reliability(crowd: CrowdFolder, store: ReviewStore, state: ReviewState): Reliability[] {
+  const coders = new Map<string, number[]>();
+  for (const a of store.allAssignments())
+    if (a.overlap) coders.set(a.document, [...(coders.get(a.document) ?? []), a.reviewerId]);
+  return crowd.questions.map((q) => {
+    const first: string[] = [];
+    const second: string[] = [];
+    for (const [document, ids] of coders) {
+      const values = ids.map((id) => state.decisionsOf(id, document).get(q.name));
+      const [a, b] = values;
+      if (values.length !== 2 || a === undefined || b === undefined) continue;
+      first.push(a.verified === null ? REJECTED : setKey(a.verified));
+      second.push(b.verified === null ? REJECTED : setKey(b.verified));
+    }
+    const n = first.length;
+    if (n === 0) return { question: q.name, n, agreement: null, alpha: null };
+    const same = first.filter((v, i) => v === second[i]).length;
+    return {
+      question: q.name,
+      n,
+      agreement: same / n,
+      alpha: finite(krippendorffAlpha([first, second], { level: 'nominal' }).alpha),
+    };
+  });
+}
+
+/** Seconds between a reviewer's consecutive decision rows (undos left out; replaced decisions took time too). */
+function decisionTimes(store: ReviewStore): DecisionTime[] {
+  const rows = store.history().filter((h) => h.decision !== 'undo');
+  return store.reviewers().map((r) => {
+    const times = rows.filter((h) => h.reviewerId === r.id).map((h) => Date.parse(h.at) / 1000);
+    const gaps: number[] = [];
+    let breaks = 0;
+    for (let i = 1; i < times.length; i++) {
+      const gap = (times[i] as number) - (times[i - 1] as number);
+      if (gap > BREAK_SECONDS) breaks++;
+      else gaps.push(gap);
+    }
+    return {
+      reviewer: r.name,
+      decisions: times.length,
+      gaps: gaps.length,
+      breaks,
+      medianSeconds: quantile(gaps, 0.5),
+      p90Seconds: quantile(gaps, 0.9),
+    };
+  });
+}
+
+export function reviewStats(crowd: CrowdFolder, store: ReviewStore): ReviewStats {
+  const state = new ReviewState(store, crowd);
+  const labellers = [
+    ...new Set(crowd.documents.flatMap((d) => [...d.proposals.values()].flatMap((ps) => ps.map((p) => p.labeller)))),
+  ].sort();
+  return {
+    acceptance: acceptance(crowd, store.current()),
+    agreement: agreement(crowd, state, labellers),
+    reliability: reliability(crowd, store, state),
+    time: { breakSeconds: BREAK_SECONDS, reviewers: decisionTimes(store) },
+  };
+}
+
+const fixed = (x: number | null, digits = 3): string => (x === null ? '-' : x.toFixed(digits));
+
+function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  // Figures right-aligned, names left-aligned.
+  const numeric = header.map((_, i) => rows.every((r) => /^(-?[\d.]+|-)$/.test(r[i] ?? '')));
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => (numeric[i] === true ? c.padStart(widths[i] as number) : c.padEnd(widths[i] as number)))
+      .join('  ')
+      .trimEnd();
+  return [line(header), ...rows.map(line)].map((l) => `  ${l}\n`).join('');
+}
+
+/** The stats as plain-text tables for a terminal. */
+export function formatReviewStats(stats: ReviewStats): string {
+  let out = 'Acceptance (accepted ÷ reviewed proposals; one review per decision in force, failed proposals left out)\n';
+  out += table(
+    ['labeller', 'question', 'label', 'accepted', 'reviewed', 'rate'],
+    stats.acceptance.flatMap((a) => [
+      [a.labeller, '(all)', '(all)', String(a.accepted), String(a.reviewed), fixed(a.rate)],
+      ...a.byLabel.map((l) => [a.labeller, l.question, l.label, String(l.accepted), String(l.reviewed), fixed(l.rate)]),
+    ]),
+  );
+  out += '\nAgreement with the verified labels (documents with a verified label; failed proposals left out)\n';
+  out += table(
+    ['question', 'labeller', 'n', 'accuracy', 'kappa', 'failed', 'closest'],
+    stats.agreement.flatMap((q) =>
+      q.labellers.map((l) => [
+        q.question,
+        l.labeller,
+        String(l.n),
+        fixed(l.accuracy),
+        fixed(l.kappa),
+        String(l.failed),
+        l.labeller === q.closest ? '*' : '',
+      ]),
+    ),
+  );
+  out += "\nInter-coder reliability on the overlap documents (Krippendorff's alpha, nominal; a rejection is a value)\n";
+  out += table(
+    ['question', 'n', 'agreement', 'alpha'],
+    stats.reliability.map((r) => [r.question, String(r.n), fixed(r.agreement), fixed(r.alpha)]),
+  );
+  out += `\nSeconds per decision (gaps over ${stats.time.breakSeconds} s between decisions are breaks, left out)\n`;
+  out += table(
+    ['reviewer', 'decisions', 'gaps', 'breaks', 'median', 'p90'],
+    stats.time.reviewers.map((t) => [
+      t.reviewer,
+      String(t.decisions),
+      String(t.gaps),
+      String(t.breaks),
+      fixed(t.medianSeconds, 1),
+      fixed(t.p90Seconds, 1),
+    ]),
+  );
+  return out;
+}

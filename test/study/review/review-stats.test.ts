@@ -1,0 +1,183 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, it, mock } from 'node:test';
+
+import { readCrowdFolder, type CrowdFolder } from '../../../study/review/crowd-folder.js';
+import { formatReviewStats, reviewStats, type ReviewStats } from '../../../study/review/review-stats.js';
+import { ReviewStore, type DecisionKind } from '../../../study/review/review-store.js';
+import { CLI } from '../../helpers/analysis-files.js';
+import { writeCrowdFolder } from '../../helpers/crowd-folder.js';
+
+/** Cohen's kappa written out from its definition, (p_o − p_e) / (1 − p_e). */
+function kappa(a: readonly string[], b: readonly string[]): number {
+  const n = a.length;
+  const observed = a.filter((x, i) => x === b[i]).length / n;
+  let expected = 0;
+  for (const c of new Set([...a, ...b]))
+    expected += (a.filter((x) => x === c).length / n) * (b.filter((x) => x === c).length / n);
+  return (observed - expected) / (1 - expected);
+}
+
+/** Nominal alpha for two coders with every unit coded by both: 1 − D_o / D_e over the pooled values. */
+function alpha(a: readonly string[], b: readonly string[]): number {
+  const values = [...a, ...b];
+  const n = values.length;
+  const observed = (2 * a.filter((x, i) => x !== b[i]).length) / n;
+  const counts = [...new Set(values)].map((c) => values.filter((v) => v === c).length);
+  const expected = (n * n - counts.reduce((s, c) => s + c * c, 0)) / (n * (n - 1));
+  return 1 - observed / expected;
+}
+
+describe('review stats', () => {
+  let dir: string;
+  let crowd: CrowdFolder;
+  let db: string;
+  let stats: ReviewStats;
+
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'rescale-review-stats-'));
+    // Six documents. keyword: neg neu pos neg neu pos; gpt: neg pos pos neu (failed) neg.
+    await writeCrowdFolder(path.join(dir, 'crowd'), 6);
+    crowd = await readCrowdFolder(path.join(dir, 'crowd'));
+    db = path.join(dir, 'review.db');
+    const store = ReviewStore.open(db);
+    mock.timers.enable({ apis: ['Date'], now: Date.parse('2026-03-01T09:00:00Z') });
+    try {
+      const ana = store.addReviewer('ana', 'coder').reviewer.id;
+      const ben = store.addReviewer('ben', 'coder').reviewer.id;
+      const cleo = store.addReviewer('cleo', 'adjudicator').reviewer.id;
+      // With two coders and --overlap 1 both coders get every document.
+      store.assign(
+        crowd.documents.map((d) => d.id),
+        1,
+        3,
+      );
+      let key = 0;
+      const decide = (reviewerId: number, doc: number, decision: DecisionKind, label: string, after = 0): void => {
+        mock.timers.tick(after * 1000);
+        const document = crowd.documents[doc]?.id as string;
+        store.decide({ reviewerId, key: `k${key++}`, document, question: 'sentiment', decision, labels: [label] });
+      };
+      decide(ana, 0, 'accept', 'negative');
+      decide(ana, 1, 'pick', 'positive', 10);
+      decide(ana, 2, 'accept', 'positive', 20);
+      decide(ana, 3, 'accept', 'negative', 30);
+      mock.timers.tick(5000);
+      store.undoLast(ana, `k${key++}`);
+      decide(ana, 3, 'pick', 'neutral', 40);
+      decide(ana, 4, 'accept', 'neutral', 700); // a break
+      decide(ana, 5, 'reject', 'positive', 50);
+
+      decide(ben, 0, 'accept', 'negative', 12);
+      decide(ben, 1, 'accept', 'neutral', 12);
+      decide(ben, 2, 'accept', 'positive', 12);
+      decide(ben, 3, 'pick', 'neutral', 12);
+      decide(ben, 4, 'pick', 'positive', 12);
+      decide(ben, 5, 'reject', 'positive', 12);
+
+      decide(cleo, 1, 'pick', 'positive', 100);
+      decide(cleo, 4, 'pick', 'neutral', 60);
+    } finally {
+      mock.timers.reset();
+    }
+    try {
+      stats = reviewStats(crowd, store);
+    } finally {
+      store.close();
+    }
+  });
+
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('counts a proposal accepted when a decision in force verifies exactly its labels', () => {
+    // keyword: ana 3/6, ben 3/6, cleo 1/2; gpt (document 5 failed, left out): ana 4/5, ben 3/5, cleo 1/1.
+    const [gpt, keyword] = stats.acceptance;
+    assert.deepEqual(
+      stats.acceptance.map((a) => [a.labeller, a.accepted, a.reviewed]),
+      [
+        ['gpt', 8, 11],
+        ['keyword', 7, 14],
+      ],
+    );
+    assert.equal(keyword?.rate, 0.5);
+    assert.deepEqual(
+      keyword?.byLabel.map((l) => [l.label, l.accepted, l.reviewed]),
+      [
+        ['negative', 2, 4],
+        ['neutral', 3, 6],
+        ['positive', 2, 4],
+      ],
+    );
+    assert.deepEqual(
+      gpt?.byLabel.map((l) => [l.label, l.accepted, l.reviewed, l.rate]),
+      [
+        ['negative', 2, 4, 0.5],
+        ['neutral', 2, 2, 1],
+        ['positive', 4, 5, 0.8],
+      ],
+    );
+  });
+
+  it("scores each labeller's proposals against the verified labels and names the closest", () => {
+    // Verified: negative, positive (adjudicated), positive, neutral, neutral (adjudicated); document 6 rejected.
+    const gold = ['negative', 'positive', 'positive', 'neutral', 'neutral'];
+    const keyword = ['negative', 'neutral', 'positive', 'negative', 'neutral'];
+    const [q] = stats.agreement;
+    assert.equal(q?.question, 'sentiment');
+    assert.equal(q?.verified, 5);
+    assert.equal(q?.closest, 'gpt');
+    const byName = new Map(q?.labellers.map((l) => [l.labeller, l]));
+    assert.equal(byName.get('keyword')?.n, 5);
+    assert.equal(byName.get('keyword')?.accuracy, 0.6);
+    assert.ok(Math.abs((byName.get('keyword')?.kappa as number) - kappa(gold, keyword)) < 1e-12);
+    assert.ok(Math.abs((byName.get('keyword')?.kappa as number) - 0.28 / 0.68) < 1e-12);
+    assert.deepEqual(
+      [byName.get('gpt')?.n, byName.get('gpt')?.accuracy, byName.get('gpt')?.kappa, byName.get('gpt')?.failed],
+      [4, 1, 1, 1],
+    );
+  });
+
+  it("measures the two coders' agreement on the overlap documents with Krippendorff's alpha", () => {
+    const ana = ['negative', 'positive', 'positive', 'neutral', 'neutral', '(rejected)'];
+    const ben = ['negative', 'neutral', 'positive', 'neutral', 'positive', '(rejected)'];
+    const [r] = stats.reliability;
+    assert.equal(r?.n, 6);
+    assert.equal(r?.agreement, 4 / 6);
+    assert.ok(Math.abs((r?.alpha as number) - alpha(ana, ben)) < 1e-12);
+    assert.ok(Math.abs((r?.alpha as number) - 60 / 104) < 1e-12);
+  });
+
+  it('reports seconds between consecutive decisions per reviewer, leaving out breaks and undos', () => {
+    assert.equal(stats.time.breakSeconds, 600);
+    assert.deepEqual(
+      stats.time.reviewers.map((t) => [t.reviewer, t.decisions, t.gaps, t.breaks, t.medianSeconds, t.p90Seconds]),
+      [
+        // ana's gaps: 10 20 30 45 50 (the undo sits inside the 45), one 700 s break.
+        ['ana', 7, 5, 1, 30, 48],
+        ['ben', 6, 5, 0, 12, 12],
+        ['cleo', 2, 1, 0, 60, 60],
+      ],
+    );
+  });
+
+  it('prints the tables and writes the same figures as JSON from the command line', async () => {
+    const json = path.join(dir, 'stats.json');
+    const out = spawnSync(
+      process.execPath,
+      ['--import', 'tsx', CLI, 'review', 'stats', '--crowd', crowd.dir, '--db', db, '--json', json],
+      { encoding: 'utf8' },
+    );
+    assert.equal(out.status, 0, out.stderr);
+    assert.equal(out.stdout, formatReviewStats(stats));
+    assert.match(out.stdout, /^ {2}keyword +\(all\) +\(all\) +7 +14 +0\.500$/m);
+    assert.match(out.stdout, /^ {2}sentiment +gpt +4 +1\.000 +1\.000 +1 +\*$/m);
+    assert.match(out.stdout, /^ {2}ana +7 +5 +1 +30\.0 +48\.0$/m);
+    assert.match(out.stdout, /gaps over 600 s between decisions are breaks/);
+    assert.deepEqual(JSON.parse(await readFile(json, 'utf8')), JSON.parse(JSON.stringify(stats)));
+  });
+});
