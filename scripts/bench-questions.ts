@@ -269,8 +269,12 @@ async function main(): Promise<void> {
     '',
     `${result.host.cpu ?? 'CPU'} (${result.host.cores} cores), ${threads} threads, ${result.model} (${info.build}), ` +
       `${count} documents of ~${DOC_TOKENS} tokens, ${rounds} interleaved rounds. 1-minute load average ` +
-      `${f(Math.min(...loads), 1)}–${f(Math.max(...loads), 1)} during the run: docs/s is only indicative; rerun on a ` +
-      'quiet machine before quoting it. Tokens per document are deterministic.',
+      `${f(Math.min(...loads), 1)}–${f(Math.max(...loads), 1)} during the run` +
+      // The run's own threads load the machine up to `threads`; more than that means other work shared the cores.
+      (Math.max(...loads) > threads + 0.5
+        ? ': other work shared the cores, so docs/s is only indicative; rerun on a quiet machine before quoting it.'
+        : ' (this run alone).') +
+      ' Tokens per document are deterministic.',
     '',
     '| scoring | tokens/doc | docs/s | docs/s per round |',
     '|---|---:|---:|---|',
