@@ -79,6 +79,8 @@ export class LabelScorer implements DocumentScorer {
    * list question, every list of its grammar.
    */
   readonly labelTokens: readonly (readonly Token[])[];
+  /** Per question, the indexes of its prompt units (fixed by the codebook, so found once). */
+  private readonly unitsOf: readonly (readonly number[])[];
 
   private busy: Promise<unknown> = Promise.resolve();
   private disposed = false;
@@ -98,6 +100,7 @@ export class LabelScorer implements DocumentScorer {
   ) {
     this.questions = scoredQuestions(codebook);
     this.units = promptUnits(this.questions);
+    this.unitsOf = this.questions.map((_, q) => this.units.flatMap((unit, u) => (unit.question === q ? [u] : [])));
     this.labels = (this.questions[0] as Question).labels;
     this.labelTokens = answerTokens(tries[0] as UnitScorer);
   }
@@ -108,7 +111,7 @@ export class LabelScorer implements DocumentScorer {
    */
   get questionLabelTokens(): readonly (readonly (readonly Token[])[])[] {
     return this.questions.map((_, q) =>
-      answerTokens(this.tries[this.units.findIndex((u) => u.question === q)] as UnitScorer),
+      answerTokens(this.tries[(this.unitsOf[q] as readonly number[])[0] as number] as UnitScorer),
     );
   }
 
@@ -322,7 +325,7 @@ export class LabelScorer implements DocumentScorer {
     const tokens = scores.reduce((n, score) => n + score.tokens, documentTokens);
     const failed: string[] = [];
     const answers = this.questions.map((question, q): QuestionAnswer => {
-      const own = scores.filter((_, u) => this.units[u]?.question === q);
+      const own = (this.unitsOf[q] as readonly number[]).map((u) => scores[u] as UnitScore);
       if (question.multiLabel?.format === 'list') {
         const answer = labelSetAnswer(question.labels, own[0] as SetScore);
         if (answer.probabilities === null) failed.push(question.name);
