@@ -105,6 +105,13 @@ export interface QuestionAnswer {
    * model gave every allowed token probability 0). Else absent.
    */
   readonly unscoredMass?: number | null;
+  /**
+   * A list multi-label question: the greedy constrained decode's set (argmax allowed token at each step among those
+   * that can still end in a valid list), in codebook order; from the same walk, no extra decodes. Else absent.
+   */
+  readonly greedyLabels?: readonly string[] | null;
+  /** A list multi-label question: the mass of entering a list that repeats a label (sets + unscored + invalid = 1). */
+  readonly invalidMass?: number | null;
   /** Who gave `label`: the fallback when it answered this question, else the local model (absent: local). */
   readonly source?: ResultSource;
   /** The local model's top label when the fallback's replaced it; absent means equal to `label`. */

@@ -43,8 +43,9 @@ export interface ResultQuestion {
   /** Absent for single-label questions (so files and metadata written before multi-label questions read the same). */
   readonly type?: QuestionType;
   /**
-   * A multi-label question answered as one list (`multi_label.format: list`): its group adds `__set_probability` and
-   * `__unscored_mass`. Absent otherwise (so per_label and single-label files and metadata read as before).
+   * A multi-label question answered as one list (`multi_label.format: list`): its group adds `__set_probability`,
+   * `__unscored_mass`, `__greedy_labels` and `__invalid_mass`. Absent otherwise (so per_label and single-label files
+   * and metadata read as before).
    */
   readonly format?: 'list';
   /**
@@ -125,7 +126,10 @@ interface QuestionColumns {
   decodeOpinions(cell: Cell): Pick<RowAnswer, 'localLabel' | 'fallback'>;
   /** Columns added after the opinions (read as nulls from older files). */
   readonly added: readonly ResultColumn[];
-  decodeAdded(cell: Cell): Pick<RowAnswer, 'labelMass'> & Pick<QuestionAnswer, 'setProbability' | 'unscoredMass'>;
+  decodeAdded(
+    cell: Cell,
+  ): Pick<RowAnswer, 'labelMass'> &
+    Pick<QuestionAnswer, 'setProbability' | 'unscoredMass' | 'greedyLabels' | 'invalidMass'>;
   /** Several questions, a routed question only: who answered it, and both opinions. */
   readonly routed: readonly ResultColumn[];
   decodeRouted(cell: Cell): Pick<QuestionAnswer, 'source' | 'localLabel' | 'fallback'>;
@@ -476,7 +480,9 @@ function questionColumns(
 function multiLabelColumns(
   question: ResultQuestion,
   name: (base: string) => string,
-  answer: (row: ResultRow) => RowAnswer & Pick<QuestionAnswer, 'labels' | 'setProbability' | 'unscoredMass'>,
+  answer: (
+    row: ResultRow,
+  ) => RowAnswer & Pick<QuestionAnswer, 'labels' | 'setProbability' | 'unscoredMass' | 'greedyLabels' | 'invalidMass'>,
 ): QuestionColumns {
   const labels = utf8ListColumn(name('labels'), (r) => answer(r).labels ?? null);
   const confidence = float64Column(name('confidence'), (r) => answer(r).confidence);
@@ -489,19 +495,25 @@ function multiLabelColumns(
   const list = question.format === 'list';
   const setProbability = float64Column(name('set_probability'), (r) => answer(r).setProbability ?? null);
   const unscoredMass = float64Column(name('unscored_mass'), (r) => answer(r).unscoredMass ?? null);
+  // Added after them (null in files written before): the greedy constrained decode's set and the invalid mass.
+  const greedyLabels = utf8ListColumn(name('greedy_labels'), (r) => answer(r).greedyLabels ?? null, 'nulls');
+  const invalidMass = float64Column(name('invalid_mass'), (r) => answer(r).invalidMass ?? null, 'nulls');
   return {
     scores: [labels, confidence, margin, ...probabilities],
     opinions: [],
     // The fallback answers single-label questions only (a multi-label one with a fallback is refused).
     routed: [],
     decodeRouted: () => ({}),
-    added: list ? [labelMass, setProbability, unscoredMass] : [labelMass],
+    added: list ? [labelMass, setProbability, unscoredMass, greedyLabels, invalidMass] : [labelMass],
     decodeAdded: (cell) => {
       const mass = cell(labelMass) as number | null;
+      const greedy = list ? (cell(greedyLabels) as Iterable<string> | null) : null;
       const scores = list
         ? {
             setProbability: cell(setProbability) as number | null,
             unscoredMass: cell(unscoredMass) as number | null,
+            greedyLabels: greedy === null ? null : Array.from(greedy),
+            invalidMass: cell(invalidMass) as number | null,
           }
         : {};
       return { ...(mass === null ? {} : { labelMass: mass }), ...scores };
@@ -546,7 +558,11 @@ function utf8Column(
 }
 
 /** A list of strings (Arrow List<Utf8>, Parquet's three-level LIST of UTF8); the list itself may be null. */
-function utf8ListColumn(name: string, get: (row: ResultRow) => readonly string[] | null): ResultColumn {
+function utf8ListColumn(
+  name: string,
+  get: (row: ResultRow) => readonly string[] | null,
+  legacy: LegacyColumn | null = null,
+): ResultColumn {
   const item = new Field('element', new Utf8(), false);
   return {
     name,
@@ -576,7 +592,7 @@ function utf8ListColumn(name: string, get: (row: ResultRow) => readonly string[]
         child,
       });
     },
-    legacy: null,
+    legacy,
   };
 }
 

@@ -120,7 +120,8 @@ async function checkAgainstReference(file: string, codebookFile: string): Promis
   const read = await queryDuckDB(
     `SELECT subjects__labels AS labels, subjects__confidence AS confidence, subjects__margin AS margin, ` +
       `subjects__p_social AS p0, subjects__p_law AS p1, subjects__p_arts AS p2, subjects__label_mass AS mass, ` +
-      `subjects__set_probability AS setp, subjects__unscored_mass AS unscored, status ` +
+      `subjects__set_probability AS setp, subjects__unscored_mass AS unscored, ` +
+      `subjects__greedy_labels AS greedy, subjects__invalid_mass AS invalid, status ` +
       `FROM read_parquet('${sqlString(file)}') ORDER BY row`,
   );
   assert.deepEqual(
@@ -132,7 +133,8 @@ async function checkAgainstReference(file: string, codebookFile: string): Promis
   references.forEach((reference, i) => {
     const row = read[i] as Record<string, unknown>;
     if (reference === null) {
-      for (const column of ['labels', 'confidence', 'p0', 'setp', 'unscored']) assert.equal(row[column], null);
+      for (const column of ['labels', 'confidence', 'p0', 'setp', 'unscored', 'greedy', 'invalid'])
+        assert.equal(row[column], null);
       return;
     }
     assert.deepEqual(
@@ -144,6 +146,13 @@ async function checkAgainstReference(file: string, codebookFile: string): Promis
     same(row['setp'], reference.setProbability as number, 'set probability');
     same(row['confidence'], reference.setProbability as number, 'confidence');
     same(row['unscored'], reference.unscoredMass, 'unscored mass');
+    same(row['invalid'], reference.invalidMass, 'invalid mass');
+    assert.notEqual(reference.greedy, null);
+    assert.deepEqual(
+      row['greedy'],
+      (reference.greedy ?? []).map((l) => names[l]),
+      `row ${i} greedy decode`,
+    );
     same(row['mass'], reference.listMass, 'label mass');
     [row['p0'], row['p1'], row['p2']].forEach((p, l) => same(p, reference.marginals[l] as number, `p_${names[l]}`));
     const others = [...reference.sets.entries()].filter(([key]) => key !== (reference.top ?? []).join(','));
@@ -168,7 +177,7 @@ describe('rescale run with a list multi-label question', () => {
         await runLocalMode({ codebook: codebookFile, input: [input], output: out(name), shardRows: 4, env: {} });
 
       const types = await duckDBTypes(out('a'));
-      assert.deepEqual(Object.keys(types).slice(0, 11), [
+      assert.deepEqual(Object.keys(types).slice(0, 13), [
         'id',
         'row',
         'subjects__labels',
@@ -180,8 +189,11 @@ describe('rescale run with a list multi-label question', () => {
         'subjects__label_mass',
         'subjects__set_probability',
         'subjects__unscored_mass',
+        'subjects__greedy_labels',
+        'subjects__invalid_mass',
       ]);
       assert.equal(types['subjects__labels'], 'VARCHAR[]');
+      assert.equal(types['subjects__greedy_labels'], 'VARCHAR[]');
       const read = await checkAgainstReference(out('a'), codebookFile);
       // The sets hold real mass: the top set is a proper probability.
       assert.ok((read[0]?.['setp'] as number) > 0 && (read[0]?.['setp'] as number) <= 1);

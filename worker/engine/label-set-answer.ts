@@ -1,5 +1,5 @@
 // A list multi-label question's answer (`format: list`) from its set score: the most probable label set, its
-// probability as the confidence, and each label's marginal P(label ∈ set).
+// probability as the confidence, each label's marginal P(label ∈ set), and the greedy constrained decode's set.
 
 import type { Label } from '../../contracts/codebook.js';
 import type { QuestionAnswer } from '../../contracts/results.js';
@@ -11,7 +11,8 @@ import type { SetScore } from './label-set-scorer.js';
  * Probabilities, labels and scores are null when no set scored (the model gave every list probability 0).
  */
 export function labelSetAnswer(labels: readonly Label[], score: SetScore): QuestionAnswer {
-  const { top, setProbability, unscoredMass } = score;
+  const { top, setProbability, unscoredMass, invalidMass } = score;
+  const greedyLabels = score.greedy === null ? null : score.greedy.map((l) => (labels[l] as Label).name);
   if (top === null || setProbability === null) {
     return {
       label: null,
@@ -23,6 +24,8 @@ export function labelSetAnswer(labels: readonly Label[], score: SetScore): Quest
       labelMass: score.listMass,
       setProbability: null,
       unscoredMass,
+      greedyLabels,
+      invalidMass,
     };
   }
   const topKey = top.join(',');
@@ -38,5 +41,7 @@ export function labelSetAnswer(labels: readonly Label[], score: SetScore): Quest
     labelMass: score.listMass,
     setProbability,
     unscoredMass,
+    greedyLabels,
+    invalidMass,
   };
 }
