@@ -12,6 +12,7 @@ import { createReviewServer } from '../study/review/review-server.js';
 import { ReviewState } from '../study/review/review-state.js';
 import { formatReviewStats, reviewStats } from '../study/review/review-stats.js';
 import { ReviewStore, type Role } from '../study/review/review-store.js';
+import { assertSeed } from '../study/evaluation/seeded-random.js';
 
 export const REVIEW_USAGE = `  rescale review serve --crowd DIR --db FILE [--host 127.0.0.1] [--port 8377]
       The review web app: reviewers log in with their link, accept or reject the crowd's proposals or pick another
@@ -21,9 +22,11 @@ export const REVIEW_USAGE = `  rescale review serve --crowd DIR --db FILE [--hos
   rescale review assign --crowd DIR --db FILE --overlap 0.2 --seed S
       Every document to one coder and the --overlap share to two (seeded, deterministic); the documents two coders
       decide differently go to the adjudicators.
-  rescale review export --crowd DIR --db FILE --out DIR [--codebook C]
+  rescale review export --crowd DIR --db FILE --out DIR [--codebook C] [--sizes 50,100,200 --seed S]
       gold.parquet (id, text, verified labels per question, reviewers, adjudicated) and training chat JSONL per
       single-label question, rendered as "rescale sample" renders it (with --codebook: the codebook's prompt).
+      --sizes: also train-050.jsonl, train-100.jsonl, ... for a learning curve, nested (each holds the smaller
+      ones) and stratified by the verified label, fixed by --seed. export.json lists every file with its sha256.
   rescale review stats --crowd DIR --db FILE [--json OUT]
       Acceptance rate per labeller and label, each labeller's accuracy and Cohen's kappa against the verified labels,
       Krippendorff's alpha of the two coders on the overlap documents, and seconds per decision (median, p90).
@@ -41,6 +44,7 @@ const options = {
   seed: { type: 'string' },
   out: { type: 'string' },
   codebook: { type: 'string' },
+  sizes: { type: 'string' },
   json: { type: 'string' },
   'log-level': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
@@ -65,6 +69,18 @@ function number(name: string, value: string): number {
   if (value.trim() === '' || !Number.isFinite(n))
     throw new RescaleError('CONFIG_INVALID', `--${name} must be a number, got "${value}"`);
   return n;
+}
+
+function sizesOf(value: string): number[] {
+  return value.split(',').map((item) => {
+    const n = Number(item.trim());
+    if (item.trim() === '' || !Number.isInteger(n) || n < 1)
+      throw new RescaleError(
+        'CONFIG_INVALID',
+        `--sizes must be a comma-separated list of positive whole numbers, e.g. 50,100,200; got "${value}"`,
+      );
+    return n;
+  });
 }
 
 function hostInUrl(host: string): string {
@@ -130,21 +146,36 @@ export async function runReviewCommand(argv: readonly string[], signal: AbortSig
       return 0;
     }
     case 'export': {
+      const sizes = values.sizes === undefined ? undefined : sizesOf(values.sizes);
+      const seed = values.seed === undefined ? undefined : number('seed', values.seed);
+      if (seed !== undefined) assertSeed(seed, '--seed');
+      if (seed !== undefined && sizes === undefined)
+        throw new RescaleError(
+          'CONFIG_INVALID',
+          '--seed applies to the --sizes subsets; give --sizes or leave --seed out',
+        );
       const crowd = await readCrowdFolder(required('crowd', values.crowd));
       const codebook = values.codebook === undefined ? undefined : await loadCodebook(values.codebook);
-      const store = ReviewStore.open(required('db', values.db));
+      const out = required('out', values.out);
+      const store = ReviewStore.open(required('db', values.db), '--db', { mustExist: true });
       try {
-        const summary = await exportReview(
-          crowd,
-          new ReviewState(store, crowd).gold(),
-          required('out', values.out),
-          codebook,
-        );
+        const summary = await exportReview(crowd, new ReviewState(store, crowd).gold(), out, {
+          ...(codebook !== undefined ? { codebook } : {}),
+          ...(sizes !== undefined ? { sizes } : {}),
+          ...(seed !== undefined ? { seed } : {}),
+          db: store.file,
+        });
         process.stdout.write(
           `wrote ${summary.gold}: ${summary.documents} reviewed documents, ${summary.adjudicated} adjudicated\n`,
         );
         for (const t of summary.training)
           process.stdout.write(`wrote ${t.file}: ${t.examples} examples (${t.question})\n`);
+        for (const s of summary.subsets)
+          process.stdout.write(
+            `wrote ${s.file}: ${s.size} examples (${s.question}: ` +
+              `${s.counts.map((c) => `${c.label} ${c.count}`).join(', ')})\n`,
+          );
+        process.stdout.write(`wrote ${summary.manifest}\n`);
       } finally {
         store.close();
       }
@@ -152,7 +183,7 @@ export async function runReviewCommand(argv: readonly string[], signal: AbortSig
     }
     case 'stats': {
       const crowd = await readCrowdFolder(required('crowd', values.crowd));
-      const store = ReviewStore.open(required('db', values.db));
+      const store = ReviewStore.open(required('db', values.db), '--db', { mustExist: true });
       try {
         const stats = reviewStats(crowd, store);
         if (values.json !== undefined) {

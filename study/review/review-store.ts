@@ -3,7 +3,7 @@
 // is derived. Each write is one transaction; a repeated form post carries the same key and records nothing twice.
 
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
@@ -149,13 +149,42 @@ export class ReviewStore {
     readonly file: string,
   ) {}
 
-  /** Opens (creating when absent) the database; `option` names where the path came from for errors. */
-  static open(file: string, option = '--db'): ReviewStore {
+  /**
+   * Opens the database, creating it when absent; with `mustExist` (commands that only read a review) a missing file
+   * or one that is not a review database is an error. `option` names where the path came from for errors.
+   */
+  static open(file: string, option = '--db', settings: { mustExist?: boolean } = {}): ReviewStore {
     const absolute = path.resolve(file);
+    if (settings.mustExist === true) {
+      if (!existsSync(absolute))
+        throw new RescaleError(
+          'INPUT_NOT_FOUND',
+          `${option} ${absolute} does not exist; pass the review database written by "rescale review" ` +
+            '(add-reviewer, assign, serve)',
+        );
+      if (statSync(absolute).isDirectory())
+        throw new RescaleError(
+          'INPUT_INVALID',
+          `${option} ${absolute} is a folder; pass the review database file (e.g. review.db)`,
+        );
+    }
     let db: Database.Database;
     try {
       mkdirSync(path.dirname(absolute), { recursive: true });
-      db = new Database(absolute);
+      db = new Database(absolute, { fileMustExist: settings.mustExist === true });
+      if (settings.mustExist === true) {
+        const tables = db
+          .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('reviewers', 'decisions')")
+          .all();
+        if (tables.length !== 2) {
+          db.close();
+          throw new RescaleError(
+            'INPUT_INVALID',
+            `${option} ${absolute} is an SQLite file but not a review database (it has no reviewers and decisions ` +
+              'tables); pass the file written by "rescale review"',
+          );
+        }
+      }
       db.pragma('journal_mode = WAL');
       // WAL with synchronous=FULL: a committed decision survives a killed server and a power cut alike.
       db.pragma('synchronous = FULL');
@@ -163,8 +192,9 @@ export class ReviewStore {
       db.pragma('busy_timeout = 5000');
       db.exec(SCHEMA);
     } catch (cause) {
+      if (cause instanceof RescaleError) throw cause;
       throw new RescaleError(
-        'OUTPUT_NOT_WRITABLE',
+        settings.mustExist === true ? 'INPUT_INVALID' : 'OUTPUT_NOT_WRITABLE',
         `${option} ${absolute}: cannot open it as the review database (${errorMessage(cause)}); pass a file you can ` +
           'write, or one written by "rescale review"',
         { cause },
