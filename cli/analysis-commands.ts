@@ -51,6 +51,8 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
         --text-column C --label-column C --id-column C   (defaults text, gold, id)
         --codebook C       render prompts and answers exactly as the codebook does (recommended); with several
                            questions, gold columns named after them and an example per document and question
+                           (per label for a per_label question); a raw codebook writes prompt/completion JSONL
+        --truth-separator S   a multi-label gold column is a string of labels separated by S (else a list column)
   rescale report RESULTS.parquet [--gold G.parquet] [--out report.html] [options]
       One self-contained HTML page: label distribution, confidence histogram, fallback routing, throughput;
       with --gold also evaluation, confusion matrix and reliability diagram.
@@ -352,6 +354,9 @@ export async function runAnalysisCommand(
         heldOut,
         outDir: need('out', values.out),
         ...(values.codebook !== undefined ? { codebook: await loadCodebook(values.codebook) } : {}),
+        ...(values['truth-separator'] !== undefined
+          ? { truthSeparator: need('truth-separator', values['truth-separator']) }
+          : {}),
       });
       write(formatSample(sample));
       return 0;

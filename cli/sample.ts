@@ -14,6 +14,13 @@ export function formatSample(sample: TrainingSample): string {
       `note: left out ${manifest.skipped.noLabel} rows without a label and ${manifest.skipped.noText} without text`,
     );
   }
+  const { overMaxLabels = 0, emptySet = 0 } = manifest.skipped;
+  if (overMaxLabels + emptySet > 0) {
+    out.push(
+      `note: left out ${overMaxLabels} rows whose gold set has more labels than a list question's max_labels and ` +
+        `${emptySet} with an empty set where allow_empty is false (the list cannot answer them)`,
+    );
+  }
   const prompt =
     manifest.prompt.source === 'codebook'
       ? `from the codebook ${manifest.prompt.codebook ?? ''}`
@@ -27,6 +34,13 @@ export function formatSample(sample: TrainingSample): string {
     ...manifest.subsets.map((s) => [`train ${s.size}`, String(s.size), ...countsOf(s.counts), s.jsonl]),
   ];
   out.push('', formatTable(header, rows, ['left', ...header.slice(1, -1).map(() => 'right' as const), 'left']));
+  if (manifest.stratifiedBy?.by === 'rarest label') {
+    out.push(
+      '',
+      `${manifest.stratifiedBy.question} is multi-label: the counts are documents holding each label; the splits ` +
+        "are stratified by each document's rarest label (sample.json lists the strata)",
+    );
+  }
   out.push(
     '',
     `each training subset contains the smaller ones; none touches the held-out split (${manifest.poolSize} ` +

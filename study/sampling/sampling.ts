@@ -166,3 +166,32 @@ export function nestedStratifiedSubsets(
   }
   return { seed, heldOut, poolSize, subsets };
 }
+
+/** The stratum of a document whose multi-label set is empty (no label name is empty). */
+export const EMPTY_SET_STRATUM = '';
+
+/**
+ * Strata for a multi-label question: each document's rarest label, the one of its labels held by the fewest documents
+ * of all (ties: the earlier in `order`, the codebook's label order); EMPTY_SET_STRATUM for an empty set. Stratified by
+ * it, every label is spread over the splits in proportion at least through the documents where it is the rarest, so a
+ * rare label cannot vanish from a small subset by the draw (only by rounding); common labels, which ride along on
+ * most documents, follow closely. One stratum per document keeps the nested allocation of nestedStratifiedSubsets, so
+ * nesting holds as for single labels.
+ */
+export function rarestLabelStrata(sets: readonly (readonly string[])[], order: readonly string[]): string[] {
+  const held = new Map<string, number>(order.map((label) => [label, 0]));
+  for (const set of sets) for (const label of new Set(set)) held.set(label, (held.get(label) ?? 0) + 1);
+  const rank = new Map(order.map((label, i) => [label, i]));
+  const rankOf = (label: string): number => rank.get(label) ?? order.length;
+  return sets.map((set) => {
+    let rarest: string | null = null;
+    for (const label of set) {
+      if (rarest === null) rarest = label;
+      else {
+        const [a, b] = [held.get(label) ?? 0, held.get(rarest) ?? 0];
+        if (a < b || (a === b && rankOf(label) < rankOf(rarest))) rarest = label;
+      }
+    }
+    return rarest ?? EMPTY_SET_STRATUM;
+  });
+}

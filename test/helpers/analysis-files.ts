@@ -10,7 +10,7 @@ import { sqlString, withDuckDB } from '../../scripts/harness/parquet.js';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const CLI = path.join(ROOT, 'cli', 'rescale.ts');
 
-export type DuckType = 'BIGINT' | 'INTEGER' | 'VARCHAR' | 'DOUBLE';
+export type DuckType = 'BIGINT' | 'INTEGER' | 'VARCHAR' | 'DOUBLE' | 'VARCHAR[]';
 
 /** Writes rows to Parquet through DuckDB with the given column types (and key-value metadata). */
 export async function writeRowsParquet(

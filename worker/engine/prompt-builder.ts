@@ -10,7 +10,7 @@ import {
   type Token,
 } from 'node-llama-cpp';
 import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Question } from '../../contracts/codebook.js';
-import { promptVariables } from '../../contracts/prompt-text.js';
+import { firstCodePoints, promptVariables } from '../../contracts/prompt-text.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
 
 export interface FittedDocument {
@@ -226,18 +226,6 @@ export class PromptBuilder {
 interface RawPart {
   readonly text: string;
   readonly special: boolean;
-}
-
-/** The first `chars` code points of `text`, as Python's `text[:chars]`. */
-function firstCodePoints(text: string, chars: number): string {
-  let end = 0;
-  let count = 0;
-  for (const ch of text) {
-    if (count === chars) return text.slice(0, end);
-    end += ch.length;
-    count++;
-  }
-  return text;
 }
 
 /** The parts cut to their first `chars` code points in all; the same array when nothing is cut. */

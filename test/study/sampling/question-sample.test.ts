@@ -66,8 +66,8 @@ describe('rescale sample with several questions', () => {
         codebook: book,
       });
       assert.deepEqual(sample.manifest.questions, [
-        { name: 'sentiment', labels: ['negative', 'neutral', 'positive'] },
-        { name: 'polarity', labels: ['negative', 'positive'] },
+        { name: 'sentiment', labels: ['negative', 'neutral', 'positive'], goldColumn: 'sentiment' },
+        { name: 'polarity', labels: ['negative', 'positive'], goldColumn: 'polarity' },
       ]);
       assert.equal(sample.manifest.skipped.noLabel, 1, 'a row without every question’s label is left out');
       const docs = sample.subsets[0]?.documents ?? [];

@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 
 import { isRescaleError } from '../../../contracts/errors.js';
-import { nestedStratifiedSubsets, proportionalAllocation } from '../../../study/sampling/sampling.js';
+import {
+  EMPTY_SET_STRATUM,
+  nestedStratifiedSubsets,
+  proportionalAllocation,
+  rarestLabelStrata,
+} from '../../../study/sampling/sampling.js';
 import { createSeededRandom, shuffled } from '../../../study/evaluation/seeded-random.js';
 
 /** 600 'a', 300 'b', 100 'c' in a mixed order. */
@@ -175,5 +180,40 @@ describe('proportionalAllocation', () => {
         previous = allocation;
       }
     }
+  });
+});
+
+describe('rarestLabelStrata', () => {
+  it('puts each document in the stratum of its label held by the fewest documents, ties by label order', () => {
+    // held: a 5, b 3, c 3 (b before c in the order), d 2, e 0.
+    const sets = [['a'], ['a', 'b'], ['b', 'a', 'c'], ['d', 'a'], ['b', 'd', 'c'], [], ['c', 'a']];
+    assert.deepEqual(rarestLabelStrata(sets, ['a', 'b', 'c', 'd', 'e']), [
+      'a',
+      'b',
+      'b',
+      'd',
+      'd',
+      EMPTY_SET_STRATUM,
+      'c',
+    ]);
+    // The order decides ties only: with c before b, c wins the b/c tie.
+    assert.equal(rarestLabelStrata(sets, ['d', 'c', 'b', 'a'])[2], 'c');
+  });
+
+  it('stratifies nested subsets so a rare label is spread in proportion', () => {
+    const random = createSeededRandom(5);
+    // 300 documents: "x" on most, "y" on a third, "rare" on 15.
+    const sets = Array.from({ length: 300 }, (_, i) => [
+      ...(random.nextInt(10) < 8 ? ['x'] : []),
+      ...(i % 3 === 0 ? ['y'] : []),
+      ...(i % 20 === 7 ? ['rare'] : []),
+    ]);
+    const strata = rarestLabelStrata(sets, ['x', 'y', 'rare']);
+    const split = nestedStratifiedSubsets(strata, [40, 100], 9, { heldOut: 0.2 });
+    const holders = (indices: readonly number[]): number =>
+      indices.filter((i) => (sets[i] as string[]).includes('rare')).length;
+    assert.equal(holders(split.heldOut.indices), 3, '15 × 60 / 300');
+    assert.equal(holders(split.subsets[0]?.indices ?? []), 2, '12 × 40 / 240 = 2');
+    assert.equal(holders(split.subsets[1]?.indices ?? []), 5, '12 × 100 / 240 = 5');
   });
 });
