@@ -6,6 +6,7 @@ import { loadCodebook } from '../contracts/codebook.js';
 import { RescaleError } from '../contracts/errors.js';
 import type { RoutingRule } from '../study/calibration/calibration.js';
 import { DEFAULT_BOOTSTRAP_RESAMPLES } from '../study/evaluation/bootstrap.js';
+import type { ReviewEvaluation } from '../study/review/review-study.js';
 
 export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--predictions R2.parquet ...] \
 --gold G.parquet [options]
@@ -31,6 +32,12 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
                            the lowest, absent label); prints accD, accI, FN, FP, jac, jac2 and Hamming loss over
                            every document's dimension cells, as the paper's verify-test.R, and accuracy per dimension
         --strict-ids       fail when any id is missing on either side (default: count and report)
+        --review STUDY     the human review of a crowd (docs/review.md): STUDY is the folder holding review.db
+                           and crowd/, or the review database (crowd/ beside it; --crowd DIR if elsewhere). Adds
+                           each labeller's accuracy and Cohen's kappa against the verified labels (the labeller
+                           the coders agreed with most marked *), the coders' Krippendorff's alpha on the overlap
+                           and Cohen's kappa per pair of coders, acceptance per labeller and per label, and
+                           seconds per decision (median, p90). Without --predictions and --gold: only these.
         --json F           write everything as JSON (for rescale report)
   rescale calibrate --predictions VAL.parquet --gold G.parquet (--fallback-accuracy A | --fallback-predictions F) \
 [options]
@@ -58,6 +65,8 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
       with --gold also evaluation, confusion matrix and reliability diagram.
         --learning-curve E.json   an evaluate --json with --training-sizes: adds the learning curve
         --calibration C.json      a calibrate --json: adds the threshold curve
+        --review STUDY            a review study (as for evaluate; --crowd DIR) or an evaluate --review --json:
+                                  adds the human review section
         --id-column --label-column --seed --resamples   as for evaluate
 `;
 
@@ -94,6 +103,8 @@ export const analysisOptions = {
   out: { type: 'string' },
   'learning-curve': { type: 'string' },
   calibration: { type: 'string' },
+  review: { type: 'string' },
+  crowd: { type: 'string' },
 } satisfies ParseArgsConfig['options'];
 
 export type AnalysisCommand = 'evaluate' | 'calibrate' | 'sample' | 'report';
@@ -229,9 +240,30 @@ export async function runAnalysisCommand(
 ): Promise<number> {
   const idColumn = values['id-column'] ?? 'id';
   const labelColumn = values['label-column'] ?? 'gold';
+  if (values.crowd !== undefined && values.review === undefined)
+    throw new RescaleError('CONFIG_INVALID', '--crowd applies with --review (the crowd folder of the review study)');
   switch (command) {
     case 'evaluate': {
+      if (values.dimensions === true && values.review !== undefined)
+        throw new RescaleError(
+          'CONFIG_INVALID',
+          '--review does not combine with --dimensions; run "rescale evaluate --review STUDY" on its own',
+        );
       if (values.dimensions === true) return evaluateDimensionsCommand(values, idColumn);
+      // The review study is read first, so a wrong --review fails before the evaluation's work.
+      const reviewModule = values.review === undefined ? null : await import('../study/review/review-study.js');
+      const review =
+        values.review === undefined ? undefined : await reviewModule?.evaluateReview(values.review, values.crowd);
+      const formatReview = (r: ReviewEvaluation): string => reviewModule?.formatReviewEvaluation(r) ?? '';
+      if (review !== undefined && values.predictions === undefined && values.gold === undefined) {
+        write(formatReview(review));
+        if (values.json !== undefined) {
+          const { writeJsonFile } = await import('../study/json-file.js');
+          await writeJsonFile(values.json, review);
+          write(`wrote ${values.json}\n`);
+        }
+        return 0;
+      }
       const { runEvaluate, formatEvaluation, formatMultiLabelEvaluation } = await import('./evaluate.js');
       const labels = listOption('labels', values.labels);
       const names = listOption('names', values.names);
@@ -261,12 +293,14 @@ export async function runAnalysisCommand(
           ? { truthSeparator: need('truth-separator', values['truth-separator']) }
           : {}),
         ...(values['absent-label'] !== undefined ? { absentLabel: values['absent-label'] } : {}),
+        ...(review !== undefined ? { review } : {}),
       });
       write(
         result.kind === 'rescale.multi-label-evaluation'
           ? formatMultiLabelEvaluation(result)
           : formatEvaluation(result),
       );
+      if (review !== undefined) write(`\n${formatReview(review)}`);
       if (values.json !== undefined) write(`wrote ${values.json}\n`);
       return 0;
     }
@@ -379,6 +413,8 @@ export async function runAnalysisCommand(
         ...(values.out !== undefined ? { out: values.out } : {}),
         ...(values['learning-curve'] !== undefined ? { learningCurve: values['learning-curve'] } : {}),
         ...(values.calibration !== undefined ? { calibration: values.calibration } : {}),
+        ...(values.review !== undefined ? { review: values.review } : {}),
+        ...(values.crowd !== undefined ? { crowd: values.crowd } : {}),
       });
       write(`wrote ${out}\n`);
       return 0;

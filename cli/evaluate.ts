@@ -31,6 +31,7 @@ import {
 import { fixed, formatMarkdownTable, formatTable, percent, signedInterval, withInterval } from '../study/text-table.js';
 import type { BootstrapInterval } from '../study/evaluation/bootstrap.js';
 import { writeJsonFile } from '../study/json-file.js';
+import type { ReviewEvaluation } from '../study/review/review-study.js';
 
 export interface EvaluateCommandOptions {
   readonly predictions: readonly string[];
@@ -56,6 +57,8 @@ export interface EvaluateCommandOptions {
   readonly truthSeparator?: string;
   /** For ordered labels: the lowest label, meaning "not present" (adds dimension and level accuracy). */
   readonly absentLabel?: string;
+  /** The review measures of a study (`--review`): written into the JSON as `review`. */
+  readonly review?: ReviewEvaluation;
 }
 
 /** The codebook question to evaluate: the one named by --question, or the codebook's only question. */
@@ -161,7 +164,8 @@ export async function runEvaluate(
       ...(options.trainingSizes !== undefined ? { trainingSizes: options.trainingSizes } : {}),
     });
   }
-  if (options.json !== undefined) await writeJsonFile(options.json, result);
+  if (options.json !== undefined)
+    await writeJsonFile(options.json, options.review === undefined ? result : { ...result, review: options.review });
   return result;
 }
 

@@ -1,6 +1,7 @@
 // `rescale report`: gathers a run's results (and optional gold labels, learning curve, calibration) into one
 // self-contained HTML file next to the results unless --out says otherwise.
 
+import { existsSync, statSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
@@ -9,6 +10,7 @@ import type { EvaluationResult } from '../study/evaluation/evaluate-predictions.
 import { readJsonFile } from '../study/json-file.js';
 import type { CalibrationResult } from '../study/calibration/routing-calibration.js';
 import { buildRunReport } from '../study/report/run-report.js';
+import type { ReviewEvaluation } from '../study/review/review-study.js';
 
 export interface ReportCommandOptions {
   readonly results: string;
@@ -23,6 +25,29 @@ export interface ReportCommandOptions {
   readonly learningCurve?: string;
   /** JSON from `rescale calibrate --json`. */
   readonly calibration?: string;
+  /** A review study (folder or database) or the JSON of `rescale evaluate --review --json`. */
+  readonly review?: string;
+  /** The review's crowd folder when it is not crowd/ beside the database. */
+  readonly crowd?: string;
+}
+
+/** The review measures from --review: computed from the study, or read from evaluate's JSON. */
+async function reviewMeasures(target: string, crowd: string | undefined): Promise<ReviewEvaluation> {
+  if (target.endsWith('.json') && existsSync(target) && statSync(target).isFile()) {
+    const value = (await readJsonFile(target, '--review')) as {
+      kind?: unknown;
+      review?: ReviewEvaluation;
+    };
+    if (value.kind === 'rescale.review-evaluation') return value as ReviewEvaluation;
+    if (value.kind === 'rescale.evaluation' && value.review?.kind === 'rescale.review-evaluation') return value.review;
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `--review ${target} holds no review measures; pass the JSON of "rescale evaluate --review STUDY --json F", ` +
+        'or the review study itself',
+    );
+  }
+  const { evaluateReview } = await import('../study/review/review-study.js');
+  return evaluateReview(target, crowd);
 }
 
 export function defaultReportPath(results: string): string {
@@ -49,6 +74,7 @@ export async function runReport(options: ReportCommandOptions): Promise<string> 
     options.calibration === undefined
       ? undefined
       : ((await readJsonFile(options.calibration, '--calibration', 'rescale.calibration')) as CalibrationResult);
+  const review = options.review === undefined ? undefined : await reviewMeasures(options.review, options.crowd);
   const html = await buildRunReport({
     results: options.results,
     ...(options.gold !== undefined
@@ -58,6 +84,7 @@ export async function runReport(options: ReportCommandOptions): Promise<string> 
     resamples: options.resamples,
     ...(learningCurve !== undefined ? { learningCurve } : {}),
     ...(calibration !== undefined ? { calibration } : {}),
+    ...(review !== undefined ? { review } : {}),
   });
   const out = path.resolve(options.out ?? defaultReportPath(options.results));
   try {

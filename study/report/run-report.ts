@@ -35,6 +35,7 @@ import type { CalibrationResult } from '../calibration/routing-calibration.js';
 import { barChart, escapeXml, lineChart, PALETTE, reliabilityDiagram, stackedHistogram } from './svg-charts.js';
 import { fixed, percent, withInterval } from '../text-table.js';
 import type { BootstrapInterval } from '../evaluation/bootstrap.js';
+import type { ReviewEvaluation } from '../review/review-study.js';
 
 export interface RunReportOptions {
   /** The merged result Parquet of a run; its manifest, shard folder and fallback audit are found beside it. */
@@ -44,6 +45,8 @@ export interface RunReportOptions {
   readonly learningCurve?: EvaluationResult;
   /** A calibration (rescale calibrate --json). */
   readonly calibration?: CalibrationResult;
+  /** The human review of the crowd that produced the training labels (rescale evaluate --review). */
+  readonly review?: ReviewEvaluation;
   readonly seed: number;
   readonly resamples: number;
   /** Shown as the generation time (default now). */
@@ -231,6 +234,7 @@ export interface RunReportData {
   readonly gold: GoldSection | null;
   readonly learningCurve: EvaluationResult | null;
   readonly calibration: CalibrationResult | null;
+  readonly review: ReviewEvaluation | null;
   readonly generatedAt: Date;
   /**
    * A multi-question run: each question's part (its label distribution, confidence, fallback share and agreement with
@@ -298,6 +302,7 @@ export async function collectRunReport(options: RunReportOptions): Promise<RunRe
     gold: first !== undefined ? first.gold : await goldSection(options, predictions),
     learningCurve: options.learningCurve ?? null,
     calibration: options.calibration ?? null,
+    review: options.review ?? null,
     generatedAt: options.generatedAt ?? new Date(),
     questions,
   };
@@ -807,6 +812,93 @@ function learningCurveSection(data: RunReportData): string {
   );
 }
 
+/** "0.667 (4/6)"; "n/a" when nothing was reviewed. */
+function rateCell(r: { accepted: number; reviewed: number; rate: number | null } | undefined): string {
+  return r === undefined || r.rate === null ? 'n/a' : `${fixed(r.rate)} (${r.accepted}/${r.reviewed})`;
+}
+
+/** The human review: the crowd against the verified labels, the coders against each other, cost in time. */
+function reviewSection(data: RunReportData): string {
+  const r = data.review;
+  if (r === null) return '';
+  const s = r.summary;
+  const intro =
+    `${s.reviewed} of ${s.documents} crowd documents reviewed (${s.overlap} assigned to two coders); ` +
+    `${s.decisions} decisions in force by ${s.coders} coders and ${s.adjudicators} adjudicators. From ` +
+    `${path.basename(r.db)} and the crowd folder ${path.basename(r.crowd)}.`;
+  const labellers = r.acceptance.map((a) => a.labeller);
+  const chart = barChart({
+    title: 'Share of proposals the reviewers accepted',
+    categories: labellers,
+    values: r.acceptance.map((a) => a.rate ?? 0),
+    yTitle: 'accepted ÷ reviewed',
+    format: (v) => fixed(v),
+  });
+  const agreement = table(
+    ['question', 'labeller', 'documents', 'accuracy', "Cohen's kappa", 'failed', 'closest'],
+    r.agreement.flatMap((q) =>
+      q.labellers.map((l) => [
+        q.question,
+        l.labeller,
+        String(l.n),
+        fixed(l.accuracy),
+        fixed(l.kappa),
+        String(l.failed),
+        l.labeller === q.closest ? 'closest' : '',
+      ]),
+    ),
+  );
+  const reliability = table(
+    ['question', 'coders', 'documents', 'agreement', "Krippendorff's alpha", "Cohen's kappa"],
+    r.reliability.flatMap((q) => [
+      [q.question, 'all pairs', String(q.n), fixed(q.agreement), fixed(q.alpha), ''],
+      ...q.pairs.map((p) => [q.question, p.coders.join(' & '), String(p.n), fixed(p.agreement), '', fixed(p.kappa)]),
+    ]),
+  );
+  const perLabeller = new Map(r.acceptance.map((a) => [a.labeller, a]));
+  const byLabel = table(
+    ['question', 'label', 'all labellers', ...labellers],
+    r.acceptanceByLabel.map((l) => [
+      l.question,
+      l.label,
+      rateCell(l),
+      ...labellers.map((name) =>
+        rateCell(perLabeller.get(name)?.byLabel.find((b) => b.question === l.question && b.label === l.label)),
+      ),
+    ]),
+  );
+  const seconds = (x: number | null): string => (x === null ? 'n/a' : x.toFixed(1));
+  const time = table(
+    ['reviewer', 'decisions', 'gaps', 'breaks', 'median s', '90th percentile s'],
+    [...r.time.reviewers, r.time.all].map((t) => [
+      t.reviewer === '(all)' ? 'all reviewers' : t.reviewer,
+      String(t.decisions),
+      String(t.gaps),
+      String(t.breaks),
+      seconds(t.medianSeconds),
+      seconds(t.p90Seconds),
+    ]),
+  );
+  return section(
+    'review',
+    'Human review',
+    figure(chart, 'Accepted ÷ reviewed proposals per labeller (failed proposals left out).') +
+      table(
+        ['labeller', 'accepted', 'reviewed', 'rate'],
+        r.acceptance.map((a) => [a.labeller, String(a.accepted), String(a.reviewed), fixed(a.rate)]),
+      ) +
+      '<h3>Each labeller against the verified labels</h3>' +
+      agreement +
+      '<h3>Inter-coder reliability on the overlap documents</h3>' +
+      reliability +
+      '<h3>Acceptance per proposed label</h3>' +
+      byLabel +
+      `<h3>Seconds per decision (gaps over ${r.time.breakSeconds} s are breaks, left out)</h3>` +
+      time,
+    intro,
+  );
+}
+
 const STYLE =
   `
 :root { color-scheme: light; }
@@ -882,6 +974,7 @@ export function renderRunReport(data: RunReportData): string {
         ]),
     calibrationSection(data),
     learningCurveSection(data),
+    reviewSection(data),
   ].filter((s) => s !== '');
   const nav = sections
     .map((s) => /<section id="([^"]+)"><h2>([^<]+)<\/h2>/.exec(s))

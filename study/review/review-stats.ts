@@ -25,7 +25,7 @@ export interface Rate {
 export interface LabellerAcceptance extends Rate {
   readonly labeller: string;
   /** Per question and proposed label (a multi-label proposal counts towards each of its labels). */
-  readonly byLabel: readonly (Rate & { readonly question: string; readonly label: string })[];
+  readonly byLabel: readonly LabelAcceptance[];
 }
 
 export interface LabellerAgreement {
@@ -48,6 +48,16 @@ export interface QuestionAgreement {
   readonly closest: string | null;
 }
 
+export interface CoderPair {
+  /** The two coders' names, in reviewer order. */
+  readonly coders: readonly [string, string];
+  /** Overlap documents both decided for the question. */
+  readonly n: number;
+  readonly agreement: number | null;
+  /** Cohen's kappa of the pair; null when undefined (n = 0, or chance agreement is total). */
+  readonly kappa: number | null;
+}
+
 export interface Reliability {
   readonly question: string;
   /** Overlap documents both coders decided for this question. */
@@ -55,7 +65,11 @@ export interface Reliability {
   readonly agreement: number | null;
   /** Krippendorff's alpha, nominal; null when undefined (n = 0 or every value the same). */
   readonly alpha: number | null;
+  /** Each pair of coders that shares overlap documents (Cohen's kappa needs the same two raters throughout). */
+  readonly pairs: readonly CoderPair[];
 }
+
+export type LabelAcceptance = Rate & { readonly question: string; readonly label: string };
 
 export interface DecisionTime {
   readonly reviewer: string;
@@ -67,11 +81,30 @@ export interface DecisionTime {
   readonly p90Seconds: number | null;
 }
 
+export interface ReviewSummary {
+  readonly documents: number;
+  /** Documents with at least one decision in force. */
+  readonly reviewed: number;
+  /** Documents assigned to two coders. */
+  readonly overlap: number;
+  readonly decisions: number;
+  readonly coders: number;
+  readonly adjudicators: number;
+}
+
 export interface ReviewStats {
+  readonly summary: ReviewSummary;
   readonly acceptance: readonly LabellerAcceptance[];
+  /** Per question and proposed label, all labellers together. */
+  readonly acceptanceByLabel: readonly LabelAcceptance[];
   readonly agreement: readonly QuestionAgreement[];
   readonly reliability: readonly Reliability[];
-  readonly time: { readonly breakSeconds: number; readonly reviewers: readonly DecisionTime[] };
+  readonly time: {
+    readonly breakSeconds: number;
+    readonly reviewers: readonly DecisionTime[];
+    /** Every reviewer's gaps pooled (reviewer "(all)"). */
+    readonly all: DecisionTime;
+  };
 }
 
 const setKey = (labels: readonly string[]): string => (labels.length === 0 ? NO_LABEL : [...labels].sort().join('+'));
@@ -138,6 +171,22 @@ function acceptance(crowd: CrowdFolder, decisions: readonly CurrentDecision[]): 
   });
 }
 
+/** The per-labeller label rows summed over labellers. */
+function acceptanceByLabel(acceptance: readonly LabellerAcceptance[]): LabelAcceptance[] {
+  const sums = new Map<string, { question: string; label: string; accepted: number; reviewed: number }>();
+  for (const a of acceptance)
+    for (const l of a.byLabel) {
+      const key = JSON.stringify([l.question, l.label]);
+      const sum = sums.get(key) ?? { question: l.question, label: l.label, accepted: 0, reviewed: 0 };
+      sum.accepted += l.accepted;
+      sum.reviewed += l.reviewed;
+      sums.set(key, sum);
+    }
+  return [...sums.values()]
+    .sort((a, b) => a.question.localeCompare(b.question) || a.label.localeCompare(b.label))
+    .map((l) => ({ question: l.question, label: l.label, ...rate(l.accepted, l.reviewed) }));
+}
+
 /** Each labeller against the verified labels; a multi-label question compares whole label sets as categories. */
 function agreement(crowd: CrowdFolder, state: ReviewState, labellers: readonly string[]): QuestionAgreement[] {
   const gold = state.gold();
@@ -189,32 +238,55 @@ function reliability(crowd: CrowdFolder, store: ReviewStore, state: ReviewState)
   const coders = new Map<string, number[]>();
   for (const a of store.allAssignments())
     if (a.overlap) coders.set(a.document, [...(coders.get(a.document) ?? []), a.reviewerId]);
+  const names = new Map(store.reviewers().map((r) => [r.id, r.name]));
+  const agreeing = (a: readonly string[], b: readonly string[]): number => a.filter((v, i) => v === b[i]).length;
   return crowd.questions.map((q) => {
     const first: string[] = [];
     const second: string[] = [];
+    // Per pair of coders (lower reviewer id first): their values on the documents they share.
+    const pairs = new Map<string, { ids: [number, number]; a: string[]; b: string[] }>();
     for (const [document, ids] of coders) {
       const values = ids.map((id) => state.decisionsOf(id, document).get(q.name));
       const [a, b] = values;
       if (values.length !== 2 || a === undefined || b === undefined) continue;
-      first.push(a.verified === null ? REJECTED : setKey(a.verified));
-      second.push(b.verified === null ? REJECTED : setKey(b.verified));
+      const va = a.verified === null ? REJECTED : setKey(a.verified);
+      const vb = b.verified === null ? REJECTED : setKey(b.verified);
+      first.push(va);
+      second.push(vb);
+      const [ida, idb] = ids as [number, number];
+      const swap = ida > idb;
+      const key = swap ? `${idb},${ida}` : `${ida},${idb}`;
+      const pair = pairs.get(key) ?? { ids: swap ? [idb, ida] : [ida, idb], a: [], b: [] };
+      pair.a.push(swap ? vb : va);
+      pair.b.push(swap ? va : vb);
+      pairs.set(key, pair);
     }
+    const pairRows: CoderPair[] = [...pairs.values()]
+      .sort((x, y) => x.ids[0] - y.ids[0] || x.ids[1] - y.ids[1])
+      .map((p) => ({
+        coders: [names.get(p.ids[0]) ?? String(p.ids[0]), names.get(p.ids[1]) ?? String(p.ids[1])],
+        n: p.a.length,
+        agreement: agreeing(p.a, p.b) / p.a.length,
+        kappa: finite(cohenKappa(p.a, p.b, [...new Set([...p.a, ...p.b])].sort())),
+      }));
     const n = first.length;
-    if (n === 0) return { question: q.name, n, agreement: null, alpha: null };
-    const same = first.filter((v, i) => v === second[i]).length;
+    if (n === 0) return { question: q.name, n, agreement: null, alpha: null, pairs: pairRows };
     return {
       question: q.name,
       n,
-      agreement: same / n,
+      agreement: agreeing(first, second) / n,
       alpha: finite(krippendorffAlpha([first, second], { level: 'nominal' }).alpha),
+      pairs: pairRows,
     };
   });
 }
 
 /** Seconds between a reviewer's consecutive decision rows (undos left out; replaced decisions took time too). */
-function decisionTimes(store: ReviewStore): DecisionTime[] {
+function decisionTimes(store: ReviewStore): { reviewers: DecisionTime[]; all: DecisionTime } {
   const rows = store.history().filter((h) => h.decision !== 'undo');
-  return store.reviewers().map((r) => {
+  const pooled: number[] = [];
+  let pooledBreaks = 0;
+  const reviewers = store.reviewers().map((r) => {
     const times = rows.filter((h) => h.reviewerId === r.id).map((h) => Date.parse(h.at) / 1000);
     const gaps: number[] = [];
     let breaks = 0;
@@ -223,6 +295,8 @@ function decisionTimes(store: ReviewStore): DecisionTime[] {
       if (gap > BREAK_SECONDS) breaks++;
       else gaps.push(gap);
     }
+    pooled.push(...gaps);
+    pooledBreaks += breaks;
     return {
       reviewer: r.name,
       decisions: times.length,
@@ -232,6 +306,15 @@ function decisionTimes(store: ReviewStore): DecisionTime[] {
       p90Seconds: quantile(gaps, 0.9),
     };
   });
+  const all: DecisionTime = {
+    reviewer: '(all)',
+    decisions: rows.length,
+    gaps: pooled.length,
+    breaks: pooledBreaks,
+    medianSeconds: quantile(pooled, 0.5),
+    p90Seconds: quantile(pooled, 0.9),
+  };
+  return { reviewers, all };
 }
 
 export function reviewStats(crowd: CrowdFolder, store: ReviewStore): ReviewStats {
@@ -239,11 +322,24 @@ export function reviewStats(crowd: CrowdFolder, store: ReviewStore): ReviewStats
   const labellers = [
     ...new Set(crowd.documents.flatMap((d) => [...d.proposals.values()].flatMap((ps) => ps.map((p) => p.labeller)))),
   ].sort();
+  const current = store.current();
+  const reviewers = store.reviewers();
+  const assignments = store.allAssignments();
+  const perLabeller = acceptance(crowd, current);
   return {
-    acceptance: acceptance(crowd, store.current()),
+    summary: {
+      documents: crowd.documents.length,
+      reviewed: new Set(current.map((d) => d.document)).size,
+      overlap: new Set(assignments.filter((a) => a.overlap).map((a) => a.document)).size,
+      decisions: current.length,
+      coders: reviewers.filter((r) => r.role === 'coder').length,
+      adjudicators: reviewers.filter((r) => r.role === 'adjudicator').length,
+    },
+    acceptance: perLabeller,
+    acceptanceByLabel: acceptanceByLabel(perLabeller),
     agreement: agreement(crowd, state, labellers),
     reliability: reliability(crowd, store, state),
-    time: { breakSeconds: BREAK_SECONDS, reviewers: decisionTimes(store) },
+    time: { breakSeconds: BREAK_SECONDS, ...decisionTimes(store) },
   };
 }
 
@@ -263,13 +359,34 @@ function table(header: readonly string[], rows: readonly (readonly string[])[]):
 
 /** The stats as plain-text tables for a terminal. */
 export function formatReviewStats(stats: ReviewStats): string {
-  let out = 'Acceptance (accepted ÷ reviewed proposals; one review per decision in force, failed proposals left out)\n';
+  const s = stats.summary;
+  let out =
+    `${s.reviewed} of ${s.documents} documents reviewed (${s.overlap} assigned to two coders); ${s.decisions} ` +
+    `decisions in force by ${s.coders} coders and ${s.adjudicators} adjudicators\n\n`;
+  out += 'Acceptance (accepted ÷ reviewed proposals; one review per decision in force, failed proposals left out)\n';
   out += table(
     ['labeller', 'question', 'label', 'accepted', 'reviewed', 'rate'],
-    stats.acceptance.flatMap((a) => [
-      [a.labeller, '(all)', '(all)', String(a.accepted), String(a.reviewed), fixed(a.rate)],
-      ...a.byLabel.map((l) => [a.labeller, l.question, l.label, String(l.accepted), String(l.reviewed), fixed(l.rate)]),
-    ]),
+    [
+      ...stats.acceptance.flatMap((a) => [
+        [a.labeller, '(all)', '(all)', String(a.accepted), String(a.reviewed), fixed(a.rate)],
+        ...a.byLabel.map((l) => [
+          a.labeller,
+          l.question,
+          l.label,
+          String(l.accepted),
+          String(l.reviewed),
+          fixed(l.rate),
+        ]),
+      ]),
+      ...stats.acceptanceByLabel.map((l) => [
+        '(all)',
+        l.question,
+        l.label,
+        String(l.accepted),
+        String(l.reviewed),
+        fixed(l.rate),
+      ]),
+    ],
   );
   out += '\nAgreement with the verified labels (documents with a verified label; failed proposals left out)\n';
   out += table(
@@ -286,15 +403,20 @@ export function formatReviewStats(stats: ReviewStats): string {
       ]),
     ),
   );
-  out += "\nInter-coder reliability on the overlap documents (Krippendorff's alpha, nominal; a rejection is a value)\n";
+  out +=
+    "\nInter-coder reliability on the overlap documents (Krippendorff's alpha, nominal, over all pairs; Cohen's " +
+    'kappa per pair of coders; a rejection is a value)\n';
   out += table(
-    ['question', 'n', 'agreement', 'alpha'],
-    stats.reliability.map((r) => [r.question, String(r.n), fixed(r.agreement), fixed(r.alpha)]),
+    ['question', 'coders', 'n', 'agreement', 'alpha', 'kappa'],
+    stats.reliability.flatMap((r) => [
+      [r.question, '(all)', String(r.n), fixed(r.agreement), fixed(r.alpha), '-'],
+      ...r.pairs.map((p) => [r.question, p.coders.join(' & '), String(p.n), fixed(p.agreement), '-', fixed(p.kappa)]),
+    ]),
   );
   out += `\nSeconds per decision (gaps over ${stats.time.breakSeconds} s between decisions are breaks, left out)\n`;
   out += table(
     ['reviewer', 'decisions', 'gaps', 'breaks', 'median', 'p90'],
-    stats.time.reviewers.map((t) => [
+    [...stats.time.reviewers, stats.time.all].map((t) => [
       t.reviewer,
       String(t.decisions),
       String(t.gaps),

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it, mock } from 'node:test';
@@ -8,7 +8,10 @@ import { after, before, describe, it, mock } from 'node:test';
 import { readCrowdFolder, type CrowdFolder } from '../../../study/review/crowd-folder.js';
 import { formatReviewStats, reviewStats, type ReviewStats } from '../../../study/review/review-stats.js';
 import { ReviewStore, type DecisionKind } from '../../../study/review/review-store.js';
-import { CLI } from '../../helpers/analysis-files.js';
+import Database from 'better-sqlite3';
+import { runReport } from '../../../cli/report.js';
+import { evaluateReview, formatReviewEvaluation } from '../../../study/review/review-study.js';
+import { CLI, runCli, writeGold, writePredictions } from '../../helpers/analysis-files.js';
 import { writeCrowdFolder } from '../../helpers/crowd-folder.js';
 
 /** Cohen's kappa written out from its definition, (p_o − p_e) / (1 − p_e). */
@@ -179,5 +182,167 @@ describe('review stats', () => {
     assert.match(out.stdout, /^ {2}ana +7 +5 +1 +30\.0 +48\.0$/m);
     assert.match(out.stdout, /gaps over 600 s between decisions are breaks/);
     assert.deepEqual(JSON.parse(await readFile(json, 'utf8')), JSON.parse(JSON.stringify(stats)));
+  });
+
+  it("adds Cohen's kappa per pair of coders, acceptance per label over all labellers and pooled decision times", () => {
+    // The pair ana & ben on the six overlap documents (values as in the alpha test): p_o = 4/6; both have
+    // negative 1, neutral 2, positive 2, rejected 1, so p_e = (1 + 4 + 4 + 1) / 36 and kappa = (24 − 10) / (36 − 10).
+    const [r] = stats.reliability;
+    assert.deepEqual(
+      r?.pairs.map((p) => [p.coders, p.n, p.agreement]),
+      [[['ana', 'ben'], 6, 4 / 6]],
+    );
+    assert.ok(Math.abs((r?.pairs[0]?.kappa as number) - 14 / 26) < 1e-12);
+    assert.ok(
+      Math.abs(
+        (r?.pairs[0]?.kappa as number) -
+          kappa(
+            ['negative', 'positive', 'positive', 'neutral', 'neutral', '(rejected)'],
+            ['negative', 'neutral', 'positive', 'neutral', 'positive', '(rejected)'],
+          ),
+      ) < 1e-12,
+    );
+    // keyword + gpt per label: negative 2/4 + 2/4, neutral 3/6 + 2/2, positive 2/4 + 4/5.
+    assert.deepEqual(
+      stats.acceptanceByLabel.map((l) => [l.question, l.label, l.accepted, l.reviewed]),
+      [
+        ['sentiment', 'negative', 4, 8],
+        ['sentiment', 'neutral', 5, 8],
+        ['sentiment', 'positive', 6, 9],
+      ],
+    );
+    // Pooled gaps 10 12 12 12 12 12 20 30 45 50 60: median the 6th (12), p90 at position 9 of 0..10 (50).
+    assert.deepEqual(stats.time.all, {
+      reviewer: '(all)',
+      decisions: 15,
+      gaps: 11,
+      breaks: 1,
+      medianSeconds: 12,
+      p90Seconds: 50,
+    });
+    assert.deepEqual(stats.summary, {
+      documents: 6,
+      reviewed: 6,
+      overlap: 6,
+      decisions: 14,
+      coders: 2,
+      adjudicators: 1,
+    });
+  });
+
+  it('rescale evaluate --review STUDY prints the review tables and writes them as JSON', async () => {
+    const json = path.join(dir, 'review-evaluation.json');
+    const out = await runCli(['evaluate', '--review', dir, '--json', json]);
+    assert.equal(out.code, 0, out.stderr);
+    const evaluation = await evaluateReview(dir);
+    assert.equal(evaluation.db, db);
+    assert.equal(evaluation.crowd, crowd.dir);
+    assert.deepEqual(
+      { ...evaluation, kind: undefined, version: undefined, db: undefined, crowd: undefined },
+      {
+        ...stats,
+        kind: undefined,
+        version: undefined,
+        db: undefined,
+        crowd: undefined,
+      },
+    );
+    assert.equal(out.stdout, `${formatReviewEvaluation(evaluation)}wrote ${json}\n`);
+    assert.match(out.stdout, /^ {2}sentiment +ana & ben +6 +0\.667 +- +0\.538$/m);
+    assert.match(out.stdout, /^ {2}\(all\) +sentiment +positive +6 +9 +0\.667$/m);
+    assert.deepEqual(JSON.parse(await readFile(json, 'utf8')), JSON.parse(JSON.stringify(evaluation)));
+  });
+
+  it('evaluate --review beside --predictions adds the review to the JSON, and report --review renders it', async () => {
+    const labels = ['negative', 'neutral', 'positive'];
+    const gold = await writeGold(
+      path.join(dir, 'gold.parquet'),
+      labels.map((g, id) => ({ id, gold: g })),
+    );
+    const results = await writePredictions(
+      path.join(dir, 'results.parquet'),
+      labels.map((label, id) => ({ id, label, confidence: 0.9 })),
+      labels,
+    );
+    const json = path.join(dir, 'evaluation.json');
+    const evaluated = await runCli([
+      'evaluate',
+      '--predictions',
+      results,
+      '--gold',
+      gold,
+      '--resamples',
+      '100',
+      '--review',
+      db,
+      '--json',
+      json,
+    ]);
+    assert.equal(evaluated.code, 0, evaluated.stderr);
+    assert.match(evaluated.stdout, /accuracy +1\.000/);
+    assert.match(evaluated.stdout, /human review: .*review\.db/);
+    const written = JSON.parse(await readFile(json, 'utf8')) as { kind: string; review: { kind: string } };
+    assert.equal(written.kind, 'rescale.evaluation');
+    assert.equal(written.review.kind, 'rescale.review-evaluation');
+
+    const html = path.join(dir, 'report.html');
+    const reported = await runCli(['report', results, '--review', json, '--out', html]);
+    assert.equal(reported.code, 0, reported.stderr);
+    const page = await readFile(html, 'utf8');
+    const section = /<section id="review">.*?<\/section>/s.exec(page)?.[0] ?? '';
+    assert.match(section, /<h2>Human review<\/h2>/);
+    assert.match(section, /6 of 6 crowd documents reviewed/);
+    assert.match(
+      section,
+      /<th scope="row">sentiment<\/th><td>ana &amp; ben<\/td><td>6<\/td><td>0\.667<\/td><td><\/td><td>0\.538<\/td>/,
+    );
+    assert.match(section, /<td>gpt<\/td><td>4<\/td><td>1\.000<\/td><td>1\.000<\/td><td>1<\/td><td>closest<\/td>/);
+    assert.match(section, /<td>0\.667 \(6\/9\)<\/td><td>0\.800 \(4\/5\)<\/td><td>0\.500 \(2\/4\)<\/td>/);
+    assert.match(
+      section,
+      /<th scope="row">all reviewers<\/th><td>15<\/td><td>11<\/td><td>1<\/td><td>12\.0<\/td><td>50\.0<\/td>/,
+    );
+    assert.doesNotMatch(section, /Tweet number/, 'no document text');
+
+    // The study itself gives the same section as evaluate's JSON.
+    const direct = path.join(dir, 'direct.html');
+    await runReport({
+      results,
+      review: dir,
+      idColumn: 'id',
+      labelColumn: 'gold',
+      seed: 1,
+      resamples: 100,
+      out: direct,
+    });
+    const again = /<section id="review">.*?<\/section>/s.exec(await readFile(direct, 'utf8'))?.[0];
+    assert.equal(again, section);
+  });
+
+  it('names what is wrong with a --review that is not a review study', async () => {
+    await assert.rejects(
+      evaluateReview(path.join(dir, 'absent')),
+      /--review .*absent does not exist; pass the study folder/,
+    );
+    const empty = path.join(dir, 'empty');
+    await mkdir(empty, { recursive: true });
+    await assert.rejects(evaluateReview(empty), /--review .*empty is not a review study: it has no review\.db/);
+    const lone = path.join(empty, 'other.db');
+    const foreign = new Database(lone);
+    foreign.exec('CREATE TABLE t (x)');
+    foreign.close();
+    await assert.rejects(evaluateReview(lone), /no crowd folder at .*empty\/crowd.*pass --crowd DIR/);
+    await assert.rejects(evaluateReview(lone, crowd.dir), /is an SQLite file but not a review database/);
+    const text = path.join(empty, 'notes.db');
+    await writeFile(text, 'not a database at all, just some text that is long enough to be read as a header');
+    await assert.rejects(
+      evaluateReview(text, crowd.dir),
+      /--review .*notes\.db: cannot open it as the review database/,
+    );
+    const small = await writeCrowdFolder(path.join(dir, 'small-crowd'), 2);
+    await assert.rejects(evaluateReview(db, small.dir), /reviews document "doc-00[3-6]", which the crowd folder/);
+    const bad = await runCli(['report', 'results.parquet', '--crowd', crowd.dir]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--crowd applies with --review/);
   });
 });
