@@ -44,8 +44,9 @@ Usage:
 ${ANALYSIS_USAGE}${CROWD_USAGE}
 Human review of a crowd folder ("rescale review --help" for options):
   rescale review serve --crowd DIR --db FILE | add-reviewer NAME --role coder|adjudicator --db FILE
-  rescale review assign --crowd DIR --db FILE --overlap 0.2 --seed S | export --crowd DIR --db FILE --out DIR
-  rescale review stats --crowd DIR --db FILE [--json OUT]
+  rescale review assign --crowd DIR --db FILE --overlap 0.2 --seed S
+  rescale review export --crowd DIR --db FILE --out DIR [--sizes 50,100,200 --seed S]
+  rescale review stats --crowd DIR --db FILE [--json OUT]   (also: evaluate/report --review STUDY, above)
 
 Cluster mode (docs/cluster.md; "rescale worker --help" for options):
   rescale coordinator --redis URL --listen HOST:PORT [--token-file F] [--endpoints FILE]

@@ -168,7 +168,7 @@ export class ReviewStore {
           `${option} ${absolute} is a folder; pass the review database file (e.g. review.db)`,
         );
     }
-    let db: Database.Database;
+    let db: Database.Database | undefined;
     try {
       mkdirSync(path.dirname(absolute), { recursive: true });
       db = new Database(absolute, { fileMustExist: settings.mustExist === true });
@@ -176,14 +176,12 @@ export class ReviewStore {
         const tables = db
           .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('reviewers', 'decisions')")
           .all();
-        if (tables.length !== 2) {
-          db.close();
+        if (tables.length !== 2)
           throw new RescaleError(
             'INPUT_INVALID',
             `${option} ${absolute} is an SQLite file but not a review database (it has no reviewers and decisions ` +
               'tables); pass the file written by "rescale review"',
           );
-        }
       }
       db.pragma('journal_mode = WAL');
       // WAL with synchronous=FULL: a committed decision survives a killed server and a power cut alike.
@@ -192,6 +190,7 @@ export class ReviewStore {
       db.pragma('busy_timeout = 5000');
       db.exec(SCHEMA);
     } catch (cause) {
+      if (db?.open === true) db.close();
       if (cause instanceof RescaleError) throw cause;
       throw new RescaleError(
         settings.mustExist === true ? 'INPUT_INVALID' : 'OUTPUT_NOT_WRITABLE',
