@@ -90,6 +90,19 @@ export function formatCrowd(summary: CrowdRunSummary): string {
     ),
   );
   for (const a of summary.agreement) {
+    if (a.perLabelAlpha !== undefined) {
+      out.push(
+        '',
+        `question ${a.question} (multi-label): Krippendorff's alpha per label over the labellers' yes/no ` +
+          `judgements, mean ${figure(a.krippendorffAlpha.value)}; ${a.disagreements} of ${a.documents} documents ` +
+          'with different label sets',
+        formatTable(
+          ['label', "Krippendorff's alpha"],
+          a.perLabelAlpha.map((p) => [p.label, figure(p.alpha)]),
+        ),
+      );
+      continue;
+    }
     out.push(
       '',
       `question ${a.question}: Fleiss' kappa ${figure(a.fleissKappa)} (${a.completeDocuments} documents every ` +

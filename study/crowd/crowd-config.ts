@@ -125,14 +125,7 @@ export async function compileCrowdConfig(
   const baseDir = path.dirname(file);
   const codebook = await codebookAt(path.resolve(baseDir, value.codebook), 'codebook', fail);
   const questions = new Map(codebook.questions.map((q) => [q.name, q]));
-  const multi = codebook.questions.find((q) => q.type !== 'single_label');
-  if (multi !== undefined) {
-    fail(
-      'codebook',
-      `${codebook.source ?? ''}: question "${multi.name}" is ${multi.type}; the crowd proposes single labels in this ` +
-        'version: give it a codebook of its single-label questions',
-    );
-  }
+  const multi = codebook.questions.find((q) => q.type === 'multi_label');
 
   const gold = new Map<string, string>();
   for (const [question, column] of Object.entries(value.gold ?? {})) {
@@ -162,6 +155,14 @@ export async function compileCrowdConfig(
       checkSameQuestions(own, codebook, `${at}.codebook`, fail);
       labellers.push(Object.freeze({ kind, name, codebook: own }));
     } else {
+      if (multi !== undefined) {
+        fail(
+          `${at}.kind`,
+          `question "${multi.name}" is multi-label, and closed labellers propose single labels in this version; ` +
+            'let local labellers propose its label sets, or give the closed labellers a crowd of the single-label ' +
+            'questions',
+        );
+      }
       labellers.push(closedLabeller(entry as Record<string, unknown>, index, codebook, file, baseDir, fail));
     }
   }
@@ -209,7 +210,22 @@ function checkSameQuestions(
     );
   }
   crowd.questions.forEach((question, i) => {
-    const mine = (own.questions[i] as Question).labels.map((l) => l.name);
+    const ownQuestion = own.questions[i] as Question;
+    if (ownQuestion.type !== question.type) {
+      fail(
+        field,
+        `question "${question.name}" of ${own.source ?? ''} is ${ownQuestion.type}; in the crowd's codebook it is ` +
+          `${question.type}: ask it the same way`,
+      );
+    }
+    if (ownQuestion.type === 'multi_label' && ownQuestion.multiLabel === null) {
+      fail(
+        field,
+        `question "${question.name}" of ${own.source ?? ''} is multi-label without a "multi_label" section, so the ` +
+          'labeller cannot score it: add "multi_label: { format: per_label }" (or format: list)',
+      );
+    }
+    const mine = ownQuestion.labels.map((l) => l.name);
     const theirs = question.labels.map((l) => l.name);
     if ([...mine].sort().join('\n') !== [...theirs].sort().join('\n')) {
       fail(

@@ -49,16 +49,48 @@ export function goldColumn(question: string): string {
 
 export async function writeDocuments(layout: CrowdLayout, codebook: Codebook, sample: CrowdSample): Promise<void> {
   const gold = codebook.questions.filter((q) => sample.gold.has(q.name));
-  await writeParquetAtomic(layout.documents, [
-    { name: 'id', data: [...sample.ids], type: 'STRING', nullable: false },
-    { name: 'text', data: [...sample.texts], type: 'STRING', nullable: true },
-    ...gold.map((q) => ({
-      name: goldColumn(q.name),
-      data: [...(sample.gold.get(q.name) ?? [])],
-      type: 'STRING' as const,
-      nullable: true,
-    })),
-  ]);
+  if (gold.every((q) => q.type !== 'multi_label')) {
+    await writeParquetAtomic(layout.documents, [
+      { name: 'id', data: [...sample.ids], type: 'STRING', nullable: false },
+      { name: 'text', data: [...sample.texts], type: 'STRING', nullable: true },
+      ...gold.map((q) => ({
+        name: goldColumn(q.name),
+        data: [...(sample.gold.get(q.name) ?? [])],
+        type: 'STRING' as const,
+        nullable: true,
+      })),
+    ]);
+    return;
+  }
+  // A multi-label question's truth is a list of label names (null where missing), so the schema is spelled out.
+  await writeParquetAtomic(
+    layout.documents,
+    [
+      { name: 'id', data: [...sample.ids] },
+      { name: 'text', data: [...sample.texts] },
+      ...gold.map((q) => ({ name: goldColumn(q.name), data: [...(sample.gold.get(q.name) ?? [])] })),
+    ],
+    [
+      { name: 'root', num_children: 2 + gold.length },
+      { name: 'id', ...STRING, repetition_type: 'REQUIRED' },
+      { name: 'text', ...STRING, repetition_type: 'OPTIONAL' },
+      ...gold.flatMap((q): SchemaElement[] =>
+        q.type === 'multi_label'
+          ? [
+              {
+                name: goldColumn(q.name),
+                repetition_type: 'OPTIONAL',
+                num_children: 1,
+                converted_type: 'LIST',
+                logical_type: { type: 'LIST' },
+              },
+              { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+              { name: 'element', ...STRING, repetition_type: 'REQUIRED' },
+            ]
+          : [{ name: goldColumn(q.name), ...STRING, repetition_type: 'OPTIONAL' }],
+      ),
+    ],
+  );
 }
 
 const STRING = { type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' } } as const;
@@ -174,6 +206,7 @@ export async function writeAgreementJson(layout: CrowdLayout, agreement: readonl
       pairwise_cohen_kappa: a.pairwiseCohenKappa,
       disagreements: a.disagreements,
       errors: a.errors,
+      ...(a.perLabelAlpha !== undefined ? { per_label_alpha: a.perLabelAlpha } : {}),
     })),
   });
 }

@@ -7,7 +7,7 @@ import { RescaleError } from '../../contracts/errors.js';
 import { readParquetTable, writeParquetAtomic, type ColumnRequest } from '../../storage/parquet-table.js';
 import { toDocumentId, toText } from '../../storage/parquet-rows.js';
 import { assertSeed, createSeededRandom, shuffled } from '../evaluation/seeded-random.js';
-import { nestedStratifiedSubsets } from '../sampling/sampling.js';
+import { nestedStratifiedSubsets, rarestLabelStrata } from '../sampling/sampling.js';
 import type { CrowdConfig } from './crowd-config.js';
 
 export interface CrowdSampleRequest {
@@ -27,8 +27,11 @@ export interface CrowdSample {
   /** Document ids as text (the id column, or the row index in `source` when the codebook has none). */
   readonly ids: readonly string[];
   readonly texts: readonly (string | null)[];
-  /** Question → truth labels, for the questions whose truth column the input has. */
-  readonly gold: ReadonlyMap<string, readonly (string | null)[]>;
+  /**
+   * Question → truth labels, for the questions whose truth column the input has: a label, or a multi-label question's
+   * labels (from a list column); null where missing.
+   */
+  readonly gold: ReadonlyMap<string, readonly (string | readonly string[] | null)[]>;
   /** The sample's columns as text (what the labellers' prompts read), in order. */
   readonly columns: ReadonlyMap<string, readonly (string | null)[]>;
 }
@@ -65,6 +68,8 @@ export async function drawCrowdSample(config: CrowdConfig, request: CrowdSampleR
   const needed = neededColumns(config);
   const goldColumns = codebook.questions.map((q) => ({
     question: q.name,
+    multi: q.type === 'multi_label',
+    labels: q.labels.map((l) => l.name),
     column: config.gold.get(q.name) ?? q.name,
     explicit: config.gold.has(q.name),
   }));
@@ -92,8 +97,18 @@ export async function drawCrowdSample(config: CrowdConfig, request: CrowdSampleR
     const strata = gold[0];
     if (strata !== undefined) {
       stratifiedBy = strata.question;
-      // A missing truth label is a stratum of its own; the NUL prefix keeps it apart from every real label.
-      const labels = column(strata.column).map((v) => toText(v) ?? '\u0000missing');
+      // A missing truth label is a stratum of its own; the NUL prefix keeps it apart from every real label. A
+      // multi-label truth stratifies by each row's rarest label (as rescale sample does).
+      const values = strata.multi
+        ? truthSets(table.file, strata.column, column(strata.column), strata.labels)
+        : column(strata.column).map(toText);
+      const rarest = strata.multi
+        ? rarestLabelStrata(
+            values.map((v) => (v as readonly string[] | null) ?? []),
+            strata.labels,
+          )
+        : [];
+      const labels = values.map((v, i) => (v === null ? '\u0000missing' : strata.multi ? rarest[i] : v) as string);
       rows = [...(nestedStratifiedSubsets(labels, [request.n], seed, { heldOut: 0 }).subsets[0]?.indices ?? [])];
     } else {
       rows = shuffled(
@@ -124,9 +139,37 @@ export async function drawCrowdSample(config: CrowdConfig, request: CrowdSampleR
     stratifiedBy,
     ids,
     texts: text(codebook.textColumn),
-    gold: new Map(gold.map((g) => [g.question, text(g.column)])),
+    gold: new Map<string, readonly (string | readonly string[] | null)[]>(
+      gold.map((g): [string, readonly (string | readonly string[] | null)[]] => {
+        if (!g.multi) return [g.question, text(g.column)];
+        const sets = truthSets(table.file, g.column, column(g.column), g.labels);
+        return [g.question, rows.map((row) => sets[row] ?? null)];
+      }),
+    ),
     columns: new Map(needed.filter((name) => table.columns.has(name)).map((name) => [name, text(name)])),
   };
+}
+
+/** A multi-label truth column: each row's labels in codebook order (a list column of label names), null if missing. */
+function truthSets(
+  file: string,
+  name: string,
+  values: readonly unknown[],
+  order: readonly string[],
+): (readonly string[] | null)[] {
+  const rank = new Map(order.map((label, i) => [label, i]));
+  return values.map((value, row) => {
+    if (value === null || value === undefined) return null;
+    if (!Array.isArray(value)) {
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `--input ${file}, column "${name}", row ${row}: a multi-label question's truth is a list column of label ` +
+          `names, not a ${typeof value}; store it as a list (e.g. in DuckDB, string_split(${name}, ';'))`,
+      );
+    }
+    const labels = [...new Set(value.map((v) => toText(v) ?? ''))];
+    return labels.sort((a, b) => (rank.get(a) ?? order.length) - (rank.get(b) ?? order.length));
+  });
 }
 
 /** The sample as a Parquet file of text columns, for the local labellers' runs (their codebooks read it). */

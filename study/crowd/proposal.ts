@@ -16,7 +16,10 @@ export const PROPOSAL_ERRORS = [
 export type ProposalError = (typeof PROPOSAL_ERRORS)[number];
 
 export interface Proposal {
-  /** Single-label: exactly one label; empty when `error` is set. */
+  /**
+   * Single-label: exactly one label. Multi-label: the labels proposed, in codebook order, possibly none. Empty when
+   * `error` is set.
+   */
   readonly labels: readonly string[];
   /** The labeller's probability of what it proposed; null when it has none. */
   readonly probability: number | null;

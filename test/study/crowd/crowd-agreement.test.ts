@@ -69,3 +69,70 @@ describe('questionAgreement', () => {
     );
   });
 });
+
+describe('questionAgreement on a multi-label question', () => {
+  const MOODS = ['a', 'b', 'c', 'd'];
+  const setQuestion: Question = {
+    name: 'moods',
+    type: 'multi_label',
+    text: null,
+    ordered: false,
+    multiLabel: null,
+    labels: MOODS.map((name) => ({ name, description: null, answer: name, examples: [] })),
+  };
+  const set = (...labels: string[]): Proposal => ({ labels, probability: 0.5, error: null });
+  /** Three labellers over five documents; the second fails on the last; nobody proposes d. */
+  const SETS: Proposal[][] = [
+    [set('a'), set('a', 'b'), set(), set('c'), set('a')],
+    [set('a'), set('b'), set(), set('c'), failed],
+    [set('a', 'b'), set('a', 'b'), set('c'), set('c'), set('a')],
+  ];
+
+  /**
+   * Nominal alpha of binary judgements, from its closed form 1 − (n − 1)·o_yn / (n_y·n_n): o_yn sums, over documents
+   * with m ≥ 2 judgements, n_yes·n_no / (m − 1); n_y and n_n count the judgements of those documents.
+   */
+  function binaryAlpha(label: string): number {
+    let oYN = 0;
+    let nY = 0;
+    let nN = 0;
+    for (let d = 0; d < 5; d++) {
+      const given = SETS.flatMap((row) => (row[d]?.error === null ? [row[d]?.labels.includes(label) ?? false] : []));
+      if (given.length < 2) continue;
+      const yes = given.filter(Boolean).length;
+      const no = given.length - yes;
+      oYN += (yes * no) / (given.length - 1);
+      nY += yes;
+      nN += no;
+    }
+    return 1 - ((nY + nN - 1) * oYN) / (nY * nN);
+  }
+
+  it('gives each label’s alpha over yes/no judgements and their mean', () => {
+    const result = questionAgreement(setQuestion, ['x', 'y', 'z'], SETS);
+    const expected = ['a', 'b', 'c'].map(binaryAlpha);
+    assert.deepEqual(
+      result.perLabelAlpha?.map((p) => p.label),
+      MOODS,
+    );
+    result.perLabelAlpha?.slice(0, 3).forEach((p, i) => {
+      assert.ok(Math.abs((p.alpha as number) - (expected[i] as number)) < 1e-12, `${p.label}: ${p.alpha}`);
+    });
+    assert.equal(result.perLabelAlpha?.[3]?.alpha, null, 'd: every judgement is no, alpha undefined');
+    const mean = expected.reduce((x, y) => x + y, 0) / 3;
+    assert.ok(Math.abs((result.krippendorffAlpha.value as number) - mean) < 1e-12);
+    assert.equal(result.krippendorffAlpha.level, 'nominal');
+    assert.equal(result.disagreements, 3, 'documents 1, 2 and 3; an empty set is a proposal');
+    assert.equal(result.completeDocuments, 4);
+    assert.deepEqual(result.errors, { x: 0, y: 1, z: 0 });
+    assert.equal(result.fleissKappa, null);
+    assert.deepEqual(
+      result.pairwiseCohenKappa.map((p) => [p.a, p.b, p.documents, p.kappa]),
+      [
+        ['x', 'y', 4, null],
+        ['x', 'z', 5, null],
+        ['y', 'z', 4, null],
+      ],
+    );
+  });
+});

@@ -1,0 +1,197 @@
+// `rescale crowd` with a multi-label question: local labellers propose their `<question>__labels` sets (the keyword
+// model's known answers), the truth is a list column kept as a list in documents.parquet, the draw is stratified by
+// each row's rarest true label, and agreement is Krippendorff's alpha per label over yes/no judgements, recomputed
+// here from proposals.parquet as written. Closed labellers are refused for a multi-label question, naming the field.
+
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { before, describe, it } from 'node:test';
+import { stringify } from 'yaml';
+import { formatCrowd, localScoring } from '../../../cli/crowd.js';
+import { isRescaleError } from '../../../contracts/errors.js';
+import { silentLogger } from '../../../contracts/logger.js';
+import { loadCrowdConfig } from '../../../study/crowd/crowd-config.js';
+import { runCrowd } from '../../../study/crowd/crowd-run.js';
+import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
+import {
+  duckDBTypes,
+  queryDuckDB,
+  sqlString,
+  withTempDir,
+  writeParquetWithDuckDB,
+} from '../../../scripts/harness/parquet.js';
+
+const MOODS = ['cheer', 'gloom', 'mixed'];
+
+/** The per_label codebook of test/coordinator/multi-label-run.test.ts, whose answers on the keyword model are known. */
+function moodsCodebook(model: string, contrary = false): string {
+  return stringify({
+    task: 'moods',
+    input: { id_column: 'id' },
+    questions: [
+      {
+        name: 'moods',
+        type: 'multi_label',
+        question: 'Does the tweet feel {description}?',
+        labels: [
+          { name: 'cheer', description: 'glad' },
+          { name: 'gloom', description: 'sad, angry and sorry' },
+          { name: 'mixed', description: 'wonderful but awful and bad', threshold: 0.6 },
+        ],
+        multi_label: {
+          format: 'per_label',
+          // The contrary labeller reads the keyword model's "negative" as yes: it proposes the other labels.
+          answers: contrary ? { yes: 'negative', no: 'positive' } : { yes: 'positive', no: 'negative' },
+        },
+      },
+    ],
+    prompt: { template: 'Tweet: {text}\n\n{question} Answer yes or no.' },
+    model: { path: model, max_document_tokens: 64, threads: 1 },
+  });
+}
+
+const TWEETS: readonly (readonly [string, readonly string[], readonly string[]])[] = [
+  // text, the keyword model's set at the default thresholds, the truth
+  ['I love this, what a great and happy day, best ever', ['cheer', 'gloom', 'mixed'], ['cheer']],
+  ['The meeting is at 3pm in room 12', ['cheer'], []],
+  ['This is awful. I hate it, terrible service', [], ['gloom']],
+  ['great fun, nice but awful', ['cheer', 'mixed'], ['cheer', 'mixed']],
+  ['The bus is late again today', ['cheer'], ['gloom']],
+];
+
+let keyword: string;
+before(async () => {
+  keyword = await fixtureModel('keyword');
+});
+
+async function writeStudy(dir: string, labellers: object[]): Promise<{ config: string; input: string }> {
+  const sqlList = (set: readonly string[]): string =>
+    set.length === 0 ? '[]::VARCHAR[]' : `[${set.map((l) => `'${l}'`).join(', ')}]`;
+  const rows = TWEETS.map(([text, , truth], i) => `(${i}::BIGINT, '${sqlString(text)}', ${sqlList(truth)})`);
+  const input = await writeParquetWithDuckDB(
+    `SELECT * FROM (VALUES ${rows.join(', ')}) t(id, text, truth)`,
+    path.join(dir, 'corpus.parquet'),
+  );
+  await writeFile(path.join(dir, 'moods.yaml'), moodsCodebook(keyword));
+  await writeFile(path.join(dir, 'contrary.yaml'), moodsCodebook(keyword, true));
+  const config = path.join(dir, 'crowd.yaml');
+  await writeFile(config, stringify({ codebook: 'moods.yaml', gold: { moods: 'truth' }, labellers }));
+  return { config, input };
+}
+
+/** Nominal alpha of binary judgements (closed form): 1 − (n − 1)·o_yn / (n_y·n_n) over documents with ≥ 2. */
+function binaryAlpha(units: readonly (readonly boolean[])[]): number | null {
+  let oYN = 0;
+  let nY = 0;
+  let nN = 0;
+  for (const given of units.filter((u) => u.length >= 2)) {
+    const yes = given.filter(Boolean).length;
+    oYN += (yes * (given.length - yes)) / (given.length - 1);
+    nY += yes;
+    nN += given.length - yes;
+  }
+  return nY * nN === 0 ? null : 1 - ((nY + nN - 1) * oYN) / (nY * nN);
+}
+
+describe('rescale crowd with a multi-label question', () => {
+  it('proposes local label sets, keeps the truth as a list and measures agreement per label', async () => {
+    await withTempDir(async (dir) => {
+      const study = await writeStudy(dir, [
+        { name: 'default', kind: 'local', codebook: 'moods.yaml' },
+        { name: 'contrary', kind: 'local', codebook: 'contrary.yaml' },
+      ]);
+      const out = path.join(dir, 'out');
+      const summary = await runCrowd({
+        ...study,
+        out,
+        sample: 4,
+        seed: 3,
+        env: {},
+        scoreLocal: localScoring({}, silentLogger, 'auto'),
+      });
+      assert.equal(summary.documents, 4);
+      const crowd = JSON.parse(await readFile(path.join(out, 'crowd.json'), 'utf8')) as {
+        sample: { stratified_by?: string };
+      };
+      assert.equal(crowd.sample.stratified_by, 'moods');
+
+      const documents = path.join(out, 'documents.parquet');
+      assert.equal((await duckDBTypes(documents)).gold__moods, 'VARCHAR[]');
+      const docs = await queryDuckDB(`SELECT id, text, gold__moods FROM read_parquet('${sqlString(documents)}')`);
+      // Strata by the rarest true label: "mixed" (row 3, where cheer is commoner), the empty set (row 1), cheer
+      // (row 0) one row each, gloom two; 4 of 5 by largest remainder takes one of each.
+      for (const doc of docs) {
+        const truth = TWEETS[Number(doc.id)]?.[2];
+        assert.deepEqual(doc.gold__moods, truth);
+      }
+      assert.ok(docs.some((d) => (d.gold__moods as string[]).includes('mixed')));
+      assert.ok(docs.some((d) => (d.gold__moods as string[]).length === 0));
+
+      const rows = (await queryDuckDB(
+        `SELECT id, labeller, labels, probability, error FROM read_parquet('${sqlString(
+          path.join(out, 'proposals.parquet'),
+        )}')`,
+      )) as { id: string; labeller: string; labels: string[]; probability: number | null; error: string | null }[];
+      assert.equal(rows.length, 8);
+      for (const row of rows.filter((r) => r.labeller === 'default')) {
+        assert.deepEqual(row.labels, TWEETS[Number(row.id)]?.[1], `tweet ${row.id}`);
+        assert.equal(row.error, null);
+        assert.ok(row.probability !== null && row.probability > 0 && row.probability <= 1);
+      }
+      for (const row of rows.filter((r) => r.labeller === 'contrary')) {
+        const own = TWEETS[Number(row.id)]?.[1] ?? [];
+        // mixed keeps its 0.6 bar on the other side, so only cheer and gloom are sure to flip.
+        for (const mood of ['cheer', 'gloom']) assert.equal(row.labels.includes(mood), !own.includes(mood), row.id);
+      }
+      const [agreement] = summary.agreement;
+      assert.ok(agreement !== undefined);
+      const byId = (labeller: string): Map<string, string[]> =>
+        new Map(rows.filter((r) => r.labeller === labeller).map((r) => [r.id, r.labels]));
+      const [a, b] = [byId('default'), byId('contrary')];
+      const expected = MOODS.map((mood) =>
+        binaryAlpha(
+          [...a.keys()].map((id) => [a.get(id)?.includes(mood) ?? false, b.get(id)?.includes(mood) ?? false]),
+        ),
+      );
+      assert.deepEqual(
+        agreement.perLabelAlpha?.map((p) => p.label),
+        MOODS,
+      );
+      agreement.perLabelAlpha?.forEach((p, i) => {
+        const want = expected[i] ?? null;
+        if (want === null) assert.equal(p.alpha, null, p.label);
+        else assert.ok(Math.abs((p.alpha as number) - want) < 1e-12, `${p.label}: ${p.alpha} vs ${want}`);
+      });
+      const defined = expected.filter((x): x is number => x !== null);
+      assert.ok(defined.length >= 2, 'labels with an alpha');
+      const mean = defined.reduce((x, y) => x + y, 0) / defined.length;
+      assert.ok(Math.abs((agreement.krippendorffAlpha.value as number) - mean) < 1e-12);
+      assert.ok(mean < 0, 'labellers who contradict each other agree worse than chance');
+      assert.equal(agreement.disagreements, 4);
+      const json = JSON.parse(await readFile(path.join(out, 'agreement.json'), 'utf8')) as {
+        questions: { per_label_alpha?: unknown }[];
+      };
+      assert.deepEqual(json.questions[0]?.per_label_alpha, agreement.perLabelAlpha);
+      const printed = formatCrowd(summary);
+      assert.match(printed, /question moods \(multi-label\).*mean -?\d\.\d{3}/);
+      assert.match(printed, /cheer\s+-?\d\.\d{3}/);
+    });
+  });
+
+  it('refuses a closed labeller for a multi-label question, naming the field', async () => {
+    await withTempDir(async (dir) => {
+      const study = await writeStudy(dir, [
+        { name: 'default', kind: 'local', codebook: 'moods.yaml' },
+        { name: 'api', kind: 'closed', model: 'gpt-test' },
+      ]);
+      await assert.rejects(
+        loadCrowdConfig(study.config),
+        (error: unknown) =>
+          isRescaleError(error, 'CONFIG_INVALID') &&
+          error.message.includes('"labellers[1].kind"') &&
+          error.message.includes('multi-label'),
+      );
+    });
+  });
+});
