@@ -12,6 +12,7 @@ import { parse, stringify } from 'yaml';
 import { loadCodebook, parseCodebook, singleQuestion, type Codebook } from '../../contracts/codebook.js';
 import { llamaBuildFromEnvironment } from '../../contracts/environment.js';
 import { runLocalMode } from '../../cli/local-mode.js';
+import { writeTrainingSample, type RawExample } from '../../study/sampling/training-sample.js';
 import { LabelScorer } from '../../worker/engine/label-scorer.js';
 import { getRuntime, loadModel } from '../../worker/engine/llama-runtime.js';
 import { fixtureModel } from '../../scripts/harness/fixture-models.js';
@@ -140,6 +141,42 @@ describe('examples/cap', () => {
     } finally {
       await scorer.dispose();
     }
+  });
+
+  it('`rescale sample` writes the paper’s training text as prompt and completion', async () => {
+    await withTempDir(async (dir) => {
+      const codes = POLICY_AREAS.map(([code]) => code);
+      const rows = QUESTIONS.flatMap((q, i) =>
+        codes
+          .slice(0, 4)
+          .map((code, k) => `SELECT ${10 * i + k}::BIGINT AS id, '${sqlString(q)}' AS text, '${code}' AS gold`),
+      ).join(' UNION ALL ');
+      const gold = await writeParquetWithDuckDB(rows, path.join(dir, 'gold.parquet'));
+      const sample = await writeTrainingSample({
+        gold,
+        idColumn: 'id',
+        textColumn: 'text',
+        labelColumn: 'gold',
+        sizes: [8],
+        seed: 1,
+        heldOut: 4,
+        outDir: path.join(dir, 's'),
+        codebook: await loadCodebook(CODEBOOK),
+      });
+      const lines = (await readFile(path.join(dir, 's', sample.manifest.subsets[0]?.jsonl ?? ''), 'utf8'))
+        .trimEnd()
+        .split('\n')
+        .map((line) => JSON.parse(line) as RawExample);
+      const docs = sample.subsets[0]?.documents ?? [];
+      assert.equal(lines.length, 8);
+      docs.forEach((doc, k) => {
+        const example = lines[k] as RawExample;
+        // The data set's text field less the end of text a trainer appends.
+        assert.equal(`${example.prompt}${example.completion} </s>`, trainingText(doc.text, Number(doc.label)));
+        // The cut the test script makes is where prompt and completion meet.
+        assert.equal(example.prompt, inferencePrompt(trainingText(doc.text, Number(doc.label))));
+      });
+    });
   });
 
   it('runs end to end with `rescale run`: a code per row, probabilities over the 21, label mass', async () => {
