@@ -19,7 +19,7 @@ import { writeJsonFile } from '../json-file.js';
 import { labelSetOf } from '../evaluation/evaluate-multi-label.js';
 import { readGoldLabels } from '../evaluation/labelled-predictions.js';
 import { writeBytesAtomic } from '../../storage/atomic-file.js';
-import { writeParquetAtomic } from '../../storage/parquet-table.js';
+import { readParquetTable, writeParquetAtomic } from '../../storage/parquet-table.js';
 
 /** Used when no codebook is given; a codebook's own prompt is better, since training and scoring must match. */
 export const DEFAULT_SYSTEM_PROMPT = 'You are a careful annotator. Answer with exactly one label.';
@@ -201,7 +201,16 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
   const several = questions.length > 1;
   // Answers per question are kept (and written as a column each) for several questions or a multi-label one.
   const structured = several || questions.some((q) => q.type === 'multi_label');
-  const goldColumnOf = (question: Question): string => (several ? question.name : options.labelColumn);
+  // Several questions: each question's gold is the column named after it; a multi-label question's may also be
+  // `<question>__labels`, as results and `review export` name a label-set column.
+  const fileColumns = several ? (await readParquetTable(options.gold, '--gold', [])).columnNames : [];
+  const goldColumnOf = (question: Question): string => {
+    if (!several) return options.labelColumn;
+    const sets = `${question.name}__labels`;
+    return question.type === 'multi_label' && !fileColumns.includes(question.name) && fileColumns.includes(sets)
+      ? sets
+      : question.name;
+  };
   const columnNames = codebook === null ? [] : templateColumns(codebook);
   const separator = options.truthSeparator ?? null;
   const first = questions[0];
@@ -210,7 +219,10 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
     labelColumn: first === undefined ? options.labelColumn : goldColumnOf(first),
     extraColumns: [
       { name: options.textColumn, option: '--text-column' },
-      ...questions.slice(1).map((q) => ({ name: q.name, option: `the gold column of question ${q.name}` })),
+      ...questions.slice(1).map((q) => ({
+        name: goldColumnOf(q),
+        option: `the gold column of question ${q.name}${q.type === 'multi_label' ? ` (or ${q.name}__labels)` : ''}`,
+      })),
       ...columnNames.map((name) => ({ name, option: `the column {${name}} of the codebook template` })),
     ],
   });

@@ -95,15 +95,16 @@ describe('rescale sample with a per_label question (chat)', () => {
         },
         { source: 'moods.yaml' },
       );
-      // The moods gold as a delimited string, as evaluate reads it with --truth-separator.
+      // The moods gold as a delimited string, as evaluate reads it with --truth-separator, in a column named as
+      // results and review export name a label set.
       const gold = await writeRowsParquet(
         path.join(dir, 'gold.parquet'),
-        { id: 'BIGINT', text: 'VARCHAR', tone: 'VARCHAR', moods: 'VARCHAR' },
+        { id: 'BIGINT', text: 'VARCHAR', tone: 'VARCHAR', moods__labels: 'VARCHAR' },
         Array.from({ length: 24 }, (_, i) => ({
           id: i,
           text: `tweet number ${i} feels fine`,
           tone: toneOf(i),
-          moods: moodsOf(i % 8).join('; '),
+          moods__labels: moodsOf(i % 8).join('; '),
         })),
       );
       const out = path.join(dir, 's');
@@ -124,7 +125,7 @@ describe('rescale sample with a per_label question (chat)', () => {
         name: 'moods',
         labels: MOODS,
         multiLabel: 'per_label',
-        goldColumn: 'moods',
+        goldColumn: 'moods__labels',
       });
       assert.equal(sample.manifest.stratifiedBy, undefined, 'stratified by the first question, single-label');
       assert.deepEqual(sample.manifest.subsets[0]?.counts, [
@@ -181,10 +182,10 @@ describe('rescale sample with a per_label question (chat)', () => {
 
       const heldOut = sqlString(path.join(out, 'held-out.parquet'));
       const types = await duckDBTypes(path.join(out, 'held-out.parquet'));
-      assert.equal(types.moods, 'VARCHAR[]', 'the gold set is written as a list, as evaluate reads it');
-      const rows = await queryDuckDB(`SELECT id::INT AS id, tone, moods FROM read_parquet('${heldOut}')`);
+      assert.equal(types.moods__labels, 'VARCHAR[]', 'the gold set is written back as a list, as evaluate reads it');
+      const rows = await queryDuckDB(`SELECT id::INT AS id, tone, moods__labels FROM read_parquet('${heldOut}')`);
       assert.equal(rows.length, 8);
-      for (const row of rows) assert.deepEqual(row.moods, moodsOf(Number(row.id) % 8));
+      for (const row of rows) assert.deepEqual(row.moods__labels, moodsOf(Number(row.id) % 8));
     });
   });
 });
