@@ -399,15 +399,6 @@ export function parseCodebook(
     );
   }
   checkQuestionPlaces(source, questions, value.prompt, value.questions !== undefined);
-  const multiLabel = questions.findIndex((q) => q.type === 'multi_label');
-  if (multiLabel >= 0 && isEnabled(value.fallback)) {
-    throw invalid(
-      source,
-      'fallback',
-      `questions[${multiLabel}] is multi-label, and the closed-model fallback routes single-label questions only; ` +
-        'set fallback.enabled: false, or move the multi-label question to a codebook of its own without a fallback',
-    );
-  }
   if (value.prompt.format === 'chat' && value.prompt.answer_prefix !== '') {
     throw invalid(
       source,
@@ -535,12 +526,6 @@ export function perLabelText(
     .join('');
 }
 
-/** The fallback section switched on: present and not `enabled: false`. */
-function isEnabled(fallback: unknown): boolean {
-  if (fallback === undefined || fallback === null) return false;
-  return !(typeof fallback === 'object' && (fallback as { enabled?: unknown }).enabled === false);
-}
-
 /**
  * The fallback asks a document's unsure questions in one request: per-question rules must name questions of the
  * codebook, and the answer is one JSON object.
@@ -568,12 +553,63 @@ function checkFallbackQuestions(
       );
     }
   }
-  if (questions.length > 1 && fallback.responseFormat === 'text') {
+  const multiLabel = questions.some((q) => q.type === 'multi_label');
+  if ((questions.length > 1 || multiLabel) && fallback.responseFormat === 'text') {
     throw invalid(
       source,
       'fallback.response_format',
-      "with several questions the fallback answers all of a document's unsure questions as one JSON object; use " +
-        'json_schema (or json_object for servers without JSON-schema outputs)',
+      (multiLabel
+        ? 'a multi-label question is answered as a JSON list of its labels'
+        : "with several questions the fallback answers all of a document's unsure questions as one JSON object") +
+        '; use json_schema (or json_object for servers without JSON-schema outputs)',
+    );
+  }
+  checkMultiLabelRouting(source, questions, fallback);
+}
+
+/**
+ * The routing rules a multi-label question is routed by must be able to fire on it (it has no entropy), and the
+ * unscored-mass rule is for list questions only: a rule that can never fire is refused by field, not ignored.
+ */
+function checkMultiLabelRouting(source: string, questions: readonly Question[], fallback: FallbackConfig): void {
+  let listOnDefault = false;
+  questions.forEach((question, q) => {
+    const own = fallback.questions[question.name];
+    const rules = own === undefined ? fallback.routing : own;
+    if (rules === null) return;
+    const field = own === undefined ? 'fallback.routing' : `fallback.questions.${question.name}.routing`;
+    const list = question.multiLabel?.format === 'list';
+    if (own === undefined && list) listOnDefault = true;
+    if (own != null && own.unscoredMassAbove !== null && !list) {
+      throw invalid(
+        source,
+        `${field}.unscored_mass_above`,
+        `questions[${q}] (${question.name}) is not a list multi-label question, and only a list question's walk ` +
+          'leaves mass unscored; use confidence_below, margin_below or label_mass_below',
+      );
+    }
+    if (question.type !== 'multi_label') return;
+    const fires =
+      rules.confidenceBelow !== null ||
+      rules.marginBelow !== null ||
+      rules.labelMassBelow !== null ||
+      (list && rules.unscoredMassAbove !== null);
+    if (!fires) {
+      throw invalid(
+        source,
+        field,
+        `questions[${q}] (${question.name}) is multi-label and has no entropy, so entropy_above never routes it; ` +
+          `give confidence_below, margin_below or label_mass_below${list ? ' or unscored_mass_above' : ''} ` +
+          `(or fallback.questions.${question.name} its own rules, or enabled: false)`,
+      );
+    }
+  });
+  if (fallback.routing.unscoredMassAbove !== null && !listOnDefault) {
+    throw invalid(
+      source,
+      'fallback.routing.unscored_mass_above',
+      'applies to list multi-label questions (multi_label.format: list) routed by these rules, and there are none; ' +
+        'remove it',
     );
   }
 }

@@ -14,16 +14,22 @@ export type ApiKeySource =
 
 /**
  * Route when any given rule fires: confidence < t, margin < t, entropy > t (same orientation as `thresholdSweep`),
- * label mass < t (the model puts little probability on any label: it does not see the document as this task).
+ * label mass < t (the model puts little probability on any label: it does not see the document as this task),
+ * unscored mass > t (a list multi-label question's walk left that much probability unscored). Each rule reads the
+ * question's own column of that name, so on a multi-label question margin_below is "a label's P(yes) within t of its
+ * threshold" (per_label) or "the top set ahead of the second by less than t" (list), and confidence_below on a list
+ * question is its set probability; entropy is not defined there and never fires.
  */
 export interface RoutingRules {
   readonly confidenceBelow: number | null;
   readonly marginBelow: number | null;
   readonly entropyAbove: number | null;
   readonly labelMassBelow: number | null;
+  /** List multi-label questions only (`fallback.routing.unscored_mass_above`); null: not set. */
+  readonly unscoredMassAbove: number | null;
 }
 
-export type RouteReason = 'confidence' | 'margin' | 'entropy' | 'label_mass';
+export type RouteReason = 'confidence' | 'margin' | 'entropy' | 'label_mass' | 'unscored_mass';
 
 export type FallbackResponseFormat = 'json_schema' | 'json_object' | 'text';
 
@@ -94,14 +100,16 @@ const routingSchema = z
     margin_below: probability.optional(),
     entropy_above: z.number().finite().nonnegative().optional(),
     label_mass_below: probability.optional(),
+    unscored_mass_above: probability.optional(),
   })
   .refine(
     (r) =>
       r.confidence_below !== undefined ||
       r.margin_below !== undefined ||
       r.entropy_above !== undefined ||
-      r.label_mass_below !== undefined,
-    'give at least one of confidence_below, margin_below, entropy_above, label_mass_below',
+      r.label_mass_below !== undefined ||
+      r.unscored_mass_above !== undefined,
+    'give at least one of confidence_below, margin_below, entropy_above, label_mass_below, unscored_mass_above',
   );
 
 /** One question's override: its own rules, or `enabled: false` to never route it. */
@@ -292,7 +300,18 @@ function compileRules(rules: z.output<typeof routingSchema>): RoutingRules {
     marginBelow: rules.margin_below ?? null,
     entropyAbove: rules.entropy_above ?? null,
     labelMassBelow: rules.label_mass_below ?? null,
+    unscoredMassAbove: rules.unscored_mass_above ?? null,
   });
+}
+
+/**
+ * Rules as the fallback identity hashes them: an unset unscored-mass rule left out, so codebooks written before it
+ * existed keep their identity.
+ */
+function identityRules(rules: RoutingRules | null): Omit<RoutingRules, 'unscoredMassAbove'> | RoutingRules | null {
+  if (rules === null || rules.unscoredMassAbove !== null) return rules;
+  const { unscoredMassAbove: _unset, ...earlier } = rules;
+  return earlier;
 }
 
 /**
@@ -311,14 +330,20 @@ export function fallbackIdentity(config: FallbackConfig): string {
     );
   }
   // Without a label-mass rule the routing part is as before that rule existed: earlier runs keep their identity.
-  const { labelMassBelow, ...earlierRules } = config.routing;
+  const { labelMassBelow, unscoredMassAbove, ...earlierRules } = config.routing;
   const identity = {
     model: config.model,
     baseUrl: config.baseUrl,
     apiVersion: config.apiVersion,
-    routing: labelMassBelow === null ? earlierRules : config.routing,
+    routing: labelMassBelow === null && unscoredMassAbove === null ? earlierRules : identityRules(config.routing),
     // Only when set, so codebooks without per-question rules keep their identity.
-    ...(Object.keys(config.questions).length > 0 ? { questions: config.questions } : {}),
+    ...(Object.keys(config.questions).length > 0
+      ? {
+          questions: Object.fromEntries(
+            Object.entries(config.questions).map(([name, rules]) => [name, identityRules(rules)]),
+          ),
+        }
+      : {}),
     invalidRetries: config.invalidRetries,
     maxOutputTokens: config.maxOutputTokens,
     maxTokensField: config.maxTokensField,

@@ -19,9 +19,20 @@ export type FallbackStatus = (typeof FALLBACK_STATUSES)[number];
 /** The fallback's opinion on one routed document. */
 export interface FallbackOutcome {
   readonly status: FallbackStatus;
-  /** The fallback's label (a codebook label name); null unless status is ok — never an invented label. */
+  /**
+   * The fallback's label (a codebook label name); null unless status is ok — never an invented label. Always null for
+   * a multi-label question, whose answer is `labels`.
+   */
   readonly label: string | null;
-  /** exp(sum of the label tokens' logprobs) when the endpoint returns logprobs, else null. */
+  /**
+   * A multi-label question only: the fallback's label set (codebook label names, in codebook order, possibly empty);
+   * null unless status is ok. Absent for a single-label question.
+   */
+  readonly labels?: readonly string[] | null;
+  /**
+   * exp(sum of the label tokens' logprobs) when the endpoint returns logprobs, else null; for a multi-label question
+   * the tokens of the answered list's contents.
+   */
   readonly confidence: number | null;
   /** Why the status is not ok; null when ok. Never contains document text or the API key. */
   readonly error: string | null;
@@ -116,6 +127,8 @@ export interface QuestionAnswer {
   readonly source?: ResultSource;
   /** The local model's top label when the fallback's replaced it; absent means equal to `label`. */
   readonly localLabel?: string | null;
+  /** A routed multi-label question: the local model's label set (the fallback's may replace `labels`). */
+  readonly localLabels?: readonly string[] | null;
   /** The fallback's opinion on this question; null or absent when the question was not routed. */
   readonly fallback?: FallbackOutcome | null;
 }

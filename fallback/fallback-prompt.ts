@@ -140,14 +140,43 @@ export function matchAnswer(labels: readonly Label[], value: string): Label | nu
 }
 
 /**
+ * A multi-label question's property: a list of distinct answers, at most `maxItems` (null: no bound beyond the
+ * distinct answers) and at least `minItems`.
+ */
+export interface AnswerListProperty {
+  readonly answers: readonly string[];
+  readonly minItems: number;
+  readonly maxItems: number | null;
+}
+
+/** The JSON schema of one property: a string enum of the answers, or (multi-label) an array of them. */
+function propertySchema(spec: readonly string[] | AnswerListProperty): Record<string, unknown> {
+  if (isAnswerList(spec)) {
+    return {
+      type: 'array',
+      items: { type: 'string', enum: spec.answers },
+      uniqueItems: true,
+      ...(spec.minItems > 0 ? { minItems: spec.minItems } : {}),
+      ...(spec.maxItems !== null ? { maxItems: spec.maxItems } : {}),
+    };
+  }
+  return { type: 'string', enum: spec };
+}
+
+function isAnswerList(spec: readonly string[] | AnswerListProperty): spec is AnswerListProperty {
+  return !Array.isArray(spec);
+}
+
+/**
  * A Chat Completions body with the codebook's request parameters. With json_schema the answer is an object with one
- * string property per key of `properties`, each constrained to its answers by an enum, all required.
+ * property per key of `properties`, all required: a string constrained to its answers by an enum, or (a multi-label
+ * question) an array of distinct such strings.
  */
 export function requestBody(
   config: FallbackConfig,
   messages: readonly ChatMessage[],
   schemaName: string,
-  properties: Readonly<Record<string, readonly string[]>>,
+  properties: Readonly<Record<string, readonly string[] | AnswerListProperty>>,
 ): ChatRequestBody {
   const body: Record<string, unknown> = { model: config.model, messages };
   body[config.maxTokensField] = config.maxOutputTokens;
@@ -162,9 +191,7 @@ export function requestBody(
         strict: true,
         schema: {
           type: 'object',
-          properties: Object.fromEntries(
-            Object.entries(properties).map(([key, answers]) => [key, { type: 'string', enum: answers }]),
-          ),
+          properties: Object.fromEntries(Object.entries(properties).map(([key, spec]) => [key, propertySchema(spec)])),
           required: Object.keys(properties),
           additionalProperties: false,
         },

@@ -23,6 +23,7 @@ import { InProcessRateLimiter, type FallbackRateLimiter } from './rate-limiter.j
 import { priceNanoUsd, worstCaseNanoUsd } from './pricing.js';
 import { exchangeKey, fallbackEndpoint, ResponseCache, CACHE_FORMAT } from './response-cache.js';
 import {
+  asksByQuestion,
   documentIdText,
   routedIndexes,
   routedQuestions,
@@ -140,7 +141,7 @@ export class FallbackStage implements ShardFallback, Closeable {
     private readonly rateLimiter: FallbackRateLimiter,
   ) {
     const { config, codebook } = options;
-    const several = codebook.questions.length > 1;
+    const several = asksByQuestion(codebook);
     this.prompt = several ? null : new FallbackPrompt(codebook, singleQuestion(codebook), config);
     this.questionsPrompt = several ? new QuestionsFallbackPrompt(codebook, codebook.questions, config) : null;
     this.endpoint = fallbackEndpoint(config);
@@ -243,7 +244,8 @@ export class FallbackStage implements ShardFallback, Closeable {
     if (this.prompt === null) {
       throw new RescaleError(
         'INTERNAL',
-        'the fallback queue answers one-question codebooks; a multi-question codebook is refused before a cluster run',
+        'the fallback queue answers one single-label question per document; a multi-question or multi-label ' +
+          'codebook is refused before a cluster run',
       );
     }
     this.counts.routed += 1;
@@ -346,6 +348,7 @@ export class FallbackStage implements ShardFallback, Closeable {
           outcomes.set(q, {
             status: exchange.kind === 'over_budget' ? 'over_budget' : 'fallback_failed',
             label: null,
+            ...this.noLabels(q),
             confidence: null,
             error: exchange.reason,
           });
@@ -357,11 +360,13 @@ export class FallbackStage implements ShardFallback, Closeable {
       prompt.parse(completion.content, asked).forEach((reading, k) => {
         const q = asked[k] as number;
         if (outcomes.has(q)) return; // answered in an earlier round
-        if (reading.kind === 'label') {
+        if (reading.kind !== 'invalid') {
           this.counts.answered++;
           outcomes.set(q, {
             status: 'ok',
-            label: reading.label.name,
+            ...(reading.kind === 'label'
+              ? { label: reading.label.name }
+              : { label: null, labels: reading.labels.map((label) => label.name) }),
             confidence: labelConfidence(completion.content ?? '', reading.span, completion.logprobs),
             error: null,
           });
@@ -379,11 +384,17 @@ export class FallbackStage implements ShardFallback, Closeable {
       outcomes.set(q, {
         status: 'fallback_invalid',
         label: null,
+        ...this.noLabels(q),
         confidence: null,
         error: `${reasons.get(q) ?? 'no answer'} (${rounds} request${rounds === 1 ? '' : 's'}); the local label stays`,
       });
     }
     return outcomes;
+  }
+
+  /** A multi-label question's outcome without an answer carries `labels: null` (as its result columns read back). */
+  private noLabels(q: number): { labels?: null } {
+    return this.options.codebook.questions[q]?.type === 'multi_label' ? { labels: null } : {};
   }
 
   /** One request's answer: from the cache, or sent (with retries) within the budget and the rate limit. */

@@ -1,19 +1,28 @@
 // What the fallback is asked for a document of a multi-question codebook: all the document's unsure questions in one
 // request. The template up to its first per-question variable (the document, in the usual layout) is written once,
 // then each asked question's part of the template; the answer is one JSON object with a property per question, each
-// constrained to the question's labels by a JSON schema enum where the server supports it.
+// constrained to the question's labels by a JSON schema enum where the server supports it. A multi-label question's
+// property is a list of distinct labels (at most max_labels for a list question), which replaces its label set.
 
 import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Label, type Question } from '../contracts/codebook.js';
 import type { DocumentInput } from '../contracts/document-input.js';
 import type { FallbackConfig } from '../contracts/fallback-config.js';
 import { promptVariables } from '../contracts/prompt-text.js';
-import { matchAnswer, requestBody, type ChatMessage, type ChatRequestBody } from './fallback-prompt.js';
+import {
+  matchAnswer,
+  requestBody,
+  type AnswerListProperty,
+  type ChatMessage,
+  type ChatRequestBody,
+} from './fallback-prompt.js';
 
 type TemplatePart = ReturnType<typeof parseTemplate>[number];
 
 /** One asked question's reading of the reply. */
 export type QuestionReading =
   | { readonly kind: 'label'; readonly label: Label; readonly span: readonly [number, number] }
+  /** A multi-label question's answer: its labels in codebook order; `span` the list's contents in the reply. */
+  | { readonly kind: 'labels'; readonly labels: readonly Label[]; readonly span: readonly [number, number] }
   | { readonly kind: 'invalid'; readonly reason: string };
 
 const perQuestion: readonly string[] = CODEBOOK_VARIABLES;
@@ -43,10 +52,13 @@ export class QuestionsFallbackPrompt {
   messages(doc: DocumentInput, asked: readonly number[]): ChatMessage[] {
     const sections = asked.map((q) => {
       const question = this.question(q);
+      const variables = fallbackVariables(question);
+      const multi = question.type === 'multi_label';
+      const which = multi ? 'those that apply of' : 'one of';
       const own =
         this.tail.length > 0
-          ? fill(this.tail, doc, promptVariables(question)).trim()
-          : `${question.text ?? ''} Answer with one of: ${promptVariables(question).labels}.`.trim();
+          ? fill(this.tail, doc, variables).trim()
+          : `${variables.question ?? ''} Answer with ${which}: ${variables.labels}.`.trim();
       return `${question.name}: ${own}`;
     });
     const user =
@@ -65,27 +77,35 @@ export class QuestionsFallbackPrompt {
     asked: readonly number[],
     wrong: readonly number[],
   ): ChatMessage[] {
-    const names = wrong.map((q) => this.question(q).name).join(', ');
+    const single = wrong.filter((q) => this.question(q).type !== 'multi_label');
+    const multi = wrong.filter((q) => this.question(q).type === 'multi_label');
+    const names = (list: readonly number[]): string => list.map((q) => this.question(q).name).join(', ');
+    const said = [
+      ...(single.length > 0 ? [`The answer for ${names(single)} is not one of the allowed labels.`] : []),
+      ...(multi.length > 0 ? [`The answer for ${names(multi)} is not a list of distinct allowed labels.`] : []),
+    ];
     return [
       ...messages,
       { role: 'assistant' as const, content: answer },
-      {
-        role: 'user' as const,
-        content: `The answer for ${names} is not one of the allowed labels. ${this.answerInstruction(asked)}`,
-      },
+      { role: 'user' as const, content: `${said.join(' ')} ${this.answerInstruction(asked)}` },
     ];
   }
 
   body(messages: readonly ChatMessage[], asked: readonly number[]): ChatRequestBody {
     const properties = Object.fromEntries(
-      asked.map((q) => [this.question(q).name, this.question(q).labels.map((l) => l.answer)]),
+      asked.map((q) => {
+        const question = this.question(q);
+        const answers = question.labels.map((l) => l.answer);
+        return [question.name, question.type === 'multi_label' ? listProperty(question) : answers];
+      }),
     );
     return requestBody(this.config, messages, 'labels', properties);
   }
 
   /**
    * Each asked question's label from the reply: a JSON object whose property named after the question is one of its
-   * answers (exactly, else case-insensitively if unique). One question's bad value leaves the others' readings.
+   * answers (exactly, else case-insensitively if unique); a multi-label question's is a list of distinct answers
+   * within its bounds. One question's bad value leaves the others' readings.
    */
   parse(content: string | null, asked: readonly number[]): QuestionReading[] {
     const fail = (reason: string): QuestionReading[] => asked.map(() => ({ kind: 'invalid', reason }));
@@ -101,6 +121,7 @@ export class QuestionsFallbackPrompt {
     return asked.map((q): QuestionReading => {
       const question = this.question(q);
       const value = record[question.name];
+      if (question.type === 'multi_label') return readLabelList(question, value, content);
       if (typeof value !== 'string') return { kind: 'invalid', reason: `answer has no "${question.name}" string` };
       const label = matchAnswer(question.labels, value);
       if (label === null) return { kind: 'invalid', reason: `answer for "${question.name}" outside its label set` };
@@ -113,7 +134,7 @@ export class QuestionsFallbackPrompt {
 
   /** Whether a reply answers every asked question with one of its labels (the audit's `label` outcome). */
   answersAll(content: string | null, asked: readonly number[]): boolean {
-    return this.parse(content, asked).every((reading) => reading.kind === 'label');
+    return this.parse(content, asked).every((reading) => reading.kind !== 'invalid');
   }
 
   private question(q: number): Question {
@@ -123,11 +144,25 @@ export class QuestionsFallbackPrompt {
   }
 
   private answerInstruction(asked: readonly number[]): string {
-    const shape = asked.map((q) => `${JSON.stringify(this.question(q).name)}: "<label>"`).join(', ');
+    const shape = asked
+      .map((q) => {
+        const question = this.question(q);
+        const value = question.type === 'multi_label' ? '["<label>", ...]' : '"<label>"';
+        return `${JSON.stringify(question.name)}: ${value}`;
+      })
+      .join(', ');
     const sets = asked
       .map((q) => {
         const question = this.question(q);
-        return `${question.name} is exactly one of: ${question.labels.map((l) => JSON.stringify(l.answer)).join(', ')}`;
+        const answers = question.labels.map((l) => JSON.stringify(l.answer)).join(', ');
+        if (question.type !== 'multi_label') return `${question.name} is exactly one of: ${answers}`;
+        const { minItems, maxItems } = listProperty(question);
+        const bounds = [
+          ...(minItems > 0 ? [`at least ${minItems}`] : ['[] when none applies']),
+          ...(maxItems !== null ? [`at most ${maxItems}`] : []),
+        ];
+        const each = `each at most once (${bounds.join(', ')})`;
+        return `${question.name} is a list of the labels that apply, ${each}, from: ${answers}`;
       })
       .join('; ');
     return `Answer with a JSON object {${shape}} where ${sets}.`;
@@ -143,4 +178,74 @@ function fill(parts: readonly TemplatePart[], doc: DocumentInput, variables: Rea
     else out += doc.columns?.[part.name] ?? '';
   }
   return out;
+}
+
+/**
+ * A multi-label question's answer list: at most max_labels for a list question (at least one unless it allows the
+ * empty list); a per_label question may answer any subset of its labels.
+ */
+function listProperty(question: Question): AnswerListProperty {
+  const spec = question.multiLabel;
+  return {
+    answers: question.labels.map((l) => l.answer),
+    minItems: spec?.format === 'list' && !spec.list.allowEmpty ? 1 : 0,
+    maxItems: spec?.format === 'list' ? spec.list.maxLabels : null,
+  };
+}
+
+/**
+ * A multi-label question's value read as its label set: a list of its answers (each exactly, else case-insensitively
+ * if unique), no label twice, within the list's bounds; the labels in codebook order.
+ */
+function readLabelList(question: Question, value: unknown, content: string): QuestionReading {
+  const name = question.name;
+  if (!Array.isArray(value)) return { kind: 'invalid', reason: `answer has no "${name}" list` };
+  const found = new Set<Label>();
+  for (const item of value as unknown[]) {
+    const label = typeof item === 'string' ? matchAnswer(question.labels, item) : null;
+    if (label === null) return { kind: 'invalid', reason: `answer for "${name}" lists a value outside its label set` };
+    if (found.has(label)) return { kind: 'invalid', reason: `answer for "${name}" lists a label twice` };
+    found.add(label);
+  }
+  const { minItems, maxItems } = listProperty(question);
+  if (maxItems !== null && found.size > maxItems)
+    return { kind: 'invalid', reason: `answer for "${name}" lists more than ${maxItems} labels` };
+  if (found.size < minItems) return { kind: 'invalid', reason: `answer for "${name}" lists no label` };
+  return {
+    kind: 'labels',
+    labels: question.labels.filter((label) => found.has(label)),
+    span: listSpan(content, name),
+  };
+}
+
+/** Where the list value of property `name` lies in the reply (inside its brackets); [0, 0] when not found. */
+function listSpan(content: string, name: string): readonly [number, number] {
+  const key = new RegExp(`${escapeRegExp(JSON.stringify(name))}\\s*:\\s*\\[`).exec(content);
+  if (key === null) return [0, 0];
+  const start = key.index + key[0].length;
+  let inString = false;
+  for (let i = start; i < content.length; i++) {
+    const c = content[i];
+    if (inString) {
+      if (c === '\\') i++;
+      else if (c === '"') inString = false;
+    } else if (c === '"') inString = true;
+    else if (c === ']') return [start, i];
+  }
+  return [0, 0];
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * A question's template variables in a fallback request: the codebook's, except that a per_label question, whose text
+ * is a yes/no question per label, is asked as each label's question in turn (`cheer: Does the tweet feel glad?; …`).
+ */
+function fallbackVariables(question: Question): Readonly<Record<string, string>> {
+  const variables = promptVariables(question);
+  if (question.multiLabel?.format !== 'per_label') return variables;
+  const each = question.labels.map((label, j) => `${label.answer}: ${promptVariables(question, j).question ?? ''}`);
+  return { ...variables, question: `Which labels apply? ${each.join('; ')}` };
 }

@@ -8,6 +8,7 @@ import { fallbackIdentity, type FallbackConfig, type FallbackMode } from '../con
 import { outputLayout } from '../storage/output-layout.js';
 import { describeKeySource, readApiKey } from './api-key.js';
 import type { EndpointList } from './endpoint-list.js';
+import { asksByQuestion } from './routing.js';
 
 export type FallbackPlan =
   | { readonly active: false; readonly reason: string }
@@ -43,12 +44,12 @@ export interface ResolveFallbackOptions {
 export async function resolveFallback(codebook: Codebook, options: ResolveFallbackOptions): Promise<FallbackPlan> {
   if (codebook.fallback === null) return { active: false, reason: 'not enabled in the codebook' };
   if (options.disabled === true) return { active: false, reason: 'disabled with --no-fallback' };
-  if (options.endpointsOnly === true && codebook.questions.length > 1) {
+  if (options.endpointsOnly === true && asksByQuestion(codebook)) {
     throw new RescaleError(
       'CODEBOOK_INVALID',
-      `${codebook.source ?? 'codebook'}: field "fallback": a cluster run's fallback queue answers one question per ` +
-        'document; run a multi-question codebook with the fallback locally (rescale run), or submit it with ' +
-        '--no-fallback',
+      `${codebook.source ?? 'codebook'}: field "fallback": a cluster run's fallback queue answers one single-label ` +
+        'question per document; run a multi-question or multi-label codebook with the fallback locally (rescale ' +
+        'run), or submit it with --no-fallback',
     );
   }
   const config = connectedConfig(codebook.source ?? 'codebook', codebook.fallback, options);

@@ -1,7 +1,7 @@
 // The routing rules: which locally scored documents go to the closed model, and how its outcome joins the row.
 // The rules' settings are part of the codebook's fallback config (contracts/fallback-config.ts); this is their logic.
 
-import type { Question } from '../contracts/codebook.js';
+import type { Codebook, Question } from '../contracts/codebook.js';
 import type { FallbackConfig, RouteReason, RoutingRules } from '../contracts/fallback-config.js';
 import type { FallbackOutcome, QuestionAnswer, ResultRow } from '../contracts/results.js';
 
@@ -15,6 +15,8 @@ export function routeReason(
     readonly entropy: number | null;
     /** Absent or null: not known (e.g. rows from files written before label_mass); the rule then does not fire. */
     readonly labelMass?: number | null | undefined;
+    /** A list multi-label question's unscored mass; absent or null elsewhere (the rule then does not fire). */
+    readonly unscoredMass?: number | null | undefined;
   },
 ): RouteReason | null {
   if (score.status !== 'ok' && score.status !== 'truncated') return null;
@@ -24,7 +26,18 @@ export function routeReason(
   if (rules.entropyAbove !== null && score.entropy !== null && score.entropy > rules.entropyAbove) return 'entropy';
   const mass = score.labelMass ?? null;
   if (rules.labelMassBelow !== null && mass !== null && mass < rules.labelMassBelow) return 'label_mass';
+  const unscored = score.unscoredMass ?? null;
+  if (rules.unscoredMassAbove !== null && unscored !== null && unscored > rules.unscoredMassAbove)
+    return 'unscored_mass';
   return null;
+}
+
+/**
+ * Whether the fallback asks by question (one JSON property per asked question, opinions in the questions' column
+ * groups): with several questions, or a multi-label one (also when it is the only question).
+ */
+export function asksByQuestion(codebook: Codebook): boolean {
+  return codebook.questions.length > 1 || codebook.questions.some((q) => q.type === 'multi_label');
 }
 
 /** The routed rows of a batch: those whose local score meets one of the codebook's routing rules. */
@@ -67,7 +80,8 @@ export function questionRules(config: FallbackConfig, question: string): Routing
 
 /**
  * A multi-question row's unsure questions: the indexes (codebook order) of those whose own score meets one of their
- * rules. The row's status decides for all of them: unscored rows are never routed.
+ * rules (a multi-label question's by its own columns: see RoutingRules). The row's status decides for all of them:
+ * unscored rows are never routed.
  */
 export function routedQuestions(config: FallbackConfig, questions: readonly Question[], row: ResultRow): number[] {
   const out: number[] = [];
@@ -82,13 +96,24 @@ export function routedQuestions(config: FallbackConfig, questions: readonly Ques
 
 /**
  * A multi-question row with the fallback's outcomes on its asked questions: each keeps both opinions, and takes the
- * fallback's label (source 'fallback') only where it answered one of the question's labels. The row's source is
- * 'fallback' when any question's is.
+ * fallback's label (source 'fallback') only where it answered one of the question's labels; a multi-label question
+ * takes the fallback's label set as its `labels`. The local scores (confidence, margin, probabilities, …) stay the
+ * local model's, as for a single-label question. The row's source is 'fallback' when any question's is.
  */
 export function withQuestionOutcomes(row: ResultRow, outcomes: ReadonlyMap<number, FallbackOutcome>): ResultRow {
   const answers = (row.answers ?? []).map((answer, q): QuestionAnswer => {
     const outcome = outcomes.get(q);
     if (outcome === undefined) return answer;
+    if (answer.labels !== undefined) {
+      const answered = outcome.status === 'ok' && outcome.labels != null;
+      return {
+        ...answer,
+        localLabels: answer.labels,
+        fallback: outcome,
+        source: answered ? 'fallback' : 'local',
+        ...(answered ? { labels: outcome.labels } : {}),
+      };
+    }
     return {
       ...answer,
       localLabel: answer.label,

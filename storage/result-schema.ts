@@ -132,7 +132,7 @@ interface QuestionColumns {
     Pick<QuestionAnswer, 'setProbability' | 'unscoredMass' | 'greedyLabels' | 'invalidMass'>;
   /** Several questions, a routed question only: who answered it, and both opinions. */
   readonly routed: readonly ResultColumn[];
-  decodeRouted(cell: Cell): Pick<QuestionAnswer, 'source' | 'localLabel' | 'fallback'>;
+  decodeRouted(cell: Cell): Pick<QuestionAnswer, 'source' | 'localLabel' | 'localLabels' | 'fallback'>;
 }
 
 const NO_ANSWER: QuestionAnswer = {
@@ -474,8 +474,8 @@ function questionColumns(
 
 /**
  * A multi-label question's columns: the labels list (labels at or above their threshold, in codebook order), the
- * decided set's confidence and margin, each label's marginal P(label), then the label mass. No fallback opinions: the
- * fallback takes single-label questions only.
+ * decided set's confidence and margin, each label's marginal P(label), then the label mass (and a list question's
+ * scores); a routed question then has its source and both opinions, as label lists.
  */
 function multiLabelColumns(
   question: ResultQuestion,
@@ -498,12 +498,45 @@ function multiLabelColumns(
   // Added after them (null in files written before): the greedy constrained decode's set and the invalid mass.
   const greedyLabels = utf8ListColumn(name('greedy_labels'), (r) => answer(r).greedyLabels ?? null, 'nulls');
   const invalidMass = float64Column(name('invalid_mass'), (r) => answer(r).invalidMass ?? null, 'nulls');
+  // A routed question: who gave `__labels`, the local model's set, and the fallback's opinion (its set replaces
+  // `__labels` when it answered; the scores above stay the local model's).
+  const source = utf8Column(name('source'), false, (r) => (answer(r) as QuestionAnswer).source ?? 'local');
+  const localLabels = utf8ListColumn(name('local_labels'), (r) => {
+    const a = answer(r) as QuestionAnswer;
+    return a.localLabels === undefined ? (a.labels ?? null) : a.localLabels;
+  });
+  const fallbackLabels = utf8ListColumn(name('fallback_labels'), (r) => answer(r).fallback?.labels ?? null);
+  const fallbackConfidence = float64Column(name('fallback_confidence'), (r) => answer(r).fallback?.confidence ?? null);
+  const fallbackStatus = utf8Column(name('fallback_status'), true, (r) => answer(r).fallback?.status ?? null);
+  const fallbackError = utf8Column(name('fallback_error'), true, (r) => answer(r).fallback?.error ?? null);
+  const routed =
+    question.routed === true
+      ? [source, localLabels, fallbackLabels, fallbackConfidence, fallbackStatus, fallbackError]
+      : [];
   return {
     scores: [labels, confidence, margin, ...probabilities],
     opinions: [],
-    // The fallback answers single-label questions only (a multi-label one with a fallback is refused).
-    routed: [],
-    decodeRouted: () => ({}),
+    routed,
+    decodeRouted: (cell) => {
+      if (routed.length === 0) return {};
+      const status = cell(fallbackStatus) as FallbackStatus | null;
+      const local = cell(localLabels) as Iterable<string> | null;
+      const answered = cell(fallbackLabels) as Iterable<string> | null;
+      return {
+        source: cell(source) as ResultSource,
+        localLabels: local === null ? null : Array.from(local),
+        fallback:
+          status === null
+            ? null
+            : {
+                status,
+                label: null,
+                labels: answered === null ? null : Array.from(answered),
+                confidence: cell(fallbackConfidence) as number | null,
+                error: cell(fallbackError) as string | null,
+              },
+      };
+    },
     added: list ? [labelMass, setProbability, unscoredMass, greedyLabels, invalidMass] : [labelMass],
     decodeAdded: (cell) => {
       const mass = cell(labelMass) as number | null;

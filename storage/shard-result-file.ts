@@ -233,14 +233,21 @@ function checkRows(
             fail(`row ${row.row} has unknown fallback status ${String(outcome.status)} on question ${question.name}`);
           if (outcome.label !== null && !question.labels.includes(outcome.label))
             fail(`row ${row.row} has fallback label "${outcome.label}", not a label of question ${question.name}`);
-          if ((outcome.status === 'ok') !== (outcome.label !== null))
-            fail(`row ${row.row} ${question.name}: fallback status ${outcome.status}, label ${String(outcome.label)}`);
+          const given = multi ? (outcome.labels ?? null) : outcome.label;
+          if (multi && outcome.label !== null)
+            fail(`row ${row.row} has a single fallback label on multi-label question ${question.name}`);
+          if (multi && outcome.labels?.some((label) => !question.labels.includes(label)))
+            fail(`row ${row.row} has a fallback label set outside the labels of question ${question.name}`);
+          if ((outcome.status === 'ok') !== (given !== null))
+            fail(`row ${row.row} ${question.name}: fallback status ${outcome.status}, label ${JSON.stringify(given)}`);
         }
         const source = answer.source ?? 'local';
         if ((source === 'fallback') !== (outcome?.status === 'ok'))
           fail(`row ${row.row} ${question.name}: source ${source}, fallback status ${String(outcome?.status ?? null)}`);
-        if (source === 'fallback' && answer.label !== outcome?.label)
+        if (source === 'fallback' && !multi && answer.label !== outcome?.label)
           fail(`row ${row.row} question ${question.name} has source fallback but label ${String(answer.label)}`);
+        if (source === 'fallback' && multi && JSON.stringify(answer.labels) !== JSON.stringify(outcome?.labels))
+          fail(`row ${row.row} question ${question.name} has source fallback but labels other than the fallback's`);
         answeredByFallback ||= source === 'fallback';
       });
       if (row.fallback != null)

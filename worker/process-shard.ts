@@ -151,7 +151,13 @@ export async function processShard(job: ShardJob, context: ShardContext): Promis
           probabilities: null,
           answers: answers.map((answer, q) =>
             resultQuestions[q]?.routed === true
-              ? { ...answer, source: 'local' as const, localLabel: answer.label, fallback: null }
+              ? {
+                  ...answer,
+                  source: 'local' as const,
+                  localLabel: answer.label,
+                  ...('labels' in answer ? { localLabels: answer.labels } : {}),
+                  fallback: null,
+                }
               : answer,
           ),
         };

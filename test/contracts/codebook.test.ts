@@ -435,7 +435,7 @@ describe('parseCodebook with several questions', () => {
     );
   });
 
-  it('takes the fallback with per-question routing, refusing unknown questions, text answers and multi-label', () => {
+  it('takes the fallback with per-question routing, refusing unknown questions, text answers, idle rules', () => {
     const fallback = (extra: object = {}): object => ({
       enabled: true,
       model: 'gpt-test',
@@ -451,7 +451,13 @@ describe('parseCodebook with several questions', () => {
       { source: 'cb.yaml' },
     );
     assert.deepEqual(cb.fallback?.questions, {
-      tone: { confidenceBelow: null, marginBelow: 0.2, entropyAbove: null, labelMassBelow: null },
+      tone: {
+        confidenceBelow: null,
+        marginBelow: 0.2,
+        entropyAbove: null,
+        labelMassBelow: null,
+        unscoredMassAbove: null,
+      },
       topic: null,
     });
     rejects(
@@ -466,12 +472,50 @@ describe('parseCodebook with several questions', () => {
       multi('{text} {question}', { fallback: fallback({ response_format: 'text' }) }),
       /field "fallback\.response_format": with several questions .* one JSON object/,
     );
+    // Multi-label questions are routed by the rules that read their own columns; one that could never fire is refused.
+    const moods = {
+      ...tone,
+      question: 'Is the tone {label}?',
+      type: 'multi_label',
+      multi_label: { format: 'per_label' },
+    };
+    const subjects = { ...tone, type: 'multi_label', multi_label: { format: 'list', max_labels: 2 } };
+    const routed = parseCodebook(multi('{text} {question}', { questions: [topic, moods], fallback: fallback() }), {
+      source: 'cb.yaml',
+    });
+    assert.equal(routed.fallback?.routing.confidenceBelow, 0.6);
     rejects(
       multi('{text} {question}', {
-        questions: [topic, { ...tone, type: 'multi_label' }],
-        fallback: fallback(),
+        questions: [topic, moods],
+        fallback: fallback({ routing: { entropy_above: 0.5 } }),
       }),
-      /field "fallback": questions\[1\] is multi-label, and the closed-model fallback routes single-label questions/,
+      /field "fallback\.routing": questions\[1\] \(tone\) is multi-label and has no entropy/,
+    );
+    rejects(
+      multi('{text} {question}', {
+        questions: [topic, moods],
+        fallback: fallback({ questions: { tone: { routing: { unscored_mass_above: 0.1 } } } }),
+      }),
+      /field "fallback\.questions\.tone\.routing\.unscored_mass_above": questions\[1\] \(tone\) is not a list/,
+    );
+    rejects(
+      multi('{text} {question}', {
+        questions: [topic, moods],
+        fallback: fallback({ routing: { confidence_below: 0.6, unscored_mass_above: 0.1 } }),
+      }),
+      /field "fallback\.routing\.unscored_mass_above": applies to list multi-label questions/,
+    );
+    const list = parseCodebook(
+      multi('{text} {question}', {
+        questions: [topic, subjects],
+        fallback: fallback({ routing: { confidence_below: 0.6, unscored_mass_above: 0.1 } }),
+      }),
+      { source: 'cb.yaml' },
+    );
+    assert.equal(list.fallback?.routing.unscoredMassAbove, 0.1);
+    rejects(
+      multi('{text} {question}', { questions: [moods], fallback: fallback({ response_format: 'text' }) }),
+      /field "fallback\.response_format": a multi-label question is answered as a JSON list of its labels/,
     );
     rejects(
       { ...minimal, fallback: fallback({ questions: { label: { enabled: false } } }) },

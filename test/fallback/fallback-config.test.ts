@@ -44,6 +44,7 @@ describe('parseFallbackConfig', () => {
       marginBelow: null,
       entropyAbove: null,
       labelMassBelow: null,
+      unscoredMassAbove: null,
     });
     assert.deepEqual(
       [config.timeoutMs, config.maxRetries, config.invalidRetries, config.concurrency, config.maxOutputTokens],
@@ -98,7 +99,13 @@ describe('parseFallbackConfig', () => {
 });
 
 describe('routeReason', () => {
-  const rules = { confidenceBelow: 0.6, marginBelow: 0.2, entropyAbove: 0.9, labelMassBelow: null };
+  const rules = {
+    confidenceBelow: 0.6,
+    marginBelow: 0.2,
+    entropyAbove: 0.9,
+    labelMassBelow: null,
+    unscoredMassAbove: null,
+  };
   const score = (confidence: number, margin: number, entropy: number, status = 'ok') => ({
     status,
     confidence,
@@ -113,7 +120,13 @@ describe('routeReason', () => {
     assert.equal(routeReason(rules, score(0.5, 0.1, 1.0, 'truncated')), 'confidence');
   });
   it('routes on label mass below its threshold, and not on rows that have none', () => {
-    const massRules = { confidenceBelow: null, marginBelow: null, entropyAbove: null, labelMassBelow: 0.5 };
+    const massRules = {
+      confidenceBelow: null,
+      marginBelow: null,
+      entropyAbove: null,
+      labelMassBelow: 0.5,
+      unscoredMassAbove: null,
+    };
     assert.equal(routeReason(massRules, { ...score(0.99, 0.98, 0.05), labelMass: 1e-9 }), 'label_mass');
     assert.equal(routeReason(massRules, { ...score(0.99, 0.98, 0.05), labelMass: 0.5 }), null);
     assert.equal(routeReason(massRules, { ...score(0.99, 0.98, 0.05), labelMass: null }), null);
@@ -133,6 +146,7 @@ describe('routeReason', () => {
       marginBelow: null,
       entropyAbove: null,
       labelMassBelow: 0.2,
+      unscoredMassAbove: null,
     });
     invalid({ ...minimal, routing: { label_mass_below: 2 } }, /fallback\.routing\.label_mass_below/);
     const without = parseFallbackConfig(
@@ -145,6 +159,46 @@ describe('routeReason', () => {
     assert.notEqual(fallbackIdentity(without), fallbackIdentity(withMass));
     // The identity of a config without the rule, as computed before label_mass_below existed.
     assert.equal(fallbackIdentity(without), '0c1e251260d140b83f8910bda33f38c3099060d84038f3351d929d60d20bea8e');
+  });
+
+  it('routes on unscored mass above its threshold, keeping the identity of configs without the rule', () => {
+    const rules = {
+      confidenceBelow: null,
+      marginBelow: null,
+      entropyAbove: null,
+      labelMassBelow: null,
+      unscoredMassAbove: 0.01,
+    };
+    const list = { status: 'ok', confidence: 0.9, margin: 0.8, entropy: null };
+    assert.equal(routeReason(rules, { ...list, unscoredMass: 0.02 }), 'unscored_mass');
+    assert.equal(routeReason(rules, { ...list, unscoredMass: 0.01 }), null);
+    assert.equal(routeReason(rules, list), null, 'a question without unscored mass');
+    assert.equal(routeReason(rules, { ...list, status: 'empty_text', unscoredMass: 1 }), null);
+    const url = 'http://127.0.0.1:1/v1';
+    const parsed = parseFallbackConfig(fallbackSection(url, { routing: { unscored_mass_above: 0.01 } }));
+    assert.deepEqual(parsed?.routing, rules);
+    invalid({ ...minimal, routing: { unscored_mass_above: -1 } }, /fallback\.routing\.unscored_mass_above/);
+    // Identities of configs without the rule, as computed before it existed (label mass, per-question rules).
+    const withMass = parseFallbackConfig(
+      fallbackSection(url, { routing: { confidence_below: 0.5, label_mass_below: 0.2 } }),
+    );
+    const own = parseFallbackConfig(
+      fallbackSection(url, {
+        routing: { confidence_below: 0.5 },
+        questions: { tone: { routing: { margin_below: 0.1 } } },
+      }),
+    );
+    assert.ok(parsed && withMass && own);
+    assert.equal(fallbackIdentity(withMass), '301980bc1542982b4d97556f412b71716cadb00251e03cce375b54fca2f45d45');
+    assert.equal(fallbackIdentity(own), '453e4fe0dc8f2fd49bd34f54c25d7f1870946f3b0e2ab25e6d28c40e80868e09');
+    const ownList = parseFallbackConfig(
+      fallbackSection(url, {
+        routing: { confidence_below: 0.5 },
+        questions: { tone: { routing: { margin_below: 0.1, unscored_mass_above: 0.01 } } },
+      }),
+    );
+    assert.ok(ownList);
+    assert.notEqual(fallbackIdentity(ownList), fallbackIdentity(own));
   });
 
   it('mixes per-question rules into the identity only when a codebook sets them', () => {
