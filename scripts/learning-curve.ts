@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { RescaleError, errorMessage } from '../contracts/errors.js';
 import { JsonLogger, silentLogger, type Logger } from '../contracts/logger.js';
-import { parseCodebook } from '../contracts/codebook.js';
+import { parseCodebook, singleQuestion, type Codebook } from '../contracts/codebook.js';
 import { evaluatePredictions, type EvaluationResult } from '../study/evaluation/evaluate-predictions.js';
 import { writeJsonFile } from '../study/json-file.js';
 import { readGoldLabels, readPredictions } from '../study/evaluation/labelled-predictions.js';
@@ -37,7 +37,6 @@ import { vocabTokenizerFromModel } from '../gguf/fixtures/vocab.js';
 import { llamaBuildFromEnvironment } from '../contracts/environment.js';
 import { getRuntime } from '../worker/engine/llama-runtime.js';
 import { promptMessages } from '../contracts/prompt-text.js';
-import { singleQuestion } from '../contracts/codebook.js';
 
 export const DEFAULT_SIZES = [100, 250, 500, 1000, 2500, 5000, 10000] as const;
 export const DEFAULT_SEED = 7;
@@ -81,6 +80,52 @@ export interface LearningCurveResult {
     readonly adapter: string | null;
     readonly keywords: number;
   }[];
+}
+
+/** The stand-in for LoRA fine-tuning: labelled texts in, a keyword adapter for the fixture keyword model out. */
+export interface KeywordAdapterTrainer {
+  /** Derives the keywords of `texts` (labels beside them) and writes them as a GGUF LoRA adapter to `file`. */
+  train(
+    texts: readonly string[],
+    labels: readonly string[],
+    file: string,
+  ): Promise<{ keywords: Record<string, string[]>; count: number }>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens the keyword model's vocabulary (its tokenizer) once for several adapters. Words every prompt of `codebook`
+ * shares (instructions, label descriptions) and the base lexicon are left out: a trainer learns nothing from them,
+ * and as keywords they would fire on every document.
+ */
+export async function openKeywordAdapterTrainer(
+  model: string,
+  codebook: Codebook,
+  logger: Logger,
+): Promise<KeywordAdapterTrainer> {
+  // The keyword model carries the llama-bpe vocabulary verbatim: its vocabulary is the tokenizer.
+  const llama = await getRuntime({ build: llamaBuildFromEnvironment(), logger });
+  const vocabModel = await llama.loadModel({ modelPath: model, vocabOnly: true, gpuLayers: 0 });
+  const tokenizer = vocabTokenizerFromModel(vocabModel, 'llama-bpe');
+  const empty = promptMessages(codebook, singleQuestion(codebook), { text: '' });
+  const promptWords = [...textWords(`${empty.system ?? ''}\n${empty.user}`)];
+  const baseWords = [...Object.values(SENTIMENT_KEYWORD_SPEC.keywords).flat(), ...promptWords];
+  return {
+    async train(texts, labels, file) {
+      const keywords = deriveKeywords(texts, labels, {
+        perLabel: KEYWORD_ADAPTER_DERIVATION.perLabel,
+        minCount: KEYWORD_ADAPTER_DERIVATION.minCount,
+        exclude: baseWords,
+        accept: (word) => isSingleTokenWord(tokenizer, word),
+      });
+      await writeKeywordAdapter(file, SENTIMENT_KEYWORD_SPEC, keywords, {
+        tokenizer,
+        rank: KEYWORD_ADAPTER_DERIVATION.rank,
+      });
+      return { keywords, count: Object.values(keywords).reduce((n, words) => n + words.length, 0) };
+    },
+    close: () => vocabModel.dispose(),
+  };
 }
 
 /** TweetEval sentiment val + test pooled into one labelled Parquet file (id, text, gold, split). */
@@ -145,16 +190,8 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
 
   // 2. "Fine-tune": one keyword adapter per training subset, read back from the subset's Parquet file.
   const adapters: { size: number; adapter: string; keywords: number }[] = [];
-  // The keyword model carries the llama-bpe vocabulary verbatim: its vocabulary is the tokenizer.
-  const llama = await getRuntime({ build: llamaBuildFromEnvironment(), logger });
-  const vocabModel = await llama.loadModel({ modelPath: model, vocabOnly: true, gpuLayers: 0 });
-  const tokenizer = vocabTokenizerFromModel(vocabModel, 'llama-bpe');
+  const trainer = await openKeywordAdapterTrainer(model, codebook, logger);
   try {
-    // Words every training prompt shares (instructions, label descriptions) say nothing about the label: a trainer
-    // learns nothing from them, and as keywords they would fire on every document.
-    const empty = promptMessages(codebook, singleQuestion(codebook), { text: '' });
-    const promptWords = [...textWords(`${empty.system ?? ''}\n${empty.user}`)];
-    const baseWords = [...Object.values(SENTIMENT_KEYWORD_SPEC.keywords).flat(), ...promptWords];
     for (const subset of sample.manifest.subsets) {
       const train = await readGoldLabels(path.join(sampleDir, subset.parquet), {
         idColumn: 'id',
@@ -163,18 +200,8 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
         role: 'training subset',
       });
       const texts = (train.extra.get('text') ?? []).map(String);
-      const keywords = deriveKeywords(texts, train.labels as string[], {
-        perLabel: KEYWORD_ADAPTER_DERIVATION.perLabel,
-        minCount: KEYWORD_ADAPTER_DERIVATION.minCount,
-        exclude: baseWords,
-        accept: (word) => isSingleTokenWord(tokenizer, word),
-      });
       const adapter = path.join(outDir, 'adapters', `keyword-adapter-${subset.size}.gguf`);
-      await writeKeywordAdapter(adapter, SENTIMENT_KEYWORD_SPEC, keywords, {
-        tokenizer,
-        rank: KEYWORD_ADAPTER_DERIVATION.rank,
-      });
-      const count = Object.values(keywords).reduce((n, words) => n + words.length, 0);
+      const { keywords, count } = await trainer.train(texts, train.labels as string[], adapter);
       adapters.push({ size: subset.size, adapter, keywords: count });
       say(
         `adapter for ${subset.size} training examples: ${count} keywords (${Object.entries(keywords)
@@ -183,7 +210,7 @@ export async function runLearningCurve(options: LearningCurveOptions): Promise<L
       );
     }
   } finally {
-    await vocabModel.dispose();
+    await trainer.close();
   }
 
   // 3. rescale run on the held-out split: the base model, then each adapter.

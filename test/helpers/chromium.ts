@@ -6,6 +6,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
+import type { Page } from 'playwright-core';
 
 const CANDIDATES = ['chromium', 'chromium-browser', 'google-chrome'];
 const FLAGS = [
@@ -89,4 +90,9 @@ export async function renderPage(
   } finally {
     await rm(profile, { recursive: true, force: true });
   }
+}
+
+/** Presses a key that submits a form or follows a link, and waits for the page it leads to. */
+export async function press(page: Page, key: string): Promise<void> {
+  await Promise.all([page.waitForNavigation(), page.keyboard.press(key)]);
 }

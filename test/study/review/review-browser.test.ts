@@ -11,16 +11,11 @@ import { readCrowdFolder } from '../../../study/review/crowd-folder.js';
 import { createReviewServer } from '../../../study/review/review-server.js';
 import { ReviewStore } from '../../../study/review/review-store.js';
 import { ROOT } from '../../helpers/analysis-files.js';
-import { findChromium } from '../../helpers/chromium.js';
+import { findChromium, press } from '../../helpers/chromium.js';
 import { writeCrowdFolder } from '../../helpers/crowd-folder.js';
 
 const found = await findChromium();
 const skip = 'reason' in found ? `headless chromium unavailable: ${found.reason}` : false;
-
-/** Presses a key that submits a form or follows a link, and waits for the page it leads to. */
-async function press(page: Page, key: string): Promise<void> {
-  await Promise.all([page.waitForNavigation(), page.keyboard.press(key)]);
-}
 
 describe('review app in headless chromium', { skip }, () => {
   let dir: string;
