@@ -58,8 +58,8 @@ export const STAND_IN_MODELS: readonly StandInModel[] = [
  * closed model alone (by its labeller name: the fallback with every document routed to it), and the keyword model
  * with the adapter derived from the crowd's majority vote or from the verified set.
  */
-export const MAJORITY_ADAPTER = 'majority-vote adapter';
-export const VERIFIED_ADAPTER = 'verified adapter';
+export const MAJORITY_ADAPTER = 'majority-adapter';
+export const VERIFIED_ADAPTER = 'verified-adapter';
 
 export interface WalkthroughOptions {
   /** Folder with TweetEval's sentiment/ (default ../shared/data/tweeteval). */
@@ -76,8 +76,10 @@ export interface WalkthroughOptions {
   readonly slip?: number;
   readonly resamples?: number;
   readonly models?: readonly StandInModel[];
-  /** Which systems score the held-out set, by name (default all: keyword, keyword-val, the closed models, the
-   * majority-vote adapter, the verified adapter). */
+  /**
+   * Which systems score the held-out set, by name (default all: keyword, keyword-val, the closed models by labeller
+   * name, MAJORITY_ADAPTER, VERIFIED_ADAPTER).
+   */
   readonly systems?: readonly string[];
   /** Runs once the review server is up, before the stand-in coders; e.g. a browser reviews some documents. */
   readonly beforeStandIn?: (session: ReviewSession) => Promise<void>;
@@ -159,6 +161,8 @@ export interface WalkthroughResult {
   readonly systems: readonly { readonly name: string; readonly results: string }[];
   readonly evaluation: EvaluationResult;
   readonly evaluationPath: string;
+  /** The verified adapter against the majority-vote one on the same held-out tweets (paired); null unless both ran. */
+  readonly reviewGain: EvaluationResult | null;
   readonly heldOutPath: string;
 }
 
@@ -609,6 +613,28 @@ export async function runHybridWalkthrough(options: WalkthroughOptions): Promise
     );
     const evaluationPath = path.join(outDir, 'evaluation.json');
     const evaluation = JSON.parse(await readFile(evaluationPath, 'utf8')) as EvaluationResult;
+    // What review adds: the two adapters compared on the same tweets (a paired bootstrap of the difference).
+    let reviewGain: EvaluationResult | null = null;
+    const compared = [MAJORITY_ADAPTER, VERIFIED_ADAPTER].map((name) => systems.find((s) => s.name === name));
+    if (compared.every((s) => s !== undefined)) {
+      await run(
+        'evaluate',
+        '--gold',
+        'held-out.parquet',
+        '--label-column',
+        'gold',
+        ...compared.flatMap((s) => ['--predictions', s.results]),
+        '--names',
+        compared.map((s) => s.name).join(','),
+        '--seed',
+        String(seed),
+        '--resamples',
+        String(resamples),
+        '--json',
+        'review-gain.json',
+      );
+      reviewGain = JSON.parse(await readFile(path.join(outDir, 'review-gain.json'), 'utf8')) as EvaluationResult;
+    }
     return {
       outDir,
       commands,
@@ -631,6 +657,7 @@ export async function runHybridWalkthrough(options: WalkthroughOptions): Promise
       systems: systems.map((s) => ({ name: s.name, results: path.join(outDir, s.results) })),
       evaluation,
       evaluationPath,
+      reviewGain,
       heldOutPath,
     };
   } finally {
@@ -714,6 +741,17 @@ export function formatWalkthrough(result: WalkthroughResult): string {
       ['left', 'right', 'right', 'right'],
     ),
   );
+  const gain = result.reviewGain?.differences[0];
+  if (gain !== undefined) {
+    const signed = (x: number): string => `${x >= 0 ? '+' : ''}${x.toFixed(3)}`;
+    const interval = (ci: { estimate: number; lower: number; upper: number }): string =>
+      `${signed(ci.estimate)} [${signed(ci.lower)}, ${signed(ci.upper)}]`;
+    out.push(
+      '',
+      `${gain.system} − ${gain.baseline} (paired bootstrap): accuracy ${interval(gain.accuracy)}, macro-F1 ` +
+        `${interval(gain.macroF1)}.`,
+    );
+  }
   return `${out.join('\n')}\n`;
 }
 
