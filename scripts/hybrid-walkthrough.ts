@@ -146,7 +146,13 @@ export interface WalkthroughResult {
     readonly trainingExamples: number;
   };
   readonly adapters: {
-    readonly verified: { readonly file: string; readonly examples: number; readonly keywords: number };
+    readonly verified: {
+      readonly file: string;
+      readonly examples: number;
+      readonly keywords: number;
+      /** Verified labels that equal the TweetEval gold. */
+      readonly correct: number;
+    };
     readonly majority: {
       readonly file: string;
       readonly examples: number;
@@ -527,10 +533,12 @@ export async function runHybridWalkthrough(options: WalkthroughOptions): Promise
     });
     const verifiedTexts: string[] = [];
     const verifiedLabels: string[] = [];
+    let verifiedCorrect = 0;
     verified.labels.forEach((label, i) => {
       if (label === null) return;
       verifiedTexts.push(String(verified.extra.get('text')?.[i]));
       verifiedLabels.push(label as string);
+      if (label === goldById.get(verified.keys[i] as string)) verifiedCorrect++;
     });
     const majority = majorityVote(crowd, question);
     const majorityTexts: string[] = [];
@@ -645,7 +653,12 @@ export async function runHybridWalkthrough(options: WalkthroughOptions): Promise
       review: { reviewers, httpDecisions, stats, statsPath },
       exported: { gold: goldFile, training: trainingFile, documents: exportedDocs, adjudicated, trainingExamples },
       adapters: {
-        verified: { file: verifiedAdapter, examples: verifiedTexts.length, keywords: verifiedKeywords },
+        verified: {
+          file: verifiedAdapter,
+          examples: verifiedTexts.length,
+          keywords: verifiedKeywords,
+          correct: verifiedCorrect,
+        },
         majority: {
           file: majorityAdapter,
           examples: majorityTexts.length,
@@ -725,7 +738,8 @@ export function formatWalkthrough(result: WalkthroughResult): string {
     '',
     `Export: ${result.exported.documents} reviewed tweets (${result.exported.adjudicated} adjudicated), ` +
       `${result.exported.trainingExamples} training examples. Adapters: ` +
-      `${result.adapters.verified.keywords} keywords from ${result.adapters.verified.examples} verified tweets; ` +
+      `${result.adapters.verified.keywords} keywords from ${result.adapters.verified.examples} verified tweets ` +
+      `(${result.adapters.verified.correct} labels equal to the TweetEval gold); ` +
       `${result.adapters.majority.keywords} from ` +
       `${result.adapters.majority.examples} majority-vote labels, ${result.adapters.majority.correct} of which equal ` +
       `the TweetEval gold (${result.adapters.majority.ties} ties left out).`,

@@ -183,7 +183,7 @@ describe('the hybrid walk-through', () => {
     );
   });
 
-  it('scores held-out tweets outside the sample and evaluates them against the TweetEval gold', async () => {
+  it('scores held-out tweets outside the sample and evaluates them against the TweetEval gold', async (t) => {
     const sample = new Set(result.sampleIds);
     assert.equal(result.heldOutIds.length, HELD_OUT);
     assert.ok(result.heldOutIds.every((id) => !sample.has(id)));
@@ -196,6 +196,7 @@ describe('the hybrid walk-through', () => {
       assert.ok(s.accuracy.lower <= s.accuracy.estimate && s.accuracy.estimate <= s.accuracy.upper);
     }
     const accuracy = new Map(result.evaluation.systems.map((s) => [s.name, s.accuracy.estimate]));
+    t.diagnostic(`held-out accuracy: ${[...accuracy].map(([name, a]) => `${name} ${a.toFixed(3)}`).join(', ')}`);
     assert.ok(
       (accuracy.get(VERIFIED_ADAPTER) ?? 0) >= (accuracy.get('closed-noisy') ?? 1),
       `verified adapter ${accuracy.get(VERIFIED_ADAPTER)} vs the noisy closed model ${accuracy.get('closed-noisy')}`,
