@@ -188,6 +188,101 @@ export function chatExample(
   return { messages };
 }
 
+/** The labels the default prompt lists: those the documents hold, sorted. */
+export function defaultPromptLabels(documents: readonly { readonly label: string }[]): string[] {
+  return [...new Set(documents.map((d) => d.label))].sort();
+}
+
+/** A training example without a codebook: the default system prompt and template, listing `labels`. */
+export function defaultExample(labels: readonly string[], doc: SampleDocument): ChatExample {
+  const labelList = labels.join(', ');
+  const prompt = (text: string): { system: string; user: string } => ({
+    system: DEFAULT_SYSTEM_PROMPT,
+    user: DEFAULT_USER_TEMPLATE.replace('{labels}', labelList).replace('{text}', text),
+  });
+  return chatExample(doc, prompt, (label) => label);
+}
+
+/** A document with each codebook question's gold answer (a label, or a multi-label question's labels; null: none). */
+export interface AnsweredDocument {
+  readonly id: string;
+  readonly text: string;
+  readonly answers: Readonly<Record<string, GoldAnswer | null>>;
+  /** The codebook template's other columns ({title}), by name. */
+  readonly columns?: Readonly<Record<string, string | null>>;
+}
+
+export interface CodebookDocuments {
+  /** In input order; `label` is the stratum the splits are drawn by (see SampleDocument). */
+  readonly documents: SampleDocument[];
+  /** Left out: a question without an answer, no text, a gold set a list question cannot answer. */
+  readonly skipped: { noText: number; noLabel: number; overMaxLabels: number; emptySet: number };
+}
+
+/**
+ * The documents a codebook's training examples are rendered from, as `rescale sample` and `rescale review export`
+ * both take them: a document needs every question's answer and a text (and for a list question a set the list can
+ * hold); multi-label sets are put in codebook order without duplicates; every gold label must be one of its
+ * question's (`where` names the gold of a question in the error). A multi-label first question stratifies by each
+ * document's rarest label.
+ */
+export function codebookDocuments(
+  codebook: Codebook,
+  rows: readonly AnsweredDocument[],
+  where: (question: Question) => string,
+): CodebookDocuments {
+  const questions = scoredQuestions(codebook);
+  const first = questions[0] as Question;
+  const structured = questions.length > 1 || questions.some((q) => q.type === 'multi_label');
+  const skipped = { noText: 0, noLabel: 0, overMaxLabels: 0, emptySet: 0 };
+  const raw: SampleDocument[] = [];
+  for (const row of rows) {
+    const answers: Record<string, GoldAnswer> = {};
+    let missing = false;
+    for (const question of questions) {
+      const value = row.answers[question.name] ?? null;
+      const answer = question.type === 'multi_label' && value !== null ? goldSet(question, [value].flat()) : value;
+      if (answer === null) missing = true;
+      else answers[question.name] = answer;
+    }
+    if (missing) {
+      skipped.noLabel++;
+      continue;
+    }
+    if (row.text.trim() === '') {
+      skipped.noText++;
+      continue;
+    }
+    const unfit = listUnfit(questions, answers);
+    if (unfit !== null) {
+      skipped[unfit]++;
+      continue;
+    }
+    raw.push({
+      id: row.id,
+      text: row.text,
+      label: stratumSeed(answers[first.name] as GoldAnswer),
+      ...(structured ? { answers } : {}),
+      ...(row.columns !== undefined ? { columns: row.columns } : {}),
+    });
+  }
+  for (const question of questions) checkGoldLabels(question, raw, where(question), structured);
+  if (first.type !== 'multi_label') return { documents: raw, skipped };
+  const strata = rarestLabelStrata(
+    raw.map((d) => d.answers?.[first.name] as readonly string[]),
+    first.labels.map((l) => l.name),
+  );
+  return { documents: raw.map((d, i) => ({ ...d, label: strata[i] as string })), skipped };
+}
+
+/**
+ * A document's training examples under a codebook, as the scorer renders and scores them (documentExamples): what
+ * `rescale sample` and `rescale review export` write, one JSON line each.
+ */
+export function trainingExamples(codebook: Codebook, doc: SampleDocument): TrainingExample[] {
+  return documentExamples(codebook, scoredQuestions(codebook), doc);
+}
+
 /** Values as text; null stays null. */
 function textOf(value: unknown): string | null {
   if (value === null || value === undefined) return null;
@@ -230,64 +325,52 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
   const valuesOf = (k: number): readonly unknown[] =>
     k === 0 ? gold.values : (gold.extra.get(goldColumnOf(questions[k] as Question)) ?? []);
 
-  const raw: SampleDocument[] = [];
+  let documents: SampleDocument[];
   const skipped = { noText: 0, noLabel: 0, overMaxLabels: 0, emptySet: 0 };
-  for (let row = 0; row < gold.rows; row++) {
-    const answers: Record<string, GoldAnswer> = {};
-    let missing = codebook === null && gold.labels[row] === null;
-    questions.forEach((question, k) => {
-      const value = valuesOf(k)[row];
-      const where = (): string => `--gold ${gold.file}, column "${goldColumnOf(question)}", row ${row},`;
-      const answer =
-        question.type === 'multi_label' ? goldSet(question, labelSetOf(value, separator, where)) : textOf(value);
-      if (answer === null) missing = true;
-      else answers[question.name] = answer;
-    });
-    const text = textOf(texts[row]) ?? '';
-    if (missing) {
-      skipped.noLabel++;
-      continue;
+  if (codebook !== null) {
+    const rows: AnsweredDocument[] = [];
+    for (let row = 0; row < gold.rows; row++) {
+      const answers: Record<string, GoldAnswer | null> = {};
+      questions.forEach((question, k) => {
+        const value = valuesOf(k)[row];
+        const where = (): string => `--gold ${gold.file}, column "${goldColumnOf(question)}", row ${row},`;
+        answers[question.name] = question.type === 'multi_label' ? labelSetOf(value, separator, where) : textOf(value);
+      });
+      rows.push({
+        id: gold.keys[row] as string,
+        text: textOf(texts[row]) ?? '',
+        answers,
+        ...(columnNames.length > 0
+          ? { columns: Object.fromEntries(columnNames.map((name) => [name, textOf(gold.extra.get(name)?.[row])])) }
+          : {}),
+      });
     }
-    if (text.trim() === '') {
-      skipped.noText++;
-      continue;
+    const prepared = codebookDocuments(
+      codebook,
+      rows,
+      (question) => `column "${goldColumnOf(question)}" of ${gold.file}`,
+    );
+    documents = prepared.documents;
+    Object.assign(skipped, prepared.skipped);
+  } else {
+    documents = [];
+    for (let row = 0; row < gold.rows; row++) {
+      const text = textOf(texts[row]) ?? '';
+      if (gold.labels[row] === null) skipped.noLabel++;
+      else if (text.trim() === '') skipped.noText++;
+      else documents.push({ id: gold.keys[row] as string, text, label: gold.labels[row] as string });
     }
-    const unfit = listUnfit(questions, answers);
-    if (unfit !== null) {
-      skipped[unfit]++;
-      continue;
-    }
-    const columns = Object.fromEntries(columnNames.map((name) => [name, textOf(gold.extra.get(name)?.[row])]));
-    raw.push({
-      id: gold.keys[row] as string,
-      text,
-      label: first === undefined ? (gold.labels[row] as string) : stratumSeed(answers[first.name] as GoldAnswer),
-      ...(structured ? { answers } : {}),
-      ...(columnNames.length > 0 ? { columns } : {}),
-    });
   }
-  if (raw.length === 0)
+  if (documents.length === 0)
     throw new RescaleError('INPUT_INVALID', `--gold ${gold.file} has no row with both a text and a label`);
-  for (const question of questions) checkGoldLabels(question, raw, goldColumnOf(question), gold.file, structured);
-
-  // A multi-label first question stratifies by each document's rarest label.
   const rarest = first?.type === 'multi_label';
-  const documents = rarest
-    ? (() => {
-        const strata = rarestLabelStrata(
-          raw.map((d) => d.answers?.[first.name] as readonly string[]),
-          first.labels.map((l) => l.name),
-        );
-        return raw.map((d, i) => ({ ...d, label: strata[i] as string }));
-      })()
-    : raw;
 
   let labels: string[];
   let examplesOf: (doc: SampleDocument) => TrainingExample[];
   let promptRecord: TrainingSampleManifest['prompt'];
   if (codebook !== null) {
     labels = (first as Question).labels.map((l) => l.name);
-    examplesOf = (doc) => documentExamples(codebook, questions, doc);
+    examplesOf = (doc) => trainingExamples(codebook, doc);
     promptRecord = {
       source: 'codebook',
       codebook: codebook.source,
@@ -296,13 +379,9 @@ export async function writeTrainingSample(options: TrainingSampleOptions): Promi
       template: codebook.prompt.template,
     };
   } else {
-    labels = [...new Set(documents.map((d) => d.label))].sort();
-    const labelList = labels.join(', ');
-    const prompt = (text: string): { system: string; user: string } => ({
-      system: DEFAULT_SYSTEM_PROMPT,
-      user: DEFAULT_USER_TEMPLATE.replace('{labels}', labelList).replace('{text}', text),
-    });
-    examplesOf = (doc) => [chatExample(doc, prompt, (label) => label)];
+    labels = defaultPromptLabels(documents);
+    const labelList = labels;
+    examplesOf = (doc) => [defaultExample(labelList, doc)];
     promptRecord = {
       source: 'default',
       codebook: null,
@@ -436,8 +515,7 @@ function listUnfit(
 function checkGoldLabels(
   question: Question,
   docs: readonly SampleDocument[],
-  column: string,
-  file: string,
+  where: string,
   structured: boolean,
 ): void {
   const names = question.labels.map((l) => l.name);
@@ -450,7 +528,7 @@ function checkGoldLabels(
   if (unknown.length > 0) {
     throw new RescaleError(
       'INPUT_INVALID',
-      `column "${column}" of ${file} holds ${unknown.map((l) => JSON.stringify(l)).join(', ')}, not labels of ` +
+      `${where} holds ${unknown.map((l) => JSON.stringify(l)).join(', ')}, not labels of ` +
         `question ${question.name} (${names.join(', ')}); map them to the question's label names first`,
     );
   }
