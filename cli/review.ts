@@ -23,10 +23,12 @@ export const REVIEW_USAGE = `  rescale review serve --crowd DIR --db FILE [--hos
       Every document to one coder and the --overlap share to two (seeded, deterministic); the documents two coders
       decide differently go to the adjudicators.
   rescale review export --crowd DIR --db FILE --out DIR [--codebook C] [--sizes 50,100,200 --seed S]
-      gold.parquet (id, text, verified labels per question, reviewers, adjudicated) and training chat JSONL per
-      single-label question, rendered as "rescale sample" renders it (with --codebook: the codebook's prompt).
-      --sizes: also train-050.jsonl, train-100.jsonl, ... for a learning curve, nested (each holds the smaller
-      ones) and stratified by the verified label, fixed by --seed. export.json lists every file with its sha256.
+      gold.parquet (id, text, verified labels per question, reviewers, adjudicated) and train.jsonl, the lines
+      "rescale sample" writes for the same documents: with --codebook (the one the crowd used) its chat messages or
+      raw prompt + completion, every question (multi-label ones per label or as a list); without, the default chat
+      prompt per single-label question. --sizes: also train-050.jsonl, train-100.jsonl, ... for a learning curve,
+      nested (each holds the smaller ones) and stratified as "rescale sample" stratifies, fixed by --seed.
+      export.json lists every file with its sha256.
   rescale review stats --crowd DIR --db FILE [--json OUT]
       Acceptance rate per labeller and label, each labeller's accuracy and Cohen's kappa against the verified labels,
       Krippendorff's alpha of the two coders on the overlap documents, and seconds per decision (median, p90).
@@ -169,12 +171,24 @@ export async function runReviewCommand(argv: readonly string[], signal: AbortSig
           `wrote ${summary.gold}: ${summary.documents} reviewed documents, ${summary.adjudicated} adjudicated\n`,
         );
         for (const t of summary.training)
-          process.stdout.write(`wrote ${t.file}: ${t.examples} examples (${t.question})\n`);
-        for (const s of summary.subsets)
           process.stdout.write(
-            `wrote ${s.file}: ${s.size} examples (${s.question}: ` +
+            t.examples === t.documents
+              ? `wrote ${t.file}: ${t.examples} examples (${t.question})\n`
+              : `wrote ${t.file}: ${t.examples} examples from ${t.documents} documents (stratified by ${t.question})\n`,
+          );
+        for (const name of summary.unrendered)
+          process.stdout.write(
+            `note: ${name} is multi-label; its verified sets are in gold.parquet, and --codebook (the codebook the ` +
+              'crowd used) renders its training examples\n',
+          );
+        for (const s of summary.subsets) {
+          const examples =
+            s.examples === s.size ? `${s.size} examples` : `${s.examples} examples from ${s.size} documents`;
+          process.stdout.write(
+            `wrote ${s.file}: ${examples} (${s.question}: ` +
               `${s.counts.map((c) => `${c.label} ${c.count}`).join(', ')})\n`,
           );
+        }
         process.stdout.write(`wrote ${summary.manifest}\n`);
       } finally {
         store.close();

@@ -579,7 +579,7 @@ function documentExamples(codebook: Codebook, questions: readonly Question[], do
 }
 
 /** Input columns the codebook template names besides the text ({title}): read from the gold file by name. */
-function templateColumns(codebook: Codebook): string[] {
+export function templateColumns(codebook: Codebook): string[] {
   const own: readonly string[] = CODEBOOK_VARIABLES;
   return codebook.prompt.variables.filter((v) => v !== 'text' && !own.includes(v));
 }
