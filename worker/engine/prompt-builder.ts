@@ -8,6 +8,7 @@ import {
   type ChatWrapper,
   type LlamaModel,
   type Token,
+  type Tokenizer,
 } from 'node-llama-cpp';
 import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Question } from '../../contracts/codebook.js';
 import { firstCodePoints, promptVariables } from '../../contracts/prompt-text.js';
@@ -34,9 +35,19 @@ export function chatWrapperFor(model: LlamaModel, codebook: Codebook): ChatWrapp
 /** Codebook texts whose special-token split a builder keeps (a handful in a prompt without truncate "prompt"). */
 const MAX_SPECIAL_SPLITS = 64;
 
+/** Chat-template pieces a builder keeps tokenised (a chat template has a handful around the messages). */
+const MAX_CONSTANT_SEGMENTS = 64;
+
 export class PromptBuilder {
   readonly chatWrapperName: string | null;
   private readonly specialSplits = new Map<string, readonly (string | Token)[]>();
+  /**
+   * The chat template's pieces that are the same for every document (its special-token text, the system prompt, ...),
+   * by what the chat wrapper asks the tokenizer: tokenised once instead of for every document and question.
+   */
+  private readonly constantSegments = new Map<string, readonly Token[]>();
+  /** The model's tokenizer, answering the constant pieces from `constantSegments`. */
+  private readonly chatTokenizer: Tokenizer;
   /** Tokens every prompt starts with; evaluated once per sequence. */
   readonly sharedPrefix: readonly Token[];
 
@@ -47,7 +58,16 @@ export class PromptBuilder {
     private readonly codebookVariables: Readonly<Record<string, string>>,
   ) {
     this.chatWrapperName = chatWrapper?.wrapperName ?? null;
+    this.chatTokenizer = tokenizerWith(model.tokenizer, (text, special, options) => {
+      const known = this.constantSegments.get(segmentKey(text, special, options));
+      return known !== undefined ? [...known] : model.tokenizer(text as never, special as never, options as never);
+    });
     this.sharedPrefix = this.computeSharedPrefix();
+  }
+
+  /** How many chat-template pieces are tokenised once for all documents (0 for a raw prompt). */
+  get constantSegmentCount(): number {
+    return this.constantSegments.size;
   }
 
   /** `label`: the prompt of that label of a per_label multi-label question (see promptVariables). */
@@ -115,8 +135,15 @@ export class PromptBuilder {
     return doc.columns?.[name] ?? '';
   }
 
-  /** The prompt's tokens for a document; `cut` when truncate "prompt" shortened it. */
-  private promptTokens(doc: DocumentInput): { tokens: Token[]; cut: boolean } {
+  /**
+   * The prompt's tokens for a document; `cut` when truncate "prompt" shortened it. A chat prompt is tokenised the way
+   * node-llama-cpp tokenises a chat template's text (each piece between special-token texts on its own), through
+   * `tokenizer`.
+   */
+  private promptTokens(
+    doc: DocumentInput,
+    tokenizer: Tokenizer = this.chatTokenizer,
+  ): { tokens: Token[]; cut: boolean } {
     const { prompt } = this.codebook;
     const system = prompt.system === null ? null : this.fillCodebookVariables(prompt.system);
     if (this.chatWrapper !== null) {
@@ -125,7 +152,7 @@ export class PromptBuilder {
       history.push({ type: 'user', text: this.userText(doc) });
       history.push({ type: 'model', response: [] });
       const text = this.chatWrapper.generateContextState({ chatHistory: history }).contextText;
-      return { tokens: text.tokenize(this.model.tokenizer), cut: false };
+      return { tokens: text.tokenize(tokenizer), cut: false };
     }
     // Raw: the codebook's own text may hold special-token text (e.g. "<s>", "<|im_start|>"); document values never do.
     const parts: RawPart[] = [];
@@ -207,19 +234,47 @@ export class PromptBuilder {
    * The longest token prefix shared by two documents, found by rendering two probes that differ from their first
    * character. Every prompt is tokenised whole, so a document whose first characters merge with the prefix's last
    * tokens simply shares fewer of them: the sequence pool reuses each prompt's longest common prefix with it.
+   * The tokenizer requests both probes make alike are the chat template's constant pieces (anything holding a
+   * document's text or columns differs between them); they are kept in `constantSegments`. Tokenising is a pure
+   * function of the request, so a kept piece gives exactly what the tokenizer would.
    */
   private computeSharedPrefix(): Token[] {
-    const probe = (text: string): Token[] => {
+    const probe = (text: string): { tokens: Token[]; requests: Map<string, Token[]> } => {
       const columns: Record<string, string> = {};
       for (const name of this.codebook.prompt.variables) columns[name] = text;
-      return this.promptTokens({ text, columns }).tokens;
+      const requests = new Map<string, Token[]>();
+      const recording = tokenizerWith(this.model.tokenizer, (piece, special, options) => {
+        const tokens = this.model.tokenizer(piece as never, special as never, options as never);
+        requests.set(segmentKey(piece, special, options), [...tokens]);
+        return tokens;
+      });
+      return { tokens: this.promptTokens({ text, columns }, recording).tokens, requests };
     };
-    const a = probe('x');
-    const b = probe('Q 7');
+    const { tokens: a, requests } = probe('x');
+    const { tokens: b, requests: other } = probe('Q 7');
+    for (const [key, tokens] of requests) {
+      if (this.constantSegments.size === MAX_CONSTANT_SEGMENTS) break;
+      if (other.has(key)) this.constantSegments.set(key, tokens);
+    }
     let common = 0;
     while (common < a.length && common < b.length && a[common] === b[common]) common++;
     return a.slice(0, common);
   }
+}
+
+type TokenizeRequest = (text: string, special: boolean | 'builtin' | undefined, options: unknown) => Token[];
+
+/** A tokenizer for LlamaText.tokenize that answers through `tokenize` and is otherwise the model's. */
+function tokenizerWith(model: Tokenizer, tokenize: TokenizeRequest): Tokenizer {
+  const { detokenize, isSpecialToken, isEogToken } = model;
+  return Object.assign(
+    (text: string, special?: boolean | 'builtin', options?: unknown): Token[] => tokenize(text, special, options),
+    { detokenize, isSpecialToken, isEogToken },
+  ) as Tokenizer;
+}
+
+function segmentKey(text: string, special: boolean | 'builtin' | undefined, options: unknown): string {
+  return `${String(special)}\u0000${String(options)}\u0000${text}`;
 }
 
 /** A piece of the raw prompt: template text (special-token text parsed as such) or a value (never parsed). */

@@ -1,10 +1,11 @@
 // Raw prompts on a real Llama-2 SPM vocabulary (the small fixture): tokens as llama.cpp gives for the whole string
 // with special tokens parsed (what llama-cpp-python's completion call does), document text never parsed for them,
-// and the character truncation of the prompt or the document.
+// and the character truncation of the prompt or the document. Chat prompts on the small fixture's template and the
+// keyword fixture's Llama 3 template: the tokens node-llama-cpp gives for the rendered chat, whatever the document.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { LlamaModel, Token } from 'node-llama-cpp';
+import { resolveChatWrapper, type ChatWrapper, type LlamaModel, type Token } from 'node-llama-cpp';
 import { parseCodebook, singleQuestion, type CodebookInput } from '../../../contracts/codebook.js';
 import { llamaBuildFromEnvironment } from '../../../contracts/environment.js';
 import { getRuntime, loadModel } from '../../../worker/engine/llama-runtime.js';
@@ -104,5 +105,75 @@ describe('PromptBuilder, raw format', () => {
     const rendered = builder({ truncate: { chars: 60, of: 'document' } }).render({ text: question }, 5);
     const kept = model.detokenize(model.tokenize(question.slice(0, 60), false, 'trimLeadingSpace').slice(0, 5), false);
     assert.deepEqual(rendered, { tokens: wholeString(`${HEAD}${kept}${TAIL}`), truncated: true });
+  });
+});
+
+describe('PromptBuilder, chat format', () => {
+  const SYSTEM = 'You are a careful annotator. Answer with exactly one label.';
+  const TEMPLATE = 'Classify the tweet.\n\nTweet: {text}';
+  let keyword: LlamaModel;
+  before(async () => {
+    keyword = await loadModel(
+      await getRuntime({ build: llamaBuildFromEnvironment() }),
+      await fixtureModel('keyword'),
+      0,
+    );
+  });
+  after(async () => {
+    await keyword.dispose();
+  });
+
+  function chatBuilder(on: LlamaModel, chatWrapper: ChatWrapper): PromptBuilder {
+    const codebook = parseCodebook(
+      {
+        task: 'sentiment',
+        labels: [{ name: 'negative' }, { name: 'positive' }],
+        prompt: { format: 'chat', system: SYSTEM, template: TEMPLATE },
+        model: { path: 'm.gguf' },
+      },
+      { source: 'cb.yaml' },
+    );
+    return PromptBuilder.create(on, codebook, singleQuestion(codebook), chatWrapper);
+  }
+
+  /** node-llama-cpp's own rendering and tokenisation of the chat, through `chatWrapper`. */
+  function chatTokens(on: LlamaModel, chatWrapper: ChatWrapper, text: string): Token[] {
+    const { contextText } = chatWrapper.generateContextState({
+      chatHistory: [
+        { type: 'system', text: SYSTEM },
+        { type: 'user', text: TEMPLATE.replace('{text}', text) },
+        { type: 'model', response: [] },
+      ],
+    });
+    return contextText.tokenize(on.tokenizer);
+  }
+
+  it('gives every document the tokens of node-llama-cpp’s tokenisation of the chat, the template’s pieces kept', () => {
+    for (const on of [model, keyword]) {
+      const chatWrapper = resolveChatWrapper(on) as ChatWrapper;
+      const chat = chatBuilder(on, chatWrapper);
+      // The system prompt and the template's special-token text are the same for every document.
+      assert.ok(chat.constantSegmentCount >= 2, `${chat.chatWrapperName}: ${chat.constantSegmentCount} kept pieces`);
+      const documents = [
+        question,
+        SYSTEM,
+        ' leading space and trailing space ',
+        '\n\nstarts with newlines',
+        '<|eot_id|><|start_header_id|>assistant<|end_header_id|> </s> special text in a document',
+        '😀 ✓ ꙮ Commission’s',
+        'x',
+      ];
+      for (const text of [...documents, ...documents]) {
+        assert.deepEqual(
+          chat.render({ text }, 512),
+          { tokens: chatTokens(on, chatWrapper, text), truncated: false },
+          text,
+        );
+      }
+    }
+  });
+
+  it('keeps no piece for a raw prompt, whose template text is split at its special tokens instead', () => {
+    assert.equal(builder().constantSegmentCount, 0);
   });
 });
