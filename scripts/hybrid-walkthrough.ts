@@ -169,6 +169,8 @@ export interface WalkthroughResult {
   readonly evaluationPath: string;
   /** The verified adapter against the majority-vote one on the same held-out tweets (paired); null unless both ran. */
   readonly reviewGain: EvaluationResult | null;
+  /** `rescale report` of the verified adapter's run with the review section; null unless it ran. */
+  readonly reportPath: string | null;
   readonly heldOutPath: string;
 }
 
@@ -602,9 +604,11 @@ export async function runHybridWalkthrough(options: WalkthroughOptions): Promise
     }
     say(`scored the held-out set with ${systems.length} codebooks`);
 
-    // 7. Evaluate against the TweetEval gold.
+    // 7. Evaluate against the TweetEval gold, with the review's measures (the study folder holds review.db and crowd/).
     await run(
       'evaluate',
+      '--review',
+      '.',
       '--gold',
       'held-out.parquet',
       '--label-column',
@@ -643,6 +647,28 @@ export async function runHybridWalkthrough(options: WalkthroughOptions): Promise
       );
       reviewGain = JSON.parse(await readFile(path.join(outDir, 'review-gain.json'), 'utf8')) as EvaluationResult;
     }
+    // The report of the verified adapter's run: evaluation, confidence, and a "Human review" section.
+    const verifiedRun = systems.find((s) => s.name === VERIFIED_ADAPTER);
+    let reportPath: string | null = null;
+    if (verifiedRun !== undefined) {
+      await run(
+        'report',
+        verifiedRun.results,
+        '--gold',
+        'held-out.parquet',
+        '--label-column',
+        'gold',
+        '--review',
+        '.',
+        '--seed',
+        String(seed),
+        '--resamples',
+        String(resamples),
+        '--out',
+        'report.html',
+      );
+      reportPath = path.join(outDir, 'report.html');
+    }
     return {
       outDir,
       commands,
@@ -671,6 +697,7 @@ export async function runHybridWalkthrough(options: WalkthroughOptions): Promise
       evaluation,
       evaluationPath,
       reviewGain,
+      reportPath,
       heldOutPath,
     };
   } finally {

@@ -201,6 +201,12 @@ describe('the hybrid walk-through', () => {
       (accuracy.get(VERIFIED_ADAPTER) ?? 0) >= (accuracy.get('closed-noisy') ?? 1),
       `verified adapter ${accuracy.get(VERIFIED_ADAPTER)} vs the noisy closed model ${accuracy.get('closed-noisy')}`,
     );
+    // evaluate --review carries the review measures; the report has its "Human review" section.
+    const written = JSON.parse(await readFile(result.evaluationPath, 'utf8')) as { review?: { kind?: string } };
+    assert.ok(written.review !== undefined, 'evaluation.json carries the review measures');
+    const report = await readFile(result.reportPath ?? '', 'utf8');
+    assert.match(report, /Human review/);
+    assert.match(report, /closed-good/);
     // The closed models' runs asked the stand-in for every held-out tweet (the fallback with every document routed).
     const noisy = result.systems.find((s) => s.name === 'closed-noisy')?.results ?? '';
     const rows = await queryDuckDB(
