@@ -45,15 +45,28 @@ const fallbackJobDataSchema = z.strictObject({
   /** The document's id as text (audit log), or null when the row index is the id. */
   documentId: z.string().nullable(),
   document: documentSchema,
+  /**
+   * A codebook asked by question (several questions, or a multi-label one): the document's unsure questions, by index
+   * in codebook order, asked in one request; the job's result is then a QuestionOutcomesResult. Absent: one question.
+   */
+  questions: z.array(z.number().int().nonnegative()).min(1).optional(),
 });
 export type FallbackJobData = z.infer<typeof fallbackJobDataSchema>;
 
 const fallbackOutcomeSchema = z.strictObject({
   status: z.enum(FALLBACK_STATUSES),
   label: z.string().nullable(),
+  labels: z.array(z.string()).nullable().optional(),
   confidence: z.number().nullable(),
   error: z.string().nullable(),
 });
+
+const questionOutcomesSchema = z.strictObject({
+  questions: z.array(z.tuple([z.number().int().nonnegative(), fallbackOutcomeSchema])),
+});
+
+/** A job's result when it asked questions: each asked question's index and outcome. */
+export type QuestionOutcomesResult = { readonly questions: readonly (readonly [number, FallbackOutcome])[] };
 
 function parseWith<T>(schema: z.ZodType<T>, value: unknown, what: string): T {
   const parsed = schema.safeParse(value);
@@ -71,16 +84,30 @@ export function parseFallbackJobData(value: unknown): FallbackJobData {
   return parseWith(fallbackJobDataSchema, value, 'fallback job data');
 }
 
-export function parseFallbackOutcome(value: unknown): FallbackOutcome {
-  let parsed = value;
-  if (typeof value === 'string') {
-    try {
-      parsed = JSON.parse(value) as unknown;
-    } catch (cause) {
-      throw new RescaleError('INTERNAL', 'a fallback job result in Redis is not JSON', { cause });
-    }
+/** A job result as BullMQ hands it back: the value, or its JSON text. */
+function jobResult(value: unknown): unknown {
+  if (typeof value !== 'string') return value;
+  try {
+    return JSON.parse(value) as unknown;
+  } catch (cause) {
+    throw new RescaleError('INTERNAL', 'a fallback job result in Redis is not JSON', { cause });
   }
-  return parseWith(fallbackOutcomeSchema, parsed, 'fallback job result');
+}
+
+/** An outcome as parsed, without an absent `labels` key (a single-label question's outcome has none). */
+function toOutcome(parsed: z.infer<typeof fallbackOutcomeSchema>): FallbackOutcome {
+  const { labels, ...outcome } = parsed;
+  return labels === undefined ? outcome : { ...outcome, labels };
+}
+
+export function parseFallbackOutcome(value: unknown): FallbackOutcome {
+  return toOutcome(parseWith(fallbackOutcomeSchema, jobResult(value), 'fallback job result'));
+}
+
+/** The outcomes of a job that asked questions, by question index. */
+export function parseQuestionOutcomes(value: unknown): Map<number, FallbackOutcome> {
+  const parsed = parseWith(questionOutcomesSchema, jobResult(value), 'fallback job result');
+  return new Map(parsed.questions.map(([q, outcome]) => [q, toOutcome(outcome)]));
 }
 
 /**

@@ -16,6 +16,7 @@ import {
   fallbackJobFailure,
   fallbackQueueName,
   parseFallbackJobData,
+  type QuestionOutcomesResult,
 } from '../contracts/fallback-queue.js';
 import type { Logger } from '../contracts/logger.js';
 import { redisOptions, type RedisTarget } from '../contracts/redis-connection.js';
@@ -151,7 +152,7 @@ export class FallbackService {
     stage: FallbackStage,
     job: Job,
     signal: AbortSignal | undefined,
-  ): Promise<FallbackOutcome> {
+  ): Promise<FallbackOutcome | QuestionOutcomesResult> {
     try {
       const data = parseFallbackJobData(job.data);
       if (data.runId !== runId)
@@ -161,10 +162,13 @@ export class FallbackService {
         );
       if (!(await this.options.isRunning(runId)))
         throw new RescaleError('ABORTED', `run ${runId} is no longer running`);
-      const outcome = await stage.answer(
-        { documentId: data.documentId, row: data.row, shardId: data.shardId, doc: data.document },
-        signal,
-      );
+      const document = { documentId: data.documentId, row: data.row, shardId: data.shardId, doc: data.document };
+      if (data.questions !== undefined) {
+        const outcomes = await stage.answerQuestions(document, data.questions, signal);
+        for (const outcome of outcomes.values()) this.options.onOutcome?.(outcome);
+        return { questions: [...outcomes.entries()] };
+      }
+      const outcome = await stage.answer(document, signal);
       this.options.onOutcome?.(outcome);
       return outcome;
     } catch (error) {

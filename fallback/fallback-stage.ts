@@ -244,12 +244,33 @@ export class FallbackStage implements ShardFallback, Closeable {
     if (this.prompt === null) {
       throw new RescaleError(
         'INTERNAL',
-        'the fallback queue answers one single-label question per document; a multi-question or multi-label ' +
-          'codebook is refused before a cluster run',
+        'a fallback job without questions reached a codebook asked by question; the worker and the coordinator ' +
+          'run different codebooks or rescale versions',
       );
     }
     this.counts.routed += 1;
     return this.ask(document, signal ?? new AbortController().signal);
+  }
+
+  /**
+   * One routed document's unsure questions (cluster mode, a codebook asked by question: several questions or a
+   * multi-label one), asked in one request as resolve asks them; each asked question's outcome.
+   */
+  async answerQuestions(
+    document: RoutedDocument,
+    asked: readonly number[],
+    signal?: AbortSignal,
+  ): Promise<Map<number, FallbackOutcome>> {
+    const questions = this.options.codebook.questions.length;
+    if (this.questionsPrompt === null || asked.some((q) => q >= questions)) {
+      throw new RescaleError(
+        'INTERNAL',
+        `a fallback job asks questions ${asked.join(', ')} of a codebook with ${questions} question(s) not asked by ` +
+          'question; the worker and the coordinator run different codebooks or rescale versions',
+      );
+    }
+    this.counts.routed += asked.length;
+    return this.askQuestions(document, asked, signal ?? new AbortController().signal);
   }
 
   stats(): FallbackStats {

@@ -8,7 +8,6 @@ import { fallbackIdentity, type FallbackConfig, type FallbackMode } from '../con
 import { outputLayout } from '../storage/output-layout.js';
 import { describeKeySource, readApiKey } from './api-key.js';
 import type { EndpointList } from './endpoint-list.js';
-import { asksByQuestion } from './routing.js';
 
 export type FallbackPlan =
   | { readonly active: false; readonly reason: string }
@@ -44,14 +43,6 @@ export interface ResolveFallbackOptions {
 export async function resolveFallback(codebook: Codebook, options: ResolveFallbackOptions): Promise<FallbackPlan> {
   if (codebook.fallback === null) return { active: false, reason: 'not enabled in the codebook' };
   if (options.disabled === true) return { active: false, reason: 'disabled with --no-fallback' };
-  if (options.endpointsOnly === true && asksByQuestion(codebook)) {
-    throw new RescaleError(
-      'CODEBOOK_INVALID',
-      `${codebook.source ?? 'codebook'}: field "fallback": a cluster run's fallback queue answers one single-label ` +
-        'question per document; run a multi-question or multi-label codebook with the fallback locally (rescale ' +
-        'run), or submit it with --no-fallback',
-    );
-  }
   const config = connectedConfig(codebook.source ?? 'codebook', codebook.fallback, options);
   const base = {
     active: true as const,

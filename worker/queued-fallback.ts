@@ -12,6 +12,7 @@ import {
   fallbackQueueName,
   parseFallbackJobFailure,
   parseFallbackOutcome,
+  parseQuestionOutcomes,
   FALLBACK_JOB_KEEP_SECONDS,
   type FallbackJobData,
 } from '../contracts/fallback-queue.js';
@@ -22,7 +23,15 @@ import type { FallbackOutcome, ResultRow } from '../contracts/results.js';
 import { QUEUE_PREFIX } from '../contracts/shard-queue.js';
 import type { ShardFallback, ShardFallbackContext } from '../contracts/shard-fallback.js';
 import type { DocumentInput } from '../contracts/document-input.js';
-import { documentIdText, routedIndexes, withFallbackOutcome, withoutFallback } from '../fallback/routing.js';
+import type { Question } from '../contracts/codebook.js';
+import {
+  documentIdText,
+  routedIndexes,
+  routedQuestions,
+  withFallbackOutcome,
+  withoutFallback,
+  withQuestionOutcomes,
+} from '../fallback/routing.js';
 
 /** Jobs added per Redis round trip burst. */
 const BATCH = 500;
@@ -33,6 +42,8 @@ export class QueuedFallback implements ShardFallback, Closeable {
   private constructor(
     readonly runId: string,
     private readonly config: FallbackConfig,
+    /** A codebook asked by question (several questions, or a multi-label one): its questions; else null. */
+    private readonly questions: readonly Question[] | null,
     private readonly queue: Queue<FallbackJobData, unknown>,
     private readonly events: QueueEvents,
   ) {}
@@ -79,7 +90,9 @@ export class QueuedFallback implements ShardFallback, Closeable {
       await readyWithin(Promise.all([queue.waitUntilReady(), events.waitUntilReady()]), timeoutMs, options.signal, () =>
         redisError(target, lastError ?? new Error('no answer'), timeoutMs),
       );
-      return new QueuedFallback(runId, config, queue, events);
+      const questions = options.questions ?? [];
+      const byQuestion = questions.length > 1 || questions.some((q) => q.type === 'multi_label');
+      return new QueuedFallback(runId, config, byQuestion ? questions : null, queue, events);
     } catch (error) {
       await forceClose(opened);
       throw error;
@@ -92,10 +105,19 @@ export class QueuedFallback implements ShardFallback, Closeable {
     context: ShardFallbackContext,
   ): Promise<ResultRow[]> {
     const out = withoutFallback(rows);
-    const routed = routedIndexes(this.config, rows).filter((index) => docs[index] !== undefined);
+    const { questions } = this;
+    // Each routed document, with its unsure questions when the codebook is asked by question.
+    const routed = (
+      questions === null
+        ? routedIndexes(this.config, rows).map((index) => ({ index, asked: null }))
+        : rows.flatMap((row, index) => {
+            const asked = routedQuestions(this.config, questions, row);
+            return asked.length === 0 ? [] : [{ index, asked }];
+          })
+    ).filter(({ index }) => docs[index] !== undefined);
     if (routed.length === 0) return out;
     const { shardId, signal } = context;
-    const jobs = routed.map((index) => {
+    const jobs = routed.map(({ index, asked }) => {
       const row = rows[index] as ResultRow;
       const doc = docs[index] as DocumentInput;
       const data: FallbackJobData = {
@@ -110,6 +132,7 @@ export class QueuedFallback implements ShardFallback, Closeable {
                 text: doc.text,
                 columns: Object.fromEntries(Object.entries(doc.columns).map(([k, v]) => [k, v ?? null])),
               },
+        ...(asked === null ? {} : { questions: asked }),
       };
       return { name: 'document', data, opts: { jobId: fallbackJobId(shardId, row.row) } };
     });
@@ -129,10 +152,14 @@ export class QueuedFallback implements ShardFallback, Closeable {
       else signal.addEventListener('abort', onAbort, { once: true });
     });
     aborted.catch(() => undefined);
-    const outcomes = await Promise.race([Promise.all(jobs.map(({ opts }) => this.outcome(opts.jobId))), aborted]);
-    routed.forEach(
-      (index, k) => (out[index] = withFallbackOutcome(rows[index] as ResultRow, outcomes[k] as FallbackOutcome)),
-    );
+    const results = await Promise.race([Promise.all(jobs.map(({ opts }) => this.outcome(opts.jobId))), aborted]);
+    routed.forEach(({ index, asked }, k) => {
+      const row = rows[index] as ResultRow;
+      out[index] =
+        asked === null
+          ? withFallbackOutcome(row, parseFallbackOutcome(results[k]))
+          : withQuestionOutcomes(row, questionOutcomes(results[k], asked, fallbackJobId(shardId, row.row)));
+    });
     return out;
   }
 
@@ -141,7 +168,7 @@ export class QueuedFallback implements ShardFallback, Closeable {
    * missed or trimmed from the stream is still seen), then waits for its event. A job that vanished (the run's queue
    * was removed) is a retryable error, never an endless wait.
    */
-  private async outcome(jobId: string): Promise<FallbackOutcome> {
+  private async outcome(jobId: string): Promise<unknown> {
     for (;;) {
       // State first, then the job: a job read before it completed would carry no return value yet.
       const state = await this.queue.getJobState(jobId);
@@ -152,10 +179,10 @@ export class QueuedFallback implements ShardFallback, Closeable {
           `fallback job ${jobId} vanished from the queue (the run's queue was removed?); the shard will be retried`,
           { retryable: true },
         );
-      if (state === 'completed') return parseFallbackOutcome(job.returnvalue);
+      if (state === 'completed') return job.returnvalue;
       if (state === 'failed') throw failureOf(jobId, job.failedReason);
       try {
-        return parseFallbackOutcome(await job.waitUntilFinished(this.events, WAIT_SLICE_MS));
+        return await job.waitUntilFinished(this.events, WAIT_SLICE_MS);
       } catch (error) {
         const message = errorMessage(error);
         if (/timed out before finishing/.test(message)) continue;
@@ -175,10 +202,30 @@ export class QueuedFallback implements ShardFallback, Closeable {
 
 export interface QueuedFallbackOptions {
   readonly logger?: Logger;
+  /**
+   * The codebook's questions: with several, or a multi-label one, each routed document's job names its unsure
+   * questions and the coordinator answers them in one request. Absent: one single-label question.
+   */
+  readonly questions?: readonly Question[];
   /** Give up opening when Redis has not answered for this long (default 60 s): a retryable SERVICE_UNAVAILABLE. */
   readonly timeoutMs?: number;
   /** Aborts the opening (the worker is stopping); the open rejects with the signal's reason. */
   readonly signal?: AbortSignal;
+}
+
+/**
+ * A job's per-question outcomes, checked to answer exactly the questions asked (a job left from a run of another
+ * codebook under the same id would not).
+ */
+function questionOutcomes(result: unknown, asked: readonly number[], jobId: string): Map<number, FallbackOutcome> {
+  const outcomes = parseQuestionOutcomes(result);
+  if (outcomes.size !== asked.length || asked.some((q) => !outcomes.has(q))) {
+    throw new RescaleError(
+      'INTERNAL',
+      `fallback job ${jobId} answered questions ${[...outcomes.keys()].join(', ')}, not the asked ${asked.join(', ')}`,
+    );
+  }
+  return outcomes;
 }
 
 /** Waits for `ready`, or rejects when `timeoutMs` passes (with `timedOut()`) or `signal` aborts (with its reason). */

@@ -383,6 +383,7 @@ export class ShardWorker {
     await this.fallback?.close();
     this.fallback = null;
     this.fallback = await QueuedFallback.open(this.options.redis, runId, config, {
+      questions: codebook.questions,
       logger: this.logger,
       timeoutMs: this.options.redisTimeoutMs,
       signal: this.stopping.signal,

@@ -1,5 +1,6 @@
 // The fallback that asks nothing: plugged into the shard path of an ordinary local run (`rescale batch submit`), it
-// records the request the live stage would send for each routed document not yet answered in the response cache.
+// records the request the live stage would send for each routed document not yet answered in the response cache
+// (with several questions or a multi-label one: the first request for the document's unsure questions).
 
 import { singleQuestion, type Codebook } from '../../contracts/codebook.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
@@ -7,8 +8,9 @@ import type { FallbackConfig } from '../../contracts/fallback-config.js';
 import type { ResultRow } from '../../contracts/results.js';
 import type { ShardFallback, ShardFallbackContext } from '../../contracts/shard-fallback.js';
 import { FallbackPrompt, type ChatRequestBody } from '../fallback-prompt.js';
+import { QuestionsFallbackPrompt } from '../questions-fallback-prompt.js';
 import { exchangeKey, fallbackEndpoint, type ResponseCache } from '../response-cache.js';
-import { documentIdText, routedIndexes, withoutFallback } from '../routing.js';
+import { asksByQuestion, documentIdText, routedIndexes, routedQuestions, withoutFallback } from '../routing.js';
 
 /** A request the live stage would send, and the document it is for (as the audit's `reserve` line names it). */
 export interface CollectedRequest {
@@ -24,19 +26,31 @@ export class RequestCollector implements ShardFallback {
   routed = 0;
   /** Routed documents whose request is already answered in the cache. */
   cached = 0;
-  private readonly prompt: FallbackPrompt;
+  /** A row's first request, or null when it is not routed. */
+  private readonly request: (row: ResultRow, doc: DocumentInput) => ChatRequestBody | null;
   private readonly endpoint: string;
 
   constructor(
     codebook: Codebook,
-    private readonly config: FallbackConfig,
+    config: FallbackConfig,
     private readonly cache: ResponseCache,
   ) {
-    this.prompt = new FallbackPrompt(
-      codebook,
-      singleQuestion(codebook, 'the Batch API fallback (rescale batch)'),
-      config,
-    );
+    if (asksByQuestion(codebook)) {
+      // The request FallbackStage.askQuestions sends first: the document's unsure questions together.
+      const prompt = new QuestionsFallbackPrompt(codebook, codebook.questions, config);
+      this.request = (row, doc) => {
+        const asked = routedQuestions(config, codebook.questions, row);
+        return asked.length === 0 ? null : prompt.body(prompt.messages(doc, asked), asked);
+      };
+    } else {
+      const prompt = new FallbackPrompt(
+        codebook,
+        singleQuestion(codebook, 'the Batch API fallback (rescale batch)'),
+        config,
+      );
+      const routed = (row: ResultRow): boolean => routedIndexes(config, [row]).length > 0;
+      this.request = (row, doc) => (routed(row) ? prompt.body(prompt.messages(doc)) : null);
+    }
     this.endpoint = fallbackEndpoint(config);
   }
 
@@ -48,12 +62,11 @@ export class RequestCollector implements ShardFallback {
     docs: readonly DocumentInput[],
     context: ShardFallbackContext,
   ): Promise<ResultRow[]> {
-    for (const index of routedIndexes(this.config, rows)) {
-      const row = rows[index] as ResultRow;
+    for (const [index, row] of rows.entries()) {
       const doc = docs[index];
-      if (doc === undefined) continue;
+      const body = doc === undefined ? null : this.request(row, doc);
+      if (body === null) continue;
       this.routed++;
-      const body = this.prompt.body(this.prompt.messages(doc));
       const key = exchangeKey(this.endpoint, body);
       if (this.pending.has(key)) continue;
       if ((await this.cache.get(key)) !== null) {

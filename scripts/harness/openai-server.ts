@@ -86,7 +86,7 @@ export interface OpenAIServerOptions {
    * A JSON schema with properties other than "label" (several questions asked at once): each property's answer for a
    * user message. Default: `label`'s answer for every property.
    */
-  readonly answer?: (property: string, user: string) => string;
+  readonly answer?: (property: string, user: string) => string | readonly string[];
   /** Batch items' fates, by position in the input file. Default: all answered. */
   readonly batchFault?: (customId: string, index: number) => BatchItemFault;
   /** Retrieves of a batch that still report in_progress before it completes (default 1). */

@@ -3,13 +3,15 @@
 // P(yes) near its threshold, or low label mass; list: unscored mass), the closed model answers a document's unsure
 // questions in one request whose JSON schema gives each a list of its labels, an answer outside the rules (a label
 // twice, a label outside the set, too many labels) goes through the correction round, and the fallback's set replaces
-// `<q>__labels` while the probability columns stay the local model's. An offline replay is byte-identical.
+// `<q>__labels` while the probability columns stay the local model's. An offline replay is byte-identical, and
+// `rescale batch submit` uploads the same first requests.
 
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
+import { submitFallbackBatch } from '../../cli/fallback-batch.js';
 import { runLocalMode } from '../../cli/local-mode.js';
 import { auditRecords, fallbackSection } from '../helpers/fallback.js';
 import { fixtureModel } from '../../scripts/harness/fixture-models.js';
@@ -261,6 +263,25 @@ describe('runLocal with the fallback and multi-label questions', () => {
       });
       assert.equal(server.requests.length - before, sent.length, 'the replay sends nothing');
       assert.ok((await readFile(output)).equals(first), 'offline replay differs');
+
+      // `rescale batch submit` into a fresh output uploads exactly the first requests the live run sent (so their
+      // answers land under the same cache keys), one per routed document with its unsure questions.
+      const submitted = await submitFallbackBatch({
+        ...files,
+        input: [files.input],
+        output: path.join(dir, 'batch', 'results.parquet'),
+        shardRows: 8,
+        env,
+      });
+      assert.equal(submitted.submitted, MOODS_ROUTED.length);
+      const canonical = (body: unknown): string => JSON.stringify(body);
+      assert.deepEqual(
+        (server.batches.at(-1)?.lines ?? []).map((line) => canonical(line.body)).sort(),
+        sent
+          .filter((r) => requestOf(r).round === 1)
+          .map((r) => canonical(r.body))
+          .sort(),
+      );
     });
   });
 });
