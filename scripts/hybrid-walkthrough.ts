@@ -15,7 +15,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -358,7 +358,14 @@ export async function runHybridWalkthrough(options: WalkthroughOptions): Promise
   const slip = options.slip ?? 0;
   const resamples = options.resamples ?? 2000;
   const { seed } = options;
-  // A fresh study: the review database and the crowd folder are not meant to be resumed across runs.
+  // A fresh study: the review database and the crowd folder are not meant to be resumed across runs. Only a folder
+  // this script wrote (it holds crowd.yaml), or an empty one, is cleared.
+  const existing = await readdir(outDir).catch(() => [] as string[]);
+  if (existing.length > 0 && !existing.includes('crowd.yaml'))
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--out ${outDir} holds other files; choose an empty folder or one an earlier walk-through wrote`,
+    );
   await rm(outDir, { recursive: true, force: true });
   for (const dir of ['codebooks', 'adapters', 'runs']) await mkdir(path.join(outDir, dir), { recursive: true });
   const commands: { args: readonly string[]; stdout: string; seconds: number }[] = [];
