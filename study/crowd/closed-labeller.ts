@@ -1,7 +1,8 @@
 // A closed labeller's proposals: each (document, question) asked through the fallback's stage (client, retries,
 // budget, rate limit, content-addressed cache, audit log), offering either the question's labels (`direct`) or the
 // labeller's finer labels, each mapped to a codebook label afterwards (`mapped`, the paper's 244-subtopic method).
-// An answer outside the offered labels is an `invalid_label` row, never mapped to a near label.
+// An answer outside the offered labels is an `invalid_label` row, never mapped to a near label. A multi-label question
+// (`direct` only) is asked as the fallback asks it: one JSON list of the labels that apply, its set the proposal.
 
 import type { Codebook, Label, Question } from '../../contracts/codebook.js';
 import { RescaleError, errorMessage, isRescaleError } from '../../contracts/errors.js';
@@ -153,15 +154,26 @@ async function ask(
   if (text === null || text.trim() === '') return { labels: [], probability: null, error: 'empty_text' };
   const columns: Record<string, string | null> = {};
   for (const [name, values] of sample.columns) columns[name] = values[i] ?? null;
-  const outcome = await stage.answer(
-    {
-      documentId: sample.ids[i] as string,
-      row: i,
-      shardId: `crowd/${labeller.name}/${question.name}`,
-      doc: { text, columns },
-    },
-    context.signal,
-  );
+  const document = {
+    documentId: sample.ids[i] as string,
+    row: i,
+    shardId: `crowd/${labeller.name}/${question.name}`,
+    doc: { text, columns },
+  };
+  if (question.type === 'multi_label') {
+    // The fallback's request for a question asked by question: a list of the labels that apply (codebook order).
+    const outcome = (await stage.answerQuestions(document, [0], context.signal)).get(0);
+    if (outcome === undefined) throw new RescaleError('INTERNAL', `no fallback outcome for question ${question.name}`);
+    if (outcome.status !== 'ok' || outcome.labels === null || outcome.labels === undefined) {
+      return {
+        labels: [],
+        probability: null,
+        error: outcome.status === 'ok' ? 'invalid_label' : ERROR_OF[outcome.status],
+      };
+    }
+    return { labels: outcome.labels, probability: outcome.confidence, error: null };
+  }
+  const outcome = await stage.answer(document, context.signal);
   if (outcome.status !== 'ok' || outcome.label === null) {
     return {
       labels: [],

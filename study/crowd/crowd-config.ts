@@ -155,12 +155,13 @@ export async function compileCrowdConfig(
       checkSameQuestions(own, codebook, `${at}.codebook`, fail);
       labellers.push(Object.freeze({ kind, name, codebook: own }));
     } else {
-      if (multi !== undefined) {
+      const { strategy } = entry as Record<string, unknown>;
+      if (multi !== undefined && (strategy === 'mapped' || strategy === 'hierarchical')) {
         fail(
-          `${at}.kind`,
-          `question "${multi.name}" is multi-label, and closed labellers propose single labels in this version; ` +
-            'let local labellers propose its label sets, or give the closed labellers a crowd of the single-label ' +
-            'questions',
+          `${at}.strategy`,
+          `question "${multi.name}" is multi-label, and the ${strategy} strategy maps one fine label to one codebook ` +
+            'label; use strategy: direct (the model answers the set of labels that apply), or give this labeller a ' +
+            'crowd of the single-label questions',
         );
       }
       labellers.push(closedLabeller(entry as Record<string, unknown>, index, codebook, file, baseDir, fail));

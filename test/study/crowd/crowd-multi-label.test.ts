@@ -1,12 +1,14 @@
 // `rescale crowd` with a multi-label question: local labellers propose their `<question>__labels` sets (the keyword
 // model's known answers), the truth is a list column kept as a list in documents.parquet, the draw is stratified by
 // each row's rarest true label, and agreement is Krippendorff's alpha per label over yes/no judgements, recomputed
-// here from proposals.parquet as written. Closed labellers are refused for a multi-label question, naming the field.
+// here from proposals.parquet as written. A closed labeller (strategy direct, on the loopback server) answers the set
+// through the fallback's multi-label request: its rows, an answer outside the set after the correction round, a
+// failed request, the agreement with a local labeller, and a re-run from the cache. The mapped strategy is refused.
 
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { before, describe, it } from 'node:test';
+import { after, before, describe, it } from 'node:test';
 import { stringify } from 'yaml';
 import { formatCrowd, localScoring } from '../../../cli/crowd.js';
 import { isRescaleError } from '../../../contracts/errors.js';
@@ -14,6 +16,8 @@ import { silentLogger } from '../../../contracts/logger.js';
 import { loadCrowdConfig } from '../../../study/crowd/crowd-config.js';
 import { runCrowd } from '../../../study/crowd/crowd-run.js';
 import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
+import { OpenAIServer, type SeenRequest } from '../../helpers/openai-server.js';
+import { fallbackSection } from '../../helpers/fallback.js';
 import {
   duckDBTypes,
   queryDuckDB,
@@ -60,10 +64,54 @@ const TWEETS: readonly (readonly [string, readonly string[], readonly string[]])
   ['The bus is late again today', ['cheer'], ['gloom']],
 ];
 
+const KEY = 'RESCALE_TEST_CROWD_KEY';
+/** The closed model answers a label outside the set for this tweet, also after the correction. */
+const OUTSIDE = 4;
+
+/** The tweet a request is about (the document is written once, before the questions). */
+function tweetOf(request: SeenRequest): number {
+  const user = request.body.messages.find((m) => m.role === 'user')?.content ?? '';
+  return TWEETS.findIndex(([text]) => user.includes(`Tweet: ${text}\n`));
+}
+
 let keyword: string;
+let server: OpenAIServer;
 before(async () => {
   keyword = await fixtureModel('keyword');
+  // The closed model answers each tweet's true set, listed back to front (the proposal is in codebook order).
+  // The "gpt-flaky" model fails every request with a 500.
+  server = await OpenAIServer.start({
+    respond: (request) => {
+      if (request.body.model === 'gpt-flaky') return { kind: 'status', status: 500 };
+      const i = tweetOf(request);
+      const moods = i === OUTSIDE ? ['gloom', 'joy'] : [...(TWEETS[i]?.[2] ?? ['nothing'])].reverse();
+      return { kind: 'answer', content: JSON.stringify({ moods }) };
+    },
+  });
 });
+after(async () => {
+  await server.close();
+});
+
+function closedLabeller(name: string, extra: object = {}): object {
+  const { routing: _routing, enabled: _enabled, ...section } = fallbackSection(server.baseUrl, { api_key_env: KEY });
+  return { name, kind: 'closed', ...section, ...extra };
+}
+
+interface Row {
+  id: string;
+  labeller: string;
+  labels: string[];
+  probability: number | null;
+  error: string | null;
+}
+
+async function proposals(out: string): Promise<Row[]> {
+  const file = sqlString(path.join(out, 'proposals.parquet'));
+  return (await queryDuckDB(
+    `SELECT id, labeller, labels, probability, error FROM read_parquet('${file}')`,
+  )) as unknown as Row[];
+}
 
 async function writeStudy(dir: string, labellers: object[]): Promise<{ config: string; input: string }> {
   const sqlList = (set: readonly string[]): string =>
@@ -179,17 +227,118 @@ describe('rescale crowd with a multi-label question', () => {
     });
   });
 
-  it('refuses a closed labeller for a multi-label question, naming the field', async () => {
+  it('has a direct closed labeller answer label sets, replayed from the cache with the same bytes', async () => {
     await withTempDir(async (dir) => {
       const study = await writeStudy(dir, [
         { name: 'default', kind: 'local', codebook: 'moods.yaml' },
-        { name: 'api', kind: 'closed', model: 'gpt-test' },
+        closedLabeller('api', { strategy: 'direct' }),
       ]);
+      const run = (out: string): ReturnType<typeof runCrowd> =>
+        runCrowd({
+          ...study,
+          out,
+          env: { [KEY]: server.apiKey },
+          scoreLocal: localScoring({}, silentLogger, 'auto'),
+          backoff: { baseMs: 1, maxMs: 5 },
+          now: () => new Date('2026-01-01T00:00:00Z'),
+        });
+      const first = path.join(dir, 'first');
+      const sent = server.requests.length;
+      const summary = await run(first);
+      // One request per tweet, and the correction round for the answer outside the set.
+      assert.equal(server.requests.length - sent, TWEETS.length + 1);
+      const rows = await proposals(first);
+      assert.equal(rows.length, 2 * TWEETS.length);
+      for (const row of rows.filter((r) => r.labeller === 'api')) {
+        const i = Number(row.id);
+        if (i === OUTSIDE) {
+          assert.deepEqual([row.labels, row.probability, row.error], [[], null, 'invalid_label']);
+          continue;
+        }
+        const truth = TWEETS[i]?.[2] ?? [];
+        assert.deepEqual([row.labels, row.error], [truth, null], `tweet ${i}`);
+        // The logprob confidence of the listed labels' tokens; an empty list has none.
+        if (truth.length === 0) assert.equal(row.probability, null);
+        else assert.ok(row.probability !== null && row.probability > 0 && row.probability < 1, `tweet ${i}`);
+      }
+      const api = summary.labellers.find((l) => l.name === 'api');
+      assert.deepEqual([api?.kind, api?.errors, api?.requests], ['closed', 1, TWEETS.length + 1]);
+
+      // The closed labeller counts in the per-label alpha, over the documents both answered.
+      const answered = rows.filter((r) => r.error === null);
+      const byId = (labeller: string): Map<string, string[]> =>
+        new Map(answered.filter((r) => r.labeller === labeller).map((r) => [r.id, r.labels]));
+      const [a, b] = [byId('default'), byId('api')];
+      const [agreement] = summary.agreement;
+      assert.deepEqual(
+        agreement?.perLabelAlpha?.map((p) => p.label),
+        MOODS,
+      );
+      agreement?.perLabelAlpha?.forEach((p, k) => {
+        const mood = MOODS[k] as string;
+        const want = binaryAlpha(
+          [...a.keys()]
+            .map((id) => [id, b.get(id)])
+            .filter((x): x is [string, string[]] => x[1] !== undefined)
+            .map(([id, set]) => [a.get(id)?.includes(mood) ?? false, set.includes(mood)]),
+        );
+        if (want === null) assert.equal(p.alpha, null, p.label);
+        else assert.ok(Math.abs((p.alpha as number) - want) < 1e-12, `${p.label}: ${p.alpha} vs ${want}`);
+      });
+      assert.ok(agreement?.perLabelAlpha?.some((p) => p.alpha !== null));
+
+      // A re-run from the first run's cache: no request, no cost, the same bytes.
+      await writeFile(
+        study.config,
+        (await readFile(study.config, 'utf8')) + `cache_dir: ${JSON.stringify(path.join(first, 'fallback-cache'))}\n`,
+      );
+      const second = path.join(dir, 'second');
+      const before = server.requests.length;
+      const again = await run(second);
+      assert.equal(server.requests.length, before, 'the re-run makes no HTTP request');
+      const replayed = again.labellers.find((l) => l.name === 'api');
+      assert.deepEqual([replayed?.requests, replayed?.costUsd], [0, 0]);
+      for (const file of ['documents.parquet', 'proposals.parquet', 'agreement.json', 'crowd.json']) {
+        assert.ok(
+          (await readFile(path.join(first, file))).equals(await readFile(path.join(second, file))),
+          `${file} is byte-identical`,
+        );
+      }
+    });
+  });
+
+  it('ends failed requests in request_failed rows and refuses the mapped strategy, naming the field', async () => {
+    await withTempDir(async (dir) => {
+      const study = await writeStudy(dir, [
+        closedLabeller('api'),
+        closedLabeller('flaky', { model: 'gpt-flaky', max_retries: 0 }),
+      ]);
+      const summary = await runCrowd({
+        ...study,
+        out: path.join(dir, 'out'),
+        env: { [KEY]: server.apiKey },
+        scoreLocal: localScoring({}, silentLogger, 'auto'),
+        backoff: { baseMs: 1, maxMs: 5 },
+      });
+      for (const row of await proposals(path.join(dir, 'out'))) {
+        if (row.labeller === 'flaky') assert.deepEqual([row.labels, row.error], [[], 'request_failed']);
+      }
+      assert.equal(summary.labellers.find((l) => l.name === 'flaky')?.errors, TWEETS.length);
+      await writeFile(
+        study.config,
+        stringify({
+          codebook: 'moods.yaml',
+          labellers: [
+            closedLabeller('api'),
+            closedLabeller('fine', { strategy: 'mapped', fine_labels: [{ name: 'joy', maps_to: 'cheer' }] }),
+          ],
+        }),
+      );
       await assert.rejects(
         loadCrowdConfig(study.config),
         (error: unknown) =>
           isRescaleError(error, 'CONFIG_INVALID') &&
-          error.message.includes('"labellers[1].kind"') &&
+          error.message.includes('"labellers[1].strategy"') &&
           error.message.includes('multi-label'),
       );
     });
