@@ -45,12 +45,16 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
       cost; the recommended threshold.
         --corpus-size N --cost-per-document X   price the threshold for the full corpus
         --target-accuracy A | --budget B         cheapest threshold reaching A, or best accuracy within B
-        --rule confidence|margin|entropy         what the threshold applies to (default confidence)
+        --rule confidence|margin|entropy|unscored_mass   what the threshold applies to (default confidence);
+                           a multi-label question reads its own column of that name (per_label: confidence or
+                           margin; list: confidence = set probability, margin or unscored_mass), accuracy is
+                           exact-set match, and each row adds Jaccard on the kept and routed documents
+        --truth-separator S   a multi-label gold column is a string of labels separated by S (else a list column)
         --bins N  --thresholds 0.5,0.6,...       reliability bins (default 10); rows of the printed table
         --id-column --label-column --seed --resamples --json   as for evaluate
         --question Q       a multi-question run: calibrate question Q (columns Q__*) against --label-column;
                            without it every question is calibrated against the gold column named after it,
-                           then all questions pooled
+                           then the single-label questions pooled
   rescale sample --gold L.parquet --sizes 100,250,500,1000 --seed S --out DIR [options]
       A stratified held-out split plus nested stratified training subsets, as chat JSONL for LoRA trainers
       (and Parquet), with DIR/sample.json recording seed, sizes and counts per label.
@@ -190,8 +194,11 @@ function resamplesOf(values: Values): number {
 
 function ruleOf(value: string | undefined): RoutingRule {
   const rule = value ?? 'confidence';
-  if (rule !== 'confidence' && rule !== 'margin' && rule !== 'entropy') {
-    throw new RescaleError('CONFIG_INVALID', `--rule must be confidence, margin or entropy, got "${rule}"`);
+  if (rule !== 'confidence' && rule !== 'margin' && rule !== 'entropy' && rule !== 'unscored_mass') {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--rule must be confidence, margin, entropy or unscored_mass (list multi-label questions), got "${rule}"`,
+    );
   }
   return rule;
 }
@@ -357,6 +364,9 @@ export async function runAnalysisCommand(
         ...(labels !== undefined ? { labels } : {}),
         ...(values.json !== undefined ? { json: values.json } : {}),
         ...(values.question !== undefined ? { question: values.question } : {}),
+        ...(values['truth-separator'] !== undefined
+          ? { truthSeparator: need('truth-separator', values['truth-separator']) }
+          : {}),
       });
       write(formatCalibration(result));
       if (values.json !== undefined) write(`wrote ${values.json}\n`);

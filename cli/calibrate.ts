@@ -7,11 +7,13 @@ import {
   readGoldLabels,
   readPredictions,
   resolveLabelOrder,
-  resultFileQuestions,
+  resultFileAllQuestions,
   type GoldLabels,
   type Predictions,
 } from '../study/evaluation/labelled-predictions.js';
 import { poolQuestions } from '../study/calibration/pooled-questions.js';
+import { calibrateLabelSets } from '../study/calibration/label-set-calibration.js';
+import { readParquetTable } from '../storage/parquet-table.js';
 import { writeJsonFile } from '../study/json-file.js';
 import {
   calibrateRouting,
@@ -19,7 +21,12 @@ import {
   type FallbackEvidence,
 } from '../study/calibration/routing-calibration.js';
 import { fixed, formatMarkdownTable, formatTable, percent, withInterval } from '../study/text-table.js';
-import type { RoutingRule, ThresholdGoal, ThresholdPoint } from '../study/calibration/calibration.js';
+import {
+  keepsLowScores,
+  type RoutingRule,
+  type ThresholdGoal,
+  type ThresholdPoint,
+} from '../study/calibration/calibration.js';
 
 export interface CalibrateCommandOptions {
   readonly predictions: string;
@@ -44,6 +51,8 @@ export interface CalibrateCommandOptions {
    * Without it, a multi-question file is calibrated per question (gold column named after each question) and overall.
    */
   readonly question?: string;
+  /** A multi-label question's gold column is a string of labels separated by this (else a list column). */
+  readonly truthSeparator?: string;
 }
 
 /** A multi-question file's calibration: each question's, and all (document, question) pairs pooled. */
@@ -51,7 +60,8 @@ export interface QuestionsCalibration {
   readonly kind: 'rescale.calibration.questions';
   readonly version: 1;
   readonly questions: readonly { readonly question: string; readonly result: CalibrationResult }[];
-  readonly overall: CalibrationResult;
+  /** null when every question is multi-label (label sets are not pooled with single labels). */
+  readonly overall: CalibrationResult | null;
 }
 
 export async function runCalibrate(
@@ -71,7 +81,7 @@ export async function runCalibrate(
         'best accuracy for a cost',
     );
   }
-  const questions = await resultFileQuestions(options.predictions);
+  const questions = await resultFileAllQuestions(options.predictions);
   if (options.question !== undefined && questions?.some((q) => q.name === options.question) !== true) {
     throw new RescaleError(
       'CONFIG_INVALID',
@@ -81,15 +91,39 @@ export async function runCalibrate(
             `(${questions.map((q) => q.name).join(', ')})`,
     );
   }
-  if (questions === null || options.question !== undefined) {
-    const evidence = await readEvidence(options, options.labelColumn, options.question);
-    const result = calibrateEvidence(options, evidence);
+  const chosen = questions?.find((q) => q.name === options.question);
+  if (questions === null || chosen !== undefined) {
+    const result =
+      chosen?.type === 'multi_label'
+        ? await calibrateMultiLabel(options, chosen, options.labelColumn)
+        : calibrateEvidence(options, await readEvidence(options, options.labelColumn, options.question));
     if (options.json !== undefined) await writeJsonFile(options.json, result);
     return result;
   }
-  // Every question against the gold column of its name, then all pooled.
+  // Every question against the gold column of its name, then the single-label ones pooled.
   const parts: Evidence[] = [];
-  for (const q of questions) parts.push(await readEvidence(options, q.name, q.name));
+  const perQuestion: { question: string; result: CalibrationResult }[] = [];
+  for (const q of questions) {
+    if (q.type === 'multi_label') {
+      perQuestion.push({ question: q.name, result: await calibrateMultiLabel(options, q, q.name) });
+      continue;
+    }
+    const part = await readEvidence(options, q.name, q.name);
+    parts.push(part);
+    perQuestion.push({ question: q.name, result: calibrateEvidence(options, part) });
+  }
+  const result: QuestionsCalibration = {
+    kind: 'rescale.calibration.questions',
+    version: 1,
+    questions: perQuestion,
+    overall: parts.length === 0 ? null : calibratePooled(options, parts),
+  };
+  if (options.json !== undefined) await writeJsonFile(options.json, result);
+  return result;
+}
+
+/** All (document, question) pairs of the single-label questions as one labelled set, with one threshold. */
+function calibratePooled(options: CalibrateCommandOptions, parts: readonly Evidence[]): CalibrationResult {
   const pooled = poolQuestions(
     parts.map((p) => ({ question: p.question ?? '', gold: p.gold, predictions: p.predictions })),
   );
@@ -106,20 +140,68 @@ export async function runCalibrate(
           ).predictions,
         }
       : (parts[0]?.fallback as FallbackEvidence);
-  const result: QuestionsCalibration = {
-    kind: 'rescale.calibration.questions',
-    version: 1,
-    questions: parts.map((p) => ({ question: p.question ?? '', result: calibrateEvidence(options, p) })),
-    overall: calibrateEvidence(options, {
-      question: null,
-      gold: pooled.gold,
-      predictions: pooled.predictions,
-      fallback: fallbackPooled,
-      labelCount: Math.max(...parts.map((p) => p.labelCount)),
-    }),
-  };
-  if (options.json !== undefined) await writeJsonFile(options.json, result);
-  return result;
+  return calibrateEvidence(options, {
+    question: null,
+    gold: pooled.gold,
+    predictions: pooled.predictions,
+    fallback: fallbackPooled,
+    labelCount: Math.max(...parts.map((p) => p.labelCount)),
+  });
+}
+
+/**
+ * A multi-label question against the gold label sets in `goldColumn` (a list column, or split on --truth-separator):
+ * the local model's sets (`<q>__local_labels` when the run routed the question, else `<q>__labels`).
+ */
+async function calibrateMultiLabel(
+  options: CalibrateCommandOptions,
+  question: { name: string; labels: string[]; format?: string },
+  goldColumn: string,
+): Promise<CalibrationResult> {
+  if (options.fallbackPredictions !== undefined) {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--fallback-predictions is not read for the multi-label question ${question.name}; pass --fallback-accuracy ` +
+        'A, the share of documents whose label set you expect the fallback to get exactly right',
+    );
+  }
+  const q = question.name;
+  const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: goldColumn });
+  const list = question.format === 'list';
+  const table = await readParquetTable(options.predictions, '--predictions', [
+    { name: `${q}__unscored_mass`, optional: true },
+  ]);
+  const localColumn = table.columnNames.includes(`${q}__local_labels`) ? `${q}__local_labels` : `${q}__labels`;
+  const predictions = await readPredictions(options.predictions, '--predictions', localColumn, q);
+  const unscored = table.columns.get(`${q}__unscored_mass`);
+  const goal = goalOf(options);
+  return calibrateLabelSets(gold, predictions, {
+    question: q,
+    form: list ? 'list' : 'per_label',
+    labels: options.labels ?? question.labels,
+    separator: options.truthSeparator ?? null,
+    ...(list && unscored !== undefined
+      ? { unscoredMass: unscored.map((v) => (v === null || v === undefined ? null : Number(v))) }
+      : {}),
+    rule: options.rule,
+    fallback: { kind: 'assumed', accuracy: options.fallbackAccuracy as number },
+    labelCount: question.labels.length,
+    seed: options.seed,
+    resamples: options.resamples,
+    ...(options.corpusSize !== undefined ? { corpusSize: options.corpusSize } : {}),
+    ...(options.costPerDocument !== undefined ? { costPerDocument: options.costPerDocument } : {}),
+    ...(goal !== undefined ? { goal } : {}),
+    ...(options.bins !== undefined ? { bins: options.bins } : {}),
+    ...(options.thresholds !== undefined ? { tableThresholds: options.thresholds } : {}),
+  });
+}
+
+function goalOf(options: CalibrateCommandOptions): ThresholdGoal | undefined {
+  return options.targetAccuracy !== undefined
+    ? { targetAccuracy: options.targetAccuracy }
+    : options.budget !== undefined
+      ? { budget: options.budget }
+      : undefined;
 }
 
 interface Evidence {
@@ -151,12 +233,7 @@ async function readEvidence(
 
 function calibrateEvidence(options: CalibrateCommandOptions, evidence: Evidence): CalibrationResult {
   const { gold, predictions, fallback } = evidence;
-  const goal: ThresholdGoal | undefined =
-    options.targetAccuracy !== undefined
-      ? { targetAccuracy: options.targetAccuracy }
-      : options.budget !== undefined
-        ? { budget: options.budget }
-        : undefined;
+  const goal = goalOf(options);
   const result = calibrateRouting(gold, predictions, {
     rule: options.rule,
     fallback,
@@ -177,32 +254,41 @@ function money(value: number): string {
 }
 
 function keepWord(rule: RoutingRule): string {
-  return rule === 'entropy' ? 'entropy ≤ t' : `${rule} ≥ t`;
+  return keepsLowScores(rule) ? `${rule} ≤ t` : `${rule} ≥ t`;
 }
 
 /** The threshold table; `*` marks the recommended threshold. */
 export function formatThresholdTable(result: CalibrationResult, markdown = false): string {
   const priced = result.costPerDocument !== null;
+  const sets = result.labelSets;
   const header = [
     `t (keep ${keepWord(result.rule)})`,
     'routed',
     'routed share',
-    'kept accuracy',
-    'hybrid accuracy',
+    sets === undefined ? 'kept accuracy' : 'kept exact-set',
+    ...(sets === undefined ? [] : ['kept Jaccard', 'routed exact-set', 'routed Jaccard']),
+    sets === undefined ? 'hybrid accuracy' : 'hybrid exact-set',
     `fallback docs (N=${result.corpusSize})`,
     ...(priced ? ['expected cost'] : []),
   ];
   const chosen = result.recommendation.point;
-  const rows = result.table.map((p: ThresholdPoint) => [
-    `${Number.isFinite(p.threshold) ? fixed(p.threshold, 3) : 'route all'}` +
-      `${chosen !== null && p.threshold === chosen.threshold ? ' *' : ''}`,
-    String(p.routed),
-    percent(p.routedShare),
-    p.keptAccuracy === null ? 'n/a' : fixed(p.keptAccuracy),
-    fixed(p.hybridAccuracy),
-    p.expectedFallbackDocuments.toFixed(0),
-    ...(priced ? [money(p.expectedCost)] : []),
-  ]);
+  const orNa = (value: number | undefined): string => (value === undefined ? 'n/a' : fixed(value));
+  const rows = result.table.map((p: ThresholdPoint, i) => {
+    const quality = sets?.table[i];
+    return [
+      `${Number.isFinite(p.threshold) ? fixed(p.threshold, 3) : 'route all'}` +
+        `${chosen !== null && p.threshold === chosen.threshold ? ' *' : ''}`,
+      String(p.routed),
+      percent(p.routedShare),
+      p.keptAccuracy === null ? 'n/a' : fixed(p.keptAccuracy),
+      ...(sets === undefined
+        ? []
+        : [orNa(quality?.kept?.jaccard), orNa(quality?.routed?.exactMatch), orNa(quality?.routed?.jaccard)]),
+      fixed(p.hybridAccuracy),
+      p.expectedFallbackDocuments.toFixed(0),
+      ...(priced ? [money(p.expectedCost)] : []),
+    ];
+  });
   return markdown ? formatMarkdownTable(header, rows) : formatTable(header, rows);
 }
 
@@ -247,9 +333,11 @@ export function formatCalibration(result: CalibrationResult | QuestionsCalibrati
   const sections = result.questions.map(
     ({ question, result: one }) => `== question ${question} (gold column "${question}")\n\n${formatOne(one)}`,
   );
+  if (result.overall === null) return sections.join('\n');
+  const pooled = result.questions.filter((q) => q.result.labelSets === undefined).map((q) => q.question);
   const overall =
-    `== all questions pooled (${result.questions.map((q) => q.question).join(', ')}: each document's answer to each ` +
-    `question is one item; one threshold for every question)\n\n${formatOne(result.overall)}`;
+    `== all single-label questions pooled (${pooled.join(', ')}: each document's answer to each question is one ` +
+    `item; one threshold for every question)\n\n${formatOne(result.overall)}`;
   return [...sections, overall].join('\n');
 }
 
@@ -260,7 +348,18 @@ function formatOne(result: CalibrationResult): string {
   out.push(`predictions: ${result.predictions}`);
   out.push(`gold: ${result.gold}`);
   if (note !== null) out.push(`note: ${note}`);
-  out.push(`labelled documents: ${result.documents}; local accuracy ${fixed(result.localAccuracy)}`);
+  const sets = result.labelSets;
+  if (sets === undefined) {
+    out.push(`labelled documents: ${result.documents}; local accuracy ${fixed(result.localAccuracy)}`);
+  } else {
+    out.push(
+      `multi-label question (${sets.form === 'list' ? 'list' : 'per_label'} form; labels ${sets.labels.join(', ')}; ` +
+        `gold ${sets.separator === null ? 'a list column' : `split on ${JSON.stringify(sets.separator)}`}): ` +
+        'accuracy below is exact-set match, a document counting as right when its label set equals the gold set',
+      `labelled documents: ${result.documents}; local exact-set accuracy ${fixed(result.localAccuracy)}, Jaccard ` +
+        `${fixed(sets.local.jaccard)}, Hamming loss ${fixed(sets.local.hammingLoss)}`,
+    );
+  }
   out.push(
     `expected calibration error (${result.bins.length} equal-width bins): ${withInterval(result.ece)} (95% CI, ` +
       `seed ${result.ece.seed})`,
@@ -270,7 +369,7 @@ function formatOne(result: CalibrationResult): string {
   out.push(
     '',
     f.source === 'assumed'
-      ? `fallback accuracy: ${fixed(f.accuracy)} (assumed)`
+      ? `fallback ${sets === undefined ? '' : 'exact-set '}accuracy: ${fixed(f.accuracy)} (assumed)`
       : f.source === 'per-document'
         ? `fallback accuracy: ${fixed(f.accuracy)} measured on all ${f.documents} labelled documents; each routed ` +
           `document counts with the fallback's own answer`

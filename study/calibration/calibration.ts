@@ -111,15 +111,22 @@ export function expectedCalibrationError(items: readonly CalibrationItem[], opti
  * What a routing threshold is applied to, and which way:
  * - `confidence`: keep the local label when confidence ≥ t, route otherwise;
  * - `margin` (top-1 minus top-2 probability): keep when margin ≥ t;
- * - `entropy` of the label distribution: keep when entropy ≤ t.
+ * - `entropy` of the label distribution: keep when entropy ≤ t;
+ * - `unscored_mass` (a list multi-label question's `__unscored_mass`): keep when unscored mass ≤ t.
  */
-export type RoutingRule = 'confidence' | 'margin' | 'entropy';
+export type RoutingRule = 'confidence' | 'margin' | 'entropy' | 'unscored_mass';
+
+/** Whether the rule keeps low scores (entropy, unscored mass) rather than high ones (confidence, margin). */
+export function keepsLowScores(rule: RoutingRule): boolean {
+  return rule === 'entropy' || rule === 'unscored_mass';
+}
 
 export interface RoutingItem {
   readonly correct: boolean;
   readonly confidence: number;
   readonly margin?: number | null;
   readonly entropy?: number | null;
+  readonly unscoredMass?: number | null;
   /** Whether the fallback model labelled this unit correctly; needed when fallbackAccuracy is 'from-items'. */
   readonly fallbackCorrect?: boolean | null;
 }
@@ -163,7 +170,7 @@ export interface ThresholdPoint {
   readonly expectedCost: number;
 }
 
-const RULES: readonly RoutingRule[] = ['confidence', 'margin', 'entropy'];
+const RULES: readonly RoutingRule[] = ['confidence', 'margin', 'entropy', 'unscored_mass'];
 
 interface ScoredItem {
   readonly score: number;
@@ -180,14 +187,21 @@ function nonNegative(value: number, option: string): number {
 
 /** The rule's score oriented so that higher means more certain, and kept iff score ≥ oriented threshold. */
 function certainty(item: RoutingItem, rule: RoutingRule, i: number): number {
-  const raw = rule === 'confidence' ? item.confidence : rule === 'margin' ? item.margin : item.entropy;
+  const raw =
+    rule === 'confidence'
+      ? item.confidence
+      : rule === 'margin'
+        ? item.margin
+        : rule === 'entropy'
+          ? item.entropy
+          : item.unscoredMass;
   if (typeof raw !== 'number' || Number.isNaN(raw)) {
     throw new RescaleError(
       'INPUT_INVALID',
       `item ${i} has no ${rule} (got ${String(raw)}); pick a rule every item has a score for`,
     );
   }
-  return rule === 'entropy' ? -raw : raw;
+  return keepsLowScores(rule) ? -raw : raw;
 }
 
 /**
@@ -238,7 +252,7 @@ export function thresholdSweep(items: readonly RoutingItem[], options: Threshold
   // Most certain first: raising the oriented threshold routes items from the end of this list.
   scored.sort((a, b) => b.score - a.score);
 
-  const sign = rule === 'entropy' ? -1 : 1;
+  const sign = keepsLowScores(rule) ? -1 : 1;
   let oriented: number[];
   if (options.thresholds !== undefined) {
     options.thresholds.forEach((t, i) => {

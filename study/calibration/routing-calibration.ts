@@ -8,6 +8,7 @@ import { bootstrapCi, DEFAULT_BOOTSTRAP_RESAMPLES, type BootstrapInterval } from
 import {
   expectedCalibrationError,
   recommendThreshold,
+  keepsLowScores,
   reliabilityBins,
   thresholdSweep,
   type CalibrationItem,
@@ -78,6 +79,36 @@ export interface CalibrationResult {
   readonly table: readonly ThresholdPoint[];
   /** Every distinct observed threshold. */
   readonly sweep: readonly ThresholdPoint[];
+  /**
+   * A multi-label question: accuracies above are exact-set match (a document counts as right when its label set
+   * equals the gold set), and this adds the local answers' quality on the kept and the routed documents per table row.
+   */
+  readonly labelSets?: LabelSetCalibration;
+}
+
+/** The local answers' agreement with the gold label sets on some documents (study/evaluation's figures). */
+export interface LabelSetQuality {
+  readonly documents: number;
+  readonly exactMatch: number;
+  /** Mean per-document Jaccard |G∩P| / |G∪P|. */
+  readonly jaccard: number;
+  readonly hammingLoss: number;
+}
+
+export interface LabelSetCalibration {
+  /** The question's multi-label form: which routing rules read which of its columns. */
+  readonly form: 'per_label' | 'list';
+  readonly labels: readonly string[];
+  /** How the gold column was split into labels; null for a list column. */
+  readonly separator: string | null;
+  /** The local answers on every calibrated document. */
+  readonly local: LabelSetQuality;
+  /** One row per `table` point (same order): the local answers on the documents it keeps and on those it routes. */
+  readonly table: readonly {
+    readonly threshold: number;
+    readonly kept: LabelSetQuality | null;
+    readonly routed: LabelSetQuality | null;
+  }[];
 }
 
 /**
@@ -97,6 +128,13 @@ export function calibrateRouting(
   options: CalibrateOptions,
 ): CalibrationResult {
   const rule = options.rule ?? 'confidence';
+  if (rule === 'unscored_mass') {
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--rule unscored_mass reads a list multi-label question's "<question>__unscored_mass"; ${predictions.file} ` +
+        `is calibrated as a single-label question: use --rule confidence, margin or entropy`,
+    );
+  }
   const scores =
     rule === 'confidence' ? predictions.confidence : rule === 'margin' ? predictions.margin : predictions.entropy;
   if (scores === null) {
@@ -140,6 +178,16 @@ export function calibrateRouting(
     throw new RescaleError('INPUT_INVALID', `${predictions.file}: no row has a ${rule} score`);
   }
 
+  return calibrateItems(items, { predictions: predictions.file, gold: gold.file, coverage: join.coverage }, options);
+}
+
+/** The calibration of scored items (each with its local correctness and the rule's score). */
+export function calibrateItems(
+  items: readonly (RoutingItem & CalibrationItem)[],
+  files: { readonly predictions: string; readonly gold: string; readonly coverage: JoinCoverage },
+  options: CalibrateOptions,
+): CalibrationResult {
+  const rule = options.rule ?? 'confidence';
   const fallback = fallbackAccuracy(options.fallback, items);
   const corpusSize = options.corpusSize ?? items.length;
   const cost = options.costPerDocument ?? 1;
@@ -160,7 +208,7 @@ export function calibrateRouting(
   if (chosen !== null && !table.some((p) => p.threshold === chosen.threshold)) {
     table.push(chosen);
     table.sort(
-      (a, b) => a.routed - b.routed || (rule === 'entropy' ? b.threshold - a.threshold : a.threshold - b.threshold),
+      (a, b) => a.routed - b.routed || (keepsLowScores(rule) ? b.threshold - a.threshold : a.threshold - b.threshold),
     );
   }
 
@@ -176,9 +224,7 @@ export function calibrateRouting(
   return {
     kind: 'rescale.calibration',
     version: 1,
-    predictions: predictions.file,
-    gold: gold.file,
-    coverage: join.coverage,
+    ...files,
     documents: items.length,
     localAccuracy: items.filter((i) => i.correct).length / items.length,
     rule,

@@ -324,6 +324,17 @@ export async function resultFileQuestions(
   return single;
 }
 
+/**
+ * Every question of a result file with question column groups (name, labels in codebook order, and `type` /
+ * `format` for multi-label questions); null for a one-question file without them.
+ */
+export async function resultFileAllQuestions(
+  file: string,
+  role = '--predictions',
+): Promise<{ name: string; labels: string[]; type?: string; format?: string }[] | null> {
+  return questionsOf(await readParquetTable(file, role, []));
+}
+
 /** A results file without the label column: one of a multi-question codebook (named as such), or another file. */
 function noLabelColumn(table: ParquetTable, role: string, labelColumn: string): RescaleError {
   const raw = table.keyValue.get('rescale.questions');

@@ -135,7 +135,7 @@ describe('rescale run with a multi-label question', () => {
         codebook: await loadCodebook(codebook),
       })) as MultiLabelEvaluationResult;
       assert.equal(result.systems[0]?.metrics.exactMatch?.estimate, 1);
-      // `report` and `calibrate` read single-label questions, and say where label sets are evaluated.
+      // `report` reads single-label questions, and says where label sets are evaluated.
       await assert.rejects(
         collectRunReport({ results: out('a'), seed: 1, resamples: 100 }),
         /holds multi-label questions only \(moods\); report reads single-label .*rescale evaluate --question moods/,
