@@ -1,6 +1,6 @@
 // A per_label multi-label codebook through the local pipeline (`rescale run`): the `<question>__labels` list column in
 // the merged Parquet as DuckDB reads it, the keyword model's known answers, byte-identical results on a second run,
-// `rescale evaluate` on the results file as written, and `report` pointing to it.
+// `rescale evaluate` and `rescale calibrate` on the results file as written, and `report` pointing to it.
 
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
@@ -8,6 +8,8 @@ import path from 'node:path';
 import { before, describe, it } from 'node:test';
 import { loadCodebook } from '../../contracts/codebook.js';
 import { runEvaluate } from '../../cli/evaluate.js';
+import { runCalibrate } from '../../cli/calibrate.js';
+import type { CalibrationResult } from '../../study/calibration/routing-calibration.js';
 import { runLocalMode } from '../../cli/local-mode.js';
 import { collectRunReport } from '../../study/report/run-report.js';
 import type { MultiLabelEvaluationResult } from '../../study/evaluation/evaluate-multi-label.js';
@@ -135,6 +137,22 @@ describe('rescale run with a multi-label question', () => {
         codebook: await loadCodebook(codebook),
       })) as MultiLabelEvaluationResult;
       assert.equal(result.systems[0]?.metrics.exactMatch?.estimate, 1);
+      // `rescale calibrate` reads the same sets and the question's own __margin column (per_label: margin_below).
+      const calibration = (await runCalibrate({
+        predictions: out('a'),
+        gold,
+        idColumn: 'id',
+        labelColumn: 'moods',
+        question: 'moods',
+        rule: 'margin',
+        fallbackAccuracy: 0.9,
+        seed: 1,
+        resamples: 100,
+      })) as CalibrationResult;
+      assert.equal(calibration.labelSets?.form, 'per_label');
+      assert.equal(calibration.documents, result.documents);
+      assert.equal(calibration.localAccuracy, 1);
+      assert.equal(calibration.labelSets?.local.jaccard, result.systems[0]?.metrics.jaccardSamples?.estimate);
       // `report` reads single-label questions, and says where label sets are evaluated.
       await assert.rejects(
         collectRunReport({ results: out('a'), seed: 1, resamples: 100 }),
