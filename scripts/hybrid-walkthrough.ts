@@ -349,6 +349,36 @@ function closedSection(baseUrl: string, model: string): Record<string, unknown> 
   };
 }
 
+/** Marks --out as the walk-through's own folder, which a later walk-through may clear. */
+const OUT_MARKER = '.hybrid-walkthrough';
+
+/**
+ * Clears --out when it is missing, empty, or written by an earlier walk-through (its marker, or the crowd.yaml and
+ * corpus that walk-throughs wrote before the marker); refuses anything else (a file, a folder of other files).
+ */
+async function clearOutDir(outDir: string): Promise<void> {
+  let existing: string[];
+  try {
+    existing = await readdir(outDir);
+  } catch (cause) {
+    if ((cause as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--out ${outDir} is not a folder the walk-through can use (${errorMessage(cause)}); ` +
+        'choose an empty or new folder',
+      { cause },
+    );
+  }
+  const earlier =
+    existing.includes(OUT_MARKER) || (existing.includes('crowd.yaml') && existing.includes('tweeteval-test.parquet'));
+  if (existing.length > 0 && !earlier)
+    throw new RescaleError(
+      'CONFIG_INVALID',
+      `--out ${outDir} holds other files; choose an empty folder or one an earlier walk-through wrote`,
+    );
+  await rm(outDir, { recursive: true, force: true });
+}
+
 export async function runHybridWalkthrough(options: WalkthroughOptions): Promise<WalkthroughResult> {
   const say = options.say ?? (() => undefined);
   const outDir = path.resolve(options.outDir);
@@ -358,16 +388,10 @@ export async function runHybridWalkthrough(options: WalkthroughOptions): Promise
   const slip = options.slip ?? 0;
   const resamples = options.resamples ?? 2000;
   const { seed } = options;
-  // A fresh study: the review database and the crowd folder are not meant to be resumed across runs. Only a folder
-  // this script wrote (it holds crowd.yaml), or an empty one, is cleared.
-  const existing = await readdir(outDir).catch(() => [] as string[]);
-  if (existing.length > 0 && !existing.includes('crowd.yaml'))
-    throw new RescaleError(
-      'CONFIG_INVALID',
-      `--out ${outDir} holds other files; choose an empty folder or one an earlier walk-through wrote`,
-    );
-  await rm(outDir, { recursive: true, force: true });
+  // A fresh study: the review database and the crowd folder are not meant to be resumed across runs.
+  await clearOutDir(outDir);
   for (const dir of ['codebooks', 'adapters', 'runs']) await mkdir(path.join(outDir, dir), { recursive: true });
+  await writeFile(path.join(outDir, OUT_MARKER), 'Written by scripts/hybrid-walkthrough.ts; a re-run clears it.\n');
   const commands: { args: readonly string[]; stdout: string; seconds: number }[] = [];
   const key = dummyApiKey();
   const run = async (...args: string[]): Promise<string> => {
