@@ -17,6 +17,7 @@ import { readParquetTable } from '../storage/parquet-table.js';
 import { writeJsonFile } from '../study/json-file.js';
 import {
   calibrateRouting,
+  type CalibrateOptions,
   type CalibrationResult,
   type FallbackEvidence,
 } from '../study/calibration/routing-calibration.js';
@@ -174,7 +175,6 @@ async function calibrateMultiLabel(
   const localColumn = table.columnNames.includes(`${q}__local_labels`) ? `${q}__local_labels` : `${q}__labels`;
   const predictions = await readPredictions(options.predictions, '--predictions', localColumn, q);
   const unscored = table.columns.get(`${q}__unscored_mass`);
-  const goal = goalOf(options);
   return calibrateLabelSets(gold, predictions, {
     question: q,
     form: list ? 'list' : 'per_label',
@@ -183,9 +183,26 @@ async function calibrateMultiLabel(
     ...(list && unscored !== undefined
       ? { unscoredMass: unscored.map((v) => (v === null || v === undefined ? null : Number(v))) }
       : {}),
+    ...sweepOptions(options, { kind: 'assumed', accuracy: options.fallbackAccuracy as number }, question.labels.length),
+  });
+}
+
+/** The command's options as the calibration takes them, with the fallback's evidence and the number of labels. */
+function sweepOptions(
+  options: CalibrateCommandOptions,
+  fallback: FallbackEvidence,
+  labelCount: number,
+): CalibrateOptions {
+  const goal: ThresholdGoal | undefined =
+    options.targetAccuracy !== undefined
+      ? { targetAccuracy: options.targetAccuracy }
+      : options.budget !== undefined
+        ? { budget: options.budget }
+        : undefined;
+  return {
     rule: options.rule,
-    fallback: { kind: 'assumed', accuracy: options.fallbackAccuracy as number },
-    labelCount: question.labels.length,
+    fallback,
+    labelCount,
     seed: options.seed,
     resamples: options.resamples,
     ...(options.corpusSize !== undefined ? { corpusSize: options.corpusSize } : {}),
@@ -193,15 +210,7 @@ async function calibrateMultiLabel(
     ...(goal !== undefined ? { goal } : {}),
     ...(options.bins !== undefined ? { bins: options.bins } : {}),
     ...(options.thresholds !== undefined ? { tableThresholds: options.thresholds } : {}),
-  });
-}
-
-function goalOf(options: CalibrateCommandOptions): ThresholdGoal | undefined {
-  return options.targetAccuracy !== undefined
-    ? { targetAccuracy: options.targetAccuracy }
-    : options.budget !== undefined
-      ? { budget: options.budget }
-      : undefined;
+  };
 }
 
 interface Evidence {
@@ -233,19 +242,7 @@ async function readEvidence(
 
 function calibrateEvidence(options: CalibrateCommandOptions, evidence: Evidence): CalibrationResult {
   const { gold, predictions, fallback } = evidence;
-  const goal = goalOf(options);
-  const result = calibrateRouting(gold, predictions, {
-    rule: options.rule,
-    fallback,
-    labelCount: evidence.labelCount,
-    seed: options.seed,
-    resamples: options.resamples,
-    ...(options.corpusSize !== undefined ? { corpusSize: options.corpusSize } : {}),
-    ...(options.costPerDocument !== undefined ? { costPerDocument: options.costPerDocument } : {}),
-    ...(goal !== undefined ? { goal } : {}),
-    ...(options.bins !== undefined ? { bins: options.bins } : {}),
-    ...(options.thresholds !== undefined ? { tableThresholds: options.thresholds } : {}),
-  });
+  const result = calibrateRouting(gold, predictions, sweepOptions(options, fallback, evidence.labelCount));
   return evidence.question === null ? result : { ...result, question: evidence.question };
 }
 
