@@ -55,6 +55,11 @@ export interface ScorerSettings {
   readonly sharedPrefixTokens: number;
   readonly chatWrapper: string | null;
   readonly maxDocumentTokens: number;
+  /**
+   * Tail slots: sequences that decode several prompts' tails together after a copy of their document's cache
+   * (several prompts per document, batched decoding); absent when there are none.
+   */
+  readonly tailSequences?: number;
 }
 
 /**

@@ -1,7 +1,9 @@
 // `npm run bench:questions`: what a multi-question codebook saves. One codebook asking 10 questions after the document
 // (the document evaluated once, each question's tail decoded after it) against the same 10 questions as 10
 // one-question codebooks with the same prompts (10 runs, each evaluating the document again), on a fixture model,
-// documents of ~200 tokens, interleaved rounds. Tokens evaluated per document are deterministic and reported exactly;
+// documents of ~200 tokens, interleaved rounds; and the codebook with its tails decoded one by one (no tail slots:
+// each tail its own decode after a rewind) against the default batched tails (copies of the document's cache, the
+// 10 tails in one decode). Tokens evaluated per document are deterministic and reported exactly;
 // docs/s depends on the machine. Then the cost of rendering and tokenising K prompts per document against scoring it,
 // for K = 10 and 46, chat and raw. Results go to bench/results/questions.{json,md}.
 //
@@ -181,10 +183,14 @@ async function main(): Promise<void> {
   const texts = await documents(count + 1, llamaModel);
   const warmup = texts.slice(count);
   const multi = await LabelScorer.create(multiCodebook(modelPath, threads, QUESTIONS, 'raw'), { model: llamaModel });
+  const oneByOne = await LabelScorer.create(multiCodebook(modelPath, threads, QUESTIONS, 'raw'), {
+    model: llamaModel,
+    tailSequences: 0,
+  });
   const singles: LabelScorer[] = [];
   for (const text of QUESTIONS)
     singles.push(await LabelScorer.create(singleCodebook(modelPath, threads, text), { model: llamaModel }));
-  const runs: { round: number; multi: Part; singles: Part }[] = [];
+  const runs: { round: number; multi: Part; singles: Part; oneByOne: Part }[] = [];
   try {
     // Same prompts: each question's prompt in the codebook is its one-question codebook's prompt, token for token.
     const probe = { text: texts[0] ?? '' };
@@ -193,28 +199,31 @@ async function main(): Promise<void> {
       if (a !== (singles[q] as LabelScorer).promptTokens(probe).tokens.join(','))
         throw new Error(`question ${q + 1}: the one-question codebook's prompt differs from the codebook's`);
     });
-    for (const scorer of [multi, ...singles]) await scorer.score(warmup.map((text) => ({ text })));
+    for (const scorer of [multi, oneByOne, ...singles]) await scorer.score(warmup.map((text) => ({ text })));
     for (let round = 0; round < rounds; round++) {
       const slice = texts.slice(Math.floor((round * count) / rounds), Math.floor(((round + 1) * count) / rounds));
-      // Interleaved, the order alternating, so drift in the machine's load falls on both sides.
-      let multiPart: Part;
-      let singlesPart: Part;
-      if (round % 2 === 0) {
-        multiPart = await timed([multi], slice);
-        singlesPart = await timed(singles, slice);
-      } else {
-        singlesPart = await timed(singles, slice);
-        multiPart = await timed([multi], slice);
+      // Interleaved, the order rotating, so drift in the machine's load falls on every side.
+      const arms = [
+        { name: 'multi', scorers: [multi] },
+        { name: 'singles', scorers: singles },
+        { name: 'oneByOne', scorers: [oneByOne] },
+      ] as const;
+      const parts = new Map<string, Part>();
+      for (let k = 0; k < arms.length; k++) {
+        const arm = arms[(round + k) % arms.length] as (typeof arms)[number];
+        parts.set(arm.name, await timed(arm.scorers, slice));
       }
-      runs.push({ round, multi: multiPart, singles: singlesPart });
+      const [multiPart, singlesPart, oneByOnePart] = arms.map((a) => parts.get(a.name) as Part) as [Part, Part, Part];
+      runs.push({ round, multi: multiPart, singles: singlesPart, oneByOne: oneByOnePart });
       loads.push(os.loadavg()[0] ?? Number.NaN);
+      const rate = (p: Part): string => (p.documents / p.seconds).toFixed(2);
       process.stderr.write(
-        `round ${round + 1}: codebook ${(multiPart.documents / multiPart.seconds).toFixed(2)} docs/s, 10 runs ` +
-          `${(singlesPart.documents / singlesPart.seconds).toFixed(2)} docs/s\n`,
+        `round ${round + 1}: codebook ${rate(multiPart)} docs/s, tails one by one ${rate(oneByOnePart)}, 10 runs ` +
+          `${rate(singlesPart)} docs/s\n`,
       );
     }
   } finally {
-    await Promise.all([multi, ...singles].map((s) => s.dispose()));
+    await Promise.all([multi, oneByOne, ...singles].map((s) => s.dispose()));
   }
   const tokenisation: TokenisationRow[] = [];
   const profileTexts = texts.slice(0, Math.min(8, count));
@@ -240,6 +249,9 @@ async function main(): Promise<void> {
   };
   const codebookSide = side((r) => r.multi);
   const singlesSide = side((r) => r.singles);
+  const oneByOneSide = side((r) => r.oneByOne);
+  const tailSpeedup = codebookSide.documentsPerSecond / oneByOneSide.documentsPerSecond;
+  const tailPerRound = codebookSide.perRound.map((x, i) => x / (oneByOneSide.perRound[i] as number));
   const tokenRatio = singlesSide.tokensPerDocument / codebookSide.tokensPerDocument;
   const speedup = codebookSide.documentsPerSecond / singlesSide.documentsPerSecond;
   const perRound = codebookSide.perRound.map((x, i) => x / (singlesSide.perRound[i] as number));
@@ -254,9 +266,13 @@ async function main(): Promise<void> {
     questions: QUESTIONS.length,
     codebook: codebookSide,
     singleRuns: singlesSide,
+    tailsOneByOne: oneByOneSide,
+    tailSequences: multi.settings.tailSequences ?? 0,
     tokenRatio,
     speedup,
     speedupPerRound: perRound,
+    batchedTailsSpeedup: tailSpeedup,
+    batchedTailsSpeedupPerRound: tailPerRound,
     target: TARGET * tokenRatio,
     tokenisation,
   };
@@ -278,14 +294,18 @@ async function main(): Promise<void> {
     '',
     '| scoring | tokens/doc | docs/s | docs/s per round |',
     '|---|---:|---:|---|',
-    `| 1 codebook, 10 questions after the document | ${f(codebookSide.tokensPerDocument, 1)} | ` +
+    `| 1 codebook, 10 questions after the document, tails batched | ${f(codebookSide.tokensPerDocument, 1)} | ` +
       `${f(codebookSide.documentsPerSecond)} | ${codebookSide.perRound.map((x) => f(x)).join(' / ')} |`,
+    `| 1 codebook, its 10 tails decoded one by one | ${f(oneByOneSide.tokensPerDocument, 1)} | ` +
+      `${f(oneByOneSide.documentsPerSecond)} | ${oneByOneSide.perRound.map((x) => f(x)).join(' / ')} |`,
     `| 10 one-question codebooks, same prompts | ${f(singlesSide.tokensPerDocument, 1)} | ` +
       `${f(singlesSide.documentsPerSecond)} | ${singlesSide.perRound.map((x) => f(x)).join(' / ')} |`,
     '',
     `- tokens of the 10 runs ÷ tokens of the codebook: **${f(tokenRatio)}×**`,
     `- speed-up (docs/s ratio): **${f(speedup)}×** (target ≥ ${TARGET} × ${f(tokenRatio)} = ${f(result.target)}×: ` +
       `${speedup >= result.target ? 'met' : 'missed'}; per round ${perRound.map((x) => f(x)).join(' / ')})`,
+    `- batched tails (${result.tailSequences} tail slots) vs tails one by one: **${f(tailSpeedup)}×** ` +
+      `(per round ${tailPerRound.map((x) => f(x)).join(' / ')})`,
     '',
     '## Rendering and tokenising K prompts per document',
     '',

@@ -22,10 +22,10 @@ export class BatchedDecode implements DecodeStrategy {
   constructor(private readonly pool: SequencePool) {}
 
   async each<T, R>(group: readonly T[], evaluate: (item: T, slot: number) => Promise<R>): Promise<R[]> {
-    if (group.length > this.pool.size)
+    if (group.length > this.pool.sequenceCount)
       throw new RescaleError(
         'INTERNAL',
-        `a group of ${group.length} documents exceeds the ${this.pool.size} sequences`,
+        `a group of ${group.length} evaluations exceeds the ${this.pool.sequenceCount} sequences`,
       );
     await this.pool.settled();
     this.pool.dispatches.begin();

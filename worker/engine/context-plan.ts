@@ -18,6 +18,8 @@ export interface PromptMeasure {
   readonly longestLabelTokens: number;
   /** The context the model was trained with. */
   readonly trainContextSize: number;
+  /** The longest prompt tail after the document (several prompts per document; 0 or absent for one). */
+  readonly tailTokens?: number;
 }
 
 export interface ContextOverrides {
@@ -25,6 +27,8 @@ export interface ContextOverrides {
   readonly sequences?: number | undefined;
   /** Overrides codebook model.threads. */
   readonly threads?: number | undefined;
+  /** Tail slots beside the documents' sequences (several prompts per document; see label-scorer.ts). */
+  readonly tailSequences?: number | undefined;
 }
 
 export interface ContextPlan {
@@ -33,6 +37,8 @@ export interface ContextPlan {
   /** 0 lets llama.cpp choose. */
   readonly threads: number;
   readonly sequences: number;
+  /** Tail slots: sequences beyond `sequences` that decode prompt tails after a copy of a document's cache. */
+  readonly tailSequences?: number;
   /** What the prompt, the longest document and the longest label need. */
   readonly neededContextSize: number;
   /** Sizes that work but deserve a warning, in the order found. */
@@ -70,7 +76,18 @@ export function planContext(codebook: Codebook, measure: PromptMeasure, override
   }
   // Each document (or each group of `sequences` documents) is one decode call, so the batch must hold it whole.
   const perDocument = contextSize - prefixLength;
-  const batchSize = Math.max(perDocument * sequences, prefixLength);
+  // Tails share a decode too: the batch holds every tail slot's longest tail and label path.
+  const tailSequences = overrides.tailSequences ?? 0;
+  const perTail = (measure.tailTokens ?? 0) + longestLabel;
+  const batchSize = Math.max(perDocument * sequences, prefixLength, tailSequences * perTail);
   const threads = overrides.threads ?? codebook.model.threads ?? 0;
-  return { contextSize, batchSize, threads, sequences, neededContextSize: needed, warnings };
+  return {
+    contextSize,
+    batchSize,
+    threads,
+    sequences,
+    ...(tailSequences > 0 ? { tailSequences } : {}),
+    neededContextSize: needed,
+    warnings,
+  };
 }

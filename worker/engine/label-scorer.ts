@@ -3,18 +3,27 @@
 // multi-label question asks each label as a yes/no question: P(label) = P(yes) over its two answers; a list one is
 // answered as one list, each label set's probability exact over the list grammar (LabelSetScorer). With several
 // prompts (questions, or a per_label question's labels) the document is evaluated once and each prompt's tail is
-// decoded after it, from a checkpoint.
+// decoded after it, from a checkpoint: with batched decoding, on tail slots that each hold a copy of the document's
+// cache, several tails (of one document or of several) in one decode.
 // No sampling anywhere. The shared prompt prefix is evaluated once per sequence and kept in the KV cache;
 // the batch layout depends only on the documents given, never on timing (see README, "Determinism").
 // A facade over worker/engine/: context plan, sequence pool, decode strategy, label trie scorer, distribution maths.
 
 import type { LlamaModel, Token } from 'node-llama-cpp';
-import { scoredQuestions, type Codebook, type Label, type Question } from '../../contracts/codebook.js';
+import {
+  resolveSequences,
+  scoredQuestions,
+  type Codebook,
+  type Label,
+  type Question,
+} from '../../contracts/codebook.js';
 import { isBlankText, type DocumentInput } from '../../contracts/document-input.js';
 import type { DocumentScore, DocumentScorer, ScoreOptions, ScorerSettings } from '../../contracts/document-scorer.js';
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import { silentLogger, type Logger } from '../../contracts/logger.js';
+import { questionLayout } from '../../contracts/question-layout.js';
 import type { QuestionAnswer, RowStatus } from '../../contracts/results.js';
+import { walkInLockstep, type AnswerWalk } from './answer-walk.js';
 import { BatchedDecode } from './batched-decode.js';
 import { planContext } from './context-plan.js';
 import type { DecodeStrategy, DecodeStrategyName } from './decode-strategy.js';
@@ -32,7 +41,7 @@ import { labelSetAnswer } from './label-set-answer.js';
 import { LabelSetScorer, type SetScore } from './label-set-scorer.js';
 import { multiLabelDecision } from './multi-label-decision.js';
 import { QuestionPrompts, promptUnits, type DocumentPrompts, type PromptUnit } from './question-prompts.js';
-import { SequencePool } from './sequence-pool.js';
+import { SequencePool, sequencesCanCopy } from './sequence-pool.js';
 import { serialDecode } from './serial-decode.js';
 
 export interface ScorerOptions {
@@ -46,6 +55,12 @@ export interface ScorerOptions {
   readonly decode?: DecodeStrategyName;
   /** Overrides codebook model.threads. */
   readonly threads?: number;
+  /**
+   * Tail slots for several prompts per document (default: prompts × sequences, at most MAX_TAIL_SEQUENCES; 0 decodes
+   * each prompt's tail alone, one after another, on its document's sequence). Only with batched decoding and a
+   * document-first layout. For benchmarks and tests; the default is a function of the codebook and `sequences`.
+   */
+  readonly tailSequences?: number;
   /** Reuse an already loaded model (cluster workers cache models across shards); its llama.cpp binding is used. */
   readonly model?: LlamaModel;
   /** llama.cpp build to load when no model is given (callers pass RESCALE_LLAMA_BUILD, parsed; default auto). */
@@ -54,6 +69,28 @@ export interface ScorerOptions {
 
 interface PendingDocument extends DocumentPrompts {
   readonly index: number;
+}
+
+/**
+ * The most tail slots a scorer creates: each is a sequence with the context size of a document's (memory), and the
+ * copy of a document's cache into it copies that whole sequence's cache.
+ */
+export const MAX_TAIL_SEQUENCES = 16;
+
+/**
+ * Tail slots for a codebook: with batched decoding and the document before the questions, one per prompt of each
+ * document of a group, at most MAX_TAIL_SEQUENCES (or `requested`); otherwise none. A function of the codebook and the
+ * group size only, so the tails' batch layout is too.
+ */
+export function tailSequencesFor(
+  codebook: Codebook,
+  sequences: number,
+  decode: DecodeStrategyName,
+  requested?: number,
+): number {
+  const layout = questionLayout(codebook);
+  if (layout.kind !== 'document-first' || decode !== 'batched' || !sequencesCanCopy()) return 0;
+  return Math.min(layout.prompts * sequences, requested ?? MAX_TAIL_SEQUENCES);
 }
 
 /** What one document costs, in tokens (for `rescale inspect`). */
@@ -139,6 +176,9 @@ export class LabelScorer implements DocumentScorer {
       const probe = prompts.render({ text: 'x' }, codebook.model.maxDocumentTokens);
       // The cache holds one question's prompt at a time (the others are rewound), so the longest one sizes it.
       const longestProbe = Math.max(...probe.prompts.map((p) => p.length));
+      const decodeName = options.decode ?? 'batched';
+      const sequences = resolveSequences(codebook, options.sequences);
+      const tailSequences = tailSequencesFor(codebook, sequences, decodeName, options.tailSequences);
       const plan = planContext(
         codebook,
         {
@@ -146,12 +186,13 @@ export class LabelScorer implements DocumentScorer {
           templateTokens: longestProbe - prefixLength - 1,
           longestLabelTokens: Math.max(...tries.map(longestAnswerTokens)),
           trainContextSize: model.trainContextSize,
+          tailTokens: Math.max(...probe.prompts.map((p) => p.length - probe.checkpoint)),
         },
-        { sequences: options.sequences, threads: options.threads },
+        { sequences, threads: options.threads, tailSequences },
       );
       for (const warning of plan.warnings) logger.log('warn', warning.message, warning.meta);
       const pool = await SequencePool.create(model, codebook.model, plan, prompts.sharedPrefix);
-      const decode = (options.decode ?? 'batched') === 'batched' ? new BatchedDecode(pool) : serialDecode;
+      const decode = decodeName === 'batched' ? new BatchedDecode(pool) : serialDecode;
       const settings: ScorerSettings = Object.freeze({
         sequences: plan.sequences,
         decode: decode.name,
@@ -162,6 +203,7 @@ export class LabelScorer implements DocumentScorer {
         sharedPrefixTokens: prefixLength,
         chatWrapper: prompts.chatWrapperName,
         maxDocumentTokens: codebook.model.maxDocumentTokens,
+        ...(pool.tailSlots > 0 ? { tailSequences: pool.tailSlots } : {}),
       });
       const { build, gpu, llamaCppRelease: llamaCpp } = info;
       const labels = questions.reduce((n, question) => n + question.labels.length, 0);
@@ -297,8 +339,8 @@ export class LabelScorer implements DocumentScorer {
 
   /**
    * Several questions: the document (everything the questions' prompts share beyond the cached prefix) is evaluated
-   * once, in one phase across the group; then for each question every sequence is rewound to that checkpoint and the
-   * question's tail and label trie are decoded after it.
+   * once, in one phase across the group; then every prompt's tail and answer reads are decoded after it: on tail
+   * slots (batched tails), or for each prompt in turn on the document's own sequence, rewound to that checkpoint.
    */
   private async scoreQuestions(group: readonly PendingDocument[], starts: readonly number[]): Promise<DocumentScore[]> {
     // A document whose part is all in the cache (a question-first layout) has nothing to evaluate in this phase.
@@ -308,6 +350,14 @@ export class LabelScorer implements DocumentScorer {
     });
     if (documentPart.length > 0)
       await this.decode.each(documentPart, (part) => this.pool.sequence(part.slot).controlledEvaluate(part.tokens));
+    const answers = this.pool.tailSlots > 0 ? await this.scoreTails(group) : await this.scoreTailsInTurn(group);
+    return group.map((doc, slot) =>
+      this.finishQuestions(answers[slot] as UnitScore[], doc.checkpoint - (starts[slot] as number), doc.truncated),
+    );
+  }
+
+  /** Each prompt in turn, across the group: every document's sequence rewound to its checkpoint, then the tail. */
+  private async scoreTailsInTurn(group: readonly PendingDocument[]): Promise<UnitScore[][]> {
     const answers = group.map(() => [] as UnitScore[]);
     for (const [q, trie] of this.tries.entries()) {
       await Promise.all(group.map((doc, slot) => this.pool.rewind(slot, doc.checkpoint)));
@@ -315,9 +365,47 @@ export class LabelScorer implements DocumentScorer {
       const scores = await trie.scoreGroup(this.pool, tails, this.decode);
       scores.forEach((score: UnitScore, slot) => answers[slot]?.push(score));
     }
-    return group.map((doc, slot) =>
-      this.finishQuestions(answers[slot] as UnitScore[], doc.checkpoint - (starts[slot] as number), doc.truncated),
-    );
+    return answers;
+  }
+
+  /**
+   * Batched tails: the group's (document, prompt) pairs, documents in group order and each document's prompts in
+   * codebook order, are cut into chunks of at most the pool's tail slots (and of what one decode holds). Per chunk,
+   * each tail slot takes a copy of its document's cache up to the checkpoint, then the chunk's answer walks run in
+   * lockstep: one decode for all the chunk's tails and root reads, then one per level of inner reads. The layout is a
+   * function of the group and the codebook alone.
+   */
+  private async scoreTails(group: readonly PendingDocument[]): Promise<UnitScore[][]> {
+    const answers = group.map(() => [] as UnitScore[]);
+    const chunks: { doc: number; unit: number }[][] = [];
+    let chunk: { doc: number; unit: number }[] = [];
+    let tokens = 0;
+    for (const [d, doc] of group.entries()) {
+      for (const [unit, prompt] of doc.prompts.entries()) {
+        const tail = prompt.length - doc.checkpoint;
+        if (chunk.length === this.pool.tailSlots || (chunk.length > 0 && tokens + tail > this.settings.batchSize)) {
+          chunks.push(chunk);
+          chunk = [];
+          tokens = 0;
+        }
+        chunk.push({ doc: d, unit });
+        tokens += tail;
+      }
+    }
+    if (chunk.length > 0) chunks.push(chunk);
+    for (const pairs of chunks) {
+      const walks = [];
+      for (const [i, { doc, unit }] of pairs.entries()) {
+        const pending = group[doc] as PendingDocument;
+        const slot = this.pool.size + i;
+        await this.pool.copy(slot, doc, pending.checkpoint);
+        const prompt = { tokens: pending.prompts[unit] as Token[], start: pending.checkpoint };
+        walks.push({ slot, walk: (this.tries[unit] as UnitScorer).walk(prompt) as AnswerWalk<UnitScore> });
+      }
+      const scores = await walkInLockstep(this.pool, walks, this.decode);
+      pairs.forEach(({ doc }, i) => answers[doc]?.push(scores[i] as UnitScore));
+    }
+    return answers;
   }
 
   /** Each question's answer from its prompts' scores (`scores` in prompt-unit order). */

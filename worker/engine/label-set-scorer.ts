@@ -8,9 +8,9 @@ import type { LlamaModel, Token } from 'node-llama-cpp';
 import type { Codebook, Question } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
 import type { LabelListSyntax } from '../../contracts/label-list-syntax.js';
+import { walkInLockstep, type AnswerWalk, type ReadRequest } from './answer-walk.js';
 import type { DecodeStrategy } from './decode-strategy.js';
 import type { GroupDocument } from './label-trie-scorer.js';
-import { readNext } from './label-trie-scorer.js';
 import { LabelSetTrie, type SetTrieNode } from './label-set-trie.js';
 import type { SequencePool } from './sequence-pool.js';
 
@@ -36,15 +36,6 @@ export interface SetScore {
   /** Reads of a next-token distribution (the root and every expanded branch). */
   readonly reads: number;
 }
-
-/** One evaluation a walk asks for: keep the first `position` tokens, evaluate `tokens`, read `wanted` next. */
-interface ReadRequest {
-  readonly position: number;
-  readonly tokens: readonly Token[];
-  readonly wanted: readonly Token[];
-}
-
-type Walk = Generator<ReadRequest, SetScore, ReadonlyMap<Token, number>>;
 
 export class LabelSetScorer {
   private constructor(
@@ -105,37 +96,18 @@ export class LabelSetScorer {
    * so the layout depends only on the documents, never on timing.
    */
   async scoreGroup(pool: SequencePool, group: readonly GroupDocument[], decode: DecodeStrategy): Promise<SetScore[]> {
-    const walks = group.map((doc) => this.walk(doc));
-    const results: (SetScore | undefined)[] = group.map(() => undefined);
-    let steps = walks.map((walk) => walk.next());
-    for (;;) {
-      const active: { slot: number; request: ReadRequest }[] = [];
-      steps.forEach((step, slot) => {
-        if (step.done === true) results[slot] = step.value;
-        else active.push({ slot, request: step.value });
-      });
-      if (active.length === 0) break;
-      await Promise.all(active.map(({ slot, request }) => pool.rewind(slot, request.position)));
-      for (const { slot, request } of active) {
-        const held = pool.sequence(slot).nextTokenIndex;
-        if (held !== request.position)
-          throw new RescaleError(
-            'INTERNAL',
-            `slot ${slot} holds ${held} tokens, the walk expected ${request.position}`,
-          );
-      }
-      const reads = await decode.each(active, ({ slot, request }) =>
-        readNext(pool.sequence(slot), request.tokens, request.wanted),
-      );
-      const next = [...steps];
-      active.forEach(({ slot }, i) => (next[slot] = (walks[slot] as Walk).next(reads[i] as Map<Token, number>)));
-      steps = next;
-    }
-    return results as SetScore[];
+    return walkInLockstep(
+      pool,
+      group.map((doc, slot) => ({ slot, walk: this.walk(doc) })),
+      decode,
+    );
   }
 
-  /** One document's depth-first walk, as a generator of reads (the caller evaluates each and sends the result). */
-  private *walk(doc: GroupDocument): Walk {
+  /**
+   * One document's depth-first walk, as a generator of reads (the caller evaluates each and sends the result); the
+   * sequence holds the document's first `start` tokens.
+   */
+  *walk(doc: GroupDocument): AnswerWalk<SetScore> {
     const { minBranchMass } = this.syntax;
     const promptLength = doc.tokens.length;
     const sets = new Map<string, number>();

@@ -5,6 +5,7 @@
 import type { LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
 import type { Codebook, Question } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
+import type { AnswerWalk } from './answer-walk.js';
 import type { DecodeStrategy } from './decode-strategy.js';
 import { fullVocabularyProbabilities, probabilityMass } from './label-distribution.js';
 import { buildLabelTrie, innerNodes, type TrieNode } from './label-trie.js';
@@ -148,6 +149,30 @@ export class LabelTrieScorer {
         labelMass: probabilityMass(root),
       };
     });
+  }
+
+  /**
+   * The same reads as `scoreGroup` for one document, as a walk (answer-walk.ts), so the reads of several prompts'
+   * tries can share decodes: the rest of the prompt and the root, then each inner node's path after the prompt.
+   */
+  *walk(doc: GroupDocument): AnswerWalk<TrieScore> {
+    let evaluated = doc.tokens.length - doc.start;
+    const root = yield {
+      position: doc.start,
+      tokens: doc.tokens.slice(doc.start),
+      wanted: [...this.root.children.keys()],
+    };
+    const nodes = new Map<TrieNode, Map<Token, number>>();
+    for (const node of this.inner) {
+      const read = yield { position: doc.tokens.length, tokens: [...node.path], wanted: [...node.children.keys()] };
+      evaluated += node.path.length;
+      nodes.set(node, read as Map<Token, number>);
+    }
+    return {
+      logProbabilities: this.logProbabilities(root as Map<Token, number>, nodes),
+      tokens: evaluated,
+      labelMass: probabilityMass(root as Map<Token, number>),
+    };
   }
 
   /** Each label's log-probability: the sum over its answer path of each token's probability at its trie node. */

@@ -1,7 +1,9 @@
 // Batched decoding under load: with CPU burners started by the test competing for the cores, every document of
 // several group sizes, decoded batched (one decode per group), is compared with serial decoding (one decode per
-// document) and with the independent one-document reference; repeated runs give the same bits. Real llama.cpp, real
-// GGUF fixture models (the keyword model, whose labels are known, and a random-weight model with real attention).
+// document) and with the independent one-document reference; repeated runs give the same bits. Likewise a
+// several-question codebook's batched tails (each on a copy of its document's cache, several in one decode) against
+// each question's tail decoded alone and the independent one-prompt reference. Real llama.cpp, real GGUF fixture
+// models (the keyword model, whose labels are known, and a random-weight model with real attention).
 
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -78,6 +80,62 @@ function codebook(modelPath: string, labels: LabelInput[]): Codebook {
     },
     { source: 'batched.yaml' },
   );
+}
+
+type QuestionInput = NonNullable<CodebookInput['questions']>[number];
+
+/** Four questions, one with two-token answers (an inner trie read after the tail), in the small models' vocabulary. */
+const spmQuestions: QuestionInput[] = [
+  { name: 'sentiment', question: 'What is the sentiment of the tweet?', labels: spmLabels },
+  {
+    name: 'polarity',
+    question: 'Is it rather bad or rather good?',
+    labels: [
+      { name: 'negative', answer: 'bad' },
+      { name: 'positive', answer: 'good' },
+    ],
+  },
+  {
+    name: 'intensity',
+    question: 'How strong is the feeling?',
+    labels: [
+      { name: 'very_bad', answer: 'very bad' },
+      { name: 'very_good', answer: 'very good' },
+      { name: 'none', answer: 'none' },
+    ],
+  },
+  { name: 'tone', question: 'Which tone does the writer take towards the reader?', labels: spmLabels },
+];
+
+function questionsCodebook(modelPath: string): Codebook {
+  return parseCodebook(
+    {
+      task: 'questions',
+      questions: spmQuestions,
+      prompt: {
+        system: 'You are a careful annotator. Answer with one label.',
+        template: 'Tweet: {text}\n\n{question} Answer with one of: {labels}.',
+      },
+      model: { path: modelPath, max_document_tokens: 128, threads: 1 },
+    },
+    { source: 'questions.yaml' },
+  );
+}
+
+function answerBits(scores: readonly DocumentScore[]): string[][] {
+  return scores.map(
+    (s) =>
+      s.answers?.map((a) =>
+        a.probabilities === null ? 'null' : Buffer.from(a.probabilities.buffer).toString('hex'),
+      ) ?? [],
+  );
+}
+
+/** Inner trie nodes of a question's answers (distinct strict prefixes): reads after its tail's root read. */
+function innerReads(labelTokens: readonly (readonly number[])[]): number {
+  const prefixes = new Set<string>();
+  for (const tokens of labelTokens) for (let n = 1; n < tokens.length; n++) prefixes.add(tokens.slice(0, n).join(','));
+  return prefixes.size;
 }
 
 function bits(scores: readonly DocumentScore[]): string[] {
@@ -224,6 +282,108 @@ describe('batched decoding under load', () => {
       assertBurning();
     });
   }
+
+  it('several questions: batched tails equal each tail decoded alone and the reference within bounds', async (t) => {
+    assertBurning();
+    const { path, model } = models.get('small') as { path: string; model: LlamaModel };
+    const book = questionsCodebook(path);
+    // Seven documents (a partial last group for two sequences), each scored with four questions.
+    const some = docs.slice(0, 7);
+    const run = async (options: {
+      sequences: number;
+      decode: 'batched' | 'serial';
+      tailSequences?: number;
+    }): Promise<{ scores: DocumentScore[]; decodes: number; scorer: LabelScorer }> => {
+      const scorer = await LabelScorer.create(book, { model, ...options });
+      try {
+        const scores = await scorer.score(some);
+        const before = scorer.decodeCalls;
+        const repeated = await scorer.score(some);
+        assert.deepEqual(answerBits(repeated), answerBits(scores), 'a second call on the same scorer');
+        return { scores, decodes: scorer.decodeCalls - before, scorer };
+      } finally {
+        await scorer.dispose();
+      }
+    };
+    // One by one: each question's tail decoded alone on the document's sequence (no copies, no shared decodes).
+    const serial = await run({ sequences: 1, decode: 'serial' });
+    assert.equal(serial.scorer.settings.tailSequences, undefined);
+    const inner = serial.scorer.questionLabelTokens.map(innerReads);
+    assert.deepEqual(inner, [0, 0, 1, 0], 'the intensity answers should share their first token');
+    const prompts = spmQuestions.length;
+    assert.equal(serial.decodes, some.length * (1 + prompts + 1));
+
+    // The independent reference: each question's whole prompt in one call, a fresh context.
+    const reference: number[][][] = [];
+    for (const doc of some) {
+      const perQuestion: number[][] = [];
+      for (const q of spmQuestions.keys()) {
+        const prompt = serial.scorer.promptTokens(doc, q).tokens;
+        const labels = serial.scorer.questionLabelTokens[q] ?? [];
+        perQuestion.push(await referenceProbabilities(model, prompt, labels, { contextSize: 512 }));
+      }
+      reference.push(perQuestion);
+    }
+    const question = (scores: readonly DocumentScore[], q: number): (Float64Array | null)[] =>
+      scores.map((s) => s.answers?.[q]?.probabilities ?? null);
+    for (const q of spmQuestions.keys()) {
+      const difference = maxDifference(
+        question(serial.scores, q),
+        reference.map((r) => r[q] ?? null),
+      );
+      assert.ok(difference <= REFERENCE_TOLERANCE, `q ${q}: one by one vs reference: max |Δp| ${difference}`);
+    }
+
+    // Tail slots: all of a group's prompts in one chunk, or 3 (chunks that split a document's prompts and, with two
+    // documents per group, hold two documents' tails).
+    for (const options of [
+      { sequences: 1, tails: prompts },
+      { sequences: 1, tails: 3 },
+      { sequences: 2, tails: 3 },
+    ]) {
+      assertBurning();
+      const where = `${options.sequences} sequence(s), ${options.tails} tail slots`;
+      const batched = await run({ sequences: options.sequences, decode: 'batched', tailSequences: options.tails });
+      assert.equal(batched.scorer.settings.tailSequences, options.tails, where);
+      // Per group: the documents' decode, then per chunk of (document, question) pairs one decode for the tails and
+      // one per level of inner reads.
+      let decodes = 0;
+      for (let first = 0; first < some.length; first += options.sequences) {
+        const pairs = Math.min(options.sequences, some.length - first) * prompts;
+        decodes += 1;
+        for (let start = 0; start < pairs; start += options.tails) {
+          const chunk = Array.from({ length: Math.min(options.tails, pairs - start) }, (_, i) => (start + i) % prompts);
+          decodes += 1 + Math.max(...chunk.map((q) => inner[q] as number));
+        }
+      }
+      assert.equal(batched.decodes, decodes, `${where}: decode calls`);
+      for (const q of spmQuestions.keys()) {
+        const probabilities = question(batched.scores, q);
+        assert.deepEqual(
+          batched.scores.map((s) => s.answers?.[q]?.label),
+          serial.scores.map((s) => s.answers?.[q]?.label),
+          `${where} q ${q}: labels`,
+        );
+        const serialDifference = maxDifference(probabilities, question(serial.scores, q));
+        t.diagnostic(`${where} q ${q}: batched tails vs one by one max |Δp| ${serialDifference}`);
+        assert.ok(serialDifference <= BATCH_TOLERANCE, `${where} q ${q}: vs one by one: max |Δp| ${serialDifference}`);
+        const referenceDifference = maxDifference(
+          probabilities,
+          reference.map((r) => r[q] ?? null),
+        );
+        assert.ok(
+          referenceDifference <= BATCH_TOLERANCE + REFERENCE_TOLERANCE,
+          `${where} q ${q}: vs reference: max |Δp| ${referenceDifference}`,
+        );
+      }
+      assert.deepEqual(
+        batched.scores.map((s) => s.tokens),
+        serial.scores.map((s) => s.tokens),
+        `${where}: tokens`,
+      );
+    }
+    assertBurning();
+  });
 
   it('fails a group whose evaluations were not queued together, naming what it saw', async () => {
     const { path, model } = models.get('keyword') as { path: string; model: LlamaModel };
