@@ -371,39 +371,56 @@ export class LabelScorer implements DocumentScorer {
   /**
    * Batched tails: the group's (document, prompt) pairs, documents in group order and each document's prompts in
    * codebook order, are cut into chunks of at most the pool's tail slots (and of what one decode holds). Per chunk,
-   * each tail slot takes a copy of its document's cache up to the checkpoint, then the chunk's answer walks run in
-   * lockstep: one decode for all the chunk's tails and root reads, then one per level of inner reads. The layout is a
-   * function of the group and the codebook alone.
+   * each tail slot takes a copy of its document's cache, then the chunk's answer walks run in lockstep: one decode
+   * for all the chunk's tails and root reads, then one per level of inner reads. The layout is a function of the
+   * group and the codebook alone.
+   *
+   * Every tail of a chunk is evaluated with the same number of tokens: a shorter one starts that many tokens before
+   * the checkpoint (its slot's copy ends there), re-evaluating the end of the document. llama.cpp splits a decode
+   * over several sequences (one KV stream each) into micro-batches of equal tokens per sequence, so equal lengths
+   * make the chunk's tails one micro-batch, one pass over the weights; unequal ones would need one per length. The
+   * re-evaluated tokens are the layout's, not the prompt's: `tokens` counts each prompt's tail as serial decoding does.
    */
   private async scoreTails(group: readonly PendingDocument[]): Promise<UnitScore[][]> {
     const answers = group.map(() => [] as UnitScore[]);
+    const tailLength = (doc: PendingDocument, unit: number): number =>
+      (doc.prompts[unit] as Token[]).length - doc.checkpoint;
     const chunks: { doc: number; unit: number }[][] = [];
     let chunk: { doc: number; unit: number }[] = [];
-    let tokens = 0;
+    let longest = 0;
     for (const [d, doc] of group.entries()) {
-      for (const [unit, prompt] of doc.prompts.entries()) {
-        const tail = prompt.length - doc.checkpoint;
-        if (chunk.length === this.pool.tailSlots || (chunk.length > 0 && tokens + tail > this.settings.batchSize)) {
+      for (const unit of doc.prompts.keys()) {
+        const tail = tailLength(doc, unit);
+        const full = chunk.length === this.pool.tailSlots;
+        if (full || (chunk.length > 0 && (chunk.length + 1) * Math.max(longest, tail) > this.settings.batchSize)) {
           chunks.push(chunk);
           chunk = [];
-          tokens = 0;
+          longest = 0;
         }
         chunk.push({ doc: d, unit });
-        tokens += tail;
+        longest = Math.max(longest, tail);
       }
     }
     if (chunk.length > 0) chunks.push(chunk);
     for (const pairs of chunks) {
+      const length = Math.max(...pairs.map(({ doc, unit }) => tailLength(group[doc] as PendingDocument, unit)));
       const walks = [];
+      const padding: number[] = [];
       for (const [i, { doc, unit }] of pairs.entries()) {
         const pending = group[doc] as PendingDocument;
+        const pad = Math.min(length - tailLength(pending, unit), pending.checkpoint);
+        const start = pending.checkpoint - pad;
         const slot = this.pool.size + i;
-        await this.pool.copy(slot, doc, pending.checkpoint);
-        const prompt = { tokens: pending.prompts[unit] as Token[], start: pending.checkpoint };
+        await this.pool.copy(slot, doc, start);
+        const prompt = { tokens: pending.prompts[unit] as Token[], start };
         walks.push({ slot, walk: (this.tries[unit] as UnitScorer).walk(prompt) as AnswerWalk<UnitScore> });
+        padding.push(pad);
       }
       const scores = await walkInLockstep(this.pool, walks, this.decode);
-      pairs.forEach(({ doc }, i) => answers[doc]?.push(scores[i] as UnitScore));
+      pairs.forEach(({ doc }, i) => {
+        const score = scores[i] as UnitScore;
+        answers[doc]?.push({ ...score, tokens: score.tokens - (padding[i] as number) });
+      });
     }
     return answers;
   }
