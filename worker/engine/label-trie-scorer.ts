@@ -162,21 +162,24 @@ export class LabelTrieScorer {
       tokens: doc.tokens.slice(doc.start),
       wanted: [...this.root.children.keys()],
     };
-    const nodes = new Map<TrieNode, Map<Token, number>>();
+    const nodes = new Map<TrieNode, ReadonlyMap<Token, number>>();
     for (const node of this.inner) {
       const read = yield { position: doc.tokens.length, tokens: [...node.path], wanted: [...node.children.keys()] };
       evaluated += node.path.length;
-      nodes.set(node, read as Map<Token, number>);
+      nodes.set(node, read);
     }
     return {
-      logProbabilities: this.logProbabilities(root as Map<Token, number>, nodes),
+      logProbabilities: this.logProbabilities(root, nodes),
       tokens: evaluated,
-      labelMass: probabilityMass(root as Map<Token, number>),
+      labelMass: probabilityMass(root),
     };
   }
 
   /** Each label's log-probability: the sum over its answer path of each token's probability at its trie node. */
-  private logProbabilities(root: Map<Token, number>, nodes: Map<TrieNode, Map<Token, number>>): number[] {
+  private logProbabilities(
+    root: ReadonlyMap<Token, number>,
+    nodes: ReadonlyMap<TrieNode, ReadonlyMap<Token, number>>,
+  ): number[] {
     return this.labelTokens.map((sequence) => {
       let node = this.root;
       let distribution = root;
