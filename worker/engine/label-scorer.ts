@@ -49,8 +49,9 @@ export interface ScorerOptions {
   /** Overrides codebook model.sequences (documents decoded together). */
   readonly sequences?: number;
   /**
-   * How a group's documents reach llama.cpp (default "batched": one decode per group; "serial": one decode per
-   * document, in order, each as with sequences: 1). For benchmarks and tests; not part of the result hash.
+   * How a group's documents reach llama.cpp (default "batched": one decode per group, and a several-question
+   * codebook's tails on tail slots, several per decode; "serial": one decode per document, in order, each as with
+   * sequences: 1, and each tail alone after its document). For benchmarks and tests; not part of the result hash.
    */
   readonly decode?: DecodeStrategyName;
   /** Overrides codebook model.threads. */
