@@ -126,6 +126,11 @@ export function quantile(values: readonly number[], q: number): number | null {
   return low + (h - lo) * (high - low);
 }
 
+/** Plain code-unit order (as Array.prototype.sort): the same on every machine, unlike a locale's collation. */
+function byCodeUnit(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 /**
  * A proposal is reviewed once per decision in force on its document and question (coders and adjudicators alike)
  * and accepted when that decision verifies exactly its labels (an accept, or a pick of the same labels). Failed
@@ -161,7 +166,7 @@ function acceptance(crowd: CrowdFolder, decisions: readonly CurrentDecision[]): 
   return [...total.keys()].sort().map((labeller) => {
     const t = total.get(labeller) as { accepted: number; reviewed: number };
     const labels = [...(byLabel.get(labeller)?.values() ?? [])].sort(
-      (a, b) => a.question.localeCompare(b.question) || a.label.localeCompare(b.label),
+      (a, b) => byCodeUnit(a.question, b.question) || byCodeUnit(a.label, b.label),
     );
     return {
       labeller,
@@ -183,7 +188,7 @@ function acceptanceByLabel(acceptance: readonly LabellerAcceptance[]): LabelAcce
       sums.set(key, sum);
     }
   return [...sums.values()]
-    .sort((a, b) => a.question.localeCompare(b.question) || a.label.localeCompare(b.label))
+    .sort((a, b) => byCodeUnit(a.question, b.question) || byCodeUnit(a.label, b.label))
     .map((l) => ({ question: l.question, label: l.label, ...rate(l.accepted, l.reviewed) }));
 }
 
@@ -227,7 +232,7 @@ function agreement(crowd: CrowdFolder, state: ReviewState, labellers: readonly s
         (a, b) =>
           (b.accuracy as number) - (a.accuracy as number) ||
           (b.kappa ?? -Infinity) - (a.kappa ?? -Infinity) ||
-          a.labeller.localeCompare(b.labeller),
+          byCodeUnit(a.labeller, b.labeller),
       );
     return { question: q.name, verified: verifiedCount, labellers: rows, closest: ranked[0]?.labeller ?? null };
   });

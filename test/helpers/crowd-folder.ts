@@ -27,14 +27,15 @@ async function copyJson(file: string, json: string, columns: string, rows: unkno
 }
 
 /**
- * `n` documents with one single-label question "sentiment" (and a multi-label "topics" when asked); labellers
- * "keyword" and "gpt" agree on even documents and disagree on odd ones; "gpt" fails on every fifth.
+ * `n` documents with one single-label question "sentiment" (and a multi-label "topics", or `topicsName`, when
+ * asked); labellers "keyword" and "gpt" agree on even documents and disagree on odd ones; "gpt" fails on every fifth.
  */
 export async function writeCrowdFolder(
   dir: string,
   n: number,
-  options: { topics?: boolean } = {},
+  options: { topics?: boolean; topicsName?: string } = {},
 ): Promise<CrowdFixture> {
+  const topics = options.topicsName ?? 'topics';
   await mkdir(dir, { recursive: true });
   const ids = Array.from({ length: n }, (_, i) => `doc-${String(i + 1).padStart(3, '0')}`);
   await copyJson(
@@ -60,7 +61,7 @@ export async function writeCrowdFolder(
       proposals.push({
         id,
         labeller: 'keyword',
-        question: 'topics',
+        question: topics,
         labels: ['service'],
         probability: 0.7,
         error: null,
@@ -85,7 +86,7 @@ export async function writeCrowdFolder(
     },
   ];
   if (options.topics)
-    questions.push({ name: 'topics', type: 'multi_label', labels: [{ name: 'service' }, { name: 'price' }] });
+    questions.push({ name: topics, type: 'multi_label', labels: [{ name: 'service' }, { name: 'price' }] });
   await writeFile(
     path.join(dir, 'crowd.json'),
     JSON.stringify({

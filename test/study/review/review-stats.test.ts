@@ -346,3 +346,53 @@ describe('review stats', () => {
     assert.match(bad.stderr, /--crowd applies with --review/);
   });
 });
+
+describe('review stats ordering', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(path.join(tmpdir(), 'rescale-review-order-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('orders the per-label rows by code unit, the same under every locale', async () => {
+    // "Topics" sorts before "sentiment" by code unit; a locale's collation (en: s before T) would put it after.
+    await writeCrowdFolder(path.join(dir, 'crowd'), 2, { topics: true, topicsName: 'Topics' });
+    const crowd = await readCrowdFolder(path.join(dir, 'crowd'));
+    const store = ReviewStore.open(path.join(dir, 'review.db'));
+    try {
+      const ana = store.addReviewer('ana', 'coder').reviewer.id;
+      store.assign(
+        crowd.documents.map((d) => d.id),
+        0,
+        3,
+      );
+      const document = crowd.documents[0]?.id as string;
+      store.decide({
+        reviewerId: ana,
+        key: 'k0',
+        document,
+        question: 'sentiment',
+        decision: 'accept',
+        labels: ['negative'],
+      });
+      store.decide({
+        reviewerId: ana,
+        key: 'k1',
+        document,
+        question: 'Topics',
+        decision: 'accept',
+        labels: ['service'],
+      });
+      const stats = reviewStats(crowd, store);
+      const rows = (list: readonly { question: string; label: string }[]): string[] =>
+        list.map((l) => `${l.question}/${l.label}`);
+      assert.deepEqual(rows(stats.acceptanceByLabel), ['Topics/service', 'sentiment/negative']);
+      const keyword = stats.acceptance.find((a) => a.labeller === 'keyword');
+      assert.deepEqual(rows(keyword?.byLabel ?? []), ['Topics/service', 'sentiment/negative']);
+    } finally {
+      store.close();
+    }
+  });
+});
