@@ -53,8 +53,9 @@ export const ANALYSIS_USAGE = `  rescale evaluate --predictions R.parquet [--pre
         --bins N  --thresholds 0.5,0.6,...       reliability bins (default 10); rows of the printed table
         --id-column --label-column --seed --resamples --json   as for evaluate
         --question Q       a multi-question run: calibrate question Q (columns Q__*) against --label-column;
-                           without it every question is calibrated against the gold column named after it,
-                           then the single-label questions pooled
+                           without it every question is calibrated against the gold column named after it
+                           (a multi-label one's may be Q__labels, as review export writes it), then the
+                           single-label questions pooled
   rescale sample --gold L.parquet --sizes 100,250,500,1000 --seed S --out DIR [options]
       A stratified held-out split plus nested stratified training subsets, as chat JSONL for LoRA trainers
       (and Parquet), with DIR/sample.json recording seed, sizes and counts per label.

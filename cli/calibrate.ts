@@ -49,7 +49,8 @@ export interface CalibrateCommandOptions {
   readonly json?: string;
   /**
    * A question of a multi-question result file: its `<question>__` columns are calibrated against --label-column.
-   * Without it, a multi-question file is calibrated per question (gold column named after each question) and overall.
+   * Without it, a multi-question file is calibrated per question (gold column named after each question, or
+   * `<q>__labels` for a multi-label one) and overall.
    */
   readonly question?: string;
   /** A multi-label question's gold column is a string of labels separated by this (else a list column). */
@@ -106,7 +107,10 @@ export async function runCalibrate(
   const perQuestion: { question: string; result: CalibrationResult }[] = [];
   for (const q of questions) {
     if (q.type === 'multi_label') {
-      perQuestion.push({ question: q.name, result: await calibrateMultiLabel(options, q, q.name) });
+      perQuestion.push({
+        question: q.name,
+        result: await calibrateMultiLabel(options, q, await setsColumn(options, q)),
+      });
       continue;
     }
     const part = await readEvidence(options, q.name, q.name);
@@ -148,6 +152,17 @@ function calibratePooled(options: CalibrateCommandOptions, parts: readonly Evide
     fallback: fallbackPooled,
     labelCount: Math.max(...parts.map((p) => p.labelCount)),
   });
+}
+
+/**
+ * A multi-label question's gold column when every question is calibrated: the column named after it, else
+ * `<question>__labels` (as results and `review export`'s gold.parquet name a label-set column; `rescale sample` reads
+ * the same).
+ */
+async function setsColumn(options: CalibrateCommandOptions, question: { name: string }): Promise<string> {
+  const columns = (await readParquetTable(options.gold, '--gold', [])).columnNames;
+  const sets = `${question.name}__labels`;
+  return !columns.includes(question.name) && columns.includes(sets) ? sets : question.name;
 }
 
 /**
@@ -328,7 +343,8 @@ export function formatReliabilityTable(result: CalibrationResult, markdown = fal
 export function formatCalibration(result: CalibrationResult | QuestionsCalibration): string {
   if (result.kind === 'rescale.calibration') return formatOne(result);
   const sections = result.questions.map(
-    ({ question, result: one }) => `== question ${question} (gold column "${question}")\n\n${formatOne(one)}`,
+    ({ question, result: one }) =>
+      `== question ${question} (gold column "${one.labelSets?.goldColumn ?? question}")\n\n${formatOne(one)}`,
   );
   if (result.overall === null) return sections.join('\n');
   const pooled = result.questions.filter((q) => q.result.labelSets === undefined).map((q) => q.question);

@@ -139,6 +139,7 @@ export function calibrateLabelSets(
     labelSets: {
       form: options.form,
       labels: [...options.labels],
+      goldColumn: gold.labelColumn,
       separator: options.separator,
       local: quality(encoded, all) as LabelSetQuality,
       table,

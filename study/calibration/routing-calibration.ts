@@ -99,6 +99,8 @@ export interface LabelSetCalibration {
   /** The question's multi-label form: which routing rules read which of its columns. */
   readonly form: 'per_label' | 'list';
   readonly labels: readonly string[];
+  /** The gold column the sets were read from. */
+  readonly goldColumn: string;
   /** How the gold column was split into labels; null for a list column. */
   readonly separator: string | null;
   /** The local answers on every calibrated document. */

@@ -411,6 +411,35 @@ describe('rescale calibrate on multi-label questions', () => {
     });
   });
 
+  it('every question: a multi-label gold column may be <question>__labels, as review export writes it', async () => {
+    await withTempDir(async (dir) => {
+      const { results, gold } = await files(dir);
+      const exported = await writeRowsParquet(
+        path.join(dir, 'exported-gold.parquet'),
+        { id: 'BIGINT', topics__labels: 'VARCHAR[]', tags__labels: 'VARCHAR[]', tone: 'VARCHAR' },
+        DOCS.map((d) => ({ id: d.id, topics__labels: d.topicsGold, tags__labels: d.tagsGold, tone: d.toneGold })),
+      );
+      const options = { ...base, predictions: results, labelColumn: 'gold', rule: 'margin' as const };
+      const named = await runCalibrate({ ...options, gold });
+      const suffixed = await runCalibrate({ ...options, gold: exported });
+      if (named.kind !== 'rescale.calibration.questions' || suffixed.kind !== 'rescale.calibration.questions')
+        throw new Error('not calibrated per question');
+      const strip = (r: CalibrationResult): object => {
+        const { gold: _g, labelSets, ...rest } = r;
+        return labelSets === undefined ? rest : { ...rest, labelSets: { ...labelSets, goldColumn: null } };
+      };
+      assert.deepEqual(
+        suffixed.questions.map((q) => q.result.labelSets?.goldColumn ?? null),
+        ['topics__labels', 'tags__labels', null],
+      );
+      assert.deepEqual(
+        suffixed.questions.map((q) => strip(q.result)),
+        named.questions.map((q) => strip(q.result)),
+      );
+      assert.match(formatCalibration(suffixed), /== question topics \(gold column "topics__labels"\)/);
+    });
+  });
+
   it('refuses a rule the question has no column for, and fallback predictions, naming them', async () => {
     await withTempDir(async (dir) => {
       const { results, gold } = await files(dir);
