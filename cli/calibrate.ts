@@ -9,6 +9,7 @@ import {
   resolveLabelOrder,
   resultFileAllQuestions,
   type GoldLabels,
+  type ReadGoldOptions,
   type Predictions,
 } from '../study/evaluation/labelled-predictions.js';
 import { poolQuestions } from '../study/calibration/pooled-questions.js';
@@ -182,7 +183,7 @@ async function calibrateMultiLabel(
     );
   }
   const q = question.name;
-  const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: goldColumn });
+  const gold = await readGoldLabels(options.gold, goldOptions(options, goldColumn, q));
   const list = question.format === 'list';
   const table = await readParquetTable(options.predictions, '--predictions', [
     { name: `${q}__unscored_mass`, optional: true },
@@ -236,13 +237,31 @@ interface Evidence {
   readonly labelCount: number;
 }
 
+/**
+ * How the gold file is read: `goldColumn` is --label-column's, or (every question calibrated) the column named after
+ * the question, which a missing-column error then says how to choose instead.
+ */
+function goldOptions(
+  options: CalibrateCommandOptions,
+  goldColumn: string,
+  question: string | undefined,
+): ReadGoldOptions {
+  return {
+    idColumn: options.idColumn,
+    labelColumn: goldColumn,
+    ...(goldColumn !== options.labelColumn && question !== undefined
+      ? { labelOption: `--question ${question} --label-column` }
+      : {}),
+  };
+}
+
 /** One question's gold labels (from `goldColumn`), local predictions and fallback evidence. */
 async function readEvidence(
   options: CalibrateCommandOptions,
   goldColumn: string,
   question: string | undefined,
 ): Promise<Evidence> {
-  const gold = await readGoldLabels(options.gold, { idColumn: options.idColumn, labelColumn: goldColumn });
+  const gold = await readGoldLabels(options.gold, goldOptions(options, goldColumn, question));
   const predictions = await readPredictions(options.predictions, '--predictions', 'label', question);
   const fallback: FallbackEvidence =
     options.fallbackPredictions !== undefined

@@ -113,6 +113,8 @@ export interface ReadGoldOptions {
   readonly extraColumns?: readonly { readonly name: string; readonly option?: string }[];
   /** Names the option the file came from in errors; default "--gold". */
   readonly role?: string;
+  /** Names what chose the label column, for a missing one; default "--label-column". */
+  readonly labelOption?: string;
 }
 
 export async function readGoldLabels(file: string, options: ReadGoldOptions): Promise<GoldLabels> {
@@ -120,7 +122,7 @@ export async function readGoldLabels(file: string, options: ReadGoldOptions): Pr
   const extra = options.extraColumns ?? [];
   const table = await readParquetTable(file, role, [
     { name: options.idColumn, option: '--id-column' },
-    { name: options.labelColumn, option: '--label-column' },
+    { name: options.labelColumn, option: options.labelOption ?? '--label-column' },
     { name: GOLD_FILE_COLUMN, optional: true },
     ...extra,
   ]);

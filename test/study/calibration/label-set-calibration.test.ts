@@ -440,6 +440,17 @@ describe('rescale calibrate on multi-label questions', () => {
     });
   });
 
+  it('every question: a gold column missing is named with the options that choose another', async () => {
+    await withTempDir(async (dir) => {
+      const { results, delimited } = await files(dir);
+      // --label-column is not read when every question is calibrated: the error names --question with it.
+      await assert.rejects(
+        runCalibrate({ ...base, predictions: results, gold: delimited, labelColumn: 'tags', rule: 'confidence' }),
+        /has no column "topics"; pass --question topics --label-column with the right column name/,
+      );
+    });
+  });
+
   it('refuses a rule the question has no column for, and fallback predictions, naming them', async () => {
     await withTempDir(async (dir) => {
       const { results, gold } = await files(dir);
