@@ -287,8 +287,8 @@ describe('batched decoding under load', () => {
     assertBurning();
     const { path, model } = models.get('small') as { path: string; model: LlamaModel };
     const book = questionsCodebook(path);
-    // Seven documents (a partial last group for two sequences), each scored with four questions.
-    const some = docs.slice(0, 7);
+    // Five documents (a partial last group for two sequences, one long document), each scored with four questions.
+    const some = docs.slice(0, 5);
     const run = async (options: {
       sequences: number;
       decode: 'batched' | 'serial';
