@@ -36,7 +36,7 @@ export function routeReason(
  * Whether the fallback asks by question (one JSON property per asked question, opinions in the questions' column
  * groups): with several questions, or a multi-label one (also when it is the only question).
  */
-export function asksByQuestion(codebook: Codebook): boolean {
+export function asksByQuestion(codebook: Pick<Codebook, 'questions'>): boolean {
   return codebook.questions.length > 1 || codebook.questions.some((q) => q.type === 'multi_label');
 }
 

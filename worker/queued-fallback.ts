@@ -25,6 +25,7 @@ import type { ShardFallback, ShardFallbackContext } from '../contracts/shard-fal
 import type { DocumentInput } from '../contracts/document-input.js';
 import type { Question } from '../contracts/codebook.js';
 import {
+  asksByQuestion,
   documentIdText,
   routedIndexes,
   routedQuestions,
@@ -91,8 +92,7 @@ export class QueuedFallback implements ShardFallback, Closeable {
         redisError(target, lastError ?? new Error('no answer'), timeoutMs),
       );
       const questions = options.questions ?? [];
-      const byQuestion = questions.length > 1 || questions.some((q) => q.type === 'multi_label');
-      return new QueuedFallback(runId, config, byQuestion ? questions : null, queue, events);
+      return new QueuedFallback(runId, config, asksByQuestion({ questions }) ? questions : null, queue, events);
     } catch (error) {
       await forceClose(opened);
       throw error;
