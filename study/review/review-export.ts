@@ -7,7 +7,7 @@
 // every file with its sha256.
 
 import { createHash } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { parquetWriteBuffer, type ColumnSource, type SchemaElement } from 'hyparquet-writer';
 import { scoredQuestions, type Codebook, type Question } from '../../contracts/codebook.js';
@@ -250,6 +250,10 @@ export async function exportReview(
     return { ...r, subsets: split.subsets };
   });
 
+  // An earlier export into this folder: its manifest goes before anything is rewritten (a folder left half-written
+  // has none), and the training files it listed that this export does not write go after.
+  const earlier = await earlierExportFiles(out);
+  await rm(path.join(out, 'export.json'), { force: true });
   await writeFile(gold, goldBytes);
   const body = (lines: readonly string[]): string => (lines.length > 0 ? `${lines.join('\n')}\n` : '');
   const training: ExportSummary['training'][number][] = [];
@@ -314,6 +318,8 @@ export async function exportReview(
     training: manifestTraining,
     subsets: manifestSubsets,
   };
+  const written = new Set([...manifestTraining.map((t) => t.file), ...manifestSubsets.map((t) => t.jsonl)]);
+  for (const file of earlier) if (!written.has(file)) await rm(path.join(out, file), { force: true });
   const manifestPath = await writeJsonFile(path.join(out, 'export.json'), manifest);
   const unrendered = codebook === undefined ? crowd.questions.filter((q) => q.type === 'multi_label') : [];
   return {
@@ -325,6 +331,28 @@ export async function exportReview(
     unrendered: unrendered.map((q) => q.name),
     manifest: manifestPath,
   };
+}
+
+/**
+ * The training files (names in `out`) an earlier export's export.json lists; none without one. Only plain names are
+ * taken, so a manifest can name nothing outside the folder.
+ */
+async function earlierExportFiles(out: string): Promise<string[]> {
+  let manifest: Partial<ReviewExportManifest>;
+  try {
+    manifest = JSON.parse(await readFile(path.join(out, 'export.json'), 'utf8')) as Partial<ReviewExportManifest>;
+  } catch {
+    return [];
+  }
+  if (manifest.kind !== 'rescale.review-export') return [];
+  const names = [
+    ...(Array.isArray(manifest.training) ? manifest.training.map((t) => t.file) : []),
+    ...(Array.isArray(manifest.subsets) ? manifest.subsets.map((t) => t.jsonl) : []),
+  ];
+  return names.filter(
+    (name): name is string =>
+      typeof name === 'string' && /^train[^/\\]*\.jsonl$/.test(name) && name === path.basename(name),
+  );
 }
 
 /** One training file: a JSONL line list per document, the documents' strata, and what a document needed. */

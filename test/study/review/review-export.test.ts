@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -146,6 +146,32 @@ describe('rescale review export --sizes', () => {
       await assert.rejects(
         exportReview(crowd, rows, path.join(dir, 'x'), { sizes: [5] }),
         /--seed is required with --sizes/,
+      );
+    } finally {
+      store.close();
+    }
+  });
+
+  it('re-exporting into a folder removes the training files only the earlier export listed', async () => {
+    const out = path.join(dir, 'shrink');
+    const store = ReviewStore.open(db, '--db', { mustExist: true });
+    try {
+      const rows = new ReviewState(store, crowd).gold();
+      await exportReview(crowd, rows, out, { sizes: [5, 10, 20], seed: 3 });
+      await writeFile(path.join(out, 'notes.txt'), 'mine\n');
+      assert.ok((await readdir(out)).includes('train-20.jsonl'));
+      const second = await exportReview(crowd, rows, out, { sizes: [5, 10], seed: 3 });
+      assert.deepEqual((await readdir(out)).sort(), [
+        'export.json',
+        'gold.parquet',
+        'notes.txt',
+        'train-05.jsonl',
+        'train-10.jsonl',
+        'train.jsonl',
+      ]);
+      assert.deepEqual(
+        second.subsets.map((s) => path.basename(s.file)),
+        ['train-05.jsonl', 'train-10.jsonl'],
       );
     } finally {
       store.close();
