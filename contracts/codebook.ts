@@ -1,7 +1,6 @@
 // The codebook: the task spec a researcher writes in YAML. Parsed once at the edge (raw YAML → zod schema →
 // normalised, frozen object with absolute paths); every error names the file and the field at fault.
 
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { z } from 'zod';
@@ -735,53 +734,6 @@ export function canonicalJson(value: unknown): string {
     .filter(([, v]) => v !== undefined)
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
   return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-}
-
-/** How a run lays out its documents, beyond the codebook: part of the result hash. */
-export interface ResultLayout {
-  /** Documents decoded together (resolveSequences). */
-  readonly sequences: number;
-  /**
-   * Identical prompt inputs of a shard scored once (default true). Off (`--no-dedupe`), copies are scored and carry
-   * tokens, and with several sequences the decode groups differ, so it joins the hash; on leaves the hash as it was.
-   */
-  readonly dedupe?: boolean;
-}
-
-/**
- * Hash of everything in the codebook that can change a result: labels, prompt, input columns, model and adapter
- * identities (fingerprints supplied by the caller), scales, truncation and batch layout. Threads and GPU offload
- * are left out: they do not change which computation is done (see README, "Determinism"). `fallback` is the active
- * fallback's identity (fallbackIdentity), or null for a local-only run, whose hash it leaves as it was.
- */
-export function codebookResultHash(
-  codebook: Codebook,
-  fingerprints: { model: string; adapters: readonly string[] },
-  layout: ResultLayout,
-  fallback: string | null = null,
-): string {
-  // An absent truncation leaves the hash as it was before the field existed.
-  const { truncate, ...prompt } = codebook.prompt;
-  const identity = {
-    task: codebook.task,
-    textColumn: codebook.textColumn,
-    idColumn: codebook.idColumn,
-    // `ordered` only steers evaluation, so it stays out of the hash (results do not depend on it); a question without
-    // text hashes as before questions had one, so one-question codebooks keep their hash and shard ids.
-    questions: codebook.questions.map(({ ordered: _ordered, text, multiLabel, ...question }) => ({
-      ...question,
-      ...(text === null ? {} : { text }),
-      ...(multiLabel === null ? {} : { multiLabel }),
-    })),
-    prompt: truncate === null ? prompt : { ...prompt, truncate },
-    model: fingerprints.model,
-    adapters: codebook.model.adapters.map((a, i) => ({ fingerprint: fingerprints.adapters[i], scale: a.scale })),
-    maxDocumentTokens: codebook.model.maxDocumentTokens,
-    sequences: layout.sequences,
-    ...(layout.dedupe === false ? { dedupe: false } : {}),
-    ...(fallback === null ? {} : { fallback }),
-  };
-  return createHash('sha256').update(canonicalJson(identity)).digest('hex');
 }
 
 /**

@@ -2,7 +2,8 @@
 // ids carry the codebook's result hash, and a finished run is described by a manifest. No model runtime here.
 
 import os from 'node:os';
-import { CODEBOOK_VARIABLES, codebookResultHash, type Codebook, type ResultLayout } from '../contracts/codebook.js';
+import { CODEBOOK_VARIABLES, type Codebook } from '../contracts/codebook.js';
+import { codebookResultHash, type ResultLayout } from '../contracts/result-hash.js';
 import { RescaleError } from '../contracts/errors.js';
 import { quickFingerprint, sha256File } from '../contracts/file-digest.js';
 import { RESCALE_VERSION } from '../contracts/package-root.js';

@@ -4,7 +4,8 @@
 
 import { createHash } from 'node:crypto';
 import type { LlamaModel } from 'node-llama-cpp';
-import { canonicalJson, codebookResultHash, type Codebook } from '../contracts/codebook.js';
+import { canonicalJson, type Codebook } from '../contracts/codebook.js';
+import { codebookResultHash } from '../contracts/result-hash.js';
 import { RescaleError } from '../contracts/errors.js';
 import type { DocumentScorer } from '../contracts/document-scorer.js';
 import { quickFingerprint } from '../contracts/file-digest.js';

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { codebookResultHash, parseCodebook, scoredQuestions } from '../../contracts/codebook.js';
+import { parseCodebook, scoredQuestions } from '../../contracts/codebook.js';
+import { codebookResultHash } from '../../contracts/result-hash.js';
 import { RescaleError } from '../../contracts/errors.js';
 
 const subjects = {

@@ -3,14 +3,10 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import {
-  codebookResultHash,
-  parseCodebook,
-  perLabelText,
-  scoredQuestions,
-  singleQuestion,
-} from '../../contracts/codebook.js';
+import { parseCodebook, perLabelText, scoredQuestions, singleQuestion } from '../../contracts/codebook.js';
+import { codebookResultHash } from '../../contracts/result-hash.js';
 import { RescaleError } from '../../contracts/errors.js';
+import { fallbackSection } from '../helpers/fallback.js';
 
 const subjects = {
   name: 'subjects',
@@ -130,8 +126,19 @@ describe('a per_label multi-label question', () => {
     );
   });
 
-  it('refuses the closed-model fallback with a multi-label question, naming the field', () => {
-    rejects(codebook(subjects, { fallback: { enabled: true } }), /field "fallback": questions\[0\] is multi-label/);
+  it('takes the fallback by the rules a multi-label question has, refusing one it has not by field', () => {
+    const url = 'http://127.0.0.1:1/v1';
+    const parsed = parseCodebook(
+      codebook(subjects, { fallback: fallbackSection(url, { routing: { margin_below: 0.1 } }) }),
+      {
+        source: 'cb.yaml',
+      },
+    );
+    assert.equal(parsed.fallback?.routing.marginBelow, 0.1);
+    rejects(
+      codebook(subjects, { fallback: fallbackSection(url, { routing: { entropy_above: 0.5 } }) }),
+      /questions\[0\] \(subjects\) is multi-label and has no entropy, so entropy_above never routes it/,
+    );
     parseCodebook(codebook(subjects, { fallback: { enabled: false } }), { source: 'cb.yaml' });
   });
 

@@ -5,7 +5,6 @@ import path from 'node:path';
 import { describe, it } from 'node:test';
 import {
   canonicalJson,
-  codebookResultHash,
   loadCodebook,
   parseCodebook,
   parseTemplate,
@@ -14,6 +13,7 @@ import {
   singleQuestion,
   templateVariables,
 } from '../../contracts/codebook.js';
+import { codebookResultHash } from '../../contracts/result-hash.js';
 import { RescaleError } from '../../contracts/errors.js';
 import { questionLayout } from '../../contracts/question-layout.js';
 
@@ -312,6 +312,29 @@ describe('codebookResultHash', () => {
     // Scoring identical texts once is the default and leaves the hash as it was; --no-dedupe changes it.
     assert.equal(codebookResultHash(base, fp, { sequences: 1, dedupe: true }), h);
     assert.notEqual(codebookResultHash(base, fp, { sequences: 1, dedupe: false }), h);
+  });
+
+  it('changes for several questions after the document, whose tails are now decoded together', () => {
+    const twoQuestions = (template: string) =>
+      parseCodebook(
+        {
+          task: 't',
+          input: { text_column: 'text' },
+          questions: [
+            { name: 'tone', question: 'What is the tone?', labels: [{ name: 'calm' }, { name: 'angry' }] },
+            { name: 'topic', question: 'What is the topic?', labels: [{ name: 'sport' }, { name: 'politics' }] },
+          ],
+          prompt: { format: 'raw', template },
+          model: { path: 'm.gguf' },
+        },
+        { source: 'cb.yaml', baseDir: '/data' },
+      );
+    const fp = { model: 'm1', adapters: [] };
+    const documentFirst = twoQuestions('Text: {text}\nQuestion: {question}\nAnswer:');
+    assert.equal(questionLayout(documentFirst).kind, 'document-first');
+    // This codebook's hash while each tail was decoded on its own: those results must not be resumed into.
+    const before = '91d8133c78d99033a70cd84ae2cf6c1a7c849ecd21c7f7977c8482d07a76da55';
+    assert.notEqual(codebookResultHash(documentFirst, fp, { sequences: 1 }), before);
   });
 
   it('changes with character truncation, and without it stays what it was before the field existed', () => {

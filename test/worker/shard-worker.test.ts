@@ -6,7 +6,8 @@
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { codebookResultHash, loadCodebook } from '../../contracts/codebook.js';
+import { loadCodebook } from '../../contracts/codebook.js';
+import { codebookResultHash } from '../../contracts/result-hash.js';
 import { RescaleError, isRescaleError } from '../../contracts/errors.js';
 import { quickFingerprint } from '../../contracts/file-digest.js';
 import { silentLogger } from '../../contracts/logger.js';

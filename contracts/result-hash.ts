@@ -1,0 +1,57 @@
+// The result hash: what a run's results depend on. Shard ids and resume checks use it, so two runs share results
+// only when every input that can change them is the same.
+
+import { createHash } from 'node:crypto';
+import { canonicalJson, type Codebook } from './codebook.js';
+import { questionLayout } from './question-layout.js';
+
+/** How a run lays out its documents, beyond the codebook: part of the result hash. */
+export interface ResultLayout {
+  /** Documents decoded together (resolveSequences). */
+  readonly sequences: number;
+  /**
+   * Identical prompt inputs of a shard scored once (default true). Off (`--no-dedupe`), copies are scored and carry
+   * tokens, and with several sequences the decode groups differ, so it joins the hash; on leaves the hash as it was.
+   */
+  readonly dedupe?: boolean;
+}
+
+/**
+ * Hash of everything in the codebook that can change a result: labels, prompt, input columns, model and adapter
+ * identities (fingerprints supplied by the caller), scales, truncation and batch layout. Threads and GPU offload
+ * are left out: they do not change which computation is done (see README, "Determinism"). `fallback` is the active
+ * fallback's identity (fallbackIdentity), or null for a local-only run, whose hash it leaves as it was.
+ */
+export function codebookResultHash(
+  codebook: Codebook,
+  fingerprints: { model: string; adapters: readonly string[] },
+  layout: ResultLayout,
+  fallback: string | null = null,
+): string {
+  // An absent truncation leaves the hash as it was before the field existed.
+  const { truncate, ...prompt } = codebook.prompt;
+  const identity = {
+    task: codebook.task,
+    textColumn: codebook.textColumn,
+    idColumn: codebook.idColumn,
+    // `ordered` only steers evaluation, so it stays out of the hash (results do not depend on it); a question without
+    // text hashes as before questions had one, so one-question codebooks keep their hash and shard ids.
+    questions: codebook.questions.map(({ ordered: _ordered, text, multiLabel, ...question }) => ({
+      ...question,
+      ...(text === null ? {} : { text }),
+      ...(multiLabel === null ? {} : { multiLabel }),
+    })),
+    prompt: truncate === null ? prompt : { ...prompt, truncate },
+    model: fingerprints.model,
+    adapters: codebook.model.adapters.map((a, i) => ({ fingerprint: fingerprints.adapters[i], scale: a.scale })),
+    maxDocumentTokens: codebook.model.maxDocumentTokens,
+    sequences: layout.sequences,
+    ...(layout.dedupe === false ? { dedupe: false } : {}),
+    // Several prompts after one document: their tails are decoded together (worker/engine/label-scorer.ts), which
+    // moves probabilities within the batched-decoding tolerance against one tail at a time, so results from before
+    // that layout (whose hash lacks this) are never mixed with its own on resume.
+    ...(questionLayout(codebook).kind === 'document-first' ? { tails: 'together' } : {}),
+    ...(fallback === null ? {} : { fallback }),
+  };
+  return createHash('sha256').update(canonicalJson(identity)).digest('hex');
+}
