@@ -371,8 +371,8 @@ interface Rendered {
 
 /**
  * Without a codebook, as `rescale sample` without one: per single-label question, one chat example per document with
- * a verified label and a text, in the default prompt listing the verified labels. Multi-label questions need the
- * codebook's rendering (their sets are in gold.parquet only).
+ * a verified label and a text, in the default prompt listing the question's labels (sorted). Multi-label questions
+ * need the codebook's rendering (their sets are in gold.parquet only).
  */
 function defaultRendering(crowd: CrowdFolder, rows: readonly GoldRow[]): Rendered[] {
   const single = crowd.questions.filter((q) => q.type === 'single_label');
@@ -383,7 +383,9 @@ function defaultRendering(crowd: CrowdFolder, rows: readonly GoldRow[]): Rendere
       if (verified === null || verified === undefined || verified.length !== 1 || r.text.trim() === '') continue;
       docs.push({ id: r.id, text: r.text, label: verified[0] as string });
     }
-    const labels = defaultPromptLabels(docs);
+    // The crowd's labels for the question, not only those verified: a small or lopsided verified set would otherwise
+    // teach a prompt that offers fewer choices than the question has. Sorted, as `rescale sample` lists its labels.
+    const labels = defaultPromptLabels(q.labels.map((l) => ({ label: l.name })));
     return {
       question: q.name,
       file: single.length === 1 ? 'train' : `train-${q.name}`,
