@@ -173,7 +173,8 @@ describe('cluster recovery', () => {
         const { runId } = await cluster.control.submit(submitRequest(cluster.output));
         const [first] = cluster.workers as [ServiceProcess];
         const shardId = await nextShardOf(first);
-        await sleep(100);
+        // At once, here and below: a 40-document shard takes about 0.1 s with the model loaded, and one finished
+        // before the kill would never be restarted.
         const killedAt = [Date.now()];
         first.kill('SIGKILL');
         // A replacement, as SLURM would start for a requeued array task.
@@ -183,7 +184,6 @@ describe('cluster recovery', () => {
           shardId,
           killedAt[0] as number,
         );
-        await sleep(100);
         killedAt.push(Date.now());
         second.worker.kill('SIGKILL');
         await replacement;
@@ -289,7 +289,8 @@ describe('cluster recovery', () => {
         const { runId } = await cluster.control.submit(submitRequest(cluster.output));
         const [first, other] = cluster.workers as [ServiceProcess, ServiceProcess];
         const shardId = await nextShardOf(first);
-        await sleep(100);
+        // At once: a shard of 40 documents takes about 0.1 s once the model is loaded, so a pause here could let it
+        // finish before the signal, and there would be nothing to hand back.
         const termAt = Date.now();
         first.kill('SIGTERM');
         const requeued = await first.waitForLog((l) => l.msg === 'shard requeued for shutdown', 10_000, 'requeue');
