@@ -107,6 +107,27 @@ export async function readParquetTable(
   }
 }
 
+/** A UTF8 string column's Parquet schema element. */
+export function utf8Element(name: string, nullable: boolean): SchemaElement {
+  const repetition_type = nullable ? 'OPTIONAL' : 'REQUIRED';
+  return { name, type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' }, repetition_type };
+}
+
+/** A list-of-strings column's Parquet schema elements (Parquet's three-level LIST of UTF8, Arrow List<Utf8>). */
+export function utf8ListElements(name: string, nullable: boolean): SchemaElement[] {
+  return [
+    {
+      name,
+      repetition_type: nullable ? 'OPTIONAL' : 'REQUIRED',
+      converted_type: 'LIST',
+      logical_type: { type: 'LIST' },
+      num_children: 1,
+    },
+    { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
+    utf8Element('element', false),
+  ];
+}
+
 /** Writes columns to a Parquet file atomically (storage/atomic-file.ts), so a failed write leaves nothing behind. */
 export async function writeParquetAtomic(
   file: string,

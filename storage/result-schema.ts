@@ -35,6 +35,7 @@ import {
   type RowStatus,
 } from '../contracts/results.js';
 import { arrowIdType } from './parquet-rows.js';
+import { utf8Element, utf8ListElements } from './parquet-table.js';
 
 /** One question of the codebook as the result columns see it: its labels in codebook order (one `p_<label>` each). */
 export interface ResultQuestion {
@@ -569,11 +570,6 @@ function multiLabelColumns(
 
 // ---- columns by type: Arrow type, Parquet element and encoder in one place each ----------------------------------
 
-function utf8Element(name: string, nullable: boolean): SchemaElement {
-  const repetition_type = nullable ? 'OPTIONAL' : 'REQUIRED';
-  return { name, type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' }, repetition_type };
-}
-
 function utf8Column(
   name: string,
   nullable: boolean,
@@ -601,17 +597,7 @@ function utf8ListColumn(
     name,
     arrowType: new List(item),
     nullable: true,
-    parquet: [
-      {
-        name,
-        repetition_type: 'OPTIONAL',
-        converted_type: 'LIST',
-        logical_type: { type: 'LIST' },
-        num_children: 1,
-      },
-      { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
-      { ...utf8Element('element', false) },
-    ],
+    parquet: utf8ListElements(name, true),
     encode: (rows) => {
       const values = rows.map(get);
       const valueOffsets = new Int32Array(values.length + 1);

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import type { SchemaElement } from 'hyparquet';
 import type { Codebook } from '../../contracts/codebook.js';
-import { writeParquetAtomic } from '../../storage/parquet-table.js';
+import { utf8Element, utf8ListElements, writeParquetAtomic } from '../../storage/parquet-table.js';
 import { writeJsonFile } from '../json-file.js';
 import type { QuestionAgreement } from './crowd-agreement.js';
 import type { CrowdSample } from './crowd-sample.js';
@@ -72,46 +72,24 @@ export async function writeDocuments(layout: CrowdLayout, codebook: Codebook, sa
     ],
     [
       { name: 'root', num_children: 2 + gold.length },
-      { name: 'id', ...STRING, repetition_type: 'REQUIRED' },
-      { name: 'text', ...STRING, repetition_type: 'OPTIONAL' },
+      utf8Element('id', false),
+      utf8Element('text', true),
       ...gold.flatMap((q): SchemaElement[] =>
-        q.type === 'multi_label'
-          ? [
-              {
-                name: goldColumn(q.name),
-                repetition_type: 'OPTIONAL',
-                num_children: 1,
-                converted_type: 'LIST',
-                logical_type: { type: 'LIST' },
-              },
-              { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
-              { name: 'element', ...STRING, repetition_type: 'REQUIRED' },
-            ]
-          : [{ name: goldColumn(q.name), ...STRING, repetition_type: 'OPTIONAL' }],
+        q.type === 'multi_label' ? utf8ListElements(goldColumn(q.name), true) : [utf8Element(goldColumn(q.name), true)],
       ),
     ],
   );
 }
 
-const STRING = { type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' } } as const;
-
 /** id, labeller, question, labels LIST<STRING>, probability DOUBLE?, error STRING?. */
 const PROPOSALS_SCHEMA: readonly SchemaElement[] = [
   { name: 'root', num_children: 6 },
-  { name: 'id', ...STRING, repetition_type: 'REQUIRED' },
-  { name: 'labeller', ...STRING, repetition_type: 'REQUIRED' },
-  { name: 'question', ...STRING, repetition_type: 'REQUIRED' },
-  {
-    name: 'labels',
-    repetition_type: 'REQUIRED',
-    num_children: 1,
-    converted_type: 'LIST',
-    logical_type: { type: 'LIST' },
-  },
-  { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
-  { name: 'element', ...STRING, repetition_type: 'REQUIRED' },
+  utf8Element('id', false),
+  utf8Element('labeller', false),
+  utf8Element('question', false),
+  ...utf8ListElements('labels', false),
   { name: 'probability', type: 'DOUBLE', repetition_type: 'OPTIONAL' },
-  { name: 'error', ...STRING, repetition_type: 'OPTIONAL' },
+  utf8Element('error', true),
 ];
 
 export interface LabellerProposals {

@@ -14,7 +14,7 @@ import { scoredQuestions, type Codebook, type Question } from '../../contracts/c
 import { RescaleError, errorMessage } from '../../contracts/errors.js';
 import { RESCALE_VERSION } from '../../contracts/package-root.js';
 import { writeBytesAtomic } from '../../storage/atomic-file.js';
-import { readParquetTable } from '../../storage/parquet-table.js';
+import { readParquetTable, utf8Element, utf8ListElements } from '../../storage/parquet-table.js';
 import { nestedStratifiedSubsets, type LabelCount } from '../sampling/sampling.js';
 import {
   codebookDocuments,
@@ -118,8 +118,6 @@ export interface ReviewExportManifest {
   }[];
 }
 
-const STRING = { type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' } } as const;
-
 /** Column name of a question's verified labels: the question name (`<name>__labels` for multi-label ones). */
 export function goldColumn(question: CrowdQuestion): string {
   return question.type === 'multi_label' ? `${question.name}__labels` : question.name;
@@ -188,8 +186,8 @@ export async function exportReview(
   const templateNames = rendering?.columns ?? [];
   const schema: SchemaElement[] = [
     { name: 'root', num_children: 4 + templateNames.length + crowd.questions.length },
-    { name: 'id', ...STRING, repetition_type: 'REQUIRED' },
-    { name: 'text', ...STRING, repetition_type: 'REQUIRED' },
+    utf8Element('id', false),
+    utf8Element('text', false),
   ];
   const columnData: ColumnSource[] = [
     { name: 'id', data: rows.map((r) => r.id) },
@@ -197,21 +195,17 @@ export async function exportReview(
   ];
   // The codebook template's other columns ({title}), so `rescale sample --gold gold.parquet` renders the same prompts.
   for (const name of templateNames) {
-    schema.push({ name, ...STRING, repetition_type: 'OPTIONAL' });
+    schema.push(utf8Element(name, true));
     columnData.push({ name, data: rows.map((r) => rendering?.valuesOf(r.id)[name] ?? null) });
   }
   for (const q of crowd.questions) {
     const name = goldColumn(q);
     const values = rows.map((r) => r.labels.get(q.name) ?? null);
     if (q.type === 'multi_label') {
-      schema.push(
-        { name, repetition_type: 'OPTIONAL', num_children: 1, converted_type: 'LIST', logical_type: { type: 'LIST' } },
-        { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
-        { name: 'element', ...STRING, repetition_type: 'REQUIRED' },
-      );
+      schema.push(...utf8ListElements(name, true));
       columnData.push({ name, data: values.map((v) => (v === null ? null : [...v])) });
     } else {
-      schema.push({ name, ...STRING, repetition_type: 'OPTIONAL' });
+      schema.push(utf8Element(name, true));
       columnData.push({ name, data: values.map((v) => (v === null || v.length !== 1 ? null : (v[0] as string))) });
     }
   }

@@ -19,7 +19,7 @@ import { writeJsonFile } from '../json-file.js';
 import { labelSetOf } from '../evaluation/evaluate-multi-label.js';
 import { readGoldLabels } from '../evaluation/labelled-predictions.js';
 import { writeBytesAtomic } from '../../storage/atomic-file.js';
-import { readParquetTable, writeParquetAtomic } from '../../storage/parquet-table.js';
+import { readParquetTable, utf8Element, utf8ListElements, writeParquetAtomic } from '../../storage/parquet-table.js';
 
 /** Used when no codebook is given; a codebook's own prompt is better, since training and scoring must match. */
 export const DEFAULT_SYSTEM_PROMPT = 'You are a careful annotator. Answer with exactly one label.';
@@ -593,8 +593,6 @@ interface ParquetLayout {
   readonly gold: readonly { readonly name: string; readonly question: Question | null }[];
 }
 
-const STRING = { type: 'BYTE_ARRAY', converted_type: 'UTF8', logical_type: { type: 'STRING' } } as const;
-
 /**
  * id, text, the template's other columns and the gold columns under the input's names; integer ids stay INT64, anything
  * else is text. A multi-label question's gold is a list of label names (what evaluate reads).
@@ -637,23 +635,11 @@ async function writeSampleParquet(file: string, docs: readonly SampleDocument[],
     { name: 'root', num_children: 2 + extra.length + layout.gold.length },
     integer
       ? { name: layout.idColumn, type: 'INT64', repetition_type: 'REQUIRED' }
-      : { name: layout.idColumn, ...STRING, repetition_type: 'REQUIRED' },
-    { name: layout.textColumn, ...STRING, repetition_type: 'REQUIRED' },
-    ...extra.map((name): SchemaElement => ({ name, ...STRING, repetition_type: 'OPTIONAL' })),
+      : utf8Element(layout.idColumn, false),
+    utf8Element(layout.textColumn, false),
+    ...extra.map((name): SchemaElement => utf8Element(name, true)),
     ...layout.gold.flatMap((g): SchemaElement[] =>
-      g.question?.type === 'multi_label'
-        ? [
-            {
-              name: g.name,
-              repetition_type: 'REQUIRED',
-              num_children: 1,
-              converted_type: 'LIST',
-              logical_type: { type: 'LIST' },
-            },
-            { name: 'list', repetition_type: 'REPEATED', num_children: 1 },
-            { name: 'element', ...STRING, repetition_type: 'REQUIRED' },
-          ]
-        : [{ name: g.name, ...STRING, repetition_type: 'REQUIRED' }],
+      g.question?.type === 'multi_label' ? utf8ListElements(g.name, false) : [utf8Element(g.name, false)],
     ),
   ];
   const columns: ColumnSource[] = [
