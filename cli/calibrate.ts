@@ -13,7 +13,7 @@ import {
   type Predictions,
 } from '../study/evaluation/labelled-predictions.js';
 import { poolQuestions } from '../study/calibration/pooled-questions.js';
-import { calibrateLabelSets } from '../study/calibration/label-set-calibration.js';
+import { calibrateLabelSets, fallbackPredictionsRefused } from '../study/calibration/label-set-calibration.js';
 import { readParquetTable } from '../storage/parquet-table.js';
 import { writeJsonFile } from '../study/json-file.js';
 import {
@@ -175,13 +175,7 @@ async function calibrateMultiLabel(
   question: { name: string; labels: string[]; format?: string },
   goldColumn: string,
 ): Promise<CalibrationResult> {
-  if (options.fallbackPredictions !== undefined) {
-    throw new RescaleError(
-      'CONFIG_INVALID',
-      `--fallback-predictions is not read for the multi-label question ${question.name}; pass --fallback-accuracy ` +
-        'A, the share of documents whose label set you expect the fallback to get exactly right',
-    );
-  }
+  if (options.fallbackPredictions !== undefined) throw fallbackPredictionsRefused(question.name);
   const q = question.name;
   const gold = await readGoldLabels(options.gold, goldOptions(options, goldColumn, q));
   const list = question.format === 'list';

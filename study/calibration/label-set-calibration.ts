@@ -34,6 +34,15 @@ function quality(data: EncodedLabelSets, docs: readonly number[]): LabelSetQuali
   return { documents: docs.length, exactMatch: m.exactMatch, jaccard: m.samples.jaccard, hammingLoss: m.hammingLoss };
 }
 
+/** A multi-label question's fallback is judged by an assumed exact-set accuracy only, never by its predictions. */
+export function fallbackPredictionsRefused(question: string): RescaleError {
+  return new RescaleError(
+    'CONFIG_INVALID',
+    `--fallback-predictions is not read for the multi-label question ${question}; pass --fallback-accuracy A, the ` +
+      `share of documents whose label set you expect the fallback to get exactly right`,
+  );
+}
+
 export function calibrateLabelSets(
   gold: GoldLabels,
   predictions: Predictions,
@@ -50,13 +59,7 @@ export function calibrateLabelSets(
         `use --rule ${rules}`,
     );
   }
-  if (options.fallback.kind !== 'assumed') {
-    throw new RescaleError(
-      'CONFIG_INVALID',
-      `--fallback-predictions is not read for the multi-label question ${q}; pass --fallback-accuracy A, the share ` +
-        `of documents whose label set you expect the fallback to get exactly right`,
-    );
-  }
+  if (options.fallback.kind !== 'assumed') throw fallbackPredictionsRefused(q);
   const column = rule === 'unscored_mass' ? 'unscored_mass' : rule;
   const scores =
     rule === 'confidence'
