@@ -25,8 +25,7 @@ import { exchangeKey, fallbackEndpoint, ResponseCache, CACHE_FORMAT } from './re
 import {
   asksByQuestion,
   documentIdText,
-  routedIndexes,
-  routedQuestions,
+  routedRows,
   withFallbackOutcome,
   withoutFallback,
   withQuestionOutcomes,
@@ -186,29 +185,19 @@ export class FallbackStage implements ShardFallback, Closeable {
     });
     // Each routed document: how its row is answered (one request sequence per document, whatever it is asked).
     const routed: { readonly index: number; readonly answer: (signal: AbortSignal) => Promise<ResultRow> }[] = [];
-    if (this.questionsPrompt !== null) {
-      rows.forEach((row, index) => {
-        const doc = docs[index];
-        const asked = routedQuestions(config, codebook.questions, row);
-        if (doc === undefined || asked.length === 0) return;
-        this.counts.routed += asked.length;
-        routed.push({
-          index,
-          answer: async (signal) =>
-            withQuestionOutcomes(row, await this.askQuestions(document(row, doc), asked, signal)),
-        });
+    const questions = this.questionsPrompt === null ? null : codebook.questions;
+    for (const { index, asked } of routedRows(config, questions, rows)) {
+      const row = rows[index] as ResultRow;
+      const doc = docs[index];
+      if (doc === undefined) continue;
+      this.counts.routed += asked === null ? 1 : asked.length;
+      routed.push({
+        index,
+        answer:
+          asked === null
+            ? async (signal) => withFallbackOutcome(row, await this.ask(document(row, doc), signal))
+            : async (signal) => withQuestionOutcomes(row, await this.askQuestions(document(row, doc), asked, signal)),
       });
-    } else {
-      for (const index of routedIndexes(config, rows)) {
-        const row = rows[index] as ResultRow;
-        const doc = docs[index];
-        if (doc === undefined) continue;
-        this.counts.routed += 1;
-        routed.push({
-          index,
-          answer: async (signal) => withFallbackOutcome(row, await this.ask(document(row, doc), signal)),
-        });
-      }
     }
     if (routed.length === 0) return out;
 

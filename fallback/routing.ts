@@ -94,6 +94,29 @@ export function routedQuestions(config: FallbackConfig, questions: readonly Ques
   return out;
 }
 
+/** One routed row of a batch: its index, and its unsure questions when the codebook is asked by question. */
+export interface RoutedRow {
+  readonly index: number;
+  /** The row's unsure questions (codebook order, never empty); null: the one-question codebook's row as a whole. */
+  readonly asked: number[] | null;
+}
+
+/**
+ * The routed rows of a batch, in row order. `questions`: a codebook asked by question (see asksByQuestion), whose rows
+ * are routed by their unsure questions (routedQuestions); null: one single-label question (routedIndexes).
+ */
+export function routedRows(
+  config: FallbackConfig,
+  questions: readonly Question[] | null,
+  rows: readonly ResultRow[],
+): RoutedRow[] {
+  if (questions === null) return routedIndexes(config, rows).map((index) => ({ index, asked: null }));
+  return rows.flatMap((row, index) => {
+    const asked = routedQuestions(config, questions, row);
+    return asked.length === 0 ? [] : [{ index, asked }];
+  });
+}
+
 /**
  * A multi-question row with the fallback's outcomes on its asked questions: each keeps both opinions, and takes the
  * fallback's label (source 'fallback') only where it answered one of the question's labels; a multi-label question

@@ -27,8 +27,7 @@ import type { Question } from '../contracts/codebook.js';
 import {
   asksByQuestion,
   documentIdText,
-  routedIndexes,
-  routedQuestions,
+  routedRows,
   withFallbackOutcome,
   withoutFallback,
   withQuestionOutcomes,
@@ -105,16 +104,8 @@ export class QueuedFallback implements ShardFallback, Closeable {
     context: ShardFallbackContext,
   ): Promise<ResultRow[]> {
     const out = withoutFallback(rows);
-    const { questions } = this;
     // Each routed document, with its unsure questions when the codebook is asked by question.
-    const routed = (
-      questions === null
-        ? routedIndexes(this.config, rows).map((index) => ({ index, asked: null }))
-        : rows.flatMap((row, index) => {
-            const asked = routedQuestions(this.config, questions, row);
-            return asked.length === 0 ? [] : [{ index, asked }];
-          })
-    ).filter(({ index }) => docs[index] !== undefined);
+    const routed = routedRows(this.config, this.questions, rows).filter(({ index }) => docs[index] !== undefined);
     if (routed.length === 0) return out;
     const { shardId, signal } = context;
     const jobs = routed.map(({ index, asked }) => {

@@ -2,7 +2,7 @@
 // records the request the live stage would send for each routed document not yet answered in the response cache
 // (with several questions or a multi-label one: the first request for the document's unsure questions).
 
-import { singleQuestion, type Codebook } from '../../contracts/codebook.js';
+import { singleQuestion, type Codebook, type Question } from '../../contracts/codebook.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
 import type { FallbackConfig } from '../../contracts/fallback-config.js';
 import type { ResultRow } from '../../contracts/results.js';
@@ -10,7 +10,7 @@ import type { ShardFallback, ShardFallbackContext } from '../../contracts/shard-
 import { FallbackPrompt, type ChatRequestBody } from '../fallback-prompt.js';
 import { QuestionsFallbackPrompt } from '../questions-fallback-prompt.js';
 import { exchangeKey, fallbackEndpoint, type ResponseCache } from '../response-cache.js';
-import { asksByQuestion, documentIdText, routedIndexes, routedQuestions, withoutFallback } from '../routing.js';
+import { asksByQuestion, documentIdText, routedRows, withoutFallback } from '../routing.js';
 
 /** A request the live stage would send, and the document it is for (as the audit's `reserve` line names it). */
 export interface CollectedRequest {
@@ -26,30 +26,30 @@ export class RequestCollector implements ShardFallback {
   routed = 0;
   /** Routed documents whose request is already answered in the cache. */
   cached = 0;
-  /** A row's first request, or null when it is not routed. */
-  private readonly request: (row: ResultRow, doc: DocumentInput) => ChatRequestBody | null;
+  /** A routed document's first request (`asked`: its unsure questions when the codebook is asked by question). */
+  private readonly request: (doc: DocumentInput, asked: readonly number[] | null) => ChatRequestBody;
+  /** A codebook asked by question: its questions; else null. */
+  private readonly questions: readonly Question[] | null;
   private readonly endpoint: string;
 
   constructor(
     codebook: Codebook,
-    config: FallbackConfig,
+    private readonly config: FallbackConfig,
     private readonly cache: ResponseCache,
   ) {
     if (asksByQuestion(codebook)) {
       // The request FallbackStage.askQuestions sends first: the document's unsure questions together.
       const prompt = new QuestionsFallbackPrompt(codebook, codebook.questions, config);
-      this.request = (row, doc) => {
-        const asked = routedQuestions(config, codebook.questions, row);
-        return asked.length === 0 ? null : prompt.body(prompt.messages(doc, asked), asked);
-      };
+      this.questions = codebook.questions;
+      this.request = (doc, asked) => prompt.body(prompt.messages(doc, asked ?? []), asked ?? []);
     } else {
       const prompt = new FallbackPrompt(
         codebook,
         singleQuestion(codebook, 'the Batch API fallback (rescale batch)'),
         config,
       );
-      const routed = (row: ResultRow): boolean => routedIndexes(config, [row]).length > 0;
-      this.request = (row, doc) => (routed(row) ? prompt.body(prompt.messages(doc)) : null);
+      this.questions = null;
+      this.request = (doc) => prompt.body(prompt.messages(doc));
     }
     this.endpoint = fallbackEndpoint(config);
   }
@@ -62,10 +62,11 @@ export class RequestCollector implements ShardFallback {
     docs: readonly DocumentInput[],
     context: ShardFallbackContext,
   ): Promise<ResultRow[]> {
-    for (const [index, row] of rows.entries()) {
+    for (const { index, asked } of routedRows(this.config, this.questions, rows)) {
+      const row = rows[index] as ResultRow;
       const doc = docs[index];
-      const body = doc === undefined ? null : this.request(row, doc);
-      if (body === null) continue;
+      if (doc === undefined) continue;
+      const body = this.request(doc, asked);
       this.routed++;
       const key = exchangeKey(this.endpoint, body);
       if (this.pending.has(key)) continue;
