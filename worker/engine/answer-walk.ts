@@ -4,10 +4,10 @@
 // still-walking sequence per phase, each phase laid out by the decode strategy, so the layout depends only on the
 // walks given (documents, prompts, slots), never on timing.
 
-import type { Token } from 'node-llama-cpp';
+import type { LlamaContextSequence, Token } from 'node-llama-cpp';
 import { RescaleError } from '../../contracts/errors.js';
 import type { DecodeStrategy } from './decode-strategy.js';
-import { readNext } from './label-trie-scorer.js';
+import { fullVocabularyProbabilities } from './label-distribution.js';
 import type { SequencePool } from './sequence-pool.js';
 
 /** One evaluation a walk asks for: keep the first `position` tokens, evaluate `tokens`, read `wanted` next. */
@@ -61,4 +61,43 @@ export async function walkInLockstep<S>(
     steps = next;
   }
   return results as S[];
+}
+
+/**
+ * Evaluates `tokens` (appending) and returns, for each of `wanted`, its probability of being the next token over the
+ * full vocabulary. One decode: llama.cpp returns the wanted tokens' logits, the greedy (largest-logit) token's logit
+ * and the total logit weight Σ exp(logit − max); no full distribution crosses into JavaScript and no token is
+ * forced or biased, so the result is exact whatever rank the wanted tokens have. The read of a decoded position for
+ * every decode strategy.
+ */
+export async function readNext(
+  sequence: LlamaContextSequence,
+  tokens: readonly Token[],
+  wanted: readonly Token[],
+): Promise<Map<Token, number>> {
+  if (tokens.length === 0) throw new RescaleError('INTERNAL', 'a next-token read needs at least one token to evaluate');
+  const generateNext = {
+    logits: { filter: { tokens: wanted, includeSelected: true } },
+    totalLogitWeight: true,
+    // Greedy: the selected token is the largest logit, the one the total weight is relative to.
+    options: { temperature: 0 },
+  };
+  const last = tokens.length - 1;
+  const output = await sequence.controlledEvaluate(
+    tokens.map((t, i) => (i === last ? ([t, { generateNext }] as [Token, { generateNext: typeof generateNext }]) : t)),
+  );
+  const next = output[last]?.next;
+  if (next?.logits === undefined || next.totalLogitWeight === undefined)
+    throw new RescaleError('ENGINE_FAILED', 'llama.cpp returned no next-token logits', { retryable: true });
+  try {
+    return fullVocabularyProbabilities({ logits: next.logits, totalLogitWeight: next.totalLogitWeight }, wanted) as Map<
+      Token,
+      number
+    >;
+  } catch (cause) {
+    throw new RescaleError('ENGINE_FAILED', `llama.cpp returned an invalid next-token read: ${String(cause)}`, {
+      cause,
+      retryable: true,
+    });
+  }
 }

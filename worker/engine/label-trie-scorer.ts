@@ -2,12 +2,12 @@
 // one per inner node of the trie, each giving the children's probabilities over the FULL vocabulary exactly
 // (llama.cpp's logits filter + total logit weight), so each label's log-probability is exact. No sampling anywhere.
 
-import type { LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
+import type { LlamaModel, Token } from 'node-llama-cpp';
 import type { Codebook, Question } from '../../contracts/codebook.js';
 import { RescaleError } from '../../contracts/errors.js';
-import type { AnswerWalk } from './answer-walk.js';
+import { walkInLockstep, type AnswerWalk } from './answer-walk.js';
 import type { DecodeStrategy } from './decode-strategy.js';
-import { fullVocabularyProbabilities, probabilityMass } from './label-distribution.js';
+import { probabilityMass } from './label-distribution.js';
 import { buildLabelTrie, innerNodes, type TrieNode } from './label-trie.js';
 import type { SequencePool } from './sequence-pool.js';
 
@@ -33,6 +33,9 @@ export class LabelTrieScorer {
   readonly labelTokens: readonly (readonly Token[])[];
   /** Inner nodes below the root, each needing its own evaluation, in a fixed order. */
   readonly inner: readonly TrieNode[];
+  /** The root's and each inner node's next tokens, as read (fixed by the trie, so listed once). */
+  private readonly rootWanted: readonly Token[];
+  private readonly innerWanted: readonly (readonly Token[])[];
 
   private constructor(
     private readonly root: TrieNode,
@@ -40,6 +43,8 @@ export class LabelTrieScorer {
   ) {
     this.labelTokens = labelTokens;
     this.inner = innerNodes(root);
+    this.rootWanted = [...root.children.keys()];
+    this.innerWanted = this.inner.map((node) => [...node.children.keys()]);
   }
 
   /**
@@ -123,48 +128,28 @@ export class LabelTrieScorer {
    * lays each phase out), rewinding every sequence to its document's end between nodes. Each document's tokens are
    * evaluated exactly once.
    */
-  async scoreGroup(pool: SequencePool, group: readonly GroupDocument[], decode: DecodeStrategy): Promise<TrieScore[]> {
-    const evaluated = group.map((doc) => doc.tokens.length - doc.start);
-    const rootTokens = [...this.root.children.keys()];
-    const rootProbabilities = await decode.each(group, (doc, slot) =>
-      readNext(pool.sequence(slot), doc.tokens.slice(doc.start), rootTokens),
+  scoreGroup(pool: SequencePool, group: readonly GroupDocument[], decode: DecodeStrategy): Promise<TrieScore[]> {
+    return walkInLockstep(
+      pool,
+      group.map((doc, slot) => ({ slot, walk: this.walk(doc) })),
+      decode,
     );
-    const nodeProbabilities = group.map(() => new Map<TrieNode, Map<Token, number>>());
-    for (const node of this.inner) {
-      const path = [...node.path];
-      const children = [...node.children.keys()];
-      await Promise.all(group.map((doc, slot) => pool.rewind(slot, doc.tokens.length)));
-      const read = await decode.each(group, (_, slot) => readNext(pool.sequence(slot), path, children));
-      for (const slot of group.keys()) {
-        evaluated[slot] = (evaluated[slot] as number) + path.length;
-        (nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>).set(node, read[slot] as Map<Token, number>);
-      }
-    }
-    return group.map((_, slot) => {
-      const root = rootProbabilities[slot] as Map<Token, number>;
-      const nodes = nodeProbabilities[slot] as Map<TrieNode, Map<Token, number>>;
-      return {
-        logProbabilities: this.logProbabilities(root, nodes),
-        tokens: evaluated[slot] as number,
-        labelMass: probabilityMass(root),
-      };
-    });
   }
 
   /**
-   * The same reads as `scoreGroup` for one document, as a walk (answer-walk.ts), so the reads of several prompts'
-   * tries can share decodes: the rest of the prompt and the root, then each inner node's path after the prompt.
+   * One document's reads as a walk (answer-walk.ts): the rest of the prompt and the root, then each inner node's path
+   * after the prompt. `scoreGroup` runs a group's walks; the walks of several prompts' tries can share decodes too.
    */
   *walk(doc: GroupDocument): AnswerWalk<TrieScore> {
     let evaluated = doc.tokens.length - doc.start;
-    const root = yield {
-      position: doc.start,
-      tokens: doc.tokens.slice(doc.start),
-      wanted: [...this.root.children.keys()],
-    };
+    const root = yield { position: doc.start, tokens: doc.tokens.slice(doc.start), wanted: this.rootWanted };
     const nodes = new Map<TrieNode, ReadonlyMap<Token, number>>();
-    for (const node of this.inner) {
-      const read = yield { position: doc.tokens.length, tokens: [...node.path], wanted: [...node.children.keys()] };
+    for (const [i, node] of this.inner.entries()) {
+      const read = yield {
+        position: doc.tokens.length,
+        tokens: node.path,
+        wanted: this.innerWanted[i] as readonly Token[],
+      };
       evaluated += node.path.length;
       nodes.set(node, read);
     }
@@ -190,45 +175,6 @@ export class LabelTrieScorer {
         if (node.children.size > 0) distribution = nodes.get(node) as Map<Token, number>;
       }
       return logProbability;
-    });
-  }
-}
-
-/**
- * Evaluates `tokens` (appending) and returns, for each of `wanted`, its probability of being the next token over the
- * full vocabulary. One decode: llama.cpp returns the wanted tokens' logits, the greedy (largest-logit) token's logit
- * and the total logit weight Σ exp(logit − max); no full distribution crosses into JavaScript and no token is
- * forced or biased, so the result is exact whatever rank the wanted tokens have. The read of a decoded position for
- * every decode strategy.
- */
-export async function readNext(
-  sequence: LlamaContextSequence,
-  tokens: readonly Token[],
-  wanted: readonly Token[],
-): Promise<Map<Token, number>> {
-  if (tokens.length === 0) throw new RescaleError('INTERNAL', 'a next-token read needs at least one token to evaluate');
-  const generateNext = {
-    logits: { filter: { tokens: wanted, includeSelected: true } },
-    totalLogitWeight: true,
-    // Greedy: the selected token is the largest logit, the one the total weight is relative to.
-    options: { temperature: 0 },
-  };
-  const last = tokens.length - 1;
-  const output = await sequence.controlledEvaluate(
-    tokens.map((t, i) => (i === last ? ([t, { generateNext }] as [Token, { generateNext: typeof generateNext }]) : t)),
-  );
-  const next = output[last]?.next;
-  if (next?.logits === undefined || next.totalLogitWeight === undefined)
-    throw new RescaleError('ENGINE_FAILED', 'llama.cpp returned no next-token logits', { retryable: true });
-  try {
-    return fullVocabularyProbabilities({ logits: next.logits, totalLogitWeight: next.totalLogitWeight }, wanted) as Map<
-      Token,
-      number
-    >;
-  } catch (cause) {
-    throw new RescaleError('ENGINE_FAILED', `llama.cpp returned an invalid next-token read: ${String(cause)}`, {
-      cause,
-      retryable: true,
     });
   }
 }
