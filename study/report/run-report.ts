@@ -36,6 +36,7 @@ import { barChart, escapeXml, lineChart, PALETTE, reliabilityDiagram, stackedHis
 import { fixed, percent, withInterval } from '../text-table.js';
 import type { BootstrapInterval } from '../evaluation/bootstrap.js';
 import type { ReviewEvaluation } from '../review/review-study.js';
+import { agreementRows } from '../review/review-stats.js';
 
 export interface RunReportOptions {
   /** The merged result Parquet of a run; its manifest, shard folder and fallback audit are found beside it. */
@@ -836,17 +837,7 @@ function reviewSection(data: RunReportData): string {
   });
   const agreement = table(
     ['question', 'labeller', 'documents', 'accuracy', "Cohen's kappa", 'failed', 'closest'],
-    r.agreement.flatMap((q) =>
-      q.labellers.map((l) => [
-        q.question,
-        l.labeller,
-        String(l.n),
-        fixed(l.accuracy),
-        fixed(l.kappa),
-        String(l.failed),
-        l.labeller === q.closest ? 'closest' : '',
-      ]),
-    ),
+    agreementRows(r.agreement, fixed, 'closest'),
   );
   const reliability = table(
     ['question', 'coders', 'documents', 'agreement', "Krippendorff's alpha", "Cohen's kappa"],

@@ -362,6 +362,28 @@ function table(header: readonly string[], rows: readonly (readonly string[])[]):
   return [line(header), ...rows.map(line)].map((l) => `  ${l}\n`).join('');
 }
 
+/**
+ * The labellers against the verified labels, a row per question and labeller: question, labeller, documents,
+ * accuracy, kappa (each written by `figure`), failed proposals, and `closestMark` on the question's closest labeller.
+ */
+export function agreementRows(
+  agreement: readonly QuestionAgreement[],
+  figure: (x: number | null) => string,
+  closestMark: string,
+): string[][] {
+  return agreement.flatMap((q) =>
+    q.labellers.map((l) => [
+      q.question,
+      l.labeller,
+      String(l.n),
+      figure(l.accuracy),
+      figure(l.kappa),
+      String(l.failed),
+      l.labeller === q.closest ? closestMark : '',
+    ]),
+  );
+}
+
 /** The stats as plain-text tables for a terminal. */
 export function formatReviewStats(stats: ReviewStats): string {
   const s = stats.summary;
@@ -396,17 +418,7 @@ export function formatReviewStats(stats: ReviewStats): string {
   out += '\nAgreement with the verified labels (documents with a verified label; failed proposals left out)\n';
   out += table(
     ['question', 'labeller', 'n', 'accuracy', 'kappa', 'failed', 'closest'],
-    stats.agreement.flatMap((q) =>
-      q.labellers.map((l) => [
-        q.question,
-        l.labeller,
-        String(l.n),
-        fixed(l.accuracy),
-        fixed(l.kappa),
-        String(l.failed),
-        l.labeller === q.closest ? '*' : '',
-      ]),
-    ),
+    agreementRows(stats.agreement, fixed, '*'),
   );
   out +=
     "\nInter-coder reliability on the overlap documents (Krippendorff's alpha, nominal, over all pairs; Cohen's " +
