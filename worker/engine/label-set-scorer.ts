@@ -10,7 +10,7 @@ import { RescaleError } from '../../contracts/errors.js';
 import type { LabelListSyntax } from '../../contracts/label-list-syntax.js';
 import { walkInLockstep, type AnswerWalk, type ReadRequest } from './answer-walk.js';
 import type { DecodeStrategy } from './decode-strategy.js';
-import type { GroupDocument } from './label-trie-scorer.js';
+import { answerTerminator, type GroupDocument } from './label-trie-scorer.js';
 import { LabelSetTrie, type SetTrieNode } from './label-set-trie.js';
 import type { SequencePool } from './sequence-pool.js';
 
@@ -58,7 +58,7 @@ export class LabelSetScorer {
       readonly field: string;
     },
   ): LabelSetScorer {
-    const terminator = (options.chat ? model.tokens.eot : null) ?? model.tokens.eos;
+    const terminator = answerTerminator(model, options.chat);
     const trie = LabelSetTrie.build({
       answers: options.answers,
       syntax: options.syntax,

@@ -28,6 +28,14 @@ export interface TrieScore {
   readonly labelMass: number;
 }
 
+/**
+ * The token that ends an answer where one answer is a prefix of another: end of turn in a chat prompt, else end of
+ * text; null when the model has neither.
+ */
+export function answerTerminator(model: LlamaModel, chat: boolean): Token | null {
+  return (chat ? model.tokens.eot : null) ?? model.tokens.eos;
+}
+
 export class LabelTrieScorer {
   /** Each label's answer token sequence as scored (a terminator appended where one label is a prefix of another). */
   readonly labelTokens: readonly (readonly Token[])[];
@@ -81,14 +89,14 @@ export class LabelTrieScorer {
           'their tokens (e.g. "yes" and "no")',
       );
     }
-    const terminator = (codebook.prompt.format === 'chat' ? model.tokens.eot : null) ?? model.tokens.eos;
+    const terminator = answerTerminator(model, codebook.prompt.format === 'chat');
     const trie = buildLabelTrie([yes, no], terminator ?? (0 as Token));
     return new LabelTrieScorer(trie.root, trie.sequences);
   }
 
   /** Tokenises the labels' answers as the model will see them after the prompt and builds their trie. */
   static create(model: LlamaModel, codebook: Codebook, question: Question, questionIndex = 0): LabelTrieScorer {
-    const terminator = (codebook.prompt.format === 'chat' ? model.tokens.eot : null) ?? model.tokens.eos;
+    const terminator = answerTerminator(model, codebook.prompt.format === 'chat');
     const field = codebook.questions.length > 1 ? `questions[${questionIndex}].labels` : 'labels';
     const answerTokens = question.labels.map((label, i) => {
       const tokens = model.tokenize(codebook.prompt.answerPrefix + label.answer, false, 'trimLeadingSpace');
