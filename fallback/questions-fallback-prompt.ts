@@ -33,6 +33,8 @@ export class QuestionsFallbackPrompt {
   private readonly head: readonly TemplatePart[];
   /** The rest: written once per asked question, with that question's variables. Empty when the template has none. */
   private readonly tail: readonly TemplatePart[];
+  /** Each question's parts of a request, by question index. */
+  private readonly parts: readonly QuestionParts[];
 
   constructor(
     codebook: Codebook,
@@ -46,13 +48,14 @@ export class QuestionsFallbackPrompt {
     const split = parts.findIndex((part) => part.kind === 'var' && perQuestion.includes(part.name));
     this.head = split < 0 ? parts : parts.slice(0, split);
     this.tail = split < 0 ? [] : parts.slice(split);
+    this.parts = questions.map(questionParts);
   }
 
   /** System prompt (if any) and one user message: the document once, each asked question, the answer format. */
   messages(doc: DocumentInput, asked: readonly number[]): ChatMessage[] {
     const sections = asked.map((q) => {
       const question = this.question(q);
-      const variables = fallbackVariables(question);
+      const { variables } = this.part(q);
       const multi = question.type === 'multi_label';
       const which = multi ? 'those that apply of' : 'one of';
       const own =
@@ -92,13 +95,7 @@ export class QuestionsFallbackPrompt {
   }
 
   body(messages: readonly ChatMessage[], asked: readonly number[]): ChatRequestBody {
-    const properties = Object.fromEntries(
-      asked.map((q) => {
-        const question = this.question(q);
-        const answers = question.labels.map((l) => l.answer);
-        return [question.name, question.type === 'multi_label' ? listProperty(question) : answers];
-      }),
-    );
+    const properties = Object.fromEntries(asked.map((q) => [this.question(q).name, this.part(q).property]));
     return requestBody(this.config, messages, 'labels', properties);
   }
 
@@ -121,7 +118,8 @@ export class QuestionsFallbackPrompt {
     return asked.map((q): QuestionReading => {
       const question = this.question(q);
       const value = record[question.name];
-      if (question.type === 'multi_label') return readLabelList(question, value, content);
+      const { list } = this.part(q);
+      if (list !== null) return readLabelList(question, list, value, content);
       if (typeof value !== 'string') return { kind: 'invalid', reason: `answer has no "${question.name}" string` };
       const label = matchAnswer(question.labels, value);
       if (label === null) return { kind: 'invalid', reason: `answer for "${question.name}" outside its label set` };
@@ -143,30 +141,57 @@ export class QuestionsFallbackPrompt {
     return question;
   }
 
+  private part(q: number): QuestionParts {
+    const part = this.parts[q];
+    if (part === undefined) throw new RangeError(`no question ${q}`);
+    return part;
+  }
+
   private answerInstruction(asked: readonly number[]): string {
-    const shape = asked
-      .map((q) => {
-        const question = this.question(q);
-        const value = question.type === 'multi_label' ? '["<label>", ...]' : '"<label>"';
-        return `${JSON.stringify(question.name)}: ${value}`;
-      })
-      .join(', ');
-    const sets = asked
-      .map((q) => {
-        const question = this.question(q);
-        const answers = question.labels.map((l) => JSON.stringify(l.answer)).join(', ');
-        if (question.type !== 'multi_label') return `${question.name} is exactly one of: ${answers}`;
-        const { minItems, maxItems } = listProperty(question);
-        const bounds = [
-          ...(minItems > 0 ? [`at least ${minItems}`] : ['[] when none applies']),
-          ...(maxItems !== null ? [`at most ${maxItems}`] : []),
-        ];
-        const each = `each at most once (${bounds.join(', ')})`;
-        return `${question.name} is a list of the labels that apply, ${each}, from: ${answers}`;
-      })
-      .join('; ');
+    const shape = asked.map((q) => this.part(q).shape).join(', ');
+    const sets = asked.map((q) => this.part(q).set).join('; ');
     return `Answer with a JSON object {${shape}} where ${sets}.`;
   }
+}
+
+/**
+ * What a request says of one question, fixed per codebook: its template variables, its property in the answer's schema
+ * (its answers, or a multi-label question's list), its entry in the answer's shape and the set it is answered from.
+ */
+interface QuestionParts {
+  readonly variables: Readonly<Record<string, string>>;
+  readonly property: readonly string[] | AnswerListProperty;
+  /** A multi-label question's list (its property); null for a single-label question. */
+  readonly list: AnswerListProperty | null;
+  readonly shape: string;
+  readonly set: string;
+}
+
+function questionParts(question: Question): QuestionParts {
+  const variables = fallbackVariables(question);
+  const answers = question.labels.map((l) => JSON.stringify(l.answer)).join(', ');
+  if (question.type !== 'multi_label') {
+    return {
+      variables,
+      property: question.labels.map((l) => l.answer),
+      list: null,
+      shape: `${JSON.stringify(question.name)}: "<label>"`,
+      set: `${question.name} is exactly one of: ${answers}`,
+    };
+  }
+  const list = listProperty(question);
+  const bounds = [
+    ...(list.minItems > 0 ? [`at least ${list.minItems}`] : ['[] when none applies']),
+    ...(list.maxItems !== null ? [`at most ${list.maxItems}`] : []),
+  ];
+  const each = `each at most once (${bounds.join(', ')})`;
+  return {
+    variables,
+    property: list,
+    list,
+    shape: `${JSON.stringify(question.name)}: ["<label>", ...]`,
+    set: `${question.name} is a list of the labels that apply, ${each}, from: ${answers}`,
+  };
 }
 
 function fill(parts: readonly TemplatePart[], doc: DocumentInput, variables: Readonly<Record<string, string>>): string {
@@ -197,7 +222,12 @@ function listProperty(question: Question): AnswerListProperty {
  * A multi-label question's value read as its label set: a list of its answers (each exactly, else case-insensitively
  * if unique), no label twice, within the list's bounds; the labels in codebook order.
  */
-function readLabelList(question: Question, value: unknown, content: string): QuestionReading {
+function readLabelList(
+  question: Question,
+  { minItems, maxItems }: AnswerListProperty,
+  value: unknown,
+  content: string,
+): QuestionReading {
   const name = question.name;
   if (!Array.isArray(value)) return { kind: 'invalid', reason: `answer has no "${name}" list` };
   const found = new Set<Label>();
@@ -207,7 +237,6 @@ function readLabelList(question: Question, value: unknown, content: string): Que
     if (found.has(label)) return { kind: 'invalid', reason: `answer for "${name}" lists a label twice` };
     found.add(label);
   }
-  const { minItems, maxItems } = listProperty(question);
   if (maxItems !== null && found.size > maxItems)
     return { kind: 'invalid', reason: `answer for "${name}" lists more than ${maxItems} labels` };
   if (found.size < minItems) return { kind: 'invalid', reason: `answer for "${name}" lists no label` };
