@@ -13,10 +13,11 @@
 //   npx tsx scripts/hybrid-walkthrough.ts [--sample 1000] [--held-out 2000] [--seed 7] [--overlap 0.2]
 //       [--slip 0.05] [--out out/hybrid-walkthrough] [--resamples 2000] [--data-dir DIR]
 
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess, type ChildProcessByStdio } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { stringify } from 'yaml';
@@ -212,14 +213,23 @@ export function standInLabel(
   };
 }
 
+/** `rescale ARGS` started in `cwd` as a child process, its stdout and stderr piped. */
+function spawnRescale(
+  args: readonly string[],
+  cwd: string,
+  env: Record<string, string> = {},
+): ChildProcessByStdio<null, Readable, Readable> {
+  return spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CLI, ...args], {
+    cwd,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+}
+
 /** Runs `rescale ARGS` in `cwd` as a child process; its stdout, or an error with its stderr. */
 export function rescale(args: readonly string[], cwd: string, env: Record<string, string> = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CLI, ...args], {
-      cwd,
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawnRescale(args, cwd, env);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString('utf8')));
@@ -235,11 +245,7 @@ export function rescale(args: readonly string[], cwd: string, env: Record<string
 /** `rescale review serve` in the background; resolves once it prints where it listens. */
 function serveReview(args: readonly string[], cwd: string): Promise<{ url: string; child: ChildProcess }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', import.meta.resolve('tsx'), CLI, ...args], {
-      cwd,
-      env: process.env,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawnRescale(args, cwd);
     let stdout = '';
     let stderr = '';
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString('utf8')));
