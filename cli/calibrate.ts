@@ -13,7 +13,7 @@ import {
   type Predictions,
 } from '../study/evaluation/labelled-predictions.js';
 import { poolQuestions } from '../study/calibration/pooled-questions.js';
-import { calibrateLabelSets, fallbackPredictionsRefused } from '../study/calibration/label-set-calibration.js';
+import { calibrateLabelSets } from '../study/calibration/label-set-calibration.js';
 import { readParquetTable } from '../storage/parquet-table.js';
 import { writeJsonFile } from '../study/json-file.js';
 import {
@@ -168,14 +168,14 @@ async function setsColumn(options: CalibrateCommandOptions, question: { name: st
 
 /**
  * A multi-label question against the gold label sets in `goldColumn` (a list column, or split on --truth-separator):
- * the local model's sets (`<q>__local_labels` when the run routed the question, else `<q>__labels`).
+ * the local model's sets (`<q>__local_labels` when the run routed the question, else `<q>__labels`), and with
+ * --fallback-predictions the fallback's (`<q>__fallback_labels` of a hybrid run, else `<q>__labels`).
  */
 async function calibrateMultiLabel(
   options: CalibrateCommandOptions,
   question: { name: string; labels: string[]; format?: string },
   goldColumn: string,
 ): Promise<CalibrationResult> {
-  if (options.fallbackPredictions !== undefined) throw fallbackPredictionsRefused(question.name);
   const q = question.name;
   const gold = await readGoldLabels(options.gold, goldOptions(options, goldColumn, q));
   const list = question.format === 'list';
@@ -193,8 +193,29 @@ async function calibrateMultiLabel(
     ...(list && unscored !== undefined
       ? { unscoredMass: unscored.map((v) => (v === null || v === undefined ? null : Number(v))) }
       : {}),
-    ...sweepOptions(options, { kind: 'assumed', accuracy: options.fallbackAccuracy as number }, question.labels.length),
+    ...sweepOptions(
+      options,
+      options.fallbackPredictions === undefined
+        ? { kind: 'assumed', accuracy: options.fallbackAccuracy as number }
+        : { kind: 'predictions', predictions: await fallbackLabelSets(options.fallbackPredictions, q) },
+      question.labels.length,
+    ),
   });
+}
+
+/** The fallback's label sets for question `q`: `<q>__fallback_labels` (a hybrid run's) when the file has it. */
+async function fallbackLabelSets(file: string, q: string): Promise<Predictions> {
+  const columns = (await readParquetTable(file, '--fallback-predictions', [])).columnNames;
+  const column = [`${q}__fallback_labels`, `${q}__labels`].find((c) => columns.includes(c));
+  if (column === undefined) {
+    throw new RescaleError(
+      'COLUMN_MISSING',
+      `--fallback-predictions ${file} has no column "${q}__fallback_labels" or "${q}__labels" with the fallback's ` +
+        `label sets for the multi-label question ${q} (it has: ${columns.join(', ')}); pass the result file of a ` +
+        'run of this codebook with the fallback on the labelled documents',
+    );
+  }
+  return readPredictions(file, '--fallback-predictions', column, q);
 }
 
 /** The command's options as the calibration takes them, with the fallback's evidence and the number of labels. */
@@ -286,13 +307,17 @@ function keepWord(rule: RoutingRule): string {
 export function formatThresholdTable(result: CalibrationResult, markdown = false): string {
   const priced = result.costPerDocument !== null;
   const sets = result.labelSets;
+  // With the fallback's own sets: its figures on the routed documents, and the hybrid's Jaccard.
+  const measured = sets?.fallback !== undefined;
   const header = [
     `t (keep ${keepWord(result.rule)})`,
     'routed',
     'routed share',
     sets === undefined ? 'kept accuracy' : 'kept exact-set',
     ...(sets === undefined ? [] : ['kept Jaccard', 'routed exact-set', 'routed Jaccard']),
+    ...(measured ? ['fallback exact-set', 'fallback Jaccard'] : []),
     sets === undefined ? 'hybrid accuracy' : 'hybrid exact-set',
+    ...(measured ? ['hybrid Jaccard'] : []),
     `fallback docs (N=${result.corpusSize})`,
     ...(priced ? ['expected cost'] : []),
   ];
@@ -309,7 +334,9 @@ export function formatThresholdTable(result: CalibrationResult, markdown = false
       ...(sets === undefined
         ? []
         : [orNa(quality?.kept?.jaccard), orNa(quality?.routed?.exactMatch), orNa(quality?.routed?.jaccard)]),
+      ...(measured ? [orNa(quality?.fallback?.exactMatch), orNa(quality?.fallback?.jaccard)] : []),
       fixed(p.hybridAccuracy),
+      ...(measured ? [orNa(quality?.hybrid?.jaccard)] : []),
       p.expectedFallbackDocuments.toFixed(0),
       ...(priced ? [money(p.expectedCost)] : []),
     ];
@@ -396,11 +423,18 @@ function formatOne(result: CalibrationResult): string {
     '',
     f.source === 'assumed'
       ? `fallback ${sets === undefined ? '' : 'exact-set '}accuracy: ${fixed(f.accuracy)} (assumed)`
-      : f.source === 'per-document'
-        ? `fallback accuracy: ${fixed(f.accuracy)} measured on all ${f.documents} labelled documents; each routed ` +
-          `document counts with the fallback's own answer`
-        : `fallback accuracy: ${fixed(f.accuracy)} measured on the ${f.documents} labelled documents it answered ` +
-          `(of ${result.documents})`,
+      : sets?.fallback !== undefined
+        ? `fallback exact-set accuracy: ${fixed(f.accuracy)}, Jaccard ${fixed(sets.fallback.jaccard)}, Hamming loss ` +
+          `${fixed(sets.fallback.hammingLoss)}, measured on ` +
+          (f.source === 'per-document'
+            ? `all ${f.documents} labelled documents; each routed document counts with the fallback's own set`
+            : `the ${f.documents} labelled documents it answered (of ${result.documents}); its exact-set accuracy ` +
+              'there stands in for every routed document')
+        : f.source === 'per-document'
+          ? `fallback accuracy: ${fixed(f.accuracy)} measured on all ${f.documents} labelled documents; each routed ` +
+            `document counts with the fallback's own answer`
+          : `fallback accuracy: ${fixed(f.accuracy)} measured on the ${f.documents} labelled documents it answered ` +
+            `(of ${result.documents})`,
   );
   out.push(
     result.costPerDocument === null

@@ -2,7 +2,9 @@
 // question's own column of its name: `__confidence`, `__margin`, and a list question's `__unscored_mass`), swept
 // against gold label sets. A document counts as right when its local set equals the gold set (exact-set match), so
 // the threshold table and the recommendation are those of a single-label question with exact-set accuracy; each
-// table row adds the local answers' exact match, Jaccard and Hamming loss on the kept and the routed documents.
+// table row adds the local answers' exact match, Jaccard and Hamming loss on the kept and the routed documents. With
+// the fallback's own label sets for the labelled documents (--fallback-predictions), a routed document counts with the
+// fallback's set, and each row adds the fallback's figures on the routed documents and the hybrid's on all.
 
 import { RescaleError } from '../../contracts/errors.js';
 import { goldLabelSets, predictedLabelSets } from '../evaluation/evaluate-multi-label.js';
@@ -34,14 +36,48 @@ function quality(data: EncodedLabelSets, docs: readonly number[]): LabelSetQuali
   return { documents: docs.length, exactMatch: m.exactMatch, jaccard: m.samples.jaccard, hammingLoss: m.hammingLoss };
 }
 
-/** A multi-label question's fallback is judged by an assumed exact-set accuracy only, never by its predictions. */
-export function fallbackPredictionsRefused(question: string): RescaleError {
-  return new RescaleError(
-    'CONFIG_INVALID',
-    `--fallback-predictions is not read for the multi-label question ${question}; pass --fallback-accuracy A, the ` +
-      `share of documents whose label set you expect the fallback to get exactly right`,
-  );
+/**
+ * The fallback's label set per gold row, from --fallback-predictions (its `labelColumn`, read by id); INPUT_INVALID
+ * naming the file and column when it answers none of the labelled documents or lists a label outside the question's.
+ */
+function fallbackSetsByGoldRow(
+  gold: GoldLabels,
+  fallback: Predictions,
+  question: string,
+  labels: readonly string[],
+): Map<number, string[]> {
+  const where = `--fallback-predictions ${fallback.file}, column "${fallback.labelColumn}"`;
+  const join = joinByIds(gold, fallback);
+  if (join.goldRows.length === 0) {
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `${where}, holds a label set for none of the labelled documents of ${gold.file} (by id: ` +
+        `${join.coverage.missingPredictions} missing, ${join.coverage.notInGold} ids not in the gold file); run the ` +
+        `fallback on (a sample of) the labelled documents and check --id-column`,
+    );
+  }
+  const sets = predictedLabelSets(fallback);
+  const known = new Set(labels);
+  const out = new Map<number, string[]>();
+  join.goldRows.forEach((g, i) => {
+    const row = join.predictionRows[i] as number;
+    const set = sets[row] as string[];
+    const unknown = set.find((l) => !known.has(l));
+    if (unknown !== undefined) {
+      throw new RescaleError(
+        'INPUT_INVALID',
+        `${where}, id ${fallback.keys[row]}, holds the label ${JSON.stringify(unknown)}, which is not a label of ` +
+          `question ${question} (${labels.map((l) => JSON.stringify(l)).join(', ')}); pass the fallback's result ` +
+          'file for this codebook',
+      );
+    }
+    out.set(g, set);
+  });
+  return out;
 }
+
+const sameSet = (a: readonly string[], b: readonly string[]): boolean =>
+  new Set(a).size === new Set(b).size && a.every((l) => b.includes(l));
 
 export function calibrateLabelSets(
   gold: GoldLabels,
@@ -59,7 +95,6 @@ export function calibrateLabelSets(
         `use --rule ${rules}`,
     );
   }
-  if (options.fallback.kind !== 'assumed') throw fallbackPredictionsRefused(q);
   const column = rule === 'unscored_mass' ? 'unscored_mass' : rule;
   const scores =
     rule === 'confidence'
@@ -79,8 +114,12 @@ export function calibrateLabelSets(
   const goldSets = goldLabelSets(gold, options.separator);
   const predictedSets = predictedLabelSets(predictions);
   const known = new Set(options.labels);
+  const fallback = options.fallback.kind === 'predictions' ? options.fallback.predictions : null;
+  const fallbackSets = fallback === null ? null : fallbackSetsByGoldRow(gold, fallback, q, options.labels);
   const goldKept: string[][] = [];
   const predictedKept: string[][] = [];
+  /** The fallback's set per scored document, null where it gave none (or without its predictions). */
+  const fallbackKept: (string[] | null)[] = [];
   const scored: { score: number; confidence: number; row: number }[] = [];
   join.goldRows.forEach((g, i) => {
     const p = join.predictionRows[i] as number;
@@ -100,6 +139,7 @@ export function calibrateLabelSets(
     }
     goldKept.push(goldSet);
     predictedKept.push(predictedSet);
+    fallbackKept.push(fallbackSets?.get(g) ?? null);
     scored.push({ score, confidence, row: p });
   });
   if (scored.length === 0) {
@@ -110,14 +150,22 @@ export function calibrateLabelSets(
     );
   }
   const encoded = encodeLabelSets(goldKept, predictedKept, options.labels);
+  const fallbackAt = (i: number): string[] | null => fallbackKept[i] ?? null;
   const items: (RoutingItem & CalibrationItem)[] = scored.map((s, i) => ({
     // Equal sets share a distinct-set id: exact-set match.
     correct: encoded.goldSet[i] === encoded.predictedSet[i],
     confidence: s.confidence,
     margin: predictions.margin?.[s.row] ?? null,
     unscoredMass: options.unscoredMass?.[s.row] ?? null,
-    fallbackCorrect: null,
+    fallbackCorrect: fallbackAt(i) === null ? null : sameSet(goldKept[i] as string[], fallbackAt(i) as string[]),
   }));
+  if (fallback !== null && fallbackKept.every((set) => set === null)) {
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `--fallback-predictions ${fallback.file}, column "${fallback.labelColumn}", holds a label set for none of ` +
+        `the labelled documents the local model scored for question ${q}; run the fallback on the same documents`,
+    );
+  }
   const result = calibrateItems(
     items,
     { predictions: predictions.file, gold: gold.file, coverage: join.coverage },
@@ -125,6 +173,39 @@ export function calibrateLabelSets(
   );
   const low = keepsLowScores(rule);
   const all = scored.map((_, i) => i);
+  // The fallback's sets against gold on the documents it answered (positions into `answered`'s encoding).
+  const answered = fallbackSets === null ? null : all.filter((i) => fallbackAt(i) !== null);
+  const fallbackEncoded =
+    answered === null
+      ? null
+      : encodeLabelSets(
+          answered.map((i) => goldKept[i] as string[]),
+          answered.map((i) => fallbackAt(i) as string[]),
+          options.labels,
+        );
+  const answeredAt = new Map((answered ?? []).map((i, j) => [i, j]));
+  /** The fallback on the routed documents it answered; the hybrid on all when it answered every routed one. */
+  const fallbackQuality = (
+    kept: readonly number[],
+    routed: readonly number[],
+  ): { fallback: LabelSetQuality | null; hybrid: LabelSetQuality | null } => {
+    const routedAnswered = routed.filter((i) => answeredAt.has(i)).map((i) => answeredAt.get(i) as number);
+    const everyRouted = routedAnswered.length === routed.length;
+    const keptSet = new Set(kept);
+    return {
+      fallback: quality(fallbackEncoded as EncodedLabelSets, routedAnswered),
+      hybrid: everyRouted
+        ? quality(
+            encodeLabelSets(
+              goldKept,
+              all.map((i) => (keptSet.has(i) ? predictedKept[i] : fallbackAt(i)) as string[]),
+              options.labels,
+            ),
+            all,
+          )
+        : null,
+    };
+  };
   const table = result.table.map((point) => {
     // Kept as thresholdSweep keeps: score ≥ t (confidence, margin) or ≤ t (unscored mass).
     const kept = all.filter((i) => {
@@ -134,7 +215,8 @@ export function calibrateLabelSets(
     const keptSet = new Set(kept);
     const routed = all.filter((i) => !keptSet.has(i));
     if (kept.length !== point.kept) throw new RescaleError('INTERNAL', 'kept documents disagree with the sweep');
-    return { threshold: point.threshold, kept: quality(encoded, kept), routed: quality(encoded, routed) };
+    const row = { threshold: point.threshold, kept: quality(encoded, kept), routed: quality(encoded, routed) };
+    return answered === null ? row : { ...row, ...fallbackQuality(kept, routed) };
   });
   return {
     ...result,
@@ -145,6 +227,14 @@ export function calibrateLabelSets(
       goldColumn: gold.labelColumn,
       separator: options.separator,
       local: quality(encoded, all) as LabelSetQuality,
+      ...(fallbackEncoded === null
+        ? {}
+        : {
+            fallback: quality(
+              fallbackEncoded,
+              Array.from(answered ?? [], (_, j) => j),
+            ) as LabelSetQuality,
+          }),
       table,
     },
   };

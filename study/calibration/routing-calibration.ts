@@ -105,11 +105,20 @@ export interface LabelSetCalibration {
   readonly separator: string | null;
   /** The local answers on every calibrated document. */
   readonly local: LabelSetQuality;
+  /** With --fallback-predictions: the fallback's sets on every calibrated document it answered. */
+  readonly fallback?: LabelSetQuality;
   /** One row per `table` point (same order): the local answers on the documents it keeps and on those it routes. */
   readonly table: readonly {
     readonly threshold: number;
     readonly kept: LabelSetQuality | null;
     readonly routed: LabelSetQuality | null;
+    /** With --fallback-predictions: the fallback's sets on the routed documents it answered (null: none). */
+    readonly fallback?: LabelSetQuality | null;
+    /**
+     * With --fallback-predictions: local sets on the kept documents and the fallback's on the routed ones, over all;
+     * null when the fallback did not answer every routed document.
+     */
+    readonly hybrid?: LabelSetQuality | null;
   }[];
 }
 

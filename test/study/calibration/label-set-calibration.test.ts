@@ -451,7 +451,7 @@ describe('rescale calibrate on multi-label questions', () => {
     });
   });
 
-  it('refuses a rule the question has no column for, and fallback predictions, naming them', async () => {
+  it('refuses a rule the question has no column for, naming it', async () => {
     await withTempDir(async (dir) => {
       const { results, gold } = await files(dir);
       const one = (over: Partial<CalibrateCommandOptions>): Promise<unknown> =>
@@ -471,20 +471,6 @@ describe('rescale calibrate on multi-label questions', () => {
       await assert.rejects(
         one({ rule: 'unscored_mass' }),
         /--rule unscored_mass does not apply to question tags: .*only list questions/,
-      );
-      await assert.rejects(
-        runCalibrate({
-          idColumn: 'id',
-          seed: 3,
-          resamples: 200,
-          predictions: results,
-          gold,
-          labelColumn: 'tags',
-          question: 'tags',
-          rule: 'confidence',
-          fallbackPredictions: results,
-        }),
-        /--fallback-predictions is not read for the multi-label question tags; pass --fallback-accuracy/,
       );
     });
   });
