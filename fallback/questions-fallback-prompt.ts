@@ -2,7 +2,9 @@
 // request. The template up to its first per-question variable (the document, in the usual layout) is written once,
 // then each asked question's part of the template; the answer is one JSON object with a property per question, each
 // constrained to the question's labels by a JSON schema enum where the server supports it. A multi-label question's
-// property is a list of distinct labels (at most max_labels for a list question), which replaces its label set.
+// property is a list of distinct labels (at most max_labels for a list question), which replaces its label set; unless
+// `fallback.prompt.template` is set, it is asked which of its labels apply rather than in the local template's words
+// (a per_label question's local template asks one label at a time for yes or no).
 
 import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Label, type Question } from '../contracts/codebook.js';
 import type { DocumentInput } from '../contracts/document-input.js';
@@ -35,6 +37,11 @@ export class QuestionsFallbackPrompt {
   private readonly tail: readonly TemplatePart[];
   /** Each question's parts of a request, by question index. */
   private readonly parts: readonly QuestionParts[];
+  /**
+   * Whether a multi-label question's part of the template is replaced by its `ask`: the template is the codebook's
+   * (the local model's wording) and its part holds no document variable that would then go missing.
+   */
+  private readonly asksOwnWords: boolean;
 
   constructor(
     codebook: Codebook,
@@ -49,19 +56,20 @@ export class QuestionsFallbackPrompt {
     this.head = split < 0 ? parts : parts.slice(0, split);
     this.tail = split < 0 ? [] : parts.slice(split);
     this.parts = questions.map(questionParts);
+    this.asksOwnWords =
+      config.prompt.template === null &&
+      this.tail.every((part) => part.kind === 'text' || perQuestion.includes(part.name));
   }
 
   /** System prompt (if any) and one user message: the document once, each asked question, the answer format. */
   messages(doc: DocumentInput, asked: readonly number[]): ChatMessage[] {
     const sections = asked.map((q) => {
       const question = this.question(q);
-      const { variables } = this.part(q);
-      const multi = question.type === 'multi_label';
-      const which = multi ? 'those that apply of' : 'one of';
+      const { variables, ask } = this.part(q);
       const own =
-        this.tail.length > 0
-          ? fill(this.tail, doc, variables).trim()
-          : `${variables.question ?? ''} Answer with ${which}: ${variables.labels}.`.trim();
+        this.tail.length === 0 || (question.type === 'multi_label' && this.asksOwnWords)
+          ? ask
+          : fill(this.tail, doc, variables).trim();
       return `${question.name}: ${own}`;
     });
     const user =
@@ -160,6 +168,8 @@ export class QuestionsFallbackPrompt {
  */
 interface QuestionParts {
   readonly variables: Readonly<Record<string, string>>;
+  /** The question in the request's own words, where the template has no part of its own for it. */
+  readonly ask: string;
   readonly property: readonly string[] | AnswerListProperty;
   /** A multi-label question's list (its property); null for a single-label question. */
   readonly list: AnswerListProperty | null;
@@ -173,6 +183,7 @@ function questionParts(question: Question): QuestionParts {
   if (question.type !== 'multi_label') {
     return {
       variables,
+      ask: `${variables.question ?? ''} Answer with one of: ${variables.labels}.`.trim(),
       property: question.labels.map((l) => l.answer),
       list: null,
       shape: `${JSON.stringify(question.name)}: "<label>"`,
@@ -187,6 +198,7 @@ function questionParts(question: Question): QuestionParts {
   const each = `each at most once (${bounds.join(', ')})`;
   return {
     variables,
+    ask: multiLabelAsk(question),
     property: list,
     list,
     shape: `${JSON.stringify(question.name)}: ["<label>", ...]`,
@@ -266,6 +278,21 @@ function listSpan(content: string, name: string): readonly [number, number] {
 
 function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * A multi-label question asked for the list of its labels that apply: a list question's text and its labels; a
+ * per_label question's labels each with its own question (`- cheer: Does the tweet feel glad?`), which says what
+ * the label means.
+ */
+function multiLabelAsk(question: Question): string {
+  const instruction = 'Answer with the list of the labels that apply.';
+  if (question.multiLabel?.format === 'per_label') {
+    const each = question.labels.map((label, j) => `- ${label.answer}: ${promptVariables(question, j).question ?? ''}`);
+    return `Which of these labels apply?\n${each.join('\n')}\n${instruction}`;
+  }
+  const labels = question.labels.map((l) => JSON.stringify(l.answer)).join(', ');
+  return `${question.text ?? ''} Answer with the list of the labels that apply, from: ${labels}.`.trim();
 }
 
 /**

@@ -114,8 +114,9 @@ describe('QuestionsFallbackPrompt with multi-label questions', () => {
     const user = body.messages.at(-1)?.content ?? '';
     assert.match(
       user,
-      /moods: Which labels apply\? cheer: Does the text feel cheer\?; gloom: Does the text feel gloom\?/,
+      /moods: Which of these labels apply\?\n- cheer: Does the text feel cheer\?\n- gloom: Does the text feel gloom\?\n/,
     );
+    assert.match(user, /subjects: Subjects: Answer with the list of the labels that apply, from: "Law", /);
     assert.match(user, /subjects is a list of the labels that apply, each at most once \(at least 1, at most 2\)/);
   });
 });

@@ -177,12 +177,22 @@ describe('runLocal with the fallback and multi-label questions', () => {
           },
         },
       });
-      // The per_label question is asked as each label's question; the document once.
-      assert.match(
-        meeting?.user ?? '',
-        /moods: Which labels apply\? cheer: Does the tweet feel glad\?; gloom: Does the tweet feel sad, angry and sorry\?/,
+      // The document once, then each question asked for the list of its labels that apply (the per_label one with
+      // each label's question saying what the label means), not in the local template's words ("… Answer.").
+      assert.equal(
+        meeting?.user,
+        'Tweet: The meeting is at 3pm in room 12\n\nAnswer each question:\n\n' +
+          'moods: Which of these labels apply?\n- cheer: Does the tweet feel glad?\n' +
+          '- gloom: Does the tweet feel sad, angry and sorry?\n' +
+          '- mixed: Does the tweet feel wonderful but awful and bad?\n' +
+          'Answer with the list of the labels that apply.\n\n' +
+          'topics: Which topics? Answer with the list of the labels that apply, from: "positive", "negative", ' +
+          '"neutral".\n\n' +
+          'Answer with a JSON object {"moods": ["<label>", ...], "topics": ["<label>", ...]} where moods is a list ' +
+          'of the labels that apply, each at most once ([] when none applies), from: "cheer", "gloom", "mixed"; ' +
+          'topics is a list of the labels that apply, each at most once (at least 1, at most 2), from: "positive", ' +
+          '"negative", "neutral".',
       );
-      assert.equal(meeting?.user.match(/The meeting is at 3pm/g)?.length, 1);
       // Documents routed for moods only are asked moods only.
       const good = sent.filter((r) => requestOf(r).tweet === 'good');
       assert.deepEqual(Object.keys(good[0]?.body.response_format?.json_schema?.schema?.properties ?? {}), ['moods']);

@@ -247,6 +247,17 @@ describe('rescale crowd with a multi-label question', () => {
       const summary = await run(first);
       // One request per tweet, and the correction round for the answer outside the set.
       assert.equal(server.requests.length - sent, TWEETS.length + 1);
+      // The closed labeller is asked which labels apply, not the local prompts' "Answer yes or no." of the template.
+      const asked = server.requests.slice(sent).find((r) => tweetOf(r) === 1 && r.body.messages.length === 1);
+      assert.equal(
+        asked?.user,
+        `Tweet: ${TWEETS[1]?.[0]}\n\nAnswer each question:\n\nmoods: Which of these labels apply?\n` +
+          '- cheer: Does the tweet feel glad?\n- gloom: Does the tweet feel sad, angry and sorry?\n' +
+          '- mixed: Does the tweet feel wonderful but awful and bad?\n' +
+          'Answer with the list of the labels that apply.\n\n' +
+          'Answer with a JSON object {"moods": ["<label>", ...]} where moods is a list of the labels that apply, ' +
+          'each at most once ([] when none applies), from: "cheer", "gloom", "mixed".',
+      );
       const rows = await proposals(first);
       assert.equal(rows.length, 2 * TWEETS.length);
       for (const row of rows.filter((r) => r.labeller === 'api')) {
