@@ -16,6 +16,17 @@ export interface ResultLayout {
   readonly dedupe?: boolean;
 }
 
+/** The model's and adapters' identities, as the caller found them on disk. */
+export interface ModelFingerprints {
+  readonly model: string;
+  readonly adapters: readonly string[];
+  /**
+   * The codebook's prompts are Llama-2 chat turns (usesLlama2Chat), rendered as Meta's reference does since that
+   * replaced node-llama-cpp's rendering; absent or false leaves the hash as it was.
+   */
+  readonly llama2Chat?: boolean;
+}
+
 /**
  * Hash of everything in the codebook that can change a result: labels, prompt, input columns, model and adapter
  * identities (fingerprints supplied by the caller), scales, truncation and batch layout. Threads and GPU offload
@@ -24,7 +35,7 @@ export interface ResultLayout {
  */
 export function codebookResultHash(
   codebook: Codebook,
-  fingerprints: { model: string; adapters: readonly string[] },
+  fingerprints: ModelFingerprints,
   layout: ResultLayout,
   fallback: string | null = null,
 ): string {
@@ -52,6 +63,9 @@ export function codebookResultHash(
     // that layout (whose hash lacks this) are never mixed with its own on resume.
     ...(questionLayout(codebook).kind === 'document-first' ? { tails: 'together' } : {}),
     ...(fallback === null ? {} : { fallback }),
+    // Llama-2 chat prompts once went through node-llama-cpp's chat wrapper, whose tokens around "[/INST]" differ
+    // from the reference's: results from then are never resumed into or merged with the reference rendering's.
+    ...(fingerprints.llama2Chat === true ? { chat: 'llama2-reference' } : {}),
   };
   return createHash('sha256').update(canonicalJson(identity)).digest('hex');
 }

@@ -3,6 +3,7 @@
 
 import os from 'node:os';
 import { CODEBOOK_VARIABLES, type Codebook } from '../contracts/codebook.js';
+import { usesLlama2Chat } from '../contracts/llama2-chat.js';
 import { codebookResultHash, type ResultLayout } from '../contracts/result-hash.js';
 import { RescaleError } from '../contracts/errors.js';
 import { quickFingerprint, sha256File } from '../contracts/file-digest.js';
@@ -32,6 +33,7 @@ export async function planRun(
     adapters: await Promise.all(
       codebook.model.adapters.map((a, i) => fingerprintOrThrow(a.path, `model.adapters[${i}].path`)),
     ),
+    llama2Chat: await usesLlama2Chat(codebook),
   };
   const warnings: string[] = [];
   const files = await resolveCorpus(input, { warnings });

@@ -5,7 +5,8 @@
 import { createHash } from 'node:crypto';
 import type { LlamaModel } from 'node-llama-cpp';
 import { canonicalJson, type Codebook } from '../contracts/codebook.js';
-import { codebookResultHash } from '../contracts/result-hash.js';
+import { usesLlama2Chat } from '../contracts/llama2-chat.js';
+import { codebookResultHash, type ModelFingerprints } from '../contracts/result-hash.js';
 import { RescaleError } from '../contracts/errors.js';
 import type { DocumentScorer } from '../contracts/document-scorer.js';
 import { quickFingerprint } from '../contracts/file-digest.js';
@@ -154,7 +155,7 @@ export class ScorerCache implements ScorerProvider {
   }
 }
 
-async function fingerprintsOf(codebook: Codebook): Promise<{ model: string; adapters: string[] }> {
+async function fingerprintsOf(codebook: Codebook): Promise<ModelFingerprints> {
   const fingerprint = async (file: string, field: string): Promise<string> => {
     try {
       return await quickFingerprint(file);
@@ -169,10 +170,12 @@ async function fingerprintsOf(codebook: Codebook): Promise<{ model: string; adap
       );
     }
   };
+  const model = await fingerprint(codebook.model.path, 'model.path');
   return {
-    model: await fingerprint(codebook.model.path, 'model.path'),
+    model,
     adapters: await Promise.all(
       codebook.model.adapters.map((a, i) => fingerprint(a.path, `model.adapters[${i}].path`)),
     ),
+    llama2Chat: await usesLlama2Chat(codebook),
   };
 }

@@ -1,0 +1,78 @@
+// Which codebooks are Llama-2 chat turns, read from the GGUF's own chat template (the fixtures carry Llama-2-chat's and
+// Meta-Llama-3-8B-Instruct's), and how that enters the result hash that guards resume.
+
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, it } from 'node:test';
+import { parseCodebook } from '../../contracts/codebook.js';
+import { ggufChatTemplate, isLlama2ChatTemplate, usesLlama2Chat } from '../../contracts/llama2-chat.js';
+import { codebookResultHash } from '../../contracts/result-hash.js';
+import { CHAT_TEMPLATES } from '../../gguf/fixtures/vocab.js';
+import { fixtureModel } from '../../scripts/harness/fixture-models.js';
+import { withTempDir } from '../../scripts/harness/parquet.js';
+
+function codebookOn(modelPath: string, format: 'chat' | 'raw') {
+  return parseCodebook(
+    {
+      task: 'sentiment',
+      labels: [{ name: 'negative' }, { name: 'positive' }],
+      prompt: { format, template: 'Classify: {text}' },
+      model: { path: modelPath },
+    },
+    { source: 'cb.yaml' },
+  );
+}
+
+describe('ggufChatTemplate', () => {
+  it('reads the chat template from the GGUF metadata, past the vocabulary arrays', async () => {
+    assert.equal(await ggufChatTemplate(await fixtureModel('small')), CHAT_TEMPLATES['llama-spm']);
+    assert.equal(await ggufChatTemplate(await fixtureModel('keyword')), CHAT_TEMPLATES['llama-bpe']);
+  });
+
+  it('gives null for a file that is not a GGUF, or is cut short, leaving the error to the model loader', async () => {
+    await withTempDir(async (dir) => {
+      const text = path.join(dir, 'm.gguf');
+      await writeFile(text, 'not a model');
+      assert.equal(await ggufChatTemplate(text), null);
+      const cut = path.join(dir, 'cut.gguf');
+      const header = Buffer.alloc(24);
+      header.writeUInt32LE(0x46554747, 0);
+      header.writeUInt32LE(3, 4);
+      header.writeBigUInt64LE(0n, 8);
+      header.writeBigUInt64LE(5n, 16);
+      await writeFile(cut, header);
+      assert.equal(await ggufChatTemplate(cut), null);
+    });
+  });
+});
+
+describe('isLlama2ChatTemplate', () => {
+  it('recognises Llama-2-chat’s template, not Llama 3’s nor Mistral’s [INST] template without <<SYS>>', () => {
+    assert.equal(isLlama2ChatTemplate(CHAT_TEMPLATES['llama-spm']), true);
+    assert.equal(isLlama2ChatTemplate(CHAT_TEMPLATES['llama-bpe']), false);
+    const mistral =
+      "{{ bos_token }}{% for message in messages %}{% if message['role'] == 'user' %}" +
+      "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token }}{% endif %}" +
+      '{% endfor %}';
+    assert.equal(isLlama2ChatTemplate(mistral), false);
+    assert.equal(isLlama2ChatTemplate(null), false);
+  });
+});
+
+describe('usesLlama2Chat and the result hash', () => {
+  it('holds for a chat codebook on a Llama-2-chat model only', async () => {
+    const small = await fixtureModel('small');
+    assert.equal(await usesLlama2Chat(codebookOn(small, 'chat')), true);
+    assert.equal(await usesLlama2Chat(codebookOn(small, 'raw')), false);
+    assert.equal(await usesLlama2Chat(codebookOn(await fixtureModel('keyword'), 'chat')), false);
+  });
+
+  it('changes the hash of Llama-2 chat codebooks, so results of the earlier rendering are not resumed into', () => {
+    const codebook = codebookOn('/m.gguf', 'chat');
+    const fp = { model: 'm', adapters: [] };
+    const before = codebookResultHash(codebook, fp, { sequences: 1 });
+    assert.equal(codebookResultHash(codebook, { ...fp, llama2Chat: false }, { sequences: 1 }), before);
+    assert.notEqual(codebookResultHash(codebook, { ...fp, llama2Chat: true }, { sequences: 1 }), before);
+  });
+});
