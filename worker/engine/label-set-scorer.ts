@@ -12,6 +12,7 @@ import { walkInLockstep, type AnswerWalk, type ReadRequest } from './answer-walk
 import type { DecodeStrategy } from './decode-strategy.js';
 import { answerTerminator, type GroupDocument } from './label-trie-scorer.js';
 import { LabelSetTrie, type SetTrieNode } from './label-set-trie.js';
+import { answerPrefixFor } from './prompt-builder.js';
 import type { SequencePool } from './sequence-pool.js';
 
 export interface SetScore {
@@ -79,7 +80,7 @@ export class LabelSetScorer {
     return LabelSetScorer.create(model, {
       answers: question.labels.map((label) => label.answer),
       syntax: spec.list,
-      answerPrefix: codebook.prompt.answerPrefix,
+      answerPrefix: answerPrefixFor(model, codebook),
       chat: codebook.prompt.format === 'chat',
       field,
     });

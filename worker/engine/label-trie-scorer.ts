@@ -9,6 +9,7 @@ import { walkInLockstep, type AnswerWalk } from './answer-walk.js';
 import type { DecodeStrategy } from './decode-strategy.js';
 import { probabilityMass } from './label-distribution.js';
 import { buildLabelTrie, innerNodes, type TrieNode } from './label-trie.js';
+import { answerPrefixFor } from './prompt-builder.js';
 import type { SequencePool } from './sequence-pool.js';
 
 /** A document of a group, on the sequence of its slot. */
@@ -69,8 +70,9 @@ export class LabelTrieScorer {
     if (spec?.format !== 'per_label') throw new RescaleError('INTERNAL', `question ${question.name} is not per_label`);
     const { answers } = spec;
     const field = `questions[${questionIndex}].multi_label.answers`;
+    const answerPrefix = answerPrefixFor(model, codebook);
     const [yes, no] = [answers.yes, answers.no].map((answer, i) => {
-      const tokens = model.tokenize(codebook.prompt.answerPrefix + answer, false, 'trimLeadingSpace');
+      const tokens = model.tokenize(answerPrefix + answer, false, 'trimLeadingSpace');
       if (tokens.length === 0) {
         throw new RescaleError(
           'LABEL_INVALID',
@@ -98,8 +100,9 @@ export class LabelTrieScorer {
   static create(model: LlamaModel, codebook: Codebook, question: Question, questionIndex = 0): LabelTrieScorer {
     const terminator = answerTerminator(model, codebook.prompt.format === 'chat');
     const field = codebook.questions.length > 1 ? `questions[${questionIndex}].labels` : 'labels';
+    const answerPrefix = answerPrefixFor(model, codebook);
     const answerTokens = question.labels.map((label, i) => {
-      const tokens = model.tokenize(codebook.prompt.answerPrefix + label.answer, false, 'trimLeadingSpace');
+      const tokens = model.tokenize(answerPrefix + label.answer, false, 'trimLeadingSpace');
       if (tokens.length === 0) {
         throw new RescaleError(
           'LABEL_INVALID',

@@ -1,6 +1,7 @@
 // Renders a document into the exact token sequence the model sees: the codebook's template through the model's
-// own chat template (or raw), tokenised whole so tokens match what a fine-tuned adapter saw in training.
-// It also finds the shared prefix (system prompt, instructions) that the scorer evaluates once and reuses.
+// own chat template (Llama-2's as Meta's reference renders it), or raw, tokenised whole so tokens match what a
+// fine-tuned adapter saw in training. It also finds the shared prefix (system prompt, instructions) that the scorer
+// evaluates once and reuses.
 
 import {
   resolveChatWrapper,
@@ -11,6 +12,7 @@ import {
   type Tokenizer,
 } from 'node-llama-cpp';
 import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Question } from '../../contracts/codebook.js';
+import { isLlama2ChatTemplate } from '../../contracts/llama2-chat.js';
 import { firstCodePoints, promptVariables } from '../../contracts/prompt-text.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
 
@@ -26,10 +28,36 @@ export interface RenderedPrompt {
   readonly truncated: boolean;
 }
 
-/** The chat wrapper a codebook's prompts are rendered through: none for `raw`, else the model's own. */
-export function chatWrapperFor(model: LlamaModel, codebook: Codebook): ChatWrapper | null {
-  // The model's own chat template (Jinja from the GGUF, or an equivalent specialised wrapper) decides the layout.
-  return codebook.prompt.format === 'chat' ? resolveChatWrapper(model) : null;
+/**
+ * How a chat codebook's prompts are laid out: Meta's reference Llama-2 chat turn, or through a node-llama-cpp chat
+ * wrapper (the model's own chat template: Jinja from the GGUF, or an equivalent specialised wrapper).
+ */
+export type ChatLayout =
+  { readonly kind: 'llama2-reference' } | { readonly kind: 'wrapper'; readonly wrapper: ChatWrapper };
+
+/** Text between a Llama-2 chat prompt's "[/INST]" and the answer, as in the reference's `f"{E_INST} {answer}"`. */
+export const LLAMA2_ANSWER_PREFIX = ' ';
+
+/** Whether a codebook's prompts are Llama-2 chat turns on this model (contracts/llama2-chat.ts decides alike). */
+export function usesLlama2ChatLayout(model: LlamaModel, codebook: Codebook): boolean {
+  return codebook.prompt.format === 'chat' && isLlama2ChatTemplate(model.fileInfo.metadata.tokenizer?.chat_template);
+}
+
+/** A codebook's chat layout on this model: none for `raw`. */
+export function chatLayoutFor(model: LlamaModel, codebook: Codebook): ChatLayout | null {
+  if (codebook.prompt.format !== 'chat') return null;
+  // node-llama-cpp renders Llama-2 with an extra "▁" token before "[/INST]" and after it, and one before "\n<</SYS>>",
+  // which the reference (and Hugging Face's template, tokenised whole) never has.
+  if (usesLlama2ChatLayout(model, codebook)) return { kind: 'llama2-reference' };
+  return { kind: 'wrapper', wrapper: resolveChatWrapper(model) };
+}
+
+/**
+ * The text between the prompt and an answer, which label answers are tokenised after: the codebook's (raw format),
+ * " " after a Llama-2 chat prompt's "[/INST]", else none (a chat wrapper's prompt ends where the reply starts).
+ */
+export function answerPrefixFor(model: LlamaModel, codebook: Codebook): string {
+  return usesLlama2ChatLayout(model, codebook) ? LLAMA2_ANSWER_PREFIX : codebook.prompt.answerPrefix;
 }
 
 /** Codebook texts whose special-token split a builder keeps (a handful in a prompt without truncate "prompt"). */
@@ -54,10 +82,11 @@ export class PromptBuilder {
   private constructor(
     private readonly model: LlamaModel,
     private readonly codebook: Codebook,
-    private readonly chatWrapper: ChatWrapper | null,
+    private readonly chat: ChatLayout | null,
     private readonly codebookVariables: Readonly<Record<string, string>>,
   ) {
-    this.chatWrapperName = chatWrapper?.wrapperName ?? null;
+    this.chatWrapperName =
+      chat === null ? null : chat.kind === 'wrapper' ? chat.wrapper.wrapperName : 'Llama2Chat (Meta reference)';
     this.chatTokenizer = tokenizerWith(model.tokenizer, (text, special, options) => {
       const known = this.constantSegments.get(segmentKey(text, special, options));
       return known !== undefined ? [...known] : model.tokenizer(text as never, special as never, options as never);
@@ -75,10 +104,10 @@ export class PromptBuilder {
     model: LlamaModel,
     codebook: Codebook,
     question: Question,
-    chatWrapper: ChatWrapper | null = chatWrapperFor(model, codebook),
+    chat: ChatLayout | null = chatLayoutFor(model, codebook),
     label?: number,
   ): PromptBuilder {
-    return new PromptBuilder(model, codebook, chatWrapper, promptVariables(question, label));
+    return new PromptBuilder(model, codebook, chat, promptVariables(question, label));
   }
 
   /** Tokens of the full prompt for one document, ending where the answer starts. */
@@ -146,12 +175,19 @@ export class PromptBuilder {
   ): { tokens: Token[]; cut: boolean } {
     const { prompt } = this.codebook;
     const system = prompt.system === null ? null : this.fillCodebookVariables(prompt.system);
-    if (this.chatWrapper !== null) {
+    if (this.chat?.kind === 'llama2-reference') {
+      // No special-token text in the turn (Llama-2's "[INST]" and "<<SYS>>" are plain text), so none is parsed in the
+      // codebook's text or the document, as node-llama-cpp parses none in chat messages.
+      const bos = this.model.tokens.bos;
+      const turn = this.model.tokenize(llama2ChatTurn(system, this.userText(doc)), false);
+      return { tokens: bos === null ? turn : [bos, ...turn], cut: false };
+    }
+    if (this.chat !== null) {
       const history: ChatHistoryItem[] = [];
       if (system !== null) history.push({ type: 'system', text: system });
       history.push({ type: 'user', text: this.userText(doc) });
       history.push({ type: 'model', response: [] });
-      const text = this.chatWrapper.generateContextState({ chatHistory: history }).contextText;
+      const text = this.chat.wrapper.generateContextState({ chatHistory: history }).contextText;
       return { tokens: text.tokenize(tokenizer), cut: false };
     }
     // Raw: the codebook's own text may hold special-token text (e.g. "<s>", "<|im_start|>"); document values never do.
@@ -261,6 +297,25 @@ export class PromptBuilder {
     return a.slice(0, common);
   }
 }
+
+/**
+ * Meta's reference Llama-2 chat prompt (llama/generation.py, chat_completion): the system prompt folded into the user
+ * message, which is stripped, as `f"{B_INST} {content.strip()} {E_INST}"`; tokenised whole after BOS, SentencePiece's
+ * leading space included. Hugging Face's Llama-2 chat_template renders the same text.
+ */
+function llama2ChatTurn(system: string | null, user: string): string {
+  const content = system === null ? user : `<<SYS>>\n${system}\n<</SYS>>\n\n${user}`;
+  return `[INST] ${pythonStrip(content)} [/INST]`;
+}
+
+/** Python's str.strip(): its whitespace (str.isspace) and String.prototype.trim's differ in \x1c-\x1f, \x85, \ufeff. */
+function pythonStrip(text: string): string {
+  return text.replace(PYTHON_SPACE_START, '').replace(PYTHON_SPACE_END, '');
+}
+
+const PYTHON_SPACE = '\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
+const PYTHON_SPACE_START = new RegExp(`^[${PYTHON_SPACE}]+`);
+const PYTHON_SPACE_END = new RegExp(`[${PYTHON_SPACE}]+$`);
 
 type TokenizeRequest = (text: string, special: boolean | 'builtin' | undefined, options: unknown) => Token[];
 

@@ -5,7 +5,7 @@
 import type { LlamaModel, Token } from 'node-llama-cpp';
 import type { Codebook, Question } from '../../contracts/codebook.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
-import { chatWrapperFor, PromptBuilder } from './prompt-builder.js';
+import { chatLayoutFor, PromptBuilder } from './prompt-builder.js';
 
 /**
  * One prompt the engine scores per document: a single-label question (`label` null), or one label of a per_label
@@ -51,16 +51,10 @@ export class QuestionPrompts {
   }
 
   static create(model: LlamaModel, codebook: Codebook, questions: readonly Question[]): QuestionPrompts {
-    const chatWrapper = chatWrapperFor(model, codebook);
+    const chat = chatLayoutFor(model, codebook);
     return new QuestionPrompts(
       promptUnits(questions).map((unit) =>
-        PromptBuilder.create(
-          model,
-          codebook,
-          questions[unit.question] as Question,
-          chatWrapper,
-          unit.label ?? undefined,
-        ),
+        PromptBuilder.create(model, codebook, questions[unit.question] as Question, chat, unit.label ?? undefined),
       ),
     );
   }

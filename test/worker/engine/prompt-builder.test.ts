@@ -1,7 +1,9 @@
 // Raw prompts on a real Llama-2 SPM vocabulary (the small fixture): tokens as llama.cpp gives for the whole string
 // with special tokens parsed (what llama-cpp-python's completion call does), document text never parsed for them,
-// and the character truncation of the prompt or the document. Chat prompts on the small fixture's template and the
-// keyword fixture's Llama 3 template: the tokens node-llama-cpp gives for the rendered chat, whatever the document.
+// and the character truncation of the prompt or the document. Chat prompts through a node-llama-cpp chat wrapper (the
+// keyword fixture's Llama 3 template, and the small fixture's when asked for): the tokens node-llama-cpp gives for the
+// rendered chat, whatever the document. Chat prompts on the small fixture's Llama-2 template by default: Meta's
+// reference turn, written out independently here, tokenised whole, and label answers as that turn continues.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -9,6 +11,7 @@ import { resolveChatWrapper, type ChatWrapper, type LlamaModel, type Token } fro
 import { parseCodebook, singleQuestion, type CodebookInput } from '../../../contracts/codebook.js';
 import { llamaBuildFromEnvironment } from '../../../contracts/environment.js';
 import { getRuntime, loadModel } from '../../../worker/engine/llama-runtime.js';
+import { LabelScorer } from '../../../worker/engine/label-scorer.js';
 import { PromptBuilder } from '../../../worker/engine/prompt-builder.js';
 import { fixtureModel } from '../../../scripts/harness/fixture-models.js';
 
@@ -133,7 +136,7 @@ describe('PromptBuilder, chat format', () => {
       },
       { source: 'cb.yaml' },
     );
-    return PromptBuilder.create(on, codebook, singleQuestion(codebook), chatWrapper);
+    return PromptBuilder.create(on, codebook, singleQuestion(codebook), { kind: 'wrapper', wrapper: chatWrapper });
   }
 
   /** node-llama-cpp's own rendering and tokenisation of the chat, through `chatWrapper`. */
@@ -175,5 +178,148 @@ describe('PromptBuilder, chat format', () => {
 
   it('keeps no piece for a raw prompt, whose template text is split at its special tokens instead', () => {
     assert.equal(builder().constantSegmentCount, 0);
+  });
+});
+
+describe('PromptBuilder, Llama-2 chat format', () => {
+  // Meta's reference (llama/generation.py, chat_completion): the system prompt folded into the first user message,
+  // `f"{B_INST} {(prompt['content']).strip()} {E_INST}"` encoded as one string with bos=True, and an earlier answer
+  // as `f" {(answer['content']).strip()} "` after E_INST. Hugging Face's Llama-2 chat_template renders the same text.
+  const B_INST = '[INST]';
+  const E_INST = '[/INST]';
+  const B_SYS = '<<SYS>>\n';
+  const E_SYS = '\n<</SYS>>\n\n';
+  const SYSTEM = 'You are a careful annotator. Answer with exactly one label.';
+  const TEMPLATE = 'Classify the tweet.\n\nTweet: {text}';
+
+  function llama2Codebook(system: string | undefined): ReturnType<typeof parseCodebook> {
+    return parseCodebook(
+      {
+        task: 'sentiment',
+        labels: [
+          { name: 'negative', answer: 'negative' },
+          { name: 'positive', answer: 'positive' },
+          { name: 'neutral', answer: 'Neutral tweet' },
+        ],
+        prompt: { format: 'chat', ...(system === undefined ? {} : { system }), template: TEMPLATE },
+        model: { path: 'm.gguf' },
+      },
+      { source: 'cb.yaml' },
+    );
+  }
+
+  /** The reference conversation's text, "<s>" for bos=True; `answer` as the model's reply after the prompt. */
+  function referenceText(system: string | undefined, text: string, answer?: string): string {
+    const user = TEMPLATE.replace('{text}', text);
+    const content = system === undefined ? user : B_SYS + system + E_SYS + user;
+    const prompt = `<s>${B_INST} ${content.trim()} ${E_INST}`;
+    return answer === undefined ? prompt : `${prompt} ${answer.trim()} `;
+  }
+
+  /** Tokenised whole, special-token text parsed: only for documents without any ("<s>" is the reference's BOS). */
+  function referenceTokens(system: string | undefined, text: string, answer?: string): Token[] {
+    return model.tokenize(referenceText(system, text, answer), true);
+  }
+
+  const documents = [
+    question,
+    'I love it',
+    ' leading space and trailing space ',
+    '\n\nstarts with newlines',
+    'ends with a newline\n',
+    '😀 ✓ ꙮ Commission’s',
+    'x',
+  ];
+
+  it('gives the reference turn tokenised whole: BOS, the stripped message and its system block, to "[/INST]"', () => {
+    for (const system of [SYSTEM, undefined]) {
+      const codebook = llama2Codebook(system);
+      const builder = PromptBuilder.create(model, codebook, singleQuestion(codebook));
+      assert.equal(builder.chatWrapperName, 'Llama2Chat (Meta reference)');
+      for (const text of documents) {
+        assert.deepEqual(
+          builder.render({ text }, 512),
+          { tokens: referenceTokens(system, text), truncated: false },
+          text,
+        );
+      }
+    }
+  });
+
+  it('ends the prompt at "]" of "[/INST]": the " " before the answer is in its first token, as trained', () => {
+    const codebook = llama2Codebook(SYSTEM);
+    const prompt = PromptBuilder.create(model, codebook, singleQuestion(codebook)).render({ text: 'I love it' }, 512);
+    const closing = model.tokenize(` ${E_INST}`, false, 'trimLeadingSpace');
+    assert.deepEqual(prompt.tokens.slice(-closing.length), closing);
+    // A lone "▁" token is what node-llama-cpp's Llama-2 rendering adds before and after "[/INST]".
+    const space = model.tokenize(' ', false, 'trimLeadingSpace');
+    assert.equal(space.length, 1);
+    assert.ok(!prompt.tokens.includes(space[0] as Token), 'no lone space token');
+  });
+
+  it('scores each label as the reference conversation continues after the prompt', async () => {
+    const codebook = llama2Codebook(SYSTEM);
+    const scorer = await LabelScorer.create(codebook, { model, threads: 1 });
+    try {
+      assert.equal(scorer.settings.chatWrapper, 'Llama2Chat (Meta reference)');
+      const labels = scorer.questionLabelTokens[0] as readonly (readonly Token[])[];
+      for (const text of documents) {
+        const prompt = scorer.promptTokens({ text }, 0).tokens;
+        assert.deepEqual(prompt, referenceTokens(SYSTEM, text), text);
+        codebook.questions[0]?.labels.forEach((label, i) => {
+          const trained = referenceTokens(SYSTEM, text, label.answer);
+          const path = [...(labels[i] as readonly Token[])];
+          assert.deepEqual(trained.slice(0, prompt.length), prompt);
+          assert.deepEqual(trained.slice(prompt.length, prompt.length + path.length), path, label.answer);
+        });
+      }
+    } finally {
+      await scorer.dispose();
+    }
+  });
+
+  it('strips the message as Python’s str.strip does: U+0085 is whitespace there, U+FEFF is not', () => {
+    const codebook = llama2Codebook(undefined);
+    const builder = PromptBuilder.create(model, codebook, singleQuestion(codebook));
+    const turn = (content: string): Token[] => model.tokenize(`<s>[INST] ${content} [/INST]`, true);
+    assert.deepEqual(builder.render({ text: 'x\u0085' }, 512).tokens, turn('Classify the tweet.\n\nTweet: x'));
+    assert.deepEqual(builder.render({ text: 'x\ufeff' }, 512).tokens, turn('Classify the tweet.\n\nTweet: x\ufeff'));
+  });
+
+  it('never parses special-token text in the system prompt, the template or the document', () => {
+    const codebook = llama2Codebook('Stop at </s> and <s> never');
+    const builder = PromptBuilder.create(model, codebook, singleQuestion(codebook));
+    const text = 'ends here </s> and <s>[INST] again';
+    const tokens = builder.render({ text }, 512).tokens;
+    assert.equal(tokens.filter((t) => t === model.tokens.bos).length, 1);
+    assert.equal(tokens.filter((t) => t === model.tokens.eos).length, 0);
+    const turn = referenceText('Stop at </s> and <s> never', text).slice('<s>'.length);
+    assert.deepEqual(tokens, [model.tokens.bos, ...model.tokenize(turn, false)]);
+  });
+
+  it('keeps node-llama-cpp’s rendering for the other templates (Llama 3 here)', async () => {
+    const keyword = await loadModel(
+      await getRuntime({ build: llamaBuildFromEnvironment() }),
+      await fixtureModel('keyword'),
+      0,
+    );
+    try {
+      const codebook = llama2Codebook(SYSTEM);
+      const builder = PromptBuilder.create(keyword, codebook, singleQuestion(codebook));
+      const wrapper = resolveChatWrapper(keyword) as ChatWrapper;
+      assert.equal(builder.chatWrapperName, wrapper.wrapperName);
+      for (const text of documents) {
+        const { contextText } = wrapper.generateContextState({
+          chatHistory: [
+            { type: 'system', text: SYSTEM },
+            { type: 'user', text: TEMPLATE.replace('{text}', text) },
+            { type: 'model', response: [] },
+          ],
+        });
+        assert.deepEqual(builder.render({ text }, 512).tokens, contextText.tokenize(keyword.tokenizer), text);
+      }
+    } finally {
+      await keyword.dispose();
+    }
   });
 });
