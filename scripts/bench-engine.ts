@@ -2,16 +2,18 @@
 // (scripts/llama-tools.ts), on the same model and the same prompt tokens, interleaved in rounds:
 // - the engine, serial (1 sequence) and batched, on the prebuilt binary and on `npm run build:llama`'s local build;
 // - llama-server at 1, 2, 4 and 8 slots, each with as many concurrent /completion requests, sent the engine's own
-//   prompt tokens as token arrays (cache_prompt on, so the shared prefix stays in each slot);
+//   prompt tokens as token arrays (cache_prompt on, so the shared prefix stays in each slot), with its host-memory
+//   prompt cache (its default: an identical prompt's state is restored, not evaluated) and without it (--cache-ram 0);
 // - llama-bench pp<tokens per document> at depth <shared prefix>: the ceiling for the engine's tokens/s.
 // Two corpora: unique documents, and the same slices with 30% exact duplicates (--duplicates: copies of earlier
 // documents of the slice, placed by a fixed seed). The engine scores each slice through the shard path, as a run does,
-// so it scores identical texts once; llama-server is sent every copy. Every engine measurement runs in its own process
-// (its own build, its own peak RSS). Results go to bench/results/engine.{json,md}.
+// so it scores identical texts once; llama-server is sent every copy (its prompt cache, when on, restores them).
+// Every engine measurement runs in its own process (its own build, its own peak RSS). Results go to
+// bench/results/engine.{json,md}.
 //
 //   npm run bench:engine [-- --documents 240 --rounds 3 --threads 2 --slots 1,2,4,8 --sequences 4
 //                            --duplicates 0.3 --corpora unique,duplicates --builds prebuilt,local
-//                            --gpu auto|false|cuda --out bench/results]
+//                            --server-prompt-cache on,off --gpu auto|false|cuda --out bench/results]
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -55,6 +57,8 @@ import {
 
 const DOC_TOKENS = 200;
 const WARMUP_DOCUMENTS = 8;
+/** The part-name suffix of llama-server runs with `--cache-ram 0` (no prompt cache in host memory). */
+const SERVER_NO_PROMPT_CACHE = 'prompt cache off';
 
 const INSTRUCTION = `You are an expert annotator working on a study of public opinion on social media. You will read one
 tweet and decide which sentiment it expresses towards its main subject. Follow the codebook strictly.
@@ -317,6 +321,7 @@ async function serverPart(
   slots: number,
   corpus: Corpus,
   round: number,
+  promptCache: boolean,
 ): Promise<PartRun> {
   const port = await freePort();
   const args = llamaServerArgs({
@@ -326,6 +331,7 @@ async function serverPart(
     contextPerSlot: prepared.contextSize,
     flashAttention: prepared.flashAttention,
     port,
+    promptCache,
   });
   const server = spawn(tools.llamaServer, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
@@ -356,7 +362,7 @@ async function serverPart(
     );
     const seconds = (performance.now() - t0) / 1000;
     return {
-      part: 'llama-server',
+      part: promptCache ? 'llama-server' : `llama-server, ${SERVER_NO_PROMPT_CACHE}`,
       build: `bundled source, ${tools.backend}`,
       corpus,
       round,
@@ -483,6 +489,8 @@ interface Options {
   readonly corpora: readonly Corpus[];
   /** Engine builds: "prebuilt" and "auto" (the local build, when one exists). */
   readonly builds: readonly BuildPreference[];
+  /** llama-server with its host-memory prompt cache (its default), without it (`--cache-ram 0`), or both. */
+  readonly serverPromptCache: readonly boolean[];
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -500,6 +508,7 @@ function parseOptions(argv: readonly string[]): Options {
       'bench-repetitions': { type: 'string', default: '20' },
       corpora: { type: 'string', default: 'unique,duplicates' },
       builds: { type: 'string', default: 'prebuilt,local' },
+      'server-prompt-cache': { type: 'string', default: 'on,off' },
     },
   });
   const integer = (name: string, value: string, min: number): number => {
@@ -529,6 +538,10 @@ function parseOptions(argv: readonly string[]): Options {
     builds: values.builds.split(',').map((b) => {
       if (b !== 'prebuilt' && b !== 'local') throw new Error(`--builds ${b}: expected prebuilt and/or local`);
       return b === 'local' ? 'auto' : 'prebuilt';
+    }),
+    serverPromptCache: values['server-prompt-cache'].split(',').map((c) => {
+      if (c !== 'on' && c !== 'off') throw new Error(`--server-prompt-cache ${c}: expected on and/or off`);
+      return c === 'on';
     }),
   };
 }
@@ -597,10 +610,12 @@ async function main(): Promise<void> {
           }
         }
         for (const slots of options.slots) {
-          tasks.push({
-            name: `${corpus}: llama-server, ${slots} slots`,
-            run: async () => [await serverPart(tools, prepared, slots, corpus, round)],
-          });
+          for (const promptCache of options.serverPromptCache) {
+            tasks.push({
+              name: `${corpus}: llama-server, ${slots} slots${promptCache ? '' : `, ${SERVER_NO_PROMPT_CACHE}`}`,
+              run: async () => [await serverPart(tools, prepared, slots, corpus, round, promptCache)],
+            });
+          }
         }
       }
       tasks.push({
@@ -699,6 +714,20 @@ async function writeResults(
         1.4,
       ),
     );
+  // llama-server's prompt cache restores an exact duplicate's state from host memory; without it the server
+  // evaluates every copy, which is what scoring identical texts once is measured against.
+  const serverDupNoCache = best(rows, is(`llama-server, ${SERVER_NO_PROMPT_CACHE}`, 'duplicates'));
+  if (engineDup && serverDupNoCache)
+    ratios.push(
+      ratio(
+        `engine docs/s ÷ llama-server without its prompt cache (best slots), ` +
+          `${options.duplicates * 100}% exact duplicates`,
+        engineDup,
+        serverDupNoCache,
+        'documentsPerSecond',
+        1.4,
+      ),
+    );
   const enginePrebuilt = best(rows, is('engine serial', 'unique', 'prebuilt'));
   if (engineSerial && enginePrebuilt && engineSerial !== enginePrebuilt)
     ratios.push(ratio('engine serial: local build ÷ prebuilt', engineSerial, enginePrebuilt, 'documentsPerSecond', 1));
@@ -738,7 +767,9 @@ async function writeResults(
       `GGML_NATIVE, ${tools.backend}. Same prompt tokens for every tool; flash attention ` +
       `${prepared.flashAttention} everywhere (the engine's setting; llama.cpp resolved it to ` +
       `${prepared.flashAttentionResolved} here) unless a row says otherwise. llama-batched-bench decodes its ` +
-      `sequences without the shared prefix's depth, so its ceiling errs high. ` +
+      `sequences without the shared prefix's depth, so its ceiling errs high. llama-server keeps finished prompts' ` +
+      `states in host memory by default (--cache-ram, 8 GiB) and restores one for an identical prompt; rows marked ` +
+      `"${SERVER_NO_PROMPT_CACHE}" ran with --cache-ram 0. ` +
       `1-minute load average ${Math.min(...loads).toFixed(1)}–${maxLoad.toFixed(1)} during the run.`,
     '',
     ...markdownTable(rows),

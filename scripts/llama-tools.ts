@@ -84,11 +84,17 @@ export function llamaServerArgs(options: {
   readonly contextPerSlot: number;
   readonly flashAttention: FlashAttentionMode;
   readonly port: number;
+  /**
+   * false: `--cache-ram 0`, no prompt cache in host memory. By default llama-server keeps finished prompts' states in
+   * RAM and restores one for a request with the same prompt, so an exact duplicate costs it ~1 evaluated token.
+   */
+  readonly promptCache?: boolean;
 }): string[] {
   return [
     ...['-m', options.model, '-t', String(options.threads), '-tb', String(options.threads)],
     ...['-np', String(options.slots), '-c', String(options.contextPerSlot * options.slots), '-ngl', '0'],
     ...['-fa', options.flashAttention, '--host', '127.0.0.1', '--port', String(options.port)],
+    ...(options.promptCache === false ? ['--cache-ram', '0'] : []),
     '--no-webui',
   ];
 }

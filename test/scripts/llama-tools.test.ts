@@ -79,6 +79,21 @@ describe('tool command lines', () => {
     assert.equal(value('-t'), '2');
     assert.equal(value('-fa'), 'off');
     assert.equal(value('--host'), '127.0.0.1');
+    assert.equal(args.includes('--cache-ram'), false, 'the server’s default prompt cache stays on unless asked');
+  });
+
+  it('turn llama-server’s host-memory prompt cache off when asked', () => {
+    const base = {
+      model: 'm.gguf',
+      threads: 2,
+      slots: 1,
+      contextPerSlot: 768,
+      flashAttention: 'auto',
+      port: 1,
+    } as const;
+    const off = llamaServerArgs({ ...base, promptCache: false });
+    assert.equal(off[off.indexOf('--cache-ram') + 1], '0');
+    assert.equal(llamaServerArgs({ ...base, promptCache: true }).includes('--cache-ram'), false);
   });
 
   it('ask llama-bench for prompt processing only, at the shared prefix’s depth', () => {
