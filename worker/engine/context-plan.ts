@@ -45,6 +45,9 @@ export interface ContextPlan {
   readonly warnings: readonly { readonly message: string; readonly meta: LogMeta }[];
 }
 
+/** The smallest batch the plan asks for, when the context holds it: llama.cpp's default `n_ubatch`. */
+export const PREFERRED_BATCH_TOKENS = 512;
+
 /** Plans the context; fails with CONTEXT_TOO_SMALL when a configured context cannot hold any document at all. */
 export function planContext(codebook: Codebook, measure: PromptMeasure, overrides: ContextOverrides = {}): ContextPlan {
   const sequences = resolveSequences(codebook, overrides.sequences);
@@ -79,7 +82,11 @@ export function planContext(codebook: Codebook, measure: PromptMeasure, override
   // Tails share a decode too: the batch holds every tail slot's longest tail and label path.
   const tailSequences = overrides.tailSequences ?? 0;
   const perTail = (measure.tailTokens ?? 0) + longestLabel;
-  const batchSize = Math.max(perDocument * sequences, prefixLength, tailSequences * perTail);
+  const needs = Math.max(perDocument * sequences, prefixLength, tailSequences * perTail);
+  // At least llama.cpp's default micro-batch, which llama-bench and llama-server run with: the same decode ran 8–10%
+  // slower with the batch sized to the need (325 tokens) than at 512 (bench/results/engine.md). Never more than the
+  // whole context holds; the decodes themselves, and so the results, do not depend on it.
+  const batchSize = Math.max(needs, Math.min(PREFERRED_BATCH_TOKENS, contextSize * (sequences + tailSequences)));
   const threads = overrides.threads ?? codebook.model.threads ?? 0;
   return {
     contextSize,

@@ -4,7 +4,12 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { parseCodebook, type Codebook, type CodebookInput } from '../../../contracts/codebook.js';
 import { RescaleError } from '../../../contracts/errors.js';
-import { CONTEXT_SLACK_TOKENS, planContext, type PromptMeasure } from '../../../worker/engine/context-plan.js';
+import {
+  CONTEXT_SLACK_TOKENS,
+  PREFERRED_BATCH_TOKENS,
+  planContext,
+  type PromptMeasure,
+} from '../../../worker/engine/context-plan.js';
 
 function codebook(model: Partial<CodebookInput['model']> = {}): Codebook {
   return parseCodebook(
@@ -35,14 +40,26 @@ describe('planContext', () => {
   });
 
   it('makes the batch hold a whole group of documents after the prefix in one decode call', () => {
-    assert.equal(planContext(codebook(), measure).batchSize, needed - 40);
-    assert.equal(planContext(codebook({ sequences: 3 }), measure).batchSize, 3 * (needed - 40));
-    assert.equal(planContext(codebook(), measure, { sequences: 4 }).batchSize, 4 * (needed - 40));
+    const long = codebook({ max_document_tokens: 600 });
+    const perDocument = needed + 500 - 40;
+    assert.equal(planContext(long, measure).batchSize, perDocument);
+    assert.equal(planContext(codebook({ max_document_tokens: 600, sequences: 3 }), measure).batchSize, 3 * perDocument);
+    assert.equal(planContext(long, measure, { sequences: 4 }).batchSize, 4 * perDocument);
+  });
+
+  it('asks for at least llama.cpp’s default micro-batch, up to what the whole context holds', () => {
+    // A 300-token prefix in a 700-token context: 400 tokens per document, and the context holds 512.
+    const prefixed: PromptMeasure = { ...measure, sharedPrefixTokens: 300 };
+    assert.equal(planContext(codebook({ context_size: 700 }), prefixed).batchSize, PREFERRED_BATCH_TOKENS);
+    // A context of `needed` tokens × 1 sequence cannot hold 512: the batch is the whole context.
+    assert.equal(planContext(codebook(), measure).batchSize, needed);
+    assert.equal(planContext(codebook(), measure, { sequences: 2 }).batchSize, 2 * needed);
+    assert.equal(planContext(codebook({ context_size: 60 }), measure).batchSize, 60);
   });
 
   it('makes the batch hold at least the shared prefix, evaluated alone', () => {
-    const plan = planContext(codebook({ context_size: 60 }), measure);
-    assert.equal(plan.batchSize, 40);
+    const big: PromptMeasure = { ...measure, sharedPrefixTokens: 700 };
+    assert.equal(planContext(codebook({ context_size: 720 }), big).batchSize, 700);
   });
 
   it('resolves sequences ("auto" is 1) and threads (0 lets llama.cpp choose), overrides first', () => {
