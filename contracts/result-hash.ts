@@ -3,6 +3,7 @@
 
 import { createHash } from 'node:crypto';
 import { canonicalJson, type Codebook } from './codebook.js';
+import { fallbackAsksLabelsThatApply } from './fallback-template.js';
 import { questionLayout } from './question-layout.js';
 
 /** How a run lays out its documents, beyond the codebook: part of the result hash. */
@@ -63,6 +64,9 @@ export function codebookResultHash(
     // that layout (whose hash lacks this) are never mixed with its own on resume.
     ...(questionLayout(codebook).kind === 'document-first' ? { tails: 'together' } : {}),
     ...(fallback === null ? {} : { fallback }),
+    // A routed multi-label question was once asked in the codebook template's words, now which of its labels apply:
+    // answers from then are never resumed into or merged with the new wording's (other codebooks keep their hash).
+    ...(fallback !== null && fallbackAsksLabelsThatApply(codebook) ? { fallbackAsk: 'labels-that-apply' } : {}),
     // Llama-2 chat prompts once went through node-llama-cpp's chat wrapper, whose tokens around "[/INST]" differ
     // from the reference's: results from then are never resumed into or merged with the reference rendering's.
     ...(fingerprints.llama2Chat === true ? { chat: 'llama2-reference' } : {}),

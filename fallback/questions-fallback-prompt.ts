@@ -9,6 +9,7 @@
 import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Label, type Question } from '../contracts/codebook.js';
 import type { DocumentInput } from '../contracts/document-input.js';
 import type { FallbackConfig } from '../contracts/fallback-config.js';
+import { fallbackTemplate } from '../contracts/fallback-template.js';
 import { promptVariables } from '../contracts/prompt-text.js';
 import {
   matchAnswer,
@@ -37,11 +38,8 @@ export class QuestionsFallbackPrompt {
   private readonly tail: readonly TemplatePart[];
   /** Each question's parts of a request, by question index. */
   private readonly parts: readonly QuestionParts[];
-  /**
-   * Whether a multi-label question's part of the template is replaced by its `ask`: the template is the codebook's
-   * (the local model's wording) and its part holds no document variable that would then go missing.
-   */
-  private readonly asksOwnWords: boolean;
+  /** Whether a multi-label question is asked by its `ask` instead of the tail (fallbackTemplate). */
+  private readonly multiLabelOwnWords: boolean;
 
   constructor(
     codebook: Codebook,
@@ -51,14 +49,11 @@ export class QuestionsFallbackPrompt {
     // A system prompt is shared by every question asked together, so per-question variables in it are left empty.
     const system = config.prompt.system ?? codebook.prompt.system;
     this.system = system === null ? null : fill(parseTemplate(system), { text: '' }, {});
-    const parts = parseTemplate(config.prompt.template ?? codebook.prompt.template);
-    const split = parts.findIndex((part) => part.kind === 'var' && perQuestion.includes(part.name));
-    this.head = split < 0 ? parts : parts.slice(0, split);
-    this.tail = split < 0 ? [] : parts.slice(split);
+    const template = fallbackTemplate(codebook, config);
+    this.head = template.head;
+    this.tail = template.tail;
+    this.multiLabelOwnWords = template.multiLabelOwnWords;
     this.parts = questions.map(questionParts);
-    this.asksOwnWords =
-      config.prompt.template === null &&
-      this.tail.every((part) => part.kind === 'text' || perQuestion.includes(part.name));
   }
 
   /** System prompt (if any) and one user message: the document once, each asked question, the answer format. */
@@ -67,7 +62,7 @@ export class QuestionsFallbackPrompt {
       const question = this.question(q);
       const { variables, ask } = this.part(q);
       const own =
-        this.tail.length === 0 || (question.type === 'multi_label' && this.asksOwnWords)
+        this.tail.length === 0 || (question.type === 'multi_label' && this.multiLabelOwnWords)
           ? ask
           : fill(this.tail, doc, variables).trim();
       return `${question.name}: ${own}`;
