@@ -428,8 +428,10 @@ function formatOne(result: CalibrationResult): string {
           `${fixed(sets.fallback.hammingLoss)}, measured on ` +
           (f.source === 'per-document'
             ? `all ${f.documents} labelled documents; each routed document counts with the fallback's own set`
-            : `the ${f.documents} labelled documents it answered (of ${result.documents}); its exact-set accuracy ` +
-              'there stands in for every routed document')
+            : // per-routed-document: a multi-label question's fallback that answered only some documents.
+              `the ${f.documents} labelled documents it answered (of ${result.documents}); where it answered every ` +
+              "routed document (a row with hybrid figures) each counts with the fallback's own set, elsewhere its " +
+              'exact-set accuracy there stands in')
         : f.source === 'per-document'
           ? `fallback accuracy: ${fixed(f.accuracy)} measured on all ${f.documents} labelled documents; each routed ` +
             `document counts with the fallback's own answer`

@@ -143,6 +143,11 @@ export interface ThresholdSweepOptions {
    * 'from-items' to use each routed item's `fallbackCorrect` (the fallback was run on this labelled sample).
    */
   readonly fallbackAccuracy: number | 'from-items';
+  /**
+   * With a number for fallbackAccuracy: a point whose routed items all have a `fallbackCorrect` counts each with its
+   * own outcome instead (a hybrid validation run answered the documents it routed, and only those).
+   */
+  readonly ownOutcomesWhereAnswered?: boolean;
   /** Cost of sending one document to the fallback (any currency). */
   readonly fallbackCostPerDocument: number;
   /** Documents in the corpus the threshold will be applied to. */
@@ -176,6 +181,7 @@ interface ScoredItem {
   readonly score: number;
   readonly correct: boolean;
   readonly fallbackCorrect: boolean;
+  readonly answered: boolean;
 }
 
 function nonNegative(value: number, option: string): number {
@@ -247,7 +253,12 @@ export function thresholdSweep(items: readonly RoutingItem[], options: Threshold
           `labelled item or pass its accuracy as a number`,
       );
     }
-    return { score: certainty(item, rule, i), correct: item.correct, fallbackCorrect: item.fallbackCorrect === true };
+    return {
+      score: certainty(item, rule, i),
+      correct: item.correct,
+      fallbackCorrect: item.fallbackCorrect === true,
+      answered: typeof item.fallbackCorrect === 'boolean',
+    };
   });
   // Most certain first: raising the oriented threshold routes items from the end of this list.
   scored.sort((a, b) => b.score - a.score);
@@ -270,12 +281,14 @@ export function thresholdSweep(items: readonly RoutingItem[], options: Threshold
   // Prefix sums over the certainty-sorted list: kept items are a prefix.
   const keptCorrect = new Array<number>(n + 1).fill(0);
   const fallbackCorrectFromEnd = new Array<number>(n + 1).fill(0);
+  const unansweredFromEnd = new Array<number>(n + 1).fill(0);
   for (let i = 0; i < n; i++) {
     keptCorrect[i + 1] = (keptCorrect[i] as number) + ((scored[i] as ScoredItem).correct ? 1 : 0);
   }
   for (let i = n - 1; i >= 0; i--) {
     fallbackCorrectFromEnd[i] =
       (fallbackCorrectFromEnd[i + 1] as number) + ((scored[i] as ScoredItem).fallbackCorrect ? 1 : 0);
+    unansweredFromEnd[i] = (unansweredFromEnd[i + 1] as number) + ((scored[i] as ScoredItem).answered ? 0 : 1);
   }
 
   const points: ThresholdPoint[] = [];
@@ -284,10 +297,11 @@ export function thresholdSweep(items: readonly RoutingItem[], options: Threshold
     while (kept > 0 && (scored[kept - 1] as ScoredItem).score < t) kept--;
     const routed = n - kept;
     const correctKept = keptCorrect[kept] as number;
+    const ownOutcomes = fromItems || (options.ownOutcomesWhereAnswered === true && unansweredFromEnd[kept] === 0);
     const fallbackAccuracy =
       routed === 0
         ? null
-        : fromItems
+        : ownOutcomes
           ? (fallbackCorrectFromEnd[kept] as number) / routed
           : (options.fallbackAccuracy as number);
     const routedShare = routed / n;

@@ -170,6 +170,7 @@ export function calibrateLabelSets(
     items,
     { predictions: predictions.file, gold: gold.file, coverage: join.coverage },
     options,
+    true,
   );
   const low = keepsLowScores(rule);
   const all = scored.map((_, i) => i);

@@ -46,9 +46,10 @@ export interface CalibrateOptions {
 export interface FallbackAccuracyUsed {
   /**
    * assumed: a given number; per-document: the fallback's own label for every labelled document; sample: its accuracy
-   * on those it labelled.
+   * on those it labelled; per-routed-document (multi-label questions): each routed document's own outcome at the
+   * thresholds whose routed documents it all answered (a hybrid run's own routing and below), else as sample.
    */
-  readonly source: 'assumed' | 'per-document' | 'sample';
+  readonly source: 'assumed' | 'per-document' | 'sample' | 'per-routed-document';
   readonly accuracy: number;
   /** Labelled documents the fallback's accuracy was measured on (0 when assumed). */
   readonly documents: number;
@@ -192,19 +193,24 @@ export function calibrateRouting(
   return calibrateItems(items, { predictions: predictions.file, gold: gold.file, coverage: join.coverage }, options);
 }
 
-/** The calibration of scored items (each with its local correctness and the rule's score). */
+/**
+ * The calibration of scored items (each with its local correctness and the rule's score). `perRoutedDocument`: a
+ * fallback that answered only some items counts with their own outcomes where it answered every routed one.
+ */
 export function calibrateItems(
   items: readonly (RoutingItem & CalibrationItem)[],
   files: { readonly predictions: string; readonly gold: string; readonly coverage: JoinCoverage },
   options: CalibrateOptions,
+  perRoutedDocument = false,
 ): CalibrationResult {
   const rule = options.rule ?? 'confidence';
-  const fallback = fallbackAccuracy(options.fallback, items);
+  const fallback = fallbackAccuracy(options.fallback, items, perRoutedDocument);
   const corpusSize = options.corpusSize ?? items.length;
   const cost = options.costPerDocument ?? 1;
   const sweepOptions = {
     rule,
     fallbackAccuracy: fallback.source === 'per-document' ? ('from-items' as const) : fallback.accuracy,
+    ...(fallback.source === 'per-routed-document' ? { ownOutcomesWhereAnswered: true } : {}),
     fallbackCostPerDocument: cost,
     corpusSize,
   };
@@ -271,7 +277,11 @@ function fallbackLabelsFor(evidence: FallbackEvidence, gold: GoldLabels): Map<st
   return out;
 }
 
-function fallbackAccuracy(evidence: FallbackEvidence, items: readonly RoutingItem[]): FallbackAccuracyUsed {
+function fallbackAccuracy(
+  evidence: FallbackEvidence,
+  items: readonly RoutingItem[],
+  perRoutedDocument: boolean,
+): FallbackAccuracyUsed {
   if (evidence.kind === 'assumed') {
     if (!(evidence.accuracy >= 0 && evidence.accuracy <= 1)) {
       throw new RescaleError(
@@ -285,8 +295,9 @@ function fallbackAccuracy(evidence: FallbackEvidence, items: readonly RoutingIte
   const accuracy = covered.filter((i) => i.fallbackCorrect === true).length / covered.length;
   return {
     // Every document labelled by the fallback: use each one's own outcome, which keeps the correlation between the
-    // local model's doubt and the fallback's difficulty; else its accuracy on the sample stands in for all.
-    source: covered.length === items.length ? 'per-document' : 'sample',
+    // local model's doubt and the fallback's difficulty; else its accuracy on the sample stands in for all (or, per
+    // routed document, only where some routed document lacks an answer).
+    source: covered.length === items.length ? 'per-document' : perRoutedDocument ? 'per-routed-document' : 'sample',
     accuracy,
     documents: covered.length,
     file: path.resolve(evidence.predictions.file),

@@ -56,6 +56,30 @@ async function fallbackRun(dir: string, ids: readonly number[] = DOCS.map((d) =>
   );
 }
 
+/** A validation run with the fallback that routed `routed` (by id): `tags__fallback_labels` null elsewhere. */
+async function hybridRun(dir: string, routed: readonly number[]): Promise<string> {
+  return writeRowsParquet(
+    path.join(dir, 'hybrid.parquet'),
+    {
+      id: 'BIGINT',
+      status: 'VARCHAR',
+      tags__labels: 'VARCHAR[]',
+      tags__local_labels: 'VARCHAR[]',
+      tags__fallback_labels: 'VARCHAR[]',
+      tags__confidence: 'DOUBLE',
+    },
+    DOCS.map((d) => ({
+      id: d.id,
+      status: 'ok',
+      tags__labels: [...(routed.includes(d.id) ? d.fallback : d.local)],
+      tags__local_labels: [...d.local],
+      tags__fallback_labels: routed.includes(d.id) ? [...d.fallback] : null,
+      tags__confidence: d.confidence,
+    })),
+    { 'rescale.questions': QUESTIONS },
+  );
+}
+
 const options = (local: string, gold: string, fallback: string): CalibrateCommandOptions => ({
   predictions: local,
   gold,
@@ -138,31 +162,9 @@ describe('rescale calibrate --fallback-predictions on a multi-label question', (
     await withTempDir(async (dir) => {
       const { local, gold } = await files(dir);
       // The validation run routed documents 2 and 3 only: the fallback's sets are null elsewhere.
-      const hybrid = await writeRowsParquet(
-        path.join(dir, 'hybrid.parquet'),
-        {
-          id: 'BIGINT',
-          status: 'VARCHAR',
-          tags__labels: 'VARCHAR[]',
-          tags__local_labels: 'VARCHAR[]',
-          tags__fallback_labels: 'VARCHAR[]',
-          tags__confidence: 'DOUBLE',
-        },
-        DOCS.map((d) => {
-          const routed = d.id === 2 || d.id === 3;
-          return {
-            id: d.id,
-            status: 'ok',
-            tags__labels: [...(routed ? d.fallback : d.local)],
-            tags__local_labels: [...d.local],
-            tags__fallback_labels: routed ? [...d.fallback] : null,
-            tags__confidence: d.confidence,
-          };
-        }),
-        { 'rescale.questions': QUESTIONS },
-      );
+      const hybrid = await hybridRun(dir, [2, 3]);
       const result = (await runCalibrate(options(local, gold, hybrid))) as CalibrationResult;
-      assert.deepEqual([result.fallback.source, result.fallback.documents], ['sample', 2]);
+      assert.deepEqual([result.fallback.source, result.fallback.documents], ['per-routed-document', 2]);
       close(result.fallback.accuracy, 1 / 2, 'fallback exact-set accuracy on 2 and 3');
       // Routing 3 and 4: local right on 1 kept, half of the two routed: (1 + 2 · 1/2) / 4. The fallback answered 3
       // of the routed documents only, so the hybrid's own figures are not known.
@@ -171,7 +173,39 @@ describe('rescale calibrate --fallback-predictions on a multi-label question', (
       close(result.table[1]?.hybridAccuracy, 2 / 4, 'hybrid exact-set at 0.75');
       assert.deepEqual([row?.fallback?.documents, row?.fallback?.exactMatch, row?.fallback?.jaccard], [1, 0, 1 / 2]);
       assert.equal(row?.hybrid, null);
-      assert.match(formatCalibration(result), /its exact-set accuracy there stands in for every routed document/);
+      assert.match(formatCalibration(result), /elsewhere its exact-set accuracy there stands in/);
+    });
+  });
+
+  it('a hybrid run’s routed documents count with their own sets at the thresholds routing no others', async () => {
+    await withTempDir(async (dir) => {
+      const { local, gold } = await files(dir);
+      // The validation run routed below 0.75: documents 3 (the fallback wrong) and 4 (right), half right.
+      const hybrid = await hybridRun(dir, [3, 4]);
+      const result = (await runCalibrate(options(local, gold, hybrid))) as CalibrationResult;
+      assert.deepEqual([result.fallback.source, result.fallback.documents], ['per-routed-document', 2]);
+      close(result.fallback.accuracy, 1 / 2, 'fallback exact-set accuracy on 3 and 4');
+      // t = 0.65 routes 4, answered and right: (1 kept right + 1) / 4, not the sample's (1 + 1/2) / 4. t = 0.75
+      // routes 3 and 4, one right: (1 + 1) / 4. t = 0.85 also routes 2, which the fallback did not answer: its
+      // accuracy on 3 and 4 stands in, (1 + 3 · 1/2) / 4.
+      assert.deepEqual(
+        result.table.slice(0, 3).map((p) => [p.threshold, p.routed, p.fallbackAccuracy]),
+        [
+          [0.65, 1, 1],
+          [0.75, 2, 1 / 2],
+          [0.85, 3, 1 / 2],
+        ],
+      );
+      [2 / 4, 2 / 4, 2.5 / 4].forEach((want, i) => close(result.table[i]?.hybridAccuracy, want, `row ${i} hybrid`));
+      // Where every routed document was answered, the point's accuracy is the hybrid's exact-set match.
+      const rows = result.labelSets?.table ?? [];
+      close(rows[0]?.hybrid?.exactMatch, 2 / 4, 't = 0.65 hybrid exact-set (labelSets)');
+      close(rows[1]?.hybrid?.exactMatch, 2 / 4, 't = 0.75 hybrid exact-set (labelSets)');
+      assert.equal(rows[2]?.hybrid, null);
+      assert.match(
+        formatCalibration(result),
+        /measured on the 2 labelled documents it answered \(of 4\); where it answered every routed document/,
+      );
     });
   });
 
