@@ -162,8 +162,12 @@ function calibratePooled(options: CalibrateCommandOptions, parts: readonly Evide
  */
 async function setsColumn(options: CalibrateCommandOptions, question: { name: string }): Promise<string> {
   const columns = (await readParquetTable(options.gold, '--gold', [])).columnNames;
-  const sets = `${question.name}__labels`;
-  return !columns.includes(question.name) && columns.includes(sets) ? sets : question.name;
+  return firstColumn(columns, [question.name, `${question.name}__labels`]) ?? question.name;
+}
+
+/** The first of `candidates` that `columns` holds; undefined when none. */
+function firstColumn(columns: readonly string[], candidates: readonly string[]): string | undefined {
+  return candidates.find((c) => columns.includes(c));
 }
 
 /**
@@ -182,7 +186,7 @@ async function calibrateMultiLabel(
   const table = await readParquetTable(options.predictions, '--predictions', [
     { name: `${q}__unscored_mass`, optional: true },
   ]);
-  const localColumn = table.columnNames.includes(`${q}__local_labels`) ? `${q}__local_labels` : `${q}__labels`;
+  const localColumn = firstColumn(table.columnNames, [`${q}__local_labels`]) ?? `${q}__labels`;
   const predictions = await readPredictions(options.predictions, '--predictions', localColumn, q);
   const unscored = table.columns.get(`${q}__unscored_mass`);
   return calibrateLabelSets(gold, predictions, {
@@ -206,7 +210,7 @@ async function calibrateMultiLabel(
 /** The fallback's label sets for question `q`: `<q>__fallback_labels` (a hybrid run's) when the file has it. */
 async function fallbackLabelSets(file: string, q: string): Promise<Predictions> {
   const columns = (await readParquetTable(file, '--fallback-predictions', [])).columnNames;
-  const column = [`${q}__fallback_labels`, `${q}__labels`].find((c) => columns.includes(c));
+  const column = firstColumn(columns, [`${q}__fallback_labels`, `${q}__labels`]);
   if (column === undefined) {
     throw new RescaleError(
       'COLUMN_MISSING',

@@ -76,9 +76,6 @@ function fallbackSetsByGoldRow(
   return out;
 }
 
-const sameSet = (a: readonly string[], b: readonly string[]): boolean =>
-  new Set(a).size === new Set(b).size && a.every((l) => b.includes(l));
-
 export function calibrateLabelSets(
   gold: GoldLabels,
   predictions: Predictions,
@@ -151,14 +148,6 @@ export function calibrateLabelSets(
   }
   const encoded = encodeLabelSets(goldKept, predictedKept, options.labels);
   const fallbackAt = (i: number): string[] | null => fallbackKept[i] ?? null;
-  const items: (RoutingItem & CalibrationItem)[] = scored.map((s, i) => ({
-    // Equal sets share a distinct-set id: exact-set match.
-    correct: encoded.goldSet[i] === encoded.predictedSet[i],
-    confidence: s.confidence,
-    margin: predictions.margin?.[s.row] ?? null,
-    unscoredMass: options.unscoredMass?.[s.row] ?? null,
-    fallbackCorrect: fallbackAt(i) === null ? null : sameSet(goldKept[i] as string[], fallbackAt(i) as string[]),
-  }));
   if (fallback !== null && fallbackKept.every((set) => set === null)) {
     throw new RescaleError(
       'INPUT_INVALID',
@@ -166,13 +155,6 @@ export function calibrateLabelSets(
         `the labelled documents the local model scored for question ${q}; run the fallback on the same documents`,
     );
   }
-  const result = calibrateItems(
-    items,
-    { predictions: predictions.file, gold: gold.file, coverage: join.coverage },
-    options,
-    true,
-  );
-  const low = keepsLowScores(rule);
   const all = scored.map((_, i) => i);
   // The fallback's sets against gold on the documents it answered (positions into `answered`'s encoding).
   const answered = fallbackSets === null ? null : all.filter((i) => fallbackAt(i) !== null);
@@ -185,6 +167,27 @@ export function calibrateLabelSets(
           options.labels,
         );
   const answeredAt = new Map((answered ?? []).map((i, j) => [i, j]));
+  const items: (RoutingItem & CalibrationItem)[] = scored.map((s, i) => {
+    const j = answeredAt.get(i);
+    return {
+      // Equal sets share a distinct-set id: exact-set match.
+      correct: encoded.goldSet[i] === encoded.predictedSet[i],
+      confidence: s.confidence,
+      margin: predictions.margin?.[s.row] ?? null,
+      unscoredMass: options.unscoredMass?.[s.row] ?? null,
+      fallbackCorrect:
+        fallbackEncoded === null || j === undefined
+          ? null
+          : fallbackEncoded.goldSet[j] === fallbackEncoded.predictedSet[j],
+    };
+  });
+  const result = calibrateItems(
+    items,
+    { predictions: predictions.file, gold: gold.file, coverage: join.coverage },
+    options,
+    true,
+  );
+  const low = keepsLowScores(rule);
   /** The fallback on the routed documents it answered; the hybrid on all when it answered every routed one. */
   const fallbackQuality = (
     kept: readonly number[],
