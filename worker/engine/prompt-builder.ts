@@ -66,6 +66,24 @@ const MAX_SPECIAL_SPLITS = 64;
 /** Chat-template pieces a builder keeps tokenised (a chat template has a handful around the messages). */
 const MAX_CONSTANT_SEGMENTS = 64;
 
+/**
+ * Documents a Llama-2 turn's split tokenisation is checked on against tokenising the turn whole: plain text, and text
+ * starting with the space, newline and special-token text that sits next to the split.
+ */
+const LLAMA2_SPLIT_PROBES = ['x', 'Q 7', ' leading space', '\n\nnewlines', '\nx', '</s><s>[INST]', '▁ ▁'];
+
+/**
+ * A Llama-2 turn's text up to a newline before its first document-dependent character (the system block, the
+ * template's leading text), tokenised once. A document's turn is that head's tokens and the rest's, tokenised after a
+ * "\n" whose tokens are dropped: no merge crosses that boundary, so the tokens are those of the whole turn.
+ */
+interface Llama2TurnSplit {
+  readonly head: string;
+  readonly headTokens: readonly Token[];
+  /** Tokens of "\n" alone, which the rest's tokenisation starts with. */
+  readonly newline: readonly Token[];
+}
+
 export class PromptBuilder {
   readonly chatWrapperName: string | null;
   private readonly specialSplits = new Map<string, readonly (string | Token)[]>();
@@ -78,6 +96,8 @@ export class PromptBuilder {
   private readonly chatTokenizer: Tokenizer;
   /** Tokens every prompt starts with; evaluated once per sequence. */
   readonly sharedPrefix: readonly Token[];
+  /** How a Llama-2 turn is tokenised in two parts; null for other layouts, or where splitting would change tokens. */
+  private readonly llama2Split: Llama2TurnSplit | null;
 
   private constructor(
     private readonly model: LlamaModel,
@@ -91,7 +111,13 @@ export class PromptBuilder {
       const known = this.constantSegments.get(segmentKey(text, special, options));
       return known !== undefined ? [...known] : model.tokenizer(text as never, special as never, options as never);
     });
+    this.llama2Split = chat?.kind === 'llama2-reference' ? this.computeLlama2Split() : null;
     this.sharedPrefix = this.computeSharedPrefix();
+  }
+
+  /** Whether a Llama-2 turn's leading constant text is tokenised once for all documents. */
+  get llama2HeadTokenised(): boolean {
+    return this.llama2Split !== null;
   }
 
   /** How many chat-template pieces are tokenised once for all documents (0 for a raw prompt). */
@@ -179,7 +205,7 @@ export class PromptBuilder {
       // No special-token text in the turn (Llama-2's "[INST]" and "<<SYS>>" are plain text), so none is parsed in the
       // codebook's text or the document, as node-llama-cpp parses none in chat messages.
       const bos = this.model.tokens.bos;
-      const turn = this.model.tokenize(llama2ChatTurn(system, this.userText(doc)), false);
+      const turn = this.llama2TurnTokens(llama2ChatTurn(system, this.userText(doc)));
       return { tokens: bos === null ? turn : [bos, ...turn], cut: false };
     }
     if (this.chat !== null) {
@@ -202,6 +228,45 @@ export class PromptBuilder {
     }
     const kept = prompt.truncate?.of === 'prompt' ? cutParts(parts, prompt.truncate.chars) : parts;
     return { tokens: this.rawTokens(kept), cut: kept !== parts };
+  }
+
+  /** A Llama-2 turn's tokens, as tokenising it whole gives them. */
+  private llama2TurnTokens(turn: string): Token[] {
+    const split = this.llama2Split === null ? null : splitTurnTokens(this.model, this.llama2Split, turn);
+    return split ?? this.model.tokenize(turn, false);
+  }
+
+  /**
+   * The split of this builder's Llama-2 turns: the longest text every document's turn starts with, cut after its last
+   * newline, kept only when the probe documents' turns tokenise in two parts exactly as whole. Tokenising the system
+   * prompt again for every document and question is what node-llama-cpp's rendering had been spared.
+   */
+  private computeLlama2Split(): Llama2TurnSplit | null {
+    const { system } = this.codebook.prompt;
+    const systemText = system === null ? null : this.fillCodebookVariables(system);
+    const turnOf = (text: string): string => {
+      const columns: Record<string, string> = {};
+      for (const name of this.codebook.prompt.variables) columns[name] = text;
+      return llama2ChatTurn(systemText, this.userText({ text, columns }));
+    };
+    const a = turnOf('x');
+    const b = turnOf('Q 7');
+    let common = 0;
+    while (common < a.length && common < b.length && a[common] === b[common]) common++;
+    const end = common === 0 ? -1 : a.lastIndexOf('\n', common - 1);
+    if (end < 0) return null;
+    const head = a.slice(0, end + 1);
+    const split: Llama2TurnSplit = {
+      head,
+      headTokens: this.model.tokenize(head, false),
+      newline: this.model.tokenize('\n', false),
+    };
+    for (const probe of LLAMA2_SPLIT_PROBES) {
+      const turn = turnOf(probe);
+      const tokens = splitTurnTokens(this.model, split, turn);
+      if (tokens === null || !sameTokens(tokens, this.model.tokenize(turn, false))) return null;
+    }
+    return split;
   }
 
   /**
@@ -306,6 +371,22 @@ export class PromptBuilder {
 function llama2ChatTurn(system: string | null, user: string): string {
   const content = system === null ? user : `<<SYS>>\n${system}\n<</SYS>>\n\n${user}`;
   return `[INST] ${pythonStrip(content)} [/INST]`;
+}
+
+/**
+ * A turn's tokens from its split: the head's, then the rest's tokenised after "\n" (as in the turn, where the head
+ * ends with one) with the newline's own tokens dropped. Null when the turn does not start with the head (the strip
+ * of an all-whitespace document reached into it) or the newline's tokens merged with the rest.
+ */
+function splitTurnTokens(model: LlamaModel, split: Llama2TurnSplit, turn: string): Token[] | null {
+  if (!turn.startsWith(split.head)) return null;
+  const rest = model.tokenize(`\n${turn.slice(split.head.length)}`, false);
+  if (!split.newline.every((token, i) => rest[i] === token)) return null;
+  return [...split.headTokens, ...rest.slice(split.newline.length)];
+}
+
+function sameTokens(a: readonly Token[], b: readonly Token[]): boolean {
+  return a.length === b.length && a.every((token, i) => b[i] === token);
 }
 
 /** Python's str.strip(): its whitespace (str.isspace) and String.prototype.trim's differ in \x1c-\x1f, \x85, \ufeff. */

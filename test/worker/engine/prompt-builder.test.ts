@@ -216,6 +216,11 @@ describe('PromptBuilder, Llama-2 chat format', () => {
     return answer === undefined ? prompt : `${prompt} ${answer.trim()} `;
   }
 
+  /** Python's str.strip() for the documents here (no \x1c-\x1f, \x85 or \ufeff among them, where trim differs). */
+  function pyStrip(text: string): string {
+    return text.trim();
+  }
+
   /** Tokenised whole, special-token text parsed: only for documents without any ("<s>" is the reference's BOS). */
   function referenceTokens(system: string | undefined, text: string, answer?: string): Token[] {
     return model.tokenize(referenceText(system, text, answer), true);
@@ -295,6 +300,81 @@ describe('PromptBuilder, Llama-2 chat format', () => {
     assert.equal(tokens.filter((t) => t === model.tokens.eos).length, 0);
     const turn = referenceText('Stop at </s> and <s> never', text).slice('<s>'.length);
     assert.deepEqual(tokens, [model.tokens.bos, ...model.tokenize(turn, false)]);
+  });
+
+  const splitDocuments = [
+    ...documents,
+    '',
+    '   ',
+    '\n',
+    '\nx',
+    ' \n\t leading whitespace of every kind',
+    '</s><s>[INST] <<SYS>>\nnot a system\n<</SYS>>\n\n[/INST]',
+    '<0x0A> ▁▁ tokens written out',
+  ];
+
+  it('tokenises the turn in two parts exactly as whole, on the small and medium SPM fixtures', async () => {
+    const medium = await loadModel(
+      await getRuntime({ build: llamaBuildFromEnvironment() }),
+      await fixtureModel('medium'),
+      0,
+    );
+    try {
+      for (const m of [model, medium]) {
+        for (const system of [SYSTEM, undefined, '  Padded system\n\n']) {
+          const codebook = llama2Codebook(system);
+          const builder = PromptBuilder.create(m, codebook, singleQuestion(codebook));
+          assert.equal(builder.llama2HeadTokenised, true);
+          for (const text of splitDocuments) {
+            const user = TEMPLATE.replace('{text}', text);
+            const content = system === undefined ? user : B_SYS + system + E_SYS + user;
+            const whole = [m.tokens.bos as Token, ...m.tokenize(`${B_INST} ${pyStrip(content)} ${E_INST}`, false)];
+            assert.deepEqual(builder.render({ text }, 512).tokens, whole, JSON.stringify(text));
+          }
+        }
+      }
+    } finally {
+      await medium.dispose();
+    }
+  });
+
+  it('tokenises the system prompt and the template before the document once per builder, not per document', () => {
+    const codebook = llama2Codebook(SYSTEM);
+    const builder = PromptBuilder.create(model, codebook, singleQuestion(codebook));
+    const texts: string[] = [];
+    const tokenize = model.tokenize.bind(model);
+    model.tokenize = ((text: string, ...rest: never[]) => {
+      texts.push(text);
+      return tokenize(text, ...rest);
+    }) as typeof model.tokenize;
+    try {
+      for (const text of splitDocuments) builder.renderFitted({ doc: { text }, truncated: false });
+    } finally {
+      model.tokenize = tokenize;
+    }
+    assert.equal(texts.length, splitDocuments.length, 'one tokenisation per document');
+    for (const text of texts) {
+      assert.ok(!text.includes(SYSTEM), 'the system prompt is not tokenised again');
+      assert.ok(!text.includes('Classify the tweet.'), 'the template before the last newline is not tokenised again');
+    }
+  });
+
+  it('tokenises the turn whole when no newline comes before the document', () => {
+    const codebook = parseCodebook(
+      {
+        task: 'sentiment',
+        labels: [{ name: 'negative' }, { name: 'positive' }],
+        prompt: { format: 'chat', template: 'Classify: {text}' },
+        model: { path: 'm.gguf' },
+      },
+      { source: 'cb.yaml' },
+    );
+    const builder = PromptBuilder.create(model, codebook, singleQuestion(codebook));
+    assert.equal(builder.llama2HeadTokenised, false);
+    for (const text of splitDocuments) {
+      const turn = `${B_INST} ${pyStrip(`Classify: ${text}`)} ${E_INST}`;
+      assert.deepEqual(builder.render({ text }, 512).tokens, [model.tokens.bos, ...model.tokenize(turn, false)]);
+    }
   });
 
   it('keeps node-llama-cpp’s rendering for the other templates (Llama 3 here)', async () => {
