@@ -389,14 +389,34 @@ function sameTokens(a: readonly Token[], b: readonly Token[]): boolean {
   return a.length === b.length && a.every((token, i) => b[i] === token);
 }
 
-/** Python's str.strip(): its whitespace (str.isspace) and String.prototype.trim's differ in \x1c-\x1f, \x85, \ufeff. */
+/**
+ * Python's str.strip(): its whitespace (str.isspace) and String.prototype.trim's differ in \x1c-\x1f, \x85, \ufeff.
+ * Scans from each end: a `\s+$`-style regex retries from every start of a long whitespace run inside the text.
+ */
 function pythonStrip(text: string): string {
-  return text.replace(PYTHON_SPACE_START, '').replace(PYTHON_SPACE_END, '');
+  let start = 0;
+  while (start < text.length && isPythonSpace(text.charCodeAt(start))) start++;
+  let end = text.length;
+  while (end > start && isPythonSpace(text.charCodeAt(end - 1))) end--;
+  return text.slice(start, end);
 }
 
-const PYTHON_SPACE = '\\t\\n\\v\\f\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000';
-const PYTHON_SPACE_START = new RegExp(`^[${PYTHON_SPACE}]+`);
-const PYTHON_SPACE_END = new RegExp(`[${PYTHON_SPACE}]+$`);
+/** Python's str.isspace for one UTF-16 unit (its whitespace is all in the BMP). */
+function isPythonSpace(code: number): boolean {
+  return (
+    (code >= 0x09 && code <= 0x0d) ||
+    (code >= 0x1c && code <= 0x20) ||
+    code === 0x85 ||
+    code === 0xa0 ||
+    code === 0x1680 ||
+    (code >= 0x2000 && code <= 0x200a) ||
+    code === 0x2028 ||
+    code === 0x2029 ||
+    code === 0x202f ||
+    code === 0x205f ||
+    code === 0x3000
+  );
+}
 
 type TokenizeRequest = (text: string, special: boolean | 'builtin' | undefined, options: unknown) => Token[];
 

@@ -291,6 +291,19 @@ describe('PromptBuilder, Llama-2 chat format', () => {
     assert.deepEqual(builder.render({ text: 'x\ufeff' }, 512).tokens, turn('Classify the tweet.\n\nTweet: x\ufeff'));
   });
 
+  it('strips a document with a long whitespace run inside it and at its end', () => {
+    const codebook = llama2Codebook(undefined);
+    const builder = PromptBuilder.create(model, codebook, singleQuestion(codebook));
+    const run = ' '.repeat(50_000);
+    const turn = (content: string): Token[] => [
+      model.tokens.bos as Token,
+      ...model.tokenize(`[INST] ${content} [/INST]`, false),
+    ];
+    const prompt = (text: string): Token[] => builder.renderFitted({ doc: { text }, truncated: false }).tokens;
+    assert.deepEqual(prompt(`a${run}b`), turn(`Classify the tweet.\n\nTweet: a${run}b`));
+    assert.deepEqual(prompt(`a${run}b${run}\u0085\u3000`), turn(`Classify the tweet.\n\nTweet: a${run}b`));
+  });
+
   it('never parses special-token text in the system prompt, the template or the document', () => {
     const codebook = llama2Codebook('Stop at </s> and <s> never');
     const builder = PromptBuilder.create(model, codebook, singleQuestion(codebook));
