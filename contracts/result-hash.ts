@@ -22,8 +22,8 @@ export interface ModelFingerprints {
   readonly model: string;
   readonly adapters: readonly string[];
   /**
-   * The codebook's prompts are Llama-2 chat turns (usesLlama2Chat), rendered as Meta's reference does since that
-   * replaced node-llama-cpp's rendering; absent or false leaves the hash as it was.
+   * The codebook's prompts are Llama-2 chat turns (usesLlama2Chat), rendered and answered as Meta's reference does
+   * since that replaced node-llama-cpp's rendering; absent or false leaves the hash as it was.
    */
   readonly llama2Chat?: boolean;
 }
@@ -68,8 +68,9 @@ export function codebookResultHash(
     // answers from then are never resumed into or merged with the new wording's (other codebooks keep their hash).
     ...(fallback !== null && fallbackAsksLabelsThatApply(codebook) ? { fallbackAsk: 'labels-that-apply' } : {}),
     // Llama-2 chat prompts once went through node-llama-cpp's chat wrapper, whose tokens around "[/INST]" differ
-    // from the reference's: results from then are never resumed into or merged with the reference rendering's.
-    ...(fingerprints.llama2Chat === true ? { chat: 'llama2-reference' } : {}),
+    // from the reference's, then (marker 'llama2-reference') ended a label that is a prefix of another with EOS right
+    // after the answer instead of the reference's " " and EOS: results of either are never resumed into or merged.
+    ...(fingerprints.llama2Chat === true ? { chat: 'llama2-reference-2' } : {}),
   };
   return createHash('sha256').update(canonicalJson(identity)).digest('hex');
 }

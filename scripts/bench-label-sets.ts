@@ -62,7 +62,7 @@ try {
       answers: DATAVERSE_SUBJECTS,
       syntax,
       answerPrefix: ' ',
-      chat: false,
+      end: 'text',
       field: 'multi_label',
     });
     const rows: string[] = [];

@@ -75,4 +75,12 @@ describe('usesLlama2Chat and the result hash', () => {
     assert.equal(codebookResultHash(codebook, { ...fp, llama2Chat: false }, { sequences: 1 }), before);
     assert.notEqual(codebookResultHash(codebook, { ...fp, llama2Chat: true }, { sequences: 1 }), before);
   });
+
+  it('changes the hash again for the reference answer end: results ending labels with bare EOS not resumed', () => {
+    const codebook = codebookOn('/m.gguf', 'chat');
+    // This codebook's hash while a label that is a prefix of another ended with EOS straight after the answer.
+    const eosAfterAnswer = 'd0c85d83ce310cbdc42fa9bdb8ad9f2ca96acf16d56619b366c65448efb7a604';
+    const hash = codebookResultHash(codebook, { model: 'm', adapters: [], llama2Chat: true }, { sequences: 1 });
+    assert.notEqual(hash, eosAfterAnswer);
+  });
 });

@@ -12,7 +12,7 @@ import { walkInLockstep, type AnswerWalk, type ReadRequest } from './answer-walk
 import type { DecodeStrategy } from './decode-strategy.js';
 import { answerTerminator, type GroupDocument } from './label-trie-scorer.js';
 import { LabelSetTrie, type SetTrieNode } from './label-set-trie.js';
-import { answerPrefixFor } from './prompt-builder.js';
+import { answerEndFor, answerPrefixFor, type AnswerEnd } from './prompt-builder.js';
 import type { SequencePool } from './sequence-pool.js';
 
 export interface SetScore {
@@ -55,11 +55,12 @@ export class LabelSetScorer {
       readonly answers: readonly string[];
       readonly syntax: LabelListSyntax;
       readonly answerPrefix: string;
-      readonly chat: boolean;
+      /** What follows a list that stops (answerEndFor). */
+      readonly end: AnswerEnd;
       readonly field: string;
     },
   ): LabelSetScorer {
-    const terminator = answerTerminator(model, options.chat);
+    const terminator = answerTerminator(model, options.end);
     const trie = LabelSetTrie.build({
       answers: options.answers,
       syntax: options.syntax,
@@ -81,7 +82,7 @@ export class LabelSetScorer {
       answers: question.labels.map((label) => label.answer),
       syntax: spec.list,
       answerPrefix: answerPrefixFor(model, codebook),
-      chat: codebook.prompt.format === 'chat',
+      end: answerEndFor(model, codebook),
       field,
     });
   }

@@ -79,15 +79,16 @@ export class LabelSetTrie {
 
   /**
    * Renders and tokenises every list (`tokenize` gets `answerPrefix` + the list text) and builds their trie.
-   * `terminator` (end of text) is appended to a list whose tokens are a strict prefix of another's; null when the
-   * model has none, which makes such a pair an error.
+   * `terminator` (what follows an answer that stops: end of text, or Llama-2's " " and end of text) is appended to a
+   * list whose tokens are a strict prefix of another's, as many of its tokens as tell it apart; empty when the model
+   * has none, which makes such a pair an error.
    */
   static build(options: {
     readonly answers: readonly string[];
     readonly syntax: LabelListSyntax;
     readonly answerPrefix: string;
     readonly tokenize: (text: string) => Token[];
-    readonly terminator: Token | null;
+    readonly terminator: readonly Token[];
     /** The syntax's path in the codebook, for errors. */
     readonly field: string;
   }): LabelSetTrie {
@@ -128,15 +129,27 @@ export class LabelSetTrie {
         node.answer = index;
         continue;
       }
-      if (options.terminator === null)
+      // Down the terminator's tokens another list continues with, to the first that tells this one apart.
+      let at = node;
+      const path = [...(sequences[index] as Token[])];
+      let ended = false;
+      for (const token of options.terminator) {
+        path.push(token);
+        const next = at.children.get(token);
+        if (next === undefined) {
+          at.children.set(token, { depth: at.depth + 1, children: new Map(), answer: index, hasValid: false });
+          sequences[index] = path;
+          ended = true;
+          break;
+        }
+        at = next;
+      }
+      if (!ended)
         throw new RescaleError(
           'LABEL_INVALID',
           `field "${field}": the list ${JSON.stringify(texts[index])} is a prefix of another and the model has no ` +
             "end-of-text token to tell them apart; change the close string or the labels' answers",
         );
-      const end: MutableNode = { depth: node.depth + 1, children: new Map(), answer: index, hasValid: false };
-      node.children.set(options.terminator, end);
-      sequences[index] = [...(sequences[index] as Token[]), options.terminator];
     }
     markValid(root, answers);
     return new LabelSetTrie(root, answers, sequences);

@@ -9,7 +9,7 @@ import { walkInLockstep, type AnswerWalk } from './answer-walk.js';
 import type { DecodeStrategy } from './decode-strategy.js';
 import { probabilityMass } from './label-distribution.js';
 import { buildLabelTrie, innerNodes, type TrieNode } from './label-trie.js';
-import { answerPrefixFor } from './prompt-builder.js';
+import { answerEndFor, answerPrefixFor, LLAMA2_ANSWER_SUFFIX, type AnswerEnd } from './prompt-builder.js';
 import type { SequencePool } from './sequence-pool.js';
 
 /** A document of a group, on the sequence of its slot. */
@@ -30,15 +30,19 @@ export interface TrieScore {
 }
 
 /**
- * The token that ends an answer where one answer is a prefix of another: end of turn in a chat prompt, else end of
- * text; null when the model has neither.
+ * The tokens that follow an answer that stops, which end a label whose tokens are a prefix of another's: end of turn
+ * in a chat wrapper's prompt, else end of text, after Llama-2's reference reply `f" {answer} "` its "▁" first (EOS
+ * straight after the answer is a reply the model was not trained on). Empty when the model has neither end token.
  */
-export function answerTerminator(model: LlamaModel, chat: boolean): Token | null {
-  return (chat ? model.tokens.eot : null) ?? model.tokens.eos;
+export function answerTerminator(model: LlamaModel, end: AnswerEnd): Token[] {
+  const stop = (end === 'turn' ? model.tokens.eot : null) ?? model.tokens.eos;
+  const stops = stop === null ? [] : [stop];
+  if (end !== 'llama2-reference') return stops;
+  return [...model.tokenize(LLAMA2_ANSWER_SUFFIX, false, 'trimLeadingSpace'), ...stops];
 }
 
 export class LabelTrieScorer {
-  /** Each label's answer token sequence as scored (a terminator appended where one label is a prefix of another). */
+  /** Each label's answer token sequence as scored (terminator tokens appended where one is a prefix of another). */
   readonly labelTokens: readonly (readonly Token[])[];
   /** Inner nodes below the root, each needing its own evaluation, in a fixed order. */
   readonly inner: readonly TrieNode[];
@@ -91,14 +95,13 @@ export class LabelTrieScorer {
           'their tokens (e.g. "yes" and "no")',
       );
     }
-    const terminator = answerTerminator(model, codebook.prompt.format === 'chat');
-    const trie = buildLabelTrie([yes, no], terminator ?? (0 as Token));
+    const trie = buildLabelTrie([yes, no], answerTerminator(model, answerEndFor(model, codebook)));
     return new LabelTrieScorer(trie.root, trie.sequences);
   }
 
   /** Tokenises the labels' answers as the model will see them after the prompt and builds their trie. */
   static create(model: LlamaModel, codebook: Codebook, question: Question, questionIndex = 0): LabelTrieScorer {
-    const terminator = answerTerminator(model, codebook.prompt.format === 'chat');
+    const terminator = answerTerminator(model, answerEndFor(model, codebook));
     const field = codebook.questions.length > 1 ? `questions[${questionIndex}].labels` : 'labels';
     const answerPrefix = answerPrefixFor(model, codebook);
     const answerTokens = question.labels.map((label, i) => {
@@ -113,7 +116,7 @@ export class LabelTrieScorer {
       return tokens;
     });
     if (
-      terminator === null &&
+      terminator.length === 0 &&
       answerTokens.some((a, i) =>
         answerTokens.some((b, j) => i !== j && a.length < b.length && a.every((t, k) => b[k] === t)),
       )
@@ -124,7 +127,7 @@ export class LabelTrieScorer {
           `end-of-text token to tell them apart; rename the labels' "answer" texts`,
       );
     }
-    const trie = buildLabelTrie(answerTokens, terminator ?? (0 as Token));
+    const trie = buildLabelTrie(answerTokens, terminator);
     return new LabelTrieScorer(trie.root, trie.sequences);
   }
 

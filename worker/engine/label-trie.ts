@@ -19,18 +19,25 @@ interface MutableNode {
 }
 
 /**
- * Builds the trie. A label whose tokens are a strict prefix of another label's gets `terminator` appended (the
- * end-of-turn / end-of-text token), so "pos" and "positive" are told apart by whether the answer stops.
+ * Builds the trie. A label whose tokens are a strict prefix of another label's gets `terminator`'s tokens appended
+ * (what follows an answer that stops: end of turn, end of text, or Llama-2's " " and end of text), as many as tell
+ * it apart from every other label, so "pos" and "positive" are told apart by whether the answer stops. Like every
+ * label, it is scored up to where it differs from the others.
  */
 export function buildLabelTrie(
   sequences: readonly (readonly Token[])[],
-  terminator: Token,
+  terminator: readonly Token[],
 ): { root: TrieNode; sequences: Token[][] } {
   const isStrictPrefix = (a: readonly Token[], b: readonly Token[]): boolean =>
     a.length < b.length && a.every((t, i) => b[i] === t);
-  const resolved = sequences.map((seq, i) =>
-    sequences.some((other, j) => j !== i && isStrictPrefix(seq, other)) ? [...seq, terminator] : [...seq],
-  );
+  const resolved = sequences.map((seq, i) => {
+    const out = [...seq];
+    for (const token of terminator) {
+      if (!sequences.some((other, j) => j !== i && isStrictPrefix(out, other))) break;
+      out.push(token);
+    }
+    return out;
+  });
   const root: MutableNode = { path: [], children: new Map(), labelIndex: null };
   resolved.forEach((seq, labelIndex) => {
     let node = root;

@@ -38,6 +38,15 @@ export type ChatLayout =
 /** Text between a Llama-2 chat prompt's "[/INST]" and the answer, as in the reference's `f"{E_INST} {answer}"`. */
 export const LLAMA2_ANSWER_PREFIX = ' ';
 
+/** Text Meta's reference puts after a Llama-2 answer, before end of text: `f"{E_INST} {answer} "`. */
+export const LLAMA2_ANSWER_SUFFIX = ' ';
+
+/**
+ * What follows an answer that stops: end of text (raw), end of turn (a chat wrapper's), or the reference Llama-2
+ * reply's " " and end of text.
+ */
+export type AnswerEnd = 'text' | 'turn' | 'llama2-reference';
+
 /** Whether a codebook's prompts are Llama-2 chat turns on this model (contracts/llama2-chat.ts decides alike). */
 export function usesLlama2ChatLayout(model: LlamaModel, codebook: Codebook): boolean {
   return codebook.prompt.format === 'chat' && isLlama2ChatTemplate(model.fileInfo.metadata.tokenizer?.chat_template);
@@ -58,6 +67,12 @@ export function chatLayoutFor(model: LlamaModel, codebook: Codebook): ChatLayout
  */
 export function answerPrefixFor(model: LlamaModel, codebook: Codebook): string {
   return usesLlama2ChatLayout(model, codebook) ? LLAMA2_ANSWER_PREFIX : codebook.prompt.answerPrefix;
+}
+
+/** How a codebook's answers end on this model (see AnswerEnd). */
+export function answerEndFor(model: LlamaModel, codebook: Codebook): AnswerEnd {
+  if (codebook.prompt.format !== 'chat') return 'text';
+  return usesLlama2ChatLayout(model, codebook) ? 'llama2-reference' : 'turn';
 }
 
 /** Codebook texts whose special-token split a builder keeps (a handful in a prompt without truncate "prompt"). */

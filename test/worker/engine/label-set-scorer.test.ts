@@ -59,7 +59,7 @@ after(async () => {
 
 function scorer(options: LabelListSyntaxInput = {}, answers = ANSWERS): LabelSetScorer {
   const syntax = compileLabelListSyntax({ max_labels: 3, ...options }, answers, 'multi_label', 'sets.yaml');
-  return LabelSetScorer.create(model, { answers, syntax, answerPrefix: ' ', chat: false, field: 'multi_label' });
+  return LabelSetScorer.create(model, { answers, syntax, answerPrefix: ' ', end: 'text', field: 'multi_label' });
 }
 
 function promptOf(document: string): Token[] {

@@ -52,7 +52,7 @@ describe('LabelSetTrie', () => {
       syntax,
       answerPrefix: '',
       tokenize: byCharacter,
-      terminator: null,
+      terminator: [],
       field: 'm',
     });
     // ['ab', 'a…] repeats "ab": the node after ['ab', ' is valid (['ab', 'c'] follows), its child 'a' is not.
@@ -72,13 +72,18 @@ describe('LabelSetTrie', () => {
       syntax,
       answerPrefix: '',
       tokenize: byCharacter,
-      terminator: 0 as Token,
+      terminator: [0 as Token],
       field: 'm',
     });
     assert.deepEqual(trie.sequences[0], [...byCharacter('[a]'), 0]);
+    // A terminator of several tokens (Llama-2's " " then EOS): as many as tell the list apart.
+    const build = (terminator: Token[]): LabelSetTrie =>
+      LabelSetTrie.build({ answers, syntax, answerPrefix: '', tokenize: byCharacter, terminator, field: 'm' });
+    assert.deepEqual(build([...byCharacter(' '), 0 as Token]).sequences[0], byCharacter('[a] '));
+    assert.deepEqual(build([...byCharacter('|'), 0 as Token]).sequences[0], [...byCharacter('[a]|'), 0]);
     assert.throws(
       () =>
-        LabelSetTrie.build({ answers, syntax, answerPrefix: '', tokenize: byCharacter, terminator: null, field: 'm' }),
+        LabelSetTrie.build({ answers, syntax, answerPrefix: '', tokenize: byCharacter, terminator: [], field: 'm' }),
       (e: unknown) => e instanceof RescaleError && e.code === 'LABEL_INVALID' && e.message.includes('"m"'),
     );
   });

@@ -8,13 +8,13 @@ const END = 99 as Token;
 
 describe('buildLabelTrie', () => {
   it('needs no inner evaluation when labels start with distinct tokens', () => {
-    const { root, sequences } = buildLabelTrie([t(1), t(2), t(3)], END);
+    const { root, sequences } = buildLabelTrie([t(1), t(2), t(3)], [END]);
     assert.deepEqual(sequences, [t(1), t(2), t(3)]);
     assert.equal(innerNodes(root).length, 0);
   });
 
   it('walks shared prefixes and multi-token labels', () => {
-    const { root } = buildLabelTrie([t(5, 1), t(5, 2), t(7)], END);
+    const { root } = buildLabelTrie([t(5, 1), t(5, 2), t(7)], [END]);
     const inner = innerNodes(root);
     assert.deepEqual(
       inner.map((n) => n.path),
@@ -24,11 +24,27 @@ describe('buildLabelTrie', () => {
   });
 
   it('appends the terminator to a label that is a prefix of another', () => {
-    const { sequences, root } = buildLabelTrie([t(4), t(4, 6), t(8, 9, 10)], END);
+    const { sequences, root } = buildLabelTrie([t(4), t(4, 6), t(8, 9, 10)], [END]);
     assert.deepEqual(sequences, [t(4, END), t(4, 6), t(8, 9, 10)]);
     assert.deepEqual(
       innerNodes(root).map((n) => n.path),
       [t(4), t(8), t(8, 9)],
     );
+  });
+
+  it('appends a terminator of several tokens only as far as it tells the label apart', () => {
+    const SPACE = 50 as Token;
+    // "1", "12" and "1 2" after Llama-2's "[/INST]": "▁ 1", "▁ 1 2", "▁ 1 ▁ 2"; the reference ends "1" as "▁ 1 ▁ </s>".
+    const { sequences, root } = buildLabelTrie([t(50, 1), t(50, 1, 2), t(50, 1, 50, 2)], [SPACE, END]);
+    assert.deepEqual(sequences, [t(50, 1, 50, END), t(50, 1, 2), t(50, 1, 50, 2)]);
+    assert.equal(
+      root.children
+        .get(SPACE)
+        ?.children.get(1 as Token)
+        ?.children.get(SPACE)?.children.size,
+      2,
+    );
+    const { sequences: apart } = buildLabelTrie([t(50, 1), t(50, 1, 2)], [SPACE, END]);
+    assert.deepEqual(apart, [t(50, 1, SPACE), t(50, 1, 2)]);
   });
 });

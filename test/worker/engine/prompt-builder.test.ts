@@ -283,6 +283,52 @@ describe('PromptBuilder, Llama-2 chat format', () => {
     }
   });
 
+  it('ends a label that is a prefix of another as the reference reply does (" ", EOS), as far as needed', async () => {
+    const eos = model.tokens.eos as Token;
+    const prompt = referenceTokens(SYSTEM, 'I love it');
+    /** The reference conversation's tokens after the prompt, EOS included (encoded with eos=True). */
+    const reply = (answer: string): Token[] => [
+      ...referenceTokens(SYSTEM, 'I love it', answer).slice(prompt.length),
+      eos,
+    ];
+    /** The answer's tokens alone after the prompt. */
+    const bare = (answer: string): Token[] =>
+      model.tokenize(`${referenceText(SYSTEM, 'I love it')} ${answer}`, true).slice(prompt.length);
+    const scored = async (answers: readonly string[]): Promise<Token[][]> => {
+      const codebook = parseCodebook(
+        {
+          task: 'prefixes',
+          labels: answers.map((answer, i) => ({ name: `l${i}`, answer })),
+          prompt: { format: 'chat', system: SYSTEM, template: TEMPLATE },
+          model: { path: 'm.gguf' },
+        },
+        { source: 'cb.yaml' },
+      );
+      const scorer = await LabelScorer.create(codebook, { model, threads: 1 });
+      try {
+        assert.deepEqual(scorer.promptTokens({ text: 'I love it' }, 0).tokens, prompt);
+        return (scorer.questionLabelTokens[0] as readonly (readonly Token[])[]).map((path) => [...path]);
+      } finally {
+        await scorer.dispose();
+      }
+    };
+
+    // "1" is a token prefix of "12" ("▁ 1" and "▁ 1 2"): it ends with the reference's next token, its "▁".
+    const [one, twelve, pos, positive] = await scored(['1', '12', 'pos', 'positive']);
+    assert.equal(bare('1').length + 1, bare('12').length);
+    assert.deepEqual(one, reply('1').slice(0, bare('1').length + 1));
+    assert.notEqual(one?.at(-1), eos);
+    assert.deepEqual(twelve, bare('12'));
+    // "pos" and "positive" are distinct single tokens here, so neither gets a terminator.
+    assert.deepEqual(pos, bare('pos'));
+    assert.deepEqual(positive, bare('positive'));
+    // "1" against "1 2": "▁" is how "1 2" goes on too, so the reference's EOS after it ends "1".
+    const [alone, spaced] = await scored(['1', '1 2']);
+    assert.equal(reply('1').length, bare('1').length + 2);
+    assert.deepEqual(alone, reply('1'));
+    assert.deepEqual(spaced, bare('1 2'));
+  });
+
   it('strips the message as Python’s str.strip does: U+0085 is whitespace there, U+FEFF is not', () => {
     const codebook = llama2Codebook(undefined);
     const builder = PromptBuilder.create(model, codebook, singleQuestion(codebook));
