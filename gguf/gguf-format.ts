@@ -1,26 +1,12 @@
 // GGUF v3 constants and value types shared by the writer and the reader, plus float16 conversion
 // (Node 20 has no Float16Array). Spec: ggml's docs/gguf.md.
 
-export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
+import { GGUF_MAGIC, GGUF_VALUE_TYPE_CODES } from '../contracts/gguf-metadata.js';
+
+// Owned by contracts/gguf-metadata.ts, whose reader of one key the coordinator and worker use.
+export { GGUF_MAGIC, GGUF_VALUE_TYPE_CODES };
 export const GGUF_VERSION = 3;
 export const GGUF_DEFAULT_ALIGNMENT = 32;
-
-/** Metadata value types with their on-disk codes. */
-export const GGUF_VALUE_TYPE_CODES = {
-  u8: 0,
-  i8: 1,
-  u16: 2,
-  i16: 3,
-  u32: 4,
-  i32: 5,
-  f32: 6,
-  bool: 7,
-  string: 8,
-  array: 9,
-  u64: 10,
-  i64: 11,
-  f64: 12,
-} as const;
 
 export type GgufValueTypeName = keyof typeof GGUF_VALUE_TYPE_CODES;
 export type GgufNumberType = 'u8' | 'i8' | 'u16' | 'i16' | 'u32' | 'i32' | 'f32' | 'f64';

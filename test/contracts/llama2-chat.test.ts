@@ -6,6 +6,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { parseCodebook } from '../../contracts/codebook.js';
+import { RescaleError } from '../../contracts/errors.js';
 import { ggufChatTemplate, isLlama2ChatTemplate, usesLlama2Chat } from '../../contracts/llama2-chat.js';
 import { codebookResultHash } from '../../contracts/result-hash.js';
 import { CHAT_TEMPLATES } from '../../gguf/fixtures/vocab.js';
@@ -43,6 +44,68 @@ describe('ggufChatTemplate', () => {
       header.writeBigUInt64LE(5n, 16);
       await writeFile(cut, header);
       assert.equal(await ggufChatTemplate(cut), null);
+    });
+  });
+});
+
+/** A GGUF v3 header and metadata entries written out by hand: `[key, type code, value bytes]`. */
+function ggufBytes(entries: readonly (readonly [string, number, Buffer])[]): Buffer {
+  const u32 = (n: number): Buffer => Buffer.from(new Uint32Array([n]).buffer);
+  const u64 = (n: bigint): Buffer => Buffer.from(new BigUint64Array([n]).buffer);
+  const string = (text: string): Buffer => Buffer.concat([u64(BigInt(Buffer.byteLength(text))), Buffer.from(text)]);
+  return Buffer.concat([
+    u32(0x46554747),
+    u32(3),
+    u64(0n),
+    u64(BigInt(entries.length)),
+    ...entries.flatMap(([key, type, value]) => [string(key), u32(type), value]),
+  ]);
+}
+
+const stringValue = (text: string): Buffer =>
+  Buffer.concat([Buffer.from(new BigUint64Array([BigInt(Buffer.byteLength(text))]).buffer), Buffer.from(text)]);
+const corruptLength = Buffer.from(new BigUint64Array([1n << 40n]).buffer);
+
+describe('ggufChatTemplate on hand-written metadata', () => {
+  it('stops at the key, never reading the metadata after it', async () => {
+    await withTempDir(async (dir) => {
+      const file = path.join(dir, 'first.gguf');
+      const template = CHAT_TEMPLATES['llama-spm'];
+      await writeFile(
+        file,
+        ggufBytes([
+          ['general.name', 8, stringValue('tiny')],
+          ['tokenizer.chat_template', 8, stringValue(template)],
+          ['tokenizer.ggml.tokens', 8, corruptLength],
+        ]),
+      );
+      assert.equal(await ggufChatTemplate(file), template);
+    });
+  });
+
+  it('names the file when a string length runs past its end, instead of failing to allocate it', async () => {
+    await withTempDir(async (dir) => {
+      for (const [name, entries] of [
+        ['key.gguf', [['general.name', 8, stringValue('tiny')]]],
+        ['value.gguf', [['general.name', 8, corruptLength]]],
+        ['template.gguf', [['tokenizer.chat_template', 8, corruptLength]]],
+        ['array.gguf', [['tokenizer.ggml.scores', 9, Buffer.concat([Buffer.from([6, 0, 0, 0]), corruptLength])]]],
+      ] as const) {
+        const file = path.join(dir, name);
+        const bytes = ggufBytes(entries);
+        // The first entry's key length, corrupted.
+        if (name === 'key.gguf') corruptLength.copy(bytes, 24);
+        await writeFile(file, bytes);
+        await assert.rejects(
+          ggufChatTemplate(file),
+          (e: unknown) =>
+            e instanceof RescaleError &&
+            e.code === 'MODEL_INVALID' &&
+            e.message.includes(file) &&
+            e.message.includes('past the end of the file'),
+          name,
+        );
+      }
     });
   });
 });
