@@ -189,6 +189,12 @@ const UNBOUND = Object.freeze({
   apiVersion: null,
 });
 
+/** A question's rules: its own (`fallback.questions.<name>.routing`), else the codebook's; null: never routed. */
+export function questionRules(config: FallbackConfig, question: string): RoutingRules | null {
+  const own = config.questions[question];
+  return own === undefined ? config.routing : own;
+}
+
 export type FallbackConfigInput = z.input<typeof rawSchema>;
 
 /**

@@ -2,7 +2,7 @@
 // rather than the template's. The result hash depends on that wording, so both the request and the hash read it here.
 
 import { CODEBOOK_VARIABLES, parseTemplate, type Codebook } from './codebook.js';
-import type { FallbackConfig } from './fallback-config.js';
+import { questionRules, type FallbackConfig } from './fallback-config.js';
 
 type TemplatePart = ReturnType<typeof parseTemplate>[number];
 
@@ -42,10 +42,8 @@ export function fallbackTemplate(
 export function fallbackAsksLabelsThatApply(codebook: Pick<Codebook, 'prompt' | 'questions' | 'fallback'>): boolean {
   const config = codebook.fallback;
   if (config === null) return false;
-  const routed = codebook.questions.some((question) => {
-    if (question.type !== 'multi_label') return false;
-    const own = config.questions[question.name];
-    return (own === undefined ? config.routing : own) !== null;
-  });
+  const routed = codebook.questions.some(
+    (question) => question.type === 'multi_label' && questionRules(config, question.name) !== null,
+  );
   return routed && fallbackTemplate(codebook, config).multiLabelOwnWords;
 }

@@ -2,7 +2,12 @@
 // The rules' settings are part of the codebook's fallback config (contracts/fallback-config.ts); this is their logic.
 
 import type { Codebook, Question } from '../contracts/codebook.js';
-import type { FallbackConfig, RouteReason, RoutingRules } from '../contracts/fallback-config.js';
+import {
+  questionRules,
+  type FallbackConfig,
+  type RouteReason,
+  type RoutingRules,
+} from '../contracts/fallback-config.js';
 import type { FallbackOutcome, QuestionAnswer, ResultRow } from '../contracts/results.js';
 
 /** Why a locally scored document goes to the fallback, or null to keep the local label. Unscored rows never go. */
@@ -70,12 +75,6 @@ export function withoutFallback(rows: readonly ResultRow[]): ResultRow[] {
 /** The document's id as the audit log and the fallback queue write it (null when the row index is the id). */
 export function documentIdText(id: ResultRow['id']): string | null {
   return id === null ? null : String(id);
-}
-
-/** A question's rules: its own (`fallback.questions.<name>.routing`), else the codebook's; null: never routed. */
-export function questionRules(config: FallbackConfig, question: string): RoutingRules | null {
-  const own = config.questions[question];
-  return own === undefined ? config.routing : own;
 }
 
 /**
