@@ -142,6 +142,15 @@ export class LabelSetTrie {
           ended = true;
           break;
         }
+        // Another list ending here is this one with the answer's end after it: the two would be scored as one.
+        const other = ends.get(next);
+        if (other !== undefined)
+          throw new RescaleError(
+            'LABEL_INVALID',
+            `field "${field}": the list ${JSON.stringify(texts[index])} followed by the answer's end tokenises as ` +
+              `the list ${JSON.stringify(texts[other])} (${path.join(' ')}), so the model cannot tell them apart; ` +
+              "make the labels' answers differ by more than trailing whitespace",
+          );
         at = next;
       }
       if (!ended)

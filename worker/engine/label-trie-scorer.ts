@@ -95,7 +95,13 @@ export class LabelTrieScorer {
           'their tokens (e.g. "yes" and "no")',
       );
     }
-    const trie = buildLabelTrie([yes, no], answerTerminator(model, answerEndFor(model, codebook)));
+    const trie = buildLabelTrie([yes, no], answerTerminator(model, answerEndFor(model, codebook)), {
+      source: codebook.source ?? 'codebook',
+      label: (i) => {
+        const key = i === 0 ? 'yes' : 'no';
+        return `answer ${JSON.stringify(answers[key])} (field "${field}.${key}")`;
+      },
+    });
     return new LabelTrieScorer(trie.root, trie.sequences);
   }
 
@@ -127,7 +133,13 @@ export class LabelTrieScorer {
           `end-of-text token to tell them apart; rename the labels' "answer" texts`,
       );
     }
-    const trie = buildLabelTrie(answerTokens, terminator);
+    const trie = buildLabelTrie(answerTokens, terminator, {
+      source: codebook.source ?? 'codebook',
+      label: (i) => {
+        const label = question.labels[i] as Question['labels'][number];
+        return `label "${label.name}" (answer ${JSON.stringify(label.answer)}, field "${field}[${i}]")`;
+      },
+    });
     return new LabelTrieScorer(trie.root, trie.sequences);
   }
 

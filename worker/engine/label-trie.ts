@@ -2,6 +2,7 @@
 // the prompt; every inner node beyond the root needs one more evaluation of its path.
 
 import type { Token } from 'node-llama-cpp';
+import { RescaleError } from '../../contracts/errors.js';
 
 export interface TrieNode {
   /** Tokens from the root to this node (empty for the root). */
@@ -18,15 +19,26 @@ interface MutableNode {
   labelIndex: number | null;
 }
 
+/** How the labels are named in errors: where they are (the codebook) and each label with its answer and field. */
+export interface LabelNaming {
+  readonly source: string;
+  readonly label: (index: number) => string;
+}
+
+const BY_INDEX: LabelNaming = { source: 'codebook', label: (index) => `label ${index}` };
+
 /**
  * Builds the trie. A label whose tokens are a strict prefix of another label's gets `terminator`'s tokens appended
  * (what follows an answer that stops: end of turn, end of text, or Llama-2's " " and end of text), as many as tell
  * it apart from every other label, so "pos" and "positive" are told apart by whether the answer stops. Like every
- * label, it is scored up to where it differs from the others.
+ * label, it is scored up to where it differs from the others. Two labels that still tokenise alike, or one still a
+ * prefix of another, are refused: their probabilities would be counted twice, or the shorter one's include the
+ * longer's.
  */
 export function buildLabelTrie(
   sequences: readonly (readonly Token[])[],
   terminator: readonly Token[],
+  naming: LabelNaming = BY_INDEX,
 ): { root: TrieNode; sequences: Token[][] } {
   const isStrictPrefix = (a: readonly Token[], b: readonly Token[]): boolean =>
     a.length < b.length && a.every((t, i) => b[i] === t);
@@ -37,6 +49,28 @@ export function buildLabelTrie(
       out.push(token);
     }
     return out;
+  });
+  resolved.forEach((seq, i) => {
+    resolved.forEach((other, j) => {
+      if (j > i && seq.length === other.length && seq.every((t, k) => other[k] === t)) {
+        const ended =
+          seq.length > Math.min((sequences[i] as Token[]).length, (sequences[j] as Token[]).length)
+            ? " once the answer's end follows the shorter"
+            : '';
+        throw new RescaleError(
+          'LABEL_INVALID',
+          `${naming.source}: ${naming.label(i)} and ${naming.label(j)} tokenise alike${ended} (${seq.join(' ')}), ` +
+            'so the model cannot tell them apart; make the answers differ by more than trailing whitespace',
+        );
+      }
+      if (isStrictPrefix(seq, other))
+        throw new RescaleError(
+          'LABEL_INVALID',
+          `${naming.source}: ${naming.label(i)} is a token prefix of ${naming.label(j)} even with the answer's end ` +
+            `(${terminator.length} token(s)) after it, so the model cannot tell them apart; change the answers so ` +
+            'that neither starts with the other',
+        );
+    });
   });
   const root: MutableNode = { path: [], children: new Map(), labelIndex: null };
   resolved.forEach((seq, labelIndex) => {

@@ -341,6 +341,25 @@ describe('LabelScorer errors', () => {
     );
   });
 
+  it('refuses Llama-2 chat answers differing only by trailing whitespace when created, naming both', async () => {
+    // "x" ends as the reference reply does (" ", EOS), and its " " is where "x " ends: the two would score alike.
+    await rejectsWith(
+      sentimentCodebook({
+        labels: [
+          { name: 'plain', answer: 'x' },
+          { name: 'spaced', answer: 'x ' },
+        ],
+        prompt: { format: 'chat', template: 'Classify the tweet.\n\nTweet: {text}' },
+        model: { path: small },
+      }),
+      'LABEL_INVALID',
+      new RegExp(
+        'test\\.yaml: label "plain" \\(answer "x", field "labels\\[0\\]"\\) and label "spaced" ' +
+          '\\(answer "x ", field "labels\\[1\\]"\\) tokenise alike.*more than trailing whitespace',
+      ),
+    );
+  });
+
   it('says when the context cannot hold the prompt and a label', async () => {
     await rejectsWith(sentimentCodebook({ model: { context_size: 16 } }), 'CONTEXT_TOO_SMALL', /model\.context_size/);
   });

@@ -87,4 +87,35 @@ describe('LabelSetTrie', () => {
       (e: unknown) => e instanceof RescaleError && e.code === 'LABEL_INVALID' && e.message.includes('"m"'),
     );
   });
+
+  it('refuses a list whose tokens are another list followed by the answer end, whichever is built first', () => {
+    // As Llama-2 would write answers "x" and "x ": the second list's tokens are the first's, then the end's " ".
+    const answers = ['a', 'b'];
+    const syntax = compileLabelListSyntax({ max_labels: 1 }, answers, 'm');
+    const SPACE = 2 as Token;
+    for (const [shorter, longer] of [
+      ["['b']", "['a']"],
+      ["['a']", "['b']"],
+    ] as const) {
+      const tokenize = (text: string): Token[] => (text === shorter ? [1 as Token] : [1 as Token, SPACE]);
+      assert.throws(
+        () =>
+          LabelSetTrie.build({
+            answers,
+            syntax,
+            answerPrefix: '',
+            tokenize,
+            terminator: [SPACE, 0 as Token],
+            field: 'm',
+          }),
+        (e: unknown) =>
+          e instanceof RescaleError &&
+          e.code === 'LABEL_INVALID' &&
+          e.message.includes(`the list ${JSON.stringify(shorter)} followed by the answer's end`) &&
+          e.message.includes(`tokenises as the list ${JSON.stringify(longer)}`) &&
+          e.message.includes('"m"'),
+        shorter,
+      );
+    }
+  });
 });

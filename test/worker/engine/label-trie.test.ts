@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Token } from 'node-llama-cpp';
+import { RescaleError } from '../../../contracts/errors.js';
 import { buildLabelTrie, innerNodes } from '../../../worker/engine/label-trie.js';
 
 const t = (...ids: number[]): Token[] => ids as Token[];
@@ -46,5 +47,35 @@ describe('buildLabelTrie', () => {
     );
     const { sequences: apart } = buildLabelTrie([t(50, 1), t(50, 1, 2)], [SPACE, END]);
     assert.deepEqual(apart, [t(50, 1, SPACE), t(50, 1, 2)]);
+  });
+
+  it('refuses two labels whose tokens are alike once the shorter has the answer end', () => {
+    // Llama-2 chat answers "x" and "x ": "▁x" ends with "▁" (the reference reply's), which is where "x " ends.
+    assert.throws(
+      () =>
+        buildLabelTrie([t(5), t(5, 50)], [50 as Token, END], {
+          source: 'cb.yaml',
+          label: (i) => ['label "plain"', 'label "spaced"'][i] as string,
+        }),
+      (e: unknown) =>
+        e instanceof RescaleError &&
+        e.code === 'LABEL_INVALID' &&
+        e.message.startsWith('cb.yaml: label "plain" and label "spaced" tokenise alike') &&
+        e.message.includes('more than trailing whitespace'),
+    );
+    assert.throws(
+      () => buildLabelTrie([t(5, 1), t(7), t(5, 1)], [END]),
+      (e: unknown) => e instanceof RescaleError && /label 0 and label 2 tokenise alike \(5 1\)/.test(e.message),
+    );
+  });
+
+  it('refuses a label still a token prefix of another after every token of the answer end', () => {
+    assert.throws(
+      () => buildLabelTrie([t(5), t(5, 50, 7)], [50 as Token]),
+      (e: unknown) =>
+        e instanceof RescaleError &&
+        e.code === 'LABEL_INVALID' &&
+        /label 0 is a token prefix of label 1 even with the answer's end/.test(e.message),
+    );
   });
 });
