@@ -83,14 +83,45 @@ const MAX_CONSTANT_SEGMENTS = 64;
 
 /**
  * Documents a Llama-2 turn's split tokenisation is checked on against tokenising the turn whole: plain text, and text
- * starting with the space, newline and special-token text that sits next to the split.
+ * starting with the space, tab, newline and special-token text that sits next to the split.
  */
-const LLAMA2_SPLIT_PROBES = ['x', 'Q 7', ' leading space', '\n\nnewlines', '\nx', '</s><s>[INST]', '▁ ▁'];
+const LLAMA2_SPLIT_PROBES = [
+  'x',
+  'Q 7',
+  ' leading space',
+  '\n\nnewlines',
+  '\nx',
+  '\tx',
+  ' \nx',
+  '\r\nx',
+  '</s><s>[INST]',
+  '▁ ▁',
+];
+
+/**
+ * Whether no token of this vocabulary joins a newline to what follows it: "\n\n\n" tokenises as three newline tokens
+ * and "\n\t" as a newline's then a tab's, as in Llama-2's and Mistral's vocabularies. Splitting a turn after a newline
+ * rests on that; a vocabulary with pieces such as "\n\n" or "\n\t" could tokenise a document starting with whitespace
+ * differently after the split than in the whole turn, so such a model's turns are tokenised whole. `tokenize` is the
+ * model's without special-token parsing (SentencePiece's leading "▁" included).
+ */
+export function newlinesTokeniseApart(tokenize: (text: string) => readonly Token[]): boolean {
+  const newline = tokenize('\n');
+  const lead = newline.slice(0, -1);
+  const single = newline.at(-1);
+  const tab = tokenize('\t');
+  if (single === undefined || !sameTokens(tab.slice(0, lead.length), lead)) return false;
+  return (
+    sameTokens(tokenize('\n\n\n'), [...newline, single, single]) &&
+    sameTokens(tokenize('\n\t'), [...newline, ...tab.slice(lead.length)])
+  );
+}
 
 /**
  * A Llama-2 turn's text up to a newline before its first document-dependent character (the system block, the
  * template's leading text), tokenised once. A document's turn is that head's tokens and the rest's, tokenised after a
- * "\n" whose tokens are dropped: no merge crosses that boundary, so the tokens are those of the whole turn.
+ * "\n" whose tokens are dropped: where no token joins a newline to what follows (newlinesTokeniseApart), no merge
+ * crosses that boundary, so the tokens are those of the whole turn.
  */
 interface Llama2TurnSplit {
   readonly head: string;
@@ -253,10 +284,12 @@ export class PromptBuilder {
 
   /**
    * The split of this builder's Llama-2 turns: the longest text every document's turn starts with, cut after its last
-   * newline, kept only when the probe documents' turns tokenise in two parts exactly as whole. Tokenising the system
-   * prompt again for every document and question is what node-llama-cpp's rendering had been spared.
+   * newline, kept only when no token joins a newline to what follows (newlinesTokeniseApart) and the probe documents'
+   * turns tokenise in two parts exactly as whole. Tokenising the system prompt again for every document and question
+   * is what node-llama-cpp's rendering had been spared.
    */
   private computeLlama2Split(): Llama2TurnSplit | null {
+    if (!newlinesTokeniseApart((text) => this.model.tokenize(text, false))) return null;
     const { system } = this.codebook.prompt;
     const systemText = system === null ? null : this.fillCodebookVariables(system);
     const turnOf = (text: string): string => {
