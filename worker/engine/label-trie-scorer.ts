@@ -121,18 +121,6 @@ export class LabelTrieScorer {
       }
       return tokens;
     });
-    if (
-      terminator.length === 0 &&
-      answerTokens.some((a, i) =>
-        answerTokens.some((b, j) => i !== j && a.length < b.length && a.every((t, k) => b[k] === t)),
-      )
-    ) {
-      throw new RescaleError(
-        'LABEL_INVALID',
-        `${codebook.source ?? 'codebook'}: one label's answer is a prefix of another's and the model has no ` +
-          `end-of-text token to tell them apart; rename the labels' "answer" texts`,
-      );
-    }
     const trie = buildLabelTrie(answerTokens, terminator, {
       source: codebook.source ?? 'codebook',
       label: (i) => {

@@ -66,9 +66,12 @@ export function buildLabelTrie(
       if (isStrictPrefix(seq, other))
         throw new RescaleError(
           'LABEL_INVALID',
-          `${naming.source}: ${naming.label(i)} is a token prefix of ${naming.label(j)} even with the answer's end ` +
-            `(${terminator.length} token(s)) after it, so the model cannot tell them apart; change the answers so ` +
-            'that neither starts with the other',
+          `${naming.source}: ${naming.label(i)} is a token prefix of ${naming.label(j)} ` +
+            (terminator.length === 0
+              ? 'and the model has no end-of-text token to tell them apart'
+              : `even with the answer's end (${terminator.length} token(s)) after it, so the model cannot ` +
+                'tell them apart') +
+            '; change the answers so that neither starts with the other',
         );
     });
   });
