@@ -174,3 +174,79 @@ function mulberry32(seed: number): () => number {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+/**
+ * A ratio taken block by block in the paired phase: in each block both parts ran back to back on the same documents,
+ * seconds apart, so a slow or fast spell of a shared machine moves both. The median over blocks is what a target is
+ * judged by; the spread shows how far single blocks move.
+ */
+export interface PairedRatio {
+  readonly name: string;
+  readonly measure: Measure;
+  readonly target: number;
+  /** The ratio in each block, in block order (NaN where a block lacks either part). */
+  readonly perBlock: readonly number[];
+  readonly median: number;
+  readonly min: number;
+  readonly max: number;
+  /** Blocks whose ratio is at or above the target. */
+  readonly blocksMet: number;
+  readonly met: boolean;
+  readonly numerator: string;
+  readonly denominator: string;
+}
+
+/** Median of the finite values (NaN when there are none). */
+export function median(values: readonly number[]): number {
+  const xs = values.filter(Number.isFinite).sort((a, b) => a - b);
+  if (xs.length === 0) return NaN;
+  const mid = Math.floor(xs.length / 2);
+  return xs.length % 2 === 1 ? (xs[mid] as number) : ((xs[mid - 1] as number) + (xs[mid] as number)) / 2;
+}
+
+function rate(run: PartRun, measure: Measure): number {
+  return (measure === 'documentsPerSecond' ? run.documents : run.tokensEvaluated) / run.seconds;
+}
+
+/** `a ÷ b` in every block (`blocks[i]`: the runs of block i), with its median, range and the blocks that meet it. */
+export function pairedRatio(
+  name: string,
+  blocks: readonly (readonly PartRun[])[],
+  a: { readonly match: (run: PartRun) => boolean; readonly label: string },
+  b: { readonly match: (run: PartRun) => boolean; readonly label: string },
+  measure: Measure,
+  target: number,
+): PairedRatio {
+  const perBlock = blocks.map((runs) => {
+    const x = runs.find(a.match);
+    const y = runs.find(b.match);
+    return x === undefined || y === undefined ? NaN : rate(x, measure) / rate(y, measure);
+  });
+  const finite = perBlock.filter(Number.isFinite);
+  const value = median(perBlock);
+  return {
+    name,
+    measure,
+    target,
+    perBlock,
+    median: value,
+    min: finite.length === 0 ? NaN : Math.min(...finite),
+    max: finite.length === 0 ? NaN : Math.max(...finite),
+    blocksMet: finite.filter((x) => x >= target).length,
+    met: value >= target,
+    numerator: a.label,
+    denominator: b.label,
+  };
+}
+
+export function pairedRatioLines(ratios: readonly PairedRatio[]): string[] {
+  return ratios.map((r) => {
+    const blocks = r.perBlock.filter(Number.isFinite).length;
+    return (
+      `- ${r.name}: median **${r.median.toFixed(2)}×** over ${blocks} blocks (target ≥ ${r.target.toFixed(2)}×: ` +
+      `${r.met ? 'met' : 'missed'}; ${r.blocksMet} of ${blocks} blocks at or above it; range ` +
+      `${r.min.toFixed(2)}–${r.max.toFixed(2)}; per block ${r.perBlock.map((x) => x.toFixed(2)).join(' / ')}) — ` +
+      `${r.numerator} ÷ ${r.denominator}`
+    );
+  });
+}

@@ -8,12 +8,17 @@
 // Two corpora: unique documents, and the same slices with 30% exact duplicates (--duplicates: copies of earlier
 // documents of the slice, placed by a fixed seed). The engine scores each slice through the shard path, as a run does,
 // so it scores identical texts once; llama-server is sent every copy (its prompt cache, when on, restores them).
-// Every engine measurement runs in its own process (its own build, its own peak RSS). Results go to
-// bench/results/engine.{json,md}.
+// Every engine measurement runs in its own process (its own build, its own peak RSS).
+// The survey above sums each part over its rounds, which lie minutes apart; on a shared machine whose speed moves by
+// 20% within minutes its ratios move as much. So a paired phase follows: --pairs blocks of --pair-documents
+// documents, each running only what the targets compare (the engine serial, llama-server in the survey's fastest
+// configurations, llama-bench) back to back on the same documents; the targets are judged by the median of the
+// blocks' ratios. Results go to bench/results/engine.{json,md}.
 //
 //   npm run bench:engine [-- --documents 240 --rounds 3 --threads 2 --slots 1,2,4,8 --sequences 4
 //                            --duplicates 0.3 --corpora unique,duplicates --builds prebuilt,local
-//                            --server-prompt-cache on,off --gpu auto|false|cuda --out bench/results]
+//                            --server-prompt-cache on,off --pairs 8 --pair-documents 40
+//                            --gpu auto|false|cuda --out bench/results]
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -33,13 +38,17 @@ import { processShard } from '../worker/process-shard.js';
 import { getRuntime, loadModel, runtimeInfo, type BuildPreference } from '../worker/engine/llama-runtime.js';
 import {
   best,
+  label,
   markdownTable,
+  pairedRatio,
+  pairedRatioLines,
   ratio,
   ratioLines,
   summarise,
   withDuplicates,
   type Corpus,
   type PartRow,
+  type PairedRatio,
   type PartRun,
   type Ratio,
 } from './bench-engine-report.js';
@@ -109,6 +118,15 @@ interface Prepared {
   readonly warmup: readonly PreparedDocument[];
   /** Per corpus, per round: indices into `documents`. */
   readonly slices: Record<Corpus, number[][]>;
+  /** Per corpus, per block of the paired phase: indices into `documents`. */
+  readonly pairSlices: Record<Corpus, number[][]>;
+}
+
+/** The survey (every part, in rounds) or the paired phase (target pairs back to back, in short blocks). */
+type Phase = 'survey' | 'paired';
+
+function sliceOf(prepared: Prepared, corpus: Corpus, round: number, phase: Phase): number[] {
+  return (phase === 'paired' ? prepared.pairSlices : prepared.slices)[corpus][round] ?? [];
 }
 
 /** Tweets concatenated into documents of about DOC_TOKENS tokens, measured with the model's tokenizer. */
@@ -149,6 +167,15 @@ async function prepare(file: string, modelPath: string, options: Options): Promi
     slices.unique.push(indices);
     slices.duplicates.push(withDuplicates(indices, options.duplicates, round + 1));
   }
+  // Paired blocks walk the documents in slices of --pair-documents, wrapping around; each block's duplicates slice
+  // has a seed of its own.
+  const pairSlices: Record<Corpus, number[][]> = { unique: [], duplicates: [] };
+  const perBlock = Math.min(options.pairDocuments, options.documents);
+  for (let block = 0; block < options.pairs; block++) {
+    const indices = Array.from({ length: perBlock }, (_, i) => (block * perBlock + i) % options.documents);
+    pairSlices.unique.push(indices);
+    pairSlices.duplicates.push(withDuplicates(indices, options.duplicates, 1000 + block));
+  }
   const prepared: Prepared = {
     model: modelPath,
     threads: options.threads,
@@ -161,6 +188,7 @@ async function prepare(file: string, modelPath: string, options: Options): Promi
     documents,
     warmup,
     slices,
+    pairSlices,
   };
   await scorer.dispose();
   await model.dispose();
@@ -210,7 +238,9 @@ interface EnginePartArgs {
   readonly build: BuildPreference;
   readonly sequences: number;
   readonly corpus: Corpus;
+  /** The survey's round, or the paired phase's block. */
   readonly round: number;
+  readonly phase: Phase;
 }
 
 /**
@@ -225,7 +255,7 @@ async function enginePart(prepared: Prepared, args: EnginePartArgs): Promise<Par
   const scorer = await LabelScorer.create(bench, { model, sequences: args.sequences });
   const warmup = prepared.warmup.slice(0, Math.min(args.sequences, WARMUP_DOCUMENTS)).map((d) => ({ text: d.text }));
   await scorer.score(warmup);
-  const texts = (prepared.slices[args.corpus][args.round] ?? []).map(
+  const texts = sliceOf(prepared, args.corpus, args.round, args.phase).map(
     (i) => (prepared.documents[i] as PreparedDocument).text,
   );
   const work = await mkdtemp(path.join(os.tmpdir(), 'rescale-bench-engine-part-'));
@@ -322,6 +352,7 @@ async function serverPart(
   corpus: Corpus,
   round: number,
   promptCache: boolean,
+  phase: Phase,
 ): Promise<PartRun> {
   const port = await freePort();
   const args = llamaServerArgs({
@@ -351,7 +382,7 @@ async function serverPart(
     }
     // One warm-up request per slot, concurrently, so each slot holds the shared prefix as the engine's sequences do.
     await Promise.all(prepared.warmup.slice(0, Math.min(slots, WARMUP_DOCUMENTS)).map((d) => complete(port, d.tokens)));
-    const docs = (prepared.slices[corpus][round] ?? []).map((i) => prepared.documents[i] as PreparedDocument);
+    const docs = sliceOf(prepared, corpus, round, phase).map((i) => prepared.documents[i] as PreparedDocument);
     let next = 0;
     let evaluated = 0;
     const t0 = performance.now();
@@ -491,6 +522,10 @@ interface Options {
   readonly builds: readonly BuildPreference[];
   /** llama-server with its host-memory prompt cache (its default), without it (`--cache-ram 0`), or both. */
   readonly serverPromptCache: readonly boolean[];
+  /** Blocks of the paired phase (0: none). */
+  readonly pairs: number;
+  /** Documents per paired block. */
+  readonly pairDocuments: number;
 }
 
 function parseOptions(argv: readonly string[]): Options {
@@ -509,6 +544,8 @@ function parseOptions(argv: readonly string[]): Options {
       corpora: { type: 'string', default: 'unique,duplicates' },
       builds: { type: 'string', default: 'prebuilt,local' },
       'server-prompt-cache': { type: 'string', default: 'on,off' },
+      pairs: { type: 'string', default: '8' },
+      'pair-documents': { type: 'string', default: '40' },
     },
   });
   const integer = (name: string, value: string, min: number): number => {
@@ -543,6 +580,8 @@ function parseOptions(argv: readonly string[]): Options {
       if (c !== 'on' && c !== 'off') throw new Error(`--server-prompt-cache ${c}: expected on and/or off`);
       return c === 'on';
     }),
+    pairs: integer('pairs', values.pairs, 0),
+    pairDocuments: integer('pair-documents', values['pair-documents'], 1),
   };
 }
 
@@ -605,7 +644,7 @@ async function main(): Promise<void> {
           for (const sequences of [1, options.sequences]) {
             tasks.push({
               name: `${corpus}: engine, ${sequences} sequences, ${build === 'auto' ? 'local' : 'prebuilt'} build`,
-              run: async () => [runEngineChild(preparedFile, { build, sequences, corpus, round })],
+              run: async () => [runEngineChild(preparedFile, { build, sequences, corpus, round, phase: 'survey' })],
             });
           }
         }
@@ -613,7 +652,7 @@ async function main(): Promise<void> {
           for (const promptCache of options.serverPromptCache) {
             tasks.push({
               name: `${corpus}: llama-server, ${slots} slots${promptCache ? '' : `, ${SERVER_NO_PROMPT_CACHE}`}`,
-              run: async () => [await serverPart(tools, prepared, slots, corpus, round, promptCache)],
+              run: async () => [await serverPart(tools, prepared, slots, corpus, round, promptCache, 'survey')],
             });
           }
         }
@@ -644,11 +683,154 @@ async function main(): Promise<void> {
         runs.push(...(await task.run()));
       }
     }
+    const engineBuild: BuildPreference = builds.includes('auto') ? 'auto' : 'prebuilt';
+    const blocks: PartRun[][] = [];
+    const pairParts = pairedParts(options, prepared, preparedFile, tools, summarise(runs), engineBuild);
+    for (let block = 0; block < options.pairs; block++) {
+      // Every other block runs its parts in reverse, so each pair's two orders weigh the same.
+      const order = block % 2 === 0 ? pairParts : [...pairParts].reverse();
+      const ran: PartRun[] = [];
+      for (const part of order) {
+        log(`paired block ${block + 1}/${options.pairs}: ${part.name} (1-minute load ${loadAverage().toFixed(1)})`);
+        loads.push(loadAverage());
+        ran.push(await part.run(block));
+      }
+      blocks.push(ran);
+    }
     loads.push(loadAverage());
-    await writeResults(options, prepared, tools, runs, loads, started);
+    await writeResults(options, prepared, tools, runs, blocks, loads, started);
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** The llama-server configurations a corpus's paired blocks compare with: the fastest in the survey, and the fastest
+ * without the prompt cache (the same one when that is the fastest). */
+function pairedServers(rows: readonly PartRow[], corpus: Corpus): PartRow[] {
+  const fastest = best(rows, (r) => r.part.startsWith('llama-server') && r.corpus === corpus);
+  const noCache = best(rows, (r) => r.part === `llama-server, ${SERVER_NO_PROMPT_CACHE}` && r.corpus === corpus);
+  return [fastest, noCache].filter((r, i, all): r is PartRow => r !== null && all.indexOf(r) === i);
+}
+
+interface PairedPart {
+  readonly name: string;
+  readonly run: (block: number) => Promise<PartRun>;
+}
+
+/**
+ * The parts of every paired block: per corpus, the engine (serial, 1 sequence: the default) and the llama-server
+ * configurations of `pairedServers`, on the block's documents; and llama-bench pp at the shared prefix's depth.
+ */
+function pairedParts(
+  options: Options,
+  prepared: Prepared,
+  preparedFile: string,
+  tools: LlamaTools,
+  survey: readonly PartRow[],
+  engineBuild: BuildPreference,
+): PairedPart[] {
+  const parts: PairedPart[] = [];
+  for (const corpus of options.corpora) {
+    parts.push({
+      name: `${corpus}: engine serial, ${engineBuild === 'auto' ? 'local' : 'prebuilt'} build`,
+      run: async (block) =>
+        runEngineChild(preparedFile, { build: engineBuild, sequences: 1, corpus, round: block, phase: 'paired' }),
+    });
+    for (const server of pairedServers(survey, corpus)) {
+      const promptCache = server.part === 'llama-server';
+      parts.push({
+        name: `${corpus}: ${server.part}, ${server.parallel} slots`,
+        run: (block) => serverPart(tools, prepared, server.parallel, corpus, block, promptCache, 'paired'),
+      });
+    }
+  }
+  if (options.corpora.includes('unique'))
+    parts.push({
+      name: 'llama-bench',
+      run: (block) => benchPart(tools, prepared, block, options.benchRepetitions, prepared.flashAttention),
+    });
+  return parts;
+}
+
+/** The targets' ratios, block by block, from the paired phase. */
+function pairedTargetRatios(
+  options: Options,
+  prepared: Prepared,
+  survey: readonly PartRow[],
+  blocks: readonly PartRun[][],
+): PairedRatio[] {
+  if (blocks.length === 0) return [];
+  const engine = (corpus: Corpus) => ({
+    match: (r: PartRun) => r.part === 'engine serial' && r.corpus === corpus,
+    label: `engine serial (1 sequence), ${blocks[0]?.find((r) => r.part === 'engine serial')?.build ?? ''}, ${corpus}`,
+  });
+  const server = (row: PartRow) => ({
+    match: (r: PartRun) => r.part === row.part && r.parallel === row.parallel && r.corpus === row.corpus,
+    label: label(row),
+  });
+  const ratios: PairedRatio[] = [];
+  const [uniqueServer] = pairedServers(survey, 'unique');
+  if (uniqueServer !== undefined)
+    ratios.push(
+      pairedRatio(
+        'engine docs/s ÷ llama-server (fastest in the survey), unique documents',
+        blocks,
+        engine('unique'),
+        server(uniqueServer),
+        'documentsPerSecond',
+        1,
+      ),
+    );
+  const benchPartName = `llama-bench pp${prepared.engineTokensPerDocument} @ d${prepared.sharedPrefixTokens}`;
+  if (options.corpora.includes('unique'))
+    ratios.push(
+      pairedRatio(
+        'engine serial tokens/s ÷ llama-bench pp at the same depth',
+        blocks,
+        engine('unique'),
+        { match: (r) => r.part === benchPartName, label: benchPartName },
+        'tokensPerSecond',
+        0.95,
+      ),
+    );
+  const share = `${options.duplicates * 100}% exact duplicates`;
+  for (const row of pairedServers(survey, 'duplicates'))
+    ratios.push(
+      pairedRatio(
+        row.part === 'llama-server'
+          ? `engine docs/s ÷ llama-server (fastest in the survey: with its prompt cache), ${share}`
+          : `engine docs/s ÷ llama-server without its prompt cache (fastest in the survey), ${share}`,
+        blocks,
+        engine('duplicates'),
+        server(row),
+        'documentsPerSecond',
+        1.4,
+      ),
+    );
+  return ratios;
+}
+
+function pairedBlockTable(blocks: readonly PartRun[][]): string[] {
+  const first = blocks[0];
+  if (first === undefined) return [];
+  const name = (r: PartRun): string =>
+    `${r.corpus}: ${r.part}${r.part.startsWith('llama-bench') ? '' : ` (${r.parallel})`}`;
+  const columns = first.map(name);
+  const cell = (r: PartRun | undefined): string =>
+    r === undefined
+      ? '–'
+      : r.part.startsWith('llama-bench')
+        ? `${Math.round(r.tokensEvaluated / r.seconds).toLocaleString('en-US')} tok/s`
+        : (r.documents / r.seconds).toFixed(2);
+  return [
+    `| block | order | ${columns.join(' | ')} |`,
+    `|---:|---|${columns.map(() => '---:').join('|')}|`,
+    ...blocks.map(
+      (runs, b) =>
+        `| ${b + 1} | ${b % 2 === 0 ? 'forward' : 'reverse'} | ` +
+        `${columns.map((c) => cell(runs.find((r) => name(r) === c))).join(' | ')} |`,
+    ),
+  ];
 }
 
 async function writeResults(
@@ -656,10 +838,12 @@ async function writeResults(
   prepared: Prepared,
   tools: LlamaTools,
   runs: readonly PartRun[],
+  blocks: readonly PartRun[][],
   loads: readonly number[],
   started: Date,
 ): Promise<void> {
   const rows = summarise(runs);
+  const paired = pairedTargetRatios(options, prepared, rows, blocks);
   const engineBuild = prepared.localBuild ? 'localBuild' : 'prebuilt';
   const is =
     (part: string, corpus: Corpus, build?: string) =>
@@ -753,6 +937,7 @@ async function writeResults(
     rows,
     ratios,
     runs,
+    paired: { blocks: blocks.length, documentsPerBlock: options.pairDocuments, ratios: paired, runs: blocks },
   };
   await mkdir(options.out, { recursive: true });
   await writeFile(path.join(options.out, 'engine.json'), JSON.stringify(out, null, 2) + '\n');
@@ -776,6 +961,22 @@ async function writeResults(
     '',
     ...ratioLines(ratios),
     '',
+    ...(blocks.length === 0
+      ? []
+      : [
+          '## Paired blocks: the targets',
+          '',
+          `After the survey, ${blocks.length} blocks of ${Math.min(options.pairDocuments, options.documents)} ` +
+            'documents each ran only the parts the targets compare, back to back on the same documents (llama-bench: ' +
+            `${options.benchRepetitions} repetitions), every other block in reverse order; llama-server in the ` +
+            "configurations that were fastest in the survey. Each block's ratio compares runs seconds apart, so a " +
+            "slow or fast spell of the machine moves both sides; a target is judged by the blocks' median.",
+          '',
+          ...pairedRatioLines(paired),
+          '',
+          ...pairedBlockTable(blocks),
+          '',
+        ]),
   ].join('\n');
   await writeFile(path.join(options.out, 'engine.md'), md);
   process.stdout.write(md);

@@ -6,6 +6,9 @@ import { describe, it } from 'node:test';
 import {
   best,
   markdownTable,
+  median,
+  pairedRatio,
+  pairedRatioLines,
   ratio,
   ratioLines,
   summarise,
@@ -96,5 +99,47 @@ describe('withDuplicates', () => {
 
   it('rejects a share outside [0, 1), naming the option', () => {
     assert.throws(() => withDuplicates([1, 2], 1, 1), /--duplicates 1: expected a share in \[0, 1\)/);
+  });
+});
+
+describe('pairedRatio', () => {
+  const engine = { match: (r: PartRun) => r.part === 'engine serial', label: 'engine' };
+  const server = { match: (r: PartRun) => r.part === 'llama-server', label: 'server' };
+
+  it('takes the ratio within each block and judges the target by the median over blocks', () => {
+    const blocks = [
+      [run('engine serial', 1, 0, 40, 4), run('llama-server', 1, 0, 40, 5)], // 1.25
+      [run('llama-server', 1, 1, 40, 3), run('engine serial', 1, 1, 40, 4)], // 0.75: a slow spell for the engine
+      [run('engine serial', 1, 2, 40, 4), run('llama-server', 1, 2, 40, 4.4)], // 1.1
+    ];
+    const r = pairedRatio('engine ÷ server', blocks, engine, server, 'documentsPerSecond', 1);
+    assert.deepEqual(
+      r.perBlock.map((x) => Number(x.toFixed(4))),
+      [1.25, 0.75, 1.1],
+    );
+    assert.equal(r.median.toFixed(4), '1.1000');
+    assert.equal(r.min, 0.75);
+    assert.equal(r.max, 1.25);
+    assert.equal(r.blocksMet, 2);
+    assert.equal(r.met, true);
+    const [line] = pairedRatioLines([r]);
+    assert.match(line ?? '', /median \*\*1\.10×\*\* over 3 blocks \(target ≥ 1\.00×: met; 2 of 3 blocks/);
+  });
+
+  it('compares token rates when asked, and leaves a block without both parts out of the median', () => {
+    const blocks = [
+      [run('engine serial', 1, 0, 40, 4), run('llama-server', 1, 0, 40, 4)],
+      [run('engine serial', 1, 1, 40, 4)],
+    ];
+    const r = pairedRatio('tokens', blocks, engine, server, 'tokensPerSecond', 0.95);
+    assert.equal(r.perBlock[0], 224 / 214);
+    assert.ok(Number.isNaN(r.perBlock[1]));
+    assert.equal(r.median, 224 / 214);
+    assert.equal(r.blocksMet, 1);
+  });
+
+  it('gives the median of an even count as the mean of the middle two', () => {
+    assert.equal(median([4, 1, 3, 2]), 2.5);
+    assert.ok(Number.isNaN(median([NaN])));
   });
 });
