@@ -80,6 +80,9 @@ export async function drawCrowdSample(config: CrowdConfig, request: CrowdSampleR
   const table = await readParquetTable(request.input, '--input', requests);
   const column = (name: string): readonly unknown[] => table.columns.get(name) ?? [];
   const gold = goldColumns.filter((g) => table.columns.has(g.column));
+  for (const g of gold) {
+    if (!g.multi) assertTruthLabels(table.file, g, column(g.column).map(toText));
+  }
 
   let rows: number[];
   let stratifiedBy: string | null = null;
@@ -100,7 +103,7 @@ export async function drawCrowdSample(config: CrowdConfig, request: CrowdSampleR
       // A missing truth label is a stratum of its own; the NUL prefix keeps it apart from every real label. A
       // multi-label truth stratifies by each row's rarest label (as rescale sample does).
       const values = strata.multi
-        ? truthSets(table.file, strata.column, column(strata.column), strata.labels)
+        ? truthSets(table.file, strata.column, column(strata.column), strata)
         : column(strata.column).map(toText);
       const rarest = strata.multi
         ? rarestLabelStrata(
@@ -142,7 +145,7 @@ export async function drawCrowdSample(config: CrowdConfig, request: CrowdSampleR
     gold: new Map<string, readonly (string | readonly string[] | null)[]>(
       gold.map((g): [string, readonly (string | readonly string[] | null)[]] => {
         if (!g.multi) return [g.question, text(g.column)];
-        const sets = truthSets(table.file, g.column, column(g.column), g.labels);
+        const sets = truthSets(table.file, g.column, column(g.column), g);
         return [g.question, rows.map((row) => sets[row] ?? null)];
       }),
     ),
@@ -150,13 +153,17 @@ export async function drawCrowdSample(config: CrowdConfig, request: CrowdSampleR
   };
 }
 
-/** A multi-label truth column: each row's labels in codebook order (a list column of label names), null if missing. */
+/**
+ * A multi-label truth column: each row's labels in codebook order (a list column of label names), null if missing.
+ * Every label must be one of the question's.
+ */
 function truthSets(
   file: string,
   name: string,
   values: readonly unknown[],
-  order: readonly string[],
+  question: { readonly question: string; readonly labels: readonly string[] },
 ): (readonly string[] | null)[] {
+  const order = question.labels;
   const rank = new Map(order.map((label, i) => [label, i]));
   return values.map((value, row) => {
     if (value === null || value === undefined) return null;
@@ -168,7 +175,31 @@ function truthSets(
       );
     }
     const labels = [...new Set(value.map((v) => toText(v) ?? ''))];
+    assertTruthLabels(file, { column: name, ...question }, labels, row);
     return labels.sort((a, b) => (rank.get(a) ?? order.length) - (rank.get(b) ?? order.length));
+  });
+}
+
+/**
+ * Truth values must be labels of their question: a misspelt label would otherwise travel into the documents file
+ * and the review app as a label no labeller could give, and fail (or be dropped) only when agreement is measured.
+ * `row`: the row of all of `values` (a multi-label row's labels); else `values` are the column's rows.
+ */
+function assertTruthLabels(
+  file: string,
+  truth: { readonly question: string; readonly column: string; readonly labels: readonly string[] },
+  values: readonly (string | null)[],
+  row?: number,
+): void {
+  const known = new Set(truth.labels);
+  values.forEach((value, i) => {
+    if (value === null || known.has(value)) return;
+    throw new RescaleError(
+      'INPUT_INVALID',
+      `--input ${file}, column "${truth.column}", row ${row ?? i}: truth label ${JSON.stringify(value)} is not a ` +
+        `label of question "${truth.question}" (${truth.labels.join(', ')}); correct the value in the file, or ` +
+        `point gold.${truth.question} of --config at the column that holds this question's labels`,
+    );
   });
 }
 

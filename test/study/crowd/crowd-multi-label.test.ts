@@ -143,6 +143,39 @@ function binaryAlpha(units: readonly (readonly boolean[])[]): number | null {
 }
 
 describe('rescale crowd with a multi-label question', () => {
+  it('refuses a truth list holding a label its question lacks, naming the file, column, row and label', async () => {
+    await withTempDir(async (dir) => {
+      const study = await writeStudy(dir, [
+        { name: 'default', kind: 'local', codebook: 'moods.yaml' },
+        { name: 'contrary', kind: 'local', codebook: 'contrary.yaml' },
+      ]);
+      // Row 2's truth gains a misspelt label; the rest of the file is as before.
+      await writeParquetWithDuckDB(
+        `SELECT id, text, CASE WHEN id = 2 THEN ['gloom', 'Gloom'] ELSE truth END AS truth ` +
+          `FROM read_parquet('${sqlString(study.input)}')`,
+        path.join(dir, 'typo.parquet'),
+      );
+      for (const sample of [undefined, 3]) {
+        await assert.rejects(
+          runCrowd({
+            ...study,
+            input: path.join(dir, 'typo.parquet'),
+            out: path.join(dir, `out-${sample ?? 'all'}`),
+            ...(sample === undefined ? {} : { sample, seed: 1 }),
+            env: {},
+            scoreLocal: localScoring({}, silentLogger, 'auto'),
+          }),
+          (error: unknown) =>
+            isRescaleError(error, 'INPUT_INVALID') &&
+            error.message.includes(
+              'typo.parquet, column "truth", row 2: truth label "Gloom" is not a label of ' +
+                'question "moods" (cheer, gloom, mixed)',
+            ),
+        );
+      }
+    });
+  });
+
   it('proposes local label sets, keeps the truth as a list and measures agreement per label', async () => {
     await withTempDir(async (dir) => {
       const study = await writeStudy(dir, [

@@ -431,6 +431,27 @@ describe('runCrowd', () => {
       assert.equal(after.filter((r) => r.error === 'over_budget').length, 16, '8 documents outside the sample, twice');
     });
   });
+  it('refuses a truth value that is not a label of its question, naming the file, column, row and value', async () => {
+    await withTempDir(async (dir) => {
+      const study = await writeStudy(dir, [
+        { name: 'keyword', kind: 'local', codebook: 'keyword.codebook.yaml' },
+        { name: 'multitoken', kind: 'local', codebook: 'multitoken.codebook.yaml' },
+      ]);
+      const input = await writeParquetWithDuckDB(
+        `SELECT id, text, CASE WHEN id = 5 THEN 'Negative' ELSE truth END AS truth FROM (${CORPUS_SQL})`,
+        path.join(dir, 'typo.parquet'),
+      );
+      await assert.rejects(runCrowd({ ...options(study, path.join(dir, 'out')), input }), (error: unknown) => {
+        assert.ok(isRescaleError(error, 'INPUT_INVALID'));
+        assert.match(
+          error.message,
+          /typo\.parquet, column "truth", row 5: truth label "Negative" is not a label of question "label" \(negative, neutral, positive\)/,
+        );
+        return true;
+      });
+    });
+  });
+
   it('takes a closed labeller’s URL and key source from the endpoint list it names', async () => {
     await withTempDir(async (dir) => {
       const {
