@@ -11,6 +11,7 @@ import { probabilityMass } from './label-distribution.js';
 import { buildLabelTrie, innerNodes, type TrieNode } from './label-trie.js';
 import { answerEndFor, answerPrefixFor, LLAMA2_ANSWER_SUFFIX, type AnswerEnd } from './prompt-builder.js';
 import type { SequencePool } from './sequence-pool.js';
+import { startsWithTokens } from './token-sequence.js';
 
 /** A document of a group, on the sequence of its slot. */
 export interface GroupDocument {
@@ -87,7 +88,7 @@ export class LabelTrieScorer {
       return tokens;
     }) as [Token[], Token[]];
     const [shorter, longer] = yes.length <= no.length ? [yes, no] : [no, yes];
-    if (shorter.every((token, k) => longer[k] === token)) {
+    if (startsWithTokens(longer, shorter)) {
       throw new RescaleError(
         'LABEL_INVALID',
         `${codebook.source ?? 'codebook'}: field "${field}": "${answers.yes}" and "${answers.no}" tokenise so that ` +

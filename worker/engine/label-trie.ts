@@ -3,6 +3,7 @@
 
 import type { Token } from 'node-llama-cpp';
 import { RescaleError } from '../../contracts/errors.js';
+import { isStrictTokenPrefix, sameTokens } from './token-sequence.js';
 
 export interface TrieNode {
   /** Tokens from the root to this node (empty for the root). */
@@ -40,19 +41,17 @@ export function buildLabelTrie(
   terminator: readonly Token[],
   naming: LabelNaming = BY_INDEX,
 ): { root: TrieNode; sequences: Token[][] } {
-  const isStrictPrefix = (a: readonly Token[], b: readonly Token[]): boolean =>
-    a.length < b.length && a.every((t, i) => b[i] === t);
   const resolved = sequences.map((seq, i) => {
     const out = [...seq];
     for (const token of terminator) {
-      if (!sequences.some((other, j) => j !== i && isStrictPrefix(out, other))) break;
+      if (!sequences.some((other, j) => j !== i && isStrictTokenPrefix(out, other))) break;
       out.push(token);
     }
     return out;
   });
   resolved.forEach((seq, i) => {
     resolved.forEach((other, j) => {
-      if (j > i && seq.length === other.length && seq.every((t, k) => other[k] === t)) {
+      if (j > i && sameTokens(seq, other)) {
         const ended =
           seq.length > Math.min((sequences[i] as Token[]).length, (sequences[j] as Token[]).length)
             ? " once the answer's end follows the shorter"
@@ -63,7 +62,7 @@ export function buildLabelTrie(
             'so the model cannot tell them apart; make the answers differ by more than trailing whitespace',
         );
       }
-      if (isStrictPrefix(seq, other))
+      if (isStrictTokenPrefix(seq, other))
         throw new RescaleError(
           'LABEL_INVALID',
           `${naming.source}: ${naming.label(i)} is a token prefix of ${naming.label(j)} ` +

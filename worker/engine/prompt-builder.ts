@@ -15,6 +15,7 @@ import { CODEBOOK_VARIABLES, parseTemplate, type Codebook, type Question } from 
 import { isLlama2ChatTemplate } from '../../contracts/llama2-chat.js';
 import { firstCodePoints, promptVariables } from '../../contracts/prompt-text.js';
 import type { DocumentInput } from '../../contracts/document-input.js';
+import { sameTokens, startsWithTokens } from './token-sequence.js';
 
 export interface FittedDocument {
   readonly doc: DocumentInput;
@@ -429,12 +430,8 @@ function llama2ChatTurn(system: string | null, user: string): string {
 function splitTurnTokens(model: LlamaModel, split: Llama2TurnSplit, turn: string): Token[] | null {
   if (!turn.startsWith(split.head)) return null;
   const rest = model.tokenize(`\n${turn.slice(split.head.length)}`, false);
-  if (!split.newline.every((token, i) => rest[i] === token)) return null;
+  if (!startsWithTokens(rest, split.newline)) return null;
   return [...split.headTokens, ...rest.slice(split.newline.length)];
-}
-
-function sameTokens(a: readonly Token[], b: readonly Token[]): boolean {
-  return a.length === b.length && a.every((token, i) => b[i] === token);
 }
 
 /**
